@@ -1,0 +1,152 @@
+//! classify: reads an upload's first bytes (one ranged GET), decides its
+//! modality from content alone, and routes the job to that modality's queue.
+//! Empty and unrecognised content ends the job here with a clear reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::commands::Command;
+use prism_shared::envelope::{self, EnvelopeError};
+use prism_shared::job::{InputObject, JobFailure};
+use prism_shared::lifecycle::{self, LifecycleError, Recorded};
+use prism_shared::ports::{BlobStore, JobStore, Queue};
+use prism_shared::sniff::{self, SNIFF_BYTES};
+use prism_shared::sqs_batch::{self, Backoff};
+use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality, QueueError, Retryable, StoreError, config};
+
+pub const SOURCE: &str = "classify";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The queue of each modality that has a processor.
+    pub routes: HashMap<Modality, String>,
+}
+
+impl Config {
+    /// `{MODALITY}_QUEUE_URL` for each modality; a modality without one has no processor yet.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let routes: HashMap<_, _> = Modality::ALL
+            .iter()
+            .filter_map(|m| {
+                let name = format!("{}_QUEUE_URL", m.as_str().to_uppercase());
+                config::optional_owned(&name).map(|url| (*m, url))
+            })
+            .collect();
+        if routes.is_empty() {
+            return Err(ConfigError::Missing("TEXT_QUEUE_URL"));
+        }
+        Ok(Self { routes })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub jobs: Arc<dyn JobStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn Queue>,
+    pub config: Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("expected a job.classify command with a job_id")]
+    WrongCommand,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl Retryable for ClassifyError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Envelope(_) | Self::WrongCommand => false,
+            Self::Store(e) => e.is_retryable(),
+            Self::Lifecycle(e) => e.is_retryable(),
+            Self::Blob(e) => e.is_retryable(),
+            Self::Queue(e) => e.is_retryable(),
+        }
+    }
+}
+
+pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
+}
+
+async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), ClassifyError> {
+    let env: Envelope<Command> = envelope::decode(msg.body.as_deref().unwrap_or_default())?;
+    let (Some(job_id), Command::Classify { input }) = (env.job_id, env.body) else {
+        return Err(ClassifyError::WrongCommand);
+    };
+    tracing::info!(job_id = %job_id, trace_id = %env.trace_id, uri = %input.uri, "classifying");
+    classify_job(deps, &job_id, input).await
+}
+
+async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result<(), ClassifyError> {
+    let Some(job) = deps.jobs.get(job_id).await? else {
+        return Err(LifecycleError::NotFound(job_id.clone()).into());
+    };
+    if job.status != JobStatus::Queued {
+        tracing::info!(status = %job.status, "job is past classification; duplicate ignored");
+        return Ok(());
+    }
+    let head = match deps.blobs.read_head(&input.uri, SNIFF_BYTES).await {
+        Ok(head) => head,
+        Err(BlobError::NotFound(uri)) => {
+            return fail(deps, job_id, JobFailure::new("input_missing", format!("the upload {uri} no longer exists"))).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let classification = match sniff::classify(&head.bytes, head.size) {
+        Ok(c) => c,
+        Err(e) => return fail(deps, job_id, JobFailure::new(e.code(), e.to_string())).await,
+    };
+    let Some(queue_url) = deps.config.routes.get(&classification.modality) else {
+        let modality = classification.modality;
+        return fail(deps, job_id, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
+    };
+    let (modality, mime) = (classification.modality, classification.mime.clone());
+    let recorded = match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {
+        Ok(r) => r,
+        Err(LifecycleError::Refused { error, .. }) => {
+            tracing::info!(%error, "job changed meanwhile; not routed");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let job = recorded.job();
+    // A redelivery after a crash between recording and sending routes again;
+    // processors ignore a job that is already past them.
+    if let Recorded::AlreadyApplied(_) = recorded {
+        tracing::info!("already classified; routing again");
+    }
+    let command = Envelope::new(
+        SOURCE,
+        &job.trace_id,
+        Some(job.id.clone()),
+        None,
+        Command::Process {
+            input: InputObject { size: head.size, ..input },
+            modality,
+            mime,
+        },
+    );
+    deps.queue.send(queue_url, command.to_json()).await?;
+    tracing::info!(%modality, "routed");
+    Ok(())
+}
+
+async fn fail(deps: &Deps, job_id: &JobId, failure: JobFailure) -> Result<(), ClassifyError> {
+    tracing::warn!(code = %failure.code, reason = %failure.message, "job failed");
+    match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Failed(failure)).await {
+        Ok(_) | Err(LifecycleError::Refused { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

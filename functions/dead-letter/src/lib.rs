@@ -1,0 +1,55 @@
+//! dead-letter: the consumer of every dead-letter queue. A message lands here
+//! after its queue's `maxReceiveCount` failed attempts; its job is failed with
+//! a reason, so no job ever stays `queued` or `processing` forever.
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::commands::Command;
+use prism_shared::envelope;
+use prism_shared::job::JobFailure;
+use prism_shared::lifecycle::{self, LifecycleError};
+use prism_shared::ports::{JobStore, Queue};
+use prism_shared::sqs_batch::{self, Backoff};
+use prism_shared::{JobEvent, JobId};
+
+pub const SOURCE: &str = "dead-letter";
+
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub jobs: Arc<dyn JobStore>,
+    pub queue: Arc<dyn Queue>,
+}
+
+pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
+}
+
+/// The queue a dead letter came from, named after its DLQ (`…-dlq`).
+fn origin(msg: &SqsMessage) -> String {
+    let name = msg.event_source_arn.as_deref().and_then(|a| a.rsplit(':').next()).unwrap_or("unknown");
+    name.strip_suffix("-dlq").unwrap_or(name).to_owned()
+}
+
+/// The job a dead letter is about: commands carry it in their envelope.
+pub fn job_of(body: &str) -> Option<JobId> {
+    envelope::decode::<Command>(body).ok()?.job_id
+}
+
+async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), LifecycleError> {
+    let body = msg.body.as_deref().unwrap_or_default();
+    let origin = origin(&msg);
+    let Some(job_id) = job_of(body) else {
+        // Nothing to fail: keep the evidence in the logs, where operators look.
+        tracing::error!(%origin, body, "dead letter names no job");
+        return Ok(());
+    };
+    let failure = JobFailure::new("retries_exhausted", format!("processing kept failing in {origin} and was given up"));
+    tracing::error!(job_id = %job_id, %origin, "dead letter: failing job");
+    match lifecycle::record(deps.jobs.as_ref(), &job_id, SOURCE, JobEvent::Failed(failure)).await {
+        Ok(_) => Ok(()),
+        // Already terminal (it finished on a late attempt) or gone: nothing to fail.
+        Err(LifecycleError::Refused { .. } | LifecycleError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

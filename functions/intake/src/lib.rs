@@ -1,0 +1,174 @@
+//! intake: S3 `ObjectCreated` notifications, delivered through SQS, become jobs.
+//!
+//! An upload under `uploads/{owner}/{job_id}/…` whose job the API created is
+//! attached to that job; any other object under `uploads/` (an operator's
+//! drop) gets a job whose id is derived from bucket, key and ETag, so a
+//! redelivered notification finds the same job instead of making another.
+
+use std::sync::Arc;
+
+use aws_lambda_events::s3::{S3Event, S3EventRecord};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::Utc;
+use prism_shared::commands::Command;
+use prism_shared::envelope::new_trace_id;
+use prism_shared::job::InputObject;
+use prism_shared::lifecycle::{self, LifecycleError, Recorded};
+use prism_shared::ports::{Created, JobStore, Queue};
+use prism_shared::sqs_batch::{self, Backoff};
+use prism_shared::{ConfigError, Envelope, Job, JobEvent, JobEventEnvelope, JobId, Priority, QueueError, Retryable, S3Uri, StoreError, config};
+
+pub const SOURCE: &str = "intake";
+/// Only objects under this prefix are uploads; outputs and the rest are ignored.
+pub const UPLOAD_PREFIX: &str = "uploads/";
+/// The owner of a file dropped straight under `uploads/` with no owner folder.
+pub const DEFAULT_OWNER: &str = "default";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub classify_queue_url: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            classify_queue_url: config::required("CLASSIFY_QUEUE_URL")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub jobs: Arc<dyn JobStore>,
+    pub queue: Arc<dyn Queue>,
+    pub config: Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("message body is not an S3 event: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl Retryable for IntakeError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Malformed(_) => false,
+            Self::Store(e) => e.is_retryable(),
+            Self::Lifecycle(e) => e.is_retryable(),
+            Self::Queue(e) => e.is_retryable(),
+        }
+    }
+}
+
+pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
+}
+
+async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), IntakeError> {
+    let body = msg.body.unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(&body)?;
+    // S3 sends one test message when a notification is configured.
+    if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+        tracing::info!("acknowledged s3:TestEvent");
+        return Ok(());
+    }
+    let event: S3Event = serde_json::from_value(value)?;
+    for record in &event.records {
+        handle_record(deps, record).await?;
+    }
+    Ok(())
+}
+
+/// An uploaded object as the notification describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub uri: S3Uri,
+    pub size: u64,
+    pub etag: String,
+    pub owner: String,
+    /// The job id in the key, when the key has the API's layout.
+    pub claimed_job: Option<JobId>,
+}
+
+/// Reads an `ObjectCreated` record; `None` for other events and keys outside `uploads/`.
+pub fn upload_of(record: &S3EventRecord) -> Option<Upload> {
+    let created = record.event_name.as_deref().is_some_and(|n| n.starts_with("ObjectCreated"));
+    let bucket = record.s3.bucket.name.clone()?;
+    // Keys in S3 events are URL-encoded, with '+' for spaces.
+    let encoded = record.s3.object.key.as_deref()?.replace('+', " ");
+    let raw_key = urlencoding::decode(&encoded).ok()?.into_owned();
+    let rest = raw_key.strip_prefix(UPLOAD_PREFIX)?;
+    if !created || rest.is_empty() || rest.ends_with('/') {
+        return None;
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let owner = if segments.len() >= 2 { segments[0] } else { DEFAULT_OWNER };
+    let claimed_job = (segments.len() >= 3).then(|| segments[1].parse().ok()).flatten();
+    Some(Upload {
+        uri: S3Uri::new(bucket, raw_key.clone()),
+        size: record.s3.object.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        etag: record.s3.object.e_tag.clone().unwrap_or_default().trim_matches('"').to_owned(),
+        owner: owner.to_owned(),
+        claimed_job,
+    })
+}
+
+async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), IntakeError> {
+    let Some(upload) = upload_of(record) else {
+        tracing::info!(event = ?record.event_name, key = ?record.s3.object.key, "not an upload; ignored");
+        return Ok(());
+    };
+    let input = InputObject {
+        uri: upload.uri.clone(),
+        size: upload.size,
+        etag: upload.etag.clone(),
+    };
+    let id = job_for(deps, &upload).await?;
+    tracing::info!(job_id = %id, uri = %upload.uri, size = upload.size, "upload received");
+    let recorded = match lifecycle::record(deps.jobs.as_ref(), &id, SOURCE, JobEvent::Uploaded { input: input.clone() }).await {
+        Ok(r) => r,
+        // The job ended (e.g. cancelled before its upload arrived): nothing to do.
+        Err(LifecycleError::Refused { error, .. }) => {
+            tracing::warn!(job_id = %id, %error, "upload not attached");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Recorded::AlreadyApplied(job) = &recorded
+        && job.modality.is_some()
+    {
+        tracing::info!(job_id = %id, "already classified; duplicate notification ignored");
+        return Ok(());
+    }
+    let job = recorded.job();
+    let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input });
+    deps.queue.send(&deps.config.classify_queue_url, command.to_json()).await?;
+    Ok(())
+}
+
+/// The job this upload belongs to, created if it is a direct drop.
+async fn job_for(deps: &Deps, upload: &Upload) -> Result<JobId, IntakeError> {
+    if let Some(id) = &upload.claimed_job
+        && let Some(job) = deps.jobs.get(id).await?
+        && job.owner == upload.owner
+        && job.upload == upload.uri
+        && job.input.as_ref().is_none_or(|i| i.etag == upload.etag)
+    {
+        return Ok(job.id);
+    }
+    let id = JobId::for_object(&upload.uri, &upload.etag);
+    let now = Utc::now();
+    let job = Job::new(id.clone(), upload.owner.clone(), Priority::default(), upload.uri.clone(), new_trace_id(), now);
+    let created = JobEventEnvelope::for_job(SOURCE, &job, job.created_event());
+    if let Created::Existing(_) = deps.jobs.create(&job, &created).await? {
+        tracing::info!(job_id = %id, "job for this object exists already");
+    }
+    Ok(id)
+}

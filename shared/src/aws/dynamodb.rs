@@ -1,0 +1,191 @@
+//! The job store on one DynamoDB table (single-table design):
+//!
+//! | item      | pk          | sk                | GSI keys |
+//! |-----------|-------------|-------------------|----------|
+//! | job       | `JOB#{id}`  | `META`            | `gsi1pk = OWNER#{owner}`, `gsi1sk = {created_at}#{id}`; `gsi2pk = OWNER#{owner}#{status}`, same sort key |
+//! | job event | `JOB#{id}`  | `EVT#{seq:010}`   | |
+//!
+//! A state change and its event are one `TransactWriteItems`, conditional on
+//! the job's previous `seq`, so the job and its log can never disagree.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use super::boxed;
+use crate::envelope::JobEventEnvelope;
+use crate::error::StoreError;
+use crate::job::{Job, JobId};
+use crate::ports::{Created, JobStore};
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Clone)]
+pub struct DynamoJobStore {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn job_pk(id: &JobId) -> String {
+    format!("JOB#{id}")
+}
+
+fn event_sk(seq: u64) -> String {
+    format!("EVT#{seq:010}")
+}
+
+fn job_item(job: &Job) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(job).map_err(|e| StoreError::Corrupt {
+        what: "job",
+        reason: e.to_string(),
+    })?;
+    let sort = format!("{}#{}", job.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), job.id);
+    item.insert("pk".into(), s(job_pk(&job.id)));
+    item.insert("sk".into(), s("META"));
+    item.insert("gsi1pk".into(), s(format!("OWNER#{}", job.owner)));
+    item.insert("gsi1sk".into(), s(sort.clone()));
+    item.insert("gsi2pk".into(), s(format!("OWNER#{}#{}", job.owner, job.status)));
+    item.insert("gsi2sk".into(), s(sort));
+    Ok(item)
+}
+
+fn event_item(job: &Job, event: &JobEventEnvelope) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(event).map_err(|e| StoreError::Corrupt {
+        what: "event",
+        reason: e.to_string(),
+    })?;
+    item.insert("pk".into(), s(job_pk(&job.id)));
+    item.insert("sk".into(), s(event_sk(job.seq)));
+    item.insert("expires_at".into(), AttributeValue::N(job.expires_at.to_string()));
+    Ok(item)
+}
+
+fn put(table: &str, item: Item, condition: &str, values: Option<Item>) -> Result<TransactWriteItem, StoreError> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(condition)
+        .set_expression_attribute_values(values)
+        .build()
+        .map_err(|e| StoreError::Unavailable(boxed(e)))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// Whether a cancelled transaction failed on a condition (a lost race) rather than on the service.
+fn lost_condition(e: &SdkError<TransactWriteItemsError>) -> bool {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(t)) => t
+            .cancellation_reasons()
+            .iter()
+            .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        _ => false,
+    }
+}
+
+impl DynamoJobStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for DynamoJobStore {
+    async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(&self.table, job_item(job)?, "attribute_not_exists(pk)", None)?)
+            .transact_items(put(&self.table, event_item(job, event)?, "attribute_not_exists(pk)", None)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Created::New),
+            Err(e) if lost_condition(&e) => match self.get(&job.id).await? {
+                Some(existing) => Ok(Created::Existing(Box::new(existing))),
+                // Lost the race to a writer whose job is not readable yet.
+                None => Err(StoreError::Conflict(job.id.clone())),
+            },
+            Err(e) => Err(StoreError::Unavailable(boxed(e))),
+        }
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(id)))
+            .key("sk", s("META"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(boxed(e)))?;
+        out.item
+            .map(|item| {
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
+                    what: "job",
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
+        let previous = job.seq.checked_sub(1).ok_or_else(|| StoreError::Conflict(job.id.clone()))?;
+        let values = HashMap::from([(":prev".to_owned(), AttributeValue::N(previous.to_string()))]);
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(&self.table, job_item(job)?, "seq = :prev", Some(values))?)
+            .transact_items(put(&self.table, event_item(job, event)?, "attribute_not_exists(pk)", None)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if lost_condition(&e) => Err(StoreError::Conflict(job.id.clone())),
+            Err(e) => Err(StoreError::Unavailable(boxed(e))),
+        }
+    }
+
+    async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
+        let mut events = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(job_pk(id)))
+                .expression_attribute_values(":from", s(event_sk(after_seq + 1)))
+                .expression_attribute_values(":to", s(event_sk(9_999_999_999)))
+                .consistent_read(true)
+                .limit(limit.saturating_sub(events.len() as u32).max(1) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(boxed(e)))?;
+            for item in out.items.unwrap_or_default() {
+                events.push(serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
+                    what: "event",
+                    reason: e.to_string(),
+                })?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || events.len() >= limit as usize {
+                return Ok(events);
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! The AWS adapters of the ports, and the one place SDK clients are configured.
+
+mod dynamodb;
+mod s3;
+mod sqs;
+
+pub use dynamodb::DynamoJobStore;
+pub use s3::S3BlobStore;
+pub use sqs::SqsQueue;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+/// One `SdkConfig` from the environment: region, credentials, and endpoint
+/// overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`) for local clouds.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// An S3 client; path-style addressing whenever an endpoint override is set,
+/// since emulators on loopback have no per-bucket host names.
+pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
+    let overridden = sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    let conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(overridden).build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Keeps an SDK error whole (its source chain names the service's error code).
+pub(crate) fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> crate::error::BoxError {
+    Box::new(e)
+}
+
+/// The AWS adapters of every port, built once per cold start from one `SdkConfig`.
+#[derive(Debug, Clone)]
+pub struct AwsPorts {
+    pub jobs: std::sync::Arc<dyn crate::ports::JobStore>,
+    pub blobs: std::sync::Arc<dyn crate::ports::BlobStore>,
+    pub queue: std::sync::Arc<dyn crate::ports::Queue>,
+}
+
+impl AwsPorts {
+    /// Reads `TABLE_NAME` and the SDK's own settings from the environment.
+    pub async fn from_env() -> Result<Self, crate::error::ConfigError> {
+        let table = crate::config::required("TABLE_NAME")?;
+        let sdk = sdk_config().await;
+        Ok(Self {
+            jobs: std::sync::Arc::new(DynamoJobStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
+            blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(&sdk))),
+            queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
+        })
+    }
+}

@@ -1,0 +1,68 @@
+//! Errors of the ports, each saying whether trying again can help.
+
+use crate::job::JobId;
+use crate::uri::S3Uri;
+
+/// An error from below (an SDK, a socket) kept whole for its message and source chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Whether an operation that failed may succeed if tried again later.
+pub trait Retryable {
+    fn is_retryable(&self) -> bool;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer changed the job first; reload and apply again.
+    #[error("job {0} was changed concurrently")]
+    Conflict(JobId),
+    #[error("stored item is not a valid {what}: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+    #[error("job store unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+}
+
+impl Retryable for StoreError {
+    fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Corrupt { .. })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("no object at {0}")]
+    NotFound(S3Uri),
+    #[error("{uri} has {size} bytes, over the limit of {limit}")]
+    TooLarge { uri: S3Uri, size: u64, limit: u64 },
+    #[error("blob store unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+}
+
+impl Retryable for BlobError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("not an SQS queue ARN: {0:?}")]
+    BadArn(String),
+    #[error("queue unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+}
+
+impl Retryable for QueueError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// A required setting that is missing or malformed: the function must not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}

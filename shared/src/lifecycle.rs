@@ -1,0 +1,129 @@
+//! Recording job events: read, apply through the state machine, commit
+//! conditionally, and start again if another writer got there first.
+
+use chrono::Utc;
+
+use crate::envelope::JobEventEnvelope;
+use crate::error::{Retryable, StoreError};
+use crate::job::{Applied, Job, JobEvent, JobId, TransitionError};
+use crate::ports::JobStore;
+
+/// How many times a conflicting write is recomputed before giving up.
+const MAX_CONFLICTS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("job {0} does not exist")]
+    NotFound(JobId),
+    #[error("job {id}: {error}")]
+    Refused {
+        id: JobId,
+        error: TransitionError,
+        job: Box<Job>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Retryable for LifecycleError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            // The job may not be visible yet to an eventually consistent reader.
+            Self::NotFound(_) => true,
+            Self::Refused { .. } => false,
+            Self::Store(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// What recording an event did, with the job as it now stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    Changed(Job, Box<JobEventEnvelope>),
+    AlreadyApplied(Job),
+}
+
+impl Recorded {
+    pub fn job(&self) -> &Job {
+        match self {
+            Self::Changed(job, _) | Self::AlreadyApplied(job) => job,
+        }
+    }
+}
+
+/// Applies `event` to job `id` and stores the change with its event.
+pub async fn record(store: &dyn JobStore, id: &JobId, source: &str, event: JobEvent) -> Result<Recorded, LifecycleError> {
+    let mut last_conflict = None;
+    for _ in 0..MAX_CONFLICTS {
+        let mut job = store.get(id).await?.ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
+        match job.apply(&event, Utc::now()) {
+            Ok(Applied::AlreadyApplied) => return Ok(Recorded::AlreadyApplied(job)),
+            Ok(Applied::Changed) => {}
+            Err(error) => {
+                return Err(LifecycleError::Refused {
+                    id: id.clone(),
+                    error,
+                    job: Box::new(job),
+                });
+            }
+        }
+        let envelope = JobEventEnvelope::for_job(source, &job, event.clone());
+        match store.commit(&job, &envelope).await {
+            Ok(()) => return Ok(Recorded::Changed(job, Box::new(envelope))),
+            Err(e @ StoreError::Conflict(_)) => last_conflict = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last_conflict.unwrap_or_else(|| StoreError::Conflict(id.clone())).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobFailure, JobStatus, Priority};
+    use crate::memory::MemoryJobStore;
+    use crate::ports::Created;
+
+    async fn stored_job(store: &MemoryJobStore) -> Job {
+        let upload = "s3://b/uploads/o/k".parse().expect("uri");
+        let job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
+        let ev = JobEventEnvelope::for_job("test", &job, job.created_event());
+        assert_eq!(store.create(&job, &ev).await.expect("create"), Created::New);
+        assert!(matches!(store.create(&job, &ev).await.expect("create"), Created::Existing(_)));
+        job
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_each_get_their_own_sequence_number() {
+        let store = std::sync::Arc::new(MemoryJobStore::default());
+        let job = stored_job(&store).await;
+        record(store.as_ref(), &job.id, "t", JobEvent::Started { phase: "p".into() }).await.expect("start");
+        let writers: Vec<_> = (0..20u8)
+            .map(|i| {
+                let (store, id) = (store.clone(), job.id.clone());
+                tokio::spawn(async move {
+                    let event = JobEvent::Progress { phase: "p".into(), progress: i, eta_s: None };
+                    record(store.as_ref(), &id, "t", event).await
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.expect("join").expect("progress");
+        }
+        let events = store.events(&job.id, 0, 100).await.expect("events");
+        let seqs: Vec<u64> = events.iter().filter_map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=22).collect::<Vec<_>>());
+        assert_eq!(store.events(&job.id, 20, 100).await.expect("events").len(), 2);
+        assert_eq!(store.get(&job.id).await.expect("get").expect("job").seq, 22);
+    }
+
+    #[tokio::test]
+    async fn refused_transitions_write_nothing() {
+        let store = MemoryJobStore::default();
+        let job = stored_job(&store).await;
+        record(&store, &job.id, "t", JobEvent::Failed(JobFailure::new("x", "y"))).await.expect("fail");
+        let err = record(&store, &job.id, "t", JobEvent::Started { phase: "p".into() }).await.expect_err("refused");
+        assert!(matches!(err, LifecycleError::Refused { error: TransitionError::Terminal { status: JobStatus::Failed }, .. }));
+        assert_eq!(store.events(&job.id, 0, 100).await.expect("events").len(), 2);
+    }
+}

@@ -1,0 +1,151 @@
+//! In-memory fakes of the ports, with the same semantics as the AWS adapters
+//! (conditional commits, ranged reads, size limits), for unit tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::envelope::JobEventEnvelope;
+use crate::error::{BlobError, QueueError, StoreError};
+use crate::job::{Job, JobId};
+use crate::ports::{BlobStore, Created, JobStore, ObjectHead, Queue};
+use crate::uri::S3Uri;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking test thread must not hide the state from the others.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A job and its event log by sequence number.
+type JobWithLog = (Job, BTreeMap<u64, JobEventEnvelope>);
+
+#[derive(Debug, Default)]
+pub struct MemoryJobStore {
+    jobs: Mutex<HashMap<JobId, JobWithLog>>,
+}
+
+#[async_trait]
+impl JobStore for MemoryJobStore {
+    async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
+        let mut jobs = lock(&self.jobs);
+        if let Some((existing, _)) = jobs.get(&job.id) {
+            return Ok(Created::Existing(Box::new(existing.clone())));
+        }
+        jobs.insert(job.id.clone(), (job.clone(), BTreeMap::from([(job.seq, event.clone())])));
+        Ok(Created::New)
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        Ok(lock(&self.jobs).get(id).map(|(job, _)| job.clone()))
+    }
+
+    async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
+        let mut jobs = lock(&self.jobs);
+        let Some((stored, events)) = jobs.get_mut(&job.id) else {
+            return Err(StoreError::Conflict(job.id.clone()));
+        };
+        if stored.seq + 1 != job.seq || events.contains_key(&job.seq) {
+            return Err(StoreError::Conflict(job.id.clone()));
+        }
+        *stored = job.clone();
+        events.insert(job.seq, event.clone());
+        Ok(())
+    }
+
+    async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
+        Ok(lock(&self.jobs)
+            .get(id)
+            .map(|(_, events)| events.range(after_seq + 1..).take(limit as usize).map(|(_, e)| e.clone()).collect())
+            .unwrap_or_default())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryBlobStore {
+    objects: Mutex<HashMap<S3Uri, (Bytes, String)>>,
+}
+
+impl MemoryBlobStore {
+    pub fn insert(&self, uri: &S3Uri, body: impl Into<Bytes>) {
+        lock(&self.objects).insert(uri.clone(), (body.into(), "application/octet-stream".into()));
+    }
+
+    pub fn object(&self, uri: &S3Uri) -> Option<(Bytes, String)> {
+        lock(&self.objects).get(uri).cloned()
+    }
+}
+
+#[async_trait]
+impl BlobStore for MemoryBlobStore {
+    async fn read_head(&self, uri: &S3Uri, len: usize) -> Result<ObjectHead, BlobError> {
+        let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
+        Ok(ObjectHead {
+            size: body.len() as u64,
+            bytes: body.slice(..len.min(body.len())),
+        })
+    }
+
+    async fn read_all(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, BlobError> {
+        let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
+        if body.len() as u64 > limit {
+            return Err(BlobError::TooLarge {
+                uri: uri.clone(),
+                size: body.len() as u64,
+                limit,
+            });
+        }
+        Ok(body)
+    }
+
+    async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError> {
+        lock(&self.objects).insert(uri.clone(), (body, content_type.to_owned()));
+        Ok(())
+    }
+
+    async fn presign_put(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
+        Ok(format!("memory://{}/{}?expires={}", uri.bucket, uri.key, expires_in.as_secs()))
+    }
+}
+
+/// A message the fake queue was asked to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    pub queue_url: String,
+    pub body: String,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    sent: Mutex<Vec<SentMessage>>,
+    retries: Mutex<Vec<(String, Duration)>>,
+}
+
+impl MemoryQueue {
+    pub fn sent(&self) -> Vec<SentMessage> {
+        lock(&self.sent).clone()
+    }
+
+    /// `(receipt_handle, delay)` of every message put back for a later retry.
+    pub fn retries(&self) -> Vec<(String, Duration)> {
+        lock(&self.retries).clone()
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError> {
+        lock(&self.sent).push(SentMessage {
+            queue_url: queue_url.to_owned(),
+            body,
+        });
+        Ok(())
+    }
+
+    async fn retry_later(&self, _queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        lock(&self.retries).push((receipt_handle.to_owned(), delay));
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! The ports: what functions need from the outside world, as small traits.
+//! AWS adapters live in [`crate::aws`], in-memory fakes in [`crate::memory`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::envelope::JobEventEnvelope;
+use crate::error::{BlobError, QueueError, StoreError};
+use crate::job::{Job, JobId};
+use crate::uri::S3Uri;
+
+/// What [`JobStore::create`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New,
+    /// A job with that id was already stored (a retried request or a redelivered event).
+    Existing(Box<Job>),
+}
+
+/// Jobs and their append-only event logs.
+#[async_trait]
+pub trait JobStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new job with its first event, unless a job with its id exists.
+    async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError>;
+
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Stores `job` and the event that brought it to `job.seq`, atomically, only
+    /// if the stored job is still at `job.seq - 1`; otherwise [`StoreError::Conflict`].
+    async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError>;
+
+    /// The job's events with `seq > after_seq`, in order, at most `limit`.
+    async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError>;
+}
+
+/// The first bytes of an object and its total size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub bytes: Bytes,
+    pub size: u64,
+}
+
+/// Object storage (S3).
+#[async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// At most `len` leading bytes (a ranged GET) and the object's size.
+    async fn read_head(&self, uri: &S3Uri, len: usize) -> Result<ObjectHead, BlobError>;
+
+    /// The whole object, refused with [`BlobError::TooLarge`] above `limit` bytes.
+    async fn read_all(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, BlobError>;
+
+    async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError>;
+
+    /// A URL through which anyone holding it may PUT the object until it expires.
+    async fn presign_put(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError>;
+}
+
+/// Message queues (SQS).
+#[async_trait]
+pub trait Queue: Send + Sync + std::fmt::Debug {
+    async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError>;
+
+    /// Makes a received message visible again after `delay`: the backoff of a failed attempt.
+    async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError>;
+}

@@ -1,0 +1,46 @@
+//! Typed, versioned results that processors store on a job.
+//!
+//! Each result carries `schema_version` so a client can tell which fields to
+//! expect; additive changes keep the version, breaking ones bump it.
+
+use serde::{Deserialize, Serialize};
+
+/// A job's result, tagged by the processor that produced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobResult {
+    Text(TextResult),
+}
+
+/// How a text's bytes were decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextEncoding {
+    #[default]
+    Utf8,
+    Utf16le,
+    Utf16be,
+    /// Bytes that are not valid UTF-8 and carry no BOM: read as ISO-8859-1,
+    /// which maps every byte to a character and so never fails.
+    Latin1,
+}
+
+/// What `process-text` reports.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TextResult {
+    pub schema_version: u32,
+    pub encoding: TextEncoding,
+    /// Whether the text started with a byte-order mark.
+    pub bom: bool,
+    pub bytes: u64,
+    /// Unicode scalar values, after decoding.
+    pub chars: u64,
+    /// Line count: newline-terminated lines plus a final unterminated one.
+    pub lines: u64,
+    /// Runs of non-whitespace characters.
+    pub words: u64,
+}
+
+impl TextResult {
+    pub const SCHEMA_VERSION: u32 = 1;
+}

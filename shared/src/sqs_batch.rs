@@ -1,0 +1,126 @@
+//! Running a handler over an SQS batch the way every Prism consumer does:
+//! one tracing span per message, failures reported as `batchItemFailures`
+//! (ReportBatchItemFailures) and put back with exponential backoff, so a
+//! failing message is retried later and lands in its DLQ after
+//! `maxReceiveCount`, never in a hot loop.
+
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use tracing::Instrument;
+
+use crate::error::Retryable;
+use crate::ports::Queue;
+
+/// Backoff between attempts of a failed message.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// `base * 2^(attempt-1)`, capped, plus up to 25 % jitter so a burst of
+    /// failures does not come back all at once.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.max);
+        let jitter_permille = RandomState::new().hash_one(attempt) % 250;
+        exp + exp * jitter_permille as u32 / 1000
+    }
+}
+
+/// How many times SQS has delivered this message, including this time.
+pub fn receive_count(msg: &SqsMessage) -> u32 {
+    msg.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// Runs `handler` on each message in turn and reports the ones that failed.
+pub async fn process_batch<F, Fut, E>(event: SqsEvent, queue: &dyn Queue, backoff: Backoff, handler: F) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error + Retryable,
+{
+    let mut response = SqsBatchResponse::default();
+    for msg in event.records {
+        let message_id = msg.message_id.clone().unwrap_or_default();
+        let attempt = receive_count(&msg);
+        let span = tracing::info_span!("message", message_id = %message_id, attempt);
+        let (arn, receipt) = (msg.event_source_arn.clone(), msg.receipt_handle.clone());
+        let result = handler(msg).instrument(span.clone()).await;
+        let Err(error) = result else { continue };
+        let _entered = span.enter();
+        tracing::error!(retryable = error.is_retryable(), error = %error, error_chain = ?error, "message failed");
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = message_id;
+        response.batch_item_failures.push(failure);
+        if let (Some(arn), Some(receipt)) = (arn, receipt) {
+            let delay = backoff.delay(attempt);
+            if let Err(e) = queue.retry_later(&arn, &receipt, delay).await {
+                // Not fatal: the message still returns after the queue's visibility timeout.
+                tracing::warn!(error = %e, "could not set backoff visibility");
+            }
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryQueue;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("boom")]
+    struct Boom;
+    impl Retryable for Boom {
+        fn is_retryable(&self) -> bool {
+            true
+        }
+    }
+
+    fn message(id: &str, body: &str, receive_count: u32) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = Some(body.into());
+        m.receipt_handle = Some(format!("rh-{id}"));
+        m.event_source_arn = Some("arn:aws:sqs:us-east-1:000000000000:q".into());
+        m.attributes.insert("ApproximateReceiveCount".into(), receive_count.to_string());
+        m
+    }
+
+    #[tokio::test]
+    async fn reports_only_failed_messages_and_backs_them_off() {
+        let mut event = SqsEvent::default();
+        event.records = vec![message("a", "ok", 1), message("b", "bad", 3), message("c", "ok", 1)];
+        let queue = MemoryQueue::default();
+        let resp = process_batch(event, &queue, Backoff::default(), |m| async move {
+            if m.body.as_deref() == Some("bad") { Err(Boom) } else { Ok(()) }
+        })
+        .await;
+        let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, ["b"]);
+        let retries = queue.retries();
+        assert_eq!(retries.len(), 1);
+        assert_eq!(retries[0].0, "rh-b");
+        assert!(retries[0].1 >= Duration::from_secs(8) && retries[0].1 <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let b = Backoff::default();
+        assert!(b.delay(1) >= Duration::from_secs(2) && b.delay(1) < Duration::from_secs(3));
+        assert!(b.delay(40) <= Duration::from_secs(375));
+    }
+}
