@@ -1,0 +1,119 @@
+//! A client of Prism's REST API, used by `prism submit`/`status` and the
+//! end-to-end tests: submit a file (create the job, PUT the bytes to the
+//! presigned URL), read a job, wait for it to finish.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use prism_shared::{Job, JobId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone)]
+pub struct PrismClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Upload {
+    method: String,
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Submitted {
+    job: Job,
+    upload: Upload,
+}
+
+/// One line of `prism submit --json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitReport {
+    pub file: String,
+    pub job_id: String,
+    pub status: String,
+    pub modality: Option<String>,
+    pub mime: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<serde_json::Value>,
+}
+
+impl SubmitReport {
+    pub fn new(file: &str, job: &Job) -> Self {
+        Self {
+            file: file.to_owned(),
+            job_id: job.id.to_string(),
+            status: job.status.to_string(),
+            modality: job.modality.map(|m| m.to_string()),
+            mime: job.mime.clone(),
+            result: job.result.as_ref().and_then(|r| serde_json::to_value(r).ok()),
+            error: job.error.as_ref().and_then(|e| serde_json::to_value(e).ok()),
+        }
+    }
+}
+
+impl PrismClient {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// Creates a job and uploads `bytes` to it; processing starts when the upload lands.
+    pub async fn submit(&self, file_name: &str, bytes: Vec<u8>, priority: Option<&str>) -> anyhow::Result<Job> {
+        let mut request = serde_json::json!({ "file_name": file_name });
+        if let Some(p) = priority {
+            request["priority"] = p.into();
+        }
+        let resp = self.http.post(format!("{}/v1/jobs", self.base)).json(&request).send().await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("POST /v1/jobs answered {status}: {}", resp.text().await.unwrap_or_default());
+        }
+        let submitted: Submitted = resp.json().await.context("reading the submit response")?;
+        anyhow::ensure!(submitted.upload.method == "PUT", "unexpected upload method {}", submitted.upload.method);
+        let put = self.http.put(&submitted.upload.url).body(bytes).send().await.context("uploading")?;
+        if !put.status().is_success() {
+            bail!("upload answered {}: {}", put.status(), put.text().await.unwrap_or_default());
+        }
+        Ok(submitted.job)
+    }
+
+    pub async fn job(&self, id: &JobId) -> anyhow::Result<Job> {
+        let resp = self.http.get(format!("{}/v1/jobs/{id}", self.base)).send().await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("GET /v1/jobs/{id} answered {status}: {}", resp.text().await.unwrap_or_default());
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// The job's event log after `after`.
+    pub async fn events(&self, id: &JobId, after: u64) -> anyhow::Result<Vec<serde_json::Value>> {
+        let resp = self.http.get(format!("{}/v1/jobs/{id}/events?after={after}", self.base)).send().await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("GET /v1/jobs/{id}/events answered {status}");
+        }
+        let page: serde_json::Value = resp.json().await?;
+        Ok(page["events"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Polls until the job is terminal or `timeout` passes.
+    pub async fn wait(&self, id: &JobId, timeout: Duration) -> anyhow::Result<Job> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let job = self.job(id).await?;
+            if job.status.is_terminal() {
+                return Ok(job);
+            }
+            if started.elapsed() > timeout {
+                bail!("job {id} still {} ({}) after {timeout:?}", job.status, job.phase);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+}

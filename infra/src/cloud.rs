@@ -1,0 +1,194 @@
+//! The local cloud: emulators + resources from template.yaml + function
+//! instances behind a Lambda Runtime API + SQS event-source mappings + the
+//! HTTP API, started together and stopped together.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::config::Credentials;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::emulator::{self, ACCOUNT_ID, EmulatorChoice, Emulators};
+use crate::logs::LogSink;
+use crate::provision::{self, Clients};
+use crate::runtime::{self, FunctionHandle, RuntimeEnv};
+use crate::template::Template;
+use crate::{esm, http_api};
+
+pub const REGION: &str = "us-east-1";
+const STACK_NAME: &str = "prism";
+
+/// How to start a local cloud.
+#[derive(Debug, Clone)]
+pub struct CloudOptions {
+    /// The project root: template.yaml and localstack/ live here.
+    pub project_dir: PathBuf,
+    /// `None` uses the endpoint in `AWS_ENDPOINT_URL` and starts no emulator.
+    pub emulator: Option<EmulatorChoice>,
+    /// Where the function binaries are (`target/debug` or `target/release`).
+    pub bin_dir: PathBuf,
+    /// Scratch space and logs for this cloud.
+    pub state_dir: PathBuf,
+    /// Echo function logs to the terminal.
+    pub echo_logs: bool,
+    pub stage: String,
+}
+
+/// What clients need to use a running local cloud (`.prism/local.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalInfo {
+    pub region: String,
+    pub endpoint: String,
+    pub dynamodb_endpoint: String,
+    pub emulator: String,
+    pub bucket: String,
+    pub table: String,
+    pub http_url: String,
+    pub logs_dir: String,
+    pub pid: u32,
+}
+
+#[derive(Debug)]
+pub struct LocalCloud {
+    pub info: LocalInfo,
+    pub functions: Vec<FunctionHandle>,
+    shutdown: CancellationToken,
+    // Dropped last: the emulators outlive the functions that use them.
+    _emulators: Emulators,
+}
+
+impl Drop for LocalCloud {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// SDK config for the emulators, independent of the caller's environment.
+pub fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(Credentials::new(
+            "test", "test", None, None, "prism-local",
+        )))
+        .endpoint_url(endpoint)
+        .build()
+}
+
+impl LocalCloud {
+    pub async fn start(opts: CloudOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&opts.state_dir)?;
+        let logs = LogSink::new(&opts.state_dir.join("logs"), opts.echo_logs)?;
+        let emulators = emulator::start(opts.emulator, &opts.project_dir, &opts.state_dir, &logs).await?;
+        let clients = clients_for(&emulators.endpoint, &emulators.dynamodb_endpoint);
+
+        let template = Template::load(&opts.project_dir.join("template.yaml"))?;
+        let pseudo = [
+            ("AWS::AccountId", ACCOUNT_ID),
+            ("AWS::Region", REGION),
+            ("AWS::Partition", "aws"),
+            ("AWS::StackName", STACK_NAME),
+            ("AWS::URLSuffix", "amazonaws.com"),
+            ("Stage", opts.stage.as_str()),
+        ];
+        let stack = provision::provision(&template, &clients, &pseudo).await.context("provisioning template.yaml")?;
+
+        let shutdown = CancellationToken::new();
+        let env = RuntimeEnv {
+            bin_dir: opts.bin_dir.clone(),
+            base_env: vec![
+                ("AWS_REGION".into(), REGION.into()),
+                ("AWS_DEFAULT_REGION".into(), REGION.into()),
+                ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+                ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+                ("RUST_BACKTRACE".into(), "1".into()),
+            ],
+            overrides: vec![
+                ("AWS_ENDPOINT_URL".into(), emulators.endpoint.clone()),
+                ("AWS_ENDPOINT_URL_DYNAMODB".into(), emulators.dynamodb_endpoint.clone()),
+                ("PRISM_LOG_FORMAT".into(), "text".into()),
+                ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
+            ],
+            account_id: ACCOUNT_ID.into(),
+            region: REGION.into(),
+            logs: logs.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let mut functions = Vec::new();
+        let mut routes = Vec::new();
+        for spec in &stack.functions {
+            let handle = runtime::start_function(spec.clone(), &env).await?;
+            for source in &spec.sqs_sources {
+                let pollers = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);
+                esm::start(source.clone(), handle.clone(), pollers, clients.sqs.clone(), REGION.into(), shutdown.clone());
+            }
+            for route in stack.http_routes.iter().filter(|r| r.function == spec.name) {
+                routes.push((route.clone(), handle.clone()));
+            }
+            functions.push(handle);
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let http_url = format!("http://{}", listener.local_addr()?);
+        let app = http_api::router(http_api::Gateway {
+            routes,
+            stage: opts.stage.clone(),
+            account_id: ACCOUNT_ID.into(),
+        });
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP API failed");
+            }
+        });
+
+        let info = LocalInfo {
+            region: REGION.into(),
+            endpoint: emulators.endpoint.clone(),
+            dynamodb_endpoint: emulators.dynamodb_endpoint.clone(),
+            emulator: emulators.description.clone(),
+            bucket: stack.buckets.first().cloned().unwrap_or_default(),
+            table: stack.tables.first().cloned().unwrap_or_default(),
+            http_url,
+            logs_dir: logs.dir().display().to_string(),
+            pid: std::process::id(),
+        };
+        Ok(Self {
+            info,
+            functions,
+            shutdown,
+            _emulators: emulators,
+        })
+    }
+
+    /// SDK clients pointed at this cloud's emulators.
+    pub fn clients(&self) -> Clients {
+        clients_for(&self.info.endpoint, &self.info.dynamodb_endpoint)
+    }
+
+    /// Stops functions, pollers and gateways, then the emulators.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        // Let supervisors kill their processes before the emulators go.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+pub fn clients_for(endpoint: &str, dynamodb_endpoint: &str) -> Clients {
+    let main = emulator_sdk_config(endpoint);
+    let s3 = aws_sdk_s3::config::Builder::from(&main).force_path_style(true).build();
+    Clients {
+        s3: aws_sdk_s3::Client::from_conf(s3),
+        sqs: aws_sdk_sqs::Client::new(&main),
+        dynamodb: aws_sdk_dynamodb::Client::new(&emulator_sdk_config(dynamodb_endpoint)),
+    }
+}
+
+/// The project root: the nearest folder at or above `start` holding template.yaml.
+pub fn find_project_dir(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find(|d| d.join("template.yaml").is_file() && d.join("Cargo.toml").is_file()).map(Path::to_path_buf)
+}

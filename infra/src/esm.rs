@@ -1,0 +1,188 @@
+//! SQS event-source mappings, as Lambda runs them: pollers long-poll the
+//! queue, gather a batch (up to `BatchSize`, within the batching window),
+//! invoke the function with an `SqsEvent`, and delete what succeeded. With
+//! `ReportBatchItemFailures` only the messages the function names stay; a
+//! failed invocation deletes nothing. Messages that are not deleted come back
+//! after their visibility timeout and, after `maxReceiveCount`, SQS's own
+//! redrive moves them to the dead-letter queue.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::provision::SqsSource;
+use crate::runtime::FunctionHandle;
+
+/// Long-poll wait per receive: short enough to stop promptly on shutdown.
+const WAIT_SECONDS: i32 = 1;
+
+/// Starts the pollers of one event source: as many as the function may run at once.
+pub fn start(source: SqsSource, function: FunctionHandle, pollers: usize, sqs: aws_sdk_sqs::Client, region: String, shutdown: CancellationToken) {
+    for _ in 0..pollers.max(1) {
+        let (source, function, sqs, region, shutdown) = (source.clone(), function.clone(), sqs.clone(), region.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = poll(&source, &function, &sqs, &region) => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn poll(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::Client, region: &str) {
+    let mut failures = 0u32;
+    loop {
+        match receive_batch(source, sqs).await {
+            Ok(batch) if batch.is_empty() => failures = 0,
+            Ok(batch) => {
+                failures = 0;
+                deliver(source, function, sqs, region, batch).await;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(queue = %source.queue_url, error = %e, "receive failed");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
+            }
+        }
+    }
+}
+
+/// Up to `batch_size` messages, waiting at most the batching window for more.
+async fn receive_batch(source: &SqsSource, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Message>, aws_sdk_sqs::Error> {
+    let mut batch: Vec<Message> = Vec::new();
+    let window_ends = Instant::now() + source.batching_window;
+    loop {
+        let want = (source.batch_size - batch.len()).min(10) as i32;
+        let wait = if batch.is_empty() {
+            WAIT_SECONDS
+        } else {
+            window_ends.saturating_duration_since(Instant::now()).as_secs().min(1) as i32
+        };
+        let out = sqs
+            .receive_message()
+            .queue_url(&source.queue_url)
+            .max_number_of_messages(want)
+            .wait_time_seconds(wait)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await?;
+        let got = out.messages.unwrap_or_default();
+        let got_none = got.is_empty();
+        batch.extend(got);
+        if batch.len() >= source.batch_size || batch.is_empty() || Instant::now() >= window_ends || (got_none && wait == 0) {
+            return Ok(batch);
+        }
+    }
+}
+
+fn to_event(source: &SqsSource, region: &str, batch: &[Message]) -> SqsEvent {
+    let records = batch
+        .iter()
+        .map(|m| {
+            let mut r = SqsMessage::default();
+            r.message_id = m.message_id.clone();
+            r.receipt_handle = m.receipt_handle.clone();
+            r.body = m.body.clone();
+            r.md5_of_body = m.md5_of_body.clone();
+            r.md5_of_message_attributes = m.md5_of_message_attributes.clone();
+            r.attributes = m
+                .attributes
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+                .collect::<HashMap<_, _>>();
+            r.event_source = Some("aws:sqs".into());
+            r.event_source_arn = Some(source.queue_arn.clone());
+            r.aws_region = Some(region.to_owned());
+            r
+        })
+        .collect();
+    let mut event = SqsEvent::default();
+    event.records = records;
+    event
+}
+
+async fn deliver(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::Client, region: &str, batch: Vec<Message>) {
+    let event = to_event(source, region, &batch);
+    let payload = match serde_json::to_vec(&event) {
+        Ok(p) => Bytes::from(p),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise SQS event");
+            return;
+        }
+    };
+    let keep: HashSet<String> = match function.invoke(payload).await {
+        Err(e) => {
+            // Lambda deletes nothing when an invocation fails.
+            tracing::warn!(function = %function.name, error = %e, messages = batch.len(), "invocation failed; batch returns after its visibility timeout");
+            return;
+        }
+        Ok(body) if source.report_batch_item_failures => match failed_ids(&body, &batch) {
+            Some(ids) => ids,
+            None => {
+                tracing::warn!(function = %function.name, "invalid batch response; treating the whole batch as failed");
+                return;
+            }
+        },
+        Ok(_) => HashSet::new(),
+    };
+    let entries: Vec<DeleteMessageBatchRequestEntry> = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !m.message_id.as_ref().is_some_and(|id| keep.contains(id)))
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .set_receipt_handle(m.receipt_handle.clone())
+                .build()
+                .ok()
+        })
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    match sqs.delete_message_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await {
+        Ok(out) if !out.failed.is_empty() => tracing::warn!(failed = out.failed.len(), "some deletes failed; those messages will be redelivered"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "delete failed; the batch will be redelivered"),
+    }
+}
+
+/// The message ids the function reported as failed; `None` when the response
+/// is malformed or names a message not in the batch (Lambda then fails the whole batch).
+fn failed_ids(body: &[u8], batch: &[Message]) -> Option<HashSet<String>> {
+    if body.is_empty() || body == b"null" {
+        return Some(HashSet::new());
+    }
+    let response: SqsBatchResponse = serde_json::from_slice(body).ok()?;
+    let in_batch: HashSet<&str> = batch.iter().filter_map(|m| m.message_id.as_deref()).collect();
+    response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| in_batch.contains(f.item_identifier.as_str()).then_some(f.item_identifier))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str) -> Message {
+        Message::builder().message_id(id).receipt_handle(format!("rh-{id}")).body("{}").build()
+    }
+
+    #[test]
+    fn reads_partial_batch_failures_like_lambda() {
+        let batch = [msg("a"), msg("b")];
+        let ok = br#"{"batchItemFailures":[{"itemIdentifier":"b"}]}"#;
+        assert_eq!(failed_ids(ok, &batch), Some(HashSet::from(["b".to_owned()])));
+        assert_eq!(failed_ids(br#"{"batchItemFailures":[]}"#, &batch), Some(HashSet::new()));
+        assert_eq!(failed_ids(br#"{"batchItemFailures":[{"itemIdentifier":"zzz"}]}"#, &batch), None);
+        assert_eq!(failed_ids(b"not json", &batch), None);
+    }
+}

@@ -1,0 +1,17 @@
+//! `prism`: the operator CLI and the local cloud.
+
+pub mod client;
+pub mod cloud;
+pub mod emulator;
+pub mod esm;
+pub mod http_api;
+pub mod install;
+pub mod logs;
+pub mod process;
+pub mod provision;
+pub mod runtime;
+pub mod template;
+
+pub use client::PrismClient;
+pub use cloud::{CloudOptions, LocalCloud, LocalInfo};
+pub use emulator::EmulatorChoice;

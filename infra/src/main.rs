@@ -1,0 +1,286 @@
+//! `prism`: run Prism's local cloud and talk to it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use prism::client::SubmitReport;
+use prism::{CloudOptions, EmulatorChoice, LocalCloud, LocalInfo, PrismClient, cloud};
+
+/// The sample `prism demo` submits.
+const DEMO_FILE: (&str, &[u8]) = ("notes.txt", include_bytes!("../samples/notes.txt"));
+
+#[derive(Debug, Parser)]
+#[command(name = "prism", version, about = "Prism's operator CLI and local cloud")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the local cloud (emulators, resources from template.yaml, functions, APIs).
+    Up(UpArgs),
+    /// Start the local cloud, submit a sample text and print its job; runs until Ctrl-C.
+    Demo(UpArgs),
+    /// Stop a local cloud started with `up --detach`.
+    Down,
+    /// Submit files through the API (create job, upload to its presigned URL).
+    Submit {
+        files: Vec<PathBuf>,
+        /// Wait for each job to finish.
+        #[arg(long)]
+        wait: bool,
+        /// One JSON object per file per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        priority: Option<String>,
+        /// Seconds to wait for each job with --wait.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// API base URL (default: the running local cloud's).
+        #[arg(long, env = "PRISM_API_URL")]
+        api: Option<String>,
+    },
+    /// Print one job.
+    Status {
+        job: String,
+        #[arg(long, env = "PRISM_API_URL")]
+        api: Option<String>,
+    },
+    /// Install the emulators' pinned virtualenvs under .prism/venvs.
+    Install,
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Which emulators to run; ignored when AWS_ENDPOINT_URL is set (that endpoint is used).
+    #[arg(long, value_enum, default_value = "localstack")]
+    emulator: EmulatorChoice,
+    /// Return once the cloud is ready; `prism down` stops it.
+    #[arg(long)]
+    detach: bool,
+    /// Run release builds of the functions.
+    #[arg(long)]
+    release: bool,
+    /// Use the function binaries as they are.
+    #[arg(long)]
+    no_build: bool,
+    #[arg(long, default_value = "dev")]
+    stage: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let project = cloud::find_project_dir(&std::env::current_dir()?).context("run prism inside the Prism project (no template.yaml found)")?;
+    match cli.command {
+        Command::Up(args) => up(&project, args, false).await,
+        Command::Demo(args) => up(&project, args, true).await,
+        Command::Down => down(&project),
+        Command::Submit {
+            files,
+            wait,
+            json,
+            priority,
+            timeout,
+            api,
+        } => {
+            let client = PrismClient::new(&api_url(&project, api)?)?;
+            let mut failed = false;
+            for file in files {
+                let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let report = submit_one(&client, &file.display().to_string(), &name, bytes, priority.as_deref(), wait.then(|| Duration::from_secs(timeout))).await;
+                failed |= report.status == "failed";
+                print_report(&report, json);
+            }
+            if failed && wait {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        Command::Status { job, api } => {
+            let client = PrismClient::new(&api_url(&project, api)?)?;
+            let job = client.job(&job.parse().context("not a job id")?).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            Ok(())
+        }
+        Command::Install => {
+            for venv in [prism::install::Venv::Moto, prism::install::Venv::LocalStack] {
+                let dir = prism::install::ensure(&project, venv)?;
+                println!("{venv:?}: {}", dir.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn submit_one(client: &PrismClient, label: &str, name: &str, bytes: Vec<u8>, priority: Option<&str>, wait: Option<Duration>) -> SubmitReport {
+    let outcome = async {
+        let job = client.submit(name, bytes, priority).await?;
+        match wait {
+            Some(timeout) => client.wait(&job.id, timeout).await,
+            None => Ok(job),
+        }
+    }
+    .await;
+    match outcome {
+        Ok(job) => SubmitReport::new(label, &job),
+        Err(e) => SubmitReport {
+            file: label.to_owned(),
+            job_id: String::new(),
+            status: "failed".into(),
+            modality: None,
+            mime: None,
+            result: None,
+            error: Some(serde_json::json!({ "code": "client_error", "message": format!("{e:#}") })),
+        },
+    }
+}
+
+fn print_report(r: &SubmitReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        return;
+    }
+    let what = r.modality.as_deref().unwrap_or("-");
+    let detail = r.error.as_ref().or(r.result.as_ref()).map(ToString::to_string).unwrap_or_default();
+    println!("{}  {}  {}  {}  {}", r.file, r.job_id, r.status, what, detail);
+}
+
+fn local_json(project: &Path) -> PathBuf {
+    project.join(".prism/local.json")
+}
+
+fn read_local(project: &Path) -> anyhow::Result<LocalInfo> {
+    let text = std::fs::read_to_string(local_json(project)).context("no local cloud is running (start one with `prism up`)")?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn api_url(project: &Path, given: Option<String>) -> anyhow::Result<String> {
+    match given {
+        Some(url) => Ok(url),
+        None => Ok(read_local(project)?.http_url),
+    }
+}
+
+async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
+    if args.detach {
+        return detach(project, &args, demo);
+    }
+    let profile = if args.release { "release" } else { "debug" };
+    if !args.no_build {
+        build_functions(project, args.release)?;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project.join("target"));
+    let emulator = std::env::var_os("AWS_ENDPOINT_URL").is_none().then_some(args.emulator);
+    let cloud = LocalCloud::start(CloudOptions {
+        project_dir: project.to_owned(),
+        emulator,
+        bin_dir: target.join(profile),
+        state_dir: project.join(".prism"),
+        echo_logs: true,
+        stage: args.stage,
+    })
+    .await?;
+    let info = serde_json::to_string_pretty(&cloud.info)?;
+    std::fs::write(local_json(project), &info)?;
+    println!("{info}");
+    println!("prism: local cloud ready ({}); Ctrl-C stops it", cloud.info.emulator);
+    if demo {
+        let client = PrismClient::new(&cloud.info.http_url)?;
+        let (name, bytes) = DEMO_FILE;
+        let report = submit_one(&client, name, name, bytes.to_vec(), None, Some(Duration::from_secs(60))).await;
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = std::fs::remove_file(local_json(project));
+    cloud.stop().await;
+    Ok(())
+}
+
+/// Builds the function binaries the template names.
+fn build_functions(project: &Path, release: bool) -> anyhow::Result<()> {
+    let template = prism::template::Template::load(&project.join("template.yaml"))?;
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(project).arg("build");
+    if release {
+        cmd.arg("--release");
+    }
+    for r in template.resources.values().filter(|r| r.kind == "AWS::Serverless::Function") {
+        if let Some(bin) = r.metadata.pointer("/BuildProperties/Binary").and_then(|b| b.as_str()) {
+            cmd.args(["-p", bin]);
+        }
+    }
+    let status = cmd.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("building the functions failed");
+    }
+    Ok(())
+}
+
+/// Re-runs `prism up` in the background and returns once it is ready.
+fn detach(project: &Path, args: &UpArgs, demo: bool) -> anyhow::Result<()> {
+    if !args.no_build {
+        build_functions(project, args.release)?;
+    }
+    let _ = std::fs::remove_file(local_json(project));
+    std::fs::create_dir_all(project.join(".prism/logs"))?;
+    let log = std::fs::File::create(project.join(".prism/logs/prism-up.log"))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.current_dir(project)
+        .arg(if demo { "demo" } else { "up" })
+        .args(["--no-build", "--stage", &args.stage, "--emulator"])
+        .arg(format!("{:?}", args.emulator).to_lowercase())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if args.release {
+        cmd.arg("--release");
+    }
+    // Its own process group: a Ctrl-C in this terminal must not stop it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn()?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(300) {
+        if let Some(status) = child.try_wait()? {
+            bail!("prism up exited with {status}; see .prism/logs/prism-up.log");
+        }
+        if let Ok(info) = read_local(project)
+            && info.pid == child.id()
+        {
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("the local cloud was not ready after 300 s; see .prism/logs/prism-up.log")
+}
+
+fn down(project: &Path) -> anyhow::Result<()> {
+    let info = read_local(project)?;
+    let status = std::process::Command::new("kill").args(["-TERM", &info.pid.to_string()]).status()?;
+    if !status.success() {
+        let _ = std::fs::remove_file(local_json(project));
+        bail!("no prism process {} (removed the stale .prism/local.json)", info.pid);
+    }
+    for _ in 0..100 {
+        if !local_json(project).exists() {
+            println!("prism: stopped");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("prism {} did not stop within 10 s", info.pid)
+}

@@ -1,0 +1,441 @@
+//! Creates template.yaml's resources in the emulators through the AWS SDK, in
+//! dependency order, and reads back what the local cloud needs to run the
+//! functions: their settings, event sources and HTTP routes.
+
+use anyhow::{Context as _, anyhow, bail};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+use aws_sdk_s3::types::{
+    BucketLifecycleConfiguration, CorsConfiguration, CorsRule, Event, ExpirationStatus, FilterRule, FilterRuleName, LifecycleExpiration,
+    LifecycleRule, LifecycleRuleFilter, NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value;
+
+use crate::template::{Context, Resource, Template};
+
+/// SDK clients pointed at the emulators.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+/// Where the functions' SQS events come from, as the template's `SQS` events say.
+#[derive(Debug, Clone)]
+pub struct SqsSource {
+    pub queue_url: String,
+    pub queue_arn: String,
+    pub batch_size: usize,
+    pub batching_window: std::time::Duration,
+    pub report_batch_item_failures: bool,
+    pub max_concurrency: Option<usize>,
+}
+
+/// An `HttpApi` event: a route of the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRoute {
+    pub method: String,
+    pub path: String,
+    pub function: String,
+}
+
+/// A function as the local cloud runs it.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    pub name: String,
+    /// The cargo binary (`Metadata.BuildProperties.Binary`).
+    pub binary: String,
+    pub environment: Vec<(String, String)>,
+    pub timeout: std::time::Duration,
+    pub memory_mb: u64,
+    /// How many instances run at once.
+    pub concurrency: usize,
+    pub sqs_sources: Vec<SqsSource>,
+}
+
+/// The provisioned stack.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub context: Context,
+    pub functions: Vec<FunctionSpec>,
+    pub http_routes: Vec<HttpRoute>,
+    pub buckets: Vec<String>,
+    pub tables: Vec<String>,
+}
+
+/// Instances of a function with no concurrency setting.
+const DEFAULT_CONCURRENCY: usize = 1;
+
+pub async fn provision(template: &Template, clients: &Clients, pseudo: &[(&str, &str)]) -> anyhow::Result<Stack> {
+    let mut ctx = Context::default();
+    for (k, v) in &template.parameters {
+        ctx.values.insert(k.clone(), v.clone());
+    }
+    for (k, v) in pseudo {
+        ctx.values.insert((*k).to_owned(), Value::String((*v).to_owned()));
+    }
+    let mut stack = Stack {
+        context: Context::default(),
+        functions: Vec::new(),
+        http_routes: Vec::new(),
+        buckets: Vec::new(),
+        tables: Vec::new(),
+    };
+    let mut functions = Vec::new();
+    for id in template.creation_order()? {
+        let r = &template.resources[&id];
+        let props = ctx.resolve(&r.properties).with_context(|| format!("resolving {id}"))?;
+        match r.kind.as_str() {
+            "AWS::SQS::Queue" => create_queue(clients, &mut ctx, r, &props).await?,
+            "AWS::SQS::QueuePolicy" => set_queue_policy(clients, &props).await?,
+            "AWS::S3::Bucket" => {
+                let name = create_bucket(clients, &mut ctx, r, &props).await?;
+                stack.buckets.push(name);
+            }
+            "AWS::DynamoDB::Table" => {
+                let name = create_table(clients, &mut ctx, r, &props).await?;
+                stack.tables.push(name);
+            }
+            "AWS::Serverless::Function" => {
+                let name = str_prop(&props, "FunctionName").unwrap_or(&id).to_owned();
+                let account = ctx.resolve_string(&Value::String("${AWS::AccountId}".into())).ok();
+                ctx.values.insert(id.clone(), Value::String(name.clone()));
+                let arn = format!("arn:aws:lambda:us-east-1:{}:function:{name}", account.unwrap_or_default());
+                ctx.attributes.insert((id.clone(), "Arn".into()), Value::String(arn));
+                functions.push(id.clone());
+            }
+            "AWS::Serverless::HttpApi" => {
+                ctx.values.insert(id.clone(), Value::String(format!("local-{}", id.to_lowercase())));
+            }
+            other => bail!("the local cloud cannot provision {id}: resource type {other} is not supported yet"),
+        }
+    }
+    // Functions last: their environment may refer to anything.
+    for id in functions {
+        let r = &template.resources[&id];
+        let (spec, routes) = function_spec(template, &ctx, r).with_context(|| format!("reading function {id}"))?;
+        stack.functions.push(spec);
+        stack.http_routes.extend(routes);
+    }
+    stack.context = ctx;
+    Ok(stack)
+}
+
+fn str_prop<'a>(props: &'a Value, key: &str) -> Option<&'a str> {
+    props.get(key).and_then(Value::as_str)
+}
+
+fn string_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+async fn create_queue(clients: &Clients, ctx: &mut Context, r: &Resource, props: &Value) -> anyhow::Result<()> {
+    let name = str_prop(props, "QueueName").unwrap_or(&r.logical_id).to_owned();
+    let mut req = clients.sqs.create_queue().queue_name(&name);
+    let attrs = [
+        ("VisibilityTimeout", QueueAttributeName::VisibilityTimeout),
+        ("MessageRetentionPeriod", QueueAttributeName::MessageRetentionPeriod),
+        ("DelaySeconds", QueueAttributeName::DelaySeconds),
+        ("ReceiveMessageWaitTimeSeconds", QueueAttributeName::ReceiveMessageWaitTimeSeconds),
+        ("MaximumMessageSize", QueueAttributeName::MaximumMessageSize),
+    ];
+    for (key, attr) in attrs {
+        if let Some(v) = props.get(key) {
+            req = req.attributes(attr, string_of(v));
+        }
+    }
+    if let Some(redrive) = props.get("RedrivePolicy") {
+        // SQS wants maxReceiveCount as a number inside the JSON string.
+        let mut redrive = redrive.clone();
+        if let Some(n) = redrive.get("maxReceiveCount").map(string_of) {
+            redrive["maxReceiveCount"] = Value::from(n.parse::<u64>().context("maxReceiveCount")?);
+        }
+        req = req.attributes(QueueAttributeName::RedrivePolicy, redrive.to_string());
+    }
+    let url = req
+        .send()
+        .await
+        .with_context(|| format!("creating queue {name}"))?
+        .queue_url
+        .ok_or_else(|| anyhow!("no URL for queue {name}"))?;
+    let arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| anyhow!("no ARN for queue {name}"))?;
+    let id = r.logical_id.clone();
+    ctx.values.insert(id.clone(), Value::String(url));
+    ctx.attributes.insert((id.clone(), "Arn".into()), Value::String(arn));
+    ctx.attributes.insert((id, "QueueName".into()), Value::String(name));
+    Ok(())
+}
+
+async fn set_queue_policy(clients: &Clients, props: &Value) -> anyhow::Result<()> {
+    let policy = props.get("PolicyDocument").map(Value::to_string).unwrap_or_default();
+    for url in props.get("Queues").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        clients
+            .sqs
+            .set_queue_attributes()
+            .queue_url(url)
+            .attributes(QueueAttributeName::Policy, &policy)
+            .send()
+            .await
+            .with_context(|| format!("setting the policy of {url}"))?;
+    }
+    Ok(())
+}
+
+async fn create_bucket(clients: &Clients, ctx: &mut Context, r: &Resource, props: &Value) -> anyhow::Result<String> {
+    let name = str_prop(props, "BucketName").unwrap_or(&r.logical_id).to_lowercase();
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .with_context(|| format!("creating bucket {name}"))?;
+    if let Some(rules) = props.pointer("/LifecycleConfiguration/Rules").and_then(Value::as_array) {
+        let mut config = BucketLifecycleConfiguration::builder();
+        for rule in rules {
+            let days = rule.get("ExpirationInDays").and_then(Value::as_i64).unwrap_or(7) as i32;
+            let prefix = str_prop(rule, "Prefix").unwrap_or_default();
+            config = config.rules(
+                LifecycleRule::builder()
+                    .id(str_prop(rule, "Id").unwrap_or("rule"))
+                    .status(ExpirationStatus::Enabled)
+                    .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
+                    .expiration(LifecycleExpiration::builder().days(days).build())
+                    .build()?,
+            );
+        }
+        clients
+            .s3
+            .put_bucket_lifecycle_configuration()
+            .bucket(&name)
+            .lifecycle_configuration(config.build()?)
+            .send()
+            .await
+            .with_context(|| format!("setting the lifecycle of bucket {name}"))?;
+    }
+    if let Some(rules) = props.pointer("/CorsConfiguration/CorsRules").and_then(Value::as_array) {
+        let strings = |rule: &Value, key: &str| -> Vec<String> {
+            rule.get(key).and_then(Value::as_array).into_iter().flatten().map(string_of).collect()
+        };
+        let mut cors = CorsConfiguration::builder();
+        for rule in rules {
+            cors = cors.cors_rules(
+                CorsRule::builder()
+                    .set_allowed_methods(Some(strings(rule, "AllowedMethods")))
+                    .set_allowed_origins(Some(strings(rule, "AllowedOrigins")))
+                    .set_allowed_headers(Some(strings(rule, "AllowedHeaders")))
+                    .build()?,
+            );
+        }
+        clients.s3.put_bucket_cors().bucket(&name).cors_configuration(cors.build()?).send().await?;
+    }
+    if let Some(queues) = props.pointer("/NotificationConfiguration/QueueConfigurations").and_then(Value::as_array) {
+        let mut config = NotificationConfiguration::builder();
+        for q in queues {
+            let rules: Vec<FilterRule> = q
+                .pointer("/Filter/S3Key/Rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|rule| {
+                    FilterRule::builder()
+                        .name(FilterRuleName::from(str_prop(rule, "Name").unwrap_or("prefix")))
+                        .value(str_prop(rule, "Value").unwrap_or_default())
+                        .build()
+                })
+                .collect();
+            let mut qc = QueueConfiguration::builder()
+                .queue_arn(str_prop(q, "Queue").ok_or_else(|| anyhow!("bucket {name}: notification without Queue"))?)
+                .events(Event::from(str_prop(q, "Event").unwrap_or("s3:ObjectCreated:*")));
+            if !rules.is_empty() {
+                qc = qc.filter(
+                    NotificationConfigurationFilter::builder()
+                        .key(S3KeyFilter::builder().set_filter_rules(Some(rules)).build())
+                        .build(),
+                );
+            }
+            config = config.queue_configurations(qc.build()?);
+        }
+        clients
+            .s3
+            .put_bucket_notification_configuration()
+            .bucket(&name)
+            .notification_configuration(config.build())
+            .send()
+            .await
+            .with_context(|| format!("setting the notifications of bucket {name}"))?;
+    }
+    let id = r.logical_id.clone();
+    ctx.values.insert(id.clone(), Value::String(name.clone()));
+    ctx.attributes.insert((id, "Arn".into()), Value::String(format!("arn:aws:s3:::{name}")));
+    Ok(name)
+}
+
+async fn create_table(clients: &Clients, ctx: &mut Context, r: &Resource, props: &Value) -> anyhow::Result<String> {
+    let name = str_prop(props, "TableName").unwrap_or(&r.logical_id).to_owned();
+    let keys = |v: Option<&Value>| -> anyhow::Result<Vec<KeySchemaElement>> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|k| {
+                Ok(KeySchemaElement::builder()
+                    .attribute_name(str_prop(k, "AttributeName").unwrap_or_default())
+                    .key_type(KeyType::from(str_prop(k, "KeyType").unwrap_or("HASH")))
+                    .build()?)
+            })
+            .collect()
+    };
+    let mut req = clients
+        .dynamodb
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(keys(props.get("KeySchema"))?));
+    for a in props.get("AttributeDefinitions").and_then(Value::as_array).into_iter().flatten() {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(str_prop(a, "AttributeName").unwrap_or_default())
+                .attribute_type(ScalarAttributeType::from(str_prop(a, "AttributeType").unwrap_or("S")))
+                .build()?,
+        );
+    }
+    for g in props.get("GlobalSecondaryIndexes").and_then(Value::as_array).into_iter().flatten() {
+        let projection = ProjectionType::from(g.pointer("/Projection/ProjectionType").and_then(Value::as_str).unwrap_or("ALL"));
+        req = req.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(str_prop(g, "IndexName").unwrap_or_default())
+                .set_key_schema(Some(keys(g.get("KeySchema"))?))
+                .projection(Projection::builder().projection_type(projection).build())
+                .build()?,
+        );
+    }
+    let out = req.send().await.with_context(|| format!("creating table {name}"))?;
+    if let Some(ttl) = props.get("TimeToLiveSpecification")
+        && ttl.get("Enabled").and_then(Value::as_bool) == Some(true)
+    {
+        clients
+            .dynamodb
+            .update_time_to_live()
+            .table_name(&name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(str_prop(ttl, "AttributeName").unwrap_or("expires_at"))
+                    .enabled(true)
+                    .build()?,
+            )
+            .send()
+            .await
+            .with_context(|| format!("enabling TTL on {name}"))?;
+    }
+    let arn = out.table_description.and_then(|d| d.table_arn).unwrap_or_default();
+    let id = r.logical_id.clone();
+    ctx.values.insert(id.clone(), Value::String(name.clone()));
+    ctx.attributes.insert((id, "Arn".into()), Value::String(arn));
+    Ok(name)
+}
+
+/// `Globals.Function` under the function's own properties (maps merged, the function's values winning).
+fn merged(globals: &Value, own: &Value) -> Value {
+    match (globals, own) {
+        (Value::Object(g), Value::Object(o)) => {
+            let mut out = g.clone();
+            for (k, v) in o {
+                let value = match out.get(k) {
+                    Some(base) => merged(base, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), value);
+            }
+            Value::Object(out)
+        }
+        (_, own) => own.clone(),
+    }
+}
+
+fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Result<(FunctionSpec, Vec<HttpRoute>)> {
+    let props = ctx.resolve(&merged(&template.function_globals, &r.properties))?;
+    let name = str_prop(&props, "FunctionName").unwrap_or(&r.logical_id).to_owned();
+    let binary = r
+        .metadata
+        .pointer("/BuildProperties/Binary")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("{}: Metadata.BuildProperties.Binary names no binary", r.logical_id))?
+        .to_owned();
+    let number = |key: &str| props.get(key).map(string_of).and_then(|s| s.parse::<u64>().ok());
+    let environment = props
+        .pointer("/Environment/Variables")
+        .and_then(Value::as_object)
+        .map(|vars| vars.iter().map(|(k, v)| (k.clone(), string_of(v))).collect())
+        .unwrap_or_default();
+    let mut sqs_sources = Vec::new();
+    let mut routes = Vec::new();
+    for event in props.get("Events").and_then(Value::as_object).into_iter().flat_map(|e| e.values()) {
+        let p = event.get("Properties").cloned().unwrap_or_default();
+        match event.get("Type").and_then(Value::as_str) {
+            Some("SQS") => {
+                let queue_arn = str_prop(&p, "Queue").ok_or_else(|| anyhow!("SQS event without Queue"))?.to_owned();
+                let queue_url = queue_url_for_arn(ctx, &queue_arn).ok_or_else(|| anyhow!("no queue in the template has ARN {queue_arn}"))?;
+                let n = |key: &str| p.get(key).map(string_of).and_then(|s| s.parse::<u64>().ok());
+                sqs_sources.push(SqsSource {
+                    queue_url,
+                    queue_arn,
+                    batch_size: n("BatchSize").unwrap_or(10) as usize,
+                    batching_window: std::time::Duration::from_secs(n("MaximumBatchingWindowInSeconds").unwrap_or(0)),
+                    report_batch_item_failures: p
+                        .get("FunctionResponseTypes")
+                        .and_then(Value::as_array)
+                        .is_some_and(|t| t.iter().any(|x| x == "ReportBatchItemFailures")),
+                    max_concurrency: p.pointer("/ScalingConfig/MaximumConcurrency").map(string_of).and_then(|s| s.parse().ok()),
+                });
+            }
+            Some("HttpApi") => routes.push(HttpRoute {
+                method: str_prop(&p, "Method").unwrap_or("ANY").to_uppercase(),
+                path: str_prop(&p, "Path").unwrap_or("/").to_owned(),
+                function: name.clone(),
+            }),
+            other => bail!("event type {other:?} is not supported by the local cloud yet"),
+        }
+    }
+    let concurrency = number("ReservedConcurrentExecutions")
+        .map(|n| n as usize)
+        .or_else(|| sqs_sources.iter().filter_map(|s| s.max_concurrency).max())
+        .unwrap_or(DEFAULT_CONCURRENCY)
+        .max(1);
+    let spec = FunctionSpec {
+        logical_id: r.logical_id.clone(),
+        name,
+        binary,
+        environment,
+        timeout: std::time::Duration::from_secs(number("Timeout").unwrap_or(3)),
+        memory_mb: number("MemorySize").unwrap_or(128),
+        concurrency,
+        sqs_sources,
+    };
+    Ok((spec, routes))
+}
+
+fn queue_url_for_arn(ctx: &Context, arn: &str) -> Option<String> {
+    ctx.attributes
+        .iter()
+        .find(|((_, attr), v)| attr == "Arn" && v.as_str() == Some(arn))
+        .and_then(|((id, _), _)| ctx.values.get(id))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}

@@ -1,0 +1,298 @@
+//! The Lambda side of the local cloud: each function instance is its real
+//! binary, run as a process against a Lambda Runtime API that `prism` serves
+//! (`GET …/invocation/next`, `POST …/{id}/response`, `POST …/{id}/error`,
+//! `POST …/init/error`). Like Lambda, an instance handles one invocation at a
+//! time; one that overruns its timeout is killed, and one that exits is
+//! started again (with backoff if it keeps dying at start-up).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::LogSink;
+use crate::process::spawn_owned;
+use crate::provision::FunctionSpec;
+
+/// Why an invocation produced no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    #[error("function error {error_type}: {message}")]
+    Function { error_type: String, message: String },
+    #[error("the runtime exited before answering")]
+    Crashed,
+    #[error("task timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("the local cloud is shutting down")]
+    ShuttingDown,
+}
+
+struct Invocation {
+    request_id: String,
+    payload: Bytes,
+    reply: oneshot::Sender<Result<Bytes, InvokeError>>,
+}
+
+/// Invokes one function; cheap to clone.
+#[derive(Clone)]
+pub struct FunctionHandle {
+    pub name: String,
+    tx: mpsc::UnboundedSender<Invocation>,
+}
+
+impl std::fmt::Debug for FunctionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionHandle").field("name", &self.name).finish()
+    }
+}
+
+impl FunctionHandle {
+    /// Queues an invocation for the next free instance and waits for its answer.
+    pub async fn invoke(&self, payload: Bytes) -> Result<Bytes, InvokeError> {
+        let (reply, answer) = oneshot::channel();
+        let invocation = Invocation {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            payload,
+            reply,
+        };
+        self.tx.send(invocation).map_err(|_| InvokeError::ShuttingDown)?;
+        answer.await.unwrap_or(Err(InvokeError::ShuttingDown))
+    }
+}
+
+struct InFlight {
+    request_id: String,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Bytes, InvokeError>>,
+}
+
+/// What an instance's Runtime API serves.
+struct Instance {
+    spec: FunctionSpec,
+    arn: String,
+    queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>>,
+    in_flight: Mutex<Option<InFlight>>,
+}
+
+impl Instance {
+    fn take_in_flight(&self, request_id: Option<&str>) -> Option<InFlight> {
+        let mut slot = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (slot.as_ref(), request_id) {
+            (Some(f), Some(id)) if f.request_id != id => None,
+            (Some(_), _) => slot.take(),
+            (None, _) => None,
+        }
+    }
+
+    fn overran(&self) -> bool {
+        let slot = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.as_ref().is_some_and(|f| Instant::now() > f.deadline)
+    }
+}
+
+/// Everything instances of every function share.
+#[derive(Debug, Clone)]
+pub struct RuntimeEnv {
+    pub bin_dir: PathBuf,
+    /// Variables every function gets (AWS endpoints, region, credentials), before its own.
+    pub base_env: Vec<(String, String)>,
+    /// Variables that win over the template's (local log format).
+    pub overrides: Vec<(String, String)>,
+    pub account_id: String,
+    pub region: String,
+    pub logs: LogSink,
+    pub shutdown: CancellationToken,
+}
+
+/// Starts `spec.concurrency` instances of a function.
+pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Result<FunctionHandle> {
+    let binary = env.bin_dir.join(&spec.binary);
+    anyhow::ensure!(binary.is_file(), "no binary for {} at {} (build the workspace first)", spec.name, binary.display());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queue = Arc::new(tokio::sync::Mutex::new(rx));
+    let arn = format!("arn:aws:lambda:{}:{}:function:{}", env.region, env.account_id, spec.name);
+    for index in 0..spec.concurrency {
+        let instance = Arc::new(Instance {
+            spec: spec.clone(),
+            arn: arn.clone(),
+            queue: queue.clone(),
+            in_flight: Mutex::new(None),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = runtime_api(instance.clone());
+        let shutdown = env.shutdown.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "runtime API server failed");
+            }
+        });
+        tokio::spawn(supervise(instance, index, addr.to_string(), binary.clone(), env.clone()));
+    }
+    Ok(FunctionHandle { name: spec.name, tx })
+}
+
+fn runtime_api(instance: Arc<Instance>) -> Router {
+    Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(invocation_response))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(instance)
+}
+
+async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
+    let invocation = {
+        let mut queue = instance.queue.lock().await;
+        queue.recv().await
+    };
+    let Some(invocation) = invocation else {
+        return StatusCode::GONE.into_response();
+    };
+    let deadline_ms = SystemTime::now()
+        .checked_add(instance.spec.timeout)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    set("lambda-runtime-aws-request-id", invocation.request_id.clone());
+    set("lambda-runtime-deadline-ms", deadline_ms.to_string());
+    set("lambda-runtime-invoked-function-arn", instance.arn.clone());
+    set("lambda-runtime-trace-id", format!("Root=1-{}", uuid::Uuid::new_v4().simple()));
+    set("content-type", "application/json".into());
+    *instance.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(InFlight {
+        request_id: invocation.request_id,
+        deadline: Instant::now() + instance.spec.timeout,
+        reply: invocation.reply,
+    });
+    (StatusCode::OK, headers, invocation.payload).into_response()
+}
+
+async fn invocation_response(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    match instance.take_in_flight(Some(&id)) {
+        Some(f) => {
+            let _ = f.reply.send(Ok(body));
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn invocation_error(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let field = |k: &str| error.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    match instance.take_in_flight(Some(&id)) {
+        Some(f) => {
+            let _ = f.reply.send(Err(InvokeError::Function {
+                error_type: field("errorType"),
+                message: field("errorMessage"),
+            }));
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> StatusCode {
+    tracing::error!(function = %instance.spec.name, error = %String::from_utf8_lossy(&body), "function failed to initialise");
+    StatusCode::ACCEPTED
+}
+
+/// Runs one instance's process for as long as the cloud runs.
+async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, binary: PathBuf, env: RuntimeEnv) {
+    let spec = &instance.spec;
+    let label = if spec.concurrency > 1 { format!("{}#{index}", spec.binary) } else { spec.binary.clone() };
+    let mut quick_failures = 0u32;
+    loop {
+        let mut cmd = tokio::process::Command::new(&binary);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.base_env.iter().map(|(k, v)| (k, v)))
+            .envs(spec.environment.iter().map(|(k, v)| (k, v)))
+            .envs(env.overrides.iter().map(|(k, v)| (k, v)))
+            .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
+            .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/{index}"))
+            .env("_HANDLER", "bootstrap");
+        let started = Instant::now();
+        let mut child = match spawn_owned(&mut cmd) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(function = %spec.name, error = %e, "cannot start function");
+                return;
+            }
+        };
+        forward(child.stdout.take(), &env.logs, &spec.binary, &label);
+        forward(child.stderr.take(), &env.logs, &spec.binary, &label);
+        let outcome = tokio::select! {
+            status = child.wait() => match status {
+                Ok(s) => InvokeError::Crashed.with_note(format!("exited with {s}")),
+                Err(e) => InvokeError::Crashed.with_note(e.to_string()),
+            },
+            () = watchdog(&instance) => {
+                let _ = child.kill().await;
+                (InvokeError::Timeout(spec.timeout), "killed at its deadline".to_owned())
+            }
+            () = env.shutdown.cancelled() => {
+                let _ = child.kill().await;
+                return;
+            }
+        };
+        let (error, note) = outcome;
+        env.logs.line(&spec.binary, &label, &format!("[prism] instance {note}; restarting"));
+        if let Some(f) = instance.take_in_flight(None) {
+            let _ = f.reply.send(Err(error));
+        }
+        quick_failures = if started.elapsed() < Duration::from_secs(2) { quick_failures + 1 } else { 0 };
+        let delay = Duration::from_millis(100 * 2u64.pow(quick_failures.min(7)));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = env.shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl InvokeError {
+    fn with_note(self, note: String) -> (Self, String) {
+        (self, note)
+    }
+}
+
+/// Resolves when the instance's current invocation passes its deadline.
+async fn watchdog(instance: &Instance) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if instance.overran() {
+            return;
+        }
+    }
+}
+
+fn forward<R: AsyncRead + Unpin + Send + 'static>(stream: Option<R>, logs: &LogSink, function: &str, label: &str) {
+    let Some(stream) = stream else { return };
+    let (logs, function, label) = (logs.clone(), function.to_owned(), label.to_owned());
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            logs.line(&function, &label, &line);
+        }
+    });
+}
