@@ -70,9 +70,9 @@ pub fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))
-        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(Credentials::new(
-            "test", "test", None, None, "prism-local",
-        )))
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            Credentials::new("test", "test", None, None, "prism-local"),
+        ))
         .endpoint_url(endpoint)
         .build()
 }
@@ -81,7 +81,8 @@ impl LocalCloud {
     pub async fn start(opts: CloudOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&opts.state_dir)?;
         let logs = LogSink::new(&opts.state_dir.join("logs"), opts.echo_logs)?;
-        let emulators = emulator::start(opts.emulator, &opts.project_dir, &opts.state_dir, &logs).await?;
+        let emulators =
+            emulator::start(opts.emulator, &opts.project_dir, &opts.state_dir, &logs).await?;
         let clients = clients_for(&emulators.endpoint, &emulators.dynamodb_endpoint);
 
         let template = Template::load(&opts.project_dir.join("template.yaml"))?;
@@ -93,7 +94,9 @@ impl LocalCloud {
             ("AWS::URLSuffix", "amazonaws.com"),
             ("Stage", opts.stage.as_str()),
         ];
-        let stack = provision::provision(&template, &clients, &pseudo).await.context("provisioning template.yaml")?;
+        let stack = provision::provision(&template, &clients, &pseudo)
+            .await
+            .context("provisioning template.yaml")?;
 
         let shutdown = CancellationToken::new();
         let env = RuntimeEnv {
@@ -108,9 +111,15 @@ impl LocalCloud {
             ],
             overrides: vec![
                 ("AWS_ENDPOINT_URL".into(), emulators.endpoint.clone()),
-                ("AWS_ENDPOINT_URL_DYNAMODB".into(), emulators.dynamodb_endpoint.clone()),
+                (
+                    "AWS_ENDPOINT_URL_DYNAMODB".into(),
+                    emulators.dynamodb_endpoint.clone(),
+                ),
                 ("PRISM_LOG_FORMAT".into(), "text".into()),
-                ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
+                (
+                    "RUST_LOG".into(),
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                ),
             ],
             account_id: ACCOUNT_ID.into(),
             region: REGION.into(),
@@ -122,8 +131,18 @@ impl LocalCloud {
         for spec in &stack.functions {
             let handle = runtime::start_function(spec.clone(), &env).await?;
             for source in &spec.sqs_sources {
-                let pollers = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);
-                esm::start(source.clone(), handle.clone(), pollers, clients.sqs.clone(), REGION.into(), shutdown.clone());
+                let pollers = source
+                    .max_concurrency
+                    .unwrap_or(spec.concurrency)
+                    .min(spec.concurrency);
+                esm::start(
+                    source.clone(),
+                    handle.clone(),
+                    pollers,
+                    clients.sqs.clone(),
+                    REGION.into(),
+                    shutdown.clone(),
+                );
             }
             for route in stack.http_routes.iter().filter(|r| r.function == spec.name) {
                 routes.push((route.clone(), handle.clone()));
@@ -140,7 +159,8 @@ impl LocalCloud {
         });
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP API failed");
             }
@@ -180,7 +200,9 @@ impl LocalCloud {
 
 pub fn clients_for(endpoint: &str, dynamodb_endpoint: &str) -> Clients {
     let main = emulator_sdk_config(endpoint);
-    let s3 = aws_sdk_s3::config::Builder::from(&main).force_path_style(true).build();
+    let s3 = aws_sdk_s3::config::Builder::from(&main)
+        .force_path_style(true)
+        .build();
     Clients {
         s3: aws_sdk_s3::Client::from_conf(s3),
         sqs: aws_sdk_sqs::Client::new(&main),
@@ -190,5 +212,8 @@ pub fn clients_for(endpoint: &str, dynamodb_endpoint: &str) -> Clients {
 
 /// The project root: the nearest folder at or above `start` holding template.yaml.
 pub fn find_project_dir(start: &Path) -> Option<PathBuf> {
-    start.ancestors().find(|d| d.join("template.yaml").is_file() && d.join("Cargo.toml").is_file()).map(Path::to_path_buf)
+    start
+        .ancestors()
+        .find(|d| d.join("template.yaml").is_file() && d.join("Cargo.toml").is_file())
+        .map(Path::to_path_buf)
 }

@@ -39,7 +39,9 @@ impl Drop for Emulators {
         for child in &mut self.children {
             if let Some(pid) = child.id() {
                 // Each emulator leads its own process group: take any helpers it started with it.
-                let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
             }
             let _ = child.start_kill();
         }
@@ -48,13 +50,21 @@ impl Drop for Emulators {
 
 /// A loopback port nobody is listening on right now.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
-pub async fn start(choice: Option<EmulatorChoice>, project: &Path, state_dir: &Path, logs: &LogSink) -> anyhow::Result<Emulators> {
+pub async fn start(
+    choice: Option<EmulatorChoice>,
+    project: &Path,
+    state_dir: &Path,
+    logs: &LogSink,
+) -> anyhow::Result<Emulators> {
     let Some(choice) = choice else {
         let endpoint = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL")?;
-        let dynamodb_endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| endpoint.clone());
+        let dynamodb_endpoint =
+            std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| endpoint.clone());
         return Ok(Emulators {
             description: format!("external endpoint {endpoint}"),
             endpoint,
@@ -77,7 +87,8 @@ pub async fn start(choice: Option<EmulatorChoice>, project: &Path, state_dir: &P
         EmulatorChoice::Localstack => {
             let ls_dir = {
                 let project = project.to_owned();
-                tokio::task::spawn_blocking(move || install::ensure(&project, Venv::LocalStack)).await??
+                tokio::task::spawn_blocking(move || install::ensure(&project, Venv::LocalStack))
+                    .await??
             };
             let (ls, ls_url) = start_localstack(&ls_dir, state_dir, logs).await?;
             Ok(Emulators {
@@ -90,7 +101,10 @@ pub async fn start(choice: Option<EmulatorChoice>, project: &Path, state_dir: &P
     }
 }
 
-async fn start_moto(venv: &Path, logs: &LogSink) -> anyhow::Result<(tokio::process::Child, String)> {
+async fn start_moto(
+    venv: &Path,
+    logs: &LogSink,
+) -> anyhow::Result<(tokio::process::Child, String)> {
     for _ in 0..3 {
         let port = free_port()?;
         let mut cmd = tokio::process::Command::new(venv.join("bin/moto_server"));
@@ -105,7 +119,11 @@ async fn start_moto(venv: &Path, logs: &LogSink) -> anyhow::Result<(tokio::proce
     bail!("moto did not start; see {}/moto.log", logs.dir().display())
 }
 
-async fn start_localstack(venv: &Path, state_dir: &Path, logs: &LogSink) -> anyhow::Result<(tokio::process::Child, String)> {
+async fn start_localstack(
+    venv: &Path,
+    state_dir: &Path,
+    logs: &LogSink,
+) -> anyhow::Result<(tokio::process::Child, String)> {
     for _ in 0..3 {
         let port = free_port()?;
         let root = state_dir.join(format!("localstack-{port}"));
@@ -123,19 +141,40 @@ async fn start_localstack(venv: &Path, state_dir: &Path, logs: &LogSink) -> anyh
             .env("SKIP_SSL_CERT_DOWNLOAD", "1")
             .process_group(0);
         let url = format!("http://127.0.0.1:{port}");
-        if let Some(child) = launch(cmd, &format!("{url}/_localstack/health"), "localstack", logs).await? {
+        if let Some(child) = launch(
+            cmd,
+            &format!("{url}/_localstack/health"),
+            "localstack",
+            logs,
+        )
+        .await?
+        {
             return Ok((child, url));
         }
     }
-    bail!("LocalStack did not start; see {}/localstack.log", logs.dir().display())
+    bail!(
+        "LocalStack did not start; see {}/localstack.log",
+        logs.dir().display()
+    )
 }
 
 /// Starts an emulator and waits until `ready_url` answers 200; `None` if it exited first.
-async fn launch(mut cmd: tokio::process::Command, ready_url: &str, name: &str, logs: &LogSink) -> anyhow::Result<Option<tokio::process::Child>> {
+async fn launch(
+    mut cmd: tokio::process::Command,
+    ready_url: &str,
+    name: &str,
+    logs: &LogSink,
+) -> anyhow::Result<Option<tokio::process::Child>> {
     let mut child = spawn_owned(&mut cmd).with_context(|| format!("starting {name}"))?;
-    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), child.stderr.take().map(|s| Box::new(s) as _)]
-        .into_iter()
-        .flatten()
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child.stderr.take().map(|s| Box::new(s) as _),
+    ]
+    .into_iter()
+    .flatten()
     {
         let (logs, name) = (logs.clone(), name.to_owned());
         tokio::spawn(async move {
@@ -146,14 +185,21 @@ async fn launch(mut cmd: tokio::process::Command, ready_url: &str, name: &str, l
             }
         });
     }
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(120) {
         if let Some(status) = child.try_wait()? {
             tracing::warn!(%name, %status, "emulator exited during start-up");
             return Ok(None);
         }
-        if http.get(ready_url).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(ready_url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             tracing::info!(%name, secs = started.elapsed().as_secs_f32(), "emulator ready");
             return Ok(Some(child));
         }

@@ -21,9 +21,22 @@ use crate::runtime::FunctionHandle;
 const WAIT_SECONDS: i32 = 1;
 
 /// Starts the pollers of one event source: as many as the function may run at once.
-pub fn start(source: SqsSource, function: FunctionHandle, pollers: usize, sqs: aws_sdk_sqs::Client, region: String, shutdown: CancellationToken) {
+pub fn start(
+    source: SqsSource,
+    function: FunctionHandle,
+    pollers: usize,
+    sqs: aws_sdk_sqs::Client,
+    region: String,
+    shutdown: CancellationToken,
+) {
     for _ in 0..pollers.max(1) {
-        let (source, function, sqs, region, shutdown) = (source.clone(), function.clone(), sqs.clone(), region.clone(), shutdown.clone());
+        let (source, function, sqs, region, shutdown) = (
+            source.clone(),
+            function.clone(),
+            sqs.clone(),
+            region.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
             tokio::select! {
                 () = poll(&source, &function, &sqs, &region) => {}
@@ -33,7 +46,12 @@ pub fn start(source: SqsSource, function: FunctionHandle, pollers: usize, sqs: a
     }
 }
 
-async fn poll(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::Client, region: &str) {
+async fn poll(
+    source: &SqsSource,
+    function: &FunctionHandle,
+    sqs: &aws_sdk_sqs::Client,
+    region: &str,
+) {
     let mut failures = 0u32;
     loop {
         match receive_batch(source, sqs).await {
@@ -52,7 +70,10 @@ async fn poll(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::
 }
 
 /// Up to `batch_size` messages, waiting at most the batching window for more.
-async fn receive_batch(source: &SqsSource, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Message>, aws_sdk_sqs::Error> {
+async fn receive_batch(
+    source: &SqsSource,
+    sqs: &aws_sdk_sqs::Client,
+) -> Result<Vec<Message>, aws_sdk_sqs::Error> {
     let mut batch: Vec<Message> = Vec::new();
     let window_ends = Instant::now() + source.batching_window;
     loop {
@@ -60,7 +81,10 @@ async fn receive_batch(source: &SqsSource, sqs: &aws_sdk_sqs::Client) -> Result<
         let wait = if batch.is_empty() {
             WAIT_SECONDS
         } else {
-            window_ends.saturating_duration_since(Instant::now()).as_secs().min(1) as i32
+            window_ends
+                .saturating_duration_since(Instant::now())
+                .as_secs()
+                .min(1) as i32
         };
         let out = sqs
             .receive_message()
@@ -74,7 +98,11 @@ async fn receive_batch(source: &SqsSource, sqs: &aws_sdk_sqs::Client) -> Result<
         let got = out.messages.unwrap_or_default();
         let got_none = got.is_empty();
         batch.extend(got);
-        if batch.len() >= source.batch_size || batch.is_empty() || Instant::now() >= window_ends || (got_none && wait == 0) {
+        if batch.len() >= source.batch_size
+            || batch.is_empty()
+            || Instant::now() >= window_ends
+            || (got_none && wait == 0)
+        {
             return Ok(batch);
         }
     }
@@ -107,7 +135,13 @@ fn to_event(source: &SqsSource, region: &str, batch: &[Message]) -> SqsEvent {
     event
 }
 
-async fn deliver(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::Client, region: &str, batch: Vec<Message>) {
+async fn deliver(
+    source: &SqsSource,
+    function: &FunctionHandle,
+    sqs: &aws_sdk_sqs::Client,
+    region: &str,
+    batch: Vec<Message>,
+) {
     let event = to_event(source, region, &batch);
     let payload = match serde_json::to_vec(&event) {
         Ok(p) => Bytes::from(p),
@@ -146,8 +180,17 @@ async fn deliver(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sq
     if entries.is_empty() {
         return;
     }
-    match sqs.delete_message_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await {
-        Ok(out) if !out.failed.is_empty() => tracing::warn!(failed = out.failed.len(), "some deletes failed; those messages will be redelivered"),
+    match sqs
+        .delete_message_batch()
+        .queue_url(&source.queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+    {
+        Ok(out) if !out.failed.is_empty() => tracing::warn!(
+            failed = out.failed.len(),
+            "some deletes failed; those messages will be redelivered"
+        ),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "delete failed; the batch will be redelivered"),
     }
@@ -160,11 +203,18 @@ fn failed_ids(body: &[u8], batch: &[Message]) -> Option<HashSet<String>> {
         return Some(HashSet::new());
     }
     let response: SqsBatchResponse = serde_json::from_slice(body).ok()?;
-    let in_batch: HashSet<&str> = batch.iter().filter_map(|m| m.message_id.as_deref()).collect();
+    let in_batch: HashSet<&str> = batch
+        .iter()
+        .filter_map(|m| m.message_id.as_deref())
+        .collect();
     response
         .batch_item_failures
         .into_iter()
-        .map(|f| in_batch.contains(f.item_identifier.as_str()).then_some(f.item_identifier))
+        .map(|f| {
+            in_batch
+                .contains(f.item_identifier.as_str())
+                .then_some(f.item_identifier)
+        })
         .collect()
 }
 
@@ -173,16 +223,32 @@ mod tests {
     use super::*;
 
     fn msg(id: &str) -> Message {
-        Message::builder().message_id(id).receipt_handle(format!("rh-{id}")).body("{}").build()
+        Message::builder()
+            .message_id(id)
+            .receipt_handle(format!("rh-{id}"))
+            .body("{}")
+            .build()
     }
 
     #[test]
     fn reads_partial_batch_failures_like_lambda() {
         let batch = [msg("a"), msg("b")];
         let ok = br#"{"batchItemFailures":[{"itemIdentifier":"b"}]}"#;
-        assert_eq!(failed_ids(ok, &batch), Some(HashSet::from(["b".to_owned()])));
-        assert_eq!(failed_ids(br#"{"batchItemFailures":[]}"#, &batch), Some(HashSet::new()));
-        assert_eq!(failed_ids(br#"{"batchItemFailures":[{"itemIdentifier":"zzz"}]}"#, &batch), None);
+        assert_eq!(
+            failed_ids(ok, &batch),
+            Some(HashSet::from(["b".to_owned()]))
+        );
+        assert_eq!(
+            failed_ids(br#"{"batchItemFailures":[]}"#, &batch),
+            Some(HashSet::new())
+        );
+        assert_eq!(
+            failed_ids(
+                br#"{"batchItemFailures":[{"itemIdentifier":"zzz"}]}"#,
+                &batch
+            ),
+            None
+        );
         assert_eq!(failed_ids(b"not json", &batch), None);
     }
 }

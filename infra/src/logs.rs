@@ -33,7 +33,10 @@ impl LogSink {
         if self.echo {
             println!("{label:>16} | {line}");
         }
-        let mut files = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut files = self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !files.contains_key(file) {
             let path = self.dir.join(format!("{file}.log"));
             match OpenOptions::new().create(true).append(true).open(&path) {

@@ -280,7 +280,14 @@ pub enum Applied {
 
 impl Job {
     /// A new job waiting for its upload.
-    pub fn new(id: JobId, owner: String, priority: Priority, upload: S3Uri, trace_id: String, now: DateTime<Utc>) -> Self {
+    pub fn new(
+        id: JobId,
+        owner: String,
+        priority: Priority,
+        upload: S3Uri,
+        trace_id: String,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
             id,
             owner,
@@ -320,14 +327,20 @@ impl Job {
 
     /// The state machine. On [`Applied::Changed`] the caller records the event
     /// with sequence number `self.seq` (already advanced here).
-    pub fn apply(&mut self, event: &JobEvent, now: DateTime<Utc>) -> Result<Applied, TransitionError> {
+    pub fn apply(
+        &mut self,
+        event: &JobEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, TransitionError> {
         use JobStatus::*;
         let status = self.status;
         if status.is_terminal() {
             // Repeating the event that ended the job is a redelivery, not an error.
             let same_end = matches!(
                 (status, event),
-                (Completed, JobEvent::Completed { .. }) | (Failed, JobEvent::Failed(_)) | (Cancelled, JobEvent::Cancelled | JobEvent::CancelRequested)
+                (Completed, JobEvent::Completed { .. })
+                    | (Failed, JobEvent::Failed(_))
+                    | (Cancelled, JobEvent::Cancelled | JobEvent::CancelRequested)
             );
             return if same_end {
                 Ok(Applied::AlreadyApplied)
@@ -379,7 +392,11 @@ impl Job {
                 Processing => return Ok(Applied::AlreadyApplied),
                 _ => return Err(refuse()),
             },
-            JobEvent::Progress { phase, progress, eta_s } => {
+            JobEvent::Progress {
+                phase,
+                progress,
+                eta_s,
+            } => {
                 if status != Processing {
                     return Err(refuse());
                 }
@@ -433,7 +450,14 @@ mod tests {
 
     fn job() -> Job {
         let upload: S3Uri = "s3://b/uploads/o/x.txt".parse().expect("uri");
-        Job::new(JobId::new_random(), "o".into(), Priority::Normal, upload, "t".into(), Utc::now())
+        Job::new(
+            JobId::new_random(),
+            "o".into(),
+            Priority::Normal,
+            upload,
+            "t".into(),
+            Utc::now(),
+        )
     }
 
     fn text_result() -> JobResult {
@@ -444,9 +468,31 @@ mod tests {
     fn happy_path_advances_seq_once_per_change() {
         let mut j = job();
         let now = Utc::now();
-        assert_eq!(j.apply(&JobEvent::Started { phase: "reading".into() }, now), Ok(Applied::Changed));
-        assert_eq!(j.apply(&JobEvent::Started { phase: "reading".into() }, now), Ok(Applied::AlreadyApplied));
-        j.apply(&JobEvent::Completed { result: text_result() }, now).expect("complete");
+        assert_eq!(
+            j.apply(
+                &JobEvent::Started {
+                    phase: "reading".into()
+                },
+                now
+            ),
+            Ok(Applied::Changed)
+        );
+        assert_eq!(
+            j.apply(
+                &JobEvent::Started {
+                    phase: "reading".into()
+                },
+                now
+            ),
+            Ok(Applied::AlreadyApplied)
+        );
+        j.apply(
+            &JobEvent::Completed {
+                result: text_result(),
+            },
+            now,
+        )
+        .expect("complete");
         assert_eq!(j.status, JobStatus::Completed);
         assert_eq!(j.progress, 100);
         assert_eq!(j.seq, 3);
@@ -455,19 +501,28 @@ mod tests {
     #[test]
     fn terminal_jobs_never_change() {
         for end in [
-            JobEvent::Completed { result: text_result() },
+            JobEvent::Completed {
+                result: text_result(),
+            },
             JobEvent::Failed(JobFailure::new("x", "y")),
             JobEvent::Cancelled,
         ] {
             let mut j = job();
-            j.apply(&JobEvent::Started { phase: "p".into() }, Utc::now()).expect("start");
+            j.apply(&JobEvent::Started { phase: "p".into() }, Utc::now())
+                .expect("start");
             j.apply(&end, Utc::now()).expect("end");
             let before = j.clone();
             for ev in [
                 JobEvent::Started { phase: "p".into() },
-                JobEvent::Progress { phase: "p".into(), progress: 5, eta_s: None },
+                JobEvent::Progress {
+                    phase: "p".into(),
+                    progress: 5,
+                    eta_s: None,
+                },
                 JobEvent::Failed(JobFailure::new("late", "late")),
-                JobEvent::Completed { result: text_result() },
+                JobEvent::Completed {
+                    result: text_result(),
+                },
             ] {
                 if let Ok(applied) = j.apply(&ev, Utc::now()) {
                     assert_eq!(applied, Applied::AlreadyApplied);
@@ -480,12 +535,15 @@ mod tests {
     #[test]
     fn cancelling_a_queued_job_ends_it_at_once_but_a_running_one_only_asks() {
         let mut q = job();
-        q.apply(&JobEvent::CancelRequested, Utc::now()).expect("cancel");
+        q.apply(&JobEvent::CancelRequested, Utc::now())
+            .expect("cancel");
         assert_eq!(q.status, JobStatus::Cancelled);
 
         let mut r = job();
-        r.apply(&JobEvent::Started { phase: "p".into() }, Utc::now()).expect("start");
-        r.apply(&JobEvent::CancelRequested, Utc::now()).expect("cancel");
+        r.apply(&JobEvent::Started { phase: "p".into() }, Utc::now())
+            .expect("start");
+        r.apply(&JobEvent::CancelRequested, Utc::now())
+            .expect("cancel");
         assert_eq!(r.status, JobStatus::Processing);
         assert!(r.cancel_requested);
     }
@@ -499,9 +557,16 @@ mod tests {
             etag: etag.into(),
         };
         let (a, b) = (input("a"), input("b"));
-        j.apply(&JobEvent::Uploaded { input: a.clone() }, Utc::now()).expect("upload");
-        assert_eq!(j.apply(&JobEvent::Uploaded { input: a }, Utc::now()), Ok(Applied::AlreadyApplied));
-        assert!(matches!(j.apply(&JobEvent::Uploaded { input: b }, Utc::now()), Err(TransitionError::InputMismatch { .. })));
+        j.apply(&JobEvent::Uploaded { input: a.clone() }, Utc::now())
+            .expect("upload");
+        assert_eq!(
+            j.apply(&JobEvent::Uploaded { input: a }, Utc::now()),
+            Ok(Applied::AlreadyApplied)
+        );
+        assert!(matches!(
+            j.apply(&JobEvent::Uploaded { input: b }, Utc::now()),
+            Err(TransitionError::InputMismatch { .. })
+        ));
     }
 
     #[test]

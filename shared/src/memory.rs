@@ -34,7 +34,10 @@ impl JobStore for MemoryJobStore {
         if let Some((existing, _)) = jobs.get(&job.id) {
             return Ok(Created::Existing(Box::new(existing.clone())));
         }
-        jobs.insert(job.id.clone(), (job.clone(), BTreeMap::from([(job.seq, event.clone())])));
+        jobs.insert(
+            job.id.clone(),
+            (job.clone(), BTreeMap::from([(job.seq, event.clone())])),
+        );
         Ok(Created::New)
     }
 
@@ -55,10 +58,21 @@ impl JobStore for MemoryJobStore {
         Ok(())
     }
 
-    async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
+    async fn events(
+        &self,
+        id: &JobId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<JobEventEnvelope>, StoreError> {
         Ok(lock(&self.jobs)
             .get(id)
-            .map(|(_, events)| events.range(after_seq + 1..).take(limit as usize).map(|(_, e)| e.clone()).collect())
+            .map(|(_, events)| {
+                events
+                    .range(after_seq + 1..)
+                    .take(limit as usize)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            })
             .unwrap_or_default())
     }
 }
@@ -70,7 +84,10 @@ pub struct MemoryBlobStore {
 
 impl MemoryBlobStore {
     pub fn insert(&self, uri: &S3Uri, body: impl Into<Bytes>) {
-        lock(&self.objects).insert(uri.clone(), (body.into(), "application/octet-stream".into()));
+        lock(&self.objects).insert(
+            uri.clone(),
+            (body.into(), "application/octet-stream".into()),
+        );
     }
 
     pub fn object(&self, uri: &S3Uri) -> Option<(Bytes, String)> {
@@ -81,7 +98,9 @@ impl MemoryBlobStore {
 #[async_trait]
 impl BlobStore for MemoryBlobStore {
     async fn read_head(&self, uri: &S3Uri, len: usize) -> Result<ObjectHead, BlobError> {
-        let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
+        let (body, _) = self
+            .object(uri)
+            .ok_or_else(|| BlobError::NotFound(uri.clone()))?;
         Ok(ObjectHead {
             size: body.len() as u64,
             bytes: body.slice(..len.min(body.len())),
@@ -89,7 +108,9 @@ impl BlobStore for MemoryBlobStore {
     }
 
     async fn read_all(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, BlobError> {
-        let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
+        let (body, _) = self
+            .object(uri)
+            .ok_or_else(|| BlobError::NotFound(uri.clone()))?;
         if body.len() as u64 > limit {
             return Err(BlobError::TooLarge {
                 uri: uri.clone(),
@@ -106,7 +127,12 @@ impl BlobStore for MemoryBlobStore {
     }
 
     async fn presign_put(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
-        Ok(format!("memory://{}/{}?expires={}", uri.bucket, uri.key, expires_in.as_secs()))
+        Ok(format!(
+            "memory://{}/{}?expires={}",
+            uri.bucket,
+            uri.key,
+            expires_in.as_secs()
+        ))
     }
 }
 
@@ -144,7 +170,12 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
-    async fn retry_later(&self, _queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+    async fn retry_later(
+        &self,
+        _queue_arn: &str,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         lock(&self.retries).push((receipt_handle.to_owned(), delay));
         Ok(())
     }

@@ -34,9 +34,13 @@ impl FromStr for S3Uri {
     type Err = BadS3Uri;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let rest = s.strip_prefix("s3://").ok_or_else(|| BadS3Uri(s.to_owned()))?;
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| BadS3Uri(s.to_owned()))?;
         match rest.split_once('/') {
-            Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok(Self::new(bucket, key)),
+            Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
+                Ok(Self::new(bucket, key))
+            }
             _ => Err(BadS3Uri(s.to_owned())),
         }
     }

@@ -11,7 +11,9 @@ use prism_shared::lifecycle::{self, LifecycleError};
 use prism_shared::ports::{BlobStore, JobStore, Queue};
 use prism_shared::results::{JobResult, TextEncoding, TextResult};
 use prism_shared::sqs_batch::{self, Backoff};
-use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, QueueError, Retryable, StoreError, config};
+use prism_shared::{
+    BlobError, ConfigError, Envelope, JobEvent, QueueError, Retryable, StoreError, config,
+};
 
 pub const SOURCE: &str = "process-text";
 
@@ -66,7 +68,10 @@ impl Retryable for TextError {
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| {
+        handle_message(deps, msg)
+    })
+    .await
 }
 
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), TextError> {
@@ -88,18 +93,29 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), TextError> {
     if job.cancel_requested {
         return ignore_refusal(record(JobEvent::Cancelled).await);
     }
-    if let Err(LifecycleError::Refused { error, .. }) = record(JobEvent::Started { phase: "reading".into() }).await.map(drop) {
+    if let Err(LifecycleError::Refused { error, .. }) = record(JobEvent::Started {
+        phase: "reading".into(),
+    })
+    .await
+    .map(drop)
+    {
         tracing::info!(%error, "not started");
         return Ok(());
     }
     let bytes = match deps.blobs.read_all(&input.uri, deps.config.max_bytes).await {
         Ok(b) => b,
         Err(BlobError::TooLarge { size, limit, .. }) => {
-            let failure = JobFailure::new("too_large", format!("text of {size} bytes is over the limit of {limit}"));
+            let failure = JobFailure::new(
+                "too_large",
+                format!("text of {size} bytes is over the limit of {limit}"),
+            );
             return ignore_refusal(record(JobEvent::Failed(failure)).await);
         }
         Err(BlobError::NotFound(uri)) => {
-            let failure = JobFailure::new("input_missing", format!("the upload {uri} no longer exists"));
+            let failure = JobFailure::new(
+                "input_missing",
+                format!("the upload {uri} no longer exists"),
+            );
             return ignore_refusal(record(JobEvent::Failed(failure)).await);
         }
         Err(e) => return Err(e.into()),
@@ -114,7 +130,12 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), TextError> {
     .or_else(refusal_is_ok)?;
     let result = analyse(&bytes);
     tracing::info!(words = result.words, lines = result.lines, encoding = ?result.encoding, "analysed");
-    ignore_refusal(record(JobEvent::Completed { result: JobResult::Text(result) }).await)
+    ignore_refusal(
+        record(JobEvent::Completed {
+            result: JobResult::Text(result),
+        })
+        .await,
+    )
 }
 
 /// A refused transition means the job moved on (cancelled, failed elsewhere): not an error here.
@@ -164,7 +185,9 @@ pub fn analyse(bytes: &[u8]) -> TextResult {
 }
 
 fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> impl Iterator<Item = char> + '_ {
-    let units = bytes.chunks_exact(2).map(move |pair| unit([pair[0], pair[1]]));
+    let units = bytes
+        .chunks_exact(2)
+        .map(move |pair| unit([pair[0], pair[1]]));
     char::decode_utf16(units).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
 }
 

@@ -47,12 +47,20 @@ fn job_item(job: &Job) -> Result<Item, StoreError> {
         what: "job",
         reason: e.to_string(),
     })?;
-    let sort = format!("{}#{}", job.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), job.id);
+    let sort = format!(
+        "{}#{}",
+        job.created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        job.id
+    );
     item.insert("pk".into(), s(job_pk(&job.id)));
     item.insert("sk".into(), s("META"));
     item.insert("gsi1pk".into(), s(format!("OWNER#{}", job.owner)));
     item.insert("gsi1sk".into(), s(sort.clone()));
-    item.insert("gsi2pk".into(), s(format!("OWNER#{}#{}", job.owner, job.status)));
+    item.insert(
+        "gsi2pk".into(),
+        s(format!("OWNER#{}#{}", job.owner, job.status)),
+    );
     item.insert("gsi2sk".into(), s(sort));
     Ok(item)
 }
@@ -64,11 +72,19 @@ fn event_item(job: &Job, event: &JobEventEnvelope) -> Result<Item, StoreError> {
     })?;
     item.insert("pk".into(), s(job_pk(&job.id)));
     item.insert("sk".into(), s(event_sk(job.seq)));
-    item.insert("expires_at".into(), AttributeValue::N(job.expires_at.to_string()));
+    item.insert(
+        "expires_at".into(),
+        AttributeValue::N(job.expires_at.to_string()),
+    );
     Ok(item)
 }
 
-fn put(table: &str, item: Item, condition: &str, values: Option<Item>) -> Result<TransactWriteItem, StoreError> {
+fn put(
+    table: &str,
+    item: Item,
+    condition: &str,
+    values: Option<Item>,
+) -> Result<TransactWriteItem, StoreError> {
     let put = Put::builder()
         .table_name(table)
         .set_item(Some(item))
@@ -105,8 +121,18 @@ impl JobStore for DynamoJobStore {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(put(&self.table, job_item(job)?, "attribute_not_exists(pk)", None)?)
-            .transact_items(put(&self.table, event_item(job, event)?, "attribute_not_exists(pk)", None)?)
+            .transact_items(put(
+                &self.table,
+                job_item(job)?,
+                "attribute_not_exists(pk)",
+                None,
+            )?)
+            .transact_items(put(
+                &self.table,
+                event_item(job, event)?,
+                "attribute_not_exists(pk)",
+                None,
+            )?)
             .send()
             .await;
         match result {
@@ -142,13 +168,26 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
-        let previous = job.seq.checked_sub(1).ok_or_else(|| StoreError::Conflict(job.id.clone()))?;
+        let previous = job
+            .seq
+            .checked_sub(1)
+            .ok_or_else(|| StoreError::Conflict(job.id.clone()))?;
         let values = HashMap::from([(":prev".to_owned(), AttributeValue::N(previous.to_string()))]);
         let result = self
             .client
             .transact_write_items()
-            .transact_items(put(&self.table, job_item(job)?, "seq = :prev", Some(values))?)
-            .transact_items(put(&self.table, event_item(job, event)?, "attribute_not_exists(pk)", None)?)
+            .transact_items(put(
+                &self.table,
+                job_item(job)?,
+                "seq = :prev",
+                Some(values),
+            )?)
+            .transact_items(put(
+                &self.table,
+                event_item(job, event)?,
+                "attribute_not_exists(pk)",
+                None,
+            )?)
             .send()
             .await;
         match result {
@@ -158,7 +197,12 @@ impl JobStore for DynamoJobStore {
         }
     }
 
-    async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
+    async fn events(
+        &self,
+        id: &JobId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<JobEventEnvelope>, StoreError> {
         let mut events = Vec::new();
         let mut start = None;
         loop {
@@ -177,10 +221,12 @@ impl JobStore for DynamoJobStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(boxed(e)))?;
             for item in out.items.unwrap_or_default() {
-                events.push(serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
-                    what: "event",
-                    reason: e.to_string(),
-                })?);
+                events.push(
+                    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
+                        what: "event",
+                        reason: e.to_string(),
+                    })?,
+                );
             }
             start = out.last_evaluated_key;
             if start.is_none() || events.len() >= limit as usize {

@@ -24,10 +24,15 @@ impl S3BlobStore {
     }
 }
 
+/// A missing key is the object's fault (permanent); a missing bucket is the
+/// deployment's, and worth retrying until an operator fixes it.
 fn get_error(uri: &S3Uri, e: SdkError<GetObjectError>) -> BlobError {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    let not_found = e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
     match e.as_service_error() {
         Some(GetObjectError::NoSuchKey(_)) => BlobError::NotFound(uri.clone()),
-        _ if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => BlobError::NotFound(uri.clone()),
+        Some(s) if s.code() == Some("NoSuchBucket") => BlobError::Unavailable(boxed(e)),
+        _ if not_found => BlobError::NotFound(uri.clone()),
         _ => BlobError::Unavailable(boxed(e)),
     }
 }
@@ -65,7 +70,12 @@ impl BlobStore for S3BlobStore {
             .and_then(total_from_content_range)
             .or_else(|| out.content_length().and_then(|n| u64::try_from(n).ok()))
             .unwrap_or(0);
-        let body = out.body.collect().await.map_err(|e| BlobError::Unavailable(boxed(e)))?.into_bytes();
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| BlobError::Unavailable(boxed(e)))?
+            .into_bytes();
         // Some servers ignore Range; never hand back more than was asked for.
         Ok(ObjectHead {
             bytes: body.slice(..len.min(body.len())),
@@ -82,7 +92,10 @@ impl BlobStore for S3BlobStore {
             .send()
             .await
             .map_err(|e| get_error(uri, e))?;
-        let size = out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        let size = out
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0);
         if size > limit {
             return Err(BlobError::TooLarge {
                 uri: uri.clone(),
@@ -90,7 +103,11 @@ impl BlobStore for S3BlobStore {
                 limit,
             });
         }
-        let body = out.body.collect().await.map_err(|e| BlobError::Unavailable(boxed(e)))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| BlobError::Unavailable(boxed(e)))?;
         Ok(body.into_bytes())
     }
 
@@ -108,7 +125,8 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn presign_put(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
-        let presigning = PresigningConfig::expires_in(expires_in).map_err(|e| BlobError::Unavailable(boxed(e)))?;
+        let presigning = PresigningConfig::expires_in(expires_in)
+            .map_err(|e| BlobError::Unavailable(boxed(e)))?;
         let request = self
             .client
             .put_object()
@@ -125,7 +143,10 @@ impl BlobStore for S3BlobStore {
 mod tests {
     #[test]
     fn reads_total_size_from_content_range() {
-        assert_eq!(super::total_from_content_range("bytes 0-99/1234"), Some(1234));
+        assert_eq!(
+            super::total_from_content_range("bytes 0-99/1234"),
+            Some(1234)
+        );
         assert_eq!(super::total_from_content_range("bytes */0"), Some(0));
         assert_eq!(super::total_from_content_range("garbage"), None);
     }

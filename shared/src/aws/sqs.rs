@@ -26,7 +26,12 @@ impl SqsQueue {
     }
 
     async fn url_of(&self, arn: &str) -> Result<String, QueueError> {
-        if let Some(url) = self.urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(arn) {
+        if let Some(url) = self
+            .urls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(arn)
+        {
             return Ok(url.clone());
         }
         // arn:aws:sqs:{region}:{account}:{name}
@@ -42,7 +47,9 @@ impl SqsQueue {
             .send()
             .await
             .map_err(|e| QueueError::Unavailable(boxed(e)))?;
-        let url = out.queue_url.ok_or_else(|| QueueError::BadArn(arn.to_owned()))?;
+        let url = out
+            .queue_url
+            .ok_or_else(|| QueueError::BadArn(arn.to_owned()))?;
         self.urls
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -64,7 +71,12 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+    async fn retry_later(
+        &self,
+        queue_arn: &str,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         let url = self.url_of(queue_arn).await?;
         self.client
             .change_message_visibility()

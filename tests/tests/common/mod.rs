@@ -1,0 +1,74 @@
+//! Starting a private local cloud for one test.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use prism::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient};
+
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub fn project_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// Where cargo put the function binaries: the test executable lives in `target/{profile}/deps`.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/{profile}")
+        .to_owned()
+}
+
+/// A local cloud on free ports with its own state directory, kept only if the test fails.
+pub struct TestCloud {
+    pub cloud: LocalCloud,
+    pub api: PrismClient,
+    state_dir: PathBuf,
+}
+
+impl TestCloud {
+    pub async fn start(emulator: EmulatorChoice) -> Self {
+        let state_dir = project_dir().join("target/prism-e2e").join(uuid_like());
+        let cloud = LocalCloud::start(CloudOptions {
+            project_dir: project_dir(),
+            emulator: Some(emulator),
+            bin_dir: bin_dir(),
+            state_dir: state_dir.clone(),
+            echo_logs: false,
+            stage: "test".into(),
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "local cloud did not start: {e:#} (logs in {})",
+                state_dir.display()
+            )
+        });
+        let api = PrismClient::new(&cloud.info.http_url).expect("client");
+        Self {
+            cloud,
+            api,
+            state_dir,
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.state_dir.join("logs").join(format!("{name}.log")))
+            .unwrap_or_default()
+    }
+
+    /// Stops the cloud and removes its state (a failed test keeps it for its logs).
+    pub async fn finish(self) {
+        let dir = self.state_dir.clone();
+        self.cloud.stop().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn uuid_like() -> String {
+    prism_shared::JobId::new_random().to_string()
+}
