@@ -14,6 +14,7 @@ pub mod results;
 pub mod sniff;
 pub mod sqs_batch;
 pub mod telemetry;
+pub mod testing;
 pub mod uri;
 
 pub use envelope::{Envelope, JobEventEnvelope};

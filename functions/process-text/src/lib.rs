@@ -210,3 +210,38 @@ fn count(chars: impl Iterator<Item = char>) -> (u64, u64, u64) {
     let unterminated = u64::from(n > 0 && last != '\n');
     (n, newlines + unterminated, words)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_supported_encoding() {
+        let r = analyse(b"\xEF\xBB\xBFone two\n");
+        assert_eq!(
+            (r.encoding, r.bom, r.words, r.lines, r.chars),
+            (TextEncoding::Utf8, true, 2, 1, 8)
+        );
+        let mut be = vec![0xFE, 0xFF];
+        be.extend("a b c".encode_utf16().flat_map(u16::to_be_bytes));
+        let r = analyse(&be);
+        assert_eq!(
+            (r.encoding, r.words, r.chars),
+            (TextEncoding::Utf16be, 3, 5)
+        );
+        let r = analyse(b"na\xefve caf\xe9");
+        assert_eq!(
+            (r.encoding, r.words, r.chars),
+            (TextEncoding::Latin1, 2, 10)
+        );
+    }
+
+    #[test]
+    fn counts_lines_like_people_do() {
+        assert_eq!(analyse(b"").lines, 0);
+        assert_eq!(analyse(b"a").lines, 1);
+        assert_eq!(analyse(b"a\n").lines, 1);
+        assert_eq!(analyse(b"a\n\nb").lines, 3);
+        assert_eq!(analyse(b"  spaced\t\tout  words ").words, 3);
+    }
+}

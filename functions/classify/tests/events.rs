@@ -1,0 +1,94 @@
+//! The sample classify command, round-tripped and run through the handler with fakes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::SqsEvent;
+use chrono::Utc;
+use classify::{Config, Deps, handle};
+use prism_shared::commands::Command;
+use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
+use prism_shared::ports::JobStore;
+use prism_shared::testing::sample_event;
+use prism_shared::{
+    Envelope, Job, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri, envelope,
+};
+
+const JOB: &str = "0196f0a0-0000-7000-8000-00000000c1a5";
+
+async fn run(content: &[u8]) -> (Job, Vec<prism_shared::memory::SentMessage>) {
+    let event: SqsEvent = sample_event("sqs-classify-command.json");
+    let (jobs, blobs, queue) = (
+        Arc::new(MemoryJobStore::default()),
+        Arc::new(MemoryBlobStore::default()),
+        Arc::new(MemoryQueue::default()),
+    );
+    let id: JobId = JOB.parse().expect("id");
+    let upload: S3Uri =
+        format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt")
+            .parse()
+            .expect("uri");
+    let job = Job::new(
+        id.clone(),
+        "default".into(),
+        Priority::Normal,
+        upload.clone(),
+        "t".into(),
+        Utc::now(),
+    );
+    jobs.create(
+        &job,
+        &JobEventEnvelope::for_job("test", &job, job.created_event()),
+    )
+    .await
+    .expect("create");
+    blobs.insert(&upload, content.to_vec());
+    let deps = Deps {
+        jobs: jobs.clone(),
+        blobs,
+        queue: queue.clone(),
+        config: Config {
+            routes: HashMap::from([(Modality::Text, "http://sqs/text".to_owned())]),
+        },
+    };
+    let response = handle(&deps, event).await;
+    assert!(response.batch_item_failures.is_empty());
+    (
+        jobs.get(&id).await.expect("store").expect("job"),
+        queue.sent(),
+    )
+}
+
+#[tokio::test]
+async fn text_is_classified_and_routed_to_the_text_queue() {
+    let (job, sent) = run(b"hello world, this is text\n").await;
+    assert_eq!(job.modality, Some(Modality::Text));
+    assert_eq!(job.mime.as_deref(), Some("text/plain"));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].queue_url, "http://sqs/text");
+    let command: Envelope<Command> = envelope::decode(&sent[0].body).expect("envelope");
+    assert!(matches!(
+        command.body,
+        Command::Process {
+            modality: Modality::Text,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn content_without_a_processor_or_with_no_bytes_fails_the_job() {
+    let (png, sent) = run(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").await;
+    assert_eq!(png.status, JobStatus::Failed);
+    assert_eq!(png.error.map(|e| e.code), Some("no_processor".into()));
+    assert!(sent.is_empty());
+
+    let (empty, _) = run(b"").await;
+    assert_eq!(empty.error.map(|e| e.message), Some("empty upload".into()));
+
+    let (noise, _) = run(&[0, 1, 2, 3, 0, 0, 0xFE, 7]).await;
+    assert_eq!(
+        noise.error.map(|e| e.message),
+        Some("unsupported content".into())
+    );
+}

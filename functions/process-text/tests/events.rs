@@ -1,0 +1,96 @@
+//! The sample process command, round-tripped and run through the handler with fakes.
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::SqsEvent;
+use chrono::Utc;
+use prism_shared::job::{Classification, InputObject};
+use prism_shared::lifecycle;
+use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
+use prism_shared::ports::JobStore;
+use prism_shared::results::{JobResult, TextEncoding};
+use prism_shared::testing::sample_event;
+use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri};
+use process_text::{Config, Deps, handle};
+
+const JOB: &str = "0196f0a0-0000-7000-8000-00000000c1a5";
+
+async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
+    let event: SqsEvent = sample_event("sqs-process-text-command.json");
+    let (jobs, blobs) = (
+        Arc::new(MemoryJobStore::default()),
+        Arc::new(MemoryBlobStore::default()),
+    );
+    let id: JobId = JOB.parse().expect("id");
+    let upload: S3Uri =
+        format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt")
+            .parse()
+            .expect("uri");
+    let job = Job::new(
+        id.clone(),
+        "default".into(),
+        Priority::Normal,
+        upload.clone(),
+        "t".into(),
+        Utc::now(),
+    );
+    jobs.create(
+        &job,
+        &JobEventEnvelope::for_job("test", &job, job.created_event()),
+    )
+    .await
+    .expect("create");
+    let input = InputObject {
+        uri: upload.clone(),
+        size: content.len() as u64,
+        etag: "e".into(),
+    };
+    for ev in [
+        JobEvent::Uploaded { input },
+        JobEvent::Classified(Classification {
+            modality: Modality::Text,
+            mime: "text/plain".into(),
+            confidence: 1.0,
+            estimated_seconds: 0.1,
+        }),
+    ] {
+        lifecycle::record(jobs.as_ref(), &id, "test", ev)
+            .await
+            .expect("record");
+    }
+    if cancel {
+        lifecycle::record(jobs.as_ref(), &id, "test", JobEvent::CancelRequested)
+            .await
+            .expect("cancel");
+    }
+    blobs.insert(&upload, content.to_vec());
+    let deps = Deps {
+        jobs: jobs.clone(),
+        blobs,
+        queue: Arc::new(MemoryQueue::default()),
+        config: Config { max_bytes },
+    };
+    let response = handle(&deps, event).await;
+    assert!(response.batch_item_failures.is_empty());
+    jobs.get(&id).await.expect("store").expect("job")
+}
+
+#[tokio::test]
+async fn counts_words_lines_and_bytes() {
+    let job = run("héllo wörld\nsecond line here\n".as_bytes(), 1 << 20, false).await;
+    assert_eq!(job.status, JobStatus::Completed);
+    let Some(JobResult::Text(r)) = job.result else {
+        panic!("no text result")
+    };
+    assert_eq!((r.words, r.lines, r.chars, r.bytes), (5, 2, 29, 31));
+    assert_eq!(r.encoding, TextEncoding::Utf8);
+}
+
+#[tokio::test]
+async fn too_large_texts_fail_with_a_reason_and_cancelled_jobs_stop() {
+    let big = run(&[b'a'; 100], 10, false).await;
+    assert_eq!(big.status, JobStatus::Failed);
+    assert_eq!(big.error.map(|e| e.code), Some("too_large".into()));
+    let cancelled = run(b"text", 1 << 20, true).await;
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+}
