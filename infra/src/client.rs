@@ -46,108 +46,55 @@ impl SubmitReport {
             status: job.status.to_string(),
             modality: job.modality.map(|m| m.to_string()),
             mime: job.mime.clone(),
-            result: job
-                .result
-                .as_ref()
-                .and_then(|r| serde_json::to_value(r).ok()),
-            error: job
-                .error
-                .as_ref()
-                .and_then(|e| serde_json::to_value(e).ok()),
+            result: job.result.as_ref().and_then(|r| serde_json::to_value(r).ok()),
+            error: job.error.as_ref().and_then(|e| serde_json::to_value(e).ok()),
         }
     }
 }
 
 impl PrismClient {
     pub fn new(base: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
-            base: base.trim_end_matches('/').to_owned(),
-        })
+        Ok(Self { http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?, base: base.trim_end_matches('/').to_owned() })
     }
 
     /// Creates a job and uploads `bytes` to it; processing starts when the upload lands.
-    pub async fn submit(
-        &self,
-        file_name: &str,
-        bytes: Vec<u8>,
-        priority: Option<&str>,
-    ) -> anyhow::Result<Job> {
+    pub async fn submit(&self, file_name: &str, bytes: Vec<u8>, priority: Option<&str>) -> anyhow::Result<Job> {
         let (job, upload_url) = self.create(file_name, priority).await?;
-        let put = self
-            .http
-            .put(&upload_url)
-            .body(bytes)
-            .send()
-            .await
-            .context("uploading")?;
+        let put = self.http.put(&upload_url).body(bytes).send().await.context("uploading")?;
         if !put.status().is_success() {
-            bail!(
-                "upload answered {}: {}",
-                put.status(),
-                put.text().await.unwrap_or_default()
-            );
+            bail!("upload answered {}: {}", put.status(), put.text().await.unwrap_or_default());
         }
         Ok(job)
     }
 
     /// Creates a job awaiting its upload; returns it with the presigned PUT URL.
-    pub async fn create(
-        &self,
-        file_name: &str,
-        priority: Option<&str>,
-    ) -> anyhow::Result<(Job, String)> {
+    pub async fn create(&self, file_name: &str, priority: Option<&str>) -> anyhow::Result<(Job, String)> {
         let mut request = serde_json::json!({ "file_name": file_name });
         if let Some(p) = priority {
             request["priority"] = p.into();
         }
-        let resp = self
-            .http
-            .post(format!("{}/v1/jobs", self.base))
-            .json(&request)
-            .send()
-            .await?;
+        let resp = self.http.post(format!("{}/v1/jobs", self.base)).json(&request).send().await?;
         let status = resp.status();
         if !status.is_success() {
-            bail!(
-                "POST /v1/jobs answered {status}: {}",
-                resp.text().await.unwrap_or_default()
-            );
+            bail!("POST /v1/jobs answered {status}: {}", resp.text().await.unwrap_or_default());
         }
         let submitted: Submitted = resp.json().await.context("reading the submit response")?;
-        anyhow::ensure!(
-            submitted.upload.method == "PUT",
-            "unexpected upload method {}",
-            submitted.upload.method
-        );
+        anyhow::ensure!(submitted.upload.method == "PUT", "unexpected upload method {}", submitted.upload.method);
         Ok((submitted.job, submitted.upload.url))
     }
 
     pub async fn job(&self, id: &JobId) -> anyhow::Result<Job> {
-        let resp = self
-            .http
-            .get(format!("{}/v1/jobs/{id}", self.base))
-            .send()
-            .await?;
+        let resp = self.http.get(format!("{}/v1/jobs/{id}", self.base)).send().await?;
         let status = resp.status();
         if !status.is_success() {
-            bail!(
-                "GET /v1/jobs/{id} answered {status}: {}",
-                resp.text().await.unwrap_or_default()
-            );
+            bail!("GET /v1/jobs/{id} answered {status}: {}", resp.text().await.unwrap_or_default());
         }
         Ok(resp.json().await?)
     }
 
     /// The job's event log after `after`.
     pub async fn events(&self, id: &JobId, after: u64) -> anyhow::Result<Vec<serde_json::Value>> {
-        let resp = self
-            .http
-            .get(format!("{}/v1/jobs/{id}/events?after={after}", self.base))
-            .send()
-            .await?;
+        let resp = self.http.get(format!("{}/v1/jobs/{id}/events?after={after}", self.base)).send().await?;
         let status = resp.status();
         if !status.is_success() {
             bail!("GET /v1/jobs/{id}/events answered {status}");
@@ -166,11 +113,7 @@ impl PrismClient {
                 return Ok(job);
             }
             if started.elapsed() > timeout {
-                bail!(
-                    "job {id} still {} ({}) after {timeout:?}",
-                    job.status,
-                    job.phase
-                );
+                bail!("job {id} still {} ({}) after {timeout:?}", job.status, job.phase);
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(500));

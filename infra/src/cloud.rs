@@ -56,7 +56,7 @@ pub struct LocalCloud {
     pub functions: Vec<FunctionHandle>,
     shutdown: CancellationToken,
     // Dropped last: the emulators outlive the functions that use them.
-    _emulators: Emulators,
+    emulators: Option<Emulators>,
 }
 
 impl Drop for LocalCloud {
@@ -70,9 +70,13 @@ pub fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))
-        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-            Credentials::new("test", "test", None, None, "prism-local"),
-        ))
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "prism-local",
+        )))
         .endpoint_url(endpoint)
         .build()
 }
@@ -81,8 +85,7 @@ impl LocalCloud {
     pub async fn start(opts: CloudOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&opts.state_dir)?;
         let logs = LogSink::new(&opts.state_dir.join("logs"), opts.echo_logs)?;
-        let emulators =
-            emulator::start(opts.emulator, &opts.project_dir, &opts.state_dir, &logs).await?;
+        let emulators = emulator::start(opts.emulator, &opts.project_dir, &opts.state_dir, &logs).await?;
         let clients = clients_for(&emulators.endpoint, &emulators.dynamodb_endpoint);
 
         let template = Template::load(&opts.project_dir.join("template.yaml"))?;
@@ -94,9 +97,7 @@ impl LocalCloud {
             ("AWS::URLSuffix", "amazonaws.com"),
             ("Stage", opts.stage.as_str()),
         ];
-        let stack = provision::provision(&template, &clients, &pseudo)
-            .await
-            .context("provisioning template.yaml")?;
+        let stack = provision::provision(&template, &clients, &pseudo).await.context("provisioning template.yaml")?;
 
         let shutdown = CancellationToken::new();
         let env = RuntimeEnv {
@@ -111,15 +112,9 @@ impl LocalCloud {
             ],
             overrides: vec![
                 ("AWS_ENDPOINT_URL".into(), emulators.endpoint.clone()),
-                (
-                    "AWS_ENDPOINT_URL_DYNAMODB".into(),
-                    emulators.dynamodb_endpoint.clone(),
-                ),
+                ("AWS_ENDPOINT_URL_DYNAMODB".into(), emulators.dynamodb_endpoint.clone()),
                 ("PRISM_LOG_FORMAT".into(), "text".into()),
-                (
-                    "RUST_LOG".into(),
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-                ),
+                ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
             ],
             account_id: ACCOUNT_ID.into(),
             region: REGION.into(),
@@ -131,18 +126,8 @@ impl LocalCloud {
         for spec in &stack.functions {
             let handle = runtime::start_function(spec.clone(), &env).await?;
             for source in &spec.sqs_sources {
-                let pollers = source
-                    .max_concurrency
-                    .unwrap_or(spec.concurrency)
-                    .min(spec.concurrency);
-                esm::start(
-                    source.clone(),
-                    handle.clone(),
-                    pollers,
-                    clients.sqs.clone(),
-                    REGION.into(),
-                    shutdown.clone(),
-                );
+                let pollers = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);
+                esm::start(source.clone(), handle.clone(), pollers, clients.sqs.clone(), REGION.into(), shutdown.clone());
             }
             for route in stack.http_routes.iter().filter(|r| r.function == spec.name) {
                 routes.push((route.clone(), handle.clone()));
@@ -152,15 +137,10 @@ impl LocalCloud {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let http_url = format!("http://{}", listener.local_addr()?);
-        let app = http_api::router(http_api::Gateway {
-            routes,
-            stage: opts.stage.clone(),
-            account_id: ACCOUNT_ID.into(),
-        });
+        let app = http_api::router(http_api::Gateway { routes, stage: opts.stage.clone(), account_id: ACCOUNT_ID.into() });
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await });
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP API failed");
             }
@@ -177,12 +157,7 @@ impl LocalCloud {
             logs_dir: logs.dir().display().to_string(),
             pid: std::process::id(),
         };
-        Ok(Self {
-            info,
-            functions,
-            shutdown,
-            _emulators: emulators,
-        })
+        Ok(Self { info, functions, shutdown, emulators: Some(emulators) })
     }
 
     /// SDK clients pointed at this cloud's emulators.
@@ -191,18 +166,19 @@ impl LocalCloud {
     }
 
     /// Stops functions, pollers and gateways, then the emulators.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
         // Let supervisors kill their processes before the emulators go.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Some(emulators) = self.emulators.take() {
+            emulators.stop().await;
+        }
     }
 }
 
 pub fn clients_for(endpoint: &str, dynamodb_endpoint: &str) -> Clients {
     let main = emulator_sdk_config(endpoint);
-    let s3 = aws_sdk_s3::config::Builder::from(&main)
-        .force_path_style(true)
-        .build();
+    let s3 = aws_sdk_s3::config::Builder::from(&main).force_path_style(true).build();
     Clients {
         s3: aws_sdk_s3::Client::from_conf(s3),
         sqs: aws_sdk_sqs::Client::new(&main),
@@ -212,8 +188,5 @@ pub fn clients_for(endpoint: &str, dynamodb_endpoint: &str) -> Clients {
 
 /// The project root: the nearest folder at or above `start` holding template.yaml.
 pub fn find_project_dir(start: &Path) -> Option<PathBuf> {
-    start
-        .ancestors()
-        .find(|d| d.join("template.yaml").is_file() && d.join("Cargo.toml").is_file())
-        .map(Path::to_path_buf)
+    start.ancestors().find(|d| d.join("template.yaml").is_file() && d.join("Cargo.toml").is_file()).map(Path::to_path_buf)
 }

@@ -34,43 +34,42 @@ pub struct Emulators {
     children: Vec<tokio::process::Child>,
 }
 
-impl Drop for Emulators {
-    fn drop(&mut self) {
+impl Emulators {
+    fn kill_all(&mut self) {
         for child in &mut self.children {
             if let Some(pid) = child.id() {
                 // Each emulator leads its own process group: take any helpers it started with it.
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .status();
+                let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
             }
             let _ = child.start_kill();
         }
+    }
+
+    /// Stops the emulators and reaps them.
+    pub async fn stop(mut self) {
+        self.kill_all();
+        for child in &mut self.children {
+            let _ = child.wait().await;
+        }
+    }
+}
+
+impl Drop for Emulators {
+    fn drop(&mut self) {
+        self.kill_all();
     }
 }
 
 /// A loopback port nobody is listening on right now.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-pub async fn start(
-    choice: Option<EmulatorChoice>,
-    project: &Path,
-    state_dir: &Path,
-    logs: &LogSink,
-) -> anyhow::Result<Emulators> {
+pub async fn start(choice: Option<EmulatorChoice>, project: &Path, state_dir: &Path, logs: &LogSink) -> anyhow::Result<Emulators> {
     let Some(choice) = choice else {
         let endpoint = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL")?;
-        let dynamodb_endpoint =
-            std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| endpoint.clone());
-        return Ok(Emulators {
-            description: format!("external endpoint {endpoint}"),
-            endpoint,
-            dynamodb_endpoint,
-            children: Vec::new(),
-        });
+        let dynamodb_endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| endpoint.clone());
+        return Ok(Emulators { description: format!("external endpoint {endpoint}"), endpoint, dynamodb_endpoint, children: Vec::new() });
     };
     let moto_dir = {
         let project = project.to_owned();
@@ -78,17 +77,13 @@ pub async fn start(
     };
     let (moto, moto_url) = start_moto(&moto_dir, logs).await?;
     match choice {
-        EmulatorChoice::Moto => Ok(Emulators {
-            endpoint: moto_url.clone(),
-            dynamodb_endpoint: moto_url,
-            description: "moto".into(),
-            children: vec![moto],
-        }),
+        EmulatorChoice::Moto => {
+            Ok(Emulators { endpoint: moto_url.clone(), dynamodb_endpoint: moto_url, description: "moto".into(), children: vec![moto] })
+        }
         EmulatorChoice::Localstack => {
             let ls_dir = {
                 let project = project.to_owned();
-                tokio::task::spawn_blocking(move || install::ensure(&project, Venv::LocalStack))
-                    .await??
+                tokio::task::spawn_blocking(move || install::ensure(&project, Venv::LocalStack)).await??
             };
             let (ls, ls_url) = start_localstack(&ls_dir, state_dir, logs).await?;
             Ok(Emulators {
@@ -101,16 +96,11 @@ pub async fn start(
     }
 }
 
-async fn start_moto(
-    venv: &Path,
-    logs: &LogSink,
-) -> anyhow::Result<(tokio::process::Child, String)> {
+async fn start_moto(venv: &Path, logs: &LogSink) -> anyhow::Result<(tokio::process::Child, String)> {
     for _ in 0..3 {
         let port = free_port()?;
         let mut cmd = tokio::process::Command::new(venv.join("bin/moto_server"));
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("MOTO_ACCOUNT_ID", ACCOUNT_ID)
-            .process_group(0);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).env("MOTO_ACCOUNT_ID", ACCOUNT_ID).process_group(0);
         let url = format!("http://127.0.0.1:{port}");
         if let Some(child) = launch(cmd, &format!("{url}/moto-api/"), "moto", logs).await? {
             return Ok((child, url));
@@ -119,11 +109,7 @@ async fn start_moto(
     bail!("moto did not start; see {}/moto.log", logs.dir().display())
 }
 
-async fn start_localstack(
-    venv: &Path,
-    state_dir: &Path,
-    logs: &LogSink,
-) -> anyhow::Result<(tokio::process::Child, String)> {
+async fn start_localstack(venv: &Path, state_dir: &Path, logs: &LogSink) -> anyhow::Result<(tokio::process::Child, String)> {
     for _ in 0..3 {
         let port = free_port()?;
         let root = state_dir.join(format!("localstack-{port}"));
@@ -141,21 +127,11 @@ async fn start_localstack(
             .env("SKIP_SSL_CERT_DOWNLOAD", "1")
             .process_group(0);
         let url = format!("http://127.0.0.1:{port}");
-        if let Some(child) = launch(
-            cmd,
-            &format!("{url}/_localstack/health"),
-            "localstack",
-            logs,
-        )
-        .await?
-        {
+        if let Some(child) = launch(cmd, &format!("{url}/_localstack/health"), "localstack", logs).await? {
             return Ok((child, url));
         }
     }
-    bail!(
-        "LocalStack did not start; see {}/localstack.log",
-        logs.dir().display()
-    )
+    bail!("LocalStack did not start; see {}/localstack.log", logs.dir().display())
 }
 
 /// Starts an emulator and waits until `ready_url` answers 200; `None` if it exited first.
@@ -167,10 +143,7 @@ async fn launch(
 ) -> anyhow::Result<Option<tokio::process::Child>> {
     let mut child = spawn_owned(&mut cmd).with_context(|| format!("starting {name}"))?;
     for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
         child.stderr.take().map(|s| Box::new(s) as _),
     ]
     .into_iter()
@@ -185,21 +158,14 @@ async fn launch(
             }
         });
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(120) {
         if let Some(status) = child.try_wait()? {
             tracing::warn!(%name, %status, "emulator exited during start-up");
             return Ok(None);
         }
-        if http
-            .get(ready_url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
+        if http.get(ready_url).send().await.is_ok_and(|r| r.status().is_success()) {
             tracing::info!(%name, secs = started.elapsed().as_secs_f32(), "emulator ready");
             return Ok(Some(child));
         }

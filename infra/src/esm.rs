@@ -30,13 +30,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) {
     for _ in 0..pollers.max(1) {
-        let (source, function, sqs, region, shutdown) = (
-            source.clone(),
-            function.clone(),
-            sqs.clone(),
-            region.clone(),
-            shutdown.clone(),
-        );
+        let (source, function, sqs, region, shutdown) = (source.clone(), function.clone(), sqs.clone(), region.clone(), shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
                 () = poll(&source, &function, &sqs, &region) => {}
@@ -46,12 +40,7 @@ pub fn start(
     }
 }
 
-async fn poll(
-    source: &SqsSource,
-    function: &FunctionHandle,
-    sqs: &aws_sdk_sqs::Client,
-    region: &str,
-) {
+async fn poll(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::Client, region: &str) {
     let mut failures = 0u32;
     loop {
         match receive_batch(source, sqs).await {
@@ -70,22 +59,13 @@ async fn poll(
 }
 
 /// Up to `batch_size` messages, waiting at most the batching window for more.
-async fn receive_batch(
-    source: &SqsSource,
-    sqs: &aws_sdk_sqs::Client,
-) -> Result<Vec<Message>, aws_sdk_sqs::Error> {
+async fn receive_batch(source: &SqsSource, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Message>, aws_sdk_sqs::Error> {
     let mut batch: Vec<Message> = Vec::new();
     let window_ends = Instant::now() + source.batching_window;
     loop {
         let want = (source.batch_size - batch.len()).min(10) as i32;
-        let wait = if batch.is_empty() {
-            WAIT_SECONDS
-        } else {
-            window_ends
-                .saturating_duration_since(Instant::now())
-                .as_secs()
-                .min(1) as i32
-        };
+        let wait =
+            if batch.is_empty() { WAIT_SECONDS } else { window_ends.saturating_duration_since(Instant::now()).as_secs().min(1) as i32 };
         let out = sqs
             .receive_message()
             .queue_url(&source.queue_url)
@@ -98,11 +78,7 @@ async fn receive_batch(
         let got = out.messages.unwrap_or_default();
         let got_none = got.is_empty();
         batch.extend(got);
-        if batch.len() >= source.batch_size
-            || batch.is_empty()
-            || Instant::now() >= window_ends
-            || (got_none && wait == 0)
-        {
+        if batch.len() >= source.batch_size || batch.is_empty() || Instant::now() >= window_ends || (got_none && wait == 0) {
             return Ok(batch);
         }
     }
@@ -118,12 +94,7 @@ fn to_event(source: &SqsSource, region: &str, batch: &[Message]) -> SqsEvent {
             r.body = m.body.clone();
             r.md5_of_body = m.md5_of_body.clone();
             r.md5_of_message_attributes = m.md5_of_message_attributes.clone();
-            r.attributes = m
-                .attributes
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
-                .collect::<HashMap<_, _>>();
+            r.attributes = m.attributes.iter().flatten().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect::<HashMap<_, _>>();
             r.event_source = Some("aws:sqs".into());
             r.event_source_arn = Some(source.queue_arn.clone());
             r.aws_region = Some(region.to_owned());
@@ -135,13 +106,7 @@ fn to_event(source: &SqsSource, region: &str, batch: &[Message]) -> SqsEvent {
     event
 }
 
-async fn deliver(
-    source: &SqsSource,
-    function: &FunctionHandle,
-    sqs: &aws_sdk_sqs::Client,
-    region: &str,
-    batch: Vec<Message>,
-) {
+async fn deliver(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::Client, region: &str, batch: Vec<Message>) {
     let event = to_event(source, region, &batch);
     let payload = match serde_json::to_vec(&event) {
         Ok(p) => Bytes::from(p),
@@ -170,27 +135,16 @@ async fn deliver(
         .enumerate()
         .filter(|(_, m)| !m.message_id.as_ref().is_some_and(|id| keep.contains(id)))
         .filter_map(|(i, m)| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .set_receipt_handle(m.receipt_handle.clone())
-                .build()
-                .ok()
+            DeleteMessageBatchRequestEntry::builder().id(i.to_string()).set_receipt_handle(m.receipt_handle.clone()).build().ok()
         })
         .collect();
     if entries.is_empty() {
         return;
     }
-    match sqs
-        .delete_message_batch()
-        .queue_url(&source.queue_url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-    {
-        Ok(out) if !out.failed.is_empty() => tracing::warn!(
-            failed = out.failed.len(),
-            "some deletes failed; those messages will be redelivered"
-        ),
+    match sqs.delete_message_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await {
+        Ok(out) if !out.failed.is_empty() => {
+            tracing::warn!(failed = out.failed.len(), "some deletes failed; those messages will be redelivered")
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "delete failed; the batch will be redelivered"),
     }
@@ -203,19 +157,8 @@ fn failed_ids(body: &[u8], batch: &[Message]) -> Option<HashSet<String>> {
         return Some(HashSet::new());
     }
     let response: SqsBatchResponse = serde_json::from_slice(body).ok()?;
-    let in_batch: HashSet<&str> = batch
-        .iter()
-        .filter_map(|m| m.message_id.as_deref())
-        .collect();
-    response
-        .batch_item_failures
-        .into_iter()
-        .map(|f| {
-            in_batch
-                .contains(f.item_identifier.as_str())
-                .then_some(f.item_identifier)
-        })
-        .collect()
+    let in_batch: HashSet<&str> = batch.iter().filter_map(|m| m.message_id.as_deref()).collect();
+    response.batch_item_failures.into_iter().map(|f| in_batch.contains(f.item_identifier.as_str()).then_some(f.item_identifier)).collect()
 }
 
 #[cfg(test)]
@@ -223,32 +166,16 @@ mod tests {
     use super::*;
 
     fn msg(id: &str) -> Message {
-        Message::builder()
-            .message_id(id)
-            .receipt_handle(format!("rh-{id}"))
-            .body("{}")
-            .build()
+        Message::builder().message_id(id).receipt_handle(format!("rh-{id}")).body("{}").build()
     }
 
     #[test]
     fn reads_partial_batch_failures_like_lambda() {
         let batch = [msg("a"), msg("b")];
         let ok = br#"{"batchItemFailures":[{"itemIdentifier":"b"}]}"#;
-        assert_eq!(
-            failed_ids(ok, &batch),
-            Some(HashSet::from(["b".to_owned()]))
-        );
-        assert_eq!(
-            failed_ids(br#"{"batchItemFailures":[]}"#, &batch),
-            Some(HashSet::new())
-        );
-        assert_eq!(
-            failed_ids(
-                br#"{"batchItemFailures":[{"itemIdentifier":"zzz"}]}"#,
-                &batch
-            ),
-            None
-        );
+        assert_eq!(failed_ids(ok, &batch), Some(HashSet::from(["b".to_owned()])));
+        assert_eq!(failed_ids(br#"{"batchItemFailures":[]}"#, &batch), Some(HashSet::new()));
+        assert_eq!(failed_ids(br#"{"batchItemFailures":[{"itemIdentifier":"zzz"}]}"#, &batch), None);
         assert_eq!(failed_ids(b"not json", &batch), None);
     }
 }

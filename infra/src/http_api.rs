@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lambda_events::apigw::{
-    ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext,
-    ApiGatewayV2httpRequestContextHttpDescription, ApiGatewayV2httpResponse,
+    ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext, ApiGatewayV2httpRequestContextHttpDescription, ApiGatewayV2httpResponse,
 };
 use aws_lambda_events::encodings::Body;
 use axum::Router;
@@ -39,10 +38,7 @@ pub fn router(gateway: Gateway) -> Router {
 /// Matches a path against a template like `/v1/jobs/{id}`, returning its parameters.
 pub fn match_path(template: &str, path: &str) -> Option<HashMap<String, String>> {
     let mut params = HashMap::new();
-    let (t, p): (Vec<&str>, Vec<&str>) = (
-        template.trim_matches('/').split('/').collect(),
-        path.trim_matches('/').split('/').collect(),
-    );
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.trim_matches('/').split('/').collect(), path.trim_matches('/').split('/').collect());
     if let Some(last) = t.last()
         && let Some(name) = last.strip_prefix('{').and_then(|n| n.strip_suffix("+}"))
     {
@@ -68,10 +64,7 @@ pub fn match_path(template: &str, path: &str) -> Option<HashMap<String, String>>
 fn segment(template: &str, actual: &str, params: &mut HashMap<String, String>) -> Option<()> {
     match template.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
         Some(name) if !actual.is_empty() => {
-            params.insert(
-                name.to_owned(),
-                urlencoding::decode(actual).ok()?.into_owned(),
-            );
+            params.insert(name.to_owned(), urlencoding::decode(actual).ok()?.into_owned());
             Some(())
         }
         Some(_) => None,
@@ -91,12 +84,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         .collect();
     candidates.sort_by_key(|(_, _, p)| p.len());
     let Some((route, function, params)) = candidates.into_iter().next() else {
-        return (
-            StatusCode::NOT_FOUND,
-            [("content-type", "application/json")],
-            r#"{"message":"Not Found"}"#,
-        )
-            .into_response();
+        return (StatusCode::NOT_FOUND, [("content-type", "application/json")], r#"{"message":"Not Found"}"#).into_response();
     };
     let event = match to_event(&gw, route, params, req).await {
         Ok(e) => e,
@@ -108,18 +96,10 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     };
     match function.invoke(payload).await {
         Ok(body) => from_lambda(&body),
-        Err(InvokeError::Timeout(_)) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            r#"{"message":"Endpoint request timed out"}"#,
-        )
-            .into_response(),
+        Err(InvokeError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, r#"{"message":"Endpoint request timed out"}"#).into_response(),
         Err(e) => {
             tracing::warn!(function = %function.name, error = %e, "integration failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                r#"{"message":"Internal Server Error"}"#,
-            )
-                .into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, r#"{"message":"Internal Server Error"}"#).into_response()
         }
     }
 }
@@ -131,9 +111,7 @@ async fn to_event(
     req: Request,
 ) -> Result<ApiGatewayV2httpRequest, StatusCode> {
     let (parts, body) = req.into_parts();
-    let body = to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
+    let body = to_bytes(body, MAX_BODY).await.map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
     let raw_query = parts.uri.query().unwrap_or_default().to_owned();
     let route_key = format!("{} {}", route.method, route.path);
     let now = chrono::Utc::now();
@@ -143,11 +121,7 @@ async fn to_event(
     http.path = Some(parts.uri.path().to_owned());
     http.protocol = Some("HTTP/1.1".into());
     http.source_ip = Some("127.0.0.1".into());
-    http.user_agent = parts
-        .headers
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    http.user_agent = parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
 
     let mut ctx = ApiGatewayV2httpRequestContext::default();
     ctx.route_key = Some(route_key.clone());
@@ -155,11 +129,7 @@ async fn to_event(
     ctx.stage = Some(gw.stage.clone());
     ctx.request_id = Some(uuid::Uuid::new_v4().to_string());
     ctx.apiid = Some("local".into());
-    ctx.domain_name = parts
-        .headers
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    ctx.domain_name = parts.headers.get("host").and_then(|v| v.to_str().ok()).map(str::to_owned);
     ctx.time = Some(now.format("%d/%b/%Y:%H:%M:%S %z").to_string());
     ctx.time_epoch = now.timestamp_millis();
     ctx.http = http;
@@ -187,16 +157,9 @@ async fn to_event(
 
 fn from_lambda(body: &[u8]) -> Response {
     let Ok(resp) = serde_json::from_slice::<ApiGatewayV2httpResponse>(body) else {
-        return (
-            StatusCode::BAD_GATEWAY,
-            r#"{"message":"Malformed Lambda proxy response"}"#,
-        )
-            .into_response();
+        return (StatusCode::BAD_GATEWAY, r#"{"message":"Malformed Lambda proxy response"}"#).into_response();
     };
-    let status = u16::try_from(resp.status_code)
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let status = u16::try_from(resp.status_code).ok().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_GATEWAY);
     let bytes = match resp.body {
         Some(Body::Text(t)) if resp.is_base64_encoded => BASE64.decode(t).unwrap_or_default(),
         Some(Body::Text(t)) => t.into_bytes(),
@@ -209,8 +172,7 @@ fn from_lambda(body: &[u8]) -> Response {
     }
     for cookie in resp.cookies {
         if let Ok(v) = HeaderValue::from_str(&cookie) {
-            out.headers_mut()
-                .append(HeaderName::from_static("set-cookie"), v);
+            out.headers_mut().append(HeaderName::from_static("set-cookie"), v);
         }
     }
     out

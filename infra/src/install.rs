@@ -39,8 +39,7 @@ pub fn ensure(project: &Path, venv: Venv) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&root)?;
     let dir = root.join(venv.name());
     let pins_path = project.join("localstack").join(venv.pins());
-    let pins = std::fs::read_to_string(&pins_path)
-        .with_context(|| format!("reading {}", pins_path.display()))?;
+    let pins = std::fs::read_to_string(&pins_path).with_context(|| format!("reading {}", pins_path.display()))?;
     let stamp = dir.join(".prism-pins");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == pins) {
         return Ok(dir);
@@ -51,29 +50,14 @@ pub fn ensure(project: &Path, venv: Venv) -> anyhow::Result<PathBuf> {
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == pins) {
         return Ok(dir);
     }
-    eprintln!(
-        "prism: installing {} into {} (once)…",
-        venv.name(),
-        dir.display()
-    );
+    eprintln!("prism: installing {} into {} (once)…", venv.name(), dir.display());
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
     let mut create = python_for(venv)?;
+    run(create.args(["-m", "venv"]).arg(&dir), "creating the virtualenv")?;
     run(
-        create.args(["-m", "venv"]).arg(&dir),
-        "creating the virtualenv",
-    )?;
-    run(
-        Command::new(dir.join("bin/pip"))
-            .args([
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "-q",
-                "-r",
-            ])
-            .arg(&pins_path),
+        Command::new(dir.join("bin/pip")).args(["install", "--disable-pip-version-check", "--no-input", "-q", "-r"]).arg(&pins_path),
         "installing pinned packages",
     )?;
     std::fs::write(&stamp, pins)?;
@@ -85,11 +69,7 @@ fn python_for(venv: Venv) -> anyhow::Result<Command> {
     match venv {
         Venv::Moto => Ok(Command::new("python3")),
         Venv::LocalStack => {
-            if Command::new("python3.13")
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
+            if Command::new("python3.13").arg("--version").output().is_ok_and(|o| o.status.success()) {
                 return Ok(Command::new("python3.13"));
             }
             let pyenv = Command::new("pyenv").args(["prefix", "3.13.0"]).output();
@@ -99,24 +79,15 @@ fn python_for(venv: Venv) -> anyhow::Result<Command> {
                 let prefix = String::from_utf8_lossy(&out.stdout).trim().to_owned();
                 return Ok(Command::new(Path::new(&prefix).join("bin/python3")));
             }
-            bail!(
-                "LocalStack needs Python 3.13: install it (e.g. `pyenv install 3.13.0`) or run `prism up --emulator moto`"
-            )
+            bail!("LocalStack needs Python 3.13: install it (e.g. `pyenv install 3.13.0`) or run `prism up --emulator moto`")
         }
     }
 }
 
 fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("{what}: cannot run {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("{what}: cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{what} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }

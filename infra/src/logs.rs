@@ -17,11 +17,7 @@ pub struct LogSink {
 impl LogSink {
     pub fn new(dir: &Path, echo: bool) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(Self {
-            dir: dir.to_owned(),
-            echo,
-            files: Arc::default(),
-        })
+        Ok(Self { dir: dir.to_owned(), echo, files: Arc::default() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -33,10 +29,7 @@ impl LogSink {
         if self.echo {
             println!("{label:>16} | {line}");
         }
-        let mut files = self
-            .files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut files = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !files.contains_key(file) {
             let path = self.dir.join(format!("{file}.log"));
             match OpenOptions::new().create(true).append(true).open(&path) {

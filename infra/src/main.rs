@@ -12,11 +12,7 @@ use prism::{CloudOptions, EmulatorChoice, LocalCloud, LocalInfo, PrismClient, cl
 const DEMO_FILE: (&str, &[u8]) = ("notes.txt", include_bytes!("../samples/notes.txt"));
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "prism",
-    version,
-    about = "Prism's operator CLI and local cloud"
-)]
+#[command(name = "prism", version, about = "Prism's operator CLI and local cloud")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,36 +81,22 @@ struct UpArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let project = cloud::find_project_dir(&std::env::current_dir()?)
-        .context("run prism inside the Prism project (no template.yaml found)")?;
+    let project =
+        cloud::find_project_dir(&std::env::current_dir()?).context("run prism inside the Prism project (no template.yaml found)")?;
     match cli.command {
         Command::Up(args) => up(&project, args, false).await,
         Command::Demo(args) => up(&project, args, true).await,
         Command::Down => down(&project),
-        Command::Submit {
-            files,
-            wait,
-            json,
-            priority,
-            timeout,
-            api,
-        } => {
+        Command::Submit { files, wait, json, priority, timeout, api } => {
             let client = PrismClient::new(&api_url(&project, api)?)?;
             let mut failed = false;
             for file in files {
-                let bytes =
-                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                let name = file
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let report = submit_one(
                     &client,
                     &file.display().to_string(),
@@ -185,16 +167,8 @@ fn print_report(r: &SubmitReport, json: bool) {
         return;
     }
     let what = r.modality.as_deref().unwrap_or("-");
-    let detail = r
-        .error
-        .as_ref()
-        .or(r.result.as_ref())
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    println!(
-        "{}  {}  {}  {}  {}",
-        r.file, r.job_id, r.status, what, detail
-    );
+    let detail = r.error.as_ref().or(r.result.as_ref()).map(ToString::to_string).unwrap_or_default();
+    println!("{}  {}  {}  {}  {}", r.file, r.job_id, r.status, what, detail);
 }
 
 /// What `prism test` runs, in order; each must succeed.
@@ -204,26 +178,14 @@ fn run_all_tests(project: &Path, extra: &[String]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let step = |name: &str, cmd: &mut std::process::Command| -> anyhow::Result<()> {
         eprintln!("prism test: {name}");
-        let status = cmd
-            .current_dir(project)
-            .status()
-            .with_context(|| format!("running {name}"))?;
+        let status = cmd.current_dir(project).status().with_context(|| format!("running {name}"))?;
         anyhow::ensure!(status.success(), "{name} failed ({status})");
         Ok(())
     };
-    step(
-        "cfn-lint template.yaml",
-        std::process::Command::new(moto.join("bin/cfn-lint")).arg("template.yaml"),
-    )?;
+    step("cfn-lint template.yaml", std::process::Command::new(moto.join("bin/cfn-lint")).arg("template.yaml"))?;
     // The end-to-end tests run the real function binaries.
-    step(
-        "cargo build --workspace --bins",
-        std::process::Command::new(&cargo).args(["build", "--workspace", "--bins"]),
-    )?;
-    let has_nextest = std::process::Command::new(&cargo)
-        .args(["nextest", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    step("cargo build --workspace --bins", std::process::Command::new(&cargo).args(["build", "--workspace", "--bins"]))?;
+    let has_nextest = std::process::Command::new(&cargo).args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
     let mut tests = std::process::Command::new(&cargo);
     if has_nextest {
         tests.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
@@ -238,8 +200,7 @@ fn local_json(project: &Path) -> PathBuf {
 }
 
 fn read_local(project: &Path) -> anyhow::Result<LocalInfo> {
-    let text = std::fs::read_to_string(local_json(project))
-        .context("no local cloud is running (start one with `prism up`)")?;
+    let text = std::fs::read_to_string(local_json(project)).context("no local cloud is running (start one with `prism up`)")?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -258,12 +219,8 @@ async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
     if !args.no_build {
         build_functions(project, args.release)?;
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project.join("target"));
-    let emulator = std::env::var_os("AWS_ENDPOINT_URL")
-        .is_none()
-        .then_some(args.emulator);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project.join("target"));
+    let emulator = std::env::var_os("AWS_ENDPOINT_URL").is_none().then_some(args.emulator);
     let cloud = LocalCloud::start(CloudOptions {
         project_dir: project.to_owned(),
         emulator,
@@ -276,22 +233,11 @@ async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
     let info = serde_json::to_string_pretty(&cloud.info)?;
     std::fs::write(local_json(project), &info)?;
     println!("{info}");
-    println!(
-        "prism: local cloud ready ({}); Ctrl-C stops it",
-        cloud.info.emulator
-    );
+    println!("prism: local cloud ready ({}); Ctrl-C stops it", cloud.info.emulator);
     if demo {
         let client = PrismClient::new(&cloud.info.http_url)?;
         let (name, bytes) = DEMO_FILE;
-        let report = submit_one(
-            &client,
-            name,
-            name,
-            bytes.to_vec(),
-            None,
-            Some(Duration::from_secs(60)),
-        )
-        .await;
+        let report = submit_one(&client, name, name, bytes.to_vec(), None, Some(Duration::from_secs(60))).await;
         println!("{}", serde_json::to_string(&report)?);
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -307,22 +253,13 @@ async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
 /// Builds the function binaries the template names.
 fn build_functions(project: &Path, release: bool) -> anyhow::Result<()> {
     let template = prism::template::Template::load(&project.join("template.yaml"))?;
-    let mut cmd =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(project).arg("build");
     if release {
         cmd.arg("--release");
     }
-    for r in template
-        .resources
-        .values()
-        .filter(|r| r.kind == "AWS::Serverless::Function")
-    {
-        if let Some(bin) = r
-            .metadata
-            .pointer("/BuildProperties/Binary")
-            .and_then(|b| b.as_str())
-        {
+    for r in template.resources.values().filter(|r| r.kind == "AWS::Serverless::Function") {
+        if let Some(bin) = r.metadata.pointer("/BuildProperties/Binary").and_then(|b| b.as_str()) {
             cmd.args(["-p", bin]);
         }
     }
@@ -373,15 +310,10 @@ fn detach(project: &Path, args: &UpArgs, demo: bool) -> anyhow::Result<()> {
 
 fn down(project: &Path) -> anyhow::Result<()> {
     let info = read_local(project)?;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &info.pid.to_string()])
-        .status()?;
+    let status = std::process::Command::new("kill").args(["-TERM", &info.pid.to_string()]).status()?;
     if !status.success() {
         let _ = std::fs::remove_file(local_json(project));
-        bail!(
-            "no prism process {} (removed the stale .prism/local.json)",
-            info.pid
-        );
+        bail!("no prism process {} (removed the stale .prism/local.json)", info.pid);
     }
     for _ in 0..100 {
         if !local_json(project).exists() {

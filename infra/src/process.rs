@@ -6,10 +6,7 @@ use std::process::Stdio;
 /// on Linux, when the thread that started it exits (`PR_SET_PDEATHSIG`), so a
 /// crashed or killed `prism` leaves no emulators or functions behind.
 pub fn spawn_owned(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     die_with_parent(cmd);
     cmd.spawn()
 }

@@ -4,13 +4,12 @@
 
 use anyhow::{Context as _, anyhow, bail};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, CorsConfiguration, CorsRule, Event, ExpirationStatus, FilterRule,
-    FilterRuleName, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
-    NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    BucketLifecycleConfiguration, CorsConfiguration, CorsRule, Event, ExpirationStatus, FilterRule, FilterRuleName, LifecycleExpiration,
+    LifecycleRule, LifecycleRuleFilter, NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
@@ -72,32 +71,20 @@ pub struct Stack {
 /// Instances of a function with no concurrency setting.
 const DEFAULT_CONCURRENCY: usize = 1;
 
-pub async fn provision(
-    template: &Template,
-    clients: &Clients,
-    pseudo: &[(&str, &str)],
-) -> anyhow::Result<Stack> {
+pub async fn provision(template: &Template, clients: &Clients, pseudo: &[(&str, &str)]) -> anyhow::Result<Stack> {
     let mut ctx = Context::default();
     for (k, v) in &template.parameters {
         ctx.values.insert(k.clone(), v.clone());
     }
     for (k, v) in pseudo {
-        ctx.values
-            .insert((*k).to_owned(), Value::String((*v).to_owned()));
+        ctx.values.insert((*k).to_owned(), Value::String((*v).to_owned()));
     }
-    let mut stack = Stack {
-        context: Context::default(),
-        functions: Vec::new(),
-        http_routes: Vec::new(),
-        buckets: Vec::new(),
-        tables: Vec::new(),
-    };
+    let mut stack =
+        Stack { context: Context::default(), functions: Vec::new(), http_routes: Vec::new(), buckets: Vec::new(), tables: Vec::new() };
     let mut functions = Vec::new();
     for id in template.creation_order()? {
         let r = &template.resources[&id];
-        let props = ctx
-            .resolve(&r.properties)
-            .with_context(|| format!("resolving {id}"))?;
+        let props = ctx.resolve(&r.properties).with_context(|| format!("resolving {id}"))?;
         match r.kind.as_str() {
             "AWS::SQS::Queue" => create_queue(clients, &mut ctx, r, &props).await?,
             "AWS::SQS::QueuePolicy" => set_queue_policy(clients, &props).await?,
@@ -111,34 +98,22 @@ pub async fn provision(
             }
             "AWS::Serverless::Function" => {
                 let name = str_prop(&props, "FunctionName").unwrap_or(&id).to_owned();
-                let account = ctx
-                    .resolve_string(&Value::String("${AWS::AccountId}".into()))
-                    .ok();
+                let account = ctx.resolve_string(&Value::String("${AWS::AccountId}".into())).ok();
                 ctx.values.insert(id.clone(), Value::String(name.clone()));
-                let arn = format!(
-                    "arn:aws:lambda:us-east-1:{}:function:{name}",
-                    account.unwrap_or_default()
-                );
-                ctx.attributes
-                    .insert((id.clone(), "Arn".into()), Value::String(arn));
+                let arn = format!("arn:aws:lambda:us-east-1:{}:function:{name}", account.unwrap_or_default());
+                ctx.attributes.insert((id.clone(), "Arn".into()), Value::String(arn));
                 functions.push(id.clone());
             }
             "AWS::Serverless::HttpApi" => {
-                ctx.values.insert(
-                    id.clone(),
-                    Value::String(format!("local-{}", id.to_lowercase())),
-                );
+                ctx.values.insert(id.clone(), Value::String(format!("local-{}", id.to_lowercase())));
             }
-            other => bail!(
-                "the local cloud cannot provision {id}: resource type {other} is not supported yet"
-            ),
+            other => bail!("the local cloud cannot provision {id}: resource type {other} is not supported yet"),
         }
     }
     // Functions last: their environment may refer to anything.
     for id in functions {
         let r = &template.resources[&id];
-        let (spec, routes) =
-            function_spec(template, &ctx, r).with_context(|| format!("reading function {id}"))?;
+        let (spec, routes) = function_spec(template, &ctx, r).with_context(|| format!("reading function {id}"))?;
         stack.functions.push(spec);
         stack.http_routes.extend(routes);
     }
@@ -157,27 +132,14 @@ fn string_of(v: &Value) -> String {
     }
 }
 
-async fn create_queue(
-    clients: &Clients,
-    ctx: &mut Context,
-    r: &Resource,
-    props: &Value,
-) -> anyhow::Result<()> {
-    let name = str_prop(props, "QueueName")
-        .unwrap_or(&r.logical_id)
-        .to_owned();
+async fn create_queue(clients: &Clients, ctx: &mut Context, r: &Resource, props: &Value) -> anyhow::Result<()> {
+    let name = str_prop(props, "QueueName").unwrap_or(&r.logical_id).to_owned();
     let mut req = clients.sqs.create_queue().queue_name(&name);
     let attrs = [
         ("VisibilityTimeout", QueueAttributeName::VisibilityTimeout),
-        (
-            "MessageRetentionPeriod",
-            QueueAttributeName::MessageRetentionPeriod,
-        ),
+        ("MessageRetentionPeriod", QueueAttributeName::MessageRetentionPeriod),
         ("DelaySeconds", QueueAttributeName::DelaySeconds),
-        (
-            "ReceiveMessageWaitTimeSeconds",
-            QueueAttributeName::ReceiveMessageWaitTimeSeconds,
-        ),
+        ("ReceiveMessageWaitTimeSeconds", QueueAttributeName::ReceiveMessageWaitTimeSeconds),
         ("MaximumMessageSize", QueueAttributeName::MaximumMessageSize),
     ];
     for (key, attr) in attrs {
@@ -193,12 +155,8 @@ async fn create_queue(
         }
         req = req.attributes(QueueAttributeName::RedrivePolicy, redrive.to_string());
     }
-    let url = req
-        .send()
-        .await
-        .with_context(|| format!("creating queue {name}"))?
-        .queue_url
-        .ok_or_else(|| anyhow!("no URL for queue {name}"))?;
+    let url =
+        req.send().await.with_context(|| format!("creating queue {name}"))?.queue_url.ok_or_else(|| anyhow!("no URL for queue {name}"))?;
     let arn = clients
         .sqs
         .get_queue_attributes()
@@ -211,25 +169,14 @@ async fn create_queue(
         .ok_or_else(|| anyhow!("no ARN for queue {name}"))?;
     let id = r.logical_id.clone();
     ctx.values.insert(id.clone(), Value::String(url));
-    ctx.attributes
-        .insert((id.clone(), "Arn".into()), Value::String(arn));
-    ctx.attributes
-        .insert((id, "QueueName".into()), Value::String(name));
+    ctx.attributes.insert((id.clone(), "Arn".into()), Value::String(arn));
+    ctx.attributes.insert((id, "QueueName".into()), Value::String(name));
     Ok(())
 }
 
 async fn set_queue_policy(clients: &Clients, props: &Value) -> anyhow::Result<()> {
-    let policy = props
-        .get("PolicyDocument")
-        .map(Value::to_string)
-        .unwrap_or_default();
-    for url in props
-        .get("Queues")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
+    let policy = props.get("PolicyDocument").map(Value::to_string).unwrap_or_default();
+    for url in props.get("Queues").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
         clients
             .sqs
             .set_queue_attributes()
@@ -242,32 +189,13 @@ async fn set_queue_policy(clients: &Clients, props: &Value) -> anyhow::Result<()
     Ok(())
 }
 
-async fn create_bucket(
-    clients: &Clients,
-    ctx: &mut Context,
-    r: &Resource,
-    props: &Value,
-) -> anyhow::Result<String> {
-    let name = str_prop(props, "BucketName")
-        .unwrap_or(&r.logical_id)
-        .to_lowercase();
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&name)
-        .send()
-        .await
-        .with_context(|| format!("creating bucket {name}"))?;
-    if let Some(rules) = props
-        .pointer("/LifecycleConfiguration/Rules")
-        .and_then(Value::as_array)
-    {
+async fn create_bucket(clients: &Clients, ctx: &mut Context, r: &Resource, props: &Value) -> anyhow::Result<String> {
+    let name = str_prop(props, "BucketName").unwrap_or(&r.logical_id).to_lowercase();
+    clients.s3.create_bucket().bucket(&name).send().await.with_context(|| format!("creating bucket {name}"))?;
+    if let Some(rules) = props.pointer("/LifecycleConfiguration/Rules").and_then(Value::as_array) {
         let mut config = BucketLifecycleConfiguration::builder();
         for rule in rules {
-            let days = rule
-                .get("ExpirationInDays")
-                .and_then(Value::as_i64)
-                .unwrap_or(7) as i32;
+            let days = rule.get("ExpirationInDays").and_then(Value::as_i64).unwrap_or(7) as i32;
             let prefix = str_prop(rule, "Prefix").unwrap_or_default();
             config = config.rules(
                 LifecycleRule::builder()
@@ -287,17 +215,9 @@ async fn create_bucket(
             .await
             .with_context(|| format!("setting the lifecycle of bucket {name}"))?;
     }
-    if let Some(rules) = props
-        .pointer("/CorsConfiguration/CorsRules")
-        .and_then(Value::as_array)
-    {
+    if let Some(rules) = props.pointer("/CorsConfiguration/CorsRules").and_then(Value::as_array) {
         let strings = |rule: &Value, key: &str| -> Vec<String> {
-            rule.get(key)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(string_of)
-                .collect()
+            rule.get(key).and_then(Value::as_array).into_iter().flatten().map(string_of).collect()
         };
         let mut cors = CorsConfiguration::builder();
         for rule in rules {
@@ -309,18 +229,9 @@ async fn create_bucket(
                     .build()?,
             );
         }
-        clients
-            .s3
-            .put_bucket_cors()
-            .bucket(&name)
-            .cors_configuration(cors.build()?)
-            .send()
-            .await?;
+        clients.s3.put_bucket_cors().bucket(&name).cors_configuration(cors.build()?).send().await?;
     }
-    if let Some(queues) = props
-        .pointer("/NotificationConfiguration/QueueConfigurations")
-        .and_then(Value::as_array)
-    {
+    if let Some(queues) = props.pointer("/NotificationConfiguration/QueueConfigurations").and_then(Value::as_array) {
         let mut config = NotificationConfiguration::builder();
         for q in queues {
             let rules: Vec<FilterRule> = q
@@ -330,26 +241,17 @@ async fn create_bucket(
                 .flatten()
                 .map(|rule| {
                     FilterRule::builder()
-                        .name(FilterRuleName::from(
-                            str_prop(rule, "Name").unwrap_or("prefix"),
-                        ))
+                        .name(FilterRuleName::from(str_prop(rule, "Name").unwrap_or("prefix")))
                         .value(str_prop(rule, "Value").unwrap_or_default())
                         .build()
                 })
                 .collect();
             let mut qc = QueueConfiguration::builder()
-                .queue_arn(
-                    str_prop(q, "Queue")
-                        .ok_or_else(|| anyhow!("bucket {name}: notification without Queue"))?,
-                )
-                .events(Event::from(
-                    str_prop(q, "Event").unwrap_or("s3:ObjectCreated:*"),
-                ));
+                .queue_arn(str_prop(q, "Queue").ok_or_else(|| anyhow!("bucket {name}: notification without Queue"))?)
+                .events(Event::from(str_prop(q, "Event").unwrap_or("s3:ObjectCreated:*")));
             if !rules.is_empty() {
                 qc = qc.filter(
-                    NotificationConfigurationFilter::builder()
-                        .key(S3KeyFilter::builder().set_filter_rules(Some(rules)).build())
-                        .build(),
+                    NotificationConfigurationFilter::builder().key(S3KeyFilter::builder().set_filter_rules(Some(rules)).build()).build(),
                 );
             }
             config = config.queue_configurations(qc.build()?);
@@ -365,22 +267,12 @@ async fn create_bucket(
     }
     let id = r.logical_id.clone();
     ctx.values.insert(id.clone(), Value::String(name.clone()));
-    ctx.attributes.insert(
-        (id, "Arn".into()),
-        Value::String(format!("arn:aws:s3:::{name}")),
-    );
+    ctx.attributes.insert((id, "Arn".into()), Value::String(format!("arn:aws:s3:::{name}")));
     Ok(name)
 }
 
-async fn create_table(
-    clients: &Clients,
-    ctx: &mut Context,
-    r: &Resource,
-    props: &Value,
-) -> anyhow::Result<String> {
-    let name = str_prop(props, "TableName")
-        .unwrap_or(&r.logical_id)
-        .to_owned();
+async fn create_table(clients: &Clients, ctx: &mut Context, r: &Resource, props: &Value) -> anyhow::Result<String> {
+    let name = str_prop(props, "TableName").unwrap_or(&r.logical_id).to_owned();
     let keys = |v: Option<&Value>| -> anyhow::Result<Vec<KeySchemaElement>> {
         v.and_then(Value::as_array)
             .into_iter()
@@ -399,32 +291,16 @@ async fn create_table(
         .table_name(&name)
         .billing_mode(BillingMode::PayPerRequest)
         .set_key_schema(Some(keys(props.get("KeySchema"))?));
-    for a in props
-        .get("AttributeDefinitions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for a in props.get("AttributeDefinitions").and_then(Value::as_array).into_iter().flatten() {
         req = req.attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name(str_prop(a, "AttributeName").unwrap_or_default())
-                .attribute_type(ScalarAttributeType::from(
-                    str_prop(a, "AttributeType").unwrap_or("S"),
-                ))
+                .attribute_type(ScalarAttributeType::from(str_prop(a, "AttributeType").unwrap_or("S")))
                 .build()?,
         );
     }
-    for g in props
-        .get("GlobalSecondaryIndexes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let projection = ProjectionType::from(
-            g.pointer("/Projection/ProjectionType")
-                .and_then(Value::as_str)
-                .unwrap_or("ALL"),
-        );
+    for g in props.get("GlobalSecondaryIndexes").and_then(Value::as_array).into_iter().flatten() {
+        let projection = ProjectionType::from(g.pointer("/Projection/ProjectionType").and_then(Value::as_str).unwrap_or("ALL"));
         req = req.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(str_prop(g, "IndexName").unwrap_or_default())
@@ -433,10 +309,7 @@ async fn create_table(
                 .build()?,
         );
     }
-    let out = req
-        .send()
-        .await
-        .with_context(|| format!("creating table {name}"))?;
+    let out = req.send().await.with_context(|| format!("creating table {name}"))?;
     if let Some(ttl) = props.get("TimeToLiveSpecification")
         && ttl.get("Enabled").and_then(Value::as_bool) == Some(true)
     {
@@ -454,14 +327,10 @@ async fn create_table(
             .await
             .with_context(|| format!("enabling TTL on {name}"))?;
     }
-    let arn = out
-        .table_description
-        .and_then(|d| d.table_arn)
-        .unwrap_or_default();
+    let arn = out.table_description.and_then(|d| d.table_arn).unwrap_or_default();
     let id = r.logical_id.clone();
     ctx.values.insert(id.clone(), Value::String(name.clone()));
-    ctx.attributes
-        .insert((id, "Arn".into()), Value::String(arn));
+    ctx.attributes.insert((id, "Arn".into()), Value::String(arn));
     Ok(name)
 }
 
@@ -483,77 +352,41 @@ fn merged(globals: &Value, own: &Value) -> Value {
     }
 }
 
-fn function_spec(
-    template: &Template,
-    ctx: &Context,
-    r: &Resource,
-) -> anyhow::Result<(FunctionSpec, Vec<HttpRoute>)> {
+fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Result<(FunctionSpec, Vec<HttpRoute>)> {
     let props = ctx.resolve(&merged(&template.function_globals, &r.properties))?;
-    let name = str_prop(&props, "FunctionName")
-        .unwrap_or(&r.logical_id)
-        .to_owned();
+    let name = str_prop(&props, "FunctionName").unwrap_or(&r.logical_id).to_owned();
     let binary = r
         .metadata
         .pointer("/BuildProperties/Binary")
         .and_then(Value::as_str)
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: Metadata.BuildProperties.Binary names no binary",
-                r.logical_id
-            )
-        })?
+        .ok_or_else(|| anyhow!("{}: Metadata.BuildProperties.Binary names no binary", r.logical_id))?
         .to_owned();
-    let number = |key: &str| {
-        props
-            .get(key)
-            .map(string_of)
-            .and_then(|s| s.parse::<u64>().ok())
-    };
+    let number = |key: &str| props.get(key).map(string_of).and_then(|s| s.parse::<u64>().ok());
     let environment = props
         .pointer("/Environment/Variables")
         .and_then(Value::as_object)
-        .map(|vars| {
-            vars.iter()
-                .map(|(k, v)| (k.clone(), string_of(v)))
-                .collect()
-        })
+        .map(|vars| vars.iter().map(|(k, v)| (k.clone(), string_of(v))).collect())
         .unwrap_or_default();
     let mut sqs_sources = Vec::new();
     let mut routes = Vec::new();
-    for event in props
-        .get("Events")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flat_map(|e| e.values())
-    {
+    for event in props.get("Events").and_then(Value::as_object).into_iter().flat_map(|e| e.values()) {
         let p = event.get("Properties").cloned().unwrap_or_default();
         match event.get("Type").and_then(Value::as_str) {
             Some("SQS") => {
-                let queue_arn = str_prop(&p, "Queue")
-                    .ok_or_else(|| anyhow!("SQS event without Queue"))?
-                    .to_owned();
-                let queue_url = queue_url_for_arn(ctx, &queue_arn)
-                    .ok_or_else(|| anyhow!("no queue in the template has ARN {queue_arn}"))?;
-                let n = |key: &str| {
-                    p.get(key)
-                        .map(string_of)
-                        .and_then(|s| s.parse::<u64>().ok())
-                };
+                let queue_arn = str_prop(&p, "Queue").ok_or_else(|| anyhow!("SQS event without Queue"))?.to_owned();
+                let queue_url =
+                    queue_url_for_arn(ctx, &queue_arn).ok_or_else(|| anyhow!("no queue in the template has ARN {queue_arn}"))?;
+                let n = |key: &str| p.get(key).map(string_of).and_then(|s| s.parse::<u64>().ok());
                 sqs_sources.push(SqsSource {
                     queue_url,
                     queue_arn,
                     batch_size: n("BatchSize").unwrap_or(10) as usize,
-                    batching_window: std::time::Duration::from_secs(
-                        n("MaximumBatchingWindowInSeconds").unwrap_or(0),
-                    ),
+                    batching_window: std::time::Duration::from_secs(n("MaximumBatchingWindowInSeconds").unwrap_or(0)),
                     report_batch_item_failures: p
                         .get("FunctionResponseTypes")
                         .and_then(Value::as_array)
                         .is_some_and(|t| t.iter().any(|x| x == "ReportBatchItemFailures")),
-                    max_concurrency: p
-                        .pointer("/ScalingConfig/MaximumConcurrency")
-                        .map(string_of)
-                        .and_then(|s| s.parse().ok()),
+                    max_concurrency: p.pointer("/ScalingConfig/MaximumConcurrency").map(string_of).and_then(|s| s.parse().ok()),
                 });
             }
             Some("HttpApi") => routes.push(HttpRoute {

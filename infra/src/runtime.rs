@@ -51,9 +51,7 @@ pub struct FunctionHandle {
 
 impl std::fmt::Debug for FunctionHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FunctionHandle")
-            .field("name", &self.name)
-            .finish()
+        f.debug_struct("FunctionHandle").field("name", &self.name).finish()
     }
 }
 
@@ -61,14 +59,8 @@ impl FunctionHandle {
     /// Queues an invocation for the next free instance and waits for its answer.
     pub async fn invoke(&self, payload: Bytes) -> Result<Bytes, InvokeError> {
         let (reply, answer) = oneshot::channel();
-        let invocation = Invocation {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            payload,
-            reply,
-        };
-        self.tx
-            .send(invocation)
-            .map_err(|_| InvokeError::ShuttingDown)?;
+        let invocation = Invocation { request_id: uuid::Uuid::new_v4().to_string(), payload, reply };
+        self.tx.send(invocation).map_err(|_| InvokeError::ShuttingDown)?;
         answer.await.unwrap_or(Err(InvokeError::ShuttingDown))
     }
 }
@@ -89,10 +81,7 @@ struct Instance {
 
 impl Instance {
     fn take_in_flight(&self, request_id: Option<&str>) -> Option<InFlight> {
-        let mut slot = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match (slot.as_ref(), request_id) {
             (Some(f), Some(id)) if f.request_id != id => None,
             (Some(_), _) => slot.take(),
@@ -101,10 +90,7 @@ impl Instance {
     }
 
     fn overran(&self) -> bool {
-        let slot = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         slot.as_ref().is_some_and(|f| Instant::now() > f.deadline)
     }
 }
@@ -124,66 +110,34 @@ pub struct RuntimeEnv {
 }
 
 /// Starts `spec.concurrency` instances of a function.
-pub async fn start_function(
-    spec: FunctionSpec,
-    env: &RuntimeEnv,
-) -> anyhow::Result<FunctionHandle> {
+pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Result<FunctionHandle> {
     let binary = env.bin_dir.join(&spec.binary);
-    anyhow::ensure!(
-        binary.is_file(),
-        "no binary for {} at {} (build the workspace first)",
-        spec.name,
-        binary.display()
-    );
+    anyhow::ensure!(binary.is_file(), "no binary for {} at {} (build the workspace first)", spec.name, binary.display());
     let (tx, rx) = mpsc::unbounded_channel();
     let queue = Arc::new(tokio::sync::Mutex::new(rx));
-    let arn = format!(
-        "arn:aws:lambda:{}:{}:function:{}",
-        env.region, env.account_id, spec.name
-    );
+    let arn = format!("arn:aws:lambda:{}:{}:function:{}", env.region, env.account_id, spec.name);
     for index in 0..spec.concurrency {
-        let instance = Arc::new(Instance {
-            spec: spec.clone(),
-            arn: arn.clone(),
-            queue: queue.clone(),
-            in_flight: Mutex::new(None),
-        });
+        let instance = Arc::new(Instance { spec: spec.clone(), arn: arn.clone(), queue: queue.clone(), in_flight: Mutex::new(None) });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = runtime_api(instance.clone());
         let shutdown = env.shutdown.clone();
         tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await });
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "runtime API server failed");
             }
         });
-        tokio::spawn(supervise(
-            instance,
-            index,
-            addr.to_string(),
-            binary.clone(),
-            env.clone(),
-        ));
+        tokio::spawn(supervise(instance, index, addr.to_string(), binary.clone(), env.clone()));
     }
-    Ok(FunctionHandle {
-        name: spec.name,
-        tx,
-    })
+    Ok(FunctionHandle { name: spec.name, tx })
 }
 
 fn runtime_api(instance: Arc<Instance>) -> Router {
     Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/response",
-            post(invocation_response),
-        )
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/error",
-            post(invocation_error),
-        )
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(invocation_response))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
         .with_state(instance)
 }
@@ -207,33 +161,17 @@ async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
             headers.insert(name, v);
         }
     };
-    set(
-        "lambda-runtime-aws-request-id",
-        invocation.request_id.clone(),
-    );
+    set("lambda-runtime-aws-request-id", invocation.request_id.clone());
     set("lambda-runtime-deadline-ms", deadline_ms.to_string());
     set("lambda-runtime-invoked-function-arn", instance.arn.clone());
-    set(
-        "lambda-runtime-trace-id",
-        format!("Root=1-{}", uuid::Uuid::new_v4().simple()),
-    );
+    set("lambda-runtime-trace-id", format!("Root=1-{}", uuid::Uuid::new_v4().simple()));
     set("content-type", "application/json".into());
-    *instance
-        .in_flight
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(InFlight {
-        request_id: invocation.request_id,
-        deadline: Instant::now() + instance.spec.timeout,
-        reply: invocation.reply,
-    });
+    *instance.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some(InFlight { request_id: invocation.request_id, deadline: Instant::now() + instance.spec.timeout, reply: invocation.reply });
     (StatusCode::OK, headers, invocation.payload).into_response()
 }
 
-async fn invocation_response(
-    State(instance): State<Arc<Instance>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> StatusCode {
+async fn invocation_response(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
     match instance.take_in_flight(Some(&id)) {
         Some(f) => {
             let _ = f.reply.send(Ok(body));
@@ -243,25 +181,12 @@ async fn invocation_response(
     }
 }
 
-async fn invocation_error(
-    State(instance): State<Arc<Instance>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> StatusCode {
+async fn invocation_error(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
     let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let field = |k: &str| {
-        error
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let field = |k: &str| error.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     match instance.take_in_flight(Some(&id)) {
         Some(f) => {
-            let _ = f.reply.send(Err(InvokeError::Function {
-                error_type: field("errorType"),
-                message: field("errorMessage"),
-            }));
+            let _ = f.reply.send(Err(InvokeError::Function { error_type: field("errorType"), message: field("errorMessage") }));
             StatusCode::ACCEPTED
         }
         None => StatusCode::BAD_REQUEST,
@@ -274,19 +199,9 @@ async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> Statu
 }
 
 /// Runs one instance's process for as long as the cloud runs.
-async fn supervise(
-    instance: Arc<Instance>,
-    index: usize,
-    runtime_api: String,
-    binary: PathBuf,
-    env: RuntimeEnv,
-) {
+async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, binary: PathBuf, env: RuntimeEnv) {
     let spec = &instance.spec;
-    let label = if spec.concurrency > 1 {
-        format!("{}#{index}", spec.binary)
-    } else {
-        spec.binary.clone()
-    };
+    let label = if spec.concurrency > 1 { format!("{}#{index}", spec.binary) } else { spec.binary.clone() };
     let mut quick_failures = 0u32;
     loop {
         let mut cmd = tokio::process::Command::new(&binary);
@@ -297,15 +212,9 @@ async fn supervise(
             .envs(env.overrides.iter().map(|(k, v)| (k, v)))
             .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
             .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
-            .env(
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-                spec.memory_mb.to_string(),
-            )
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/aws/lambda/{}", spec.name),
-            )
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name))
             .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/{index}"))
             .env("_HANDLER", "bootstrap");
         let started = Instant::now();
@@ -333,19 +242,11 @@ async fn supervise(
             }
         };
         let (error, note) = outcome;
-        env.logs.line(
-            &spec.binary,
-            &label,
-            &format!("[prism] instance {note}; restarting"),
-        );
+        env.logs.line(&spec.binary, &label, &format!("[prism] instance {note}; restarting"));
         if let Some(f) = instance.take_in_flight(None) {
             let _ = f.reply.send(Err(error));
         }
-        quick_failures = if started.elapsed() < Duration::from_secs(2) {
-            quick_failures + 1
-        } else {
-            0
-        };
+        quick_failures = if started.elapsed() < Duration::from_secs(2) { quick_failures + 1 } else { 0 };
         let delay = Duration::from_millis(100 * 2u64.pow(quick_failures.min(7)));
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -370,12 +271,7 @@ async fn watchdog(instance: &Instance) {
     }
 }
 
-fn forward<R: AsyncRead + Unpin + Send + 'static>(
-    stream: Option<R>,
-    logs: &LogSink,
-    function: &str,
-    label: &str,
-) {
+fn forward<R: AsyncRead + Unpin + Send + 'static>(stream: Option<R>, logs: &LogSink, function: &str, label: &str) {
     let Some(stream) = stream else { return };
     let (logs, function, label) = (logs.clone(), function.to_owned(), label.to_owned());
     tokio::spawn(async move {

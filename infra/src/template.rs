@@ -10,10 +10,7 @@ use serde_json::{Map, Value};
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("template is not valid YAML: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
     #[error("template: {0}")]
@@ -42,10 +39,7 @@ pub struct Template {
 
 impl Template {
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text)
     }
 
@@ -55,32 +49,16 @@ impl Template {
         let parameters = doc
             .get("Parameters")
             .and_then(Value::as_object)
-            .map(|ps| {
-                ps.iter()
-                    .map(|(k, p)| (k.clone(), p.get("Default").cloned().unwrap_or(Value::Null)))
-                    .collect()
-            })
+            .map(|ps| ps.iter().map(|(k, p)| (k.clone(), p.get("Default").cloned().unwrap_or(Value::Null))).collect())
             .unwrap_or_default();
-        let function_globals = doc
-            .pointer("/Globals/Function")
-            .cloned()
-            .unwrap_or(Value::Object(Map::new()));
+        let function_globals = doc.pointer("/Globals/Function").cloned().unwrap_or(Value::Object(Map::new()));
         let mut resources = BTreeMap::new();
-        let declared = doc
-            .get("Resources")
-            .and_then(Value::as_object)
-            .ok_or_else(|| TemplateError::Invalid("no Resources".into()))?;
+        let declared = doc.get("Resources").and_then(Value::as_object).ok_or_else(|| TemplateError::Invalid("no Resources".into()))?;
         for (id, r) in declared {
-            let kind = r
-                .get("Type")
-                .and_then(Value::as_str)
-                .ok_or_else(|| TemplateError::Invalid(format!("resource {id} has no Type")))?;
+            let kind = r.get("Type").and_then(Value::as_str).ok_or_else(|| TemplateError::Invalid(format!("resource {id} has no Type")))?;
             let depends_on = match r.get("DependsOn") {
                 Some(Value::String(s)) => vec![s.clone()],
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect(),
+                Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
                 _ => Vec::new(),
             };
             resources.insert(
@@ -88,20 +66,13 @@ impl Template {
                 Resource {
                     logical_id: id.clone(),
                     kind: kind.to_owned(),
-                    properties: r
-                        .get("Properties")
-                        .cloned()
-                        .unwrap_or(Value::Object(Map::new())),
+                    properties: r.get("Properties").cloned().unwrap_or(Value::Object(Map::new())),
                     metadata: r.get("Metadata").cloned().unwrap_or(Value::Null),
                     depends_on,
                 },
             );
         }
-        Ok(Self {
-            parameters,
-            function_globals,
-            resources,
-        })
+        Ok(Self { parameters, function_globals, resources })
     }
 
     /// Resource ids in an order where each comes after everything it references.
@@ -123,20 +94,12 @@ impl Template {
             let ready: Vec<String> = self
                 .resources
                 .keys()
-                .filter(|id| {
-                    !done.contains(*id) && deps[id.as_str()].iter().all(|d| done.contains(d))
-                })
+                .filter(|id| !done.contains(*id) && deps[id.as_str()].iter().all(|d| done.contains(d)))
                 .cloned()
                 .collect();
             if ready.is_empty() {
-                let stuck: Vec<_> = self
-                    .resources
-                    .keys()
-                    .filter(|id| !done.contains(*id))
-                    .collect();
-                return Err(TemplateError::Invalid(format!(
-                    "circular references among {stuck:?}"
-                )));
+                let stuck: Vec<_> = self.resources.keys().filter(|id| !done.contains(*id)).collect();
+                return Err(TemplateError::Invalid(format!("circular references among {stuck:?}")));
             }
             done.extend(ready.iter().cloned());
             order.extend(ready);
@@ -151,9 +114,7 @@ fn to_json(v: serde_yaml_ng::Value) -> Result<Value, TemplateError> {
     Ok(match v {
         Y::Null => Value::Null,
         Y::Bool(b) => Value::Bool(b),
-        Y::Number(n) => {
-            serde_json::to_value(&n).map_err(|e| TemplateError::Invalid(e.to_string()))?
-        }
+        Y::Number(n) => serde_json::to_value(&n).map_err(|e| TemplateError::Invalid(e.to_string()))?,
         Y::String(s) => Value::String(s),
         Y::Sequence(seq) => Value::Array(seq.into_iter().map(to_json).collect::<Result<_, _>>()?),
         Y::Mapping(m) => {
@@ -176,11 +137,8 @@ fn to_json(v: serde_yaml_ng::Value) -> Result<Value, TemplateError> {
                 "GetAtt" => {
                     let value = match inner {
                         Value::String(s) => {
-                            let (a, b) = s.split_once('.').ok_or_else(|| {
-                                TemplateError::Invalid(format!(
-                                    "!GetAtt {s} needs Resource.Attribute"
-                                ))
-                            })?;
+                            let (a, b) =
+                                s.split_once('.').ok_or_else(|| TemplateError::Invalid(format!("!GetAtt {s} needs Resource.Attribute")))?;
                             Value::Array(vec![a.into(), b.into()])
                         }
                         other => other,
@@ -251,24 +209,14 @@ impl Context {
     pub fn resolve(&self, v: &Value) -> Result<Value, TemplateError> {
         match v {
             Value::Object(m) if m.len() == 1 => {
-                let (k, arg) = m
-                    .iter()
-                    .next()
-                    .map(|(k, a)| (k.as_str(), a))
-                    .unwrap_or(("", &Value::Null));
+                let (k, arg) = m.iter().next().map(|(k, a)| (k.as_str(), a)).unwrap_or(("", &Value::Null));
                 match k {
                     "Ref" => {
                         let name = arg.as_str().unwrap_or_default();
-                        self.values
-                            .get(name)
-                            .cloned()
-                            .ok_or_else(|| TemplateError::Unresolved(format!("Ref {name}")))
+                        self.values.get(name).cloned().ok_or_else(|| TemplateError::Unresolved(format!("Ref {name}")))
                     }
                     "Fn::GetAtt" => {
-                        let parts: Vec<&str> = arg
-                            .as_array()
-                            .map(|a| a.iter().filter_map(Value::as_str).collect())
-                            .unwrap_or_default();
+                        let parts: Vec<&str> = arg.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
                         let [id, attr] = parts[..] else {
                             return Err(TemplateError::Invalid(format!("Fn::GetAtt {arg}")));
                         };
@@ -280,12 +228,7 @@ impl Context {
                             Some([Value::String(sep), items]) => (sep, self.resolve(items)?),
                             _ => return Err(TemplateError::Invalid(format!("Fn::Join {arg}"))),
                         };
-                        let parts: Vec<String> = items
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(scalar_string)
-                            .collect();
+                        let parts: Vec<String> = items.as_array().into_iter().flatten().map(scalar_string).collect();
                         Ok(Value::String(parts.join(sep)))
                     }
                     "Fn::Select" => {
@@ -293,29 +236,16 @@ impl Context {
                             Some([i, list]) => (self.resolve(i)?, self.resolve(list)?),
                             _ => return Err(TemplateError::Invalid(format!("Fn::Select {arg}"))),
                         };
-                        let i = scalar_string(&index)
-                            .parse::<usize>()
-                            .map_err(|e| TemplateError::Invalid(e.to_string()))?;
-                        list.get(i)
-                            .cloned()
-                            .ok_or_else(|| TemplateError::Invalid(format!("Fn::Select index {i}")))
+                        let i = scalar_string(&index).parse::<usize>().map_err(|e| TemplateError::Invalid(e.to_string()))?;
+                        list.get(i).cloned().ok_or_else(|| TemplateError::Invalid(format!("Fn::Select index {i}")))
                     }
-                    _ => Ok(Value::Object(Map::from_iter([(
-                        k.to_owned(),
-                        self.resolve(arg)?,
-                    )]))),
+                    _ => Ok(Value::Object(Map::from_iter([(k.to_owned(), self.resolve(arg)?)]))),
                 }
             }
-            Value::Object(m) => Ok(Value::Object(
-                m.iter()
-                    .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
-                    .collect::<Result<_, TemplateError>>()?,
-            )),
-            Value::Array(a) => Ok(Value::Array(
-                a.iter()
-                    .map(|x| self.resolve(x))
-                    .collect::<Result<_, _>>()?,
-            )),
+            Value::Object(m) => {
+                Ok(Value::Object(m.iter().map(|(k, v)| Ok((k.clone(), self.resolve(v)?))).collect::<Result<_, TemplateError>>()?))
+            }
+            Value::Array(a) => Ok(Value::Array(a.iter().map(|x| self.resolve(x)).collect::<Result<_, _>>()?)),
             other => Ok(other.clone()),
         }
     }
@@ -346,9 +276,7 @@ impl Context {
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after
-                .find('}')
-                .ok_or_else(|| TemplateError::Invalid(format!("unclosed ${{ in {text}")))?;
+            let end = after.find('}').ok_or_else(|| TemplateError::Invalid(format!("unclosed ${{ in {text}")))?;
             let name = &after[..end];
             if let Some(literal) = name.strip_prefix('!') {
                 out.push_str("${");
@@ -359,10 +287,7 @@ impl Context {
             } else if let Some((id, attr)) = name.split_once('.') {
                 out.push_str(&scalar_string(&self.attribute(id, attr)?));
             } else {
-                let v = self
-                    .values
-                    .get(name)
-                    .ok_or_else(|| TemplateError::Unresolved(format!("${{{name}}}")))?;
+                let v = self.values.get(name).ok_or_else(|| TemplateError::Unresolved(format!("${{{name}}}")))?;
                 out.push_str(&scalar_string(v));
             }
             rest = &after[end + 1..];
@@ -419,8 +344,7 @@ Resources:
         let t = Template::parse(T).expect("parse");
         let mut ctx = Context::default();
         ctx.values.insert("Stage".into(), "dev".into());
-        ctx.attributes
-            .insert(("D".into(), "Arn".into()), "arn:d".into());
+        ctx.attributes.insert(("D".into(), "Arn".into()), "arn:d".into());
         let q = ctx.resolve(&t.resources["Q"].properties).expect("resolve");
         assert_eq!(q["QueueName"], "prism-dev-q");
         assert_eq!(q["RedrivePolicy"]["deadLetterTargetArn"], "arn:d");
@@ -434,10 +358,6 @@ Resources:
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
         let t = Template::load(&path).expect("template.yaml parses");
         t.creation_order().expect("no cycles");
-        assert!(
-            t.resources
-                .values()
-                .any(|r| r.kind == "AWS::Serverless::Function")
-        );
+        assert!(t.resources.values().any(|r| r.kind == "AWS::Serverless::Function"));
     }
 }

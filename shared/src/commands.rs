@@ -13,9 +13,5 @@ pub enum Command {
     Classify { input: InputObject },
     /// classify → a processor queue: do the work.
     #[serde(rename = "job.process")]
-    Process {
-        input: InputObject,
-        modality: Modality,
-        mime: String,
-    },
+    Process { input: InputObject, modality: Modality, mime: String },
 }

@@ -28,13 +28,7 @@ pub struct Envelope<B> {
 }
 
 impl<B> Envelope<B> {
-    pub fn new(
-        source: &str,
-        trace_id: &str,
-        job_id: Option<JobId>,
-        seq: Option<u64>,
-        body: B,
-    ) -> Self {
+    pub fn new(source: &str, trace_id: &str, job_id: Option<JobId>, seq: Option<u64>, body: B) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
             event_id: Uuid::now_v7(),
@@ -51,8 +45,7 @@ impl<B> Envelope<B> {
 impl<B: Serialize> Envelope<B> {
     /// The wire form. Envelopes hold only plain data, which always serialises.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| unreachable!("envelope serialisation failed: {e}"))
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("envelope serialisation failed: {e}"))
     }
 }
 
@@ -67,13 +60,7 @@ pub type JobEventEnvelope = Envelope<JobEvent>;
 impl JobEventEnvelope {
     /// The envelope recording `event` as the change that brought `job` to its current `seq`.
     pub fn for_job(source: &str, job: &Job, event: JobEvent) -> Self {
-        Self::new(
-            source,
-            &job.trace_id,
-            Some(job.id.clone()),
-            Some(job.seq),
-            event,
-        )
+        Self::new(source, &job.trace_id, Some(job.id.clone()), Some(job.seq), event)
     }
 }
 
@@ -102,13 +89,7 @@ mod tests {
 
     #[test]
     fn job_events_serialise_flat_with_type_and_payload() {
-        let env = Envelope::new(
-            "test",
-            "trace-1",
-            None,
-            Some(4),
-            JobEvent::Failed(JobFailure::new("empty_upload", "empty upload")),
-        );
+        let env = Envelope::new("test", "trace-1", None, Some(4), JobEvent::Failed(JobFailure::new("empty_upload", "empty upload")));
         let v = serde_json::to_value(&env).expect("serialise");
         assert_eq!(v["schema_version"], 1);
         assert_eq!(v["event_type"], "job.failed");
@@ -120,16 +101,9 @@ mod tests {
 
     #[test]
     fn unknown_versions_and_garbage_are_refused() {
-        let mut v = serde_json::to_value(Envelope::new("t", "x", None, None, JobEvent::Cancelled))
-            .expect("serialise");
+        let mut v = serde_json::to_value(Envelope::new("t", "x", None, None, JobEvent::Cancelled)).expect("serialise");
         v["schema_version"] = 2.into();
-        assert!(matches!(
-            decode::<JobEvent>(&v.to_string()),
-            Err(EnvelopeError::UnsupportedVersion(2))
-        ));
-        assert!(matches!(
-            decode::<JobEvent>("{not json"),
-            Err(EnvelopeError::Malformed(_))
-        ));
+        assert!(matches!(decode::<JobEvent>(&v.to_string()), Err(EnvelopeError::UnsupportedVersion(2))));
+        assert!(matches!(decode::<JobEvent>("{not json"), Err(EnvelopeError::Malformed(_))));
     }
 }

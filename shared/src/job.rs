@@ -154,10 +154,7 @@ pub struct JobFailure {
 
 impl JobFailure {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-        }
+        Self { code: code.into(), message: message.into() }
     }
 }
 
@@ -211,11 +208,7 @@ pub struct Job {
 #[serde(tag = "event_type", content = "payload")]
 pub enum JobEvent {
     #[serde(rename = "job.created")]
-    Created {
-        owner: String,
-        priority: Priority,
-        upload: S3Uri,
-    },
+    Created { owner: String, priority: Priority, upload: S3Uri },
     #[serde(rename = "job.uploaded")]
     Uploaded { input: InputObject },
     #[serde(rename = "job.classified")]
@@ -261,10 +254,7 @@ pub enum TransitionError {
     #[error("job is {status} and never changes again")]
     Terminal { status: JobStatus },
     #[error("{event} is not allowed while the job is {status}")]
-    NotAllowed {
-        status: JobStatus,
-        event: &'static str,
-    },
+    NotAllowed { status: JobStatus, event: &'static str },
     #[error("the job already has input {existing}; refusing a different one")]
     InputMismatch { existing: String },
 }
@@ -280,14 +270,7 @@ pub enum Applied {
 
 impl Job {
     /// A new job waiting for its upload.
-    pub fn new(
-        id: JobId,
-        owner: String,
-        priority: Priority,
-        upload: S3Uri,
-        trace_id: String,
-        now: DateTime<Utc>,
-    ) -> Self {
+    pub fn new(id: JobId, owner: String, priority: Priority, upload: S3Uri, trace_id: String, now: DateTime<Utc>) -> Self {
         Self {
             id,
             owner,
@@ -313,11 +296,7 @@ impl Job {
 
     /// The event that records this job's creation.
     pub fn created_event(&self) -> JobEvent {
-        JobEvent::Created {
-            owner: self.owner.clone(),
-            priority: self.priority,
-            upload: self.upload.clone(),
-        }
+        JobEvent::Created { owner: self.owner.clone(), priority: self.priority, upload: self.upload.clone() }
     }
 
     /// Whether TTL has passed (DynamoDB deletes expired items only eventually).
@@ -327,11 +306,7 @@ impl Job {
 
     /// The state machine. On [`Applied::Changed`] the caller records the event
     /// with sequence number `self.seq` (already advanced here).
-    pub fn apply(
-        &mut self,
-        event: &JobEvent,
-        now: DateTime<Utc>,
-    ) -> Result<Applied, TransitionError> {
+    pub fn apply(&mut self, event: &JobEvent, now: DateTime<Utc>) -> Result<Applied, TransitionError> {
         use JobStatus::*;
         let status = self.status;
         if status.is_terminal() {
@@ -342,16 +317,9 @@ impl Job {
                     | (Failed, JobEvent::Failed(_))
                     | (Cancelled, JobEvent::Cancelled | JobEvent::CancelRequested)
             );
-            return if same_end {
-                Ok(Applied::AlreadyApplied)
-            } else {
-                Err(TransitionError::Terminal { status })
-            };
+            return if same_end { Ok(Applied::AlreadyApplied) } else { Err(TransitionError::Terminal { status }) };
         }
-        let refuse = || TransitionError::NotAllowed {
-            status,
-            event: event.event_type(),
-        };
+        let refuse = || TransitionError::NotAllowed { status, event: event.event_type() };
         match event {
             JobEvent::Created { .. } => return Err(refuse()),
             JobEvent::Uploaded { input } => {
@@ -361,9 +329,7 @@ impl Job {
                 match &self.input {
                     Some(existing) if existing == input => return Ok(Applied::AlreadyApplied),
                     Some(existing) => {
-                        return Err(TransitionError::InputMismatch {
-                            existing: format!("{}#{}", existing.uri, existing.etag),
-                        });
+                        return Err(TransitionError::InputMismatch { existing: format!("{}#{}", existing.uri, existing.etag) });
                     }
                     None => {
                         self.input = Some(input.clone());
@@ -392,11 +358,7 @@ impl Job {
                 Processing => return Ok(Applied::AlreadyApplied),
                 _ => return Err(refuse()),
             },
-            JobEvent::Progress {
-                phase,
-                progress,
-                eta_s,
-            } => {
+            JobEvent::Progress { phase, progress, eta_s } => {
                 if status != Processing {
                     return Err(refuse());
                 }
@@ -450,14 +412,7 @@ mod tests {
 
     fn job() -> Job {
         let upload: S3Uri = "s3://b/uploads/o/x.txt".parse().expect("uri");
-        Job::new(
-            JobId::new_random(),
-            "o".into(),
-            Priority::Normal,
-            upload,
-            "t".into(),
-            Utc::now(),
-        )
+        Job::new(JobId::new_random(), "o".into(), Priority::Normal, upload, "t".into(), Utc::now())
     }
 
     fn text_result() -> JobResult {
@@ -468,31 +423,9 @@ mod tests {
     fn happy_path_advances_seq_once_per_change() {
         let mut j = job();
         let now = Utc::now();
-        assert_eq!(
-            j.apply(
-                &JobEvent::Started {
-                    phase: "reading".into()
-                },
-                now
-            ),
-            Ok(Applied::Changed)
-        );
-        assert_eq!(
-            j.apply(
-                &JobEvent::Started {
-                    phase: "reading".into()
-                },
-                now
-            ),
-            Ok(Applied::AlreadyApplied)
-        );
-        j.apply(
-            &JobEvent::Completed {
-                result: text_result(),
-            },
-            now,
-        )
-        .expect("complete");
+        assert_eq!(j.apply(&JobEvent::Started { phase: "reading".into() }, now), Ok(Applied::Changed));
+        assert_eq!(j.apply(&JobEvent::Started { phase: "reading".into() }, now), Ok(Applied::AlreadyApplied));
+        j.apply(&JobEvent::Completed { result: text_result() }, now).expect("complete");
         assert_eq!(j.status, JobStatus::Completed);
         assert_eq!(j.progress, 100);
         assert_eq!(j.seq, 3);
@@ -500,29 +433,16 @@ mod tests {
 
     #[test]
     fn terminal_jobs_never_change() {
-        for end in [
-            JobEvent::Completed {
-                result: text_result(),
-            },
-            JobEvent::Failed(JobFailure::new("x", "y")),
-            JobEvent::Cancelled,
-        ] {
+        for end in [JobEvent::Completed { result: text_result() }, JobEvent::Failed(JobFailure::new("x", "y")), JobEvent::Cancelled] {
             let mut j = job();
-            j.apply(&JobEvent::Started { phase: "p".into() }, Utc::now())
-                .expect("start");
+            j.apply(&JobEvent::Started { phase: "p".into() }, Utc::now()).expect("start");
             j.apply(&end, Utc::now()).expect("end");
             let before = j.clone();
             for ev in [
                 JobEvent::Started { phase: "p".into() },
-                JobEvent::Progress {
-                    phase: "p".into(),
-                    progress: 5,
-                    eta_s: None,
-                },
+                JobEvent::Progress { phase: "p".into(), progress: 5, eta_s: None },
                 JobEvent::Failed(JobFailure::new("late", "late")),
-                JobEvent::Completed {
-                    result: text_result(),
-                },
+                JobEvent::Completed { result: text_result() },
             ] {
                 if let Ok(applied) = j.apply(&ev, Utc::now()) {
                     assert_eq!(applied, Applied::AlreadyApplied);
@@ -535,15 +455,12 @@ mod tests {
     #[test]
     fn cancelling_a_queued_job_ends_it_at_once_but_a_running_one_only_asks() {
         let mut q = job();
-        q.apply(&JobEvent::CancelRequested, Utc::now())
-            .expect("cancel");
+        q.apply(&JobEvent::CancelRequested, Utc::now()).expect("cancel");
         assert_eq!(q.status, JobStatus::Cancelled);
 
         let mut r = job();
-        r.apply(&JobEvent::Started { phase: "p".into() }, Utc::now())
-            .expect("start");
-        r.apply(&JobEvent::CancelRequested, Utc::now())
-            .expect("cancel");
+        r.apply(&JobEvent::Started { phase: "p".into() }, Utc::now()).expect("start");
+        r.apply(&JobEvent::CancelRequested, Utc::now()).expect("cancel");
         assert_eq!(r.status, JobStatus::Processing);
         assert!(r.cancel_requested);
     }
@@ -551,22 +468,11 @@ mod tests {
     #[test]
     fn a_second_different_upload_is_refused() {
         let mut j = job();
-        let input = |etag: &str| InputObject {
-            uri: j.upload.clone(),
-            size: 3,
-            etag: etag.into(),
-        };
+        let input = |etag: &str| InputObject { uri: j.upload.clone(), size: 3, etag: etag.into() };
         let (a, b) = (input("a"), input("b"));
-        j.apply(&JobEvent::Uploaded { input: a.clone() }, Utc::now())
-            .expect("upload");
-        assert_eq!(
-            j.apply(&JobEvent::Uploaded { input: a }, Utc::now()),
-            Ok(Applied::AlreadyApplied)
-        );
-        assert!(matches!(
-            j.apply(&JobEvent::Uploaded { input: b }, Utc::now()),
-            Err(TransitionError::InputMismatch { .. })
-        ));
+        j.apply(&JobEvent::Uploaded { input: a.clone() }, Utc::now()).expect("upload");
+        assert_eq!(j.apply(&JobEvent::Uploaded { input: a }, Utc::now()), Ok(Applied::AlreadyApplied));
+        assert!(matches!(j.apply(&JobEvent::Uploaded { input: b }, Utc::now()), Err(TransitionError::InputMismatch { .. })));
     }
 
     #[test]

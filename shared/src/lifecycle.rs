@@ -16,11 +16,7 @@ pub enum LifecycleError {
     #[error("job {0} does not exist")]
     NotFound(JobId),
     #[error("job {id}: {error}")]
-    Refused {
-        id: JobId,
-        error: TransitionError,
-        job: Box<Job>,
-    },
+    Refused { id: JobId, error: TransitionError, job: Box<Job> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -52,27 +48,15 @@ impl Recorded {
 }
 
 /// Applies `event` to job `id` and stores the change with its event.
-pub async fn record(
-    store: &dyn JobStore,
-    id: &JobId,
-    source: &str,
-    event: JobEvent,
-) -> Result<Recorded, LifecycleError> {
+pub async fn record(store: &dyn JobStore, id: &JobId, source: &str, event: JobEvent) -> Result<Recorded, LifecycleError> {
     let mut last_conflict = None;
     for _ in 0..MAX_CONFLICTS {
-        let mut job = store
-            .get(id)
-            .await?
-            .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
+        let mut job = store.get(id).await?.ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
         match job.apply(&event, Utc::now()) {
             Ok(Applied::AlreadyApplied) => return Ok(Recorded::AlreadyApplied(job)),
             Ok(Applied::Changed) => {}
             Err(error) => {
-                return Err(LifecycleError::Refused {
-                    id: id.clone(),
-                    error,
-                    job: Box::new(job),
-                });
+                return Err(LifecycleError::Refused { id: id.clone(), error, job: Box::new(job) });
             }
         }
         let envelope = JobEventEnvelope::for_job(source, &job, event.clone());
@@ -82,9 +66,7 @@ pub async fn record(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(last_conflict
-        .unwrap_or_else(|| StoreError::Conflict(id.clone()))
-        .into())
+    Err(last_conflict.unwrap_or_else(|| StoreError::Conflict(id.clone())).into())
 }
 
 #[cfg(test)]
@@ -96,20 +78,10 @@ mod tests {
 
     async fn stored_job(store: &MemoryJobStore) -> Job {
         let upload = "s3://b/uploads/o/k".parse().expect("uri");
-        let job = Job::new(
-            JobId::new_random(),
-            "o".into(),
-            Priority::High,
-            upload,
-            "t".into(),
-            Utc::now(),
-        );
+        let job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
         let ev = JobEventEnvelope::for_job("test", &job, job.created_event());
         assert_eq!(store.create(&job, &ev).await.expect("create"), Created::New);
-        assert!(matches!(
-            store.create(&job, &ev).await.expect("create"),
-            Created::Existing(_)
-        ));
+        assert!(matches!(store.create(&job, &ev).await.expect("create"), Created::Existing(_)));
         job
     }
 
@@ -117,23 +89,12 @@ mod tests {
     async fn concurrent_writers_each_get_their_own_sequence_number() {
         let store = std::sync::Arc::new(MemoryJobStore::default());
         let job = stored_job(&store).await;
-        record(
-            store.as_ref(),
-            &job.id,
-            "t",
-            JobEvent::Started { phase: "p".into() },
-        )
-        .await
-        .expect("start");
+        record(store.as_ref(), &job.id, "t", JobEvent::Started { phase: "p".into() }).await.expect("start");
         let writers: Vec<_> = (0..20u8)
             .map(|i| {
                 let (store, id) = (store.clone(), job.id.clone());
                 tokio::spawn(async move {
-                    let event = JobEvent::Progress {
-                        phase: "p".into(),
-                        progress: i,
-                        eta_s: None,
-                    };
+                    let event = JobEvent::Progress { phase: "p".into(), progress: i, eta_s: None };
                     record(store.as_ref(), &id, "t", event).await
                 })
             })
@@ -144,10 +105,7 @@ mod tests {
         let events = store.events(&job.id, 0, 100).await.expect("events");
         let seqs: Vec<u64> = events.iter().filter_map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=22).collect::<Vec<_>>());
-        assert_eq!(
-            store.events(&job.id, 20, 100).await.expect("events").len(),
-            2
-        );
+        assert_eq!(store.events(&job.id, 20, 100).await.expect("events").len(), 2);
         assert_eq!(store.get(&job.id).await.expect("get").expect("job").seq, 22);
     }
 
@@ -155,34 +113,9 @@ mod tests {
     async fn refused_transitions_write_nothing() {
         let store = MemoryJobStore::default();
         let job = stored_job(&store).await;
-        record(
-            &store,
-            &job.id,
-            "t",
-            JobEvent::Failed(JobFailure::new("x", "y")),
-        )
-        .await
-        .expect("fail");
-        let err = record(
-            &store,
-            &job.id,
-            "t",
-            JobEvent::Started { phase: "p".into() },
-        )
-        .await
-        .expect_err("refused");
-        assert!(matches!(
-            err,
-            LifecycleError::Refused {
-                error: TransitionError::Terminal {
-                    status: JobStatus::Failed
-                },
-                ..
-            }
-        ));
-        assert_eq!(
-            store.events(&job.id, 0, 100).await.expect("events").len(),
-            2
-        );
+        record(&store, &job.id, "t", JobEvent::Failed(JobFailure::new("x", "y"))).await.expect("fail");
+        let err = record(&store, &job.id, "t", JobEvent::Started { phase: "p".into() }).await.expect_err("refused");
+        assert!(matches!(err, LifecycleError::Refused { error: TransitionError::Terminal { status: JobStatus::Failed }, .. }));
+        assert_eq!(store.events(&job.id, 0, 100).await.expect("events").len(), 2);
     }
 }

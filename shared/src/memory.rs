@@ -34,10 +34,7 @@ impl JobStore for MemoryJobStore {
         if let Some((existing, _)) = jobs.get(&job.id) {
             return Ok(Created::Existing(Box::new(existing.clone())));
         }
-        jobs.insert(
-            job.id.clone(),
-            (job.clone(), BTreeMap::from([(job.seq, event.clone())])),
-        );
+        jobs.insert(job.id.clone(), (job.clone(), BTreeMap::from([(job.seq, event.clone())])));
         Ok(Created::New)
     }
 
@@ -58,21 +55,10 @@ impl JobStore for MemoryJobStore {
         Ok(())
     }
 
-    async fn events(
-        &self,
-        id: &JobId,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<JobEventEnvelope>, StoreError> {
+    async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
         Ok(lock(&self.jobs)
             .get(id)
-            .map(|(_, events)| {
-                events
-                    .range(after_seq + 1..)
-                    .take(limit as usize)
-                    .map(|(_, e)| e.clone())
-                    .collect()
-            })
+            .map(|(_, events)| events.range(after_seq + 1..).take(limit as usize).map(|(_, e)| e.clone()).collect())
             .unwrap_or_default())
     }
 }
@@ -84,10 +70,7 @@ pub struct MemoryBlobStore {
 
 impl MemoryBlobStore {
     pub fn insert(&self, uri: &S3Uri, body: impl Into<Bytes>) {
-        lock(&self.objects).insert(
-            uri.clone(),
-            (body.into(), "application/octet-stream".into()),
-        );
+        lock(&self.objects).insert(uri.clone(), (body.into(), "application/octet-stream".into()));
     }
 
     pub fn object(&self, uri: &S3Uri) -> Option<(Bytes, String)> {
@@ -98,25 +81,14 @@ impl MemoryBlobStore {
 #[async_trait]
 impl BlobStore for MemoryBlobStore {
     async fn read_head(&self, uri: &S3Uri, len: usize) -> Result<ObjectHead, BlobError> {
-        let (body, _) = self
-            .object(uri)
-            .ok_or_else(|| BlobError::NotFound(uri.clone()))?;
-        Ok(ObjectHead {
-            size: body.len() as u64,
-            bytes: body.slice(..len.min(body.len())),
-        })
+        let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
+        Ok(ObjectHead { size: body.len() as u64, bytes: body.slice(..len.min(body.len())) })
     }
 
     async fn read_all(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, BlobError> {
-        let (body, _) = self
-            .object(uri)
-            .ok_or_else(|| BlobError::NotFound(uri.clone()))?;
+        let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
         if body.len() as u64 > limit {
-            return Err(BlobError::TooLarge {
-                uri: uri.clone(),
-                size: body.len() as u64,
-                limit,
-            });
+            return Err(BlobError::TooLarge { uri: uri.clone(), size: body.len() as u64, limit });
         }
         Ok(body)
     }
@@ -127,12 +99,7 @@ impl BlobStore for MemoryBlobStore {
     }
 
     async fn presign_put(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
-        Ok(format!(
-            "memory://{}/{}?expires={}",
-            uri.bucket,
-            uri.key,
-            expires_in.as_secs()
-        ))
+        Ok(format!("memory://{}/{}?expires={}", uri.bucket, uri.key, expires_in.as_secs()))
     }
 }
 
@@ -163,19 +130,11 @@ impl MemoryQueue {
 #[async_trait]
 impl Queue for MemoryQueue {
     async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError> {
-        lock(&self.sent).push(SentMessage {
-            queue_url: queue_url.to_owned(),
-            body,
-        });
+        lock(&self.sent).push(SentMessage { queue_url: queue_url.to_owned(), body });
         Ok(())
     }
 
-    async fn retry_later(
-        &self,
-        _queue_arn: &str,
-        receipt_handle: &str,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
+    async fn retry_later(&self, _queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
         lock(&self.retries).push((receipt_handle.to_owned(), delay));
         Ok(())
     }

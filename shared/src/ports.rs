@@ -32,12 +32,7 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError>;
 
     /// The job's events with `seq > after_seq`, in order, at most `limit`.
-    async fn events(
-        &self,
-        id: &JobId,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<JobEventEnvelope>, StoreError>;
+    async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError>;
 }
 
 /// The first bytes of an object and its total size.
@@ -68,10 +63,5 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError>;
 
     /// Makes a received message visible again after `delay`: the backoff of a failed attempt.
-    async fn retry_later(
-        &self,
-        queue_arn: &str,
-        receipt_handle: &str,
-        delay: Duration,
-    ) -> Result<(), QueueError>;
+    async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError>;
 }

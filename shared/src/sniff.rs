@@ -37,11 +37,7 @@ pub struct Sniffed {
 }
 
 const fn found(modality: Modality, mime: &'static str, confidence: f32) -> Sniffed {
-    Sniffed {
-        modality,
-        mime,
-        confidence,
-    }
+    Sniffed { modality, mime, confidence }
 }
 
 /// Classifies `head` (the first bytes of an object of `size` bytes) and
@@ -75,10 +71,7 @@ pub fn sniff(head: &[u8], size: u64) -> Result<Sniffed, SniffError> {
         return Err(SniffError::Empty);
     }
     // A UTF-16 BOM (FF FE) is also a valid MPEG audio frame sync: BOMs go first.
-    byte_order_mark(head)
-        .or_else(|| binary_signature(head))
-        .or_else(|| text(head))
-        .ok_or(SniffError::Unsupported)
+    byte_order_mark(head).or_else(|| binary_signature(head)).or_else(|| text(head)).ok_or(SniffError::Unsupported)
 }
 
 fn binary_signature(h: &[u8]) -> Option<Sniffed> {
@@ -112,11 +105,7 @@ fn binary_signature(h: &[u8]) -> Option<Sniffed> {
         return iso_bmff(h);
     }
     if at(0, b"\x1A\x45\xDF\xA3") {
-        return Some(if contains(h, b"webm") {
-            found(Video, "video/webm", 0.95)
-        } else {
-            found(Video, "video/x-matroska", 0.9)
-        });
+        return Some(if contains(h, b"webm") { found(Video, "video/webm", 0.95) } else { found(Video, "video/x-matroska", 0.9) });
     }
     if at(0, b"fLaC") {
         return Some(found(Audio, "audio/flac", 1.0));
@@ -144,28 +133,16 @@ fn binary_signature(h: &[u8]) -> Option<Sniffed> {
 /// MP4, MOV, M4A, HEIC and AVIF all start with an `ftyp` box; its brands say which.
 fn iso_bmff(h: &[u8]) -> Option<Sniffed> {
     use Modality::*;
-    let box_len = h
-        .get(0..4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+    let box_len = h.get(0..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
     let end = box_len.min(h.len());
-    let brands: Vec<&[u8]> = std::iter::once(h.get(8..12)?)
-        .chain(h.get(16..end).unwrap_or_default().chunks_exact(4))
-        .collect();
+    let brands: Vec<&[u8]> = std::iter::once(h.get(8..12)?).chain(h.get(16..end).unwrap_or_default().chunks_exact(4)).collect();
     let has = |b: &[u8]| brands.contains(&b);
     let major = brands[0];
     Some(if has(b"avif") || has(b"avis") {
         found(Image, "image/avif", 1.0)
-    } else if [
-        b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1",
-    ]
-    .iter()
-    .any(|b| major == *b)
-    {
+    } else if [b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"].iter().any(|b| major == *b) {
         found(Image, "image/heic", 0.95)
-    } else if [b"M4A ", b"M4B ", b"M4P ", b"F4A "]
-        .iter()
-        .any(|b| major == *b)
-    {
+    } else if [b"M4A ", b"M4B ", b"M4P ", b"F4A "].iter().any(|b| major == *b) {
         found(Audio, "audio/mp4", 1.0)
     } else if major == b"qt  " {
         found(Video, "video/quicktime", 1.0)
@@ -186,19 +163,11 @@ fn mpeg_audio_frame(h: &[u8]) -> Option<Sniffed> {
     let layer = (b1 >> 1) & 0b11;
     if layer == 0 {
         // ADTS: MPEG version bit pattern 0b1x, sampling index below 13.
-        return (version & 0b10 != 0 && (b2 >> 2) & 0x0F < 13).then_some(found(
-            Modality::Audio,
-            "audio/aac",
-            0.8,
-        ));
+        return (version & 0b10 != 0 && (b2 >> 2) & 0x0F < 13).then_some(found(Modality::Audio, "audio/aac", 0.8));
     }
     let bitrate_index = b2 >> 4;
     let rate_index = (b2 >> 2) & 0b11;
-    (version != 0b01 && bitrate_index != 0x0F && rate_index != 0b11).then_some(found(
-        Modality::Audio,
-        "audio/mpeg",
-        0.8,
-    ))
+    (version != 0b01 && bitrate_index != 0x0F && rate_index != 0b11).then_some(found(Modality::Audio, "audio/mpeg", 0.8))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -211,18 +180,14 @@ fn byte_order_mark(h: &[u8]) -> Option<Sniffed> {
     if let Some(body) = h.strip_prefix(b"\xEF\xBB\xBF") {
         return Some(text_kind(body, 1.0));
     }
-    (h.starts_with(b"\xFF\xFE") || h.starts_with(b"\xFE\xFF"))
-        .then(|| found(Modality::Text, "text/plain", 1.0))
+    (h.starts_with(b"\xFF\xFE") || h.starts_with(b"\xFE\xFF")).then(|| found(Modality::Text, "text/plain", 1.0))
 }
 
 fn text(h: &[u8]) -> Option<Sniffed> {
     if h.contains(&0) {
         return None;
     }
-    let controls = h
-        .iter()
-        .filter(|&&b| (b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0C)) || b == 0x7F)
-        .count();
+    let controls = h.iter().filter(|&&b| (b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0C)) || b == 0x7F).count();
     if controls * 100 > h.len() {
         return None;
     }
@@ -241,11 +206,7 @@ fn text(h: &[u8]) -> Option<Sniffed> {
 
 fn text_kind(body: &[u8], confidence: f32) -> Sniffed {
     let trimmed = body.trim_ascii_start();
-    let lower: Vec<u8> = trimmed
-        .iter()
-        .take(64)
-        .map(u8::to_ascii_lowercase)
-        .collect();
+    let lower: Vec<u8> = trimmed.iter().take(64).map(u8::to_ascii_lowercase).collect();
     let mime = if trimmed.starts_with(b"{") || trimmed.starts_with(b"[") {
         "application/json"
     } else if lower.starts_with(b"<!doctype html") || lower.starts_with(b"<html") {
@@ -263,9 +224,7 @@ fn text_kind(body: &[u8], confidence: f32) -> Sniffed {
 }
 
 fn looks_like_markdown(t: &[u8]) -> bool {
-    t.split(|&b| b == b'\n')
-        .take(40)
-        .any(|line| line.starts_with(b"# ") || line.starts_with(b"## ") || line.starts_with(b"```"))
+    t.split(|&b| b == b'\n').take(40).any(|line| line.starts_with(b"# ") || line.starts_with(b"## ") || line.starts_with(b"```"))
 }
 
 /// At least two complete lines sharing the same number (≥ 1) of commas.
@@ -296,22 +255,10 @@ mod tests {
         assert_eq!(m(b"\xFF\xD8\xFF\xE0\0\x10JFIF"), (Image, "image/jpeg"));
         assert_eq!(m(b"RIFF\x24\0\0\0WAVEfmt "), (Audio, "audio/wav"));
         assert_eq!(m(b"RIFF\x24\0\0\0WEBPVP8 "), (Image, "image/webp"));
-        assert_eq!(
-            m(b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41"),
-            (Video, "video/mp4")
-        );
-        assert_eq!(
-            m(b"\0\0\0\x20ftypM4A \0\0\x02\0M4A isomiso2\0\0\0\0"),
-            (Audio, "audio/mp4")
-        );
-        assert_eq!(
-            m(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf"),
-            (Image, "image/avif")
-        );
-        assert_eq!(
-            m(b"\x1A\x45\xDF\xA3\x9F\x42\x86\x81\x01\x42\x82\x84webm"),
-            (Video, "video/webm")
-        );
+        assert_eq!(m(b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41"), (Video, "video/mp4"));
+        assert_eq!(m(b"\0\0\0\x20ftypM4A \0\0\x02\0M4A isomiso2\0\0\0\0"), (Audio, "audio/mp4"));
+        assert_eq!(m(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf"), (Image, "image/avif"));
+        assert_eq!(m(b"\x1A\x45\xDF\xA3\x9F\x42\x86\x81\x01\x42\x82\x84webm"), (Video, "video/webm"));
         assert_eq!(m(b"ID3\x04\0\0\0\0\0\0"), (Audio, "audio/mpeg"));
         assert_eq!(m(b"\xFF\xFB\x90\x64\0\0"), (Audio, "audio/mpeg"));
         assert_eq!(m(b"\xFF\xF1\x50\x80\x02\x1F\xFC"), (Audio, "audio/aac"));
@@ -336,10 +283,7 @@ mod tests {
     #[test]
     fn refuses_empty_and_binary_noise() {
         assert_eq!(sniff(b"", 0), Err(SniffError::Empty));
-        assert_eq!(
-            sniff(b"\0\x01\x02\x03\x04garbage", 12),
-            Err(SniffError::Unsupported)
-        );
+        assert_eq!(sniff(b"\0\x01\x02\x03\x04garbage", 12), Err(SniffError::Unsupported));
     }
 
     #[test]

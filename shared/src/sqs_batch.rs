@@ -23,10 +23,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            base: Duration::from_secs(2),
-            max: Duration::from_secs(300),
-        }
+        Self { base: Duration::from_secs(2), max: Duration::from_secs(300) }
     }
 }
 
@@ -34,10 +31,7 @@ impl Backoff {
     /// `base * 2^(attempt-1)`, capped, plus up to 25 % jitter so a burst of
     /// failures does not come back all at once.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max);
+        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.max);
         let jitter_permille = RandomState::new().hash_one(attempt) % 250;
         exp + exp * jitter_permille as u32 / 1000
     }
@@ -45,19 +39,11 @@ impl Backoff {
 
 /// How many times SQS has delivered this message, including this time.
 pub fn receive_count(msg: &SqsMessage) -> u32 {
-    msg.attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+    msg.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1)
 }
 
 /// Runs `handler` on each message in turn and reports the ones that failed.
-pub async fn process_batch<F, Fut, E>(
-    event: SqsEvent,
-    queue: &dyn Queue,
-    backoff: Backoff,
-    handler: F,
-) -> SqsBatchResponse
+pub async fn process_batch<F, Fut, E>(event: SqsEvent, queue: &dyn Queue, backoff: Backoff, handler: F) -> SqsBatchResponse
 where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), E>>,
@@ -107,33 +93,20 @@ mod tests {
         m.body = Some(body.into());
         m.receipt_handle = Some(format!("rh-{id}"));
         m.event_source_arn = Some("arn:aws:sqs:us-east-1:000000000000:q".into());
-        m.attributes
-            .insert("ApproximateReceiveCount".into(), receive_count.to_string());
+        m.attributes.insert("ApproximateReceiveCount".into(), receive_count.to_string());
         m
     }
 
     #[tokio::test]
     async fn reports_only_failed_messages_and_backs_them_off() {
         let mut event = SqsEvent::default();
-        event.records = vec![
-            message("a", "ok", 1),
-            message("b", "bad", 3),
-            message("c", "ok", 1),
-        ];
+        event.records = vec![message("a", "ok", 1), message("b", "bad", 3), message("c", "ok", 1)];
         let queue = MemoryQueue::default();
         let resp = process_batch(event, &queue, Backoff::default(), |m| async move {
-            if m.body.as_deref() == Some("bad") {
-                Err(Boom)
-            } else {
-                Ok(())
-            }
+            if m.body.as_deref() == Some("bad") { Err(Boom) } else { Ok(()) }
         })
         .await;
-        let failed: Vec<_> = resp
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
+        let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(failed, ["b"]);
         let retries = queue.retries();
         assert_eq!(retries.len(), 1);

@@ -18,10 +18,7 @@ pub struct BadS3Uri(pub String);
 
 impl S3Uri {
     pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> Self {
-        Self {
-            bucket: bucket.into(),
-            key: key.into(),
-        }
+        Self { bucket: bucket.into(), key: key.into() }
     }
 
     /// The last path segment of the key.
@@ -34,13 +31,9 @@ impl FromStr for S3Uri {
     type Err = BadS3Uri;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let rest = s
-            .strip_prefix("s3://")
-            .ok_or_else(|| BadS3Uri(s.to_owned()))?;
+        let rest = s.strip_prefix("s3://").ok_or_else(|| BadS3Uri(s.to_owned()))?;
         match rest.split_once('/') {
-            Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
-                Ok(Self::new(bucket, key))
-            }
+            Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok(Self::new(bucket, key)),
             _ => Err(BadS3Uri(s.to_owned())),
         }
     }

@@ -19,14 +19,7 @@ use serde_json::Value;
 const NOTES: &[u8] = b"Prism turns every file into a job.\nIt counts words, lines and bytes.\nThird line without newline";
 
 fn text_result(job: &Job) -> Value {
-    assert_eq!(
-        job.status,
-        JobStatus::Completed,
-        "job {} ended {:?} ({:?})",
-        job.id,
-        job.status,
-        job.error
-    );
+    assert_eq!(job.status, JobStatus::Completed, "job {} ended {:?} ({:?})", job.id, job.status, job.error);
     assert_eq!(job.modality, Some(Modality::Text));
     serde_json::to_value(job.result.as_ref().expect("result")).expect("json")
 }
@@ -34,14 +27,8 @@ fn text_result(job: &Job) -> Value {
 /// Puts an object straight into the bucket and returns the job intake derives for it.
 async fn drop_into_bucket(tc: &TestCloud, key: &str, body: &[u8]) -> JobId {
     let s3 = tc.cloud.clients().s3;
-    let out = s3
-        .put_object()
-        .bucket(&tc.cloud.info.bucket)
-        .key(key)
-        .body(ByteStream::from(body.to_vec()))
-        .send()
-        .await
-        .expect("put object");
+    let out =
+        s3.put_object().bucket(&tc.cloud.info.bucket).key(key).body(ByteStream::from(body.to_vec())).send().await.expect("put object");
     let etag = out.e_tag().expect("etag").trim_matches('"').to_owned();
     JobId::for_object(&S3Uri::new(&tc.cloud.info.bucket, key), &etag)
 }
@@ -61,10 +48,7 @@ async fn wait_for(tc: &TestCloud, id: &JobId) -> Job {
         {
             return job;
         }
-        assert!(
-            started.elapsed() < JOB_TIMEOUT,
-            "job {id} did not finish in {JOB_TIMEOUT:?}"
-        );
+        assert!(started.elapsed() < JOB_TIMEOUT, "job {id} did not finish in {JOB_TIMEOUT:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -73,59 +57,26 @@ async fn text_slice(emulator: EmulatorChoice) {
     let tc = TestCloud::start(emulator).await;
 
     // Through the API: create the job, PUT to the presigned URL, wait.
-    let job = tc
-        .api
-        .submit("notes.txt", NOTES.to_vec(), None)
-        .await
-        .expect("submit");
+    let job = tc.api.submit("notes.txt", NOTES.to_vec(), None).await.expect("submit");
     assert_eq!(job.status, JobStatus::Queued);
     let done = tc.api.wait(&job.id, JOB_TIMEOUT).await.expect("wait");
     let r = text_result(&done);
-    assert_eq!(
-        (
-            r["words"].as_u64(),
-            r["lines"].as_u64(),
-            r["bytes"].as_u64()
-        ),
-        (Some(17), Some(3), Some(NOTES.len() as u64))
-    );
+    assert_eq!((r["words"].as_u64(), r["lines"].as_u64(), r["bytes"].as_u64()), (Some(17), Some(3), Some(NOTES.len() as u64)));
     assert_eq!(r["encoding"], "utf8");
     let events = tc.api.events(&job.id, 0).await.expect("events");
-    let types: Vec<&str> = events
-        .iter()
-        .filter_map(|e| e["event_type"].as_str())
-        .collect();
-    assert_eq!(
-        types,
-        [
-            "job.created",
-            "job.uploaded",
-            "job.classified",
-            "job.started",
-            "job.progress",
-            "job.completed"
-        ]
-    );
+    let types: Vec<&str> = events.iter().filter_map(|e| e["event_type"].as_str()).collect();
+    assert_eq!(types, ["job.created", "job.uploaded", "job.classified", "job.started", "job.progress", "job.completed"]);
     let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
     assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
 
     // Straight into the bucket: an operator's drop, owner from the key prefix.
-    let dropped = drop_into_bucket(
-        &tc,
-        "uploads/alice/report.txt",
-        "one two three\nfour".as_bytes(),
-    )
-    .await;
+    let dropped = drop_into_bucket(&tc, "uploads/alice/report.txt", "one two three\nfour".as_bytes()).await;
     let done = wait_for(&tc, &dropped).await;
     assert_eq!(done.owner, "alice");
     assert_eq!(text_result(&done)["words"], 4);
 
     // The same notification delivered again finds the same job and changes nothing.
-    let before = store(&tc)
-        .events(&dropped, 0, 100)
-        .await
-        .expect("events")
-        .len();
+    let before = store(&tc).events(&dropped, 0, 100).await.expect("events").len();
     let notification = serde_json::json!({"Records": [{
         "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
         "eventTime": "2026-11-25T20:00:00.000Z", "eventName": "ObjectCreated:Put",
@@ -134,89 +85,29 @@ async fn text_slice(emulator: EmulatorChoice) {
                "object": {"key": "uploads/alice/report.txt", "size": 18, "eTag": done.input.as_ref().expect("input").etag}}
     }]});
     let sqs = tc.cloud.clients().sqs;
-    let intake_url = sqs
-        .get_queue_url()
-        .queue_name("prism-test-intake")
-        .send()
-        .await
-        .expect("queue")
-        .queue_url
-        .expect("url");
-    sqs.send_message()
-        .queue_url(&intake_url)
-        .message_body(notification.to_string())
-        .send()
-        .await
-        .expect("send");
+    let intake_url = sqs.get_queue_url().queue_name("prism-test-intake").send().await.expect("queue").queue_url.expect("url");
+    sqs.send_message().queue_url(&intake_url).message_body(notification.to_string()).send().await.expect("send");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        store(&tc)
-            .events(&dropped, 0, 100)
-            .await
-            .expect("events")
-            .len(),
-        before,
-        "a duplicate notification changed the job"
-    );
+    assert_eq!(store(&tc).events(&dropped, 0, 100).await.expect("events").len(), before, "a duplicate notification changed the job");
 
     // Encodings: Latin-1 without BOM, UTF-16LE with BOM.
-    let latin = tc
-        .api
-        .submit(
-            "latin.txt",
-            b"caf\xe9 cr\xe8me br\xfbl\xe9e\n".to_vec(),
-            None,
-        )
-        .await
-        .expect("submit");
+    let latin = tc.api.submit("latin.txt", b"caf\xe9 cr\xe8me br\xfbl\xe9e\n".to_vec(), None).await.expect("submit");
     let mut utf16 = vec![0xFF, 0xFE];
     utf16.extend("hello wide world".encode_utf16().flat_map(u16::to_le_bytes));
-    let wide = tc
-        .api
-        .submit("wide.txt", utf16, None)
-        .await
-        .expect("submit");
+    let wide = tc.api.submit("wide.txt", utf16, None).await.expect("submit");
     let latin = text_result(&tc.api.wait(&latin.id, JOB_TIMEOUT).await.expect("wait"));
-    assert_eq!(
-        (
-            latin["encoding"].as_str(),
-            latin["words"].as_u64(),
-            latin["chars"].as_u64()
-        ),
-        (Some("latin1"), Some(3), Some(18))
-    );
+    assert_eq!((latin["encoding"].as_str(), latin["words"].as_u64(), latin["chars"].as_u64()), (Some("latin1"), Some(3), Some(18)));
     let wide = text_result(&tc.api.wait(&wide.id, JOB_TIMEOUT).await.expect("wait"));
-    assert_eq!(
-        (
-            wide["encoding"].as_str(),
-            wide["words"].as_u64(),
-            wide["chars"].as_u64()
-        ),
-        (Some("utf16le"), Some(3), Some(16))
-    );
+    assert_eq!((wide["encoding"].as_str(), wide["words"].as_u64(), wide["chars"].as_u64()), (Some("utf16le"), Some(3), Some(16)));
 
     // Bad input ends failed with a reason, never stuck.
-    let empty = tc
-        .api
-        .submit("empty.txt", Vec::new(), None)
-        .await
-        .expect("submit");
+    let empty = tc.api.submit("empty.txt", Vec::new(), None).await.expect("submit");
     let empty = tc.api.wait(&empty.id, JOB_TIMEOUT).await.expect("wait");
     assert_eq!(empty.status, JobStatus::Failed);
-    assert_eq!(
-        empty.error.as_ref().map(|e| e.message.as_str()),
-        Some("empty upload")
-    );
-    let noise = tc
-        .api
-        .submit("noise.txt", vec![0, 1, 2, 3, 0xFF, 0, 7, 9, 0, 0], None)
-        .await
-        .expect("submit");
+    assert_eq!(empty.error.as_ref().map(|e| e.message.as_str()), Some("empty upload"));
+    let noise = tc.api.submit("noise.txt", vec![0, 1, 2, 3, 0xFF, 0, 7, 9, 0, 0], None).await.expect("submit");
     let noise = tc.api.wait(&noise.id, JOB_TIMEOUT).await.expect("wait");
-    assert_eq!(
-        noise.error.as_ref().map(|e| e.code.as_str()),
-        Some("unsupported_content")
-    );
+    assert_eq!(noise.error.as_ref().map(|e| e.code.as_str()), Some("unsupported_content"));
 
     tc.finish().await;
 }
@@ -237,22 +128,8 @@ async fn text_slice_on_moto_alone() {
 async fn failing_messages_end_in_the_dlq_and_fail_their_job() {
     let tc = TestCloud::start(EmulatorChoice::Localstack).await;
     let sqs = tc.cloud.clients().sqs;
-    let text_url = sqs
-        .get_queue_url()
-        .queue_name("prism-test-text")
-        .send()
-        .await
-        .expect("queue")
-        .queue_url
-        .expect("url");
-    let classify_url = sqs
-        .get_queue_url()
-        .queue_name("prism-test-classify")
-        .send()
-        .await
-        .expect("queue")
-        .queue_url
-        .expect("url");
+    let text_url = sqs.get_queue_url().queue_name("prism-test-text").send().await.expect("queue").queue_url.expect("url");
+    let classify_url = sqs.get_queue_url().queue_name("prism-test-classify").send().await.expect("queue").queue_url.expect("url");
 
     // A queued job told to process an input in a bucket that does not exist:
     // every attempt fails with a retryable error.
@@ -263,53 +140,28 @@ async fn failing_messages_end_in_the_dlq_and_fail_their_job() {
         Some(victim.id.clone()),
         None,
         Command::Process {
-            input: InputObject {
-                uri: S3Uri::new("no-such-bucket-anywhere", "uploads/x.txt"),
-                size: 1,
-                etag: "e".into(),
-            },
+            input: InputObject { uri: S3Uri::new("no-such-bucket-anywhere", "uploads/x.txt"), size: 1, etag: "e".into() },
             modality: Modality::Text,
             mime: "text/plain".into(),
         },
     );
-    sqs.send_message()
-        .queue_url(&text_url)
-        .message_body(command.to_json())
-        .send()
-        .await
-        .expect("send");
-    sqs.send_message()
-        .queue_url(&classify_url)
-        .message_body("this is not an envelope")
-        .send()
-        .await
-        .expect("send");
+    sqs.send_message().queue_url(&text_url).message_body(command.to_json()).send().await.expect("send");
+    sqs.send_message().queue_url(&classify_url).message_body("this is not an envelope").send().await.expect("send");
 
     let started = Instant::now();
     let failed = wait_for(&tc, &victim.id).await;
     assert_eq!(failed.status, JobStatus::Failed);
     let error = failed.error.expect("error");
     assert_eq!(error.code, "retries_exhausted", "{error:?}");
-    assert!(
-        error.message.contains("prism-test-text"),
-        "{}",
-        error.message
-    );
+    assert!(error.message.contains("prism-test-text"), "{}", error.message);
     // Three attempts with 2 s and 4 s backoff between them: not a hot loop.
-    assert!(
-        started.elapsed() >= Duration::from_secs(6),
-        "gave up after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_secs(6), "gave up after {:?}", started.elapsed());
     let attempts = tc.log("process-text").matches("message failed").count();
     assert_eq!(attempts, 3, "process-text attempts");
 
     let deadline = Instant::now() + JOB_TIMEOUT;
     while !tc.log("dead-letter").contains("this is not an envelope") {
-        assert!(
-            Instant::now() < deadline,
-            "garbage never reached the dead-letter consumer"
-        );
+        assert!(Instant::now() < deadline, "garbage never reached the dead-letter consumer");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tc.finish().await;

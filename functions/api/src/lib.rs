@@ -10,9 +10,7 @@ use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use prism_shared::envelope::new_trace_id;
 use prism_shared::ports::{BlobStore, Created, JobStore};
-use prism_shared::{
-    BlobError, ConfigError, Job, JobEventEnvelope, JobId, Priority, S3Uri, StoreError, config,
-};
+use prism_shared::{BlobError, ConfigError, Job, JobEventEnvelope, JobId, Priority, S3Uri, StoreError, config};
 use serde::{Deserialize, Serialize};
 
 pub const SOURCE: &str = "api";
@@ -124,26 +122,13 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
                 detail: e.to_string(),
                 code: e.code(),
             };
-            json_response(
-                e.status(),
-                "application/problem+json",
-                serde_json::to_value(problem).unwrap_or_default(),
-            )
+            json_response(e.status(), "application/problem+json", serde_json::to_value(problem).unwrap_or_default())
         }
     }
 }
 
-async fn route_request(
-    deps: &Deps,
-    route: &str,
-    req: &ApiGatewayV2httpRequest,
-) -> Result<(u16, serde_json::Value), ApiError> {
-    let job_id = || -> Result<JobId, ApiError> {
-        req.path_parameters
-            .get("id")
-            .and_then(|id| id.parse().ok())
-            .ok_or(ApiError::NotFound)
-    };
+async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) -> Result<(u16, serde_json::Value), ApiError> {
+    let job_id = || -> Result<JobId, ApiError> { req.path_parameters.get("id").and_then(|id| id.parse().ok()).ok_or(ApiError::NotFound) };
     match route {
         "GET /v1/health" => Ok((200, serde_json::json!({"status": "ok"}))),
         "POST /v1/jobs" => submit(deps, req).await.map(|r| (201, to_value(&r))),
@@ -156,14 +141,8 @@ async fn route_request(
             let after = query_number(req, "after", 0)?;
             let limit = query_number(req, "limit", 100)?.clamp(1, 1000) as u32;
             let events = deps.jobs.events(&job.id, after, limit).await?;
-            let next = events
-                .last()
-                .and_then(|e| e.seq)
-                .filter(|_| events.len() == limit as usize);
-            Ok((
-                200,
-                serde_json::json!({ "events": events, "next_after": next }),
-            ))
+            let next = events.last().and_then(|e| e.seq).filter(|_| events.len() == limit as usize);
+            Ok((200, serde_json::json!({ "events": events, "next_after": next })))
         }
         other => Err(ApiError::NoRoute(other.to_owned())),
     }
@@ -176,9 +155,7 @@ fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
 fn query_number(req: &ApiGatewayV2httpRequest, name: &str, default: u64) -> Result<u64, ApiError> {
     match req.query_string_parameters.first(name) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| {
-            ApiError::BadRequest(format!("query parameter {name} must be a whole number"))
-        }),
+        Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("query parameter {name} must be a whole number"))),
     }
 }
 
@@ -195,41 +172,20 @@ async fn submit(deps: &Deps, req: &ApiGatewayV2httpRequest) -> Result<SubmitResp
     let request: SubmitRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SubmitRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
     };
     let id = JobId::new_random();
     let name = sanitise_file_name(request.file_name.as_deref().unwrap_or("upload"));
-    let upload = S3Uri::new(
-        &deps.config.bucket,
-        format!("uploads/{DEFAULT_OWNER}/{id}/{name}"),
-    );
-    let job = Job::new(
-        id,
-        DEFAULT_OWNER.into(),
-        request.priority.unwrap_or_default(),
-        upload.clone(),
-        new_trace_id(),
-        Utc::now(),
-    );
+    let upload = S3Uri::new(&deps.config.bucket, format!("uploads/{DEFAULT_OWNER}/{id}/{name}"));
+    let job = Job::new(id, DEFAULT_OWNER.into(), request.priority.unwrap_or_default(), upload.clone(), new_trace_id(), Utc::now());
     let created = JobEventEnvelope::for_job(SOURCE, &job, job.created_event());
     if let Created::Existing(_) = deps.jobs.create(&job, &created).await? {
         // A fresh v7 UUID never collides; seeing one means the store is confused.
         return Err(StoreError::Conflict(job.id).into());
     }
-    let url = deps
-        .blobs
-        .presign_put(&upload, deps.config.upload_url_ttl)
-        .await?;
+    let url = deps.blobs.presign_put(&upload, deps.config.upload_url_ttl).await?;
     tracing::info!(job_id = %job.id, %upload, "job created");
-    Ok(SubmitResponse {
-        job,
-        upload: UploadTarget {
-            method: "PUT".into(),
-            url,
-            expires_in_s: deps.config.upload_url_ttl.as_secs(),
-        },
-    })
+    Ok(SubmitResponse { job, upload: UploadTarget { method: "PUT".into(), url, expires_in_s: deps.config.upload_url_ttl.as_secs() } })
 }
 
 fn request_body(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, ApiError> {
@@ -238,9 +194,7 @@ fn request_body(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, ApiError> {
     };
     if req.is_base64_encoded {
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .map_err(|e| ApiError::BadRequest(format!("body is not valid base64: {e}")))
+        base64::engine::general_purpose::STANDARD.decode(body).map_err(|e| ApiError::BadRequest(format!("body is not valid base64: {e}")))
     } else {
         Ok(body.as_bytes().to_vec())
     }
@@ -250,30 +204,13 @@ fn request_body(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, ApiError> {
 /// directories, no `..`, no control characters, bounded length.
 pub fn sanitise_file_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = last
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ' ') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(MAX_FILE_NAME)
-        .collect();
+    let cleaned: String =
+        last.chars().map(|c| if c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ' ') { c } else { '_' }).take(MAX_FILE_NAME).collect();
     let cleaned = cleaned.trim_matches([' ', '.']).to_owned();
-    if cleaned.is_empty() {
-        "upload".into()
-    } else {
-        cleaned
-    }
+    if cleaned.is_empty() { "upload".into() } else { cleaned }
 }
 
-fn json_response(
-    status: u16,
-    content_type: &'static str,
-    body: serde_json::Value,
-) -> ApiGatewayV2httpResponse {
+fn json_response(status: u16, content_type: &'static str, body: serde_json::Value) -> ApiGatewayV2httpResponse {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     let mut resp = ApiGatewayV2httpResponse::default();

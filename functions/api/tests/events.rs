@@ -18,10 +18,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>) {
     let deps = Deps {
         jobs: jobs.clone(),
         blobs: Arc::new(MemoryBlobStore::default()),
-        config: Config {
-            bucket: "prism-dev-000000000000-uploads".into(),
-            upload_url_ttl: Duration::from_secs(900),
-        },
+        config: Config { bucket: "prism-dev-000000000000-uploads".into(), upload_url_ttl: Duration::from_secs(900) },
     };
     (deps, jobs)
 }
@@ -58,31 +55,16 @@ async fn get_returns_the_job_and_its_events_and_404s_otherwise() {
     assert_eq!(body(&resp)["code"], "job_not_found");
 
     let id: JobId = "0196f0a0-0000-7000-8000-00000000c1a5".parse().expect("id");
-    let job = Job::new(
-        id.clone(),
-        "default".into(),
-        Priority::Low,
-        "s3://b/uploads/default/x/y".parse().expect("uri"),
-        "t".into(),
-        Utc::now(),
-    );
-    jobs.create(
-        &job,
-        &JobEventEnvelope::for_job("test", &job, job.created_event()),
-    )
-    .await
-    .expect("create");
+    let job =
+        Job::new(id.clone(), "default".into(), Priority::Low, "s3://b/uploads/default/x/y".parse().expect("uri"), "t".into(), Utc::now());
+    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
     let resp = handle(&deps, get).await;
     assert_eq!(resp.status_code, 200);
     assert_eq!(body(&resp)["id"], "0196f0a0-0000-7000-8000-00000000c1a5");
 
     let events = handle(&deps, sample_event("apigw-get-job-events.json")).await;
     assert_eq!(events.status_code, 200);
-    assert_eq!(
-        body(&events)["events"].as_array().map(Vec::len),
-        Some(0),
-        "after=1 skips job.created"
-    );
+    assert_eq!(body(&events)["events"].as_array().map(Vec::len), Some(0), "after=1 skips job.created");
 }
 
 #[tokio::test]

@@ -13,10 +13,7 @@ use prism_shared::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::ports::{BlobStore, JobStore, Queue};
 use prism_shared::sniff::{self, SNIFF_BYTES};
 use prism_shared::sqs_batch::{self, Backoff};
-use prism_shared::{
-    BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality, QueueError, Retryable,
-    StoreError, config,
-};
+use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality, QueueError, Retryable, StoreError, config};
 
 pub const SOURCE: &str = "classify";
 
@@ -80,10 +77,7 @@ impl Retryable for ClassifyError {
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| {
-        handle_message(deps, msg)
-    })
-    .await
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
 }
 
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), ClassifyError> {
@@ -95,11 +89,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), ClassifyErro
     classify_job(deps, &job_id, input).await
 }
 
-async fn classify_job(
-    deps: &Deps,
-    job_id: &JobId,
-    input: InputObject,
-) -> Result<(), ClassifyError> {
+async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result<(), ClassifyError> {
     let Some(job) = deps.jobs.get(job_id).await? else {
         return Err(LifecycleError::NotFound(job_id.clone()).into());
     };
@@ -110,15 +100,7 @@ async fn classify_job(
     let head = match deps.blobs.read_head(&input.uri, SNIFF_BYTES).await {
         Ok(head) => head,
         Err(BlobError::NotFound(uri)) => {
-            return fail(
-                deps,
-                job_id,
-                JobFailure::new(
-                    "input_missing",
-                    format!("the upload {uri} no longer exists"),
-                ),
-            )
-            .await;
+            return fail(deps, job_id, JobFailure::new("input_missing", format!("the upload {uri} no longer exists"))).await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -128,25 +110,10 @@ async fn classify_job(
     };
     let Some(queue_url) = deps.config.routes.get(&classification.modality) else {
         let modality = classification.modality;
-        return fail(
-            deps,
-            job_id,
-            JobFailure::new(
-                "no_processor",
-                format!("no processor handles {modality} content yet"),
-            ),
-        )
-        .await;
+        return fail(deps, job_id, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
     };
     let (modality, mime) = (classification.modality, classification.mime.clone());
-    let recorded = match lifecycle::record(
-        deps.jobs.as_ref(),
-        job_id,
-        SOURCE,
-        JobEvent::Classified(classification),
-    )
-    .await
-    {
+    let recorded = match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {
         Ok(r) => r,
         Err(LifecycleError::Refused { error, .. }) => {
             tracing::info!(%error, "job changed meanwhile; not routed");
@@ -165,14 +132,7 @@ async fn classify_job(
         &job.trace_id,
         Some(job.id.clone()),
         None,
-        Command::Process {
-            input: InputObject {
-                size: head.size,
-                ..input
-            },
-            modality,
-            mime,
-        },
+        Command::Process { input: InputObject { size: head.size, ..input }, modality, mime },
     );
     deps.queue.send(queue_url, command.to_json()).await?;
     tracing::info!(%modality, "routed");
@@ -181,14 +141,7 @@ async fn classify_job(
 
 async fn fail(deps: &Deps, job_id: &JobId, failure: JobFailure) -> Result<(), ClassifyError> {
     tracing::warn!(code = %failure.code, reason = %failure.message, "job failed");
-    match lifecycle::record(
-        deps.jobs.as_ref(),
-        job_id,
-        SOURCE,
-        JobEvent::Failed(failure),
-    )
-    .await
-    {
+    match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Failed(failure)).await {
         Ok(_) | Err(LifecycleError::Refused { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }

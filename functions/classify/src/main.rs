@@ -7,14 +7,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     prism_shared::telemetry::init();
     let config = classify::Config::from_env()?;
     let AwsPorts { jobs, blobs, queue } = AwsPorts::from_env().await?;
-    let deps = classify::Deps {
-        jobs,
-        blobs,
-        queue,
-        config,
-    };
-    let handler = |event: LambdaEvent<SqsEvent>| async {
-        Ok::<_, std::convert::Infallible>(classify::handle(&deps, event.payload).await)
-    };
+    let deps = classify::Deps { jobs, blobs, queue, config };
+    let handler = |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(classify::handle(&deps, event.payload).await) };
     lambda_runtime::run(service_fn(handler)).await
 }

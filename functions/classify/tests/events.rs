@@ -10,53 +10,28 @@ use prism_shared::commands::Command;
 use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::ports::JobStore;
 use prism_shared::testing::sample_event;
-use prism_shared::{
-    Envelope, Job, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri, envelope,
-};
+use prism_shared::{Envelope, Job, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri, envelope};
 
 const JOB: &str = "0196f0a0-0000-7000-8000-00000000c1a5";
 
 async fn run(content: &[u8]) -> (Job, Vec<prism_shared::memory::SentMessage>) {
     let event: SqsEvent = sample_event("sqs-classify-command.json");
-    let (jobs, blobs, queue) = (
-        Arc::new(MemoryJobStore::default()),
-        Arc::new(MemoryBlobStore::default()),
-        Arc::new(MemoryQueue::default()),
-    );
+    let (jobs, blobs, queue) =
+        (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()), Arc::new(MemoryQueue::default()));
     let id: JobId = JOB.parse().expect("id");
-    let upload: S3Uri =
-        format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt")
-            .parse()
-            .expect("uri");
-    let job = Job::new(
-        id.clone(),
-        "default".into(),
-        Priority::Normal,
-        upload.clone(),
-        "t".into(),
-        Utc::now(),
-    );
-    jobs.create(
-        &job,
-        &JobEventEnvelope::for_job("test", &job, job.created_event()),
-    )
-    .await
-    .expect("create");
+    let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt").parse().expect("uri");
+    let job = Job::new(id.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
+    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
     blobs.insert(&upload, content.to_vec());
     let deps = Deps {
         jobs: jobs.clone(),
         blobs,
         queue: queue.clone(),
-        config: Config {
-            routes: HashMap::from([(Modality::Text, "http://sqs/text".to_owned())]),
-        },
+        config: Config { routes: HashMap::from([(Modality::Text, "http://sqs/text".to_owned())]) },
     };
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
-    (
-        jobs.get(&id).await.expect("store").expect("job"),
-        queue.sent(),
-    )
+    (jobs.get(&id).await.expect("store").expect("job"), queue.sent())
 }
 
 #[tokio::test]
@@ -67,13 +42,7 @@ async fn text_is_classified_and_routed_to_the_text_queue() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].queue_url, "http://sqs/text");
     let command: Envelope<Command> = envelope::decode(&sent[0].body).expect("envelope");
-    assert!(matches!(
-        command.body,
-        Command::Process {
-            modality: Modality::Text,
-            ..
-        }
-    ));
+    assert!(matches!(command.body, Command::Process { modality: Modality::Text, .. }));
 }
 
 #[tokio::test]
@@ -87,8 +56,5 @@ async fn content_without_a_processor_or_with_no_bytes_fails_the_job() {
     assert_eq!(empty.error.map(|e| e.message), Some("empty upload".into()));
 
     let (noise, _) = run(&[0, 1, 2, 3, 0, 0, 0xFE, 7]).await;
-    assert_eq!(
-        noise.error.map(|e| e.message),
-        Some("unsupported content".into())
-    );
+    assert_eq!(noise.error.map(|e| e.message), Some("unsupported content".into()));
 }

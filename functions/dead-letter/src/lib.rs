@@ -22,19 +22,12 @@ pub struct Deps {
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| {
-        handle_message(deps, msg)
-    })
-    .await
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
 }
 
 /// The queue a dead letter came from, named after its DLQ (`…-dlq`).
 fn origin(msg: &SqsMessage) -> String {
-    let name = msg
-        .event_source_arn
-        .as_deref()
-        .and_then(|a| a.rsplit(':').next())
-        .unwrap_or("unknown");
+    let name = msg.event_source_arn.as_deref().and_then(|a| a.rsplit(':').next()).unwrap_or("unknown");
     name.strip_suffix("-dlq").unwrap_or(name).to_owned()
 }
 
@@ -51,19 +44,9 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), LifecycleErr
         tracing::error!(%origin, body, "dead letter names no job");
         return Ok(());
     };
-    let failure = JobFailure::new(
-        "retries_exhausted",
-        format!("processing kept failing in {origin} and was given up"),
-    );
+    let failure = JobFailure::new("retries_exhausted", format!("processing kept failing in {origin} and was given up"));
     tracing::error!(job_id = %job_id, %origin, "dead letter: failing job");
-    match lifecycle::record(
-        deps.jobs.as_ref(),
-        &job_id,
-        SOURCE,
-        JobEvent::Failed(failure),
-    )
-    .await
-    {
+    match lifecycle::record(deps.jobs.as_ref(), &job_id, SOURCE, JobEvent::Failed(failure)).await {
         Ok(_) => Ok(()),
         // Already terminal (it finished on a late attempt) or gone: nothing to fail.
         Err(LifecycleError::Refused { .. } | LifecycleError::NotFound(_)) => Ok(()),

@@ -15,33 +15,14 @@ async fn fails_the_job_a_dead_letter_names() {
     let event: SqsEvent = sample_event("sqs-dead-letters.json");
     let jobs = Arc::new(MemoryJobStore::default());
     let id: JobId = "0196f0a0-0000-7000-8000-00000000c1a5".parse().expect("id");
-    let job = Job::new(
-        id.clone(),
-        "default".into(),
-        Priority::Normal,
-        "s3://b/uploads/k".parse().expect("uri"),
-        "t".into(),
-        Utc::now(),
-    );
-    jobs.create(
-        &job,
-        &JobEventEnvelope::for_job("test", &job, job.created_event()),
-    )
-    .await
-    .expect("create");
-    let deps = Deps {
-        jobs: jobs.clone(),
-        queue: Arc::new(MemoryQueue::default()),
-    };
+    let job = Job::new(id.clone(), "default".into(), Priority::Normal, "s3://b/uploads/k".parse().expect("uri"), "t".into(), Utc::now());
+    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    let deps = Deps { jobs: jobs.clone(), queue: Arc::new(MemoryQueue::default()) };
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
     let job = jobs.get(&id).await.expect("store").expect("job");
     assert_eq!(job.status, JobStatus::Failed);
     let error = job.error.expect("error");
     assert_eq!(error.code, "retries_exhausted");
-    assert!(
-        error.message.contains("prism-dev-text"),
-        "{}",
-        error.message
-    );
+    assert!(error.message.contains("prism-dev-text"), "{}", error.message);
 }

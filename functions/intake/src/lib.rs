@@ -17,8 +17,7 @@ use prism_shared::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::ports::{Created, JobStore, Queue};
 use prism_shared::sqs_batch::{self, Backoff};
 use prism_shared::{
-    ConfigError, Envelope, Job, JobEvent, JobEventEnvelope, JobId, Priority, QueueError, Retryable,
-    S3Uri, StoreError, config,
+    ConfigError, Envelope, Job, JobEvent, JobEventEnvelope, JobId, Priority, QueueError, Retryable, S3Uri, StoreError, config,
 };
 
 pub const SOURCE: &str = "intake";
@@ -34,9 +33,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            classify_queue_url: config::required("CLASSIFY_QUEUE_URL")?,
-        })
+        Ok(Self { classify_queue_url: config::required("CLASSIFY_QUEUE_URL")? })
     }
 }
 
@@ -71,10 +68,7 @@ impl Retryable for IntakeError {
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| {
-        handle_message(deps, msg)
-    })
-    .await
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
 }
 
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), IntakeError> {
@@ -119,10 +113,7 @@ pub struct Upload {
 
 /// Reads an `ObjectCreated` record; `None` for other events and keys outside `uploads/`.
 pub fn upload_of(record: &S3EventRecord) -> Option<Upload> {
-    let created = record
-        .event_name
-        .as_deref()
-        .is_some_and(|n| n.starts_with("ObjectCreated"));
+    let created = record.event_name.as_deref().is_some_and(|n| n.starts_with("ObjectCreated"));
     let bucket = record.s3.bucket.name.clone()?;
     // Keys in S3 events are URL-encoded, with '+' for spaces.
     let encoded = record.s3.object.key.as_deref()?.replace('+', " ");
@@ -132,30 +123,12 @@ pub fn upload_of(record: &S3EventRecord) -> Option<Upload> {
         return None;
     }
     let segments: Vec<&str> = rest.split('/').collect();
-    let owner = if segments.len() >= 2 {
-        segments[0]
-    } else {
-        DEFAULT_OWNER
-    };
-    let claimed_job = (segments.len() >= 3)
-        .then(|| segments[1].parse().ok())
-        .flatten();
+    let owner = if segments.len() >= 2 { segments[0] } else { DEFAULT_OWNER };
+    let claimed_job = (segments.len() >= 3).then(|| segments[1].parse().ok()).flatten();
     Some(Upload {
         uri: S3Uri::new(bucket, raw_key.clone()),
-        size: record
-            .s3
-            .object
-            .size
-            .and_then(|s| u64::try_from(s).ok())
-            .unwrap_or(0),
-        etag: record
-            .s3
-            .object
-            .e_tag
-            .clone()
-            .unwrap_or_default()
-            .trim_matches('"')
-            .to_owned(),
+        size: record.s3.object.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        etag: record.s3.object.e_tag.clone().unwrap_or_default().trim_matches('"').to_owned(),
         owner: owner.to_owned(),
         claimed_job,
     })
@@ -166,23 +139,10 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Intake
         tracing::info!(event = ?record.event_name, key = ?record.s3.object.key, "not an upload; ignored");
         return Ok(());
     };
-    let input = InputObject {
-        uri: upload.uri.clone(),
-        size: upload.size,
-        etag: upload.etag.clone(),
-    };
+    let input = InputObject { uri: upload.uri.clone(), size: upload.size, etag: upload.etag.clone() };
     let id = job_for(deps, &upload).await?;
     tracing::info!(job_id = %id, uri = %upload.uri, size = upload.size, "upload received");
-    let recorded = match lifecycle::record(
-        deps.jobs.as_ref(),
-        &id,
-        SOURCE,
-        JobEvent::Uploaded {
-            input: input.clone(),
-        },
-    )
-    .await
-    {
+    let recorded = match lifecycle::record(deps.jobs.as_ref(), &id, SOURCE, JobEvent::Uploaded { input: input.clone() }).await {
         Ok(r) => r,
         // A redelivery for a finished job, or a job cancelled before its upload arrived.
         Err(LifecycleError::Refused { error, .. }) => {
@@ -198,16 +158,8 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Intake
         return Ok(());
     }
     let job = recorded.job();
-    let command = Envelope::new(
-        SOURCE,
-        &job.trace_id,
-        Some(job.id.clone()),
-        None,
-        Command::Classify { input },
-    );
-    deps.queue
-        .send(&deps.config.classify_queue_url, command.to_json())
-        .await?;
+    let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input });
+    deps.queue.send(&deps.config.classify_queue_url, command.to_json()).await?;
     Ok(())
 }
 
@@ -223,14 +175,7 @@ async fn job_for(deps: &Deps, upload: &Upload) -> Result<JobId, IntakeError> {
     }
     let id = JobId::for_object(&upload.uri, &upload.etag);
     let now = Utc::now();
-    let job = Job::new(
-        id.clone(),
-        upload.owner.clone(),
-        Priority::default(),
-        upload.uri.clone(),
-        new_trace_id(),
-        now,
-    );
+    let job = Job::new(id.clone(), upload.owner.clone(), Priority::default(), upload.uri.clone(), new_trace_id(), now);
     let created = JobEventEnvelope::for_job(SOURCE, &job, job.created_event());
     if let Created::Existing(_) = deps.jobs.create(&job, &created).await? {
         tracing::info!(job_id = %id, "job for this object exists already");

@@ -7,13 +7,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     prism_shared::telemetry::init();
     let config = intake::Config::from_env()?;
     let AwsPorts { jobs, queue, .. } = AwsPorts::from_env().await?;
-    let deps = intake::Deps {
-        jobs,
-        queue,
-        config,
-    };
-    let handler = |event: LambdaEvent<SqsEvent>| async {
-        Ok::<_, std::convert::Infallible>(intake::handle(&deps, event.payload).await)
-    };
+    let deps = intake::Deps { jobs, queue, config };
+    let handler = |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(intake::handle(&deps, event.payload).await) };
     lambda_runtime::run(service_fn(handler)).await
 }

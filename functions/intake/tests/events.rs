@@ -11,18 +11,9 @@ use prism_shared::testing::sample_event;
 use prism_shared::{Envelope, JobId, JobStatus, S3Uri, envelope};
 
 fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
-    let (jobs, queue) = (
-        Arc::new(MemoryJobStore::default()),
-        Arc::new(MemoryQueue::default()),
-    );
-    let config = Config {
-        classify_queue_url: "http://sqs/classify".into(),
-    };
-    let deps = Deps {
-        jobs: jobs.clone(),
-        queue: queue.clone(),
-        config,
-    };
+    let (jobs, queue) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryQueue::default()));
+    let config = Config { classify_queue_url: "http://sqs/classify".into() };
+    let deps = Deps { jobs: jobs.clone(), queue: queue.clone(), config };
     (deps, jobs, queue)
 }
 
@@ -35,10 +26,7 @@ async fn an_upload_becomes_one_job_even_when_delivered_twice() {
     assert!(response.batch_item_failures.is_empty());
 
     // The key is URL-encoded in the notification ('+' is a space).
-    let uri = S3Uri::new(
-        "prism-dev-000000000000-uploads",
-        "uploads/alice/meeting notes.txt",
-    );
+    let uri = S3Uri::new("prism-dev-000000000000-uploads", "uploads/alice/meeting notes.txt");
     let id = JobId::for_object(&uri, "0123456789abcdef0123456789abcdef");
     let job = jobs.get(&id).await.expect("store").expect("job created");
     assert_eq!(job.owner, "alice");
@@ -57,10 +45,7 @@ async fn an_upload_becomes_one_job_even_when_delivered_twice() {
     let events_before = jobs.events(&id, 0, 100).await.expect("events").len();
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(
-        jobs.events(&id, 0, 100).await.expect("events").len(),
-        events_before
-    );
+    assert_eq!(jobs.events(&id, 0, 100).await.expect("events").len(), events_before);
 }
 
 #[tokio::test]
@@ -69,11 +54,7 @@ async fn a_malformed_body_is_reported_as_a_failed_item_and_backed_off() {
     event.records[0].body = Some("{\"Records\": 42}".into());
     let (deps, _, queue) = deps();
     let response = handle(&deps, event).await;
-    let failed: Vec<_> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.clone())
-        .collect();
+    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
     assert_eq!(failed, ["7b1d3f0e-3c2a-4d8e-9b5e-0a1f2c3d4e5f"]);
     assert_eq!(queue.retries().len(), 1);
 }

@@ -11,9 +11,7 @@ use prism_shared::lifecycle::{self, LifecycleError};
 use prism_shared::ports::{BlobStore, JobStore, Queue};
 use prism_shared::results::{JobResult, TextEncoding, TextResult};
 use prism_shared::sqs_batch::{self, Backoff};
-use prism_shared::{
-    BlobError, ConfigError, Envelope, JobEvent, QueueError, Retryable, StoreError, config,
-};
+use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, QueueError, Retryable, StoreError, config};
 
 pub const SOURCE: &str = "process-text";
 
@@ -25,9 +23,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            max_bytes: config::parsed_or("TEXT_MAX_BYTES", 64 * 1024 * 1024)?,
-        })
+        Ok(Self { max_bytes: config::parsed_or("TEXT_MAX_BYTES", 64 * 1024 * 1024)? })
     }
 }
 
@@ -68,10 +64,7 @@ impl Retryable for TextError {
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| {
-        handle_message(deps, msg)
-    })
-    .await
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
 }
 
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), TextError> {
@@ -93,49 +86,26 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), TextError> {
     if job.cancel_requested {
         return ignore_refusal(record(JobEvent::Cancelled).await);
     }
-    if let Err(LifecycleError::Refused { error, .. }) = record(JobEvent::Started {
-        phase: "reading".into(),
-    })
-    .await
-    .map(drop)
-    {
+    if let Err(LifecycleError::Refused { error, .. }) = record(JobEvent::Started { phase: "reading".into() }).await.map(drop) {
         tracing::info!(%error, "not started");
         return Ok(());
     }
     let bytes = match deps.blobs.read_all(&input.uri, deps.config.max_bytes).await {
         Ok(b) => b,
         Err(BlobError::TooLarge { size, limit, .. }) => {
-            let failure = JobFailure::new(
-                "too_large",
-                format!("text of {size} bytes is over the limit of {limit}"),
-            );
+            let failure = JobFailure::new("too_large", format!("text of {size} bytes is over the limit of {limit}"));
             return ignore_refusal(record(JobEvent::Failed(failure)).await);
         }
         Err(BlobError::NotFound(uri)) => {
-            let failure = JobFailure::new(
-                "input_missing",
-                format!("the upload {uri} no longer exists"),
-            );
+            let failure = JobFailure::new("input_missing", format!("the upload {uri} no longer exists"));
             return ignore_refusal(record(JobEvent::Failed(failure)).await);
         }
         Err(e) => return Err(e.into()),
     };
-    record(JobEvent::Progress {
-        phase: "analysing".into(),
-        progress: 50,
-        eta_s: None,
-    })
-    .await
-    .map(drop)
-    .or_else(refusal_is_ok)?;
+    record(JobEvent::Progress { phase: "analysing".into(), progress: 50, eta_s: None }).await.map(drop).or_else(refusal_is_ok)?;
     let result = analyse(&bytes);
     tracing::info!(words = result.words, lines = result.lines, encoding = ?result.encoding, "analysed");
-    ignore_refusal(
-        record(JobEvent::Completed {
-            result: JobResult::Text(result),
-        })
-        .await,
-    )
+    ignore_refusal(record(JobEvent::Completed { result: JobResult::Text(result) }).await)
 }
 
 /// A refused transition means the job moved on (cancelled, failed elsewhere): not an error here.
@@ -156,11 +126,7 @@ fn ignore_refusal<T>(r: Result<T, LifecycleError>) -> Result<(), TextError> {
 /// Decodes and counts. Never fails: bytes that are neither UTF-8 nor
 /// BOM-marked UTF-16 are read as Latin-1, which maps every byte to a character.
 pub fn analyse(bytes: &[u8]) -> TextResult {
-    let mut result = TextResult {
-        schema_version: TextResult::SCHEMA_VERSION,
-        bytes: bytes.len() as u64,
-        ..TextResult::default()
-    };
+    let mut result = TextResult { schema_version: TextResult::SCHEMA_VERSION, bytes: bytes.len() as u64, ..TextResult::default() };
     let counts = if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
         result.bom = true;
         result.encoding = TextEncoding::Utf8;
@@ -185,9 +151,7 @@ pub fn analyse(bytes: &[u8]) -> TextResult {
 }
 
 fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> impl Iterator<Item = char> + '_ {
-    let units = bytes
-        .chunks_exact(2)
-        .map(move |pair| unit([pair[0], pair[1]]));
+    let units = bytes.chunks_exact(2).map(move |pair| unit([pair[0], pair[1]]));
     char::decode_utf16(units).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
 }
 
@@ -218,22 +182,13 @@ mod tests {
     #[test]
     fn decodes_every_supported_encoding() {
         let r = analyse(b"\xEF\xBB\xBFone two\n");
-        assert_eq!(
-            (r.encoding, r.bom, r.words, r.lines, r.chars),
-            (TextEncoding::Utf8, true, 2, 1, 8)
-        );
+        assert_eq!((r.encoding, r.bom, r.words, r.lines, r.chars), (TextEncoding::Utf8, true, 2, 1, 8));
         let mut be = vec![0xFE, 0xFF];
         be.extend("a b c".encode_utf16().flat_map(u16::to_be_bytes));
         let r = analyse(&be);
-        assert_eq!(
-            (r.encoding, r.words, r.chars),
-            (TextEncoding::Utf16be, 3, 5)
-        );
+        assert_eq!((r.encoding, r.words, r.chars), (TextEncoding::Utf16be, 3, 5));
         let r = analyse(b"na\xefve caf\xe9");
-        assert_eq!(
-            (r.encoding, r.words, r.chars),
-            (TextEncoding::Latin1, 2, 10)
-        );
+        assert_eq!((r.encoding, r.words, r.chars), (TextEncoding::Latin1, 2, 10));
     }
 
     #[test]

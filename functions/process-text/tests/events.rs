@@ -17,34 +17,12 @@ const JOB: &str = "0196f0a0-0000-7000-8000-00000000c1a5";
 
 async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
     let event: SqsEvent = sample_event("sqs-process-text-command.json");
-    let (jobs, blobs) = (
-        Arc::new(MemoryJobStore::default()),
-        Arc::new(MemoryBlobStore::default()),
-    );
+    let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
     let id: JobId = JOB.parse().expect("id");
-    let upload: S3Uri =
-        format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt")
-            .parse()
-            .expect("uri");
-    let job = Job::new(
-        id.clone(),
-        "default".into(),
-        Priority::Normal,
-        upload.clone(),
-        "t".into(),
-        Utc::now(),
-    );
-    jobs.create(
-        &job,
-        &JobEventEnvelope::for_job("test", &job, job.created_event()),
-    )
-    .await
-    .expect("create");
-    let input = InputObject {
-        uri: upload.clone(),
-        size: content.len() as u64,
-        etag: "e".into(),
-    };
+    let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt").parse().expect("uri");
+    let job = Job::new(id.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
+    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    let input = InputObject { uri: upload.clone(), size: content.len() as u64, etag: "e".into() };
     for ev in [
         JobEvent::Uploaded { input },
         JobEvent::Classified(Classification {
@@ -54,22 +32,13 @@ async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
             estimated_seconds: 0.1,
         }),
     ] {
-        lifecycle::record(jobs.as_ref(), &id, "test", ev)
-            .await
-            .expect("record");
+        lifecycle::record(jobs.as_ref(), &id, "test", ev).await.expect("record");
     }
     if cancel {
-        lifecycle::record(jobs.as_ref(), &id, "test", JobEvent::CancelRequested)
-            .await
-            .expect("cancel");
+        lifecycle::record(jobs.as_ref(), &id, "test", JobEvent::CancelRequested).await.expect("cancel");
     }
     blobs.insert(&upload, content.to_vec());
-    let deps = Deps {
-        jobs: jobs.clone(),
-        blobs,
-        queue: Arc::new(MemoryQueue::default()),
-        config: Config { max_bytes },
-    };
+    let deps = Deps { jobs: jobs.clone(), blobs, queue: Arc::new(MemoryQueue::default()), config: Config { max_bytes } };
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
     jobs.get(&id).await.expect("store").expect("job")
@@ -79,9 +48,7 @@ async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
 async fn counts_words_lines_and_bytes() {
     let job = run("héllo wörld\nsecond line here\n".as_bytes(), 1 << 20, false).await;
     assert_eq!(job.status, JobStatus::Completed);
-    let Some(JobResult::Text(r)) = job.result else {
-        panic!("no text result")
-    };
+    let Some(JobResult::Text(r)) = job.result else { panic!("no text result") };
     assert_eq!((r.words, r.lines, r.chars, r.bytes), (5, 2, 29, 31));
     assert_eq!(r.encoding, TextEncoding::Utf8);
 }

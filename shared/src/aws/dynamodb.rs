@@ -43,48 +43,26 @@ fn event_sk(seq: u64) -> String {
 }
 
 fn job_item(job: &Job) -> Result<Item, StoreError> {
-    let mut item: Item = serde_dynamo::to_item(job).map_err(|e| StoreError::Corrupt {
-        what: "job",
-        reason: e.to_string(),
-    })?;
-    let sort = format!(
-        "{}#{}",
-        job.created_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        job.id
-    );
+    let mut item: Item = serde_dynamo::to_item(job).map_err(|e| StoreError::Corrupt { what: "job", reason: e.to_string() })?;
+    let sort = format!("{}#{}", job.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), job.id);
     item.insert("pk".into(), s(job_pk(&job.id)));
     item.insert("sk".into(), s("META"));
     item.insert("gsi1pk".into(), s(format!("OWNER#{}", job.owner)));
     item.insert("gsi1sk".into(), s(sort.clone()));
-    item.insert(
-        "gsi2pk".into(),
-        s(format!("OWNER#{}#{}", job.owner, job.status)),
-    );
+    item.insert("gsi2pk".into(), s(format!("OWNER#{}#{}", job.owner, job.status)));
     item.insert("gsi2sk".into(), s(sort));
     Ok(item)
 }
 
 fn event_item(job: &Job, event: &JobEventEnvelope) -> Result<Item, StoreError> {
-    let mut item: Item = serde_dynamo::to_item(event).map_err(|e| StoreError::Corrupt {
-        what: "event",
-        reason: e.to_string(),
-    })?;
+    let mut item: Item = serde_dynamo::to_item(event).map_err(|e| StoreError::Corrupt { what: "event", reason: e.to_string() })?;
     item.insert("pk".into(), s(job_pk(&job.id)));
     item.insert("sk".into(), s(event_sk(job.seq)));
-    item.insert(
-        "expires_at".into(),
-        AttributeValue::N(job.expires_at.to_string()),
-    );
+    item.insert("expires_at".into(), AttributeValue::N(job.expires_at.to_string()));
     Ok(item)
 }
 
-fn put(
-    table: &str,
-    item: Item,
-    condition: &str,
-    values: Option<Item>,
-) -> Result<TransactWriteItem, StoreError> {
+fn put(table: &str, item: Item, condition: &str, values: Option<Item>) -> Result<TransactWriteItem, StoreError> {
     let put = Put::builder()
         .table_name(table)
         .set_item(Some(item))
@@ -98,20 +76,16 @@ fn put(
 /// Whether a cancelled transaction failed on a condition (a lost race) rather than on the service.
 fn lost_condition(e: &SdkError<TransactWriteItemsError>) -> bool {
     match e.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(t)) => t
-            .cancellation_reasons()
-            .iter()
-            .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        Some(TransactWriteItemsError::TransactionCanceledException(t)) => {
+            t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+        }
         _ => false,
     }
 }
 
 impl DynamoJobStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 }
 
@@ -121,18 +95,8 @@ impl JobStore for DynamoJobStore {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(put(
-                &self.table,
-                job_item(job)?,
-                "attribute_not_exists(pk)",
-                None,
-            )?)
-            .transact_items(put(
-                &self.table,
-                event_item(job, event)?,
-                "attribute_not_exists(pk)",
-                None,
-            )?)
+            .transact_items(put(&self.table, job_item(job)?, "attribute_not_exists(pk)", None)?)
+            .transact_items(put(&self.table, event_item(job, event)?, "attribute_not_exists(pk)", None)?)
             .send()
             .await;
         match result {
@@ -158,36 +122,18 @@ impl JobStore for DynamoJobStore {
             .await
             .map_err(|e| StoreError::Unavailable(boxed(e)))?;
         out.item
-            .map(|item| {
-                serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
-                    what: "job",
-                    reason: e.to_string(),
-                })
-            })
+            .map(|item| serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what: "job", reason: e.to_string() }))
             .transpose()
     }
 
     async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
-        let previous = job
-            .seq
-            .checked_sub(1)
-            .ok_or_else(|| StoreError::Conflict(job.id.clone()))?;
+        let previous = job.seq.checked_sub(1).ok_or_else(|| StoreError::Conflict(job.id.clone()))?;
         let values = HashMap::from([(":prev".to_owned(), AttributeValue::N(previous.to_string()))]);
         let result = self
             .client
             .transact_write_items()
-            .transact_items(put(
-                &self.table,
-                job_item(job)?,
-                "seq = :prev",
-                Some(values),
-            )?)
-            .transact_items(put(
-                &self.table,
-                event_item(job, event)?,
-                "attribute_not_exists(pk)",
-                None,
-            )?)
+            .transact_items(put(&self.table, job_item(job)?, "seq = :prev", Some(values))?)
+            .transact_items(put(&self.table, event_item(job, event)?, "attribute_not_exists(pk)", None)?)
             .send()
             .await;
         match result {
@@ -197,12 +143,7 @@ impl JobStore for DynamoJobStore {
         }
     }
 
-    async fn events(
-        &self,
-        id: &JobId,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<JobEventEnvelope>, StoreError> {
+    async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
         let mut events = Vec::new();
         let mut start = None;
         loop {
@@ -221,12 +162,7 @@ impl JobStore for DynamoJobStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(boxed(e)))?;
             for item in out.items.unwrap_or_default() {
-                events.push(
-                    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
-                        what: "event",
-                        reason: e.to_string(),
-                    })?,
-                );
+                events.push(serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what: "event", reason: e.to_string() })?);
             }
             start = out.last_evaluated_key;
             if start.is_none() || events.len() >= limit as usize {

@@ -19,11 +19,8 @@ pub async fn sdk_config() -> SdkConfig {
 /// An S3 client; path-style addressing whenever an endpoint override is set,
 /// since emulators on loopback have no per-bucket host names.
 pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
-    let overridden =
-        sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-    let conf = aws_sdk_s3::config::Builder::from(sdk)
-        .force_path_style(overridden)
-        .build();
+    let overridden = sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    let conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(overridden).build();
     aws_sdk_s3::Client::from_conf(conf)
 }
 
@@ -46,10 +43,7 @@ impl AwsPorts {
         let table = crate::config::required("TABLE_NAME")?;
         let sdk = sdk_config().await;
         Ok(Self {
-            jobs: std::sync::Arc::new(DynamoJobStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
-                table,
-            )),
+            jobs: std::sync::Arc::new(DynamoJobStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(&sdk))),
             queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
         })

@@ -46,22 +46,12 @@ fn total_from_content_range(range: &str) -> Option<u64> {
 impl BlobStore for S3BlobStore {
     async fn read_head(&self, uri: &S3Uri, len: usize) -> Result<ObjectHead, BlobError> {
         let last = len.saturating_sub(1);
-        let result = self
-            .client
-            .get_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .range(format!("bytes=0-{last}"))
-            .send()
-            .await;
+        let result = self.client.get_object().bucket(&uri.bucket).key(&uri.key).range(format!("bytes=0-{last}")).send().await;
         let out = match result {
             Ok(out) => out,
             // S3 answers 416 to any range of an empty object.
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
-                return Ok(ObjectHead {
-                    bytes: Bytes::new(),
-                    size: 0,
-                });
+                return Ok(ObjectHead { bytes: Bytes::new(), size: 0 });
             }
             Err(e) => return Err(get_error(uri, e)),
         };
@@ -70,44 +60,18 @@ impl BlobStore for S3BlobStore {
             .and_then(total_from_content_range)
             .or_else(|| out.content_length().and_then(|n| u64::try_from(n).ok()))
             .unwrap_or(0);
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| BlobError::Unavailable(boxed(e)))?
-            .into_bytes();
+        let body = out.body.collect().await.map_err(|e| BlobError::Unavailable(boxed(e)))?.into_bytes();
         // Some servers ignore Range; never hand back more than was asked for.
-        Ok(ObjectHead {
-            bytes: body.slice(..len.min(body.len())),
-            size,
-        })
+        Ok(ObjectHead { bytes: body.slice(..len.min(body.len())), size })
     }
 
     async fn read_all(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, BlobError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .send()
-            .await
-            .map_err(|e| get_error(uri, e))?;
-        let size = out
-            .content_length()
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0);
+        let out = self.client.get_object().bucket(&uri.bucket).key(&uri.key).send().await.map_err(|e| get_error(uri, e))?;
+        let size = out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
         if size > limit {
-            return Err(BlobError::TooLarge {
-                uri: uri.clone(),
-                size,
-                limit,
-            });
+            return Err(BlobError::TooLarge { uri: uri.clone(), size, limit });
         }
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| BlobError::Unavailable(boxed(e)))?;
+        let body = out.body.collect().await.map_err(|e| BlobError::Unavailable(boxed(e)))?;
         Ok(body.into_bytes())
     }
 
@@ -125,8 +89,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn presign_put(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
-        let presigning = PresigningConfig::expires_in(expires_in)
-            .map_err(|e| BlobError::Unavailable(boxed(e)))?;
+        let presigning = PresigningConfig::expires_in(expires_in).map_err(|e| BlobError::Unavailable(boxed(e)))?;
         let request = self
             .client
             .put_object()
@@ -143,10 +106,7 @@ impl BlobStore for S3BlobStore {
 mod tests {
     #[test]
     fn reads_total_size_from_content_range() {
-        assert_eq!(
-            super::total_from_content_range("bytes 0-99/1234"),
-            Some(1234)
-        );
+        assert_eq!(super::total_from_content_range("bytes 0-99/1234"), Some(1234));
         assert_eq!(super::total_from_content_range("bytes */0"), Some(0));
         assert_eq!(super::total_from_content_range("garbage"), None);
     }

@@ -19,19 +19,11 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: Client) -> Self {
-        Self {
-            client,
-            urls: Mutex::default(),
-        }
+        Self { client, urls: Mutex::default() }
     }
 
     async fn url_of(&self, arn: &str) -> Result<String, QueueError> {
-        if let Some(url) = self
-            .urls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(arn)
-        {
+        if let Some(url) = self.urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(arn) {
             return Ok(url.clone());
         }
         // arn:aws:sqs:{region}:{account}:{name}
@@ -47,13 +39,8 @@ impl SqsQueue {
             .send()
             .await
             .map_err(|e| QueueError::Unavailable(boxed(e)))?;
-        let url = out
-            .queue_url
-            .ok_or_else(|| QueueError::BadArn(arn.to_owned()))?;
-        self.urls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(arn.to_owned(), url.clone());
+        let url = out.queue_url.ok_or_else(|| QueueError::BadArn(arn.to_owned()))?;
+        self.urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(arn.to_owned(), url.clone());
         Ok(url)
     }
 }
@@ -61,22 +48,11 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError> {
-        self.client
-            .send_message()
-            .queue_url(queue_url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| QueueError::Unavailable(boxed(e)))?;
+        self.client.send_message().queue_url(queue_url).message_body(body).send().await.map_err(|e| QueueError::Unavailable(boxed(e)))?;
         Ok(())
     }
 
-    async fn retry_later(
-        &self,
-        queue_arn: &str,
-        receipt_handle: &str,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
+    async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
         let url = self.url_of(queue_arn).await?;
         self.client
             .change_message_visibility()

@@ -8,19 +8,13 @@ use prism::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient};
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub fn project_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }
 
 /// Where cargo put the function binaries: the test executable lives in `target/{profile}/deps`.
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/{profile}")
-        .to_owned()
+    exe.parent().and_then(Path::parent).expect("target/{profile}").to_owned()
 }
 
 /// A local cloud on free ports with its own state directory, kept only if the test fails.
@@ -42,23 +36,13 @@ impl TestCloud {
             stage: "test".into(),
         })
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "local cloud did not start: {e:#} (logs in {})",
-                state_dir.display()
-            )
-        });
+        .unwrap_or_else(|e| panic!("local cloud did not start: {e:#} (logs in {})", state_dir.display()));
         let api = PrismClient::new(&cloud.info.http_url).expect("client");
-        Self {
-            cloud,
-            api,
-            state_dir,
-        }
+        Self { cloud, api, state_dir }
     }
 
     pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.state_dir.join("logs").join(format!("{name}.log")))
-            .unwrap_or_default()
+        std::fs::read_to_string(self.state_dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// Stops the cloud and removes its state (a failed test keeps it for its logs).
