@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub struct PrismClient {
     http: reqwest::Client,
     base: String,
+    token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,8 +54,25 @@ impl SubmitReport {
 }
 
 impl PrismClient {
-    pub fn new(base: &str) -> anyhow::Result<Self> {
-        Ok(Self { http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?, base: base.trim_end_matches('/').to_owned() })
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// A request to the API, with the bearer token when there is one.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
     }
 
     /// Creates a job and uploads `bytes` to it; processing starts when the upload lands.
@@ -73,7 +91,7 @@ impl PrismClient {
         if let Some(p) = priority {
             request["priority"] = p.into();
         }
-        let resp = self.http.post(format!("{}/v1/jobs", self.base)).json(&request).send().await?;
+        let resp = self.request(reqwest::Method::POST, "/v1/jobs").json(&request).send().await?;
         let status = resp.status();
         if !status.is_success() {
             bail!("POST /v1/jobs answered {status}: {}", resp.text().await.unwrap_or_default());
@@ -84,7 +102,7 @@ impl PrismClient {
     }
 
     pub async fn job(&self, id: &JobId) -> anyhow::Result<Job> {
-        let resp = self.http.get(format!("{}/v1/jobs/{id}", self.base)).send().await?;
+        let resp = self.request(reqwest::Method::GET, &format!("/v1/jobs/{id}")).send().await?;
         let status = resp.status();
         if !status.is_success() {
             bail!("GET /v1/jobs/{id} answered {status}: {}", resp.text().await.unwrap_or_default());
@@ -94,7 +112,7 @@ impl PrismClient {
 
     /// The job's event log after `after`.
     pub async fn events(&self, id: &JobId, after: u64) -> anyhow::Result<Vec<serde_json::Value>> {
-        let resp = self.http.get(format!("{}/v1/jobs/{id}/events?after={after}", self.base)).send().await?;
+        let resp = self.request(reqwest::Method::GET, &format!("/v1/jobs/{id}/events?after={after}")).send().await?;
         let status = resp.status();
         if !status.is_success() {
             bail!("GET /v1/jobs/{id}/events answered {status}");

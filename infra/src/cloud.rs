@@ -34,6 +34,8 @@ pub struct CloudOptions {
     /// Echo function logs to the terminal.
     pub echo_logs: bool,
     pub stage: String,
+    /// The `TokenSecret` parameter: signs API bearer tokens.
+    pub token_secret: String,
 }
 
 /// What clients need to use a running local cloud (`.prism/local.json`).
@@ -96,6 +98,7 @@ impl LocalCloud {
             ("AWS::StackName", STACK_NAME),
             ("AWS::URLSuffix", "amazonaws.com"),
             ("Stage", opts.stage.as_str()),
+            ("TokenSecret", opts.token_secret.as_str()),
         ];
         let stack = provision::provision(&template, &clients, &pseudo).await.context("provisioning template.yaml")?;
 
@@ -137,7 +140,12 @@ impl LocalCloud {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let http_url = format!("http://{}", listener.local_addr()?);
-        let app = http_api::router(http_api::Gateway { routes, stage: opts.stage.clone(), account_id: ACCOUNT_ID.into() });
+        let app = http_api::router(http_api::Gateway {
+            routes,
+            stage: opts.stage.clone(),
+            account_id: ACCOUNT_ID.into(),
+            throttle: stack.http_throttle.map(|(rate, burst)| http_api::TokenBucket::new(rate, burst)),
+        });
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
@@ -184,6 +192,28 @@ pub fn clients_for(endpoint: &str, dynamodb_endpoint: &str) -> Clients {
         sqs: aws_sdk_sqs::Client::new(&main),
         dynamodb: aws_sdk_dynamodb::Client::new(&emulator_sdk_config(dynamodb_endpoint)),
     }
+}
+
+/// A fresh random token secret (256 bits from the OS's generator, as hex).
+pub fn new_token_secret() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// The local cloud's token secret, kept in `.prism/token-secret` (mode 600) so
+/// tokens stay valid across restarts; created on first use.
+pub fn local_token_secret(project: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = project.join(".prism/token-secret");
+    if let Ok(s) = std::fs::read_to_string(&path)
+        && s.trim().len() >= prism_shared::auth::MIN_SECRET_BYTES
+    {
+        return Ok(s.trim().to_owned());
+    }
+    std::fs::create_dir_all(project.join(".prism"))?;
+    let secret = new_token_secret();
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    std::io::Write::write_all(&mut f, secret.as_bytes())?;
+    Ok(secret)
 }
 
 /// The project root: the nearest folder at or above `start` holding template.yaml.

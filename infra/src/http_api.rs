@@ -29,6 +29,36 @@ pub struct Gateway {
     pub routes: Vec<(HttpRoute, FunctionHandle)>,
     pub stage: String,
     pub account_id: String,
+    pub throttle: Option<TokenBucket>,
+}
+
+/// API Gateway's stage throttling: `rate` requests per second with bursts of `burst`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self { rate, burst, state: std::sync::Mutex::new((burst, std::time::Instant::now())) }
+    }
+
+    /// Takes a token if one is left.
+    pub fn try_take(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, last) = &mut *state;
+        let now = std::time::Instant::now();
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 pub fn router(gateway: Gateway) -> Router {
@@ -73,6 +103,10 @@ fn segment(template: &str, actual: &str, params: &mut HashMap<String, String>) -
 }
 
 async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    if gw.throttle.as_ref().is_some_and(|t| !t.try_take()) {
+        return (StatusCode::TOO_MANY_REQUESTS, [("content-type", "application/json")], r#"{"message":"Too Many Requests"}"#)
+            .into_response();
+    }
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     // Literal routes win over parameterised ones, as in API Gateway.
@@ -181,6 +215,12 @@ fn from_lambda(body: &[u8]) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttles_past_the_burst() {
+        let bucket = TokenBucket::new(1.0, 3.0);
+        assert_eq!((0..5).filter(|_| bucket.try_take()).count(), 3);
+    }
 
     #[test]
     fn matches_paths_with_parameters() {

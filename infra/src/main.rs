@@ -43,12 +43,23 @@ enum Command {
         /// API base URL (default: the running local cloud's).
         #[arg(long, env = "PRISM_API_URL")]
         api: Option<String>,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// Print one job.
     Status {
         job: String,
         #[arg(long, env = "PRISM_API_URL")]
         api: Option<String>,
+        #[command(flatten)]
+        auth: AuthArgs,
+    },
+    /// Issue a bearer token for the local cloud.
+    Token {
+        #[arg(long)]
+        owner: String,
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: i64,
     },
     /// Install the emulators' pinned virtualenvs under .prism/venvs.
     Install,
@@ -58,6 +69,30 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct AuthArgs {
+    /// Bearer token to use (default: one issued for --owner with the local cloud's secret).
+    #[arg(long, env = "PRISM_TOKEN")]
+    token: Option<String>,
+    /// The owner to act for on the local cloud.
+    #[arg(long, default_value = "local")]
+    owner: String,
+}
+
+impl AuthArgs {
+    fn token(self, project: &Path) -> anyhow::Result<String> {
+        match self.token {
+            Some(t) => Ok(t),
+            None => issue_token(project, &self.owner, 24),
+        }
+    }
+}
+
+fn issue_token(project: &Path, owner: &str, ttl_hours: i64) -> anyhow::Result<String> {
+    let key = prism_shared::auth::TokenKey::new(cloud::local_token_secret(project)?.as_bytes())?;
+    Ok(key.issue(owner, chrono::Duration::hours(ttl_hours), chrono::Utc::now())?)
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,8 +126,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Up(args) => up(&project, args, false).await,
         Command::Demo(args) => up(&project, args, true).await,
         Command::Down => down(&project),
-        Command::Submit { files, wait, json, priority, timeout, api } => {
-            let client = PrismClient::new(&api_url(&project, api)?)?;
+        Command::Submit { files, wait, json, priority, timeout, api, auth } => {
+            let client = PrismClient::new(&api_url(&project, api)?, Some(auth.token(&project)?))?;
             let mut failed = false;
             for file in files {
                 let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -114,8 +149,12 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status { job, api } => {
-            let client = PrismClient::new(&api_url(&project, api)?)?;
+        Command::Token { owner, ttl_hours } => {
+            println!("{}", issue_token(&project, &owner, ttl_hours)?);
+            Ok(())
+        }
+        Command::Status { job, api, auth } => {
+            let client = PrismClient::new(&api_url(&project, api)?, Some(auth.token(&project)?))?;
             let job = client.job(&job.parse().context("not a job id")?).await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
             Ok(())
@@ -228,6 +267,7 @@ async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
         state_dir: project.join(".prism"),
         echo_logs: true,
         stage: args.stage,
+        token_secret: cloud::local_token_secret(project)?,
     })
     .await?;
     let info = serde_json::to_string_pretty(&cloud.info)?;
@@ -235,7 +275,7 @@ async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
     println!("{info}");
     println!("prism: local cloud ready ({}); Ctrl-C stops it", cloud.info.emulator);
     if demo {
-        let client = PrismClient::new(&cloud.info.http_url)?;
+        let client = PrismClient::new(&cloud.info.http_url, Some(issue_token(project, "local", 1)?))?;
         let (name, bytes) = DEMO_FILE;
         let report = submit_one(&client, name, name, bytes.to_vec(), None, Some(Duration::from_secs(60))).await;
         println!("{}", serde_json::to_string(&report)?);

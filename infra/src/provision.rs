@@ -66,21 +66,33 @@ pub struct Stack {
     pub http_routes: Vec<HttpRoute>,
     pub buckets: Vec<String>,
     pub tables: Vec<String>,
+    /// The HTTP API's `DefaultRouteSettings` throttling: (requests per second, burst).
+    pub http_throttle: Option<(f64, f64)>,
 }
 
 /// Instances of a function with no concurrency setting.
 const DEFAULT_CONCURRENCY: usize = 1;
 
-pub async fn provision(template: &Template, clients: &Clients, pseudo: &[(&str, &str)]) -> anyhow::Result<Stack> {
+/// Provisions `template`; `values` gives pseudo parameters and parameter values that override defaults.
+pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, &str)]) -> anyhow::Result<Stack> {
     let mut ctx = Context::default();
     for (k, v) in &template.parameters {
         ctx.values.insert(k.clone(), v.clone());
     }
-    for (k, v) in pseudo {
+    for (k, v) in values {
         ctx.values.insert((*k).to_owned(), Value::String((*v).to_owned()));
     }
-    let mut stack =
-        Stack { context: Context::default(), functions: Vec::new(), http_routes: Vec::new(), buckets: Vec::new(), tables: Vec::new() };
+    if let Some((name, _)) = template.parameters.iter().find(|(k, _)| ctx.values.get(*k).is_none_or(Value::is_null)) {
+        bail!("template parameter {name} has no default and was given no value");
+    }
+    let mut stack = Stack {
+        context: Context::default(),
+        functions: Vec::new(),
+        http_routes: Vec::new(),
+        buckets: Vec::new(),
+        tables: Vec::new(),
+        http_throttle: None,
+    };
     let mut functions = Vec::new();
     for id in template.creation_order()? {
         let r = &template.resources[&id];
@@ -106,6 +118,11 @@ pub async fn provision(template: &Template, clients: &Clients, pseudo: &[(&str, 
             }
             "AWS::Serverless::HttpApi" => {
                 ctx.values.insert(id.clone(), Value::String(format!("local-{}", id.to_lowercase())));
+                let setting =
+                    |k: &str| props.pointer(&format!("/DefaultRouteSettings/{k}")).map(string_of).and_then(|v| v.parse::<f64>().ok());
+                if let (Some(rate), Some(burst)) = (setting("ThrottlingRateLimit"), setting("ThrottlingBurstLimit")) {
+                    stack.http_throttle = Some((rate, burst));
+                }
             }
             other => bail!("the local cloud cannot provision {id}: resource type {other} is not supported yet"),
         }
@@ -397,9 +414,14 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
             other => bail!("event type {other:?} is not supported by the local cloud yet"),
         }
     }
+    // Like Lambda: reserved concurrency when set, otherwise what the event
+    // sources may use together (each capped by its MaximumConcurrency).
     let concurrency = number("ReservedConcurrentExecutions")
         .map(|n| n as usize)
-        .or_else(|| sqs_sources.iter().filter_map(|s| s.max_concurrency).max())
+        .or_else(|| {
+            let per_source: Vec<usize> = sqs_sources.iter().map(|s| s.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY)).collect();
+            (!per_source.is_empty()).then(|| per_source.iter().sum())
+        })
         .unwrap_or(DEFAULT_CONCURRENCY)
         .max(1);
     let spec = FunctionSpec {

@@ -137,6 +137,27 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// A priority lane: each modality has one queue per lane, each with its
+    /// own share of the processor's concurrency, so urgent work never waits
+    /// behind a backlog and the bulk lane always keeps its share (no starvation).
+    Lane {
+        Fast => "fast",
+        Normal => "normal",
+        Bulk => "bulk",
+    }
+);
+
+impl Priority {
+    pub fn lane(self) -> Lane {
+        match self {
+            Self::Urgent | Self::High => Lane::Fast,
+            Self::Normal => Lane::Normal,
+            Self::Low | Self::Batch => Lane::Bulk,
+        }
+    }
+}
+
 /// The uploaded object a job works on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputObject {
@@ -193,6 +214,12 @@ pub struct Job {
     pub error: Option<JobFailure>,
     #[serde(default)]
     pub cancel_requested: bool,
+    /// The size the client said it would upload; classify checks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_size: Option<u64>,
+    /// The client's own labels, returned as given.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
     pub trace_id: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -286,6 +313,8 @@ impl Job {
             result: None,
             error: None,
             cancel_requested: false,
+            declared_size: None,
+            metadata: std::collections::BTreeMap::new(),
             trace_id,
             created_at: now,
             updated_at: now,

@@ -1,6 +1,7 @@
 //! Prism's shared library: domain types (jobs, envelopes, classification),
 //! the ports functions depend on, their AWS adapters and in-memory fakes.
 
+pub mod auth;
 pub mod aws;
 pub mod commands;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod envelope;
 pub mod error;
 pub mod job;
 pub mod lifecycle;
+pub mod limits;
 pub mod memory;
 pub mod ports;
 pub mod results;
@@ -15,6 +17,7 @@ pub mod sniff;
 pub mod sqs_batch;
 pub mod telemetry;
 pub mod testing;
+pub mod text;
 pub mod uri;
 
 pub use envelope::{Envelope, JobEventEnvelope};

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::envelope::JobEventEnvelope;
 use crate::error::{BlobError, QueueError, StoreError};
 use crate::job::{Job, JobId};
-use crate::ports::{BlobStore, Created, JobStore, ObjectHead, Queue};
+use crate::ports::{BlobStore, Created, JobStore, ListQuery, ObjectHead, ObjectMeta, Page, Queue, owner_sort_key};
 use crate::uri::S3Uri;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -61,6 +61,23 @@ impl JobStore for MemoryJobStore {
             .map(|(_, events)| events.range(after_seq + 1..).take(limit as usize).map(|(_, e)| e.clone()).collect())
             .unwrap_or_default())
     }
+
+    async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError> {
+        let jobs = lock(&self.jobs);
+        let mut matching: Vec<(String, &Job)> = jobs
+            .values()
+            .map(|(job, _)| (owner_sort_key(job), job))
+            .filter(|(_, j)| j.owner == owner && !j.is_expired(now))
+            .filter(|(_, j)| query.status.is_none_or(|s| j.status == s) && query.modality.is_none_or(|m| j.modality == Some(m)))
+            .filter(|(_, j)| query.since.is_none_or(|t| j.created_at >= t))
+            .filter(|(sort, _)| query.cursor.as_ref().is_none_or(|c| sort < c))
+            .collect();
+        matching.sort_by(|a, b| b.0.cmp(&a.0));
+        let more = matching.len() > query.limit as usize;
+        matching.truncate(query.limit as usize);
+        let cursor = more.then(|| matching.last().map(|(sort, _)| sort.clone())).flatten();
+        Ok(Page { jobs: matching.into_iter().map(|(_, j)| j.clone()).collect(), cursor })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,8 +115,17 @@ impl BlobStore for MemoryBlobStore {
         Ok(())
     }
 
-    async fn presign_put(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
-        Ok(format!("memory://{}/{}?expires={}", uri.bucket, uri.key, expires_in.as_secs()))
+    async fn stat(&self, uri: &S3Uri) -> Result<ObjectMeta, BlobError> {
+        let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
+        Ok(ObjectMeta { size: body.len() as u64, etag: format!("{:x}", body.len()) })
+    }
+
+    async fn presign_put(&self, uri: &S3Uri, expires_in: Duration, _content_length: Option<u64>) -> Result<String, BlobError> {
+        Ok(format!("memory://{}/{}?method=PUT&expires={}", uri.bucket, uri.key, expires_in.as_secs()))
+    }
+
+    async fn presign_get(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
+        Ok(format!("memory://{}/{}?method=GET&expires={}", uri.bucket, uri.key, expires_in.as_secs()))
     }
 }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::envelope::JobEventEnvelope;
 use crate::error::{BlobError, QueueError, StoreError};
-use crate::job::{Job, JobId};
+use crate::job::{Job, JobId, JobStatus, Modality};
 use crate::uri::S3Uri;
 
 /// What [`JobStore::create`] found.
@@ -17,6 +17,30 @@ pub enum Created {
     New,
     /// A job with that id was already stored (a retried request or a redelivered event).
     Existing(Box<Job>),
+}
+
+/// What `GET /v1/jobs` asks for: an owner's jobs, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub status: Option<JobStatus>,
+    pub modality: Option<Modality>,
+    /// Only jobs created at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub limit: u32,
+    /// Where the previous page ended (opaque to clients).
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    /// Present when more jobs may follow.
+    pub cursor: Option<String>,
+}
+
+/// The sort key of a job in the owner indexes: creation time, then id.
+pub fn owner_sort_key(job: &Job) -> String {
+    format!("{}#{}", job.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), job.id)
 }
 
 /// Jobs and their append-only event logs.
@@ -33,6 +57,16 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 
     /// The job's events with `seq > after_seq`, in order, at most `limit`.
     async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError>;
+
+    /// An owner's unexpired jobs, newest first, through the owner indexes (never a scan).
+    async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError>;
+}
+
+/// What a HEAD of an object tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    pub etag: String,
 }
 
 /// The first bytes of an object and its total size.
@@ -53,8 +87,14 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
 
     async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError>;
 
-    /// A URL through which anyone holding it may PUT the object until it expires.
-    async fn presign_put(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError>;
+    async fn stat(&self, uri: &S3Uri) -> Result<ObjectMeta, BlobError>;
+
+    /// A URL through which anyone holding it may PUT the object until it
+    /// expires; with `content_length`, only a body of exactly that size.
+    async fn presign_put(&self, uri: &S3Uri, expires_in: Duration, content_length: Option<u64>) -> Result<String, BlobError>;
+
+    /// A URL through which anyone holding it may GET the object until it expires.
+    async fn presign_get(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError>;
 }
 
 /// Message queues (SQS).

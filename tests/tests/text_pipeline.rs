@@ -128,7 +128,7 @@ async fn text_slice_on_moto_alone() {
 async fn failing_messages_end_in_the_dlq_and_fail_their_job() {
     let tc = TestCloud::start(EmulatorChoice::Localstack).await;
     let sqs = tc.cloud.clients().sqs;
-    let text_url = sqs.get_queue_url().queue_name("prism-test-text").send().await.expect("queue").queue_url.expect("url");
+    let text_url = sqs.get_queue_url().queue_name("prism-test-text-normal").send().await.expect("queue").queue_url.expect("url");
     let classify_url = sqs.get_queue_url().queue_name("prism-test-classify").send().await.expect("queue").queue_url.expect("url");
 
     // A queued job told to process an input in a bucket that does not exist:

@@ -1,4 +1,5 @@
-//! The sample API Gateway events, round-tripped and run through the handler with fakes.
+//! The sample API Gateway events, round-tripped and run through the handler
+//! with fakes: every route, its auth, owner isolation and its problems.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,20 +8,52 @@ use api::{Config, Deps, handle};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use chrono::Utc;
-use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
+use prism_shared::auth::TokenKey;
+use prism_shared::limits::SizeLimits;
+use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::ports::JobStore;
 use prism_shared::testing::sample_event;
 use prism_shared::{Job, JobEventEnvelope, JobId, Priority};
 use serde_json::Value;
 
-fn deps() -> (Deps, Arc<MemoryJobStore>) {
-    let jobs = Arc::new(MemoryJobStore::default());
+const JOB: &str = "0196f0a0-0000-7000-8000-00000000c1a5";
+
+fn key() -> TokenKey {
+    TokenKey::new(&[42u8; 32]).expect("key")
+}
+
+fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
+    let (jobs, queue) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryQueue::default()));
+    let limits = SizeLimits { text: 1000, ..SizeLimits::default() };
     let deps = Deps {
         jobs: jobs.clone(),
         blobs: Arc::new(MemoryBlobStore::default()),
-        config: Config { bucket: "prism-dev-000000000000-uploads".into(), upload_url_ttl: Duration::from_secs(900) },
+        queue: queue.clone(),
+        config: Config {
+            bucket: "prism-dev-000000000000-uploads".into(),
+            classify_queue_url: "http://sqs/classify".into(),
+            upload_url_ttl: Duration::from_secs(900),
+            sync_text_max_bytes: 100,
+            limits,
+            token_key: key(),
+        },
     };
-    (deps, jobs)
+    (deps, jobs, queue)
+}
+
+/// A sample event acting for `owner` (None: no Authorization header).
+fn event(name: &str, owner: Option<&str>) -> ApiGatewayV2httpRequest {
+    let mut e: ApiGatewayV2httpRequest = sample_event(name);
+    if let Some(owner) = owner {
+        let token = key().issue(owner, chrono::Duration::hours(1), Utc::now()).expect("token");
+        e.headers.insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    }
+    e
+}
+
+fn with_body(mut e: ApiGatewayV2httpRequest, body: Value) -> ApiGatewayV2httpRequest {
+    e.body = Some(body.to_string());
+    e
 }
 
 fn body(resp: &ApiGatewayV2httpResponse) -> Value {
@@ -30,10 +63,18 @@ fn body(resp: &ApiGatewayV2httpResponse) -> Value {
     }
 }
 
+async fn stored_job(jobs: &MemoryJobStore, owner: &str) -> Job {
+    let id: JobId = JOB.parse().expect("id");
+    let job =
+        Job::new(id, owner.into(), Priority::Low, format!("s3://b/uploads/{owner}/{JOB}/y").parse().expect("uri"), "t".into(), Utc::now());
+    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    job
+}
+
 #[tokio::test]
 async fn submit_creates_a_queued_job_with_a_safe_upload_key() {
-    let (deps, jobs) = deps();
-    let resp = handle(&deps, sample_event("apigw-submit-job.json")).await;
+    let (deps, jobs, _) = deps();
+    let resp = handle(&deps, event("apigw-submit-job.json", Some("alice"))).await;
     assert_eq!(resp.status_code, 201);
     let b = body(&resp);
     assert_eq!(b["job"]["status"], "queued");
@@ -41,38 +82,114 @@ async fn submit_creates_a_queued_job_with_a_safe_upload_key() {
     assert_eq!(b["upload"]["method"], "PUT");
     let id: JobId = b["job"]["id"].as_str().expect("id").parse().expect("uuid");
     let job = jobs.get(&id).await.expect("store").expect("stored");
-    // "../notes.txt" lost its directory part.
-    assert_eq!(job.upload.key, format!("uploads/default/{id}/notes.txt"));
+    // "../notes.txt" lost its directory part; the key is the owner's.
+    assert_eq!(job.upload.key, format!("uploads/alice/{id}/notes.txt"));
 }
 
 #[tokio::test]
-async fn get_returns_the_job_and_its_events_and_404s_otherwise() {
-    let (deps, jobs) = deps();
-    let get: ApiGatewayV2httpRequest = sample_event("apigw-get-job.json");
-    let resp = handle(&deps, get.clone()).await;
-    assert_eq!(resp.status_code, 404);
-    assert_eq!(resp.headers["content-type"], "application/problem+json");
-    assert_eq!(body(&resp)["code"], "job_not_found");
+async fn every_route_but_health_needs_a_valid_token() {
+    let (deps, _, _) = deps();
+    for name in
+        ["apigw-submit-job.json", "apigw-get-job.json", "apigw-get-job-events.json", "apigw-cancel-job.json", "apigw-list-jobs.json"]
+    {
+        let resp = handle(&deps, event(name, None)).await;
+        assert_eq!(resp.status_code, 401, "{name}");
+        assert_eq!(resp.headers["www-authenticate"], "Bearer");
+        assert_eq!(body(&resp)["code"], "unauthorized");
+        let mut forged = event(name, Some("alice"));
+        forged.headers.insert("authorization", "Bearer a.b.c".parse().expect("header"));
+        assert_eq!(handle(&deps, forged).await.status_code, 401, "{name}");
+    }
+    assert_eq!(handle(&deps, event("apigw-health.json", None)).await.status_code, 200);
+}
 
-    let id: JobId = "0196f0a0-0000-7000-8000-00000000c1a5".parse().expect("id");
-    let job =
-        Job::new(id.clone(), "default".into(), Priority::Low, "s3://b/uploads/default/x/y".parse().expect("uri"), "t".into(), Utc::now());
-    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
-    let resp = handle(&deps, get).await;
+#[tokio::test]
+async fn another_owners_job_is_not_found_on_every_route() {
+    let (deps, jobs, _) = deps();
+    stored_job(&jobs, "alice").await;
+    for name in ["apigw-get-job.json", "apigw-get-job-events.json", "apigw-cancel-job.json"] {
+        assert_eq!(handle(&deps, event(name, Some("alice"))).await.status_code / 100, 2, "{name} as alice");
+    }
+    let stored = jobs.get(&JOB.parse().expect("id")).await.expect("store").expect("job");
+    assert_eq!(stored.status.as_str(), "cancelled");
+    for name in ["apigw-get-job.json", "apigw-get-job-events.json", "apigw-cancel-job.json"] {
+        let resp = handle(&deps, event(name, Some("bob"))).await;
+        assert_eq!(resp.status_code, 404, "{name} as bob");
+        assert_eq!(resp.headers["content-type"], "application/problem+json");
+    }
+    let list = body(&handle(&deps, event("apigw-list-jobs.json", Some("bob"))).await);
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(0));
+    let list = body(&handle(&deps, event("apigw-list-jobs.json", Some("alice"))).await);
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn cancelling_twice_is_a_conflict() {
+    let (deps, jobs, _) = deps();
+    stored_job(&jobs, "alice").await;
+    let first = handle(&deps, event("apigw-cancel-job.json", Some("alice"))).await;
+    assert_eq!((first.status_code, body(&first)["status"].clone()), (202, Value::from("cancelled")));
+    let again = handle(&deps, event("apigw-cancel-job.json", Some("alice"))).await;
+    assert_eq!((again.status_code, body(&again)["code"].clone()), (409, Value::from("conflict")));
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_same_job() {
+    let (deps, _, _) = deps();
+    let mut req = event("apigw-submit-job.json", Some("alice"));
+    req.headers.insert("idempotency-key", "order-17".parse().expect("header"));
+    let first = handle(&deps, req.clone()).await;
+    let again = handle(&deps, req).await;
+    assert_eq!((first.status_code, again.status_code), (201, 200));
+    assert_eq!(body(&first)["job"]["id"], body(&again)["job"]["id"]);
+    assert!(body(&again)["upload"]["url"].is_string(), "a retry still gets somewhere to upload");
+}
+
+#[tokio::test]
+async fn small_inline_text_is_processed_in_the_request() {
+    let (deps, _, _) = deps();
+    let resp = handle(&deps, with_body(event("apigw-submit-job.json", Some("alice")), serde_json::json!({"text": "one two three"}))).await;
+    assert_eq!(resp.status_code, 201);
+    let b = body(&resp);
+    assert_eq!(b["job"]["status"], "completed");
+    assert_eq!(b["job"]["result"]["words"], 3);
+    assert!(b.get("upload").is_none());
+}
+
+#[tokio::test]
+async fn existing_objects_must_be_the_owners() {
+    let (deps, _, queue) = deps();
+    let src = |key: &str| serde_json::json!({"source": format!("s3://prism-dev-000000000000-uploads/{key}")});
+    let resp = handle(&deps, with_body(event("apigw-submit-job.json", Some("alice")), src("uploads/bob/x.txt"))).await;
+    assert_eq!((resp.status_code, body(&resp)["code"].clone()), (403, Value::from("forbidden")));
+    let resp = handle(&deps, with_body(event("apigw-submit-job.json", Some("alice")), src("uploads/alice/missing.txt"))).await;
+    assert_eq!(resp.status_code, 422);
+    assert!(queue.sent().is_empty());
+}
+
+#[tokio::test]
+async fn bad_requests_are_problems_with_stable_codes() {
+    let (deps, _, _) = deps();
+    let submit = || event("apigw-submit-job.json", Some("alice"));
+    let mut syntax = submit();
+    syntax.body = Some("{not json".into());
+    assert_eq!(handle(&deps, syntax).await.status_code, 400);
+    let unknown_priority = handle(&deps, with_body(submit(), serde_json::json!({"priority": "whenever"}))).await;
+    assert_eq!((unknown_priority.status_code, body(&unknown_priority)["code"].clone()), (422, Value::from("invalid_request")));
+    let too_big = handle(&deps, with_body(submit(), serde_json::json!({"size": 1u64 << 40}))).await;
+    assert_eq!((too_big.status_code, body(&too_big)["code"].clone()), (413, Value::from("payload_too_large")));
+    let big_text = handle(&deps, with_body(submit(), serde_json::json!({"text": "x".repeat(2000)}))).await;
+    assert_eq!(big_text.status_code, 413);
+}
+
+#[tokio::test]
+async fn batches_answer_per_item() {
+    let (deps, _, _) = deps();
+    let mut req = event("apigw-submit-batch.json", Some("alice"));
+    let resp = handle(&deps, req.clone()).await;
     assert_eq!(resp.status_code, 200);
-    assert_eq!(body(&resp)["id"], "0196f0a0-0000-7000-8000-00000000c1a5");
-
-    let events = handle(&deps, sample_event("apigw-get-job-events.json")).await;
-    assert_eq!(events.status_code, 200);
-    assert_eq!(body(&events)["events"].as_array().map(Vec::len), Some(0), "after=1 skips job.created");
-}
-
-#[tokio::test]
-async fn a_bad_body_is_a_400_problem() {
-    let (deps, _) = deps();
-    let mut req: ApiGatewayV2httpRequest = sample_event("apigw-submit-job.json");
-    req.body = Some("{\"priority\": \"whenever\"}".into());
-    let resp = handle(&deps, req).await;
-    assert_eq!(resp.status_code, 400);
-    assert_eq!(body(&resp)["status"], 400);
+    let statuses: Vec<u64> = body(&resp)["results"].as_array().expect("results").iter().filter_map(|r| r["status"].as_u64()).collect();
+    assert_eq!(statuses, [201, 201, 422]);
+    req.body = Some(serde_json::json!({"items": vec![serde_json::json!({}); 101]}).to_string());
+    assert_eq!(handle(&deps, req).await.status_code, 422);
 }

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::commands::Command;
 use prism_shared::envelope::{self, EnvelopeError};
+use prism_shared::job::Lane;
 use prism_shared::job::{InputObject, JobFailure};
 use prism_shared::lifecycle::{self, LifecycleError, Recorded};
+use prism_shared::limits::SizeLimits;
 use prism_shared::ports::{BlobStore, JobStore, Queue};
 use prism_shared::sniff::{self, SNIFF_BYTES};
 use prism_shared::sqs_batch::{self, Backoff};
@@ -19,24 +21,30 @@ pub const SOURCE: &str = "classify";
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The queue of each modality that has a processor.
-    pub routes: HashMap<Modality, String>,
+    /// The queue of each modality and lane that has a processor.
+    pub routes: HashMap<(Modality, Lane), String>,
+    pub limits: SizeLimits,
 }
 
 impl Config {
-    /// `{MODALITY}_QUEUE_URL` for each modality; a modality without one has no processor yet.
+    /// `{MODALITY}_{LANE}_QUEUE_URL` for each modality and lane, falling back
+    /// to `{MODALITY}_QUEUE_URL`; a modality without either has no processor yet.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let routes: HashMap<_, _> = Modality::ALL
-            .iter()
-            .filter_map(|m| {
-                let name = format!("{}_QUEUE_URL", m.as_str().to_uppercase());
-                config::optional_owned(&name).map(|url| (*m, url))
-            })
-            .collect();
-        if routes.is_empty() {
-            return Err(ConfigError::Missing("TEXT_QUEUE_URL"));
+        let mut routes = HashMap::new();
+        for m in Modality::ALL {
+            let modality = m.as_str().to_uppercase();
+            let any_lane = config::optional_owned(&format!("{modality}_QUEUE_URL"));
+            for lane in Lane::ALL {
+                let own = config::optional_owned(&format!("{modality}_{}_QUEUE_URL", lane.as_str().to_uppercase()));
+                if let Some(url) = own.or_else(|| any_lane.clone()) {
+                    routes.insert((*m, *lane), url);
+                }
+            }
         }
-        Ok(Self { routes })
+        if routes.is_empty() {
+            return Err(ConfigError::Missing("TEXT_NORMAL_QUEUE_URL"));
+        }
+        Ok(Self { routes, limits: SizeLimits::from_env()? })
     }
 }
 
@@ -108,11 +116,8 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
         Ok(c) => c,
         Err(e) => return fail(deps, job_id, JobFailure::new(e.code(), e.to_string())).await,
     };
-    let Some(queue_url) = deps.config.routes.get(&classification.modality) else {
-        let modality = classification.modality;
-        return fail(deps, job_id, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
-    };
     let (modality, mime) = (classification.modality, classification.mime.clone());
+    // Recorded first, so even a job that fails below says what it was.
     let recorded = match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {
         Ok(r) => r,
         Err(LifecycleError::Refused { error, .. }) => {
@@ -122,6 +127,21 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
         Err(e) => return Err(e.into()),
     };
     let job = recorded.job();
+    if let Some(declared) = job.declared_size
+        && declared != head.size
+    {
+        let message = format!("the upload has {} bytes but {declared} were declared", head.size);
+        return fail(deps, job_id, JobFailure::new("size_mismatch", message)).await;
+    }
+    let limit = deps.config.limits.for_modality(modality);
+    if head.size > limit {
+        let message = format!("{modality} of {} bytes is over the limit of {limit}", head.size);
+        return fail(deps, job_id, JobFailure::new("too_large", message)).await;
+    }
+    let lane = job.priority.lane();
+    let Some(queue_url) = deps.config.routes.get(&(modality, lane)) else {
+        return fail(deps, job_id, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
+    };
     // A redelivery after a crash between recording and sending routes again;
     // processors ignore a job that is already past them.
     if let Recorded::AlreadyApplied(_) = recorded {
@@ -135,7 +155,7 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
         Command::Process { input: InputObject { size: head.size, ..input }, modality, mime },
     );
     deps.queue.send(queue_url, command.to_json()).await?;
-    tracing::info!(%modality, "routed");
+    tracing::info!(%modality, %lane, "routed");
     Ok(())
 }
 

@@ -1,12 +1,13 @@
 //! The sample classify command, round-tripped and run through the handler with fakes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use classify::{Config, Deps, handle};
 use prism_shared::commands::Command;
+use prism_shared::job::Lane;
+use prism_shared::limits::SizeLimits;
 use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::ports::JobStore;
 use prism_shared::testing::sample_event;
@@ -27,7 +28,10 @@ async fn run(content: &[u8]) -> (Job, Vec<prism_shared::memory::SentMessage>) {
         jobs: jobs.clone(),
         blobs,
         queue: queue.clone(),
-        config: Config { routes: HashMap::from([(Modality::Text, "http://sqs/text".to_owned())]) },
+        config: Config {
+            routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
+            limits: SizeLimits { text: 1000, ..SizeLimits::default() },
+        },
     };
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
@@ -40,7 +44,7 @@ async fn text_is_classified_and_routed_to_the_text_queue() {
     assert_eq!(job.modality, Some(Modality::Text));
     assert_eq!(job.mime.as_deref(), Some("text/plain"));
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].queue_url, "http://sqs/text");
+    assert_eq!(sent[0].queue_url, "http://sqs/text-normal", "normal priority takes the normal lane");
     let command: Envelope<Command> = envelope::decode(&sent[0].body).expect("envelope");
     assert!(matches!(command.body, Command::Process { modality: Modality::Text, .. }));
 }
@@ -49,6 +53,7 @@ async fn text_is_classified_and_routed_to_the_text_queue() {
 async fn content_without_a_processor_or_with_no_bytes_fails_the_job() {
     let (png, sent) = run(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").await;
     assert_eq!(png.status, JobStatus::Failed);
+    assert_eq!(png.modality, Some(Modality::Image), "a failed job still says what it was");
     assert_eq!(png.error.map(|e| e.code), Some("no_processor".into()));
     assert!(sent.is_empty());
 
@@ -57,4 +62,8 @@ async fn content_without_a_processor_or_with_no_bytes_fails_the_job() {
 
     let (noise, _) = run(&[0, 1, 2, 3, 0, 0, 0xFE, 7]).await;
     assert_eq!(noise.error.map(|e| e.message), Some("unsupported content".into()));
+
+    let (big, sent) = run(&[b'a'; 2000]).await;
+    assert_eq!(big.error.map(|e| e.code), Some("too_large".into()));
+    assert!(sent.is_empty());
 }

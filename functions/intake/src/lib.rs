@@ -12,7 +12,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use prism_shared::commands::Command;
 use prism_shared::envelope::new_trace_id;
-use prism_shared::job::InputObject;
+use prism_shared::job::{InputObject, Lane};
 use prism_shared::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::ports::{Created, JobStore, Queue};
 use prism_shared::sqs_batch::{self, Backoff};
@@ -29,11 +29,23 @@ pub const DEFAULT_OWNER: &str = "default";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub classify_queue_url: String,
+    /// Where urgent and high-priority jobs go instead, to skip the backlog.
+    pub classify_fast_queue_url: Option<String>,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self { classify_queue_url: config::required("CLASSIFY_QUEUE_URL")? })
+        Ok(Self {
+            classify_queue_url: config::required("CLASSIFY_QUEUE_URL")?,
+            classify_fast_queue_url: config::optional("CLASSIFY_FAST_QUEUE_URL"),
+        })
+    }
+
+    fn classify_queue(&self, priority: Priority) -> &str {
+        match (priority.lane(), &self.classify_fast_queue_url) {
+            (Lane::Fast, Some(fast)) => fast,
+            _ => &self.classify_queue_url,
+        }
     }
 }
 
@@ -159,7 +171,7 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Intake
     }
     let job = recorded.job();
     let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input });
-    deps.queue.send(&deps.config.classify_queue_url, command.to_json()).await?;
+    deps.queue.send(deps.config.classify_queue(job.priority), command.to_json()).await?;
     Ok(())
 }
 

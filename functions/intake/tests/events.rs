@@ -12,7 +12,8 @@ use prism_shared::{Envelope, JobId, JobStatus, S3Uri, envelope};
 
 fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
     let (jobs, queue) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryQueue::default()));
-    let config = Config { classify_queue_url: "http://sqs/classify".into() };
+    let config =
+        Config { classify_queue_url: "http://sqs/classify".into(), classify_fast_queue_url: Some("http://sqs/classify-fast".into()) };
     let deps = Deps { jobs: jobs.clone(), queue: queue.clone(), config };
     (deps, jobs, queue)
 }

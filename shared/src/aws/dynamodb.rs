@@ -20,7 +20,7 @@ use super::boxed;
 use crate::envelope::JobEventEnvelope;
 use crate::error::StoreError;
 use crate::job::{Job, JobId};
-use crate::ports::{Created, JobStore};
+use crate::ports::{Created, JobStore, ListQuery, Page, owner_sort_key};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -44,7 +44,7 @@ fn event_sk(seq: u64) -> String {
 
 fn job_item(job: &Job) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::to_item(job).map_err(|e| StoreError::Corrupt { what: "job", reason: e.to_string() })?;
-    let sort = format!("{}#{}", job.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), job.id);
+    let sort = owner_sort_key(job);
     item.insert("pk".into(), s(job_pk(&job.id)));
     item.insert("sk".into(), s("META"));
     item.insert("gsi1pk".into(), s(format!("OWNER#{}", job.owner)));
@@ -168,6 +168,71 @@ impl JobStore for DynamoJobStore {
             if start.is_none() || events.len() >= limit as usize {
                 return Ok(events);
             }
+        }
+    }
+
+    async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError> {
+        let (index, pk_attr, sk_attr, pk) = match query.status {
+            Some(status) => ("by-owner-status", "gsi2pk", "gsi2sk", format!("OWNER#{owner}#{status}")),
+            None => ("by-owner", "gsi1pk", "gsi1sk", format!("OWNER#{owner}")),
+        };
+        let mut key_condition = "#pk = :pk".to_owned();
+        let mut values =
+            HashMap::from([(":pk".to_owned(), s(pk.clone())), (":now".to_owned(), AttributeValue::N(now.timestamp().to_string()))]);
+        if let Some(since) = query.since {
+            key_condition.push_str(" AND #sk >= :since");
+            values.insert(":since".into(), s(since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
+        }
+        let mut names = HashMap::from([("#pk".to_owned(), pk_attr.to_owned())]);
+        if query.since.is_some() {
+            names.insert("#sk".to_owned(), sk_attr.to_owned());
+        }
+        let mut filter = "expires_at > :now".to_owned();
+        if let Some(m) = query.modality {
+            filter.push_str(" AND modality = :modality");
+            values.insert(":modality".into(), s(m.as_str()));
+        }
+        let start_key = |sort: &str| -> Option<Item> {
+            let id = sort.rsplit('#').next()?;
+            Some(HashMap::from([
+                ("pk".to_owned(), s(format!("JOB#{id}"))),
+                ("sk".to_owned(), s("META")),
+                (pk_attr.to_owned(), s(pk.clone())),
+                (sk_attr.to_owned(), s(sort)),
+            ]))
+        };
+        let limit = query.limit.max(1) as usize;
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut start = query.cursor.as_deref().and_then(start_key);
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression(&key_condition)
+                .filter_expression(&filter)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(false)
+                .limit((limit - jobs.len() + 1).min(1000) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(boxed(e)))?;
+            for item in out.items.unwrap_or_default() {
+                jobs.push(serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what: "job", reason: e.to_string() })?);
+                if jobs.len() > limit {
+                    break;
+                }
+            }
+            if jobs.len() > limit || out.last_evaluated_key.is_none() {
+                let more = jobs.len() > limit;
+                jobs.truncate(limit);
+                let cursor = more.then(|| jobs.last().map(owner_sort_key)).flatten();
+                return Ok(Page { jobs, cursor });
+            }
+            start = out.last_evaluated_key;
         }
     }
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::boxed;
 use crate::error::BlobError;
-use crate::ports::{BlobStore, ObjectHead};
+use crate::ports::{BlobStore, ObjectHead, ObjectMeta};
 use crate::uri::S3Uri;
 
 #[derive(Debug, Clone)]
@@ -88,11 +88,39 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 
-    async fn presign_put(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
+    async fn stat(&self, uri: &S3Uri) -> Result<ObjectMeta, BlobError> {
+        let out = self.client.head_object().bucket(&uri.bucket).key(&uri.key).send().await.map_err(|e| {
+            if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) {
+                BlobError::NotFound(uri.clone())
+            } else {
+                BlobError::Unavailable(boxed(e))
+            }
+        })?;
+        Ok(ObjectMeta {
+            size: out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            etag: out.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+        })
+    }
+
+    async fn presign_put(&self, uri: &S3Uri, expires_in: Duration, content_length: Option<u64>) -> Result<String, BlobError> {
         let presigning = PresigningConfig::expires_in(expires_in).map_err(|e| BlobError::Unavailable(boxed(e)))?;
         let request = self
             .client
             .put_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_content_length(content_length.and_then(|n| i64::try_from(n).ok()))
+            .presigned(presigning)
+            .await
+            .map_err(|e| BlobError::Unavailable(boxed(e)))?;
+        Ok(request.uri().to_owned())
+    }
+
+    async fn presign_get(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
+        let presigning = PresigningConfig::expires_in(expires_in).map_err(|e| BlobError::Unavailable(boxed(e)))?;
+        let request = self
+            .client
+            .get_object()
             .bucket(&uri.bucket)
             .key(&uri.key)
             .presigned(presigning)

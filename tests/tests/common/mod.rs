@@ -1,9 +1,14 @@
 //! Starting a private local cloud for one test.
 
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod openapi;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use prism::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient};
+use prism_shared::auth::TokenKey;
 
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -20,13 +25,16 @@ fn bin_dir() -> PathBuf {
 /// A local cloud on free ports with its own state directory, kept only if the test fails.
 pub struct TestCloud {
     pub cloud: LocalCloud,
+    /// A client acting for owner `tester`.
     pub api: PrismClient,
+    key: TokenKey,
     state_dir: PathBuf,
 }
 
 impl TestCloud {
     pub async fn start(emulator: EmulatorChoice) -> Self {
         let state_dir = project_dir().join("target/prism-e2e").join(uuid_like());
+        let secret = prism::cloud::new_token_secret();
         let cloud = LocalCloud::start(CloudOptions {
             project_dir: project_dir(),
             emulator: Some(emulator),
@@ -34,11 +42,23 @@ impl TestCloud {
             state_dir: state_dir.clone(),
             echo_logs: false,
             stage: "test".into(),
+            token_secret: secret.clone(),
         })
         .await
         .unwrap_or_else(|e| panic!("local cloud did not start: {e:#} (logs in {})", state_dir.display()));
-        let api = PrismClient::new(&cloud.info.http_url).expect("client");
-        Self { cloud, api, state_dir }
+        let key = TokenKey::new(secret.as_bytes()).expect("key");
+        let api = client(&cloud.info.http_url, Some(token(&key, "tester")));
+        Self { cloud, api, key, state_dir }
+    }
+
+    /// A client acting for `owner`.
+    pub fn client_for(&self, owner: &str) -> PrismClient {
+        client(&self.cloud.info.http_url, Some(token(&self.key, owner)))
+    }
+
+    /// A client with no token at all.
+    pub fn anonymous(&self) -> PrismClient {
+        client(&self.cloud.info.http_url, None)
     }
 
     pub fn log(&self, name: &str) -> String {
@@ -51,6 +71,14 @@ impl TestCloud {
         self.cloud.stop().await;
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+fn token(key: &TokenKey, owner: &str) -> String {
+    key.issue(owner, chrono::Duration::hours(1), chrono::Utc::now()).expect("token")
+}
+
+fn client(url: &str, token: Option<String>) -> PrismClient {
+    PrismClient::new(url, token).expect("client")
 }
 
 fn uuid_like() -> String {

@@ -1,0 +1,80 @@
+//! Reading and cancelling an owner's jobs.
+
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use chrono::{DateTime, Utc};
+use prism_shared::lifecycle::{self, LifecycleError};
+use prism_shared::ports::ListQuery;
+use prism_shared::{Job, JobEvent, JobId};
+
+use crate::problem::ApiError;
+use crate::{Answer, Deps, SOURCE, to_value};
+
+/// The job, if it exists, has not expired (TTL deletes lazily) and belongs to `owner`.
+async fn owned_job(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Job, ApiError> {
+    let id: JobId = req.path_parameters.get("id").and_then(|id| id.parse().ok()).ok_or(ApiError::NotFound)?;
+    match deps.jobs.get(&id).await? {
+        Some(job) if job.owner == owner && !job.is_expired(Utc::now()) => Ok(job),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+fn query<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
+    req.query_string_parameters.first(name)
+}
+
+fn number(req: &ApiGatewayV2httpRequest, name: &str, default: u64) -> Result<u64, ApiError> {
+    query(req, name).map_or(Ok(default), |v| v.parse().map_err(|_| ApiError::Invalid(format!("{name} must be a whole number"))))
+}
+
+fn parsed<T: std::str::FromStr>(req: &ApiGatewayV2httpRequest, name: &str) -> Result<Option<T>, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    query(req, name).map(|v| v.parse::<T>().map_err(|e| ApiError::Invalid(format!("{name}: {e}")))).transpose()
+}
+
+pub async fn get(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
+    Ok((200, to_value(&owned_job(deps, owner, req).await?)))
+}
+
+pub async fn events(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
+    let job = owned_job(deps, owner, req).await?;
+    let after = number(req, "after", 0)?;
+    let limit = number(req, "limit", 100)?.clamp(1, 1000) as u32;
+    let events = deps.jobs.events(&job.id, after, limit).await?;
+    let next = events.last().and_then(|e| e.seq).filter(|_| events.len() == limit as usize);
+    Ok((200, serde_json::json!({ "events": events, "next_after": next })))
+}
+
+pub async fn cancel(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
+    let job = owned_job(deps, owner, req).await?;
+    // The state machine takes a repeated cancel as a redelivery; a client asking
+    // to cancel a finished job is told it is finished.
+    if job.status.is_terminal() {
+        return Err(ApiError::Conflict(format!("job is already {}", job.status)));
+    }
+    match lifecycle::record(deps.jobs.as_ref(), &job.id, SOURCE, JobEvent::CancelRequested).await {
+        Ok(r) => Ok((202, to_value(r.job()))),
+        Err(LifecycleError::Refused { job, .. }) => Err(ApiError::Conflict(format!("job is already {}", job.status))),
+        Err(LifecycleError::NotFound(_)) => Err(ApiError::NotFound),
+        Err(LifecycleError::Store(e)) => Err(e.into()),
+    }
+}
+
+pub async fn list(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
+    let cursor = query(req, "cursor")
+        .map(|c| B64.decode(c).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| ApiError::Invalid("cursor is not valid".into())))
+        .transpose()?;
+    let list = ListQuery {
+        status: parsed(req, "status")?,
+        modality: parsed(req, "modality")?,
+        since: parsed::<DateTime<Utc>>(req, "since")?,
+        limit: number(req, "limit", 20)?.clamp(1, 100) as u32,
+        cursor,
+    };
+    let page = deps.jobs.list(owner, &list, Utc::now()).await?;
+    let next = page.cursor.map(|c| B64.encode(c));
+    Ok((200, serde_json::json!({ "jobs": page.jobs, "next_cursor": next })))
+}

@@ -1,0 +1,90 @@
+//! Errors as RFC 9457 problems (`application/problem+json`) with stable codes.
+
+use prism_shared::auth::AuthError;
+use prism_shared::{BlobError, QueueError, StoreError};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Not JSON, or not the shape of any request.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no such job")]
+    NotFound,
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{size} bytes is over the limit of {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    /// Well-formed, but asks for something that cannot be done.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::NotFound | Self::NoRoute(_) => 404,
+            Self::Conflict(_) => 409,
+            Self::TooLarge { .. } => 413,
+            Self::Invalid(_) => 422,
+            Self::Store(_) | Self::Blob(_) | Self::Queue(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound => "job_not_found",
+            Self::NoRoute(_) => "no_route",
+            Self::Conflict(_) => "conflict",
+            Self::TooLarge { .. } => "payload_too_large",
+            Self::Invalid(_) => "invalid_request",
+            Self::Store(_) | Self::Blob(_) | Self::Queue(_) => "unavailable",
+        }
+    }
+
+    /// A JSON body that failed to parse: bad syntax is 400, the wrong shape or values 422.
+    pub fn from_json(e: serde_json::Error) -> Self {
+        match e.classify() {
+            serde_json::error::Category::Data => Self::Invalid(format!("invalid request: {e}")),
+            _ => Self::BadRequest(format!("request body is not valid JSON: {e}")),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        Problem {
+            kind: format!("https://prism.dev/problems/{}", self.code()),
+            title: self.code().replace('_', " "),
+            status: self.status(),
+            detail: self.to_string(),
+            code: self.code(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+}

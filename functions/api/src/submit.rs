@@ -1,0 +1,222 @@
+//! Creating jobs: for an upload (presigned PUT), for inline text (processed
+//! at once when small), or for an object already in the bucket.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use prism_shared::commands::Command;
+use prism_shared::envelope::new_trace_id;
+use prism_shared::job::{InputObject, JobFailure};
+use prism_shared::lifecycle::{self, LifecycleError};
+use prism_shared::ports::Created;
+use prism_shared::results::JobResult;
+use prism_shared::{Envelope, Job, JobEvent, JobEventEnvelope, JobId, Modality, Priority, S3Uri, sniff, text};
+use serde::{Deserialize, Serialize};
+
+use crate::problem::ApiError;
+use crate::{Deps, SOURCE};
+
+pub const MAX_BATCH: usize = 100;
+const MAX_FILE_NAME: usize = 200;
+const MAX_METADATA_KEYS: usize = 20;
+const MAX_METADATA_BYTES: usize = 2048;
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// `POST /v1/jobs`: one of an upload (the default), `text`, or `source`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    #[serde(default)]
+    pub file_name: Option<String>,
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Bytes the client will upload: checked against the limits now, and against the upload later.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// The text itself, instead of an upload.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// An object already in the uploads bucket, under the caller's `uploads/{owner}/`.
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UploadTarget {
+    pub method: String,
+    pub url: String,
+    pub expires_in_s: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub job: Job,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub items: Vec<serde_json::Value>,
+}
+
+/// A user's file name made safe as the last segment of an object key: no
+/// directories, no `..`, no control characters, bounded length.
+pub fn sanitise_file_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String =
+        last.chars().map(|c| if c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ' ') { c } else { '_' }).take(MAX_FILE_NAME).collect();
+    let cleaned = cleaned.trim_matches([' ', '.']).to_owned();
+    if cleaned.is_empty() { "upload".into() } else { cleaned }
+}
+
+fn validate(req: &SubmitRequest, deps: &Deps) -> Result<(), ApiError> {
+    if [req.text.is_some(), req.source.is_some()].iter().filter(|x| **x).count() > 1 {
+        return Err(ApiError::Invalid("give at most one of text and source".into()));
+    }
+    if req.metadata.len() > MAX_METADATA_KEYS || req.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA_BYTES {
+        return Err(ApiError::Invalid(format!("metadata is limited to {MAX_METADATA_KEYS} keys and {MAX_METADATA_BYTES} bytes")));
+    }
+    let limits = &deps.config.limits;
+    if let Some(size) = req.size.or(req.text.as_ref().map(|t| t.len() as u64)) {
+        let limit = if req.text.is_some() { limits.for_modality(Modality::Text) } else { limits.largest() };
+        if size > limit {
+            return Err(ApiError::TooLarge { size, limit });
+        }
+    }
+    Ok(())
+}
+
+/// The job id for a request: derived from the idempotency key, so a retry finds the same job.
+fn job_id_for(owner: &str, idempotency_key: Option<&str>) -> Result<JobId, ApiError> {
+    match idempotency_key {
+        None => Ok(JobId::new_random()),
+        Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY => {
+            Err(ApiError::Invalid(format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")))
+        }
+        Some(k) => {
+            let name = format!("prism-idempotency\n{owner}\n{k}");
+            Ok(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string().parse().map_err(|_| ApiError::NotFound)?)
+        }
+    }
+}
+
+/// Creates one job; `(201, …)` when new, `(200, …)` when the idempotency key named an existing one.
+pub async fn submit(
+    deps: &Deps,
+    owner: &str,
+    req: SubmitRequest,
+    idempotency_key: Option<&str>,
+) -> Result<(u16, SubmitResponse), ApiError> {
+    validate(&req, deps)?;
+    let id = job_id_for(owner, idempotency_key)?;
+    let bucket = &deps.config.bucket;
+    let name = sanitise_file_name(req.file_name.as_deref().unwrap_or(if req.text.is_some() { "inline.txt" } else { "upload" }));
+    let source = req.source.as_deref().map(|s| s.parse::<S3Uri>().map_err(|e| ApiError::Invalid(e.to_string()))).transpose()?;
+    if let Some(src) = &source
+        && (src.bucket != *bucket || !src.key.starts_with(&format!("uploads/{owner}/")))
+    {
+        return Err(ApiError::Forbidden(format!("source must be an object under s3://{bucket}/uploads/{owner}/")));
+    }
+    let upload = source.clone().unwrap_or_else(|| S3Uri::new(bucket, format!("uploads/{owner}/{id}/{name}")));
+    let mut job = Job::new(id, owner.to_owned(), req.priority.unwrap_or_default(), upload.clone(), new_trace_id(), Utc::now());
+    job.declared_size = req.size;
+    job.metadata = req.metadata.clone();
+    let created = JobEventEnvelope::for_job(SOURCE, &job, job.created_event());
+    if let Created::Existing(existing) = deps.jobs.create(&job, &created).await? {
+        if existing.owner != owner {
+            return Err(ApiError::Conflict("that Idempotency-Key is in use".into()));
+        }
+        let upload = if awaiting_upload(&existing) { upload_target(deps, &existing).await? } else { None };
+        return Ok((200, SubmitResponse { job: *existing, upload }));
+    }
+    tracing::info!(job_id = %job.id, %upload, "job created");
+    if let Some(text) = req.text {
+        return inline_text(deps, job, text).await.map(|job| (201, SubmitResponse { job, upload: None }));
+    }
+    if let Some(src) = source {
+        return existing_object(deps, job, src).await.map(|job| (201, SubmitResponse { job, upload: None }));
+    }
+    let upload = upload_target(deps, &job).await?;
+    Ok((201, SubmitResponse { job, upload }))
+}
+
+fn awaiting_upload(job: &Job) -> bool {
+    job.input.is_none() && !job.status.is_terminal() && job.upload.key.starts_with("uploads/")
+}
+
+async fn upload_target(deps: &Deps, job: &Job) -> Result<Option<UploadTarget>, ApiError> {
+    let ttl = deps.config.upload_url_ttl;
+    let url = deps.blobs.presign_put(&job.upload, ttl, job.declared_size).await?;
+    Ok(Some(UploadTarget { method: "PUT".into(), url, expires_in_s: ttl.as_secs() }))
+}
+
+async fn record(deps: &Deps, job: &Job, event: JobEvent) -> Result<Job, ApiError> {
+    match lifecycle::record(deps.jobs.as_ref(), &job.id, SOURCE, event).await {
+        Ok(r) => Ok(r.job().clone()),
+        Err(LifecycleError::Refused { job, .. }) => Ok(*job),
+        Err(LifecycleError::Store(e)) => Err(e.into()),
+        Err(LifecycleError::NotFound(_)) => Err(ApiError::NotFound),
+    }
+}
+
+/// Small text is processed in this request; larger text takes the upload path.
+async fn inline_text(deps: &Deps, job: Job, text: String) -> Result<Job, ApiError> {
+    let bytes = bytes::Bytes::from(text.into_bytes());
+    let size = bytes.len() as u64;
+    if size > deps.config.sync_text_max_bytes {
+        // Written under uploads/, the object flows through intake like any upload.
+        deps.blobs.write(&job.upload, bytes, "text/plain; charset=utf-8").await?;
+        return Ok(job);
+    }
+    let uri = S3Uri::new(&deps.config.bucket, format!("inline/{}/{}.txt", job.owner, job.id));
+    deps.blobs.write(&uri, bytes.clone(), "text/plain; charset=utf-8").await?;
+    let stat = deps.blobs.stat(&uri).await?;
+    let job = record(deps, &job, JobEvent::Uploaded { input: InputObject { uri, size, etag: stat.etag } }).await?;
+    let classification = match sniff::classify(&bytes[..bytes.len().min(sniff::SNIFF_BYTES)], size) {
+        Ok(c) => c,
+        Err(e) => return record(deps, &job, JobEvent::Failed(JobFailure::new(e.code(), e.to_string()))).await,
+    };
+    let job = record(deps, &job, JobEvent::Classified(classification)).await?;
+    let job = record(deps, &job, JobEvent::Started { phase: "analysing".into() }).await?;
+    record(deps, &job, JobEvent::Completed { result: JobResult::Text(text::analyse(&bytes)) }).await
+}
+
+/// An object already uploaded: attach it and send the job to classify.
+async fn existing_object(deps: &Deps, job: Job, uri: S3Uri) -> Result<Job, ApiError> {
+    let meta = match deps.blobs.stat(&uri).await {
+        Ok(m) => m,
+        Err(prism_shared::BlobError::NotFound(_)) => return Err(ApiError::Invalid(format!("no object at {uri}"))),
+        Err(e) => return Err(e.into()),
+    };
+    let input = InputObject { uri, size: meta.size, etag: meta.etag };
+    let job = record(deps, &job, JobEvent::Uploaded { input: input.clone() }).await?;
+    let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input });
+    deps.queue.send(&deps.config.classify_queue_url, command.to_json()).await?;
+    Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_cannot_escape_their_folder() {
+        assert_eq!(sanitise_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(sanitise_file_name("C:\\x\\report.pdf"), "report.pdf");
+        assert_eq!(sanitise_file_name(".."), "upload");
+        assert_eq!(sanitise_file_name("a\u{0}b\nc.txt"), "a_b_c.txt");
+        assert_eq!(sanitise_file_name(&"x".repeat(500)).len(), MAX_FILE_NAME);
+    }
+
+    #[test]
+    fn idempotency_keys_give_stable_ids_per_owner() {
+        let a = job_id_for("alice", Some("k1")).expect("id");
+        assert_eq!(a, job_id_for("alice", Some("k1")).expect("id"));
+        assert_ne!(a, job_id_for("bob", Some("k1")).expect("id"));
+        assert!(job_id_for("alice", Some("")).is_err());
+    }
+}
