@@ -63,6 +63,15 @@ enum Command {
     },
     /// Install the emulators' pinned virtualenvs under .prism/venvs.
     Install,
+    /// Run the benchmarks (on a private local cloud) and print the report.
+    Bench {
+        /// Batch jobs queued ahead of the urgent one.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Also write the report to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run every check: cfn-lint on template.yaml, then all tests (unit and end-to-end) with nextest.
     Test {
         /// Passed on to `cargo nextest run`.
@@ -160,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Test { args } => run_all_tests(&project, &args),
+        Command::Bench { batch, out } => bench(&project, batch, out).await,
         Command::Install => {
             for venv in [prism::install::Venv::Moto, prism::install::Venv::LocalStack] {
                 let dir = prism::install::ensure(&project, venv)?;
@@ -208,6 +218,34 @@ fn print_report(r: &SubmitReport, json: bool) {
     let what = r.modality.as_deref().unwrap_or("-");
     let detail = r.error.as_ref().or(r.result.as_ref()).map(ToString::to_string).unwrap_or_default();
     println!("{}  {}  {}  {}  {}", r.file, r.job_id, r.status, what, detail);
+}
+
+async fn bench(project: &Path, batch: usize, out: Option<PathBuf>) -> anyhow::Result<()> {
+    build_functions(project, true)?;
+    let scratch = project.join("target/prism-bench");
+    let mut report = String::from("# Prism benchmark report\n\n");
+    prism::bench::classifier(&scratch, &mut report)?;
+    let secret = cloud::new_token_secret();
+    let cloud = LocalCloud::start(CloudOptions {
+        project_dir: project.to_owned(),
+        emulator: Some(EmulatorChoice::Localstack),
+        bin_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project.join("target")).join("release"),
+        state_dir: scratch.join("cloud"),
+        echo_logs: false,
+        stage: "bench".into(),
+        token_secret: secret.clone(),
+    })
+    .await?;
+    let key = prism_shared::auth::TokenKey::new(secret.as_bytes())?;
+    let api = PrismClient::new(&cloud.info.http_url, Some(key.issue("bench", chrono::Duration::hours(1), chrono::Utc::now())?))?;
+    let measured = prism::bench::priority(&api, batch, &mut report).await;
+    cloud.stop().await;
+    measured?;
+    print!("{report}");
+    if let Some(path) = out {
+        std::fs::write(&path, &report)?;
+    }
+    Ok(())
 }
 
 /// What `prism test` runs, in order; each must succeed.

@@ -5,21 +5,29 @@
 //! | job       | `JOB#{id}`  | `META`            | `gsi1pk = OWNER#{owner}`, `gsi1sk = {created_at}#{id}`; `gsi2pk = OWNER#{owner}#{status}`, same sort key |
 //! | job event | `JOB#{id}`  | `EVT#{seq:010}`   | |
 //!
-//! A state change and its event are one `TransactWriteItems`, conditional on
-//! the job's previous `seq`, so the job and its log can never disagree.
+//! The event log is the truth and the job item its projection. A change is
+//! written log first: the event at `EVT#{seq}` (only if that slot is free,
+//! which makes the sequence number a lock), then the job item (only if it is
+//! still at `seq - 1`). A writer that finds the slot taken rolls the job item
+//! forward from the log before trying again, so a crash between the two
+//! writes heals on the next write and the two never stay apart.
+//!
+//! Two conditional puts instead of one `TransactWriteItems`: half the write
+//! cost on DynamoDB, and the emulators' transactions copy whole tables and
+//! race under load, which the local cloud cannot afford.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::boxed;
 use crate::envelope::JobEventEnvelope;
 use crate::error::StoreError;
-use crate::job::{Job, JobId};
+use crate::job::{Applied, Job, JobId};
 use crate::ports::{Created, JobStore, ListQuery, Page, owner_sort_key};
 
 type Item = HashMap<String, AttributeValue>;
@@ -62,52 +70,73 @@ fn event_item(job: &Job, event: &JobEventEnvelope) -> Result<Item, StoreError> {
     Ok(item)
 }
 
-fn put(table: &str, item: Item, condition: &str, values: Option<Item>) -> Result<TransactWriteItem, StoreError> {
-    let put = Put::builder()
-        .table_name(table)
-        .set_item(Some(item))
-        .condition_expression(condition)
-        .set_expression_attribute_values(values)
-        .build()
-        .map_err(|e| StoreError::Unavailable(boxed(e)))?;
-    Ok(TransactWriteItem::builder().put(put).build())
-}
-
-/// Whether a cancelled transaction failed on a condition (a lost race) rather than on the service.
-fn lost_condition(e: &SdkError<TransactWriteItemsError>) -> bool {
-    match e.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(t)) => {
-            t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-        }
-        _ => false,
-    }
+/// Whether a put failed on its condition (a lost race) rather than on the service.
+fn lost_condition(e: &SdkError<PutItemError>) -> bool {
+    matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_)))
 }
 
 impl DynamoJobStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
+
+    /// Puts `item` if `condition` holds; `Ok(false)` when it did not.
+    async fn put_if(&self, item: Item, condition: &str, values: Option<Item>) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if lost_condition(&e) => Ok(false),
+            Err(e) => Err(StoreError::Unavailable(boxed(e))),
+        }
+    }
+
+    /// Puts the job item if the stored one is still at `previous`.
+    async fn put_job_after(&self, job: &Job, previous: u64) -> Result<bool, StoreError> {
+        let values = HashMap::from([(":prev".to_owned(), AttributeValue::N(previous.to_string()))]);
+        self.put_if(job_item(job)?, "seq = :prev", Some(values)).await
+    }
+
+    /// Applies logged events the job item has not caught up with (a writer
+    /// that died between its two puts) and stores the result.
+    async fn roll_forward(&self, id: &JobId) -> Result<(), StoreError> {
+        let Some(mut job) = self.get(id).await? else { return Ok(()) };
+        let stored_seq = job.seq;
+        for event in self.events(id, stored_seq, 1000).await? {
+            let corrupt = |reason: String| StoreError::Corrupt { what: "event log", reason };
+            match job.apply(&event.body, event.timestamp) {
+                Ok(Applied::Changed) if Some(job.seq) == event.seq => {}
+                other => return Err(corrupt(format!("event {:?} of job {id} does not replay: {other:?}", event.seq))),
+            }
+        }
+        if job.seq > stored_seq {
+            tracing::warn!(job_id = %id, from = stored_seq, to = job.seq, "rolled the job forward from its log");
+            // Losing this race means another writer rolled forward first.
+            self.put_job_after(&job, stored_seq).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl JobStore for DynamoJobStore {
     async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(put(&self.table, job_item(job)?, "attribute_not_exists(pk)", None)?)
-            .transact_items(put(&self.table, event_item(job, event)?, "attribute_not_exists(pk)", None)?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Created::New),
-            Err(e) if lost_condition(&e) => match self.get(&job.id).await? {
+        if !self.put_if(job_item(job)?, "attribute_not_exists(pk)", None).await? {
+            return match self.get(&job.id).await? {
                 Some(existing) => Ok(Created::Existing(Box::new(existing))),
-                // Lost the race to a writer whose job is not readable yet.
                 None => Err(StoreError::Conflict(job.id.clone())),
-            },
-            Err(e) => Err(StoreError::Unavailable(boxed(e))),
+            };
         }
+        // A retry after a crash here finds the job and moves on; only this first event would be missing.
+        self.put_if(event_item(job, event)?, "attribute_not_exists(pk)", None).await?;
+        Ok(Created::New)
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
@@ -128,19 +157,15 @@ impl JobStore for DynamoJobStore {
 
     async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
         let previous = job.seq.checked_sub(1).ok_or_else(|| StoreError::Conflict(job.id.clone()))?;
-        let values = HashMap::from([(":prev".to_owned(), AttributeValue::N(previous.to_string()))]);
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(put(&self.table, job_item(job)?, "seq = :prev", Some(values))?)
-            .transact_items(put(&self.table, event_item(job, event)?, "attribute_not_exists(pk)", None)?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if lost_condition(&e) => Err(StoreError::Conflict(job.id.clone())),
-            Err(e) => Err(StoreError::Unavailable(boxed(e))),
+        if !self.put_if(event_item(job, event)?, "attribute_not_exists(pk)", None).await? {
+            // Someone logged this sequence number first: make sure the job item
+            // shows it, so the caller's re-read sees the winner's change.
+            self.roll_forward(&job.id).await?;
+            return Err(StoreError::Conflict(job.id.clone()));
         }
+        // Lost only if another writer rolled our logged event forward already.
+        self.put_job_after(job, previous).await?;
+        Ok(())
     }
 
     async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
