@@ -8,6 +8,9 @@ use anyhow::{Context, bail};
 use prism_shared::{Job, JobId};
 use serde::{Deserialize, Serialize};
 
+/// Attempts of a request that failed with throttling or a passing outage.
+const MAX_ATTEMPTS: u32 = 4;
+
 #[derive(Debug, Clone)]
 pub struct PrismClient {
     http: reqwest::Client,
@@ -91,7 +94,21 @@ impl PrismClient {
         if let Some(p) = priority {
             request["priority"] = p.into();
         }
-        let resp = self.request(reqwest::Method::POST, "/v1/jobs").json(&request).send().await?;
+        // One key for every attempt, so a retry after a lost answer finds the same job.
+        let key = uuid::Uuid::new_v4().to_string();
+        let mut attempt = 0u32;
+        let resp = loop {
+            attempt += 1;
+            let sent = self.request(reqwest::Method::POST, "/v1/jobs").header("Idempotency-Key", &key).json(&request).send().await;
+            let retryable = match &sent {
+                Ok(r) => matches!(r.status().as_u16(), 429 | 502 | 503 | 504),
+                Err(e) => e.is_connect() || e.is_timeout(),
+            };
+            if !retryable || attempt >= MAX_ATTEMPTS {
+                break sent?;
+            }
+            tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+        };
         let status = resp.status();
         if !status.is_success() {
             bail!("POST /v1/jobs answered {status}: {}", resp.text().await.unwrap_or_default());
