@@ -227,11 +227,11 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
         };
         forward(child.stdout.take(), &env.logs, &spec.binary, &label);
         forward(child.stderr.take(), &env.logs, &spec.binary, &label);
-        let outcome = tokio::select! {
-            status = child.wait() => match status {
-                Ok(s) => InvokeError::Crashed.with_note(format!("exited with {s}")),
-                Err(e) => InvokeError::Crashed.with_note(e.to_string()),
-            },
+        let (error, note) = tokio::select! {
+            status = child.wait() => {
+                let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                (InvokeError::Crashed, format!("exited ({how})"))
+            }
             () = watchdog(&instance) => {
                 let _ = child.kill().await;
                 (InvokeError::Timeout(spec.timeout), "killed at its deadline".to_owned())
@@ -241,7 +241,6 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
                 return;
             }
         };
-        let (error, note) = outcome;
         env.logs.line(&spec.binary, &label, &format!("[prism] instance {note}; restarting"));
         if let Some(f) = instance.take_in_flight(None) {
             let _ = f.reply.send(Err(error));
@@ -252,12 +251,6 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
             () = tokio::time::sleep(delay) => {}
             () = env.shutdown.cancelled() => return,
         }
-    }
-}
-
-impl InvokeError {
-    fn with_note(self, note: String) -> (Self, String) {
-        (self, note)
     }
 }
 
