@@ -14,6 +14,48 @@ use tracing::Instrument;
 use crate::error::Retryable;
 use crate::ports::Queue;
 
+/// Why a message handler could not finish a message. Permanent causes
+/// (a body that is not what the queue carries) and passing ones (the store,
+/// S3 or SQS unavailable) both go back to the queue; only the backoff and the
+/// log line tell them apart, and the DLQ catches what never succeeds.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("message body is not what this queue carries: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Store(#[from] crate::error::StoreError),
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
+    #[error(transparent)]
+    Blob(#[from] crate::error::BlobError),
+    #[error(transparent)]
+    Queue(#[from] crate::error::QueueError),
+}
+
+impl From<crate::envelope::EnvelopeError> for HandlerError {
+    fn from(e: crate::envelope::EnvelopeError) -> Self {
+        Self::Malformed(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for HandlerError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Malformed(e.to_string())
+    }
+}
+
+impl Retryable for HandlerError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Malformed(_) => false,
+            Self::Store(e) => e.is_retryable(),
+            Self::Lifecycle(e) => e.is_retryable(),
+            Self::Blob(e) => e.is_retryable(),
+            Self::Queue(e) => e.is_retryable(),
+        }
+    }
+}
+
 /// Backoff between attempts of a failed message.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {

@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::commands::Command;
-use prism_shared::envelope::{self, EnvelopeError};
+use prism_shared::envelope::{self};
 use prism_shared::job::Lane;
 use prism_shared::job::{InputObject, JobFailure};
 use prism_shared::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::limits::SizeLimits;
 use prism_shared::ports::{BlobStore, JobStore, Queue};
 use prism_shared::sniff::{self, SNIFF_BYTES};
-use prism_shared::sqs_batch::{self, Backoff};
-use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality, QueueError, Retryable, StoreError, config};
+use prism_shared::sqs_batch::{self, Backoff, HandlerError};
+use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality, config};
 
 pub const SOURCE: &str = "classify";
 
@@ -56,48 +56,20 @@ pub struct Deps {
     pub config: Config,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClassifyError {
-    #[error(transparent)]
-    Envelope(#[from] EnvelopeError),
-    #[error("expected a job.classify command with a job_id")]
-    WrongCommand,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Lifecycle(#[from] LifecycleError),
-    #[error(transparent)]
-    Blob(#[from] BlobError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-}
-
-impl Retryable for ClassifyError {
-    fn is_retryable(&self) -> bool {
-        match self {
-            Self::Envelope(_) | Self::WrongCommand => false,
-            Self::Store(e) => e.is_retryable(),
-            Self::Lifecycle(e) => e.is_retryable(),
-            Self::Blob(e) => e.is_retryable(),
-            Self::Queue(e) => e.is_retryable(),
-        }
-    }
-}
-
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
 }
 
-async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), ClassifyError> {
+async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
     let env: Envelope<Command> = envelope::decode(msg.body.as_deref().unwrap_or_default())?;
     let (Some(job_id), Command::Classify { input }) = (env.job_id, env.body) else {
-        return Err(ClassifyError::WrongCommand);
+        return Err(HandlerError::Malformed("expected a job.classify command with a job_id".into()));
     };
     tracing::info!(job_id = %job_id, trace_id = %env.trace_id, uri = %input.uri, "classifying");
     classify_job(deps, &job_id, input).await
 }
 
-async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result<(), ClassifyError> {
+async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result<(), HandlerError> {
     let Some(job) = deps.jobs.get(job_id).await? else {
         return Err(LifecycleError::NotFound(job_id.clone()).into());
     };
@@ -159,7 +131,7 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
     Ok(())
 }
 
-async fn fail(deps: &Deps, job_id: &JobId, failure: JobFailure) -> Result<(), ClassifyError> {
+async fn fail(deps: &Deps, job_id: &JobId, failure: JobFailure) -> Result<(), HandlerError> {
     tracing::warn!(code = %failure.code, reason = %failure.message, "job failed");
     match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Failed(failure)).await {
         Ok(_) | Err(LifecycleError::Refused { .. }) => Ok(()),

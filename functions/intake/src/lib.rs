@@ -15,10 +15,8 @@ use prism_shared::envelope::new_trace_id;
 use prism_shared::job::{InputObject, Lane};
 use prism_shared::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::ports::{Created, JobStore, Queue};
-use prism_shared::sqs_batch::{self, Backoff};
-use prism_shared::{
-    ConfigError, Envelope, Job, JobEvent, JobEventEnvelope, JobId, Priority, QueueError, Retryable, S3Uri, StoreError, config,
-};
+use prism_shared::sqs_batch::{self, Backoff, HandlerError};
+use prism_shared::{ConfigError, Envelope, Job, JobEvent, JobEventEnvelope, JobId, Priority, S3Uri, config};
 
 pub const SOURCE: &str = "intake";
 /// Only objects under this prefix are uploads; outputs and the rest are ignored.
@@ -56,34 +54,11 @@ pub struct Deps {
     pub config: Config,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum IntakeError {
-    #[error("message body is not an S3 event: {0}")]
-    Malformed(#[from] serde_json::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Lifecycle(#[from] LifecycleError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-}
-
-impl Retryable for IntakeError {
-    fn is_retryable(&self) -> bool {
-        match self {
-            Self::Malformed(_) => false,
-            Self::Store(e) => e.is_retryable(),
-            Self::Lifecycle(e) => e.is_retryable(),
-            Self::Queue(e) => e.is_retryable(),
-        }
-    }
-}
-
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
 }
 
-async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), IntakeError> {
+async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
     let body = msg.body.unwrap_or_default();
     let value: serde_json::Value = serde_json::from_str(&body)?;
     // S3 sends one test message when a notification is configured.
@@ -146,7 +121,7 @@ pub fn upload_of(record: &S3EventRecord) -> Option<Upload> {
     })
 }
 
-async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), IntakeError> {
+async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), HandlerError> {
     let Some(upload) = upload_of(record) else {
         tracing::info!(event = ?record.event_name, key = ?record.s3.object.key, "not an upload; ignored");
         return Ok(());
@@ -176,7 +151,7 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Intake
 }
 
 /// The job this upload belongs to, created if it is a direct drop.
-async fn job_for(deps: &Deps, upload: &Upload) -> Result<JobId, IntakeError> {
+async fn job_for(deps: &Deps, upload: &Upload) -> Result<JobId, HandlerError> {
     if let Some(id) = &upload.claimed_job
         && let Some(job) = deps.jobs.get(id).await?
         && job.owner == upload.owner

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::commands::Command;
-use prism_shared::envelope::{self, EnvelopeError};
+use prism_shared::envelope::{self};
 use prism_shared::job::JobFailure;
 use prism_shared::lifecycle::{self, LifecycleError};
 use prism_shared::ports::{BlobStore, JobStore, Queue};
 use prism_shared::results::JobResult;
-use prism_shared::sqs_batch::{self, Backoff};
+use prism_shared::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::text::analyse;
-use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, QueueError, Retryable, StoreError, config};
+use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, config};
 
 pub const SOURCE: &str = "process-text";
 
@@ -36,42 +36,14 @@ pub struct Deps {
     pub config: Config,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TextError {
-    #[error(transparent)]
-    Envelope(#[from] EnvelopeError),
-    #[error("expected a job.process command with a job_id")]
-    WrongCommand,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Lifecycle(#[from] LifecycleError),
-    #[error(transparent)]
-    Blob(#[from] BlobError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-}
-
-impl Retryable for TextError {
-    fn is_retryable(&self) -> bool {
-        match self {
-            Self::Envelope(_) | Self::WrongCommand => false,
-            Self::Store(e) => e.is_retryable(),
-            Self::Lifecycle(e) => e.is_retryable(),
-            Self::Blob(e) => e.is_retryable(),
-            Self::Queue(e) => e.is_retryable(),
-        }
-    }
-}
-
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
 }
 
-async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), TextError> {
+async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
     let env: Envelope<Command> = envelope::decode(msg.body.as_deref().unwrap_or_default())?;
     let (Some(job_id), Command::Process { input, .. }) = (env.job_id, env.body) else {
-        return Err(TextError::WrongCommand);
+        return Err(HandlerError::Malformed("expected a job.process command with a job_id".into()));
     };
     tracing::info!(job_id = %job_id, trace_id = %env.trace_id, uri = %input.uri, "processing text");
     let record = |event| lifecycle::record(deps.jobs.as_ref(), &job_id, SOURCE, event);
@@ -110,7 +82,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), TextError> {
 }
 
 /// A refused transition means the job moved on (cancelled, failed elsewhere): not an error here.
-fn refusal_is_ok(e: LifecycleError) -> Result<(), TextError> {
+fn refusal_is_ok(e: LifecycleError) -> Result<(), HandlerError> {
     match e {
         LifecycleError::Refused { error, .. } => {
             tracing::info!(%error, "job moved on");
@@ -120,6 +92,6 @@ fn refusal_is_ok(e: LifecycleError) -> Result<(), TextError> {
     }
 }
 
-fn ignore_refusal<T>(r: Result<T, LifecycleError>) -> Result<(), TextError> {
+fn ignore_refusal<T>(r: Result<T, LifecycleError>) -> Result<(), HandlerError> {
     r.map(drop).or_else(refusal_is_ok)
 }
