@@ -166,6 +166,16 @@ pub struct InputObject {
     pub etag: String,
 }
 
+/// A file a processor produced for a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// Stable within a result schema, e.g. `text`, `thumbnail_256`.
+    pub name: String,
+    pub uri: S3Uri,
+    pub content_type: String,
+    pub size: u64,
+}
+
 /// Why a job failed: a stable machine-readable code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobFailure {
@@ -210,6 +220,9 @@ pub struct Job {
     pub input: Option<InputObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<JobResult>,
+    /// Files the processor wrote, under `outputs/{job_id}/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<Output>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<JobFailure>,
     #[serde(default)]
@@ -250,7 +263,11 @@ pub enum JobEvent {
         eta_s: Option<f64>,
     },
     #[serde(rename = "job.completed")]
-    Completed { result: JobResult },
+    Completed {
+        result: JobResult,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        outputs: Vec<Output>,
+    },
     #[serde(rename = "job.failed")]
     Failed(JobFailure),
     #[serde(rename = "job.cancel_requested")]
@@ -311,6 +328,7 @@ impl Job {
             upload,
             input: None,
             result: None,
+            outputs: Vec::new(),
             error: None,
             cancel_requested: false,
             declared_size: None,
@@ -396,7 +414,7 @@ impl Job {
                 self.progress = self.progress.max((*progress).min(100));
                 self.eta_s = *eta_s;
             }
-            JobEvent::Completed { result } => {
+            JobEvent::Completed { result, outputs } => {
                 if status != Processing {
                     return Err(refuse());
                 }
@@ -405,6 +423,7 @@ impl Job {
                 self.phase = "completed".into();
                 self.eta_s = Some(0.0);
                 self.result = Some(result.clone());
+                self.outputs = outputs.clone();
             }
             JobEvent::Failed(failure) => {
                 self.status = Failed;
@@ -454,7 +473,7 @@ mod tests {
         let now = Utc::now();
         assert_eq!(j.apply(&JobEvent::Started { phase: "reading".into() }, now), Ok(Applied::Changed));
         assert_eq!(j.apply(&JobEvent::Started { phase: "reading".into() }, now), Ok(Applied::AlreadyApplied));
-        j.apply(&JobEvent::Completed { result: text_result() }, now).expect("complete");
+        j.apply(&JobEvent::Completed { result: text_result(), outputs: Vec::new() }, now).expect("complete");
         assert_eq!(j.status, JobStatus::Completed);
         assert_eq!(j.progress, 100);
         assert_eq!(j.seq, 3);
@@ -462,7 +481,11 @@ mod tests {
 
     #[test]
     fn terminal_jobs_never_change() {
-        for end in [JobEvent::Completed { result: text_result() }, JobEvent::Failed(JobFailure::new("x", "y")), JobEvent::Cancelled] {
+        for end in [
+            JobEvent::Completed { result: text_result(), outputs: Vec::new() },
+            JobEvent::Failed(JobFailure::new("x", "y")),
+            JobEvent::Cancelled,
+        ] {
             let mut j = job();
             j.apply(&JobEvent::Started { phase: "p".into() }, Utc::now()).expect("start");
             j.apply(&end, Utc::now()).expect("end");
@@ -471,7 +494,7 @@ mod tests {
                 JobEvent::Started { phase: "p".into() },
                 JobEvent::Progress { phase: "p".into(), progress: 5, eta_s: None },
                 JobEvent::Failed(JobFailure::new("late", "late")),
-                JobEvent::Completed { result: text_result() },
+                JobEvent::Completed { result: text_result(), outputs: Vec::new() },
             ] {
                 if let Ok(applied) = j.apply(&ev, Utc::now()) {
                     assert_eq!(applied, Applied::AlreadyApplied);

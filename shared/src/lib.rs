@@ -20,6 +20,7 @@ pub mod testing;
 pub mod text;
 pub mod uri;
 
+pub use bytes;
 pub use envelope::{Envelope, JobEventEnvelope};
 pub use error::{BlobError, ConfigError, QueueError, Retryable, StoreError};
 pub use job::{Job, JobEvent, JobId, JobStatus, Modality, Priority};

@@ -3,31 +3,37 @@
 
 use crate::results::{TextEncoding, TextResult};
 
-/// Decodes and counts. Never fails: bytes that are neither UTF-8 nor
-/// BOM-marked UTF-16 are read as Latin-1, which maps every byte to a character.
-pub fn analyse(bytes: &[u8]) -> TextResult {
-    let mut result = TextResult { schema_version: TextResult::SCHEMA_VERSION, bytes: bytes.len() as u64, ..TextResult::default() };
-    let counts = if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
-        result.bom = true;
-        result.encoding = TextEncoding::Utf8;
-        count(String::from_utf8_lossy(rest).chars())
+/// The text's characters, its encoding and whether it had a BOM. Never
+/// fails: bytes that are neither UTF-8 nor BOM-marked UTF-16 are read as
+/// Latin-1, which maps every byte to a character.
+fn decode(bytes: &[u8]) -> (TextEncoding, bool, Box<dyn Iterator<Item = char> + '_>) {
+    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        (TextEncoding::Utf8, true, Box::new(utf8_lossy(rest)))
     } else if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
-        result.bom = true;
-        result.encoding = TextEncoding::Utf16le;
-        count(utf16(rest, u16::from_le_bytes))
+        (TextEncoding::Utf16le, true, Box::new(utf16(rest, u16::from_le_bytes)))
     } else if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
-        result.bom = true;
-        result.encoding = TextEncoding::Utf16be;
-        count(utf16(rest, u16::from_be_bytes))
+        (TextEncoding::Utf16be, true, Box::new(utf16(rest, u16::from_be_bytes)))
     } else if let Ok(text) = std::str::from_utf8(bytes) {
-        result.encoding = TextEncoding::Utf8;
-        count(text.chars())
+        (TextEncoding::Utf8, false, Box::new(text.chars()))
     } else {
-        result.encoding = TextEncoding::Latin1;
-        count(bytes.iter().map(|&b| char::from(b)))
-    };
-    (result.chars, result.lines, result.words) = counts;
-    result
+        (TextEncoding::Latin1, false, Box::new(bytes.iter().map(|&b| char::from(b))))
+    }
+}
+
+/// Decodes and counts in one pass, without allocating.
+pub fn analyse(bytes: &[u8]) -> TextResult {
+    let (encoding, bom, chars) = decode(bytes);
+    let (chars, lines, words) = count(chars);
+    TextResult { schema_version: TextResult::SCHEMA_VERSION, encoding, bom, bytes: bytes.len() as u64, chars, lines, words }
+}
+
+/// The text as UTF-8, whatever it was encoded in.
+pub fn to_utf8(bytes: &[u8]) -> String {
+    decode(bytes).2.collect()
+}
+
+fn utf8_lossy(bytes: &[u8]) -> impl Iterator<Item = char> + '_ {
+    bytes.utf8_chunks().flat_map(|chunk| chunk.valid().chars().chain((!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER)))
 }
 
 fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> impl Iterator<Item = char> + '_ {
@@ -69,6 +75,13 @@ mod tests {
         assert_eq!((r.encoding, r.words, r.chars), (TextEncoding::Utf16be, 3, 5));
         let r = analyse(b"na\xefve caf\xe9");
         assert_eq!((r.encoding, r.words, r.chars), (TextEncoding::Latin1, 2, 10));
+    }
+
+    #[test]
+    fn converts_every_encoding_to_utf8() {
+        assert_eq!(to_utf8(b"caf\xe9"), "caf\u{e9}");
+        assert_eq!(to_utf8(b"\xFF\xFEh\0i\0"), "hi");
+        assert_eq!(to_utf8(b"\xEF\xBB\xBFok\xFF"), "ok\u{FFFD}");
     }
 
     #[test]

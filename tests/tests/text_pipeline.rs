@@ -65,9 +65,9 @@ async fn text_slice(emulator: EmulatorChoice) {
     assert_eq!(r["encoding"], "utf8");
     let events = tc.api.events(&job.id, 0).await.expect("events");
     let types: Vec<&str> = events.iter().filter_map(|e| e["event_type"].as_str()).collect();
-    assert_eq!(types, ["job.created", "job.uploaded", "job.classified", "job.started", "job.progress", "job.completed"]);
+    assert_eq!(types, ["job.created", "job.uploaded", "job.classified", "job.started", "job.progress", "job.progress", "job.completed"]);
     let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
-    assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
 
     // Straight into the bucket: an operator's drop, owner from the key prefix.
     let dropped = drop_into_bucket(&tc, "uploads/alice/report.txt", "one two three\nfour".as_bytes()).await;
@@ -95,7 +95,14 @@ async fn text_slice(emulator: EmulatorChoice) {
     let mut utf16 = vec![0xFF, 0xFE];
     utf16.extend("hello wide world".encode_utf16().flat_map(u16::to_le_bytes));
     let wide = tc.api.submit("wide.txt", utf16, None).await.expect("submit");
-    let latin = text_result(&tc.api.wait(&latin.id, JOB_TIMEOUT).await.expect("wait"));
+    tc.api.wait(&latin.id, JOB_TIMEOUT).await.expect("wait");
+    // The snapshot links the text, converted to UTF-8, for download.
+    let snapshot: Value =
+        tc.api.request(reqwest::Method::GET, &format!("/v1/jobs/{}", latin.id)).send().await.expect("get").json().await.expect("json");
+    let url = snapshot["links"][0]["url"].as_str().expect("a link to the text output");
+    let text = reqwest::get(url).await.expect("download").text().await.expect("text");
+    assert_eq!(text, "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e\n");
+    let latin = text_result(&tc.api.job(&latin.id).await.expect("job"));
     assert_eq!((latin["encoding"].as_str(), latin["words"].as_u64(), latin["chars"].as_u64()), (Some("latin1"), Some(3), Some(18)));
     let wide = text_result(&tc.api.wait(&wide.id, JOB_TIMEOUT).await.expect("wait"));
     assert_eq!((wide["encoding"].as_str(), wide["words"].as_u64(), wide["chars"].as_u64()), (Some("utf16le"), Some(3), Some(16)));

@@ -35,8 +35,20 @@ where
     query(req, name).map(|v| v.parse::<T>().map_err(|e| ApiError::Invalid(format!("{name}: {e}")))).transpose()
 }
 
+/// The job's snapshot, with a short-lived download link for each output.
 pub async fn get(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
-    Ok((200, to_value(&owned_job(deps, owner, req).await?)))
+    let job = owned_job(deps, owner, req).await?;
+    let ttl = deps.config.upload_url_ttl;
+    let mut links = Vec::with_capacity(job.outputs.len());
+    for output in &job.outputs {
+        let url = deps.blobs.presign_get(&output.uri, ttl).await?;
+        links.push(serde_json::json!({
+            "name": output.name, "content_type": output.content_type, "size": output.size, "url": url, "expires_in_s": ttl.as_secs(),
+        }));
+    }
+    let mut snapshot = to_value(&job);
+    snapshot["links"] = serde_json::Value::Array(links);
+    Ok((200, snapshot))
 }
 
 pub async fn events(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {

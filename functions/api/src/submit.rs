@@ -182,7 +182,7 @@ async fn inline_text(deps: &Deps, job: Job, text: String) -> Result<Job, ApiErro
     };
     let job = record(deps, &job, JobEvent::Classified(classification)).await?;
     let job = record(deps, &job, JobEvent::Started { phase: "analysing".into() }).await?;
-    record(deps, &job, JobEvent::Completed { result: JobResult::Text(text::analyse(&bytes)) }).await
+    record(deps, &job, JobEvent::Completed { result: JobResult::Text(text::analyse(&bytes)), outputs: Vec::new() }).await
 }
 
 /// An object already uploaded: attach it and send the job to classify.

@@ -4,14 +4,17 @@
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::S3Uri;
+use prism_shared::bytes::Bytes;
 use prism_shared::commands::Command;
 use prism_shared::envelope::{self};
 use prism_shared::job::JobFailure;
+use prism_shared::job::Output;
 use prism_shared::lifecycle::{self, LifecycleError};
 use prism_shared::ports::{BlobStore, JobStore, Queue};
 use prism_shared::results::JobResult;
 use prism_shared::sqs_batch::{self, Backoff, HandlerError};
-use prism_shared::text::analyse;
+use prism_shared::text::{analyse, to_utf8};
 use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, config};
 
 pub const SOURCE: &str = "process-text";
@@ -75,10 +78,25 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
         }
         Err(e) => return Err(e.into()),
     };
-    record(JobEvent::Progress { phase: "analysing".into(), progress: 50, eta_s: None }).await.map(drop).or_else(refusal_is_ok)?;
+    record(JobEvent::Progress { phase: "analysing".into(), progress: 40, eta_s: None }).await.map(drop).or_else(refusal_is_ok)?;
     let result = analyse(&bytes);
     tracing::info!(words = result.words, lines = result.lines, encoding = ?result.encoding, "analysed");
-    ignore_refusal(record(JobEvent::Completed { result: JobResult::Text(result) }).await)
+
+    // Checkpoint: a cancel requested meanwhile stops the job before it writes anything.
+    let job = deps.jobs.get(&job_id).await?.ok_or_else(|| LifecycleError::NotFound(job_id.clone()))?;
+    if job.cancel_requested {
+        return ignore_refusal(record(JobEvent::Cancelled).await);
+    }
+    record(JobEvent::Progress { phase: "writing outputs".into(), progress: 80, eta_s: None }).await.map(drop).or_else(refusal_is_ok)?;
+    let utf8 = Bytes::from(to_utf8(&bytes));
+    let output = Output {
+        name: "text".into(),
+        uri: S3Uri::new(&input.uri.bucket, format!("outputs/{job_id}/text.txt")),
+        content_type: "text/plain; charset=utf-8".into(),
+        size: utf8.len() as u64,
+    };
+    deps.blobs.write(&output.uri, utf8, &output.content_type).await?;
+    ignore_refusal(record(JobEvent::Completed { result: JobResult::Text(result), outputs: vec![output] }).await)
 }
 
 /// A refused transition means the job moved on (cancelled, failed elsewhere): not an error here.

@@ -51,6 +51,8 @@ async fn counts_words_lines_and_bytes() {
     let Some(JobResult::Text(r)) = job.result else { panic!("no text result") };
     assert_eq!((r.words, r.lines, r.chars, r.bytes), (5, 2, 29, 31));
     assert_eq!(r.encoding, TextEncoding::Utf8);
+    assert_eq!(job.outputs.len(), 1);
+    assert_eq!(job.outputs[0].uri.key, format!("outputs/{JOB}/text.txt"));
 }
 
 #[tokio::test]
