@@ -16,12 +16,17 @@ use prism_shared::{Envelope, Job, JobEventEnvelope, JobId, JobStatus, Modality, 
 const JOB: &str = "0196f0a0-0000-7000-8000-00000000c1a5";
 
 async fn run(content: &[u8]) -> (Job, Vec<prism_shared::memory::SentMessage>) {
+    run_declared(content, None, Priority::Normal).await
+}
+
+async fn run_declared(content: &[u8], declared_size: Option<u64>, priority: Priority) -> (Job, Vec<prism_shared::memory::SentMessage>) {
     let event: SqsEvent = sample_event("sqs-classify-command.json");
     let (jobs, blobs, queue) =
         (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()), Arc::new(MemoryQueue::default()));
     let id: JobId = JOB.parse().expect("id");
     let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt").parse().expect("uri");
-    let job = Job::new(id.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
+    let mut job = Job::new(id.clone(), "default".into(), priority, upload.clone(), "t".into(), Utc::now());
+    job.declared_size = declared_size;
     jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
     blobs.insert(&upload, content.to_vec());
     let deps = Deps {
@@ -66,4 +71,21 @@ async fn content_without_a_processor_or_with_no_bytes_fails_the_job() {
     let (big, sent) = run(&[b'a'; 2000]).await;
     assert_eq!(big.error.map(|e| e.code), Some("too_large".into()));
     assert!(sent.is_empty());
+}
+
+#[tokio::test]
+async fn an_upload_that_differs_from_its_declared_size_fails() {
+    let (job, sent) = run_declared(b"twelve bytes", Some(100), Priority::Normal).await;
+    assert_eq!(job.error.map(|e| e.code), Some("size_mismatch".into()));
+    assert!(sent.is_empty());
+    let (job, _) = run_declared(b"twelve bytes", Some(12), Priority::Normal).await;
+    assert_eq!(job.error, None);
+}
+
+#[tokio::test]
+async fn priorities_pick_their_lane() {
+    for (priority, lane) in [(Priority::Urgent, "fast"), (Priority::High, "fast"), (Priority::Low, "bulk"), (Priority::Batch, "bulk")] {
+        let (_, sent) = run_declared(b"some text", None, priority).await;
+        assert_eq!(sent[0].queue_url, format!("http://sqs/text-{lane}"), "{priority}");
+    }
 }
