@@ -39,6 +39,54 @@ pub struct TextResult {
     pub lines: u64,
     /// Runs of non-whitespace characters.
     pub words: u64,
+    /// Sentences: runs ended by `.`, `!` or `?` before whitespace, or by the end.
+    #[serde(default)]
+    pub sentences: u64,
+    /// At 238 words a minute, the average adult's silent reading speed.
+    #[serde(default)]
+    pub reading_time_s: f64,
+    /// ISO 639-1 code from stop-word frequencies (en, de, fr, es, it, pt, nl), or `und`.
+    #[serde(default)]
+    pub language: String,
+    /// The most frequent words of three letters or more that are not stop words.
+    #[serde(default)]
+    pub keywords: Vec<Keyword>,
+    /// What the classifier's sub-kind implies: JSON validity, CSV shape, Markdown outline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<TextStructure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keyword {
+    pub word: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TextStructure {
+    Json {
+        valid: bool,
+        /// `object`, `array`, `string`, `number`, `boolean` or `null`.
+        top_level: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    Csv {
+        rows: u64,
+        columns: u64,
+        /// Whether every row has as many fields as the first.
+        consistent: bool,
+    },
+    Markdown {
+        headings: Vec<Heading>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heading {
+    pub level: u8,
+    pub text: String,
 }
 
 impl TextResult {

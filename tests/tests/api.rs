@@ -66,6 +66,8 @@ async fn api_routes_auth_isolation_and_openapi() {
 
     let (status, got) = call(&alice, &spec, Method::GET, "/v1/jobs/{id}", &format!("/v1/jobs/{id}"), None).await;
     assert_eq!((status, got["result"]["words"].as_u64()), (200, Some(3)));
+    let (_, csv) = call(&alice, &spec, Method::POST, "/v1/jobs", "/v1/jobs", Some(json!({"text": "a,b\n1,2\n3,4\n"}))).await;
+    assert_eq!(csv["job"]["result"]["structure"], json!({"kind": "csv", "rows": 3, "columns": 2, "consistent": true}));
     let (_, events) =
         call(&alice, &spec, Method::GET, "/v1/jobs/{id}/events", &format!("/v1/jobs/{id}/events?after=2&limit=2"), None).await;
     let seqs: Vec<u64> = events["events"].as_array().expect("events").iter().filter_map(|e| e["seq"].as_u64()).collect();

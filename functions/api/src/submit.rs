@@ -180,9 +180,12 @@ async fn inline_text(deps: &Deps, job: Job, text: String) -> Result<Job, ApiErro
         Ok(c) => c,
         Err(e) => return record(deps, &job, JobEvent::Failed(JobFailure::new(e.code(), e.to_string()))).await,
     };
+    let mime = classification.mime.clone();
     let job = record(deps, &job, JobEvent::Classified(classification)).await?;
     let job = record(deps, &job, JobEvent::Started { phase: "analysing".into() }).await?;
-    record(deps, &job, JobEvent::Completed { result: JobResult::Text(text::analyse(&bytes)), outputs: Vec::new() }).await
+    let mut result = text::analyse(&bytes);
+    text::describe(&text::to_utf8(&bytes), &mime, &mut result);
+    record(deps, &job, JobEvent::Completed { result: JobResult::Text(result), outputs: Vec::new() }).await
 }
 
 /// An object already uploaded: attach it and send the job to classify.

@@ -14,7 +14,7 @@ use prism_shared::lifecycle::{self, LifecycleError};
 use prism_shared::ports::{BlobStore, JobStore, Queue};
 use prism_shared::results::JobResult;
 use prism_shared::sqs_batch::{self, Backoff, HandlerError};
-use prism_shared::text::{analyse, to_utf8};
+use prism_shared::text::{analyse, describe, to_utf8};
 use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, config};
 
 pub const SOURCE: &str = "process-text";
@@ -45,7 +45,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
     let env: Envelope<Command> = envelope::decode(msg.body.as_deref().unwrap_or_default())?;
-    let (Some(job_id), Command::Process { input, .. }) = (env.job_id, env.body) else {
+    let (Some(job_id), Command::Process { input, mime, .. }) = (env.job_id, env.body) else {
         return Err(HandlerError::Malformed("expected a job.process command with a job_id".into()));
     };
     tracing::info!(job_id = %job_id, trace_id = %env.trace_id, uri = %input.uri, "processing text");
@@ -79,7 +79,9 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
         Err(e) => return Err(e.into()),
     };
     record(JobEvent::Progress { phase: "analysing".into(), progress: 40, eta_s: None }).await.map(drop).or_else(refusal_is_ok)?;
-    let result = analyse(&bytes);
+    let text = to_utf8(&bytes);
+    let mut result = analyse(&bytes);
+    describe(&text, &mime, &mut result);
     tracing::info!(words = result.words, lines = result.lines, encoding = ?result.encoding, "analysed");
 
     // Checkpoint: a cancel requested meanwhile stops the job before it writes anything.
@@ -88,7 +90,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
         return ignore_refusal(record(JobEvent::Cancelled).await);
     }
     record(JobEvent::Progress { phase: "writing outputs".into(), progress: 80, eta_s: None }).await.map(drop).or_else(refusal_is_ok)?;
-    let utf8 = Bytes::from(to_utf8(&bytes));
+    let utf8 = Bytes::from(text);
     let output = Output {
         name: "text".into(),
         uri: S3Uri::new(&input.uri.bucket, format!("outputs/{job_id}/text.txt")),
