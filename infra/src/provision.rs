@@ -110,9 +110,9 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
             }
             "AWS::Serverless::Function" => {
                 let name = str_prop(&props, "FunctionName").unwrap_or(&id).to_owned();
-                let account = ctx.resolve_string(&Value::String("${AWS::AccountId}".into())).ok();
+                let pseudo = |k: &str| ctx.values.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                let arn = format!("arn:aws:lambda:{}:{}:function:{name}", pseudo("AWS::Region"), pseudo("AWS::AccountId"));
                 ctx.values.insert(id.clone(), Value::String(name.clone()));
-                let arn = format!("arn:aws:lambda:us-east-1:{}:function:{name}", account.unwrap_or_default());
                 ctx.attributes.insert((id.clone(), "Arn".into()), Value::String(arn));
                 functions.push(id.clone());
             }
