@@ -260,8 +260,10 @@ fn run_all_tests(project: &Path, extra: &[String]) -> anyhow::Result<()> {
         Ok(())
     };
     step("cfn-lint template.yaml", std::process::Command::new(moto.join("bin/cfn-lint")).arg("template.yaml"))?;
-    // The end-to-end tests run the real function binaries.
-    step("cargo build --workspace --bins", std::process::Command::new(&cargo).args(["build", "--workspace", "--bins"]))?;
+    // The end-to-end tests run the real function binaries. Building every
+    // target in one go unifies features as the test build will, so the test
+    // run reuses these artifacts instead of compiling the SDKs again.
+    step("cargo build --workspace --all-targets", std::process::Command::new(&cargo).args(["build", "--workspace", "--all-targets"]))?;
     let has_nextest = std::process::Command::new(&cargo).args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
     let mut tests = std::process::Command::new(&cargo);
     if has_nextest {
