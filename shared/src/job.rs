@@ -31,8 +31,17 @@ impl JobId {
     /// The same object (bucket, key and ETag) always gives the same id, so a
     /// redelivered S3 notification finds the job it already created.
     pub fn for_object(uri: &S3Uri, etag: &str) -> Self {
-        let name = format!("{uri}#{etag}");
-        Self(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string())
+        Self::derived(&uuid::Uuid::NAMESPACE_URL, &format!("{uri}#{etag}"))
+    }
+
+    /// The same request (owner and idempotency key) always gives the same id,
+    /// so a retried submit finds the job it already created.
+    pub fn for_request(owner: &str, idempotency_key: &str) -> Self {
+        Self::derived(&uuid::Uuid::NAMESPACE_OID, &format!("prism-idempotency\n{owner}\n{idempotency_key}"))
+    }
+
+    fn derived(namespace: &uuid::Uuid, name: &str) -> Self {
+        Self(uuid::Uuid::new_v5(namespace, name.as_bytes()).to_string())
     }
 
     pub fn as_str(&self) -> &str {

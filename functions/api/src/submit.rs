@@ -97,10 +97,7 @@ fn job_id_for(owner: &str, idempotency_key: Option<&str>) -> Result<JobId, ApiEr
         Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY => {
             Err(ApiError::Invalid(format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")))
         }
-        Some(k) => {
-            let name = format!("prism-idempotency\n{owner}\n{k}");
-            Ok(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string().parse().map_err(|_| ApiError::NotFound)?)
-        }
+        Some(k) => Ok(JobId::for_request(owner, k)),
     }
 }
 
