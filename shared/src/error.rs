@@ -66,3 +66,32 @@ pub enum ConfigError {
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("event bus unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+}
+
+impl Retryable for PublishError {
+    fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// The client went away; its connection and subscriptions should be forgotten.
+    #[error("connection {0} is gone")]
+    Gone(String),
+    #[error("message of {0} bytes is over the WebSocket message limit")]
+    TooLarge(usize),
+    #[error("WebSocket management API unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+}
+
+impl Retryable for NotifyError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}

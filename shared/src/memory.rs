@@ -9,9 +9,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::envelope::JobEventEnvelope;
-use crate::error::{BlobError, QueueError, StoreError};
+use crate::error::{BlobError, NotifyError, PublishError, QueueError, StoreError};
 use crate::job::{Job, JobId};
-use crate::ports::{BlobStore, Created, JobStore, ListQuery, ObjectHead, ObjectMeta, Page, Queue, owner_sort_key};
+use crate::ports::{
+    BlobStore, Connection, ConnectionStore, Created, EventBus, JobStore, ListQuery, Notifier, ObjectHead, ObjectMeta, Page, Queue,
+    Subscription, owner_sort_key,
+};
 use crate::uri::S3Uri;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -162,6 +165,118 @@ impl Queue for MemoryQueue {
 
     async fn retry_later(&self, _queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
         lock(&self.retries).push((receipt_handle.to_owned(), delay));
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryEventBus {
+    published: Mutex<Vec<JobEventEnvelope>>,
+    failures_left: Mutex<usize>,
+}
+
+impl MemoryEventBus {
+    pub fn published(&self) -> Vec<JobEventEnvelope> {
+        lock(&self.published).clone()
+    }
+
+    /// Makes the next `n` publishes fail as an unreachable topic would.
+    pub fn fail_next(&self, n: usize) {
+        *lock(&self.failures_left) = n;
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryEventBus {
+    async fn publish(&self, event: &JobEventEnvelope) -> Result<(), PublishError> {
+        let mut left = lock(&self.failures_left);
+        if *left > 0 {
+            *left -= 1;
+            return Err(PublishError::Unavailable("topic unreachable (fake)".into()));
+        }
+        lock(&self.published).push(event.clone());
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryConnections {
+    connections: Mutex<HashMap<String, Connection>>,
+    /// By job, then connection.
+    subscriptions: Mutex<BTreeMap<(JobId, String), Subscription>>,
+}
+
+#[async_trait]
+impl ConnectionStore for MemoryConnections {
+    async fn connect(&self, connection: &Connection) -> Result<(), StoreError> {
+        lock(&self.connections).insert(connection.connection_id.clone(), connection.clone());
+        Ok(())
+    }
+
+    async fn connection(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        Ok(lock(&self.connections).get(connection_id).cloned())
+    }
+
+    async fn disconnect(&self, connection_id: &str) -> Result<(), StoreError> {
+        lock(&self.connections).remove(connection_id);
+        lock(&self.subscriptions).retain(|(_, c), _| c != connection_id);
+        Ok(())
+    }
+
+    async fn subscribe(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        let key = (subscription.job_id.clone(), subscription.connection_id.clone());
+        lock(&self.subscriptions).insert(key, subscription.clone());
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, connection_id: &str, job_id: &JobId) -> Result<(), StoreError> {
+        lock(&self.subscriptions).remove(&(job_id.clone(), connection_id.to_owned()));
+        Ok(())
+    }
+
+    async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError> {
+        Ok(lock(&self.subscriptions).iter().filter(|((j, _), _)| j == job_id).map(|(_, s)| s.clone()).collect())
+    }
+
+    async fn claim(&self, job_id: &JobId, connection_id: &str, up_to: u64) -> Result<Option<u64>, StoreError> {
+        let mut subs = lock(&self.subscriptions);
+        Ok(subs.get_mut(&(job_id.clone(), connection_id.to_owned())).filter(|s| s.sent_seq < up_to).map(|s| {
+            let previous = s.sent_seq;
+            s.sent_seq = up_to;
+            previous
+        }))
+    }
+}
+
+/// Records what was pushed to each connection; connections marked gone refuse.
+#[derive(Debug, Default)]
+pub struct MemoryNotifier {
+    sent: Mutex<Vec<(String, Bytes)>>,
+    gone: Mutex<Vec<String>>,
+}
+
+impl MemoryNotifier {
+    pub fn mark_gone(&self, connection_id: &str) {
+        lock(&self.gone).push(connection_id.to_owned());
+    }
+
+    /// Every message pushed to `connection_id`, as JSON.
+    pub fn messages(&self, connection_id: &str) -> Vec<serde_json::Value> {
+        lock(&self.sent)
+            .iter()
+            .filter(|(c, _)| c == connection_id)
+            .map(|(_, m)| serde_json::from_slice(m).unwrap_or_else(|e| panic!("pushed message is not JSON: {e}")))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Notifier for MemoryNotifier {
+    async fn send(&self, connection_id: &str, message: Bytes) -> Result<(), NotifyError> {
+        if lock(&self.gone).iter().any(|c| c == connection_id) {
+            return Err(NotifyError::Gone(connection_id.to_owned()));
+        }
+        lock(&self.sent).push((connection_id.to_owned(), message));
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::envelope::JobEventEnvelope;
-use crate::error::{BlobError, QueueError, StoreError};
+use crate::error::{BlobError, NotifyError, PublishError, QueueError, StoreError};
 use crate::job::{Job, JobId, JobStatus, Modality};
 use crate::uri::S3Uri;
 
@@ -104,4 +104,62 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 
     /// Makes a received message visible again after `delay`: the backoff of a failed attempt.
     async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError>;
+}
+
+/// Where job events go once they are stored: an SNS topic that the progress
+/// fan-out (and later the workflow engine) subscribes to.
+#[async_trait]
+pub trait EventBus: Send + Sync + std::fmt::Debug {
+    async fn publish(&self, event: &JobEventEnvelope) -> Result<(), PublishError>;
+}
+
+/// An open WebSocket connection and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Connection {
+    pub connection_id: String,
+    pub owner: String,
+    pub connected_at: chrono::DateTime<chrono::Utc>,
+    /// Unix seconds; API Gateway closes connections after two hours, and TTL deletes the item.
+    pub expires_at: i64,
+}
+
+/// A connection's interest in one job, and how far it has been sent the job's events.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Subscription {
+    pub connection_id: String,
+    pub job_id: JobId,
+    /// Every event up to this sequence number has been claimed by a sender.
+    pub sent_seq: u64,
+    pub expires_at: i64,
+}
+
+/// WebSocket connections and their job subscriptions.
+#[async_trait]
+pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
+    async fn connect(&self, connection: &Connection) -> Result<(), StoreError>;
+
+    async fn connection(&self, connection_id: &str) -> Result<Option<Connection>, StoreError>;
+
+    /// Forgets the connection and every subscription it had.
+    async fn disconnect(&self, connection_id: &str) -> Result<(), StoreError>;
+
+    /// Records (or resets) a subscription; its `sent_seq` is where sending resumes.
+    async fn subscribe(&self, subscription: &Subscription) -> Result<(), StoreError>;
+
+    async fn unsubscribe(&self, connection_id: &str, job_id: &JobId) -> Result<(), StoreError>;
+
+    /// The job's subscriptions, read by key (never a scan).
+    async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Claims the sending of the job's events up to `up_to` for one
+    /// subscription: `Some(previous)` means the caller now owns `previous+1..=up_to`;
+    /// `None` means another sender already claimed them (or the subscription is gone).
+    /// Concurrent senders thereby claim disjoint ranges: nothing is sent twice or skipped.
+    async fn claim(&self, job_id: &JobId, connection_id: &str, up_to: u64) -> Result<Option<u64>, StoreError>;
+}
+
+/// Pushes messages to WebSocket clients (API Gateway's `@connections` API).
+#[async_trait]
+pub trait Notifier: Send + Sync + std::fmt::Debug {
+    async fn send(&self, connection_id: &str, message: Bytes) -> Result<(), NotifyError>;
 }

@@ -4,9 +4,9 @@ use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Utc};
-use prism_shared::lifecycle::{self, LifecycleError};
+use prism_shared::lifecycle;
 use prism_shared::ports::ListQuery;
-use prism_shared::{Job, JobEvent, JobId};
+use prism_shared::{Job, JobId};
 
 use crate::problem::ApiError;
 use crate::{Answer, Deps, SOURCE, to_value};
@@ -62,17 +62,9 @@ pub async fn events(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> 
 
 pub async fn cancel(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
     let job = owned_job(deps, owner, req).await?;
-    // The state machine takes a repeated cancel as a redelivery; a client asking
-    // to cancel a finished job is told it is finished.
-    if job.status.is_terminal() {
-        return Err(ApiError::Conflict(format!("job is already {}", job.status)));
-    }
-    match lifecycle::record(deps.jobs.as_ref(), &job.id, SOURCE, JobEvent::CancelRequested).await {
-        Ok(r) => Ok((202, to_value(r.job()))),
-        Err(LifecycleError::Refused { job, .. }) => Err(ApiError::Conflict(format!("job is already {}", job.status))),
-        Err(LifecycleError::NotFound(_)) => Err(ApiError::NotFound),
-        Err(LifecycleError::Store(e)) => Err(e.into()),
-    }
+    // A finished job answers 409 with its status (see `ApiError::from`).
+    let job = lifecycle::request_cancel(deps.jobs.as_ref(), deps.events.as_ref(), &job, SOURCE).await?;
+    Ok((202, to_value(&job)))
 }
 
 pub async fn list(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {

@@ -17,7 +17,7 @@ use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use prism_shared::auth::TokenKey;
 use prism_shared::limits::SizeLimits;
-use prism_shared::ports::{BlobStore, JobStore, Queue};
+use prism_shared::ports::{BlobStore, EventBus, JobStore, Queue};
 use prism_shared::{ConfigError, config};
 use serde::Serialize;
 
@@ -60,6 +60,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn Queue>,
     pub config: Config,

@@ -1,6 +1,8 @@
 //! Errors as RFC 9457 problems (`application/problem+json`) with stable codes.
 
 use prism_shared::auth::AuthError;
+use prism_shared::error::PublishError;
+use prism_shared::lifecycle::LifecycleError;
 use prism_shared::{BlobError, QueueError, StoreError};
 use serde::Serialize;
 
@@ -30,6 +32,19 @@ pub enum ApiError {
     Blob(#[from] BlobError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::NotFound(_) => Self::NotFound,
+            LifecycleError::Refused { job, .. } => Self::Conflict(format!("job is already {}", job.status)),
+            LifecycleError::Store(e) => Self::Store(e),
+            LifecycleError::Publish(e) => Self::Publish(e),
+        }
+    }
 }
 
 impl ApiError {
@@ -42,7 +57,7 @@ impl ApiError {
             Self::Conflict(_) => 409,
             Self::TooLarge { .. } => 413,
             Self::Invalid(_) => 422,
-            Self::Store(_) | Self::Blob(_) | Self::Queue(_) => 503,
+            Self::Store(_) | Self::Blob(_) | Self::Queue(_) | Self::Publish(_) => 503,
         }
     }
 
@@ -56,7 +71,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::TooLarge { .. } => "payload_too_large",
             Self::Invalid(_) => "invalid_request",
-            Self::Store(_) | Self::Blob(_) | Self::Queue(_) => "unavailable",
+            Self::Store(_) | Self::Blob(_) | Self::Queue(_) | Self::Publish(_) => "unavailable",
         }
     }
 

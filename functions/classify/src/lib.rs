@@ -12,7 +12,7 @@ use prism_shared::job::Lane;
 use prism_shared::job::{InputObject, JobFailure};
 use prism_shared::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::limits::SizeLimits;
-use prism_shared::ports::{BlobStore, JobStore, Queue};
+use prism_shared::ports::{BlobStore, EventBus, JobStore, Queue};
 use prism_shared::sniff::{self, SNIFF_BYTES};
 use prism_shared::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality, config};
@@ -51,6 +51,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn Queue>,
     pub config: Config,
@@ -90,7 +91,7 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
     };
     let (modality, mime) = (classification.modality, classification.mime.clone());
     // Recorded first, so even a job that fails below says what it was.
-    let recorded = match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {
+    let recorded = match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {
         Ok(r) => r,
         Err(LifecycleError::Refused { error, .. }) => {
             tracing::info!(%error, "job changed meanwhile; not routed");
@@ -133,7 +134,7 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
 
 async fn fail(deps: &Deps, job_id: &JobId, failure: JobFailure) -> Result<(), HandlerError> {
     tracing::warn!(code = %failure.code, reason = %failure.message, "job failed");
-    match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Failed(failure)).await {
+    match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), job_id, SOURCE, JobEvent::Failed(failure)).await {
         Ok(_) | Err(LifecycleError::Refused { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }

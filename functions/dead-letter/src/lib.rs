@@ -9,7 +9,7 @@ use prism_shared::commands::Command;
 use prism_shared::envelope;
 use prism_shared::job::JobFailure;
 use prism_shared::lifecycle::{self, LifecycleError};
-use prism_shared::ports::{JobStore, Queue};
+use prism_shared::ports::{EventBus, JobStore, Queue};
 use prism_shared::sqs_batch::{self, Backoff};
 use prism_shared::{JobEvent, JobId};
 
@@ -18,6 +18,7 @@ pub const SOURCE: &str = "dead-letter";
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
     pub queue: Arc<dyn Queue>,
 }
 
@@ -46,7 +47,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), LifecycleErr
     };
     let failure = JobFailure::new("retries_exhausted", format!("processing kept failing in {origin} and was given up"));
     tracing::error!(job_id = %job_id, %origin, "dead letter: failing job");
-    match lifecycle::record(deps.jobs.as_ref(), &job_id, SOURCE, JobEvent::Failed(failure)).await {
+    match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), &job_id, SOURCE, JobEvent::Failed(failure)).await {
         Ok(_) => Ok(()),
         // Already terminal (it finished on a late attempt) or gone: nothing to fail.
         Err(LifecycleError::Refused { .. } | LifecycleError::NotFound(_)) => Ok(()),

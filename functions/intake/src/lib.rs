@@ -14,7 +14,7 @@ use prism_shared::commands::Command;
 use prism_shared::envelope::new_trace_id;
 use prism_shared::job::{InputObject, Lane};
 use prism_shared::lifecycle::{self, LifecycleError, Recorded};
-use prism_shared::ports::{Created, JobStore, Queue};
+use prism_shared::ports::{Created, EventBus, JobStore, Queue};
 use prism_shared::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::{ConfigError, Envelope, Job, JobEvent, JobEventEnvelope, JobId, Priority, S3Uri, config};
 
@@ -50,6 +50,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
     pub queue: Arc<dyn Queue>,
     pub config: Config,
 }
@@ -129,7 +130,7 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Handle
     let input = InputObject { uri: upload.uri.clone(), size: upload.size, etag: upload.etag.clone() };
     let id = job_for(deps, &upload).await?;
     tracing::info!(job_id = %id, uri = %upload.uri, size = upload.size, "upload received");
-    let recorded = match lifecycle::record(deps.jobs.as_ref(), &id, SOURCE, JobEvent::Uploaded { input: input.clone() }).await {
+    let recorded = match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), &id, SOURCE, JobEvent::Uploaded { input: input.clone() }).await {
         Ok(r) => r,
         // A redelivery for a finished job, or a job cancelled before its upload arrived.
         Err(LifecycleError::Refused { error, .. }) => {
@@ -164,7 +165,7 @@ async fn job_for(deps: &Deps, upload: &Upload) -> Result<JobId, HandlerError> {
     let now = Utc::now();
     let job = Job::new(id.clone(), upload.owner.clone(), Priority::default(), upload.uri.clone(), new_trace_id(), now);
     let created = JobEventEnvelope::for_job(SOURCE, &job, job.created_event());
-    if let Created::Existing(_) = deps.jobs.create(&job, &created).await? {
+    if let Created::Existing(_) = lifecycle::create(deps.jobs.as_ref(), deps.events.as_ref(), &job, &created).await? {
         tracing::info!(job_id = %id, "job for this object exists already");
     }
     Ok(id)

@@ -11,7 +11,7 @@ use prism_shared::envelope::{self};
 use prism_shared::job::JobFailure;
 use prism_shared::job::Output;
 use prism_shared::lifecycle::{self, LifecycleError};
-use prism_shared::ports::{BlobStore, JobStore, Queue};
+use prism_shared::ports::{BlobStore, EventBus, JobStore, Queue};
 use prism_shared::results::JobResult;
 use prism_shared::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::text::{analyse, describe, to_utf8};
@@ -34,6 +34,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn Queue>,
     pub config: Config,
@@ -49,7 +50,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
         return Err(HandlerError::Malformed("expected a job.process command with a job_id".into()));
     };
     tracing::info!(job_id = %job_id, trace_id = %env.trace_id, uri = %input.uri, "processing text");
-    let record = |event| lifecycle::record(deps.jobs.as_ref(), &job_id, SOURCE, event);
+    let record = |event| lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), &job_id, SOURCE, event);
 
     let job = match deps.jobs.get(&job_id).await? {
         Some(job) => job,

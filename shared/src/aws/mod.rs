@@ -1,11 +1,17 @@
 //! The AWS adapters of the ports, and the one place SDK clients are configured.
 
+mod apigw;
+mod connections;
 mod dynamodb;
 mod s3;
+mod sns;
 mod sqs;
 
+pub use apigw::ApiGatewayNotifier;
+pub use connections::DynamoConnectionStore;
 pub use dynamodb::DynamoJobStore;
 pub use s3::S3BlobStore;
+pub use sns::SnsEventBus;
 pub use sqs::SqsQueue;
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -35,17 +41,46 @@ pub struct AwsPorts {
     pub jobs: std::sync::Arc<dyn crate::ports::JobStore>,
     pub blobs: std::sync::Arc<dyn crate::ports::BlobStore>,
     pub queue: std::sync::Arc<dyn crate::ports::Queue>,
+    pub events: std::sync::Arc<dyn crate::ports::EventBus>,
 }
 
 impl AwsPorts {
-    /// Reads `TABLE_NAME` and the SDK's own settings from the environment.
+    /// Reads `TABLE_NAME`, `EVENTS_TOPIC_ARN` and the SDK's own settings from the environment.
     pub async fn from_env() -> Result<Self, crate::error::ConfigError> {
         let table = crate::config::required("TABLE_NAME")?;
+        let topic = crate::config::required("EVENTS_TOPIC_ARN")?;
         let sdk = sdk_config().await;
         Ok(Self {
             jobs: std::sync::Arc::new(DynamoJobStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(&sdk))),
             queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
+            events: std::sync::Arc::new(SnsEventBus::new(aws_sdk_sns::Client::new(&sdk), topic)),
+        })
+    }
+}
+
+/// The adapters the WebSocket functions need besides [`AwsPorts`].
+#[derive(Debug, Clone)]
+pub struct RealtimePorts {
+    pub connections: std::sync::Arc<dyn crate::ports::ConnectionStore>,
+    pub notifier: std::sync::Arc<dyn crate::ports::Notifier>,
+}
+
+impl RealtimePorts {
+    /// Reads `TABLE_NAME` and `WEBSOCKET_ENDPOINT` (the stage's management
+    /// URL); `AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI` overrides the latter,
+    /// as service endpoint variables do for every other client, so a local
+    /// cloud can point the unchanged SDK client at itself.
+    pub async fn from_env() -> Result<Self, crate::error::ConfigError> {
+        let table = crate::config::required("TABLE_NAME")?;
+        let endpoint = match crate::config::optional("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI") {
+            Some(local) => local,
+            None => crate::config::required("WEBSOCKET_ENDPOINT")?,
+        };
+        let sdk = sdk_config().await;
+        Ok(Self {
+            connections: std::sync::Arc::new(DynamoConnectionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
+            notifier: std::sync::Arc::new(ApiGatewayNotifier::new(&sdk, &endpoint)),
         })
     }
 }

@@ -1,0 +1,192 @@
+//! WebSocket connections and subscriptions in the jobs table:
+//!
+//! | item         | pk            | sk               | attributes |
+//! |--------------|---------------|------------------|------------|
+//! | connection   | `CONN#{id}`   | `META`           | owner, connected_at, expires_at, `jobs` (string set of subscribed jobs) |
+//! | subscription | `JOB#{job}`   | `SUB#{conn}`     | sent_seq, expires_at |
+//!
+//! Fan-out reads a job's subscriptions with one Query on its partition
+//! (`begins_with(sk, "SUB#")`), beside the job and its events: no scans, no
+//! index. TTL (`expires_at`) removes what a lost `$disconnect` leaves behind.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+
+use super::boxed;
+use crate::error::StoreError;
+use crate::job::JobId;
+use crate::ports::{Connection, ConnectionStore, Subscription};
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Clone)]
+pub struct DynamoConnectionStore {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn conn_key(connection_id: &str) -> Item {
+    HashMap::from([("pk".to_owned(), s(format!("CONN#{connection_id}"))), ("sk".to_owned(), s("META"))])
+}
+
+fn sub_key(job_id: &JobId, connection_id: &str) -> Item {
+    HashMap::from([("pk".to_owned(), s(format!("JOB#{job_id}"))), ("sk".to_owned(), s(format!("SUB#{connection_id}")))])
+}
+
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
+    StoreError::Unavailable(boxed(e))
+}
+
+fn to_item<T: serde::Serialize>(what: &'static str, value: &T, key: Item) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(value).map_err(|e| StoreError::Corrupt { what, reason: e.to_string() })?;
+    item.extend(key);
+    Ok(item)
+}
+
+fn from_item<T: serde::de::DeserializeOwned>(what: &'static str, item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what, reason: e.to_string() })
+}
+
+impl DynamoConnectionStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    /// Adds or removes a job in the connection's set, if the connection still exists.
+    async fn update_jobs(&self, connection_id: &str, op: &str, job_id: &JobId) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(conn_key(connection_id)))
+            .update_expression(format!("{op} jobs :job"))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":job", AttributeValue::Ss(vec![job_id.to_string()]))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Disconnected meanwhile: $disconnect cleans up what it finds.
+            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for DynamoConnectionStore {
+    async fn connect(&self, connection: &Connection) -> Result<(), StoreError> {
+        let item = to_item("connection", connection, conn_key(&connection.connection_id))?;
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn connection(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(conn_key(connection_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item.map(|item| from_item("connection", item)).transpose()
+    }
+
+    async fn disconnect(&self, connection_id: &str) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(conn_key(connection_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let jobs = match out.item.as_ref().and_then(|item| item.get("jobs")) {
+            Some(AttributeValue::Ss(jobs)) => jobs.clone(),
+            _ => Vec::new(),
+        };
+        for job in jobs {
+            let Ok(job_id) = job.parse::<JobId>() else { continue };
+            self.unsubscribe_only(connection_id, &job_id).await?;
+        }
+        self.client.delete_item().table_name(&self.table).set_key(Some(conn_key(connection_id))).send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        let item = to_item("subscription", subscription, sub_key(&subscription.job_id, &subscription.connection_id))?;
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
+        self.update_jobs(&subscription.connection_id, "ADD", &subscription.job_id).await
+    }
+
+    async fn unsubscribe(&self, connection_id: &str, job_id: &JobId) -> Result<(), StoreError> {
+        self.unsubscribe_only(connection_id, job_id).await?;
+        self.update_jobs(connection_id, "DELETE", job_id).await
+    }
+
+    async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError> {
+        let mut subscriptions = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :sub)")
+                .expression_attribute_values(":pk", s(format!("JOB#{job_id}")))
+                .expression_attribute_values(":sub", s("SUB#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items.unwrap_or_default() {
+                subscriptions.push(from_item("subscription", item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(subscriptions);
+            }
+        }
+    }
+
+    async fn claim(&self, job_id: &JobId, connection_id: &str, up_to: u64) -> Result<Option<u64>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(sub_key(job_id, connection_id)))
+            .update_expression("SET sent_seq = :up_to")
+            .condition_expression("attribute_exists(pk) AND sent_seq < :up_to")
+            .expression_attribute_values(":up_to", AttributeValue::N(up_to.to_string()))
+            .return_values(ReturnValue::UpdatedOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let previous = out.attributes.as_ref().and_then(|a| a.get("sent_seq")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
+                previous.map(Some).ok_or_else(|| StoreError::Corrupt { what: "subscription", reason: "claim returned no sent_seq".into() })
+            }
+            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+impl DynamoConnectionStore {
+    async fn unsubscribe_only(&self, connection_id: &str, job_id: &JobId) -> Result<(), StoreError> {
+        self.client.delete_item().table_name(&self.table).set_key(Some(sub_key(job_id, connection_id))).send().await.map_err(unavailable)?;
+        Ok(())
+    }
+}

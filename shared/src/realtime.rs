@@ -1,0 +1,455 @@
+//! Live job progress over WebSockets: the messages clients and the server
+//! exchange, and the delivery of a job's events to its subscriptions.
+//!
+//! Delivery is claim-then-send. A subscription records how far its job's
+//! events have been claimed (`sent_seq`); a sender first claims a range with
+//! a conditional update, then pushes exactly that range, reading from the job's
+//! log whatever it was not handed. The `ws` function (replay on subscribe) and
+//! any number of `progress` instances (live events) can therefore race without
+//! sending an event twice or skipping one. Messages from concurrent senders
+//! may still arrive out of order, as they can from API Gateway anyway, so
+//! clients order by `seq` (see [`Resequencer`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::JobEventEnvelope;
+use crate::error::{NotifyError, Retryable, StoreError};
+use crate::job::{Job, JobEvent, JobId, JobStatus};
+use crate::ports::{ConnectionStore, JobStore, Notifier};
+
+/// API Gateway's WebSocket message limit.
+pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
+/// API Gateway's WebSocket frame limit; longer messages span several frames.
+pub const MAX_FRAME_BYTES: usize = 32 * 1024;
+/// API Gateway closes a connection after two hours, whatever happens on it.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(2 * 60 * 60);
+/// ... and after ten minutes without a message either way.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Keeps a connection item (and its string set of jobs) small.
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+/// How many connections one fan-out pushes to at once.
+const PUSH_CONCURRENCY: usize = 32;
+
+/// What a client sends; API Gateway routes on `action`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// The job's snapshot, then every event after `after_seq`, then live events.
+    Subscribe {
+        job_id: JobId,
+        #[serde(default)]
+        after_seq: u64,
+    },
+    Unsubscribe {
+        job_id: JobId,
+    },
+    Ping,
+    Cancel {
+        job_id: JobId,
+    },
+}
+
+/// What the server pushes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The job as it stood when the subscription started; its events follow.
+    Snapshot { job: Box<Job> },
+    /// A job event: the envelope itself, with its `seq`. `superseded` lists
+    /// earlier progress events of the same burst that were coalesced into
+    /// this one and will not be pushed (the REST event log keeps them).
+    Event {
+        #[serde(flatten)]
+        event: Box<JobEventEnvelope>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        superseded: Vec<u64>,
+    },
+    Unsubscribed {
+        job_id: JobId,
+    },
+    Pong,
+    CancelRequested {
+        job_id: JobId,
+        status: JobStatus,
+    },
+    Error {
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job_id: Option<JobId>,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: &str, message: impl Into<String>, job_id: Option<JobId>) -> Self {
+        Self::Error { code: code.to_owned(), message: message.into(), job_id }
+    }
+
+    pub fn event(event: JobEventEnvelope) -> Self {
+        Self::Event { event: Box::new(event), superseded: Vec::new() }
+    }
+
+    /// The wire form, under [`MAX_MESSAGE_BYTES`]. A job's result is the only
+    /// unbounded part of a message: when it does not fit, it is sent as `null`
+    /// with `"truncated": true`, and clients read it from the REST snapshot.
+    pub fn encode(&self) -> Bytes {
+        let bytes = to_bytes(self);
+        if bytes.len() <= MAX_MESSAGE_BYTES {
+            return bytes;
+        }
+        let mut value = serde_json::to_value(self).unwrap_or_else(|e| unreachable!("message serialisation: {e}"));
+        for pointer in ["/job/result", "/payload/result"] {
+            if let Some(result) = value.pointer_mut(pointer) {
+                *result = serde_json::Value::Null;
+            }
+        }
+        value["truncated"] = true.into();
+        let bytes = to_bytes(&value);
+        if bytes.len() <= MAX_MESSAGE_BYTES {
+            return bytes;
+        }
+        let job_id = value.pointer("/job/id").or_else(|| value.get("job_id")).and_then(|v| serde_json::from_value(v.clone()).ok());
+        to_bytes(&Self::error("too_large", "message is over the WebSocket limit; read it over REST", job_id))
+    }
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("message serialisation: {e}")))
+}
+
+impl ServerMessage {
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+}
+
+impl Retryable for DeliveryError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_retryable(),
+            Self::Notify(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// What one push to one subscription did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Another sender had claimed the range already.
+    Nothing,
+    Sent(usize),
+    /// The client had gone; its connection was forgotten.
+    Gone,
+}
+
+/// Totals of a fan-out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOut {
+    pub messages: usize,
+    pub gone: usize,
+}
+
+/// Whether a burst's earlier progress events are folded into the next pushed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coalesce {
+    /// Live fan-out: a progress event followed by a later event of the same
+    /// burst is not pushed; status changes and the terminal event always are.
+    Bursts,
+    /// Replay on request: every event.
+    Never,
+}
+
+/// The ports delivery needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub jobs: &'a dyn JobStore,
+    pub connections: &'a dyn ConnectionStore,
+    pub notifier: &'a dyn Notifier,
+}
+
+impl Delivery<'_> {
+    /// Pushes new `events` of one job (sorted by `seq`) to all its subscriptions.
+    pub async fn fan_out(&self, job_id: &JobId, events: &[JobEventEnvelope]) -> Result<FanOut, DeliveryError> {
+        let Some(up_to) = events.iter().filter_map(|e| e.seq).max() else { return Ok(FanOut::default()) };
+        let subscriptions = self.connections.subscribers(job_id).await?;
+        let pushes = futures::stream::iter(subscriptions.iter().filter(|s| s.sent_seq < up_to))
+            .map(|s| self.push(job_id, &s.connection_id, up_to, events, Coalesce::Bursts))
+            .buffer_unordered(PUSH_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut total = FanOut::default();
+        let mut first_error = None;
+        for push in pushes {
+            match push {
+                Ok(Pushed::Sent(n)) => total.messages += n,
+                Ok(Pushed::Gone) => total.gone += 1,
+                Ok(Pushed::Nothing) => {}
+                // One failing connection must not hold back the others.
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        first_error.map_or(Ok(total), Err)
+    }
+
+    /// Claims events up to `up_to` for one subscription and pushes the claimed
+    /// range, taking what `known` lacks from the job's log.
+    pub async fn push(
+        &self,
+        job_id: &JobId,
+        connection_id: &str,
+        up_to: u64,
+        known: &[JobEventEnvelope],
+        coalesce: Coalesce,
+    ) -> Result<Pushed, DeliveryError> {
+        let Some(previous) = self.connections.claim(job_id, connection_id, up_to).await? else { return Ok(Pushed::Nothing) };
+        let covered = known.iter().any(|e| e.seq == Some(previous + 1));
+        let range: Vec<JobEventEnvelope> = if covered {
+            known.iter().filter(|e| e.seq.is_some_and(|s| s > previous && s <= up_to)).cloned().collect()
+        } else {
+            // A subscriber behind the burst (or a replay): backfill from the log.
+            let missing = u32::try_from(up_to - previous).unwrap_or(u32::MAX);
+            self.jobs.events(job_id, previous, missing).await?.into_iter().filter(|e| e.seq.is_some_and(|s| s <= up_to)).collect()
+        };
+        let mut sent = 0;
+        for message in messages(range, coalesce) {
+            match self.notifier.send(connection_id, message.encode()).await {
+                Ok(()) => sent += 1,
+                Err(NotifyError::Gone(_)) => {
+                    self.connections.disconnect(connection_id).await?;
+                    return Ok(Pushed::Gone);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Pushed::Sent(sent))
+    }
+
+    /// Pushes one message that is not a job event (a snapshot, pong or error).
+    pub async fn send(&self, connection_id: &str, message: &ServerMessage) -> Result<Pushed, DeliveryError> {
+        match self.notifier.send(connection_id, message.encode()).await {
+            Ok(()) => Ok(Pushed::Sent(1)),
+            Err(NotifyError::Gone(_)) => {
+                self.connections.disconnect(connection_id).await?;
+                Ok(Pushed::Gone)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The messages for a claimed range of events.
+fn messages(range: Vec<JobEventEnvelope>, coalesce: Coalesce) -> Vec<ServerMessage> {
+    let last = range.len().saturating_sub(1);
+    let mut out = Vec::with_capacity(range.len());
+    let mut superseded = Vec::new();
+    for (i, event) in range.into_iter().enumerate() {
+        let is_progress = matches!(event.body, JobEvent::Progress { .. });
+        if coalesce == Coalesce::Bursts && is_progress && i < last {
+            superseded.extend(event.seq);
+            continue;
+        }
+        out.push(ServerMessage::Event { event: Box::new(event), superseded: std::mem::take(&mut superseded) });
+    }
+    out
+}
+
+/// Puts pushed events back in `seq` order on the client, drops duplicates,
+/// and says when a gap has lasted long enough to ask for a replay.
+#[derive(Debug, Clone)]
+pub struct Resequencer<T> {
+    /// Every event up to here has been released (or superseded).
+    pub last_seq: u64,
+    pending: BTreeMap<u64, (T, Vec<u64>)>,
+}
+
+impl<T> Resequencer<T> {
+    pub fn new(last_seq: u64) -> Self {
+        Self { last_seq, pending: BTreeMap::new() }
+    }
+
+    /// Takes pushed event `seq` and returns the events now in order.
+    pub fn accept(&mut self, seq: u64, superseded: Vec<u64>, event: T) -> Vec<T> {
+        if seq > self.last_seq {
+            self.pending.insert(seq, (event, superseded));
+        }
+        let mut ready = Vec::new();
+        while let Some(entry) = self.pending.first_entry() {
+            let (seq, (_, superseded)) = (*entry.key(), entry.get());
+            // The next event is due, or every seq between is one it superseded.
+            let due = (self.last_seq + 1..seq).all(|s| superseded.contains(&s));
+            if !due {
+                break;
+            }
+            let (event, _) = entry.remove();
+            self.last_seq = seq;
+            ready.push(event);
+        }
+        ready
+    }
+
+    /// Whether events are waiting behind a missing one.
+    pub fn has_gap(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::job::Priority;
+    use crate::lifecycle::record;
+    use crate::memory::{MemoryConnections, MemoryEventBus, MemoryJobStore, MemoryNotifier};
+    use crate::ports::{Connection, Subscription};
+
+    struct World {
+        jobs: MemoryJobStore,
+        bus: MemoryEventBus,
+        connections: MemoryConnections,
+        notifier: MemoryNotifier,
+        job: Job,
+    }
+
+    impl World {
+        async fn new() -> Self {
+            let (jobs, bus) = (MemoryJobStore::default(), MemoryEventBus::default());
+            let upload = "s3://b/uploads/o/k".parse().expect("uri");
+            let job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
+            crate::lifecycle::create(&jobs, &bus, &job, &JobEventEnvelope::for_job("t", &job, job.created_event())).await.expect("create");
+            Self { jobs, bus, connections: MemoryConnections::default(), notifier: MemoryNotifier::default(), job }
+        }
+
+        fn delivery(&self) -> Delivery<'_> {
+            Delivery { jobs: &self.jobs, connections: &self.connections, notifier: &self.notifier }
+        }
+
+        async fn subscribe(&self, connection_id: &str, after_seq: u64) {
+            let connection = Connection { connection_id: connection_id.into(), owner: "o".into(), connected_at: Utc::now(), expires_at: 0 };
+            self.connections.connect(&connection).await.expect("connect");
+            let sub = Subscription { connection_id: connection_id.into(), job_id: self.job.id.clone(), sent_seq: after_seq, expires_at: 0 };
+            self.connections.subscribe(&sub).await.expect("subscribe");
+        }
+
+        async fn record(&self, event: JobEvent) -> JobEventEnvelope {
+            match record(&self.jobs, &self.bus, &self.job.id, "t", event).await.expect("record") {
+                crate::lifecycle::Recorded::Changed(_, envelope) => *envelope,
+                other => panic!("not a change: {other:?}"),
+            }
+        }
+
+        fn seqs(&self, connection_id: &str) -> Vec<u64> {
+            self.notifier.messages(connection_id).iter().filter_map(|m| m["seq"].as_u64()).collect()
+        }
+    }
+
+    fn progress(p: u8) -> JobEvent {
+        JobEvent::Progress { phase: "p".into(), progress: p, eta_s: None }
+    }
+
+    #[tokio::test]
+    async fn bursts_coalesce_progress_but_never_status_changes_or_the_end() {
+        let w = World::new().await;
+        w.subscribe("c1", 1).await;
+        let mut burst = vec![w.record(JobEvent::Started { phase: "p".into() }).await];
+        for p in [10, 20, 30] {
+            burst.push(w.record(progress(p)).await);
+        }
+        burst.push(w.record(JobEvent::Cancelled).await);
+        let out = w.delivery().fan_out(&w.job.id, &burst).await.expect("fan out");
+        assert_eq!(out, FanOut { messages: 2, gone: 0 });
+        let pushed = w.notifier.messages("c1");
+        assert_eq!(w.seqs("c1"), vec![2, 6]);
+        assert_eq!(pushed[1]["superseded"], serde_json::json!([3, 4, 5]));
+        assert_eq!(pushed[1]["event_type"], "job.cancelled");
+        // Pushed messages are envelopes: they decode as one, with a type tag beside.
+        let decoded: ServerMessage = serde_json::from_value(pushed[0].clone()).expect("decode");
+        assert!(matches!(decoded, ServerMessage::Event { event, .. } if event.seq == Some(2)));
+        // A second delivery of the same burst (an SQS redelivery) sends nothing.
+        assert_eq!(w.delivery().fan_out(&w.job.id, &burst).await.expect("again"), FanOut::default());
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_is_backfilled_from_the_log() {
+        let w = World::new().await;
+        w.subscribe("c1", 0).await;
+        w.record(JobEvent::Started { phase: "p".into() }).await;
+        let latest = w.record(progress(50)).await;
+        w.delivery().fan_out(&w.job.id, std::slice::from_ref(&latest)).await.expect("fan out");
+        assert_eq!(w.seqs("c1"), vec![1, 2, 3], "the published event lost before this one is read from the log");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_senders_send_every_event_exactly_once() {
+        let w = Arc::new(World::new().await);
+        w.subscribe("c1", 0).await;
+        let mut events = vec![w.record(JobEvent::Started { phase: "p".into() }).await];
+        for p in 0..30 {
+            events.push(w.record(progress(p)).await);
+        }
+        let senders: Vec<_> = (0..events.len())
+            .map(|i| {
+                let (w, event) = (w.clone(), events[i].clone());
+                tokio::spawn(async move {
+                    let seq = event.seq.expect("seq");
+                    w.delivery().push(&w.job.id, "c1", seq, &[event], Coalesce::Never).await.expect("push");
+                })
+            })
+            .collect();
+        for s in senders {
+            s.await.expect("join");
+        }
+        let mut seqs = w.seqs("c1");
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=32).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn gone_clients_are_forgotten() {
+        let w = World::new().await;
+        w.subscribe("c1", 0).await;
+        w.subscribe("c2", 0).await;
+        w.notifier.mark_gone("c1");
+        let event = w.record(JobEvent::Cancelled).await;
+        let out = w.delivery().fan_out(&w.job.id, &[event]).await.expect("fan out");
+        assert_eq!(out, FanOut { messages: 2, gone: 1 });
+        assert_eq!(w.connections.connection("c1").await.expect("read"), None);
+        let subscribers = w.connections.subscribers(&w.job.id).await.expect("subs");
+        assert_eq!(subscribers.iter().map(|s| s.connection_id.as_str()).collect::<Vec<_>>(), vec!["c2"]);
+    }
+
+    #[test]
+    fn oversized_results_are_left_out_not_sent_over_the_limit() {
+        let upload = "s3://b/uploads/o/k".parse().expect("uri");
+        let mut job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
+        let huge = "x".repeat(MAX_MESSAGE_BYTES);
+        job.owner = huge;
+        let bytes = ServerMessage::Snapshot { job: Box::new(job) }.encode();
+        assert!(bytes.len() <= MAX_MESSAGE_BYTES);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(v["type"], "error");
+    }
+
+    #[test]
+    fn the_resequencer_orders_dedupes_and_honours_superseded_events() {
+        let mut r = Resequencer::new(1);
+        assert!(r.accept(3, vec![], 3).is_empty());
+        assert!(r.has_gap());
+        assert_eq!(r.accept(2, vec![], 2), vec![2, 3]);
+        assert!(r.accept(3, vec![], 3).is_empty(), "duplicates are dropped");
+        assert_eq!(r.accept(7, vec![4, 5, 6], 7), vec![7]);
+        assert!(!r.has_gap());
+    }
+}
