@@ -15,7 +15,7 @@ use crate::logs::LogSink;
 use crate::provision::{self, Clients};
 use crate::runtime::{self, FunctionHandle, RuntimeEnv};
 use crate::template::Template;
-use crate::{esm, http_api};
+use crate::{esm, http_api, websocket};
 
 pub const REGION: &str = "us-east-1";
 const STACK_NAME: &str = "prism";
@@ -48,6 +48,9 @@ pub struct LocalInfo {
     pub bucket: String,
     pub table: String,
     pub http_url: String,
+    /// The WebSocket API (`ws://…/{stage}`), when the template has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_url: Option<String>,
     pub logs_dir: String,
     pub pid: u32,
 }
@@ -103,6 +106,21 @@ impl LocalCloud {
         let stack = provision::provision(&template, &clients, &pseudo).await.context("provisioning template.yaml")?;
 
         let shutdown = CancellationToken::new();
+        // Bound before the functions start: their management endpoint is this port.
+        let ws_listener = match &stack.websocket {
+            Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+            None => None,
+        };
+        let ws_addr = ws_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
+        let mut overrides = vec![
+            ("AWS_ENDPOINT_URL".into(), emulators.endpoint.clone()),
+            ("AWS_ENDPOINT_URL_DYNAMODB".into(), emulators.dynamodb_endpoint.clone()),
+            ("PRISM_LOG_FORMAT".into(), "text".into()),
+            ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
+        ];
+        if let (Some(addr), Some(api)) = (ws_addr, &stack.websocket) {
+            overrides.push(("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI".into(), format!("http://{addr}/{}", api.stage)));
+        }
         let env = RuntimeEnv {
             bin_dir: opts.bin_dir.clone(),
             base_env: vec![
@@ -113,12 +131,7 @@ impl LocalCloud {
                 ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
                 ("RUST_BACKTRACE".into(), "1".into()),
             ],
-            overrides: vec![
-                ("AWS_ENDPOINT_URL".into(), emulators.endpoint.clone()),
-                ("AWS_ENDPOINT_URL_DYNAMODB".into(), emulators.dynamodb_endpoint.clone()),
-                ("PRISM_LOG_FORMAT".into(), "text".into()),
-                ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
-            ],
+            overrides,
             account_id: ACCOUNT_ID.into(),
             region: REGION.into(),
             logs: logs.clone(),
@@ -154,6 +167,29 @@ impl LocalCloud {
             }
         });
 
+        let mut websocket_url = None;
+        if let (Some(listener), Some(api)) = (ws_listener, stack.websocket.clone()) {
+            let addr = listener.local_addr()?;
+            websocket_url = Some(format!("ws://{addr}/{}", api.stage));
+            let handles = functions.iter().map(|f: &FunctionHandle| (f.name.clone(), f.clone())).collect();
+            let gateway = websocket::WsGateway::new(
+                api,
+                handles,
+                ACCOUNT_ID.into(),
+                addr.to_string(),
+                websocket::Limits::default(),
+                shutdown.clone(),
+            );
+            let app = std::sync::Arc::new(gateway).router();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "WebSocket API failed");
+                }
+            });
+        }
+
         let info = LocalInfo {
             region: REGION.into(),
             endpoint: emulators.endpoint.clone(),
@@ -162,6 +198,7 @@ impl LocalCloud {
             bucket: stack.buckets.first().cloned().unwrap_or_default(),
             table: stack.tables.first().cloned().unwrap_or_default(),
             http_url,
+            websocket_url,
             logs_dir: logs.dir().display().to_string(),
             pid: std::process::id(),
         };
@@ -190,6 +227,7 @@ pub fn clients_for(endpoint: &str, dynamodb_endpoint: &str) -> Clients {
     Clients {
         s3: aws_sdk_s3::Client::from_conf(s3),
         sqs: aws_sdk_sqs::Client::new(&main),
+        sns: aws_sdk_sns::Client::new(&main),
         dynamodb: aws_sdk_dynamodb::Client::new(&emulator_sdk_config(dynamodb_endpoint)),
     }
 }

@@ -12,6 +12,7 @@ pub mod process;
 pub mod provision;
 pub mod runtime;
 pub mod template;
+pub mod websocket;
 
 pub use client::PrismClient;
 pub use cloud::{CloudOptions, LocalCloud, LocalInfo};

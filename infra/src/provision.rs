@@ -22,6 +22,7 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sns: aws_sdk_sns::Client,
 }
 
 /// Where the functions' SQS events come from, as the template's `SQS` events say.
@@ -41,6 +42,19 @@ pub struct HttpRoute {
     pub method: String,
     pub path: String,
     pub function: String,
+}
+
+/// The WebSocket API (`AWS::ApiGatewayV2::Api` with `ProtocolType: WEBSOCKET`) and its routes.
+#[derive(Debug, Clone, Default)]
+pub struct WebSocketSpec {
+    pub api_id: String,
+    /// Only `$request.body.<field>` expressions are evaluated locally.
+    pub route_selection: String,
+    pub stage: String,
+    /// Route key to the name of the function its integration invokes.
+    pub routes: Vec<(String, String)>,
+    /// The stage's `DefaultRouteSettings` throttling: (requests per second, burst).
+    pub throttle: Option<(f64, f64)>,
 }
 
 /// A function as the local cloud runs it.
@@ -68,6 +82,7 @@ pub struct Stack {
     pub tables: Vec<String>,
     /// The HTTP API's `DefaultRouteSettings` throttling: (requests per second, burst).
     pub http_throttle: Option<(f64, f64)>,
+    pub websocket: Option<WebSocketSpec>,
 }
 
 /// Instances of a function with no concurrency setting.
@@ -92,8 +107,11 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
         buckets: Vec::new(),
         tables: Vec::new(),
         http_throttle: None,
+        websocket: None,
     };
     let mut functions = Vec::new();
+    // Integration id to the function it invokes.
+    let mut integrations: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for id in template.creation_order()? {
         let r = &template.resources[&id];
         let props = ctx.resolve(&r.properties).with_context(|| format!("resolving {id}"))?;
@@ -123,6 +141,48 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
                 if let (Some(rate), Some(burst)) = (setting("ThrottlingRateLimit"), setting("ThrottlingBurstLimit")) {
                     stack.http_throttle = Some((rate, burst));
                 }
+            }
+            "AWS::SNS::Topic" => create_topic(clients, &mut ctx, r, &props).await?,
+            "AWS::SNS::Subscription" => subscribe(clients, &mut ctx, r, &props).await?,
+            "AWS::ApiGatewayV2::Api" if str_prop(&props, "ProtocolType") == Some("WEBSOCKET") => {
+                let api_id = format!("local-{}", id.to_lowercase());
+                ctx.values.insert(id.clone(), Value::String(api_id.clone()));
+                let route_selection = str_prop(&props, "RouteSelectionExpression").unwrap_or("$request.body.action").to_owned();
+                stack.websocket = Some(WebSocketSpec { api_id, route_selection, ..WebSocketSpec::default() });
+            }
+            "AWS::ApiGatewayV2::Integration" => {
+                let uri = str_prop(&props, "IntegrationUri").unwrap_or_default();
+                let function = uri
+                    .split("/functions/")
+                    .nth(1)
+                    .and_then(|rest| rest.split("/invocations").next())
+                    .and_then(|arn| arn.rsplit(':').next())
+                    .ok_or_else(|| anyhow!("{id}: only Lambda proxy integrations are supported locally, not {uri}"))?;
+                let integration_id = format!("integ-{}", id.to_lowercase());
+                integrations.insert(integration_id.clone(), function.to_owned());
+                ctx.values.insert(id.clone(), Value::String(integration_id));
+            }
+            "AWS::ApiGatewayV2::Route" => {
+                let key = str_prop(&props, "RouteKey").ok_or_else(|| anyhow!("{id}: no RouteKey"))?.to_owned();
+                let target = str_prop(&props, "Target").and_then(|t| t.strip_prefix("integrations/")).unwrap_or_default();
+                let function = integrations.get(target).ok_or_else(|| anyhow!("{id}: target {target:?} is no integration"))?.clone();
+                let api = stack.websocket.as_mut().ok_or_else(|| anyhow!("{id}: a route before its WebSocket API"))?;
+                api.routes.push((key, function));
+                ctx.values.insert(id.clone(), Value::String(format!("route-{}", id.to_lowercase())));
+            }
+            "AWS::ApiGatewayV2::Stage" => {
+                let api = stack.websocket.as_mut().ok_or_else(|| anyhow!("{id}: a stage before its WebSocket API"))?;
+                api.stage = str_prop(&props, "StageName").unwrap_or("$default").to_owned();
+                let setting =
+                    |k: &str| props.pointer(&format!("/DefaultRouteSettings/{k}")).map(string_of).and_then(|v| v.parse::<f64>().ok());
+                if let (Some(rate), Some(burst)) = (setting("ThrottlingRateLimit"), setting("ThrottlingBurstLimit")) {
+                    api.throttle = Some((rate, burst));
+                }
+                ctx.values.insert(id.clone(), Value::String(api.stage.clone()));
+            }
+            // The local gateway may invoke any function; nothing to grant.
+            "AWS::Lambda::Permission" => {
+                ctx.values.insert(id.clone(), Value::String(format!("permission-{}", id.to_lowercase())));
             }
             other => bail!("the local cloud cannot provision {id}: resource type {other} is not supported yet"),
         }
@@ -188,6 +248,41 @@ async fn create_queue(clients: &Clients, ctx: &mut Context, r: &Resource, props:
     ctx.values.insert(id.clone(), Value::String(url));
     ctx.attributes.insert((id.clone(), "Arn".into()), Value::String(arn));
     ctx.attributes.insert((id, "QueueName".into()), Value::String(name));
+    Ok(())
+}
+
+async fn create_topic(clients: &Clients, ctx: &mut Context, r: &Resource, props: &Value) -> anyhow::Result<()> {
+    let name = str_prop(props, "TopicName").unwrap_or(&r.logical_id).to_owned();
+    let out = clients.sns.create_topic().name(&name).send().await.with_context(|| format!("creating topic {name}"))?;
+    let arn = out.topic_arn.ok_or_else(|| anyhow!("no ARN for topic {name}"))?;
+    let id = r.logical_id.clone();
+    ctx.values.insert(id.clone(), Value::String(arn.clone()));
+    ctx.attributes.insert((id.clone(), "TopicArn".into()), Value::String(arn));
+    ctx.attributes.insert((id, "TopicName".into()), Value::String(name));
+    Ok(())
+}
+
+async fn subscribe(clients: &Clients, ctx: &mut Context, r: &Resource, props: &Value) -> anyhow::Result<()> {
+    let topic = str_prop(props, "TopicArn").ok_or_else(|| anyhow!("{}: no TopicArn", r.logical_id))?;
+    let mut req = clients
+        .sns
+        .subscribe()
+        .topic_arn(topic)
+        .protocol(str_prop(props, "Protocol").unwrap_or("sqs"))
+        .set_endpoint(str_prop(props, "Endpoint").map(str::to_owned))
+        .return_subscription_arn(true);
+    if props.get("RawMessageDelivery").map(string_of).as_deref() == Some("true") {
+        req = req.attributes("RawMessageDelivery", "true");
+    }
+    for key in ["FilterPolicy", "FilterPolicyScope"] {
+        match props.get(key) {
+            Some(Value::String(v)) => req = req.attributes(key, v),
+            Some(v) => req = req.attributes(key, v.to_string()),
+            None => {}
+        }
+    }
+    let out = req.send().await.with_context(|| format!("subscribing {}", r.logical_id))?;
+    ctx.values.insert(r.logical_id.clone(), Value::String(out.subscription_arn.unwrap_or_default()));
     Ok(())
 }
 

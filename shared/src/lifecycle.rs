@@ -68,7 +68,13 @@ pub async fn create(store: &dyn JobStore, bus: &dyn EventBus, job: &Job, event: 
 }
 
 /// Applies `event` to job `id`, stores the change with its event, then publishes it.
-pub async fn record(store: &dyn JobStore, bus: &dyn EventBus, id: &JobId, source: &str, event: JobEvent) -> Result<Recorded, LifecycleError> {
+pub async fn record(
+    store: &dyn JobStore,
+    bus: &dyn EventBus,
+    id: &JobId,
+    source: &str,
+    event: JobEvent,
+) -> Result<Recorded, LifecycleError> {
     let recorded = record_unpublished(store, id, source, event).await?;
     match &recorded {
         Recorded::Changed(_, envelope) => bus.publish(envelope).await?,

@@ -30,8 +30,6 @@ pub const MAX_FRAME_BYTES: usize = 32 * 1024;
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(2 * 60 * 60);
 /// ... and after ten minutes without a message either way.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// Keeps a connection item (and its string set of jobs) small.
-pub const MAX_SUBSCRIPTIONS: usize = 100;
 /// How many connections one fan-out pushes to at once.
 const PUSH_CONCURRENCY: usize = 32;
 
@@ -59,7 +57,9 @@ pub enum ClientMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The job as it stood when the subscription started; its events follow.
-    Snapshot { job: Box<Job> },
+    Snapshot {
+        job: Box<Job>,
+    },
     /// A job event: the envelope itself, with its `seq`. `superseded` lists
     /// earlier progress events of the same burst that were coalesced into
     /// this one and will not be pushed (the REST event log keeps them).
@@ -122,8 +122,7 @@ fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("message serialisation: {e}")))
 }
 
-impl ServerMessage {
-}
+impl ServerMessage {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {

@@ -99,20 +99,31 @@ where
         let (arn, receipt) = (msg.event_source_arn.clone(), msg.receipt_handle.clone());
         let result = handler(msg).instrument(span.clone()).await;
         let Err(error) = result else { continue };
-        let _entered = span.enter();
-        tracing::error!(retryable = error.is_retryable(), error = %error, error_chain = ?error, "message failed");
-        let mut failure = BatchItemFailure::default();
-        failure.item_identifier = message_id;
-        response.batch_item_failures.push(failure);
-        if let (Some(arn), Some(receipt)) = (arn, receipt) {
-            let delay = backoff.delay(attempt);
-            if let Err(e) = queue.retry_later(&arn, &receipt, delay).await {
-                // Not fatal: the message still returns after the queue's visibility timeout.
-                tracing::warn!(error = %e, "could not set backoff visibility");
-            }
-        }
+        tracing::error!(parent: &span, retryable = error.is_retryable(), error = %error, error_chain = ?error, "message failed");
+        retry_later(&mut response, queue, backoff, message_id, attempt, arn, receipt).await;
     }
     response
+}
+
+/// Reports a message as failed and puts it back with its backoff delay.
+pub async fn retry_later(
+    response: &mut SqsBatchResponse,
+    queue: &dyn Queue,
+    backoff: Backoff,
+    message_id: String,
+    attempt: u32,
+    queue_arn: Option<String>,
+    receipt_handle: Option<String>,
+) {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = message_id;
+    response.batch_item_failures.push(failure);
+    if let (Some(arn), Some(receipt)) = (queue_arn, receipt_handle)
+        && let Err(e) = queue.retry_later(&arn, &receipt, backoff.delay(attempt)).await
+    {
+        // Not fatal: the message still returns after the queue's visibility timeout.
+        tracing::warn!(error = %e, "could not set backoff visibility");
+    }
 }
 
 #[cfg(test)]

@@ -91,14 +91,15 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
     };
     let (modality, mime) = (classification.modality, classification.mime.clone());
     // Recorded first, so even a job that fails below says what it was.
-    let recorded = match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {
-        Ok(r) => r,
-        Err(LifecycleError::Refused { error, .. }) => {
-            tracing::info!(%error, "job changed meanwhile; not routed");
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let recorded =
+        match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {
+            Ok(r) => r,
+            Err(LifecycleError::Refused { error, .. }) => {
+                tracing::info!(%error, "job changed meanwhile; not routed");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
     let job = recorded.job();
     if let Some(declared) = job.declared_size
         && declared != head.size

@@ -130,15 +130,16 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Handle
     let input = InputObject { uri: upload.uri.clone(), size: upload.size, etag: upload.etag.clone() };
     let id = job_for(deps, &upload).await?;
     tracing::info!(job_id = %id, uri = %upload.uri, size = upload.size, "upload received");
-    let recorded = match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), &id, SOURCE, JobEvent::Uploaded { input: input.clone() }).await {
-        Ok(r) => r,
-        // A redelivery for a finished job, or a job cancelled before its upload arrived.
-        Err(LifecycleError::Refused { error, .. }) => {
-            tracing::info!(job_id = %id, %error, "upload not attached; nothing to do");
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let recorded =
+        match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), &id, SOURCE, JobEvent::Uploaded { input: input.clone() }).await {
+            Ok(r) => r,
+            // A redelivery for a finished job, or a job cancelled before its upload arrived.
+            Err(LifecycleError::Refused { error, .. }) => {
+                tracing::info!(job_id = %id, %error, "upload not attached; nothing to do");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
     if let Recorded::AlreadyApplied(job) = &recorded
         && job.modality.is_some()
     {

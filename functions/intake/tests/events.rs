@@ -14,8 +14,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
     let (jobs, queue) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryQueue::default()));
     let config =
         Config { classify_queue_url: "http://sqs/classify".into(), classify_fast_queue_url: Some("http://sqs/classify-fast".into()) };
-    let deps = Deps { jobs: jobs.clone(),
-        events: Arc::new(MemoryEventBus::default()), queue: queue.clone(), config };
+    let deps = Deps { jobs: jobs.clone(), events: Arc::new(MemoryEventBus::default()), queue: queue.clone(), config };
     (deps, jobs, queue)
 }
 

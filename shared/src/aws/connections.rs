@@ -175,7 +175,8 @@ impl ConnectionStore for DynamoConnectionStore {
             .await;
         match result {
             Ok(out) => {
-                let previous = out.attributes.as_ref().and_then(|a| a.get("sent_seq")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
+                let previous =
+                    out.attributes.as_ref().and_then(|a| a.get("sent_seq")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
                 previous.map(Some).ok_or_else(|| StoreError::Corrupt { what: "subscription", reason: "claim returned no sent_seq".into() })
             }
             Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => Ok(None),
@@ -186,7 +187,13 @@ impl ConnectionStore for DynamoConnectionStore {
 
 impl DynamoConnectionStore {
     async fn unsubscribe_only(&self, connection_id: &str, job_id: &JobId) -> Result<(), StoreError> {
-        self.client.delete_item().table_name(&self.table).set_key(Some(sub_key(job_id, connection_id))).send().await.map_err(unavailable)?;
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(sub_key(job_id, connection_id)))
+            .send()
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }

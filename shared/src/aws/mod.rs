@@ -47,14 +47,18 @@ pub struct AwsPorts {
 impl AwsPorts {
     /// Reads `TABLE_NAME`, `EVENTS_TOPIC_ARN` and the SDK's own settings from the environment.
     pub async fn from_env() -> Result<Self, crate::error::ConfigError> {
+        Self::from_sdk(&sdk_config().await)
+    }
+
+    /// [`Self::from_env`] with an `SdkConfig` the caller also uses for other clients.
+    pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::error::ConfigError> {
         let table = crate::config::required("TABLE_NAME")?;
         let topic = crate::config::required("EVENTS_TOPIC_ARN")?;
-        let sdk = sdk_config().await;
         Ok(Self {
-            jobs: std::sync::Arc::new(DynamoJobStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
-            blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(&sdk))),
-            queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
-            events: std::sync::Arc::new(SnsEventBus::new(aws_sdk_sns::Client::new(&sdk), topic)),
+            jobs: std::sync::Arc::new(DynamoJobStore::new(aws_sdk_dynamodb::Client::new(sdk), table)),
+            blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
+            queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
+            events: std::sync::Arc::new(SnsEventBus::new(aws_sdk_sns::Client::new(sdk), topic)),
         })
     }
 }
@@ -71,16 +75,15 @@ impl RealtimePorts {
     /// URL); `AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI` overrides the latter,
     /// as service endpoint variables do for every other client, so a local
     /// cloud can point the unchanged SDK client at itself.
-    pub async fn from_env() -> Result<Self, crate::error::ConfigError> {
+    pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::error::ConfigError> {
         let table = crate::config::required("TABLE_NAME")?;
         let endpoint = match crate::config::optional("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI") {
             Some(local) => local,
             None => crate::config::required("WEBSOCKET_ENDPOINT")?,
         };
-        let sdk = sdk_config().await;
         Ok(Self {
-            connections: std::sync::Arc::new(DynamoConnectionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
-            notifier: std::sync::Arc::new(ApiGatewayNotifier::new(&sdk, &endpoint)),
+            connections: std::sync::Arc::new(DynamoConnectionStore::new(aws_sdk_dynamodb::Client::new(sdk), table)),
+            notifier: std::sync::Arc::new(ApiGatewayNotifier::new(sdk, &endpoint)),
         })
     }
 }

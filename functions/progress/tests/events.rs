@@ -1,0 +1,56 @@
+//! The progress function on a sample batch of job events, against in-memory ports.
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::SqsEvent;
+use chrono::Utc;
+use prism_shared::lifecycle;
+use prism_shared::memory::{MemoryConnections, MemoryEventBus, MemoryJobStore, MemoryNotifier, MemoryQueue};
+use prism_shared::ports::{Connection, ConnectionStore, JobStore, Subscription};
+use prism_shared::testing::sample_event;
+use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, Priority};
+use progress::{Deps, handle};
+
+const JOB: &str = "0196f0a0-0000-7000-8000-0000000000ab";
+
+#[tokio::test]
+async fn pushes_a_batch_to_subscribers_and_reports_only_the_malformed_message() {
+    let (jobs, connections, notifier, queue) = (
+        Arc::new(MemoryJobStore::default()),
+        Arc::new(MemoryConnections::default()),
+        Arc::new(MemoryNotifier::default()),
+        Arc::new(MemoryQueue::default()),
+    );
+    let id: JobId = JOB.parse().expect("id");
+    let job = Job::new(id.clone(), "alice".into(), Priority::Normal, "s3://b/uploads/k".parse().expect("uri"), "t".into(), Utc::now());
+    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    let bus = MemoryEventBus::default();
+    lifecycle::record(jobs.as_ref(), &bus, &id, "t", JobEvent::Started { phase: "reading".into() }).await.expect("start");
+    lifecycle::record(jobs.as_ref(), &bus, &id, "t", JobEvent::Progress { phase: "analysing".into(), progress: 40, eta_s: None })
+        .await
+        .expect("progress");
+    for (connection_id, sent_seq) in [("early", 0), ("current", 1), ("gone", 1)] {
+        let connection = Connection { connection_id: connection_id.into(), owner: "alice".into(), connected_at: Utc::now(), expires_at: 0 };
+        connections.connect(&connection).await.expect("connect");
+        let sub = Subscription { connection_id: connection_id.into(), job_id: id.clone(), sent_seq, expires_at: 0 };
+        connections.subscribe(&sub).await.expect("subscribe");
+    }
+    notifier.mark_gone("gone");
+    let deps = Deps { jobs, connections: connections.clone(), notifier: notifier.clone(), queue: queue.clone() };
+
+    let response = handle(&deps, sample_event::<SqsEvent>("sqs-job-events.json")).await;
+
+    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, vec!["7b2e5c3a-4d8f-4e5a-9f3c-9a0b1c2d3e4f"], "only the malformed message goes back");
+    assert_eq!(queue.retries().len(), 1, "with a backoff");
+    let seqs = |c: &str| notifier.messages(c).iter().map(|m| m["seq"].as_u64().expect("seq")).collect::<Vec<_>>();
+    // The burst's progress event is the last of it, so nothing is coalesced;
+    // the subscriber that started at 0 is backfilled from the log.
+    assert_eq!(seqs("early"), vec![1, 2, 3]);
+    assert_eq!(seqs("current"), vec![2, 3]);
+    assert_eq!(connections.connection("gone").await.expect("read"), None);
+    // A redelivered batch sends nothing twice.
+    let again = handle(&deps, sample_event::<SqsEvent>("sqs-job-events.json")).await;
+    assert_eq!(again.batch_item_failures.len(), 1);
+    assert_eq!(seqs("current"), vec![2, 3]);
+}
