@@ -81,11 +81,17 @@ impl PrismClient {
     /// Creates a job and uploads `bytes` to it; processing starts when the upload lands.
     pub async fn submit(&self, file_name: &str, bytes: Vec<u8>, priority: Option<&str>) -> anyhow::Result<Job> {
         let (job, upload_url) = self.create(file_name, priority).await?;
-        let put = self.http.put(&upload_url).body(bytes).send().await.context("uploading")?;
+        self.upload(&upload_url, bytes).await?;
+        Ok(job)
+    }
+
+    /// PUTs a job's content to the presigned URL its creation returned.
+    pub async fn upload(&self, upload_url: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let put = self.http.put(upload_url).body(bytes).send().await.context("uploading")?;
         if !put.status().is_success() {
             bail!("upload answered {}: {}", put.status(), put.text().await.unwrap_or_default());
         }
-        Ok(job)
+        Ok(())
     }
 
     /// Creates a job awaiting its upload; returns it with the presigned PUT URL.

@@ -7,6 +7,7 @@ pub mod emulator;
 pub mod esm;
 pub mod http_api;
 pub mod install;
+pub mod live;
 pub mod logs;
 pub mod process;
 pub mod provision;

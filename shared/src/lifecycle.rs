@@ -97,7 +97,11 @@ pub async fn request_cancel(store: &dyn JobStore, bus: &dyn EventBus, job: &Job,
         let error = TransitionError::Terminal { status: job.status };
         return Err(LifecycleError::Refused { id: job.id.clone(), error, job: Box::new(job.clone()) });
     }
-    Ok(record(store, bus, &job.id, source, JobEvent::CancelRequested).await?.job().clone())
+    // A queued job has nothing running to stop: it ends now, with the
+    // terminal `job.cancelled` that followers wait for. (Should it start
+    // meanwhile, its processor finds it cancelled at its next write.)
+    let event = if job.status == crate::job::JobStatus::Queued { JobEvent::Cancelled } else { JobEvent::CancelRequested };
+    Ok(record(store, bus, &job.id, source, event).await?.job().clone())
 }
 
 async fn record_unpublished(store: &dyn JobStore, id: &JobId, source: &str, event: JobEvent) -> Result<Recorded, LifecycleError> {
@@ -185,6 +189,7 @@ mod tests {
         let job = stored_job(&store).await;
         let requested = request_cancel(&store, &bus, &job, "t").await.expect("queued jobs cancel at once");
         assert_eq!(requested.status, JobStatus::Cancelled);
+        assert_eq!(bus.published().last().map(|e| e.body.clone()), Some(JobEvent::Cancelled), "ending with the terminal event");
         let err = request_cancel(&store, &bus, &requested, "t").await.expect_err("finished");
         assert!(matches!(err, LifecycleError::Refused { error: TransitionError::Terminal { status: JobStatus::Cancelled }, .. }));
     }

@@ -56,6 +56,11 @@ impl TestCloud {
         client(&self.cloud.info.http_url, Some(token(&self.key, owner)))
     }
 
+    /// A bearer token for `owner`.
+    pub fn token(&self, owner: &str) -> String {
+        token(&self.key, owner)
+    }
+
     /// A client with no token at all.
     pub fn anonymous(&self) -> PrismClient {
         client(&self.cloud.info.http_url, None)

@@ -1,0 +1,114 @@
+//! Live progress over the local cloud's WebSocket API: every event of a job
+//! in order, resumption after a dropped connection without gaps or
+//! duplicates, owner isolation, and refusal without a token.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{JOB_TIMEOUT, TestCloud};
+use prism::EmulatorChoice;
+use prism::live::{LiveConnection, LiveError, Watch, is_terminal};
+use prism_shared::JobId;
+use prism_shared::realtime::ClientMessage;
+use serde_json::Value;
+
+const TEXT: &[u8] = b"Prism watches this job live. Every event arrives once, in order.\nA second line for the counts.\n";
+
+/// What a follower ended with, checked against the job's REST event log:
+/// released events strictly increasing, each identical to the logged one,
+/// and every logged seq either released or superseded by a later push.
+fn check_against_log(name: &str, watch: &Watch, id: &JobId, log: &BTreeMap<u64, Value>) -> Vec<u64> {
+    let followed = &watch.jobs[id];
+    let seqs: Vec<u64> = followed.events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{name}: out of order or duplicated: {seqs:?}");
+    for event in &followed.events {
+        let seq = event["seq"].as_u64().expect("seq");
+        assert_eq!(event["event_id"], log[&seq]["event_id"], "{name}: seq {seq} differs from the log");
+        assert_eq!(event["event_type"], log[&seq]["event_type"]);
+    }
+    let mut covered: Vec<u64> = seqs.iter().chain(&followed.superseded).copied().collect();
+    covered.sort_unstable();
+    assert_eq!(covered, log.keys().copied().collect::<Vec<_>>(), "{name}: gaps or extras");
+    for s in &followed.superseded {
+        assert_eq!(log[s]["event_type"], "job.progress", "{name}: only progress events may be superseded");
+    }
+    assert!(followed.finished && is_terminal(followed.events.last().expect("events")), "{name}: did not end with the terminal event");
+    covered
+}
+
+#[tokio::test]
+async fn subscribers_get_every_event_in_order_and_resume_without_gaps() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let url = tc.cloud.info.websocket_url.clone().expect("the template has a WebSocket API");
+    let token = tc.token("tester");
+    let (job, upload_url) = tc.api.create("notes.txt", None).await.expect("create");
+    let id = job.id.clone();
+
+    // Client A follows the whole job on one connection.
+    let mut a = LiveConnection::connect(&url, Some(&token)).await.expect("connect A");
+    let whole = tokio::spawn({
+        let id = id.clone();
+        async move {
+            let mut watch = Watch::new([(id, 0)]);
+            tokio::time::timeout(JOB_TIMEOUT, watch.run(&mut a, None, &mut |_, _| {})).await.expect("A in time").expect("A");
+            watch
+        }
+    });
+
+    // Client B takes the replayed first event, then two live ones, and drops mid-job.
+    let mut resumed = Watch::new([(id.clone(), 0)]);
+    let mut b = LiveConnection::connect(&url, Some(&token)).await.expect("connect B");
+    resumed.run(&mut b, Some(1), &mut |_, _| {}).await.expect("B replay");
+    tc.api.upload(&upload_url, TEXT.to_vec()).await.expect("upload");
+    tokio::time::timeout(JOB_TIMEOUT, resumed.run(&mut b, Some(2), &mut |_, _| {})).await.expect("B live in time").expect("B live");
+    let seen_before_drop = resumed.jobs[&id].last_seq();
+    b.close().await;
+    assert!(!resumed.finished(), "B dropped before the end");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // B reconnects and resumes from the last sequence number it saw.
+    let mut b = LiveConnection::connect(&url, Some(&token)).await.expect("reconnect B");
+    tokio::time::timeout(JOB_TIMEOUT, resumed.run(&mut b, None, &mut |_, _| {})).await.expect("B resumed in time").expect("B resumed");
+    let whole = whole.await.expect("join A");
+
+    let log: BTreeMap<u64, Value> =
+        tc.api.events(&id, 0).await.expect("events").into_iter().map(|e| (e["seq"].as_u64().expect("seq"), e)).collect();
+    assert_eq!(log.values().last().map(|e| e["event_type"].clone()), Some("job.completed".into()), "{log:?}");
+    let a_seqs = check_against_log("A", &whole, &id, &log);
+    let b_seqs = check_against_log("B", &resumed, &id, &log);
+    assert_eq!(a_seqs, b_seqs, "both clients end with the same sequence");
+    assert!(resumed.jobs[&id].events.iter().any(|e| e["seq"].as_u64() > Some(seen_before_drop)), "B resumed after {seen_before_drop}");
+    tc.finish().await;
+}
+
+#[tokio::test]
+async fn connections_are_authenticated_and_see_only_their_owners_jobs() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let url = tc.cloud.info.websocket_url.clone().expect("WebSocket API");
+    assert!(matches!(LiveConnection::connect(&url, None).await, Err(LiveError::Refused(401))));
+    assert!(matches!(LiveConnection::connect(&url, Some("forged.token.value")).await, Err(LiveError::Refused(401))));
+
+    let (job, _) = tc.api.create("secret.txt", None).await.expect("create");
+    let mut mallory = LiveConnection::connect(&url, Some(&tc.token("mallory"))).await.expect("connect");
+    let mut watch = Watch::new([(job.id.clone(), 0)]);
+    let refused = watch.run(&mut mallory, None, &mut |_, _| {}).await;
+    assert!(matches!(&refused, Err(LiveError::Server { code, .. }) if code == "job_not_found"), "{refused:?}");
+    mallory.send(&ClientMessage::Cancel { job_id: job.id.clone() }).await.expect("send");
+    let answer = mallory.next(Duration::from_secs(10)).await.expect("read").expect("an answer");
+    assert_eq!(answer["code"], "job_not_found");
+
+    // The owner's own change reaches the owner's subscription but never mallory's connection.
+    let mut owner = LiveConnection::connect(&url, Some(&tc.token("tester"))).await.expect("connect");
+    let mut own = Watch::new([(job.id.clone(), 0)]);
+    let cancel = tc.api.request(reqwest::Method::POST, &format!("/v1/jobs/{}/cancel", job.id)).send().await.expect("cancel");
+    assert_eq!(cancel.status(), 202);
+    tokio::time::timeout(JOB_TIMEOUT, own.run(&mut owner, None, &mut |_, _| {})).await.expect("in time").expect("owner");
+    assert_eq!(own.jobs[&job.id].events.last().map(|e| e["event_type"].clone()), Some("job.cancelled".into()));
+    mallory.send(&ClientMessage::Ping).await.expect("ping");
+    let next = mallory.next(Duration::from_secs(10)).await.expect("read").expect("pong");
+    assert_eq!(next["type"], "pong", "nothing but the pong reaches another owner's connection: {next}");
+    assert!(mallory.next(Duration::from_millis(500)).await.expect("read").is_none());
+    tc.finish().await;
+}
