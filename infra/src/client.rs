@@ -54,6 +54,19 @@ impl SubmitReport {
             error: job.error.as_ref().and_then(|e| serde_json::to_value(e).ok()),
         }
     }
+
+    /// A file the client could not submit or follow.
+    pub fn client_error(file: &str, error: &anyhow::Error) -> Self {
+        Self {
+            file: file.to_owned(),
+            job_id: String::new(),
+            status: "failed".into(),
+            modality: None,
+            mime: None,
+            result: None,
+            error: Some(serde_json::json!({ "code": "client_error", "message": format!("{error:#}") })),
+        }
+    }
 }
 
 impl PrismClient {

@@ -288,11 +288,11 @@ pub struct ProgressView {
 }
 
 impl ProgressView {
-    /// Draws only when stderr is a terminal.
-    pub fn new(ids: &[JobId]) -> Self {
+    /// Draws (on stderr) only when `wanted` and stderr is a terminal.
+    pub fn new(ids: &[JobId], wanted: bool) -> Self {
         use std::io::IsTerminal;
         let lines = ids.iter().map(|id| (id.clone(), format!("{id}  queued"))).collect();
-        Self { lines, drawn: 0, enabled: std::io::stderr().is_terminal() }
+        Self { lines, drawn: 0, enabled: wanted && std::io::stderr().is_terminal() }
     }
 
     pub fn update(&mut self, id: &JobId, event: &Value) {

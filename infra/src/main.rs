@@ -6,7 +6,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use prism::client::SubmitReport;
+use prism::live::{ProgressView, Watch};
 use prism::{CloudOptions, EmulatorChoice, LocalCloud, LocalInfo, PrismClient, cloud};
+use prism_shared::JobId;
+use serde_json::Value;
 
 /// The sample `prism demo` submits.
 const DEMO_FILE: (&str, &[u8]) = ("notes.txt", include_bytes!("../samples/notes.txt"));
@@ -29,7 +32,7 @@ enum Command {
     /// Submit files through the API (create job, upload to its presigned URL).
     Submit {
         files: Vec<PathBuf>,
-        /// Wait for each job to finish.
+        /// Wait for the jobs to finish, showing live progress.
         #[arg(long)]
         wait: bool,
         /// One JSON object per file per line.
@@ -37,20 +40,33 @@ enum Command {
         json: bool,
         #[arg(long)]
         priority: Option<String>,
-        /// Seconds to wait for each job with --wait.
+        /// Seconds to wait for the jobs with --wait.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
-        /// API base URL (default: the running local cloud's).
-        #[arg(long, env = "PRISM_API_URL")]
-        api: Option<String>,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
+        #[command(flatten)]
+        auth: AuthArgs,
+    },
+    /// Follow jobs live until they end: progress bars from the WebSocket API,
+    /// resuming after dropped connections, REST polling as the fallback.
+    Watch {
+        jobs: Vec<String>,
+        /// Print every event as a JSON line instead of progress bars.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
         #[command(flatten)]
         auth: AuthArgs,
     },
     /// Print one job.
     Status {
         job: String,
-        #[arg(long, env = "PRISM_API_URL")]
-        api: Option<String>,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
         #[command(flatten)]
         auth: AuthArgs,
     },
@@ -78,6 +94,49 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct EndpointArgs {
+    /// API base URL (default: the running local cloud's).
+    #[arg(long, env = "PRISM_API_URL")]
+    api: Option<String>,
+    /// WebSocket API URL (default: the running local cloud's; none means REST polling).
+    #[arg(long, env = "PRISM_WEBSOCKET_URL")]
+    websocket: Option<String>,
+}
+
+/// Where and as whom the CLI talks to Prism.
+struct Target {
+    api: PrismClient,
+    websocket_url: Option<String>,
+    token: String,
+}
+
+impl Target {
+    fn new(project: &Path, endpoints: EndpointArgs, auth: AuthArgs) -> anyhow::Result<Self> {
+        let (api, websocket_url) = match endpoints.api {
+            Some(api) => (api, endpoints.websocket),
+            None => {
+                let local = read_local(project)?;
+                (local.http_url, endpoints.websocket.or(local.websocket_url))
+            }
+        };
+        let token = auth.token(project)?;
+        Ok(Self { api: PrismClient::new(&api, Some(token.clone()))?, websocket_url, token })
+    }
+
+    /// Follows `ids` to their end; `show` draws progress bars on a terminal,
+    /// `on_event` sees every event in order.
+    async fn follow(&self, ids: &[JobId], timeout: Duration, show: bool, mut on_event: impl FnMut(&Value) + Send) -> anyhow::Result<()> {
+        let mut view = ProgressView::new(ids, show);
+        let mut watch = Watch::new(ids.iter().map(|id| (id.clone(), 0)));
+        let mut each = |id: &JobId, event: &Value| {
+            view.update(id, event);
+            on_event(event);
+        };
+        watch.follow(self.websocket_url.as_deref(), Some(&self.token), &self.api, timeout, &mut each).await
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,26 +194,53 @@ async fn main() -> anyhow::Result<()> {
         Command::Up(args) => up(&project, args, false).await,
         Command::Demo(args) => up(&project, args, true).await,
         Command::Down => down(&project),
-        Command::Submit { files, wait, json, priority, timeout, api, auth } => {
-            let client = PrismClient::new(&api_url(&project, api)?, Some(auth.token(&project)?))?;
-            let mut failed = false;
-            for file in files {
-                let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        Command::Submit { files, wait, json, priority, timeout, endpoints, auth } => {
+            let target = Target::new(&project, endpoints, auth)?;
+            let mut submitted = Vec::new();
+            for file in &files {
+                let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
                 let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let report = submit_one(
-                    &client,
-                    &file.display().to_string(),
-                    &name,
-                    bytes,
-                    priority.as_deref(),
-                    wait.then(|| Duration::from_secs(timeout)),
-                )
-                .await;
-                failed |= report.status == "failed";
+                submitted.push((file.display().to_string(), target.api.submit(&name, bytes, priority.as_deref()).await));
+            }
+            if wait {
+                let ids: Vec<JobId> = submitted.iter().filter_map(|(_, r)| r.as_ref().ok().map(|j| j.id.clone())).collect();
+                if let Err(e) = target.follow(&ids, Duration::from_secs(timeout), !json, |_| {}).await {
+                    eprintln!("prism: {e:#}");
+                }
+            }
+            let mut unfinished = false;
+            for (label, outcome) in submitted {
+                let outcome = match outcome {
+                    Ok(job) if wait => target.api.job(&job.id).await,
+                    other => other,
+                };
+                let report = match outcome {
+                    Ok(job) => SubmitReport::new(&label, &job),
+                    Err(e) => SubmitReport::client_error(&label, &e),
+                };
+                unfinished |= report.status != "completed";
                 print_report(&report, json);
             }
-            if failed && wait {
+            if unfinished && wait {
                 std::process::exit(2);
+            }
+            Ok(())
+        }
+        Command::Watch { jobs, json, timeout, endpoints, auth } => {
+            let target = Target::new(&project, endpoints, auth)?;
+            let ids =
+                jobs.iter().map(|j| j.parse::<JobId>().with_context(|| format!("{j} is not a job id"))).collect::<Result<Vec<_>, _>>()?;
+            let print = |event: &Value| {
+                if json {
+                    println!("{event}");
+                }
+            };
+            target.follow(&ids, Duration::from_secs(timeout), !json, print).await?;
+            if !json {
+                for id in &ids {
+                    let job = target.api.job(id).await?;
+                    println!("{}  {}  {}", job.id, job.status, job.error.map(|e| e.message).unwrap_or_default());
+                }
             }
             Ok(())
         }
@@ -162,9 +248,9 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", issue_token(&project, &owner, ttl_hours)?);
             Ok(())
         }
-        Command::Status { job, api, auth } => {
-            let client = PrismClient::new(&api_url(&project, api)?, Some(auth.token(&project)?))?;
-            let job = client.job(&job.parse().context("not a job id")?).await?;
+        Command::Status { job, endpoints, auth } => {
+            let target = Target::new(&project, endpoints, auth)?;
+            let job = target.api.job(&job.parse().context("not a job id")?).await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
             Ok(())
         }
@@ -198,15 +284,7 @@ async fn submit_one(
     .await;
     match outcome {
         Ok(job) => SubmitReport::new(label, &job),
-        Err(e) => SubmitReport {
-            file: label.to_owned(),
-            job_id: String::new(),
-            status: "failed".into(),
-            modality: None,
-            mime: None,
-            result: None,
-            error: Some(serde_json::json!({ "code": "client_error", "message": format!("{e:#}") })),
-        },
+        Err(e) => SubmitReport::client_error(label, &e),
     }
 }
 
@@ -281,13 +359,6 @@ fn local_json(project: &Path) -> PathBuf {
 fn read_local(project: &Path) -> anyhow::Result<LocalInfo> {
     let text = std::fs::read_to_string(local_json(project)).context("no local cloud is running (start one with `prism up`)")?;
     Ok(serde_json::from_str(&text)?)
-}
-
-fn api_url(project: &Path, given: Option<String>) -> anyhow::Result<String> {
-    match given {
-        Some(url) => Ok(url),
-        None => Ok(read_local(project)?.http_url),
-    }
 }
 
 async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
