@@ -4,7 +4,10 @@
 //! * classifier: files per second sniffed from their first 4 KiB, against
 //!   libmagic's `file --mime-type` over the same generated corpus;
 //! * priority lanes: with N batch jobs queued, how many of them start before
-//!   an urgent job submitted afterwards.
+//!   an urgent job submitted afterwards;
+//! * live progress: with many WebSocket connections open, the latency from an
+//!   event's creation to its arrival at each subscribed client, against a
+//!   bare `@connections` push through the same gateway.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -158,4 +161,144 @@ pub async fn started_at(api: &PrismClient, id: &JobId) -> anyhow::Result<chrono:
     let events = api.events(id, 0).await?;
     let started = events.iter().find(|e| e["event_type"] == "job.started").context("job never started")?;
     Ok(started["timestamp"].as_str().context("timestamp")?.parse()?)
+}
+
+/// Percentile (0–100) of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Milliseconds from an envelope's `timestamp` to now.
+fn age_ms(message: &serde_json::Value) -> Option<f64> {
+    let sent: chrono::DateTime<chrono::Utc> = message["timestamp"].as_str()?.parse().ok()?;
+    Some((chrono::Utc::now() - sent).num_microseconds()? as f64 / 1000.0)
+}
+
+/// Opens `connections` WebSocket connections spread over `jobs` jobs, runs
+/// the jobs, and reports how long each pushed event took to arrive.
+pub async fn push_latency(
+    api: &PrismClient,
+    websocket_url: &str,
+    token: &str,
+    connections: usize,
+    jobs: usize,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    use crate::live::LiveConnection;
+    use prism_shared::realtime::ClientMessage;
+
+    let jobs = jobs.clamp(1, connections.max(1));
+    let created: Vec<anyhow::Result<(prism_shared::Job, String)>> = futures::stream::iter(0..jobs)
+        .map(|i| async move { api.create(&format!("live-{i}.txt"), None).await })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let created: Vec<(prism_shared::Job, String)> = created.into_iter().collect::<anyhow::Result<_>>()?;
+
+    // Open and subscribe every connection; each remembers the seq its snapshot showed,
+    // so replayed events are not counted as live ones.
+    let opening = Instant::now();
+    let opened: Vec<anyhow::Result<(LiveConnection, JobId, u64)>> = futures::stream::iter(0..connections)
+        .map(|i| {
+            let id = created[i % jobs].0.id.clone();
+            async move {
+                let mut conn = LiveConnection::connect(websocket_url, Some(token)).await?;
+                conn.send(&ClientMessage::Subscribe { job_id: id.clone(), after_seq: 0 }).await?;
+                loop {
+                    let message = conn.next(Duration::from_secs(30)).await?.context("no snapshot within 30 s")?;
+                    if message["type"] == "snapshot" {
+                        let seq = message["job"]["seq"].as_u64().unwrap_or(0);
+                        return Ok((conn, id, seq));
+                    }
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let opened: Vec<_> = opened.into_iter().collect::<anyhow::Result<_>>()?;
+    let open_secs = opening.elapsed().as_secs_f64();
+
+    // The reference: a bare push through the gateway's @connections API to one of them.
+    let mut probe = LiveConnection::connect(websocket_url, Some(token)).await?;
+    let mut bare = Vec::new();
+    for _ in 0..220 {
+        let sent = Instant::now();
+        probe.send(&ClientMessage::Ping).await?;
+        probe.next(Duration::from_secs(10)).await?.context("no pong")?;
+        bare.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    bare.drain(..20); // warm-up
+    bare.sort_by(f64::total_cmp);
+    probe.close().await;
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+    let readers: Vec<_> = opened
+        .into_iter()
+        .map(|(mut conn, id, base_seq)| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(180);
+                while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                    let Ok(Some(message)) = conn.next(left).await else { break };
+                    if message["type"] != "event" || message["job_id"].as_str() != Some(id.as_str()) {
+                        continue;
+                    }
+                    if message["seq"].as_u64().is_some_and(|s| s > base_seq)
+                        && let Some(ms) = age_ms(&message)
+                    {
+                        let _ = tx.send(ms);
+                    }
+                    if crate::live::is_terminal(&message) {
+                        break;
+                    }
+                }
+                conn.close().await;
+            })
+        })
+        .collect();
+    drop(tx);
+
+    let text = b"Live progress benchmark. A few sentences to analyse.\n".repeat(16);
+    let running = Instant::now();
+    let uploads: Vec<anyhow::Result<()>> =
+        futures::stream::iter(&created).map(|(_, url)| api.upload(url, text.clone())).buffer_unordered(8).collect().await;
+    uploads.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    for reader in readers {
+        reader.await?;
+    }
+    let run_secs = running.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    while let Some(ms) = rx.recv().await {
+        latencies.push(ms);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
+    writeln!(out, "## Live progress over WebSockets\n")?;
+    writeln!(
+        out,
+        "{connections} connections opened and subscribed in {open_secs:.1} s ({} per job over {jobs} jobs); the jobs then ran \
+         end to end in {run_secs:.1} s and {} events were pushed.\n",
+        connections / jobs,
+        latencies.len()
+    )?;
+    writeln!(out, "| latency | p50 | p99 | max |\n|---|---:|---:|---:|")?;
+    writeln!(
+        out,
+        "| event created → client (through SNS, SQS, progress, @connections) | {p50:.1} ms | {p99:.1} ms | {:.1} ms |",
+        latencies.last().copied().unwrap_or(f64::NAN)
+    )?;
+    writeln!(
+        out,
+        "| reference: ping → pong through the ws function and @connections | {:.1} ms | {:.1} ms | {:.1} ms |",
+        percentile(&bare, 50.0),
+        percentile(&bare, 99.0),
+        bare.last().copied().unwrap_or(f64::NAN)
+    )?;
+    writeln!(out, "\np99 ratio to the reference: {:.1}x; goal p99 < 1000 ms (stretch < 100 ms).\n", p99 / percentile(&bare, 99.0))?;
+    Ok(())
 }

@@ -11,6 +11,9 @@ use prism::{CloudOptions, EmulatorChoice, LocalCloud, LocalInfo, PrismClient, cl
 use prism_shared::JobId;
 use serde_json::Value;
 
+/// The optimised profile local runs use (release without LTO; see Cargo.toml).
+const LOCAL_RELEASE: &str = "local-release";
+
 /// The sample `prism demo` submits.
 const DEMO_FILE: (&str, &[u8]) = ("notes.txt", include_bytes!("../samples/notes.txt"));
 
@@ -84,6 +87,12 @@ enum Command {
         /// Batch jobs queued ahead of the urgent one.
         #[arg(long, default_value_t = 500)]
         batch: usize,
+        /// WebSocket connections open during the live-progress benchmark.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Run only these benchmarks (default: all).
+        #[arg(long, value_enum)]
+        only: Vec<BenchKind>,
         /// Also write the report to this file.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -94,6 +103,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchKind {
+    Classifier,
+    Priority,
+    Live,
 }
 
 #[derive(Debug, clap::Args)]
@@ -255,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Test { args } => run_all_tests(&project, &args),
-        Command::Bench { batch, out } => bench(&project, batch, out).await,
+        Command::Bench { batch, connections, only, out } => bench(&project, batch, connections, &only, out).await,
         Command::Install => {
             for venv in [prism::install::Venv::Moto, prism::install::Venv::LocalStack] {
                 let dir = prism::install::ensure(&project, venv)?;
@@ -298,27 +314,43 @@ fn print_report(r: &SubmitReport, json: bool) {
     println!("{}  {}  {}  {}  {}", r.file, r.job_id, r.status, what, detail);
 }
 
-async fn bench(project: &Path, batch: usize, out: Option<PathBuf>) -> anyhow::Result<()> {
-    build_functions(project, true)?;
+async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKind], out: Option<PathBuf>) -> anyhow::Result<()> {
+    let wanted = |kind| only.is_empty() || only.contains(&kind);
     let scratch = project.join("target/prism-bench");
     let mut report = String::from("# Prism benchmark report\n\n");
-    prism::bench::classifier(&scratch, &mut report)?;
-    let secret = cloud::new_token_secret();
-    let cloud = LocalCloud::start(CloudOptions {
-        project_dir: project.to_owned(),
-        emulator: Some(EmulatorChoice::Localstack),
-        bin_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project.join("target")).join("release"),
-        state_dir: scratch.join("cloud"),
-        echo_logs: false,
-        stage: "bench".into(),
-        token_secret: secret.clone(),
-    })
-    .await?;
-    let key = prism_shared::auth::TokenKey::new(secret.as_bytes())?;
-    let api = PrismClient::new(&cloud.info.http_url, Some(key.issue("bench", chrono::Duration::hours(1), chrono::Utc::now())?))?;
-    let measured = prism::bench::priority(&api, batch, &mut report).await;
-    cloud.stop().await;
-    measured?;
+    if wanted(BenchKind::Classifier) {
+        prism::bench::classifier(&scratch, &mut report)?;
+    }
+    if wanted(BenchKind::Priority) || wanted(BenchKind::Live) {
+        build_functions(project, true)?;
+        let secret = cloud::new_token_secret();
+        let cloud = LocalCloud::start(CloudOptions {
+            project_dir: project.to_owned(),
+            emulator: Some(EmulatorChoice::Localstack),
+            bin_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project.join("target")).join(LOCAL_RELEASE),
+            state_dir: scratch.join("cloud"),
+            echo_logs: false,
+            stage: "bench".into(),
+            token_secret: secret.clone(),
+        })
+        .await?;
+        let key = prism_shared::auth::TokenKey::new(secret.as_bytes())?;
+        let token = key.issue("bench", chrono::Duration::hours(1), chrono::Utc::now())?;
+        let api = PrismClient::new(&cloud.info.http_url, Some(token.clone()))?;
+        let measured = async {
+            if wanted(BenchKind::Priority) {
+                prism::bench::priority(&api, batch, &mut report).await?;
+            }
+            if wanted(BenchKind::Live) {
+                let url = cloud.info.websocket_url.clone().context("the template has no WebSocket API")?;
+                prism::bench::push_latency(&api, &url, &token, connections, connections.div_ceil(10), &mut report).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        cloud.stop().await;
+        measured?;
+    }
     print!("{report}");
     if let Some(path) = out {
         std::fs::write(&path, &report)?;
@@ -365,7 +397,7 @@ async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
     if args.detach {
         return detach(project, &args, demo);
     }
-    let profile = if args.release { "release" } else { "debug" };
+    let profile = if args.release { LOCAL_RELEASE } else { "debug" };
     if !args.no_build {
         build_functions(project, args.release)?;
     }
@@ -407,7 +439,7 @@ fn build_functions(project: &Path, release: bool) -> anyhow::Result<()> {
     let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(project).arg("build");
     if release {
-        cmd.arg("--release");
+        cmd.args(["--profile", LOCAL_RELEASE]);
     }
     for r in template.resources.values().filter(|r| r.kind == "AWS::Serverless::Function") {
         if let Some(bin) = r.metadata.pointer("/BuildProperties/Binary").and_then(|b| b.as_str()) {

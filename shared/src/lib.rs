@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod memory;
 pub mod ports;
+pub mod processing;
 pub mod realtime;
 pub mod results;
 pub mod sniff;

@@ -10,6 +10,70 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobResult {
     Text(TextResult),
+    Image(Box<ImageResult>),
+}
+
+/// What `process-image` reports (schema_version 1).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ImageResult {
+    pub schema_version: u32,
+    /// The decoder that read it: `jpeg`, `png`, `gif`, `webp`, `bmp`, `tiff`.
+    pub format: String,
+    /// As stored.
+    pub width: u32,
+    pub height: u32,
+    /// As shown, after the EXIF orientation is applied (what the thumbnails use).
+    pub display_width: u32,
+    pub display_height: u32,
+    /// The decoder's colour type: `rgb8`, `rgba8`, `l8`, `rgb16`, …
+    pub color_type: String,
+    pub has_alpha: bool,
+    /// More than one frame (GIF, WebP); only the first is processed.
+    pub animated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exif: Option<ExifSummary>,
+    /// Dominant colours, most common first, with the share of pixels each stands for.
+    pub palette: Vec<PaletteColor>,
+    /// 64-bit difference hash (dHash) as 16 hex digits; a Hamming distance of
+    /// up to ~10 bits between two hashes means near-duplicate images.
+    pub perceptual_hash: String,
+    pub thumbnails: Vec<Thumbnail>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The EXIF fields worth showing. Location is only reported as present:
+/// it is never copied into outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExifSummary {
+    /// 1–8 as in EXIF; 1 is upright.
+    pub orientation: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub make: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software: Option<String>,
+    pub has_gps: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaletteColor {
+    /// `#rrggbb`.
+    pub hex: String,
+    /// Fraction of the pixels, 0–1.
+    pub share: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thumbnail {
+    /// The output it was written as (`thumbnail_256`, `thumbnail_1024`).
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub content_type: String,
 }
 
 /// How a text's bytes were decoded.

@@ -1,0 +1,316 @@
+//! Reading an image: header checks before decoding, EXIF, the first frame
+//! with its orientation applied, thumbnails, palette and perceptual hash.
+//! Pure and synchronous; the handler runs it on a blocking thread.
+
+use std::io::Cursor;
+
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+use prism_shared::results::{ExifSummary, ImageResult, PaletteColor, Thumbnail};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Bounds checked from the header, before any pixel is decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageLimits {
+    pub max_pixels: u64,
+    /// Bytes the decoder may allocate.
+    pub max_alloc: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        // 100 megapixels decode to 400 MB of RGBA: within a 1 GB function.
+        Self { max_pixels: 100_000_000, max_alloc: 512 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{width}x{height} is {} pixels, over the limit of {limit}", u64::from(*width) * u64::from(*height))]
+    TooManyPixels { width: u32, height: u32, limit: u64 },
+    #[error("the image could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl ImageError {
+    /// The job failure code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unsupported(_) => "unsupported_format",
+            Self::TooManyPixels { .. } => "too_many_pixels",
+            Self::Corrupt(_) => "corrupt_image",
+        }
+    }
+}
+
+impl From<image::ImageError> for ImageError {
+    fn from(e: image::ImageError) -> Self {
+        match e {
+            image::ImageError::Unsupported(u) => Self::Unsupported(u.to_string()),
+            image::ImageError::Limits(l) => Self::Corrupt(format!("over the decoder's memory limit: {l}")),
+            other => Self::Corrupt(other.to_string()),
+        }
+    }
+}
+
+/// An encoded thumbnail.
+#[derive(Debug, Clone)]
+pub struct EncodedThumbnail {
+    pub meta: Thumbnail,
+    pub file: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Analysed {
+    pub result: ImageResult,
+    pub thumbnails: Vec<EncodedThumbnail>,
+}
+
+fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    match reader.format() {
+        Some(_) => Ok(reader),
+        None => Err(ImageError::Unsupported("not an image format this build decodes (JPEG, PNG, GIF, WebP, BMP, TIFF)".into())),
+    }
+}
+
+/// Width and height from the header alone, refused over `limits` before anything is allocated.
+pub fn check_header(bytes: &[u8], limits: &ImageLimits) -> Result<(ImageFormat, u32, u32), ImageError> {
+    let reader = reader(bytes)?;
+    let format = reader.format().ok_or_else(|| ImageError::Unsupported("unknown format".into()))?;
+    let (width, height) = reader.into_dimensions()?;
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImageError::TooManyPixels { width, height, limit: limits.max_pixels });
+    }
+    Ok((format, width, height))
+}
+
+/// The first frame, upright, as RGB8 or RGBA8.
+struct Decoded {
+    source: DynamicImage,
+    color_type: image::ColorType,
+    exif: Option<Vec<u8>>,
+    warnings: Vec<String>,
+}
+
+fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded, ImageError> {
+    let mut reader = reader(bytes)?;
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_alloc = Some(limits.max_alloc);
+    reader.limits(decoder_limits);
+    let mut decoder = reader.into_decoder()?;
+    let mut warnings = Vec::new();
+    let orientation = decoder.orientation().unwrap_or_else(|e| {
+        warnings.push(format!("EXIF orientation unreadable, shown as stored: {e}"));
+        image::metadata::Orientation::NoTransforms
+    });
+    let exif = decoder.exif_metadata().ok().flatten();
+    let color_type = decoder.color_type();
+    let mut img = DynamicImage::from_decoder(decoder)?;
+    img.apply_orientation(orientation);
+    let source = if color_type.has_alpha() { DynamicImage::ImageRgba8(img.into_rgba8()) } else { DynamicImage::ImageRgb8(img.into_rgb8()) };
+    Ok(Decoded { source, color_type, exif, warnings })
+}
+
+/// Reads the image and makes a thumbnail for each longest-edge size in `sizes`.
+pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32]) -> Result<Analysed, ImageError> {
+    let (format, width, height) = check_header(bytes, limits)?;
+    let Decoded { source, color_type, exif, mut warnings } = decode(bytes, limits)?;
+    let exif = exif.and_then(|raw| exif_summary(raw, &mut warnings));
+    let animated = is_animated(bytes, format);
+    let has_alpha = color_type.has_alpha();
+    let (display_width, display_height) = (source.width(), source.height());
+    let mut resizer = Resizer::new();
+    let mut thumbnails = Vec::with_capacity(sizes.len());
+    for &size in sizes {
+        thumbnails.push(make_thumbnail(&mut resizer, &source, size)?);
+    }
+    // Palette and hash from a small copy: the same answer at a fraction of the work.
+    let (sw, sh) = fit(display_width, display_height, 64);
+    let small = resize(&mut resizer, &source, sw, sh)?.into_rgb8();
+    let result = ImageResult {
+        schema_version: SCHEMA_VERSION,
+        format: format_name(format).to_owned(),
+        width,
+        height,
+        display_width,
+        display_height,
+        color_type: format!("{color_type:?}").to_lowercase(),
+        has_alpha,
+        animated,
+        exif,
+        palette: palette(&small, 5),
+        perceptual_hash: format!("{:016x}", dhash(&DynamicImage::ImageRgb8(small))),
+        thumbnails: thumbnails.iter().map(|t| t.meta.clone()).collect(),
+        warnings,
+    };
+    Ok(Analysed { result, thumbnails })
+}
+
+/// One thumbnail, as `prism thumbnail` and the benchmark make it: decode,
+/// orient, resize, encode; no palette, hash or EXIF summary.
+pub fn thumbnail(bytes: &[u8], limits: &ImageLimits, size: u32) -> Result<EncodedThumbnail, ImageError> {
+    check_header(bytes, limits)?;
+    make_thumbnail(&mut Resizer::new(), &decode(bytes, limits)?.source, size)
+}
+
+fn make_thumbnail(resizer: &mut Resizer, source: &DynamicImage, size: u32) -> Result<EncodedThumbnail, ImageError> {
+    let (width, height) = fit(source.width(), source.height(), size);
+    let (bytes, content_type, ext) = encode(&resize(resizer, source, width, height)?)?;
+    let meta = Thumbnail { name: format!("thumbnail_{size}"), width, height, content_type: content_type.into() };
+    Ok(EncodedThumbnail { meta, file: format!("thumbnail-{size}.{ext}"), bytes })
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Jpeg => "jpeg",
+        ImageFormat::Png => "png",
+        ImageFormat::Gif => "gif",
+        ImageFormat::WebP => "webp",
+        ImageFormat::Bmp => "bmp",
+        ImageFormat::Tiff => "tiff",
+        _ => "other",
+    }
+}
+
+/// Dimensions with the longest edge at most `size`, aspect kept, never upscaled.
+pub fn fit(width: u32, height: u32, size: u32) -> (u32, u32) {
+    let longest = width.max(height);
+    if longest <= size {
+        return (width.max(1), height.max(1));
+    }
+    let scale = f64::from(size) / f64::from(longest);
+    let scaled = |v: u32| ((f64::from(v) * scale).round() as u32).max(1);
+    (scaled(width), scaled(height))
+}
+
+fn resize(resizer: &mut Resizer, source: &DynamicImage, width: u32, height: u32) -> Result<DynamicImage, ImageError> {
+    if (width, height) == (source.width(), source.height()) {
+        return Ok(source.clone());
+    }
+    let mut target = match source {
+        DynamicImage::ImageRgba8(_) => DynamicImage::new_rgba8(width, height),
+        _ => DynamicImage::new_rgb8(width, height),
+    };
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    resizer.resize(source, &mut target, &options).map_err(|e| ImageError::Corrupt(format!("resizing: {e}")))?;
+    Ok(target)
+}
+
+/// Opaque thumbnails as JPEG (quality 82), ones with alpha as lossless WebP.
+/// Nothing of the source's metadata is written: no EXIF, so no location.
+fn encode(img: &DynamicImage) -> Result<(Vec<u8>, &'static str, &'static str), ImageError> {
+    let mut out = Vec::new();
+    let failed = |e: image::ImageError| ImageError::Corrupt(format!("encoding a thumbnail: {e}"));
+    match img {
+        DynamicImage::ImageRgba8(rgba) => {
+            image::codecs::webp::WebPEncoder::new_lossless(&mut out)
+                .encode(rgba.as_raw(), rgba.width(), rgba.height(), image::ExtendedColorType::Rgba8)
+                .map_err(failed)?;
+            Ok((out, "image/webp", "webp"))
+        }
+        other => {
+            let rgb = other.to_rgb8();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82).encode_image(&rgb).map_err(failed)?;
+            Ok((out, "image/jpeg", "jpg"))
+        }
+    }
+}
+
+fn is_animated(bytes: &[u8], format: ImageFormat) -> bool {
+    match format {
+        ImageFormat::Gif => image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).is_ok_and(|d| d.into_frames().take(2).count() > 1),
+        ImageFormat::WebP => image::codecs::webp::WebPDecoder::new(Cursor::new(bytes)).is_ok_and(|d| d.has_animation()),
+        _ => false,
+    }
+}
+
+fn exif_summary(raw: Vec<u8>, warnings: &mut Vec<String>) -> Option<ExifSummary> {
+    let exif = match exif::Reader::new().read_raw(raw) {
+        Ok(e) => e,
+        Err(e) => {
+            warnings.push(format!("EXIF unreadable: {e}"));
+            return None;
+        }
+    };
+    let text = |tag| {
+        exif.get_field(tag, exif::In::PRIMARY)
+            .map(|f| f.display_value().to_string().trim_matches('"').trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let orientation = exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY).and_then(|f| f.value.get_uint(0)).unwrap_or(1);
+    let has_gps = exif.fields().any(|f| f.ifd_num == exif::In::PRIMARY && f.tag.context() == exif::Context::Gps)
+        || exif.get_field(exif::Tag::GPSInfoIFDPointer, exif::In::PRIMARY).is_some();
+    Some(ExifSummary {
+        orientation: u16::try_from(orientation).unwrap_or(1),
+        make: text(exif::Tag::Make),
+        model: text(exif::Tag::Model),
+        taken_at: text(exif::Tag::DateTimeOriginal).or_else(|| text(exif::Tag::DateTime)),
+        software: text(exif::Tag::Software),
+        has_gps,
+    })
+}
+
+/// Dominant colours by median cut: split the box of pixels with the widest
+/// channel range at its median until there are `k` boxes; each box's mean
+/// is a colour.
+pub fn palette(img: &image::RgbImage, k: usize) -> Vec<PaletteColor> {
+    let mut boxes: Vec<Vec<[u8; 3]>> = vec![img.pixels().map(|p| p.0).collect()];
+    let total = boxes[0].len().max(1) as f32;
+    while boxes.len() < k {
+        let widest = boxes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() > 1)
+            .map(|(i, b)| {
+                let (channel, range) = (0..3)
+                    .map(|c| {
+                        let (lo, hi) = b.iter().fold((255u8, 0u8), |(lo, hi), p| (lo.min(p[c]), hi.max(p[c])));
+                        (c, hi - lo)
+                    })
+                    .max_by_key(|(_, r)| *r)
+                    .unwrap_or((0, 0));
+                (i, channel, range)
+            })
+            .filter(|(_, _, range)| *range > 0)
+            .max_by_key(|(_, _, range)| *range);
+        let Some((i, channel, _)) = widest else { break };
+        let mut b = boxes.swap_remove(i);
+        b.sort_unstable_by_key(|p| p[channel]);
+        let upper = b.split_off(b.len() / 2);
+        boxes.push(b);
+        boxes.push(upper);
+    }
+    let mut colours: Vec<PaletteColor> = boxes
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            let n = b.len() as u64;
+            let mean = |c: usize| (b.iter().map(|p| u64::from(p[c])).sum::<u64>() / n) as u8;
+            PaletteColor { hex: format!("#{:02x}{:02x}{:02x}", mean(0), mean(1), mean(2)), share: b.len() as f32 / total }
+        })
+        .collect();
+    colours.sort_by(|a, b| b.share.total_cmp(&a.share));
+    colours
+}
+
+/// Difference hash: 9×8 grey, one bit per horizontally adjacent pair.
+pub fn dhash(img: &DynamicImage) -> u64 {
+    let grey = img.resize_exact(9, 8, image::imageops::FilterType::Triangle).into_luma8();
+    let mut hash = 0u64;
+    for y in 0..8 {
+        for x in 0..8 {
+            hash = (hash << 1) | u64::from(grey.get_pixel(x, y).0[0] < grey.get_pixel(x + 1, y).0[0]);
+        }
+    }
+    hash
+}
+
+/// Bits that differ between two hashes.
+pub fn hash_distance(a: u64, b: u64) -> u32 {
+    (a ^ b).count_ones()
+}

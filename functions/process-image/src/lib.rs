@@ -1,0 +1,92 @@
+//! process-image: format, dimensions, EXIF, thumbnails (256 and 1024 px on
+//! the longest edge, orientation applied, no metadata copied), a dominant
+//! colour palette and a perceptual hash. Pixel counts are checked from the
+//! header before decoding, so a 60,000 × 60,000 PNG is refused without
+//! allocating it; the decoder itself runs under a memory limit.
+
+pub mod analysis;
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::bytes::Bytes;
+use prism_shared::job::JobFailure;
+use prism_shared::ports::{BlobStore, EventBus, JobStore, Queue};
+use prism_shared::processing::{ProcessCommand, Run};
+use prism_shared::results::JobResult;
+use prism_shared::sqs_batch::{self, Backoff, HandlerError};
+use prism_shared::{ConfigError, config};
+
+use crate::analysis::{ImageLimits, analyse, check_header};
+
+pub const SOURCE: &str = "process-image";
+/// Longest edges of the thumbnails, largest first.
+pub const THUMBNAIL_SIZES: [u32; 2] = [1024, 256];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_bytes: u64,
+    pub limits: ImageLimits,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let defaults = ImageLimits::default();
+        Ok(Self {
+            max_bytes: config::parsed_or("IMAGE_MAX_BYTES", 100 * 1024 * 1024)?,
+            limits: ImageLimits {
+                max_pixels: config::parsed_or("IMAGE_MAX_PIXELS", defaults.max_pixels)?,
+                max_alloc: config::parsed_or("IMAGE_MAX_ALLOC_BYTES", defaults.max_alloc)?,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn Queue>,
+    pub config: Config,
+}
+
+pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
+}
+
+async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
+    let command = ProcessCommand::decode(msg.body.as_deref().unwrap_or_default())?;
+    let input = &command.input;
+    tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, "processing image");
+    let started = Run::start(deps.jobs.as_ref(), deps.events.as_ref(), deps.blobs.as_ref(), SOURCE, command.job_id.clone(), "reading");
+    let Some(run) = started.await? else { return Ok(()) };
+    let Some(bytes) = run.read_input(input, deps.config.max_bytes, "image").await? else { return Ok(()) };
+    if let Err(e) = check_header(&bytes, &deps.config.limits) {
+        return run.fail(JobFailure::new(e.code(), e.to_string())).await;
+    }
+    if !run.checkpoint("decoding", 20, None).await? {
+        return Ok(());
+    }
+    let limits = deps.config.limits;
+    // Decoding and resizing are CPU-bound: off the async threads.
+    let analysed = tokio::task::spawn_blocking(move || analyse(&bytes, &limits, &THUMBNAIL_SIZES))
+        .await
+        .map_err(|e| HandlerError::Malformed(format!("the image decoder panicked: {e}")));
+    let analysed = match analysed {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return run.fail(JobFailure::new(e.code(), e.to_string())).await,
+        // A decoder panic is a property of this file: fail the job, don't retry it.
+        Err(e) => return run.fail(JobFailure::new("corrupt_image", e.to_string())).await,
+    };
+    let result = &analysed.result;
+    tracing::info!(format = %result.format, width = result.width, height = result.height, "analysed");
+    if !run.checkpoint("writing thumbnails", 80, None).await? {
+        return Ok(());
+    }
+    let mut outputs = Vec::with_capacity(analysed.thumbnails.len());
+    for thumb in analysed.thumbnails {
+        outputs.push(run.write_output(input, &thumb.meta.name, &thumb.file, &thumb.meta.content_type, Bytes::from(thumb.bytes)).await?);
+    }
+    run.complete(JobResult::Image(Box::new(analysed.result)), outputs).await
+}

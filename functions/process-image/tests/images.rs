@@ -1,0 +1,190 @@
+//! process-image on generated images: dimensions, orientation, EXIF without
+//! location in the outputs, thumbnails, palette, hashes, and refusals.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::SqsEvent;
+use chrono::Utc;
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
+use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+use prism_shared::ports::JobStore;
+use prism_shared::results::JobResult;
+use prism_shared::testing::sample_event;
+use prism_shared::{Job, JobEventEnvelope, JobId, JobStatus, Priority, S3Uri};
+use process_image::analysis::{ImageLimits, analyse, check_header, dhash, hash_distance};
+use process_image::{Config, Deps, THUMBNAIL_SIZES, handle};
+
+/// Two colour bands with a gradient, so resizing and hashing have something to see.
+fn picture(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        if y < height / 3 { Rgb([200, 30, 30]) } else { Rgb([(x * 255 / width) as u8, 90, (y * 255 / height) as u8]) }
+    })
+}
+
+fn encoded(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).expect("encode");
+    out.into_inner()
+}
+
+/// A minimal big-endian EXIF block: Orientation 6 (rotate 90° clockwise) and a GPS IFD.
+fn exif_app1() -> Vec<u8> {
+    let mut tiff = b"MM\0\x2A\0\0\0\x08".to_vec();
+    tiff.extend([0, 2]); // IFD0: two entries
+    tiff.extend([0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0]); // Orientation = 6
+    tiff.extend([0x88, 0x25, 0, 4, 0, 0, 0, 1, 0, 0, 0, 38]); // GPS IFD at 38
+    tiff.extend([0, 0, 0, 0]);
+    tiff.extend([0, 1]); // GPS IFD: one entry
+    tiff.extend([0x00, 0x01, 0, 2, 0, 0, 0, 2, b'N', 0, 0, 0]); // GPSLatitudeRef = "N"
+    tiff.extend([0, 0, 0, 0]);
+    let mut app1 = vec![0xFF, 0xE1];
+    app1.extend(u16::try_from(tiff.len() + 8).expect("len").to_be_bytes());
+    app1.extend(b"Exif\0\0");
+    app1.extend(tiff);
+    app1
+}
+
+fn with_exif(jpeg: &[u8]) -> Vec<u8> {
+    [&jpeg[..2], &exif_app1(), &jpeg[2..]].concat()
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A PNG whose header claims 60,000 × 60,000 pixels and whose data is a few bytes.
+fn huge_png_header() -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(60_000u32.to_be_bytes());
+    ihdr.extend(60_000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    let idat = b"IDAT\x78\x9c\x63\x00\x00".to_vec();
+    png.extend(5u32.to_be_bytes());
+    png.extend(&idat);
+    png.extend(crc32(&idat).to_be_bytes());
+    png
+}
+
+#[test]
+fn reads_dimensions_applies_orientation_and_never_copies_exif() {
+    let jpeg = with_exif(&encoded(&DynamicImage::ImageRgb8(picture(1600, 800)), ImageFormat::Jpeg));
+    let analysed = analyse(&jpeg, &ImageLimits::default(), &THUMBNAIL_SIZES).expect("analyse");
+    let r = &analysed.result;
+    assert_eq!((r.format.as_str(), r.width, r.height), ("jpeg", 1600, 800));
+    assert_eq!((r.display_width, r.display_height), (800, 1600), "orientation 6 turns it upright");
+    let exif = r.exif.as_ref().expect("exif");
+    assert_eq!(exif.orientation, 6);
+    assert!(exif.has_gps);
+    let sizes: Vec<(u32, u32)> = analysed.thumbnails.iter().map(|t| (t.meta.width, t.meta.height)).collect();
+    assert_eq!(sizes, vec![(512, 1024), (128, 256)]);
+    for thumb in &analysed.thumbnails {
+        assert_eq!(thumb.meta.content_type, "image/jpeg");
+        let decoded = image::load_from_memory(&thumb.bytes).expect("thumbnail decodes");
+        assert_eq!((decoded.width(), decoded.height()), (thumb.meta.width, thumb.meta.height));
+        assert!(!thumb.bytes.windows(4).any(|w| w == b"Exif"), "no EXIF, so no location, in {}", thumb.file);
+    }
+    assert_eq!(r.palette.len(), 5);
+    assert!((r.palette.iter().map(|c| c.share).sum::<f32>() - 1.0).abs() < 0.01);
+    assert!(r.palette.iter().any(|c| c.hex == "#c81e1e" || c.hex.starts_with("#c")), "the red band is dominant: {:?}", r.palette);
+}
+
+#[test]
+fn small_images_are_not_upscaled_and_alpha_makes_webp() {
+    let rgba = RgbaImage::from_fn(100, 50, |x, _| Rgba([0, 0, 255, (x * 2) as u8]));
+    let png = encoded(&DynamicImage::ImageRgba8(rgba), ImageFormat::Png);
+    let analysed = analyse(&png, &ImageLimits::default(), &THUMBNAIL_SIZES).expect("analyse");
+    assert!(analysed.result.has_alpha);
+    for thumb in &analysed.thumbnails {
+        assert_eq!((thumb.meta.width, thumb.meta.height, thumb.meta.content_type.as_str()), (100, 50, "image/webp"));
+        assert_eq!(image::guess_format(&thumb.bytes).expect("format"), ImageFormat::WebP);
+    }
+}
+
+#[test]
+fn near_duplicates_hash_close_and_different_images_far() {
+    let a = DynamicImage::ImageRgb8(picture(640, 480));
+    let resized = a.resize_exact(320, 240, image::imageops::FilterType::Triangle);
+    let recompressed = image::load_from_memory(&encoded(&resized, ImageFormat::Jpeg)).expect("decode");
+    let other = DynamicImage::ImageRgb8(RgbImage::from_fn(640, 480, |x, y| Rgb([((x ^ y) & 0xFF) as u8, (y % 256) as u8, 40])));
+    assert!(hash_distance(dhash(&a), dhash(&recompressed)) <= 6);
+    assert!(hash_distance(dhash(&a), dhash(&other)) > 16);
+}
+
+#[test]
+fn huge_headers_are_refused_before_decoding() {
+    let started = std::time::Instant::now();
+    let err = check_header(&huge_png_header(), &ImageLimits::default()).expect_err("refused");
+    assert_eq!(err.code(), "too_many_pixels", "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(100));
+}
+
+#[test]
+fn truncated_and_foreign_files_fail_with_a_reason() {
+    let jpeg = encoded(&DynamicImage::ImageRgb8(picture(300, 200)), ImageFormat::Jpeg);
+    let truncated = &jpeg[..jpeg.len() / 3];
+    match analyse(truncated, &ImageLimits::default(), &THUMBNAIL_SIZES) {
+        Err(e) => assert_eq!(e.code(), "corrupt_image"),
+        // A decoder may fill the missing rows; then the image is still whole in size.
+        Ok(a) => assert_eq!((a.result.width, a.result.height), (300, 200)),
+    }
+    let err = analyse(b"\x00\x00\x00\x20ftypavif\x00\x00\x00\x00avifmif1", &ImageLimits::default(), &THUMBNAIL_SIZES).expect_err("avif");
+    assert_eq!(err.code(), "unsupported_format");
+}
+
+#[tokio::test]
+async fn the_handler_writes_thumbnails_and_a_typed_result() {
+    let event: SqsEvent = sample_event("sqs-process-image-command.json");
+    let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
+    let id: JobId = "0196f0a0-0000-7000-8000-00000000a11a".parse().expect("id");
+    let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{id}/photo.jpg").parse().expect("uri");
+    let job = Job::new(id.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
+    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    blobs.insert(&upload, encoded(&DynamicImage::ImageRgb8(picture(2000, 1000)), ImageFormat::Jpeg));
+    let deps = Deps {
+        jobs: jobs.clone(),
+        events: Arc::new(MemoryEventBus::default()),
+        blobs: blobs.clone(),
+        queue: Arc::new(MemoryQueue::default()),
+        config: Config { max_bytes: 50 * 1024 * 1024, limits: ImageLimits::default() },
+    };
+    let response = handle(&deps, event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let job = jobs.get(&id).await.expect("get").expect("job");
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
+    let Some(JobResult::Image(result)) = &job.result else { panic!("not an image result: {:?}", job.result) };
+    assert_eq!((result.width, result.height), (2000, 1000));
+    let names: Vec<&str> = job.outputs.iter().map(|o| o.uri.key.as_str()).collect();
+    assert_eq!(names, vec![format!("outputs/{id}/thumbnail-1024.jpg"), format!("outputs/{id}/thumbnail-256.jpg")]);
+    let (body, content_type) = blobs.object(&job.outputs[1].uri).expect("written");
+    assert_eq!(content_type, "image/jpeg");
+    assert_eq!(image::load_from_memory(&body).expect("decodes").width(), 256);
+    let events = jobs.events(&id, 0, 100).await.expect("events");
+    let phases: Vec<String> =
+        events.iter().filter_map(|e| serde_json::to_value(&e.body).ok()?["payload"]["phase"].as_str().map(str::to_owned)).collect();
+    assert_eq!(phases, vec!["reading", "decoding", "writing thumbnails"]);
+
+    // The huge header fails the job at once, without decoding.
+    let huge: JobId = "0196f0a0-0000-7000-8000-00000000b16b".parse().expect("id");
+    let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{huge}/huge.png").parse().expect("uri");
+    let job = Job::new(huge.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
+    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    blobs.insert(&upload, huge_png_header());
+    let mut event: SqsEvent = sample_event("sqs-process-image-command.json");
+    let body = event.records[0].body.clone().expect("body").replace(id.as_str(), huge.as_str()).replace("photo.jpg", "huge.png");
+    event.records[0].body = Some(body);
+    assert!(handle(&deps, event).await.batch_item_failures.is_empty());
+    let job = jobs.get(&huge).await.expect("get").expect("job");
+    assert_eq!((job.status, job.error.map(|e| e.code)), (JobStatus::Failed, Some("too_many_pixels".into())));
+}
