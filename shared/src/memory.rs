@@ -204,6 +204,7 @@ pub struct MemoryConnections {
     connections: Mutex<HashMap<String, Connection>>,
     /// By job, then connection.
     subscriptions: Mutex<BTreeMap<(JobId, String), Subscription>>,
+    fan_out_cursors: Mutex<HashMap<JobId, u64>>,
 }
 
 #[async_trait]
@@ -238,13 +239,10 @@ impl ConnectionStore for MemoryConnections {
         Ok(lock(&self.subscriptions).iter().filter(|((j, _), _)| j == job_id).map(|(_, s)| s.clone()).collect())
     }
 
-    async fn claim(&self, job_id: &JobId, connection_id: &str, up_to: u64) -> Result<Option<u64>, StoreError> {
-        let mut subs = lock(&self.subscriptions);
-        Ok(subs.get_mut(&(job_id.clone(), connection_id.to_owned())).filter(|s| s.sent_seq < up_to).map(|s| {
-            let previous = s.sent_seq;
-            s.sent_seq = up_to;
-            previous
-        }))
+    async fn claim_fan_out(&self, job_id: &JobId, up_to: u64) -> Result<Option<u64>, StoreError> {
+        let mut cursors = lock(&self.fan_out_cursors);
+        let cursor = cursors.entry(job_id.clone()).or_default();
+        Ok((*cursor < up_to).then(|| std::mem::replace(cursor, up_to)))
     }
 }
 

@@ -123,13 +123,11 @@ pub struct Connection {
     pub expires_at: i64,
 }
 
-/// A connection's interest in one job, and how far it has been sent the job's events.
+/// A connection's interest in one job.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subscription {
     pub connection_id: String,
     pub job_id: JobId,
-    /// Every event up to this sequence number has been claimed by a sender.
-    pub sent_seq: u64,
     pub expires_at: i64,
 }
 
@@ -143,7 +141,6 @@ pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
     /// Forgets the connection and every subscription it had.
     async fn disconnect(&self, connection_id: &str) -> Result<(), StoreError>;
 
-    /// Records (or resets) a subscription; its `sent_seq` is where sending resumes.
     async fn subscribe(&self, subscription: &Subscription) -> Result<(), StoreError>;
 
     async fn unsubscribe(&self, connection_id: &str, job_id: &JobId) -> Result<(), StoreError>;
@@ -151,11 +148,12 @@ pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
     /// The job's subscriptions, read by key (never a scan).
     async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError>;
 
-    /// Claims the sending of the job's events up to `up_to` for one
-    /// subscription: `Some(previous)` means the caller now owns `previous+1..=up_to`;
-    /// `None` means another sender already claimed them (or the subscription is gone).
-    /// Concurrent senders thereby claim disjoint ranges: nothing is sent twice or skipped.
-    async fn claim(&self, job_id: &JobId, connection_id: &str, up_to: u64) -> Result<Option<u64>, StoreError>;
+    /// Claims the live fan-out of the job's events up to `up_to`: `Some(previous)`
+    /// means the caller now owns `previous+1..=up_to`; `None` means another
+    /// sender already claimed them. Concurrent senders (progress instances,
+    /// SQS redeliveries) thereby claim disjoint ranges: nothing is fanned out
+    /// twice or skipped.
+    async fn claim_fan_out(&self, job_id: &JobId, up_to: u64) -> Result<Option<u64>, StoreError>;
 }
 
 /// Pushes messages to WebSocket clients (API Gateway's `@connections` API).

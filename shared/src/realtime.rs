@@ -1,14 +1,17 @@
 //! Live job progress over WebSockets: the messages clients and the server
 //! exchange, and the delivery of a job's events to its subscriptions.
 //!
-//! Delivery is claim-then-send. A subscription records how far its job's
-//! events have been claimed (`sent_seq`); a sender first claims a range with
-//! a conditional update, then pushes exactly that range, reading from the job's
-//! log whatever it was not handed. The `ws` function (replay on subscribe) and
-//! any number of `progress` instances (live events) can therefore race without
-//! sending an event twice or skipping one. Messages from concurrent senders
-//! may still arrive out of order, as they can from API Gateway anyway, so
-//! clients order by `seq` (see [`Resequencer`]).
+//! Live delivery claims, then sends. Each job has a fan-out cursor: the
+//! sequence number up to which its events have been fanned out. A `progress`
+//! instance first claims a range for the job with one conditional update, then
+//! pushes exactly that range to every subscription, reading from the job's log
+//! whatever it was not handed (a lost publish). Concurrent instances and SQS
+//! redeliveries therefore claim disjoint ranges: no event is fanned out twice
+//! or skipped, at one write per burst whatever the number of subscribers. A
+//! new subscription is answered from the log by the `ws` function, so an event
+//! may reach a client both in its replay and live; clients drop duplicates and
+//! put events in order by `seq` (see [`Resequencer`]), as they must anyway,
+//! since pushes from concurrent senders can cross.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -144,7 +147,7 @@ impl Retryable for DeliveryError {
 /// What one push to one subscription did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
-    /// Another sender had claimed the range already.
+    /// Nothing to send.
     Nothing,
     Sent(usize),
     /// The client had gone; its connection was forgotten.
@@ -160,7 +163,7 @@ pub struct FanOut {
 
 /// Whether a burst's earlier progress events are folded into the next pushed one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coalesce {
+enum Coalesce {
     /// Live fan-out: a progress event followed by a later event of the same
     /// burst is not pushed; status changes and the terminal event always are.
     Bursts,
@@ -177,12 +180,20 @@ pub struct Delivery<'a> {
 }
 
 impl Delivery<'_> {
-    /// Pushes new `events` of one job (sorted by `seq`) to all its subscriptions.
+    /// Claims the job's events up to the newest of `events` (sorted by `seq`)
+    /// and pushes the claimed range to every subscription of the job.
     pub async fn fan_out(&self, job_id: &JobId, events: &[JobEventEnvelope]) -> Result<FanOut, DeliveryError> {
         let Some(up_to) = events.iter().filter_map(|e| e.seq).max() else { return Ok(FanOut::default()) };
+        let Some(previous) = self.connections.claim_fan_out(job_id, up_to).await? else { return Ok(FanOut::default()) };
+        let range = self.range(job_id, previous, up_to, events).await?;
+        let messages: Vec<Bytes> = messages(range, Coalesce::Bursts).iter().map(ServerMessage::encode).collect();
+        if messages.is_empty() {
+            return Ok(FanOut::default());
+        }
         let subscriptions = self.connections.subscribers(job_id).await?;
-        let pushes = futures::stream::iter(subscriptions.iter().filter(|s| s.sent_seq < up_to))
-            .map(|s| self.push(job_id, &s.connection_id, up_to, events, Coalesce::Bursts))
+        let messages = &messages;
+        let pushes = futures::stream::iter(subscriptions)
+            .map(|s| async move { self.send_all(&s.connection_id, messages).await })
             .buffer_unordered(PUSH_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
@@ -200,29 +211,37 @@ impl Delivery<'_> {
         first_error.map_or(Ok(total), Err)
     }
 
-    /// Claims events up to `up_to` for one subscription and pushes the claimed
-    /// range, taking what `known` lacks from the job's log.
-    pub async fn push(
+    /// Every event after `after_seq` up to `up_to`, from the log, to one
+    /// connection: the replay that answers a subscription.
+    pub async fn replay(&self, job_id: &JobId, connection_id: &str, after_seq: u64, up_to: u64) -> Result<Pushed, DeliveryError> {
+        if up_to <= after_seq {
+            return Ok(Pushed::Nothing);
+        }
+        let range = self.range(job_id, after_seq, up_to, &[]).await?;
+        let messages: Vec<Bytes> = messages(range, Coalesce::Never).iter().map(ServerMessage::encode).collect();
+        self.send_all(connection_id, &messages).await
+    }
+
+    /// Events `previous+1..=up_to`: from `known` when it has them, else from the log.
+    async fn range(
         &self,
         job_id: &JobId,
-        connection_id: &str,
+        previous: u64,
         up_to: u64,
         known: &[JobEventEnvelope],
-        coalesce: Coalesce,
-    ) -> Result<Pushed, DeliveryError> {
-        let Some(previous) = self.connections.claim(job_id, connection_id, up_to).await? else { return Ok(Pushed::Nothing) };
-        let covered = known.iter().any(|e| e.seq == Some(previous + 1));
-        let range: Vec<JobEventEnvelope> = if covered {
-            known.iter().filter(|e| e.seq.is_some_and(|s| s > previous && s <= up_to)).cloned().collect()
-        } else {
-            // A subscriber behind the burst (or a replay): backfill from the log.
-            let missing = u32::try_from(up_to - previous).unwrap_or(u32::MAX);
-            self.jobs.events(job_id, previous, missing).await?.into_iter().filter(|e| e.seq.is_some_and(|s| s <= up_to)).collect()
-        };
-        let mut sent = 0;
-        for message in messages(range, coalesce) {
-            match self.notifier.send(connection_id, message.encode()).await {
-                Ok(()) => sent += 1,
+    ) -> Result<Vec<JobEventEnvelope>, DeliveryError> {
+        let in_range = |e: &JobEventEnvelope| e.seq.is_some_and(|s| s > previous && s <= up_to);
+        if known.iter().any(|e| e.seq == Some(previous + 1)) {
+            return Ok(known.iter().filter(|e| in_range(e)).cloned().collect());
+        }
+        let missing = u32::try_from(up_to - previous).unwrap_or(u32::MAX);
+        Ok(self.jobs.events(job_id, previous, missing).await?.into_iter().filter(in_range).collect())
+    }
+
+    async fn send_all(&self, connection_id: &str, messages: &[Bytes]) -> Result<Pushed, DeliveryError> {
+        for message in messages {
+            match self.notifier.send(connection_id, message.clone()).await {
+                Ok(()) => {}
                 Err(NotifyError::Gone(_)) => {
                     self.connections.disconnect(connection_id).await?;
                     return Ok(Pushed::Gone);
@@ -230,19 +249,12 @@ impl Delivery<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Pushed::Sent(sent))
+        Ok(if messages.is_empty() { Pushed::Nothing } else { Pushed::Sent(messages.len()) })
     }
 
     /// Pushes one message that is not a job event (a snapshot, pong or error).
     pub async fn send(&self, connection_id: &str, message: &ServerMessage) -> Result<Pushed, DeliveryError> {
-        match self.notifier.send(connection_id, message.encode()).await {
-            Ok(()) => Ok(Pushed::Sent(1)),
-            Err(NotifyError::Gone(_)) => {
-                self.connections.disconnect(connection_id).await?;
-                Ok(Pushed::Gone)
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.send_all(connection_id, &[message.encode()]).await
     }
 }
 
@@ -335,10 +347,10 @@ mod tests {
             Delivery { jobs: &self.jobs, connections: &self.connections, notifier: &self.notifier }
         }
 
-        async fn subscribe(&self, connection_id: &str, after_seq: u64) {
+        async fn subscribe(&self, connection_id: &str) {
             let connection = Connection { connection_id: connection_id.into(), owner: "o".into(), connected_at: Utc::now(), expires_at: 0 };
             self.connections.connect(&connection).await.expect("connect");
-            let sub = Subscription { connection_id: connection_id.into(), job_id: self.job.id.clone(), sent_seq: after_seq, expires_at: 0 };
+            let sub = Subscription { connection_id: connection_id.into(), job_id: self.job.id.clone(), expires_at: 0 };
             self.connections.subscribe(&sub).await.expect("subscribe");
         }
 
@@ -361,29 +373,31 @@ mod tests {
     #[tokio::test]
     async fn bursts_coalesce_progress_but_never_status_changes_or_the_end() {
         let w = World::new().await;
-        w.subscribe("c1", 1).await;
+        w.subscribe("c1").await;
         let mut burst = vec![w.record(JobEvent::Started { phase: "p".into() }).await];
         for p in [10, 20, 30] {
             burst.push(w.record(progress(p)).await);
         }
         burst.push(w.record(JobEvent::Cancelled).await);
+        let created = w.jobs.events(&w.job.id, 0, 1).await.expect("log");
+        w.delivery().fan_out(&w.job.id, &created).await.expect("created");
         let out = w.delivery().fan_out(&w.job.id, &burst).await.expect("fan out");
         assert_eq!(out, FanOut { messages: 2, gone: 0 });
         let pushed = w.notifier.messages("c1");
-        assert_eq!(w.seqs("c1"), vec![2, 6]);
-        assert_eq!(pushed[1]["superseded"], serde_json::json!([3, 4, 5]));
-        assert_eq!(pushed[1]["event_type"], "job.cancelled");
+        assert_eq!(w.seqs("c1"), vec![1, 2, 6]);
+        assert_eq!(pushed[2]["superseded"], serde_json::json!([3, 4, 5]));
+        assert_eq!(pushed[2]["event_type"], "job.cancelled");
         // Pushed messages are envelopes: they decode as one, with a type tag beside.
-        let decoded: ServerMessage = serde_json::from_value(pushed[0].clone()).expect("decode");
+        let decoded: ServerMessage = serde_json::from_value(pushed[1].clone()).expect("decode");
         assert!(matches!(decoded, ServerMessage::Event { event, .. } if event.seq == Some(2)));
         // A second delivery of the same burst (an SQS redelivery) sends nothing.
         assert_eq!(w.delivery().fan_out(&w.job.id, &burst).await.expect("again"), FanOut::default());
     }
 
     #[tokio::test]
-    async fn a_lagging_subscriber_is_backfilled_from_the_log() {
+    async fn a_lost_publish_is_backfilled_from_the_log() {
         let w = World::new().await;
-        w.subscribe("c1", 0).await;
+        w.subscribe("c1").await;
         w.record(JobEvent::Started { phase: "p".into() }).await;
         let latest = w.record(progress(50)).await;
         w.delivery().fan_out(&w.job.id, std::slice::from_ref(&latest)).await.expect("fan out");
@@ -393,33 +407,33 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn racing_senders_send_every_event_exactly_once() {
         let w = Arc::new(World::new().await);
-        w.subscribe("c1", 0).await;
+        w.subscribe("c1").await;
         let mut events = vec![w.record(JobEvent::Started { phase: "p".into() }).await];
         for p in 0..30 {
             events.push(w.record(progress(p)).await);
         }
-        let senders: Vec<_> = (0..events.len())
-            .map(|i| {
-                let (w, event) = (w.clone(), events[i].clone());
-                tokio::spawn(async move {
-                    let seq = event.seq.expect("seq");
-                    w.delivery().push(&w.job.id, "c1", seq, &[event], Coalesce::Never).await.expect("push");
-                })
+        let senders: Vec<_> = events
+            .iter()
+            .map(|event| {
+                let (w, event) = (w.clone(), event.clone());
+                tokio::spawn(async move { w.delivery().fan_out(&w.job.id, &[event]).await.expect("fan out") })
             })
             .collect();
         for s in senders {
             s.await.expect("join");
         }
-        let mut seqs = w.seqs("c1");
-        seqs.sort_unstable();
-        assert_eq!(seqs, (1..=32).collect::<Vec<_>>());
+        let pushed = w.notifier.messages("c1");
+        let mut seen: Vec<u64> = pushed.iter().filter_map(|m| m["seq"].as_u64()).collect();
+        seen.extend(pushed.iter().flat_map(|m| m["superseded"].as_array().cloned().unwrap_or_default()).filter_map(|s| s.as_u64()));
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=32).collect::<Vec<_>>(), "each event pushed or superseded exactly once");
     }
 
     #[tokio::test]
     async fn gone_clients_are_forgotten() {
         let w = World::new().await;
-        w.subscribe("c1", 0).await;
-        w.subscribe("c2", 0).await;
+        w.subscribe("c1").await;
+        w.subscribe("c2").await;
         w.notifier.mark_gone("c1");
         let event = w.record(JobEvent::Cancelled).await;
         let out = w.delivery().fan_out(&w.job.id, &[event]).await.expect("fan out");

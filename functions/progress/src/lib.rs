@@ -1,7 +1,7 @@
 //! progress: pushes job events to the WebSocket connections subscribed to
 //! their jobs. Events arrive from the job-events SNS topic through an SQS
 //! queue; a batch is grouped by job so a burst of one job's events becomes
-//! one claim per subscription and a few messages (see
+//! one claim and a few messages per subscription (see
 //! [`prism_shared::realtime`] for claim-then-send and coalescing).
 
 use std::collections::BTreeMap;

@@ -18,7 +18,7 @@ use chrono::Utc;
 use prism_shared::auth::TokenKey;
 use prism_shared::lifecycle::{self, LifecycleError};
 use prism_shared::ports::{Connection, ConnectionStore, EventBus, JobStore, Notifier, Subscription};
-use prism_shared::realtime::{CONNECTION_LIFETIME, ClientMessage, Coalesce, Delivery, DeliveryError, ServerMessage};
+use prism_shared::realtime::{CONNECTION_LIFETIME, ClientMessage, Delivery, DeliveryError, ServerMessage};
 use prism_shared::{ConfigError, Job, JobId, StoreError, config};
 
 pub const SOURCE: &str = "ws";
@@ -144,19 +144,15 @@ async fn act(deps: &Deps, connection_id: &str, message: ClientMessage) -> Result
                 Err(refusal) => return Ok(Some(refusal)),
             };
             // Subscribe before reading the snapshot: an event stored after the
-            // read is then either in the replay or claimed by the progress function.
-            let after_seq = after_seq.min(job.seq);
-            let subscription = Subscription {
-                connection_id: connection_id.to_owned(),
-                job_id: job_id.clone(),
-                sent_seq: after_seq,
-                expires_at: connection.expires_at,
-            };
+            // read is then pushed live (one both replayed and pushed live is
+            // dropped by the client as a duplicate).
+            let subscription =
+                Subscription { connection_id: connection_id.to_owned(), job_id: job_id.clone(), expires_at: connection.expires_at };
             deps.connections.subscribe(&subscription).await?;
             let job = deps.jobs.get(&job_id).await?.unwrap_or(job);
             let delivery = delivery(deps);
             delivery.send(connection_id, &ServerMessage::Snapshot { job: Box::new(job.clone()) }).await?;
-            delivery.push(&job_id, connection_id, job.seq, &[], Coalesce::Never).await?;
+            delivery.replay(&job_id, connection_id, after_seq, job.seq).await?;
             Ok(None)
         }
         ClientMessage::Unsubscribe { job_id } => {

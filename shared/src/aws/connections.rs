@@ -3,7 +3,8 @@
 //! | item         | pk            | sk               | attributes |
 //! |--------------|---------------|------------------|------------|
 //! | connection   | `CONN#{id}`   | `META`           | owner, connected_at, expires_at, `jobs` (string set of subscribed jobs) |
-//! | subscription | `JOB#{job}`   | `SUB#{conn}`     | sent_seq, expires_at |
+//! | subscription | `JOB#{job}`   | `SUB#{conn}`     | expires_at |
+//! | fan-out cursor | `JOB#{job}` | `FANOUT`         | sent_seq (events fanned out so far), expires_at |
 //!
 //! Fan-out reads a job's subscriptions with one Query on its partition
 //! (`begins_with(sk, "SUB#")`), beside the job and its events: no scans, no
@@ -161,24 +162,31 @@ impl ConnectionStore for DynamoConnectionStore {
         }
     }
 
-    async fn claim(&self, job_id: &JobId, connection_id: &str, up_to: u64) -> Result<Option<u64>, StoreError> {
+    async fn claim_fan_out(&self, job_id: &JobId, up_to: u64) -> Result<Option<u64>, StoreError> {
+        let key = HashMap::from([("pk".to_owned(), s(format!("JOB#{job_id}"))), ("sk".to_owned(), s("FANOUT"))]);
+        let expires_at = chrono::Utc::now() + crate::job::RETENTION;
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(sub_key(job_id, connection_id)))
-            .update_expression("SET sent_seq = :up_to")
-            .condition_expression("attribute_exists(pk) AND sent_seq < :up_to")
+            .set_key(Some(key))
+            .update_expression("SET sent_seq = :up_to, expires_at = :expires_at")
+            .condition_expression("attribute_not_exists(sent_seq) OR sent_seq < :up_to")
             .expression_attribute_values(":up_to", AttributeValue::N(up_to.to_string()))
+            .expression_attribute_values(":expires_at", AttributeValue::N(expires_at.timestamp().to_string()))
             .return_values(ReturnValue::UpdatedOld)
             .send()
             .await;
         match result {
-            Ok(out) => {
-                let previous =
-                    out.attributes.as_ref().and_then(|a| a.get("sent_seq")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
-                previous.map(Some).ok_or_else(|| StoreError::Corrupt { what: "subscription", reason: "claim returned no sent_seq".into() })
-            }
+            // No old value: the job's first fan-out.
+            Ok(out) => Ok(Some(
+                out.attributes
+                    .as_ref()
+                    .and_then(|a| a.get("sent_seq"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            )),
             Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
