@@ -91,3 +91,39 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Whether `command` is an executable on `PATH`.
+pub fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.strip_prefix("Uid:").is_some_and(|ids| ids.split_whitespace().next() == Some("0"))))
+}
+
+/// Makes sure each `(command, Debian package)` is there: missing packages are
+/// installed with apt-get when running as root; otherwise the error names them.
+pub fn ensure_commands(needed: &[(&str, &str)]) -> anyhow::Result<()> {
+    let packages: Vec<&str> = needed.iter().filter(|(command, _)| !on_path(command)).map(|(_, package)| *package).collect();
+    if packages.is_empty() {
+        return Ok(());
+    }
+    if !running_as_root() {
+        bail!("missing commands; install the Debian packages: apt-get install -y {}", packages.join(" "));
+    }
+    eprintln!("prism: installing {} with apt-get", packages.join(" "));
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+    };
+    if !install().context("running apt-get")?.success() {
+        // A fresh machine has no package lists yet.
+        Command::new("apt-get").args(["update", "-qq"]).status().context("running apt-get update")?;
+        anyhow::ensure!(install()?.success(), "apt-get install {} failed", packages.join(" "));
+    }
+    Ok(())
+}

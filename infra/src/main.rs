@@ -97,6 +97,16 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Make thumbnails of image files as process-image does (decode, orient, resize, encode).
+    Thumbnail {
+        files: Vec<PathBuf>,
+        /// Longest edge in pixels.
+        #[arg(long, default_value_t = 256)]
+        size: u32,
+        /// Folder to write them to.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run every check: cfn-lint on template.yaml, then all tests (unit and end-to-end) with nextest.
     Test {
         /// Passed on to `cargo nextest run`.
@@ -108,6 +118,7 @@ enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum BenchKind {
     Classifier,
+    Thumbnails,
     Priority,
     Live,
 }
@@ -271,6 +282,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Test { args } => run_all_tests(&project, &args),
+        Command::Thumbnail { files, size, out } => {
+            std::fs::create_dir_all(&out)?;
+            let limits = process_image::analysis::ImageLimits::default();
+            for file in &files {
+                let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                let thumb = process_image::analysis::thumbnail(&bytes, &limits, size).with_context(|| file.display().to_string())?;
+                let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let ext = thumb.file.rsplit('.').next().unwrap_or("jpg");
+                std::fs::write(out.join(format!("{stem}.{ext}")), &thumb.bytes)?;
+            }
+            Ok(())
+        }
         Command::Bench { batch, connections, only, out } => bench(&project, batch, connections, &only, out).await,
         Command::Install => {
             for venv in [prism::install::Venv::Moto, prism::install::Venv::LocalStack] {
@@ -320,6 +343,10 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
     let mut report = String::from("# Prism benchmark report\n\n");
     if wanted(BenchKind::Classifier) {
         prism::bench::classifier(&scratch, &mut report)?;
+    }
+    if wanted(BenchKind::Thumbnails) {
+        prism::install::ensure_commands(&[("vipsthumbnail", "libvips-tools"), ("mogrify", "imagemagick")])?;
+        prism::bench::thumbnails(&scratch, &std::env::current_exe()?, &mut report)?;
     }
     if wanted(BenchKind::Priority) || wanted(BenchKind::Live) {
         build_functions(project, true)?;

@@ -92,12 +92,22 @@ pub fn check_header(bytes: &[u8], limits: &ImageLimits) -> Result<(ImageFormat, 
 /// The first frame, upright, as RGB8 or RGBA8.
 struct Decoded {
     source: DynamicImage,
+    /// The orientation turned it by 90° (so it shows height × width).
+    turned: bool,
     color_type: image::ColorType,
     exif: Option<Vec<u8>>,
     warnings: Vec<String>,
 }
 
-fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded, ImageError> {
+/// Decodes the first frame; with `at_least`, a JPEG may come out smaller,
+/// but never under `at_least` pixels on its longest edge.
+fn decode(bytes: &[u8], limits: &ImageLimits, at_least: Option<u32>) -> Result<Decoded, ImageError> {
+    if let Some(edge) = at_least
+        && image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg)
+        && let Some(decoded) = decode_jpeg_scaled(bytes, limits, edge)?
+    {
+        return Ok(decoded);
+    }
     let mut reader = reader(bytes)?;
     let mut decoder_limits = Limits::default();
     decoder_limits.max_alloc = Some(limits.max_alloc);
@@ -113,24 +123,74 @@ fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded, ImageError> {
     let mut img = DynamicImage::from_decoder(decoder)?;
     img.apply_orientation(orientation);
     let source = if color_type.has_alpha() { DynamicImage::ImageRgba8(img.into_rgba8()) } else { DynamicImage::ImageRgb8(img.into_rgb8()) };
-    Ok(Decoded { source, color_type, exif, warnings })
+    Ok(Decoded { source, turned: turns(orientation), color_type, exif, warnings })
+}
+
+/// JPEGs shrink on load, as libvips does: the inverse DCT at 1/2, 1/4 or 1/8
+/// scale yields a smaller image directly, at a fraction of a full decode's
+/// time and memory. `None` for CMYK JPEGs, which take the full path.
+fn decode_jpeg_scaled(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<Option<Decoded>, ImageError> {
+    use jpeg_decoder::PixelFormat;
+    let corrupt = |e: jpeg_decoder::Error| ImageError::Corrupt(e.to_string());
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.set_max_decoding_buffer_size(usize::try_from(limits.max_alloc).unwrap_or(usize::MAX));
+    decoder.read_info().map_err(corrupt)?;
+    let info = decoder.info().ok_or_else(|| ImageError::Corrupt("no JPEG frame header".into()))?;
+    if info.pixel_format == PixelFormat::CMYK32 {
+        return Ok(None);
+    }
+    let (w, h) = fit(u32::from(info.width), u32::from(info.height), edge);
+    decoder.scale(u16::try_from(w).unwrap_or(u16::MAX), u16::try_from(h).unwrap_or(u16::MAX)).map_err(corrupt)?;
+    let pixels = decoder.decode().map_err(corrupt)?;
+    let info = decoder.info().ok_or_else(|| ImageError::Corrupt("no JPEG frame header".into()))?;
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    let wrong_size = || ImageError::Corrupt("the decoded JPEG is not the size its header gives".into());
+    let (mut img, color_type) = match info.pixel_format {
+        PixelFormat::L8 => {
+            (DynamicImage::ImageLuma8(image::GrayImage::from_raw(width, height, pixels).ok_or_else(wrong_size)?), image::ColorType::L8)
+        }
+        PixelFormat::L16 => {
+            let wide: Vec<u16> = pixels.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            (DynamicImage::ImageLuma16(image::ImageBuffer::from_raw(width, height, wide).ok_or_else(wrong_size)?), image::ColorType::L16)
+        }
+        PixelFormat::RGB24 | PixelFormat::CMYK32 => {
+            (DynamicImage::ImageRgb8(image::RgbImage::from_raw(width, height, pixels).ok_or_else(wrong_size)?), image::ColorType::Rgb8)
+        }
+    };
+    let exif = decoder.exif_data().map(<[u8]>::to_vec);
+    let orientation = exif
+        .as_ref()
+        .and_then(|raw| exif::Reader::new().read_raw(raw.clone()).ok())
+        .and_then(|e| e.get_field(exif::Tag::Orientation, exif::In::PRIMARY).and_then(|f| f.value.get_uint(0)))
+        .and_then(|o| u8::try_from(o).ok())
+        .and_then(image::metadata::Orientation::from_exif)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    img.apply_orientation(orientation);
+    let source = DynamicImage::ImageRgb8(img.into_rgb8());
+    Ok(Some(Decoded { source, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))
+}
+
+fn turns(orientation: image::metadata::Orientation) -> bool {
+    use image::metadata::Orientation::{Rotate90, Rotate90FlipH, Rotate270, Rotate270FlipH};
+    matches!(orientation, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
 }
 
 /// Reads the image and makes a thumbnail for each longest-edge size in `sizes`.
 pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32]) -> Result<Analysed, ImageError> {
     let (format, width, height) = check_header(bytes, limits)?;
-    let Decoded { source, color_type, exif, mut warnings } = decode(bytes, limits)?;
+    let Decoded { source, turned, color_type, exif, mut warnings } = decode(bytes, limits, sizes.iter().copied().max())?;
     let exif = exif.and_then(|raw| exif_summary(raw, &mut warnings));
     let animated = is_animated(bytes, format);
     let has_alpha = color_type.has_alpha();
-    let (display_width, display_height) = (source.width(), source.height());
+    // From the header, not the decoded copy: a JPEG may have been decoded smaller.
+    let (display_width, display_height) = if turned { (height, width) } else { (width, height) };
     let mut resizer = Resizer::new();
     let mut thumbnails = Vec::with_capacity(sizes.len());
     for &size in sizes {
-        thumbnails.push(make_thumbnail(&mut resizer, &source, size)?);
+        thumbnails.push(make_thumbnail(&mut resizer, &source, (display_width, display_height), size)?);
     }
     // Palette and hash from a small copy: the same answer at a fraction of the work.
-    let (sw, sh) = fit(display_width, display_height, 64);
+    let (sw, sh) = fit(source.width(), source.height(), 64);
     let small = resize(&mut resizer, &source, sw, sh)?.into_rgb8();
     let result = ImageResult {
         schema_version: SCHEMA_VERSION,
@@ -154,12 +214,17 @@ pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32]) -> Result<Anal
 /// One thumbnail, as `prism thumbnail` and the benchmark make it: decode,
 /// orient, resize, encode; no palette, hash or EXIF summary.
 pub fn thumbnail(bytes: &[u8], limits: &ImageLimits, size: u32) -> Result<EncodedThumbnail, ImageError> {
-    check_header(bytes, limits)?;
-    make_thumbnail(&mut Resizer::new(), &decode(bytes, limits)?.source, size)
+    let (_, width, height) = check_header(bytes, limits)?;
+    let decoded = decode(bytes, limits, Some(size))?;
+    let display = if decoded.turned { (height, width) } else { (width, height) };
+    make_thumbnail(&mut Resizer::new(), &decoded.source, display, size)
 }
 
-fn make_thumbnail(resizer: &mut Resizer, source: &DynamicImage, size: u32) -> Result<EncodedThumbnail, ImageError> {
-    let (width, height) = fit(source.width(), source.height(), size);
+/// A thumbnail of `source` sized from the image's full `display` size (the
+/// source may be a shrunk-on-load copy, at least as large as the thumbnail).
+fn make_thumbnail(resizer: &mut Resizer, source: &DynamicImage, display: (u32, u32), size: u32) -> Result<EncodedThumbnail, ImageError> {
+    let (width, height) = fit(display.0, display.1, size);
+    let (width, height) = (width.min(source.width()), height.min(source.height()));
     let (bytes, content_type, ext) = encode(&resize(resizer, source, width, height)?)?;
     let meta = Thumbnail { name: format!("thumbnail_{size}"), width, height, content_type: content_type.into() };
     Ok(EncodedThumbnail { meta, file: format!("thumbnail-{size}.{ext}"), bytes })

@@ -188,3 +188,17 @@ async fn the_handler_writes_thumbnails_and_a_typed_result() {
     let job = jobs.get(&huge).await.expect("get").expect("job");
     assert_eq!((job.status, job.error.map(|e| e.code)), (JobStatus::Failed, Some("too_many_pixels".into())));
 }
+
+#[test]
+fn large_jpegs_shrink_on_load_but_report_and_size_from_the_full_image() {
+    let jpeg = encoded(&DynamicImage::ImageRgb8(picture(4100, 2050)), ImageFormat::Jpeg);
+    let analysed = analyse(&jpeg, &ImageLimits::default(), &THUMBNAIL_SIZES).expect("analyse");
+    let r = &analysed.result;
+    assert_eq!((r.width, r.height, r.display_width, r.display_height), (4100, 2050, 4100, 2050));
+    let sizes: Vec<(u32, u32)> = analysed.thumbnails.iter().map(|t| (t.meta.width, t.meta.height)).collect();
+    assert_eq!(sizes, vec![(1024, 512), (256, 128)]);
+    let one = process_image::analysis::thumbnail(&jpeg, &ImageLimits::default(), 256).expect("thumbnail");
+    let decoded = image::load_from_memory(&one.bytes).expect("decodes");
+    assert_eq!((decoded.width(), decoded.height()), (256, 128));
+    assert_eq!(r.palette[0].hex, analysed.result.palette[0].hex);
+}
