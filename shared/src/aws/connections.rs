@@ -91,29 +91,12 @@ impl ConnectionStore for DynamoConnectionStore {
     }
 
     async fn connection(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(conn_key(connection_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.item.map(|item| from_item("connection", item)).transpose()
+        self.connection_item(connection_id).await?.map(|item| from_item("connection", item)).transpose()
     }
 
     async fn disconnect(&self, connection_id: &str) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(conn_key(connection_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let jobs = match out.item.as_ref().and_then(|item| item.get("jobs")) {
+        let item = self.connection_item(connection_id).await?;
+        let jobs = match item.as_ref().and_then(|item| item.get("jobs")) {
             Some(AttributeValue::Ss(jobs)) => jobs.clone(),
             _ => Vec::new(),
         };
@@ -194,6 +177,19 @@ impl ConnectionStore for DynamoConnectionStore {
 }
 
 impl DynamoConnectionStore {
+    async fn connection_item(&self, connection_id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(conn_key(connection_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
     async fn unsubscribe_only(&self, connection_id: &str, job_id: &JobId) -> Result<(), StoreError> {
         self.client
             .delete_item()
