@@ -17,12 +17,11 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use super::boxed;
+use super::dynamodb::job_pk;
+use super::{Item, boxed, s};
 use crate::error::StoreError;
 use crate::job::JobId;
 use crate::ports::{Connection, ConnectionStore, Subscription};
-
-type Item = HashMap<String, AttributeValue>;
 
 #[derive(Debug, Clone)]
 pub struct DynamoConnectionStore {
@@ -30,16 +29,12 @@ pub struct DynamoConnectionStore {
     table: String,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
 fn conn_key(connection_id: &str) -> Item {
     HashMap::from([("pk".to_owned(), s(format!("CONN#{connection_id}"))), ("sk".to_owned(), s("META"))])
 }
 
 fn sub_key(job_id: &JobId, connection_id: &str) -> Item {
-    HashMap::from([("pk".to_owned(), s(format!("JOB#{job_id}"))), ("sk".to_owned(), s(format!("SUB#{connection_id}")))])
+    HashMap::from([("pk".to_owned(), s(job_pk(job_id))), ("sk".to_owned(), s(format!("SUB#{connection_id}")))])
 }
 
 fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
@@ -128,7 +123,7 @@ impl ConnectionStore for DynamoConnectionStore {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :sub)")
-                .expression_attribute_values(":pk", s(format!("JOB#{job_id}")))
+                .expression_attribute_values(":pk", s(job_pk(job_id)))
                 .expression_attribute_values(":sub", s("SUB#"))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
@@ -146,7 +141,7 @@ impl ConnectionStore for DynamoConnectionStore {
     }
 
     async fn claim_fan_out(&self, job_id: &JobId, up_to: u64) -> Result<Option<u64>, StoreError> {
-        let key = HashMap::from([("pk".to_owned(), s(format!("JOB#{job_id}"))), ("sk".to_owned(), s("FANOUT"))]);
+        let key = HashMap::from([("pk".to_owned(), s(job_pk(job_id))), ("sk".to_owned(), s("FANOUT"))]);
         let expires_at = chrono::Utc::now() + crate::job::RETENTION;
         let result = self
             .client

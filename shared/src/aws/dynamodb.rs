@@ -24,13 +24,11 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::boxed;
+use super::{Item, boxed, s};
 use crate::envelope::JobEventEnvelope;
 use crate::error::StoreError;
 use crate::job::{Applied, Job, JobId};
 use crate::ports::{Created, JobStore, ListQuery, Page, owner_sort_key};
-
-type Item = HashMap<String, AttributeValue>;
 
 #[derive(Debug, Clone)]
 pub struct DynamoJobStore {
@@ -38,11 +36,7 @@ pub struct DynamoJobStore {
     table: String,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn job_pk(id: &JobId) -> String {
+pub(super) fn job_pk(id: &JobId) -> String {
     format!("JOB#{id}")
 }
 

@@ -30,6 +30,14 @@ pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// A DynamoDB item.
+pub(crate) type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// A DynamoDB string attribute.
+pub(crate) fn s(v: impl Into<String>) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S(v.into())
+}
+
 /// Keeps an SDK error whole (its source chain names the service's error code).
 pub(crate) fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> crate::error::BoxError {
     Box::new(e)
