@@ -11,7 +11,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use prism_shared::envelope::{self, JobEventEnvelope};
 use prism_shared::ports::{ConnectionStore, JobStore, Notifier, Queue};
-use prism_shared::realtime::{Delivery, DeliveryError};
+use prism_shared::realtime::Delivery;
 use prism_shared::sqs_batch::{self, Backoff};
 use prism_shared::{JobEvent, JobId, Retryable};
 use tracing::Instrument;
@@ -65,7 +65,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
                     retry(&mut response, deps, msg).await;
                 }
             }
-            Err(e @ DeliveryError::Store(_) | e @ DeliveryError::Notify(_)) => {
+            Err(e) => {
                 // Corrupt items or a message the gateway refuses: retrying cannot help.
                 tracing::error!(parent: &span, error = %e, error_chain = ?e, "fan-out failed permanently");
             }
