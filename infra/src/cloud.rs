@@ -102,6 +102,8 @@ impl LocalCloud {
             ("AWS::URLSuffix", "amazonaws.com"),
             ("Stage", opts.stage.as_str()),
             ("TokenSecret", opts.token_secret.as_str()),
+            // Layers are not emulated: the functions use the ffmpeg on PATH.
+            ("FfmpegLayerArn", "local:ffmpeg-on-path"),
         ];
         let stack = provision::provision(&template, &clients, &pseudo).await.context("provisioning template.yaml")?;
 

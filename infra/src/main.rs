@@ -345,7 +345,7 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
         prism::bench::classifier(&scratch, &mut report)?;
     }
     if wanted(BenchKind::Thumbnails) {
-        prism::install::ensure_commands(&[("vipsthumbnail", "libvips-tools"), ("mogrify", "imagemagick")])?;
+        prism::install::ensure_commands(REFERENCE_TOOLS)?;
         prism::bench::thumbnails(&scratch, &std::env::current_exe()?, &mut report)?;
     }
     if wanted(BenchKind::Priority) || wanted(BenchKind::Live) {
@@ -386,7 +386,13 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
 }
 
 /// What `prism test` runs, in order; each must succeed.
+/// What the processors run besides their own code (ffmpeg), and what the
+/// tests and benchmarks compare them with or build their corpus from.
+const PROCESSOR_TOOLS: &[(&str, &str)] = &[("ffmpeg", "ffmpeg"), ("pdftotext", "poppler-utils"), ("gropdf", "groff")];
+const REFERENCE_TOOLS: &[(&str, &str)] = &[("vipsthumbnail", "libvips-tools"), ("mogrify", "imagemagick")];
+
 fn run_all_tests(project: &Path, extra: &[String]) -> anyhow::Result<()> {
+    prism::install::ensure_commands(&[PROCESSOR_TOOLS, REFERENCE_TOOLS].concat())?;
     let moto = prism::install::ensure(project, prism::install::Venv::Moto)?;
     prism::install::ensure(project, prism::install::Venv::LocalStack)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -425,6 +431,7 @@ async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
         return detach(project, &args, demo);
     }
     let profile = if args.release { LOCAL_RELEASE } else { "debug" };
+    prism::install::ensure_commands(PROCESSOR_TOOLS)?;
     if !args.no_build {
         build_functions(project, args.release)?;
     }

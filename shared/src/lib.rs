@@ -7,6 +7,8 @@ pub mod commands;
 pub mod config;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "ffmpeg")]
+pub mod ffmpeg;
 pub mod job;
 pub mod lifecycle;
 pub mod limits;

@@ -3,7 +3,12 @@
 //! (each one also a cancellation check), and finish with a result or a
 //! reason. A processor only supplies the work in between.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use crate::commands::Command;
 use crate::envelope::{self, Envelope};
@@ -111,6 +116,56 @@ impl<'a> Run<'a> {
         self.record(JobEvent::Progress { phase: phase.to_owned(), progress: percent, eta_s }).await
     }
 
+    /// Runs CPU-bound `work` on a blocking thread while reporting its progress
+    /// (a fraction 0–1 it publishes through [`Progress`]) as `phase` between
+    /// `from` and `to` percent, at most every `every`. Each report is also a
+    /// cancellation check: a cancel sets [`Progress::cancelled`] for the work
+    /// to notice. `Ok(None)` means the job was cancelled or moved on; a panic
+    /// in `work` is returned as `Err(message)` so the caller can fail the job
+    /// for what it is (a property of the input, not a reason to retry).
+    pub async fn blocking<T, F>(
+        &self,
+        phase: &str,
+        (from, to): (u8, u8),
+        every: Duration,
+        work: F,
+    ) -> Result<Option<Result<T, String>>, HandlerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Progress) -> T + Send + 'static,
+    {
+        let (tx, mut rx) = watch::channel(0.0f32);
+        let progress = Progress { fraction: tx, cancelled: Arc::new(AtomicBool::new(false)) };
+        let cancelled = Arc::clone(&progress.cancelled);
+        let mut task = tokio::task::spawn_blocking(move || work(&progress));
+        let mut last_report = Instant::now();
+        let mut moved_on = false;
+        let outcome = loop {
+            tokio::select! {
+                joined = &mut task => break joined,
+                changed = rx.changed(), if !moved_on => {
+                    if changed.is_err() || last_report.elapsed() < every {
+                        continue;
+                    }
+                    last_report = Instant::now();
+                    let fraction = rx.borrow_and_update().clamp(0.0, 1.0);
+                    let percent = from + ((to.saturating_sub(from)) as f32 * fraction) as u8;
+                    if !self.checkpoint(phase, percent, None).await? {
+                        cancelled.store(true, Ordering::Relaxed);
+                        moved_on = true;
+                    }
+                }
+            }
+        };
+        if moved_on {
+            return Ok(None);
+        }
+        Ok(Some(outcome.map_err(|e| match e.try_into_panic() {
+            Ok(panic) => panic_message(panic.as_ref()),
+            Err(e) => e.to_string(),
+        })))
+    }
+
     pub async fn fail(&self, failure: JobFailure) -> Result<(), HandlerError> {
         tracing::info!(code = %failure.code, reason = %failure.message, "job failed");
         self.record(JobEvent::Failed(failure)).await.map(drop)
@@ -138,4 +193,35 @@ impl<'a> Run<'a> {
         self.blobs.write(&output.uri, body, content_type).await?;
         Ok(output)
     }
+}
+
+/// What blocking work sees of its job: where to report progress and whether
+/// to stop.
+#[derive(Debug)]
+pub struct Progress {
+    fraction: watch::Sender<f32>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Progress {
+    /// A handle for work outside a job (benchmarks, the CLI).
+    pub fn detached() -> Self {
+        Self { fraction: watch::channel(0.0).0, cancelled: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Reports `fraction` (0–1) of the work as done; cheap enough to call often.
+    pub fn report(&self, fraction: f32) {
+        self.fraction.send_replace(fraction);
+    }
+
+    /// Whether the job was cancelled: the work should stop soon.
+    pub fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned());
+    format!("the decoder panicked: {}", text.unwrap_or_else(|| "no message".into()))
 }

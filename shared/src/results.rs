@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub enum JobResult {
     Text(TextResult),
     Image(Box<ImageResult>),
+    Audio(Box<AudioResult>),
+    Video(Box<VideoResult>),
+    Document(Box<DocumentResult>),
 }
 
 /// What `process-image` reports (schema_version 1).
@@ -67,13 +70,164 @@ pub struct PaletteColor {
     pub share: f32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Thumbnail {
     /// The output it was written as (`thumbnail_256`, `thumbnail_1024`).
     pub name: String,
     pub width: u32,
     pub height: u32,
     pub content_type: String,
+}
+
+/// What `process-audio` reports (schema_version 1).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AudioResult {
+    pub schema_version: u32,
+    /// The codec's short name: `mp3`, `aac`, `flac`, `vorbis`, `opus`, `pcm_s16le`, …
+    pub codec: String,
+    /// What decoded it: `symphonia`, or `ffmpeg` for codecs symphonia lacks (Opus).
+    pub decoder: String,
+    pub sample_rate: u32,
+    pub channels: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_sample: Option<u32>,
+    /// Of the audio actually decoded.
+    pub duration_s: f64,
+    /// What the container promised, when it differs from what was decoded by
+    /// more than 1% (a truncated file or a lying header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_duration_s: Option<f64>,
+    /// Average: the file's bits over its duration.
+    pub bitrate_bps: u64,
+    /// Title, artist, album, … by their common names; other keys as the file spells them.
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub levels: AudioLevels,
+    /// Stretches quieter than `threshold_dbfs` for at least `min_duration_s`.
+    pub silence: SilenceReport,
+    /// Output `waveform` (JSON, see [`Waveform`]).
+    pub waveform_buckets: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Levels over the whole file; `None` for digital silence (minus infinity).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AudioLevels {
+    /// Highest absolute sample value, in dB relative to full scale.
+    pub peak_dbfs: Option<f64>,
+    /// Root mean square over all channels and samples.
+    pub rms_dbfs: Option<f64>,
+    /// EBU R128 / ITU-R BS.1770 integrated loudness (gated).
+    pub integrated_lufs: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SilenceReport {
+    pub threshold_dbfs: f64,
+    pub min_duration_s: f64,
+    pub spans: Vec<TimeSpan>,
+    /// Sum of the spans.
+    pub total_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct TimeSpan {
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// The `waveform` output of an audio job: peak levels in equal slices of
+/// time, for drawing (schema_version 1).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Waveform {
+    pub schema_version: u32,
+    pub duration_s: f64,
+    /// Seconds each bucket covers.
+    pub bucket_s: f64,
+    /// Highest absolute sample in each bucket, 0–1, over all channels.
+    pub peaks: Vec<f32>,
+}
+
+/// What `process-video` reports (schema_version 1).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct VideoResult {
+    pub schema_version: u32,
+    /// ffmpeg's demuxer names, e.g. `mov,mp4,m4a,3gp,3g2,mj2` or `matroska,webm`.
+    pub container: String,
+    pub duration_s: f64,
+    pub video_codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: f64,
+    pub pixel_format: String,
+    pub has_audio: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<VideoAudioTrack>,
+    /// Output `poster` (JPEG).
+    pub poster: Thumbnail,
+    /// Output `contact_sheet` (JPEG): `columns` × `rows` keyframe thumbnails,
+    /// taken at `timestamps_s`.
+    pub contact_sheet: ContactSheet,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct VideoAudioTrack {
+    pub codec: String,
+    pub sample_rate: u32,
+    /// As ffmpeg names the layout: `mono`, `stereo`, `5.1`, …
+    pub channels: String,
+    /// The track extracted losslessly (FLAC) as output `audio`, ready for `process-audio`.
+    pub extracted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ContactSheet {
+    pub columns: u32,
+    pub rows: u32,
+    pub tile_width: u32,
+    pub tile_height: u32,
+    pub timestamps_s: Vec<f64>,
+}
+
+/// What `process-document` reports (schema_version 1).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DocumentResult {
+    pub schema_version: u32,
+    /// `pdf-1.7`, …
+    pub format: String,
+    pub pages: u32,
+    /// From the document information dictionary.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub encrypted: bool,
+    /// Runs of non-whitespace characters over all pages.
+    pub words: u64,
+    pub chars: u64,
+    /// Pages whose text could not be read (listed in `warnings`); their text is empty.
+    pub pages_failed: u32,
+    /// Pages with no text at all (scans, images).
+    pub pages_without_text: u32,
+    /// Output `preview` (PNG), the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Thumbnail>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The `pages` output of a document job: each page's text (schema_version 1).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DocumentPages {
+    pub schema_version: u32,
+    pub pages: Vec<PageText>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PageText {
+    /// 1-based.
+    pub page: u32,
+    pub words: u64,
+    pub text: String,
 }
 
 /// How a text's bytes were decoded.

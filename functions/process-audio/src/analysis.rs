@@ -1,0 +1,438 @@
+//! Decoding and measuring audio. Symphonia demuxes and decodes what it can;
+//! codecs it lacks (Opus) are decoded by ffmpeg to raw samples. Either way the
+//! samples stream through one [`Meter`]: peak, RMS, EBU R128 integrated
+//! loudness, 10 ms blocks for the waveform and the silence spans. Nothing
+//! holds the whole decoded signal in memory.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::time::Instant;
+
+use ebur128::{EbuR128, Mode};
+use prism_shared::bytes::Bytes;
+use prism_shared::ffmpeg::{self, FfmpegError};
+use prism_shared::processing::Progress;
+use prism_shared::results::{AudioLevels, AudioResult, SilenceReport, TimeSpan, Waveform};
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, CodecType, DecoderOptions};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::{FormatOptions, FormatReader};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::{MetadataOptions, MetadataRevision, StandardTagKey};
+use symphonia::core::probe::Hint;
+
+pub const SCHEMA_VERSION: u32 = 1;
+/// Buckets in the waveform output: enough for a full-width drawing.
+pub const WAVEFORM_BUCKETS: usize = 1000;
+/// Quieter than this for [`SILENCE_MIN_S`] counts as silence.
+pub const SILENCE_THRESHOLD_DBFS: f64 = -50.0;
+pub const SILENCE_MIN_S: f64 = 0.5;
+/// Spans beyond this many are counted in the total but not listed.
+const MAX_SILENCE_SPANS: usize = 500;
+/// The analysis resolution: 10 ms blocks.
+const BLOCKS_PER_SECOND: u32 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("not audio this build can read: {0}")]
+    Unsupported(String),
+    #[error("the audio could not be decoded: {0}")]
+    Corrupt(String),
+    #[error("decoding took longer than the deadline allows")]
+    Deadline,
+    #[error("cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Ffmpeg(FfmpegError),
+}
+
+impl AudioError {
+    /// The job failure code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unsupported(_) => "unsupported_format",
+            Self::Corrupt(_) => "corrupt_audio",
+            Self::Deadline | Self::Ffmpeg(FfmpegError::Deadline(_)) => "deadline_exceeded",
+            Self::Cancelled => "cancelled",
+            Self::Ffmpeg(_) => "decoder_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Analysed {
+    pub result: AudioResult,
+    pub waveform: Waveform,
+}
+
+/// What the container says before any decoding.
+#[derive(Debug, Clone)]
+struct Stream {
+    codec: CodecType,
+    sample_rate: u32,
+    channels: usize,
+    bits_per_sample: Option<u32>,
+    declared_frames: Option<u64>,
+}
+
+/// Decodes and measures `bytes`; `mime` (from the classifier) only hints the demuxer.
+pub fn analyse(bytes: Bytes, mime: &str, deadline: Instant, progress: &Progress) -> Result<Analysed, AudioError> {
+    let mut hint = Hint::new();
+    hint.mime_type(mime.split(';').next().unwrap_or(mime).trim());
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.clone())), Default::default());
+    let format_options = FormatOptions { enable_gapless: true, ..Default::default() };
+    let probed =
+        symphonia::default::get_probe().format(&hint, source, &format_options, &MetadataOptions::default()).map_err(|e| match e {
+            SymphoniaError::Unsupported(what) => AudioError::Unsupported(what.to_owned()),
+            other => AudioError::Corrupt(other.to_string()),
+        })?;
+    let mut format = probed.format;
+    let mut tags = BTreeMap::new();
+    let mut probed_meta = probed.metadata;
+    if let Some(revision) = probed_meta.get().as_ref().and_then(|m| m.current()) {
+        collect_tags(revision, &mut tags);
+    }
+    if let Some(revision) = format.metadata().current() {
+        collect_tags(revision, &mut tags);
+    }
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or_else(|| AudioError::Unsupported("no audio track".into()))?;
+    let (track_id, params) = (track.id, &track.codec_params);
+    let stream = Stream {
+        codec: params.codec,
+        sample_rate: params.sample_rate.ok_or_else(|| AudioError::Corrupt("no sample rate".into()))?,
+        channels: params.channels.map_or(0, |c| c.count()),
+        bits_per_sample: params.bits_per_sample,
+        declared_frames: params.n_frames,
+    };
+    if stream.sample_rate == 0 || stream.sample_rate > 768_000 {
+        return Err(AudioError::Corrupt(format!("implausible sample rate {}", stream.sample_rate)));
+    }
+    let codec_name = codec_name(stream.codec);
+    let registry = symphonia::default::get_codecs();
+    let (meter, decoder_name, mut warnings) = if registry.get_codec(stream.codec).is_some() {
+        let (meter, warnings) = decode_with_symphonia(format.as_mut(), track_id, &stream, deadline, progress)?;
+        (meter, "symphonia", warnings)
+    } else if stream.codec == CODEC_TYPE_OPUS {
+        drop(format);
+        let meter = decode_with_ffmpeg(&bytes, &stream, deadline, progress)?;
+        (meter, "ffmpeg", Vec::new())
+    } else {
+        return Err(AudioError::Unsupported(format!("no decoder for {codec_name}")));
+    };
+    if meter.frames == 0 {
+        return Err(AudioError::Corrupt("no audio could be decoded".into()));
+    }
+    // What decoding found beats what the container said (MP4 often leaves channels out).
+    let channels = meter.channels as u16;
+    let duration_s = meter.frames as f64 / f64::from(stream.sample_rate);
+    let declared_duration_s = stream.declared_frames.map(|n| n as f64 / f64::from(stream.sample_rate));
+    let declared_duration_s = declared_duration_s.filter(|d| (d - duration_s).abs() > duration_s * 0.01);
+    if let Some(declared) = declared_duration_s {
+        warnings.push(format!("the file declares {declared:.2} s but {duration_s:.2} s of audio could be decoded"));
+    }
+    let measured = meter.finish();
+    if measured.silence_spans_dropped > 0 {
+        warnings.push(format!("{} more silent spans are counted in the total but not listed", measured.silence_spans_dropped));
+    }
+    let result = AudioResult {
+        schema_version: SCHEMA_VERSION,
+        codec: codec_name.to_owned(),
+        decoder: decoder_name.to_owned(),
+        sample_rate: stream.sample_rate,
+        channels,
+        bits_per_sample: stream.bits_per_sample,
+        duration_s,
+        declared_duration_s,
+        bitrate_bps: (bytes.len() as f64 * 8.0 / duration_s) as u64,
+        tags,
+        levels: measured.levels,
+        silence: measured.silence,
+        waveform_buckets: measured.waveform.peaks.len() as u32,
+        warnings,
+    };
+    Ok(Analysed { result, waveform: measured.waveform })
+}
+
+fn decode_with_symphonia(
+    format: &mut dyn FormatReader,
+    track_id: u32,
+    stream: &Stream,
+    deadline: Instant,
+    progress: &Progress,
+) -> Result<(Meter, Vec<String>), AudioError> {
+    let params = format
+        .tracks()
+        .iter()
+        .find(|t| t.id == track_id)
+        .map(|t| t.codec_params.clone())
+        .ok_or_else(|| AudioError::Corrupt("the track vanished".into()))?;
+    let mut decoder =
+        symphonia::default::get_codecs().make(&params, &DecoderOptions::default()).map_err(|e| AudioError::Unsupported(e.to_string()))?;
+    let mut meter: Option<Meter> = None;
+    let mut samples: Option<SampleBuffer<f32>> = None;
+    let mut warnings = Vec::new();
+    let mut bad_packets = 0u64;
+    let mut packets = 0u64;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(SymphoniaError::ResetRequired) => break,
+            // A broken container structure after some audio: keep what decoded.
+            Err(e) if meter.as_ref().is_some_and(|m| m.frames > 0) => {
+                warnings.push(format!("stopped at a damaged part of the file: {e}"));
+                break;
+            }
+            Err(e) => return Err(AudioError::Corrupt(e.to_string())),
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        packets += 1;
+        if packets.is_multiple_of(256) {
+            if Instant::now() > deadline {
+                return Err(AudioError::Deadline);
+            }
+            if progress.cancelled() {
+                return Err(AudioError::Cancelled);
+            }
+            if let (Some(m), Some(total)) = (&meter, stream.declared_frames) {
+                progress.report(m.frames as f32 / total.max(1) as f32);
+            }
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(d) => d,
+            // A damaged frame: skip it, as players and ffmpeg do, and say so.
+            Err(SymphoniaError::DecodeError(_)) => {
+                bad_packets += 1;
+                continue;
+            }
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(AudioError::Corrupt(e.to_string())),
+        };
+        if decoded.frames() == 0 {
+            continue;
+        }
+        let spec = *decoded.spec();
+        let buffer = match &mut samples {
+            Some(b) if b.capacity() >= decoded.capacity() * spec.channels.count() => b,
+            slot => slot.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
+        };
+        buffer.copy_interleaved_ref(decoded);
+        let meter = match &mut meter {
+            Some(m) => m,
+            slot => slot.insert(Meter::new(spec.rate, spec.channels.count())?),
+        };
+        meter.push(buffer.samples());
+    }
+    if bad_packets > 0 {
+        warnings.push(format!("{bad_packets} of {packets} packets could not be decoded and were skipped"));
+    }
+    let meter = match meter {
+        Some(m) => m,
+        None => Meter::new(stream.sample_rate, stream.channels.max(1))?,
+    };
+    Ok((meter, warnings))
+}
+
+/// Decodes through ffmpeg to 32-bit float samples on a pipe.
+fn decode_with_ffmpeg(bytes: &[u8], stream: &Stream, deadline: Instant, progress: &Progress) -> Result<Meter, AudioError> {
+    let channels = stream.channels.clamp(1, 8);
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| AudioError::Ffmpeg(FfmpegError::Io(e)))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(|e| AudioError::Ffmpeg(FfmpegError::Io(e)))?;
+    let path = file.path().to_string_lossy().into_owned();
+    let (rate, ch) = (stream.sample_rate.to_string(), channels.to_string());
+    let args = ["-v", "error", "-i", path.as_str(), "-map", "0:a:0", "-f", "f32le", "-ac", ch.as_str(), "-ar", rate.as_str(), "-"];
+    let mut meter = Meter::new(stream.sample_rate, channels)?;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut samples: Vec<f32> = Vec::new();
+    let total = stream.declared_frames.unwrap_or(0).max(1) as f32;
+    let report = ffmpeg::run_piped(args, deadline, |chunk| {
+        // Samples can straddle chunks: keep the remainder for the next one.
+        carry.extend_from_slice(chunk);
+        let whole = carry.len() / (4 * channels) * (4 * channels);
+        samples.clear();
+        samples.extend(carry[..whole].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        carry.drain(..whole);
+        meter.push(&samples);
+        progress.report(meter.frames as f32 / total);
+    })
+    .map_err(AudioError::Ffmpeg)?;
+    if !report.success && meter.frames == 0 {
+        return Err(AudioError::Corrupt(report.reason("ffmpeg could not decode it")));
+    }
+    Ok(meter)
+}
+
+fn codec_name(codec: CodecType) -> &'static str {
+    if codec == CODEC_TYPE_OPUS {
+        return "opus";
+    }
+    symphonia::default::get_codecs().get_codec(codec).map_or("unknown", |d| d.short_name)
+}
+
+fn collect_tags(revision: &MetadataRevision, tags: &mut BTreeMap<String, String>) {
+    for tag in revision.tags() {
+        let key = match tag.std_key {
+            Some(StandardTagKey::TrackTitle) => "title".to_owned(),
+            Some(StandardTagKey::Artist) => "artist".to_owned(),
+            Some(StandardTagKey::Album) => "album".to_owned(),
+            Some(StandardTagKey::AlbumArtist) => "album_artist".to_owned(),
+            Some(StandardTagKey::Date) => "date".to_owned(),
+            Some(StandardTagKey::Genre) => "genre".to_owned(),
+            Some(StandardTagKey::TrackNumber) => "track".to_owned(),
+            Some(StandardTagKey::Composer) => "composer".to_owned(),
+            Some(StandardTagKey::Comment) => "comment".to_owned(),
+            Some(StandardTagKey::Encoder) => "encoder".to_owned(),
+            _ => tag.key.to_lowercase(),
+        };
+        let value = tag.value.to_string();
+        // Cover art and other binary values are not tags a client can show.
+        if !value.is_empty() && value.len() <= 1024 {
+            tags.entry(key).or_insert(value);
+        }
+    }
+}
+
+/// Everything measured from a stream of interleaved samples.
+#[derive(Debug)]
+pub struct Meter {
+    channels: usize,
+    sample_rate: u32,
+    loudness: EbuR128,
+    peak: f32,
+    sum_squares: f64,
+    /// Frames (samples per channel) seen.
+    pub frames: u64,
+    block_samples: usize,
+    block_filled: usize,
+    block_peak: f32,
+    block_squares: f64,
+    /// Per 10 ms block: peak and mean square.
+    blocks: Vec<(f32, f32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub levels: AudioLevels,
+    pub silence: SilenceReport,
+    pub silence_spans_dropped: usize,
+    pub waveform: Waveform,
+}
+
+impl Meter {
+    pub fn new(sample_rate: u32, channels: usize) -> Result<Self, AudioError> {
+        let loudness = EbuR128::new(channels as u32, sample_rate, Mode::I)
+            .map_err(|e| AudioError::Unsupported(format!("{channels} channels at {sample_rate} Hz: {e}")))?;
+        let block_frames = (sample_rate / BLOCKS_PER_SECOND).max(1) as usize;
+        Ok(Self {
+            channels,
+            sample_rate,
+            loudness,
+            peak: 0.0,
+            sum_squares: 0.0,
+            frames: 0,
+            block_samples: block_frames * channels,
+            block_filled: 0,
+            block_peak: 0.0,
+            block_squares: 0.0,
+            blocks: Vec::new(),
+        })
+    }
+
+    /// Adds interleaved samples (a whole number of frames).
+    pub fn push(&mut self, samples: &[f32]) {
+        let samples = &samples[..samples.len() / self.channels * self.channels];
+        // Only fails for a partial frame, which the line above rules out.
+        let _ = self.loudness.add_frames_f32(samples);
+        self.frames += (samples.len() / self.channels) as u64;
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let take = (self.block_samples - self.block_filled).min(rest.len());
+            let (now, later) = rest.split_at(take);
+            let (mut peak, mut squares) = (self.block_peak, 0.0f32);
+            for &s in now {
+                peak = peak.max(s.abs());
+                squares += s * s;
+            }
+            self.block_peak = peak;
+            self.block_squares += f64::from(squares);
+            self.block_filled += take;
+            if self.block_filled == self.block_samples {
+                self.close_block();
+            }
+            rest = later;
+        }
+    }
+
+    fn close_block(&mut self) {
+        if self.block_filled == 0 {
+            return;
+        }
+        self.peak = self.peak.max(self.block_peak);
+        self.sum_squares += self.block_squares;
+        self.blocks.push((self.block_peak, (self.block_squares / self.block_filled as f64) as f32));
+        (self.block_filled, self.block_peak, self.block_squares) = (0, 0.0, 0.0);
+    }
+
+    pub fn finish(mut self) -> Measured {
+        self.close_block();
+        let samples = (self.frames * self.channels as u64).max(1) as f64;
+        let db = |amplitude: f64| (amplitude > 0.0).then(|| round2(20.0 * amplitude.log10()));
+        let lufs = self.loudness.loudness_global().ok().filter(|l| l.is_finite()).map(round2);
+        let levels =
+            AudioLevels { peak_dbfs: db(f64::from(self.peak)), rms_dbfs: db((self.sum_squares / samples).sqrt()), integrated_lufs: lufs };
+        let block_s = f64::from((self.sample_rate / BLOCKS_PER_SECOND).max(1)) / f64::from(self.sample_rate);
+        let (silence, dropped) = silence(&self.blocks, block_s);
+        let duration_s = self.frames as f64 / f64::from(self.sample_rate);
+        Measured { levels, silence, silence_spans_dropped: dropped, waveform: waveform(&self.blocks, duration_s) }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn silence(blocks: &[(f32, f32)], block_s: f64) -> (SilenceReport, usize) {
+    let threshold = 10f64.powf(SILENCE_THRESHOLD_DBFS / 10.0) as f32; // on mean squares
+    let min_blocks = (SILENCE_MIN_S / block_s).ceil() as usize;
+    let mut report = SilenceReport { threshold_dbfs: SILENCE_THRESHOLD_DBFS, min_duration_s: SILENCE_MIN_S, ..Default::default() };
+    let mut dropped = 0;
+    let mut run_start = None;
+    for (i, &(_, mean_square)) in blocks.iter().chain(std::iter::once(&(1.0, 1.0))).enumerate() {
+        match (mean_square < threshold, run_start) {
+            (true, None) => run_start = Some(i),
+            (false, Some(start)) => {
+                run_start = None;
+                if i - start >= min_blocks {
+                    let span = TimeSpan { start_s: round3(start as f64 * block_s), end_s: round3(i as f64 * block_s) };
+                    report.total_s += span.end_s - span.start_s;
+                    if report.spans.len() < MAX_SILENCE_SPANS { report.spans.push(span) } else { dropped += 1 }
+                }
+            }
+            _ => {}
+        }
+    }
+    report.total_s = round3(report.total_s);
+    (report, dropped)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn waveform(blocks: &[(f32, f32)], duration_s: f64) -> Waveform {
+    let buckets = WAVEFORM_BUCKETS.min(blocks.len()).max(1);
+    let peaks = (0..buckets)
+        .map(|i| {
+            let range = i * blocks.len() / buckets..((i + 1) * blocks.len() / buckets).max(i * blocks.len() / buckets + 1);
+            let peak = blocks.get(range).into_iter().flatten().fold(0.0f32, |p, b| p.max(b.0));
+            (peak.min(1.0) * 1000.0).round() / 1000.0
+        })
+        .collect();
+    Waveform { schema_version: SCHEMA_VERSION, duration_s, bucket_s: duration_s / buckets as f64, peaks }
+}

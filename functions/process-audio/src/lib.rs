@@ -1,0 +1,80 @@
+//! process-audio: codec, sample rate, channels, duration, bitrate and tags;
+//! peak, RMS and EBU R128 integrated loudness; a ~1,000-bucket waveform for
+//! drawing (output `waveform`, JSON) and the silent stretches. Decoding is
+//! streamed through the meters, bounded by a deadline and cancellable.
+
+pub mod analysis;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::bytes::Bytes;
+use prism_shared::job::JobFailure;
+use prism_shared::ports::{BlobStore, EventBus, JobStore, Queue};
+use prism_shared::processing::{ProcessCommand, Run};
+use prism_shared::results::JobResult;
+use prism_shared::sqs_batch::{self, Backoff, HandlerError};
+use prism_shared::{ConfigError, config};
+
+use crate::analysis::{AudioError, analyse};
+
+pub const SOURCE: &str = "process-audio";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_bytes: u64,
+    /// How long decoding may take before the job fails (the function's
+    /// timeout minus time to write the results).
+    pub deadline: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_bytes: config::parsed_or("AUDIO_MAX_BYTES", 500 * 1024 * 1024)?,
+            deadline: Duration::from_secs(config::parsed_or("AUDIO_DEADLINE_SECONDS", 240)?),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn Queue>,
+    pub config: Config,
+}
+
+pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
+}
+
+async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
+    let command = ProcessCommand::decode(msg.body.as_deref().unwrap_or_default())?;
+    let input = &command.input;
+    tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, "processing audio");
+    let deadline = Instant::now() + deps.config.deadline;
+    let started = Run::start(deps.jobs.as_ref(), deps.events.as_ref(), deps.blobs.as_ref(), SOURCE, command.job_id.clone(), "reading");
+    let Some(run) = started.await? else { return Ok(()) };
+    let Some(bytes) = run.read_input(input, deps.config.max_bytes, "audio").await? else { return Ok(()) };
+    let mime = command.mime.clone();
+    let work = move |progress: &_| analyse(bytes, &mime, deadline, progress);
+    let analysed = match run.blocking("decoding", (10, 90), Duration::from_secs(1), work).await? {
+        None => return Ok(()),
+        Some(Ok(Ok(a))) => a,
+        Some(Ok(Err(AudioError::Cancelled))) => return Ok(()),
+        Some(Ok(Err(e))) => return run.fail(JobFailure::new(e.code(), e.to_string())).await,
+        // A decoder panic is a property of this file: fail the job, don't retry it.
+        Some(Err(panic)) => return run.fail(JobFailure::new("corrupt_audio", panic)).await,
+    };
+    let result = analysed.result;
+    tracing::info!(codec = %result.codec, duration_s = result.duration_s, "analysed");
+    if !run.checkpoint("writing waveform", 90, None).await? {
+        return Ok(());
+    }
+    let waveform = serde_json::to_vec(&analysed.waveform)?;
+    let output = run.write_output(input, "waveform", "waveform.json", "application/json", Bytes::from(waveform)).await?;
+    run.complete(JobResult::Audio(Box::new(result)), vec![output]).await
+}
