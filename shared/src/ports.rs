@@ -85,6 +85,14 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// The whole object, refused with [`BlobError::TooLarge`] above `limit` bytes.
     async fn read_all(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, BlobError>;
 
+    /// The whole object streamed into the file at `path` (created or
+    /// truncated); refused above `limit` bytes. Returns the bytes written.
+    async fn download(&self, uri: &S3Uri, path: &std::path::Path, limit: u64) -> Result<u64, BlobError> {
+        let body = self.read_all(uri, limit).await?;
+        tokio::fs::write(path, &body).await.map_err(|e| BlobError::Unavailable(Box::new(e)))?;
+        Ok(body.len() as u64)
+    }
+
     async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError>;
 
     async fn stat(&self, uri: &S3Uri) -> Result<ObjectMeta, BlobError>;

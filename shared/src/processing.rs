@@ -106,6 +106,24 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Streams the input into the file at `path` (for tools that need a
+    /// seekable file); `false` once the job has been failed because it is
+    /// over `limit` bytes or gone.
+    pub async fn download_input(&self, input: &InputObject, path: &std::path::Path, limit: u64, what: &str) -> Result<bool, HandlerError> {
+        match self.blobs.download(&input.uri, path, limit).await {
+            Ok(_) => Ok(true),
+            Err(BlobError::TooLarge { size, limit, .. }) => {
+                self.fail(JobFailure::new("too_large", format!("{what} of {size} bytes is over the limit of {limit}"))).await?;
+                Ok(false)
+            }
+            Err(BlobError::NotFound(uri)) => {
+                self.fail(JobFailure::new("input_missing", format!("the upload {uri} no longer exists"))).await?;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A checkpoint: stops (recording the cancellation) if a cancel was
     /// requested, otherwise reports `phase` at `percent`. `false` means stop.
     pub async fn checkpoint(&self, phase: &str, percent: u8, eta_s: Option<f64>) -> Result<bool, HandlerError> {

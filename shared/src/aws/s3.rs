@@ -75,6 +75,29 @@ impl BlobStore for S3BlobStore {
         Ok(body.into_bytes())
     }
 
+    async fn download(&self, uri: &S3Uri, path: &std::path::Path, limit: u64) -> Result<u64, BlobError> {
+        use tokio::io::AsyncWriteExt;
+        let mut out = self.client.get_object().bucket(&uri.bucket).key(&uri.key).send().await.map_err(|e| get_error(uri, e))?;
+        let size = out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        if size > limit {
+            return Err(BlobError::TooLarge { uri: uri.clone(), size, limit });
+        }
+        let local = |e: std::io::Error| BlobError::Unavailable(Box::new(e));
+        let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(path).await.map_err(local)?);
+        let mut written = 0u64;
+        while let Some(chunk) = out.body.next().await {
+            let chunk = chunk.map_err(|e| BlobError::Unavailable(boxed(e)))?;
+            written += chunk.len() as u64;
+            // The length header can be absent: the limit holds for the bytes themselves.
+            if written > limit {
+                return Err(BlobError::TooLarge { uri: uri.clone(), size: written, limit });
+            }
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        Ok(written)
+    }
+
     async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError> {
         self.client
             .put_object()

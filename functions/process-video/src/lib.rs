@@ -1,0 +1,87 @@
+//! process-video: container, codecs, dimensions, frame rate, duration and
+//! audio; a poster frame and a contact sheet of keyframes (each found by
+//! seeking before the input, so the file is never decoded end to end); the
+//! audio track extracted for process-audio. ffmpeg does the decoding, always
+//! under the job's deadline.
+
+pub mod media;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::bytes::Bytes;
+use prism_shared::job::JobFailure;
+use prism_shared::ports::{BlobStore, EventBus, JobStore, Queue};
+use prism_shared::processing::{ProcessCommand, Run};
+use prism_shared::results::JobResult;
+use prism_shared::sqs_batch::{self, Backoff, HandlerError};
+use prism_shared::{BlobError, ConfigError, config};
+
+use crate::media::{VideoError, analyse};
+
+pub const SOURCE: &str = "process-video";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_bytes: u64,
+    /// How long ffmpeg may run in all before the job fails; each ffmpeg
+    /// process is killed when it passes.
+    pub deadline: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_bytes: config::parsed_or("VIDEO_MAX_BYTES", 2 * 1024 * 1024 * 1024)?,
+            deadline: Duration::from_secs(config::parsed_or("VIDEO_DEADLINE_SECONDS", 600)?),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn Queue>,
+    pub config: Config,
+}
+
+pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
+}
+
+async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
+    let command = ProcessCommand::decode(msg.body.as_deref().unwrap_or_default())?;
+    let input = &command.input;
+    tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, "processing video");
+    let deadline = Instant::now() + deps.config.deadline;
+    let started = Run::start(deps.jobs.as_ref(), deps.events.as_ref(), deps.blobs.as_ref(), SOURCE, command.job_id.clone(), "downloading");
+    let Some(run) = started.await? else { return Ok(()) };
+    // ffmpeg seeks, so it reads a file; the directory goes when the job ends.
+    let scratch = tempfile::tempdir().map_err(|e| BlobError::Unavailable(Box::new(e)))?;
+    let path = scratch.path().join("input");
+    if !run.download_input(input, &path, deps.config.max_bytes, "video").await? {
+        return Ok(());
+    }
+    let dir = scratch.path().to_owned();
+    let work = move |progress: &_| analyse(&path, &dir, deadline, progress);
+    let analysed = match run.blocking("thumbnails", (10, 85), Duration::from_secs(1), work).await? {
+        None => return Ok(()),
+        Some(Ok(Ok(a))) => a,
+        Some(Ok(Err(VideoError::Cancelled))) => return Ok(()),
+        Some(Ok(Err(e))) => return run.fail(JobFailure::new(e.code(), e.to_string())).await,
+        Some(Err(panic)) => return run.fail(JobFailure::new("decoder_failed", panic)).await,
+    };
+    let result = analysed.result;
+    tracing::info!(codec = %result.video_codec, width = result.width, height = result.height, duration_s = result.duration_s, "analysed");
+    if !run.checkpoint("writing outputs", 90, None).await? {
+        return Ok(());
+    }
+    let mut outputs = Vec::with_capacity(analysed.outputs.len());
+    for out in analysed.outputs {
+        outputs.push(run.write_output(input, out.name, &out.file, out.content_type, Bytes::from(out.bytes)).await?);
+    }
+    run.complete(JobResult::Video(Box::new(result)), outputs).await
+}
