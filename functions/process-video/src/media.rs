@@ -139,10 +139,12 @@ pub fn keyframe_rgb(path: &Path, at_s: f64, width: u32, height: u32, deadline: I
 pub fn poster(path: &Path, duration_s: f64, deadline: Instant) -> Result<Option<Vec<u8>>, VideoError> {
     let mut args = keyframe_input(&path.to_string_lossy(), duration_s * 0.1);
     // Fit inside the box but never enlarge (the commas inside min() are escaped for the filter graph).
-    let fit = format!(
-        "scale=w=min({POSTER_SIZE}\\,iw):h=min({POSTER_SIZE}\\,ih):force_original_aspect_ratio=decrease:force_divisible_by=2"
+    let fit =
+        format!("scale=w=min({POSTER_SIZE}\\,iw):h=min({POSTER_SIZE}\\,ih):force_original_aspect_ratio=decrease:force_divisible_by=2");
+    args.extend(
+        ["-map", "0:v:0", "-frames:v", "1", "-fps_mode", "passthrough", "-vf", &fit, "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "3", "-"]
+            .map(str::to_owned),
     );
-    args.extend(["-map", "0:v:0", "-frames:v", "1", "-fps_mode", "passthrough", "-vf", &fit, "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "3", "-"].map(str::to_owned));
     let mut jpeg = Vec::new();
     ffmpeg::run_piped(args, deadline, |chunk| jpeg.extend_from_slice(chunk))?;
     Ok((!jpeg.is_empty()).then_some(jpeg))

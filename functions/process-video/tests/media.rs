@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use process_video::media::{COLUMNS, ROWS, TILE_WIDTH, VideoError, analyse};
 use prism_shared::bytes::Bytes;
 use prism_shared::processing::Progress;
+use process_video::media::{COLUMNS, ROWS, TILE_WIDTH, VideoError, analyse};
 
 fn soon() -> Instant {
     Instant::now() + Duration::from_secs(60)

@@ -1,0 +1,85 @@
+//! process-document: PDFs. Page count, the information dictionary, each
+//! page's text (outputs `text`, plain with form feeds between pages, and
+//! `pages`, JSON), word and character counts, and a PNG preview of the first
+//! page. A page the library cannot read (or panics on) is reported and
+//! skipped; a document it cannot open fails the job with the reason.
+
+pub mod pdf;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::bytes::Bytes;
+use prism_shared::job::JobFailure;
+use prism_shared::ports::{BlobStore, EventBus, JobStore, Queue};
+use prism_shared::processing::{ProcessCommand, Run};
+use prism_shared::results::JobResult;
+use prism_shared::sqs_batch::{self, Backoff, HandlerError};
+use prism_shared::{ConfigError, config};
+
+use crate::pdf::{DocumentError, DocumentLimits, analyse};
+
+pub const SOURCE: &str = "process-document";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_bytes: u64,
+    pub limits: DocumentLimits,
+    pub deadline: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_bytes: config::parsed_or("DOCUMENT_MAX_BYTES", 200 * 1024 * 1024)?,
+            limits: DocumentLimits { max_pages: config::parsed_or("DOCUMENT_MAX_PAGES", DocumentLimits::default().max_pages)? },
+            deadline: Duration::from_secs(config::parsed_or("DOCUMENT_DEADLINE_SECONDS", 240)?),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn Queue>,
+    pub config: Config,
+}
+
+pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
+}
+
+async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
+    let command = ProcessCommand::decode(msg.body.as_deref().unwrap_or_default())?;
+    let input = &command.input;
+    tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, "processing document");
+    let deadline = Instant::now() + deps.config.deadline;
+    let started = Run::start(deps.jobs.as_ref(), deps.events.as_ref(), deps.blobs.as_ref(), SOURCE, command.job_id.clone(), "reading");
+    let Some(run) = started.await? else { return Ok(()) };
+    let Some(bytes) = run.read_input(input, deps.config.max_bytes, "document").await? else { return Ok(()) };
+    let limits = deps.config.limits;
+    let work = move |progress: &_| analyse(bytes.to_vec(), &limits, deadline, progress);
+    let analysed = match run.blocking("extracting text", (10, 85), Duration::from_secs(1), work).await? {
+        None => return Ok(()),
+        Some(Ok(Ok(a))) => a,
+        Some(Ok(Err(DocumentError::Cancelled))) => return Ok(()),
+        Some(Ok(Err(e))) => return run.fail(JobFailure::new(e.code(), e.to_string())).await,
+        Some(Err(panic)) => return run.fail(JobFailure::new("corrupt_document", panic)).await,
+    };
+    tracing::info!(pages = analysed.result.pages, words = analysed.result.words, "analysed");
+    if !run.checkpoint("writing text", 90, None).await? {
+        return Ok(());
+    }
+    let mut outputs = Vec::with_capacity(3);
+    let text = Bytes::from(analysed.plain_text());
+    outputs.push(run.write_output(input, "text", "text.txt", "text/plain; charset=utf-8", text).await?);
+    let pages = Bytes::from(serde_json::to_vec(&analysed.pages)?);
+    outputs.push(run.write_output(input, "pages", "pages.json", "application/json", pages).await?);
+    if let Some(png) = analysed.preview {
+        outputs.push(run.write_output(input, "preview", "preview.png", "image/png", Bytes::from(png)).await?);
+    }
+    run.complete(JobResult::Document(Box::new(analysed.result)), outputs).await
+}

@@ -1,0 +1,14 @@
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+use prism_shared::aws::AwsPorts;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    prism_shared::telemetry::init();
+    let config = process_document::Config::from_env()?;
+    let AwsPorts { jobs, blobs, queue, events } = AwsPorts::from_env().await?;
+    let deps = process_document::Deps { jobs, events, blobs, queue, config };
+    let handler =
+        |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(process_document::handle(&deps, event.payload).await) };
+    lambda_runtime::run(service_fn(handler)).await
+}

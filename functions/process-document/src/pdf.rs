@@ -1,0 +1,208 @@
+//! Reading a PDF with `pdf_oxide`: page count, the information dictionary,
+//! each page's text and a preview of the first page.
+//!
+//! The library is fenced in: every call that walks content (a page's text,
+//! the preview) runs under `catch_unwind`, so an odd font or CMap that makes
+//! it panic costs that page (reported), never the job or the runtime.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use pdf_oxide::document::PdfDocument;
+use pdf_oxide::object::Object;
+use pdf_oxide::rendering::{RenderOptions, render_page_fit};
+use prism_shared::processing::{Progress, panic_message};
+use prism_shared::results::{DocumentPages, DocumentResult, PageText, Thumbnail};
+
+pub const SCHEMA_VERSION: u32 = 1;
+/// The preview's longest edge.
+pub const PREVIEW_SIZE: u32 = 800;
+/// Keys of the information dictionary that are reported, and their names.
+const INFO_KEYS: [(&str, &str); 8] = [
+    ("Title", "title"),
+    ("Author", "author"),
+    ("Subject", "subject"),
+    ("Keywords", "keywords"),
+    ("Creator", "creator"),
+    ("Producer", "producer"),
+    ("CreationDate", "created"),
+    ("ModDate", "modified"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("not a PDF that can be read: {0}")]
+    Corrupt(String),
+    #[error("{pages} pages is over the limit of {limit}")]
+    TooManyPages { pages: usize, limit: usize },
+    #[error("reading the document took longer than the deadline allows")]
+    Deadline,
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl DocumentError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Corrupt(_) => "corrupt_document",
+            Self::TooManyPages { .. } => "too_many_pages",
+            Self::Deadline => "deadline_exceeded",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentLimits {
+    pub max_pages: usize,
+}
+
+impl Default for DocumentLimits {
+    fn default() -> Self {
+        Self { max_pages: 5_000 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Analysed {
+    pub result: DocumentResult,
+    pub pages: DocumentPages,
+    /// PNG of the first page, when it could be drawn.
+    pub preview: Option<Vec<u8>>,
+}
+
+impl Analysed {
+    /// All pages' text, separated by form feeds as `pdftotext` does.
+    pub fn plain_text(&self) -> String {
+        self.pages.pages.iter().map(|p| p.text.as_str()).collect::<Vec<_>>().join("\u{000C}")
+    }
+}
+
+/// Runs `f`, turning a panic into an error message.
+fn fenced<T>(f: impl FnOnce() -> Result<T, pdf_oxide::Error>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(panic_message(panic.as_ref())),
+    }
+}
+
+pub fn analyse(bytes: Vec<u8>, limits: &DocumentLimits, deadline: Instant, progress: &Progress) -> Result<Analysed, DocumentError> {
+    let doc = fenced(|| PdfDocument::from_bytes(bytes)).map_err(DocumentError::Corrupt)?;
+    let page_count = fenced(|| doc.page_count()).map_err(DocumentError::Corrupt)?;
+    if page_count == 0 {
+        return Err(DocumentError::Corrupt("the document has no pages".into()));
+    }
+    if page_count > limits.max_pages {
+        return Err(DocumentError::TooManyPages { pages: page_count, limit: limits.max_pages });
+    }
+    let (major, minor) = doc.version();
+    let mut warnings = Vec::new();
+    let mut pages = Vec::with_capacity(page_count);
+    let (mut failed, mut empty, mut words, mut chars) = (0u32, 0u32, 0u64, 0u64);
+    for index in 0..page_count {
+        if Instant::now() > deadline {
+            return Err(DocumentError::Deadline);
+        }
+        if progress.cancelled() {
+            return Err(DocumentError::Cancelled);
+        }
+        let text = match fenced(|| doc.extract_text(index)) {
+            Ok(text) => text,
+            Err(reason) => {
+                failed += 1;
+                if warnings.len() < 20 {
+                    warnings.push(format!("page {}: the text could not be read: {reason}", index + 1));
+                }
+                String::new()
+            }
+        };
+        let page_words = text.split_whitespace().count() as u64;
+        if page_words == 0 {
+            empty += 1;
+        }
+        words += page_words;
+        chars += text.chars().count() as u64;
+        pages.push(PageText { page: index as u32 + 1, words: page_words, text });
+        progress.report((index + 1) as f32 / page_count as f32);
+    }
+    if failed as usize == page_count {
+        return Err(DocumentError::Corrupt(format!("no page's text could be read ({})", warnings.first().map_or("", String::as_str))));
+    }
+    if empty > 0 && words == 0 {
+        warnings.push("no text was found: the pages may be scanned images".into());
+    }
+    let options = RenderOptions::default();
+    let preview = match fenced(|| render_page_fit(&doc, 0, PREVIEW_SIZE, PREVIEW_SIZE, &options)) {
+        Ok(image) => Some(image),
+        Err(reason) => {
+            warnings.push(format!("the first page could not be drawn: {reason}"));
+            None
+        }
+    };
+    let result = DocumentResult {
+        schema_version: SCHEMA_VERSION,
+        format: format!("pdf-{major}.{minor}"),
+        pages: page_count as u32,
+        metadata: info(&doc),
+        encrypted: doc.is_encrypted(),
+        words,
+        chars,
+        pages_failed: failed,
+        pages_without_text: empty,
+        preview: preview.as_ref().map(|p| Thumbnail {
+            name: "preview".into(),
+            width: p.width,
+            height: p.height,
+            content_type: "image/png".into(),
+        }),
+        warnings,
+    };
+    Ok(Analysed { result, pages: DocumentPages { schema_version: SCHEMA_VERSION, pages }, preview: preview.map(|p| p.data) })
+}
+
+/// The information dictionary's text entries.
+fn info(doc: &PdfDocument) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let Some(info) = doc.trailer().as_dict().and_then(|t| t.get("Info")).and_then(|i| doc.resolve_object(i).ok()) else {
+        return found;
+    };
+    let Some(dict) = info.as_dict() else { return found };
+    for (key, name) in INFO_KEYS {
+        let value = dict.get(key).and_then(|v| doc.resolve_object(v).ok());
+        if let Some(text) = value.as_ref().and_then(Object::as_string).map(pdf_text_string) {
+            let text = text.trim();
+            if !text.is_empty() {
+                found.insert(name.to_owned(), text.chars().take(1024).collect());
+            }
+        }
+    }
+    found
+}
+
+/// A PDF text string: UTF-16BE with a byte-order mark, UTF-8 with one (PDF
+/// 2.0), otherwise PDFDocEncoding, which agrees with Latin-1 on printable text.
+fn pdf_text_string(bytes: &[u8]) -> String {
+    if let Some(utf16) = bytes.strip_prefix(&[0xFE, 0xFF]) {
+        let units: Vec<u16> = utf16.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
+        return String::from_utf16_lossy(&units);
+    }
+    if let Some(utf8) = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
+        return String::from_utf8_lossy(utf8).into_owned();
+    }
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_strings_decode_in_each_encoding() {
+        assert_eq!(pdf_text_string(b"plain"), "plain");
+        assert_eq!(pdf_text_string(&[0xFE, 0xFF, 0x00, 0x48, 0x00, 0xE9]), "Hé");
+        assert_eq!(pdf_text_string(&[0xEF, 0xBB, 0xBF, 0x48, 0xC3, 0xA9]), "Hé");
+        assert_eq!(pdf_text_string(&[0x48, 0xE9]), "Hé");
+    }
+}

@@ -1,0 +1,89 @@
+//! process-document on real PDFs: manual pages typeset by groff, checked
+//! against poppler's `pdfinfo` and `pdftotext`, and damaged copies of them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use prism_shared::processing::Progress;
+use process_document::pdf::{DocumentLimits, analyse};
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+/// Typesets the manual page of `command` (section 1) as a PDF.
+fn manual_pdf(dir: &Path, command: &str) -> PathBuf {
+    let source = std::fs::read_dir("/usr/share/man/man1")
+        .expect("manual pages")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{command}.1"))))
+        .unwrap_or_else(|| panic!("no manual page for {command}"));
+    let out = dir.join(format!("{command}.pdf"));
+    let script = format!("zcat -f '{}' | groff -Tpdf -man -P-pa4 > '{}'", source.display(), out.display());
+    assert!(Command::new("sh").args(["-c", &script]).status().expect("groff runs").success());
+    out
+}
+
+fn poppler(tool: &str, path: &Path) -> String {
+    let out = Command::new(tool).arg(path).args(if tool == "pdftotext" { &["-"][..] } else { &[][..] }).output();
+    String::from_utf8_lossy(&out.expect("poppler-utils installed").stdout).into_owned()
+}
+
+#[test]
+fn pages_words_metadata_and_preview_agree_with_poppler() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for command in ["bash", "grep", "ls"] {
+        let path = manual_pdf(dir.path(), command);
+        let a = analyse(std::fs::read(&path).expect("pdf"), &DocumentLimits::default(), soon(), &Progress::detached())
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+        let r = &a.result;
+        let pdfinfo_pages: u32 = poppler("pdfinfo", &path)
+            .lines()
+            .find_map(|l| l.strip_prefix("Pages:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("pdfinfo pages");
+        assert_eq!(r.pages, pdfinfo_pages, "{command}");
+        assert_eq!(a.pages.pages.len() as u32, r.pages);
+        let reference = poppler("pdftotext", &path).split_whitespace().count() as f64;
+        let ratio = r.words as f64 / reference;
+        assert!((0.9..=1.1).contains(&ratio), "{command}: {} words vs pdftotext's {reference}", r.words);
+        assert!(r.metadata.get("producer").is_some_and(|p| p.contains("gropdf")), "{command}: {:?}", r.metadata);
+        assert!(r.format.starts_with("pdf-1."), "{}", r.format);
+        assert_eq!((r.pages_failed, r.encrypted), (0, false));
+        assert!(a.plain_text().contains(&command.to_uppercase()), "{command}: the page header is in the text");
+        let preview = image::load_from_memory(a.preview.as_deref().expect("a preview")).expect("a valid PNG");
+        let meta = r.preview.as_ref().expect("preview described");
+        assert_eq!((preview.width(), preview.height()), (meta.width, meta.height));
+        assert_eq!(preview.height(), 800, "A4 is taller than wide: the height is the longest edge");
+    }
+}
+
+#[test]
+fn damaged_pdfs_end_in_bounded_time_without_panicking() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bytes = std::fs::read(manual_pdf(dir.path(), "ls")).expect("pdf");
+    let started = Instant::now();
+    // Every cut of the file: each must give a result or a typed error, never a panic.
+    for cut in (1..10).map(|tenth| bytes.len() * tenth / 10) {
+        match analyse(bytes[..cut].to_vec(), &DocumentLimits::default(), soon(), &Progress::detached()) {
+            Ok(a) => assert!(a.result.pages >= 1),
+            Err(e) => assert_eq!(e.code(), "corrupt_document", "cut at {cut}: {e}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let e =
+        analyse(b"%PDF-1.7\nnot really\n%%EOF".to_vec(), &DocumentLimits::default(), soon(), &Progress::detached()).expect_err("no pages");
+    assert_eq!(e.code(), "corrupt_document", "{e}");
+}
+
+#[test]
+fn page_and_time_limits_hold() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bytes = std::fs::read(manual_pdf(dir.path(), "bash")).expect("pdf");
+    let e = analyse(bytes.clone(), &DocumentLimits { max_pages: 3 }, soon(), &Progress::detached()).expect_err("too many pages");
+    assert_eq!(e.code(), "too_many_pages");
+    let e = analyse(bytes, &DocumentLimits::default(), Instant::now(), &Progress::detached()).expect_err("past the deadline");
+    assert_eq!(e.code(), "deadline_exceeded");
+}
