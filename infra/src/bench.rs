@@ -9,7 +9,10 @@
 //!   against `vipsthumbnail` and ImageMagick on the same generated photos;
 //! * live progress: with many WebSocket connections open, the latency from an
 //!   event's creation to its arrival at each subscribed client, against a
-//!   bare `@connections` push through the same gateway.
+//!   bare `@connections` push through the same gateway;
+//! * audio, PDF text and video thumbnails: see [`media`].
+
+pub mod media;
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! `prism`: the operator CLI and the local cloud.
 
+pub mod analyse;
 pub mod bench;
 pub mod client;
 pub mod cloud;

@@ -97,6 +97,17 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run files through their processors on this machine, without the cloud
+    /// (classified by content as in the cloud); one JSON line per file.
+    Analyse {
+        files: Vec<PathBuf>,
+        /// Also write each file's outputs to this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Skip the first-page preview of PDFs (text only, as pdftotext).
+        #[arg(long)]
+        no_preview: bool,
+    },
     /// Make thumbnails of image files as process-image does (decode, orient, resize, encode).
     Thumbnail {
         files: Vec<PathBuf>,
@@ -119,6 +130,9 @@ enum Command {
 enum BenchKind {
     Classifier,
     Thumbnails,
+    Audio,
+    Documents,
+    Video,
     Priority,
     Live,
 }
@@ -282,6 +296,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Test { args } => run_all_tests(&project, &args),
+        Command::Analyse { files, out, no_preview } => {
+            let mut failed = false;
+            for file in &files {
+                let line = prism::analyse::report(file, out.as_deref(), !no_preview)?;
+                failed |= line.get("error").is_some();
+                println!("{line}");
+            }
+            if failed {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
         Command::Thumbnail { files, size, out } => {
             std::fs::create_dir_all(&out)?;
             let limits = process_image::analysis::ImageLimits::default();
@@ -347,6 +373,18 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
     if wanted(BenchKind::Thumbnails) {
         prism::install::ensure_commands(REFERENCE_TOOLS)?;
         prism::bench::thumbnails(&scratch, &std::env::current_exe()?, &mut report)?;
+    }
+    if wanted(BenchKind::Audio) || wanted(BenchKind::Documents) || wanted(BenchKind::Video) {
+        prism::install::ensure_commands(PROCESSOR_TOOLS)?;
+    }
+    if wanted(BenchKind::Audio) {
+        prism::bench::media::audio(&scratch, &std::env::current_exe()?, &mut report)?;
+    }
+    if wanted(BenchKind::Documents) {
+        prism::bench::media::documents(&scratch, &std::env::current_exe()?, &mut report)?;
+    }
+    if wanted(BenchKind::Video) {
+        prism::bench::media::video(&scratch, &std::env::current_exe()?, &mut report)?;
     }
     if wanted(BenchKind::Priority) || wanted(BenchKind::Live) {
         build_functions(project, true)?;

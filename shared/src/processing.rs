@@ -243,3 +243,60 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     let text = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned());
     format!("the decoder panicked: {}", text.unwrap_or_else(|| "no message".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::job::{JobStatus, Priority};
+    use crate::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore};
+
+    async fn queued_job(jobs: &MemoryJobStore) -> JobId {
+        let id = JobId::new_random();
+        let upload = format!("s3://b/uploads/o/{id}/f").parse().expect("uri");
+        let job = Job::new(id.clone(), "o".into(), Priority::Normal, upload, "t".into(), Utc::now());
+        jobs.create(&job, &crate::JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+        id
+    }
+
+    #[tokio::test]
+    async fn a_cancel_during_blocking_work_stops_it_and_ends_the_job_cancelled() {
+        let (jobs, bus, blobs) = (MemoryJobStore::default(), MemoryEventBus::default(), MemoryBlobStore::default());
+        let id = queued_job(&jobs).await;
+        let run = Run::start(&jobs, &bus, &blobs, "test", id.clone(), "working").await.expect("start").expect("started");
+        let work = |progress: &Progress| {
+            let started = Instant::now();
+            let mut step = 0u32;
+            while !progress.cancelled() && started.elapsed() < Duration::from_secs(10) {
+                step += 1;
+                progress.report((step % 100) as f32 / 100.0);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            progress.cancelled()
+        };
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let job = jobs.get(&id).await.expect("get").expect("job");
+            lifecycle::request_cancel(&jobs, &bus, &job, "api").await.expect("cancel requested")
+        };
+        let (outcome, _) = tokio::join!(run.blocking("working", (10, 90), Duration::ZERO, work), cancel);
+        assert!(outcome.expect("no store error").is_none(), "the run reports that the job moved on");
+        let job = jobs.get(&id).await.expect("get").expect("job");
+        assert_eq!(job.status, JobStatus::Cancelled);
+        let phases = jobs.events(&id, 0, 1000).await.expect("events");
+        assert!(phases.len() > 3, "progress was reported while the work ran");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_work_is_returned_not_propagated() {
+        let (jobs, bus, blobs) = (MemoryJobStore::default(), MemoryEventBus::default(), MemoryBlobStore::default());
+        let id = queued_job(&jobs).await;
+        let run = Run::start(&jobs, &bus, &blobs, "test", id, "working").await.expect("start").expect("started");
+        let outcome = run.blocking("working", (0, 100), Duration::ZERO, |_: &Progress| -> u32 { panic!("odd font") }).await;
+        let message = outcome.expect("no store error").expect("not cancelled").expect_err("panicked");
+        assert!(message.contains("odd font"), "{message}");
+    }
+}

@@ -22,3 +22,20 @@ pub fn sample_event<T: DeserializeOwned + Serialize>(name: &str) -> T {
     assert_eq!(once, twice, "{name} changed in a round trip");
     event
 }
+
+/// A job in `jobs`, queued by owner `default` for an upload named `file` in
+/// the dev stage's bucket: the job the `sqs-process-*` samples point at.
+pub async fn queued_job(jobs: &dyn crate::ports::JobStore, id: &str, file: &str) -> (crate::JobId, crate::S3Uri) {
+    let id: crate::JobId = id.parse().unwrap_or_else(|e| panic!("{id}: {e}"));
+    let upload: crate::S3Uri =
+        format!("s3://prism-dev-000000000000-uploads/uploads/default/{id}/{file}").parse().unwrap_or_else(|e| panic!("{file}: {e}"));
+    let job = crate::Job::new(id.clone(), "default".into(), crate::Priority::Normal, upload.clone(), "t".into(), chrono::Utc::now());
+    jobs.create(&job, &crate::JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    (id, upload)
+}
+
+/// The phases a job's events named, in order.
+pub async fn phases(jobs: &dyn crate::ports::JobStore, id: &crate::JobId) -> Vec<String> {
+    let events = jobs.events(id, 0, 1000).await.expect("events");
+    events.iter().filter_map(|e| serde_json::to_value(&e.body).ok()?["payload"]["phase"].as_str().map(str::to_owned)).collect()
+}

@@ -167,3 +167,43 @@ fn decoding_stops_at_the_deadline() {
     let e = analyse(bytes, "audio/wav", Instant::now(), &Progress::detached()).expect_err("past the deadline");
     assert_eq!(e.code(), "deadline_exceeded");
 }
+
+#[tokio::test]
+async fn the_handler_completes_the_job_with_a_waveform_output() {
+    use std::sync::Arc;
+
+    use aws_lambda_events::sqs::SqsEvent;
+    use prism_shared::JobStatus;
+    use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+    use prism_shared::ports::JobStore;
+    use prism_shared::results::{JobResult, Waveform};
+    use prism_shared::testing::{phases, queued_job, sample_event};
+    use process_audio::{Config, Deps, handle};
+
+    let event: SqsEvent = sample_event("sqs-process-audio-command.json");
+    let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
+    let (id, upload) = queued_job(jobs.as_ref(), "0196f0a0-0000-7000-8000-0000000a0d10", "tone.mp3").await;
+    // Content, not the name, decides: the "mp3" is a WAV.
+    blobs.insert(&upload, wav(16_000, 2, &sine(16_000, 2.0, 0.25, None), None));
+    let deps = Deps {
+        jobs: jobs.clone(),
+        events: Arc::new(MemoryEventBus::default()),
+        blobs: blobs.clone(),
+        queue: Arc::new(MemoryQueue::default()),
+        config: Config { max_bytes: 10 * 1024 * 1024, deadline: Duration::from_secs(30) },
+    };
+    assert!(handle(&deps, event).await.batch_item_failures.is_empty());
+    let job = jobs.get(&id).await.expect("get").expect("job");
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
+    let Some(JobResult::Audio(result)) = &job.result else { panic!("not an audio result: {:?}", job.result) };
+    assert!((result.duration_s - 2.0).abs() < 1e-9);
+    assert_eq!(job.outputs.len(), 1);
+    assert_eq!(job.outputs[0].uri.key, format!("outputs/{id}/waveform.json"));
+    let (body, content_type) = blobs.object(&job.outputs[0].uri).expect("written");
+    assert_eq!(content_type, "application/json");
+    let waveform: Waveform = serde_json::from_slice(&body).expect("waveform JSON");
+    assert_eq!(waveform.peaks.len(), 200);
+    let phases = phases(jobs.as_ref(), &id).await;
+    assert_eq!(phases.first().map(String::as_str), Some("reading"));
+    assert_eq!(phases.last().map(String::as_str), Some("writing waveform"));
+}

@@ -61,7 +61,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
     let Some(run) = started.await? else { return Ok(()) };
     let Some(bytes) = run.read_input(input, deps.config.max_bytes, "document").await? else { return Ok(()) };
     let limits = deps.config.limits;
-    let work = move |progress: &_| analyse(bytes.to_vec(), &limits, deadline, progress);
+    let work = move |progress: &_| analyse(bytes.to_vec(), &limits, true, deadline, progress);
     let analysed = match run.blocking("extracting text", (10, 85), Duration::from_secs(1), work).await? {
         None => return Ok(()),
         Some(Ok(Ok(a))) => a,

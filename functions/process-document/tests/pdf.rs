@@ -36,7 +36,7 @@ fn pages_words_metadata_and_preview_agree_with_poppler() {
     let dir = tempfile::tempdir().expect("temp dir");
     for command in ["bash", "grep", "ls"] {
         let path = manual_pdf(dir.path(), command);
-        let a = analyse(std::fs::read(&path).expect("pdf"), &DocumentLimits::default(), soon(), &Progress::detached())
+        let a = analyse(std::fs::read(&path).expect("pdf"), &DocumentLimits::default(), true, soon(), &Progress::detached())
             .unwrap_or_else(|e| panic!("{command}: {e}"));
         let r = &a.result;
         let pdfinfo_pages: u32 = poppler("pdfinfo", &path)
@@ -67,14 +67,14 @@ fn damaged_pdfs_end_in_bounded_time_without_panicking() {
     let started = Instant::now();
     // Every cut of the file: each must give a result or a typed error, never a panic.
     for cut in (1..10).map(|tenth| bytes.len() * tenth / 10) {
-        match analyse(bytes[..cut].to_vec(), &DocumentLimits::default(), soon(), &Progress::detached()) {
+        match analyse(bytes[..cut].to_vec(), &DocumentLimits::default(), true, soon(), &Progress::detached()) {
             Ok(a) => assert!(a.result.pages >= 1),
             Err(e) => assert_eq!(e.code(), "corrupt_document", "cut at {cut}: {e}"),
         }
     }
     assert!(started.elapsed() < Duration::from_secs(30));
     let e =
-        analyse(b"%PDF-1.7\nnot really\n%%EOF".to_vec(), &DocumentLimits::default(), soon(), &Progress::detached()).expect_err("no pages");
+        analyse(b"%PDF-1.7\nnot really\n%%EOF".to_vec(), &DocumentLimits::default(), true, soon(), &Progress::detached()).expect_err("no pages");
     assert_eq!(e.code(), "corrupt_document", "{e}");
 }
 
@@ -82,8 +82,46 @@ fn damaged_pdfs_end_in_bounded_time_without_panicking() {
 fn page_and_time_limits_hold() {
     let dir = tempfile::tempdir().expect("temp dir");
     let bytes = std::fs::read(manual_pdf(dir.path(), "bash")).expect("pdf");
-    let e = analyse(bytes.clone(), &DocumentLimits { max_pages: 3 }, soon(), &Progress::detached()).expect_err("too many pages");
+    let e = analyse(bytes.clone(), &DocumentLimits { max_pages: 3 }, true, soon(), &Progress::detached()).expect_err("too many pages");
     assert_eq!(e.code(), "too_many_pages");
-    let e = analyse(bytes, &DocumentLimits::default(), Instant::now(), &Progress::detached()).expect_err("past the deadline");
+    let e = analyse(bytes, &DocumentLimits::default(), true, Instant::now(), &Progress::detached()).expect_err("past the deadline");
     assert_eq!(e.code(), "deadline_exceeded");
+}
+
+#[tokio::test]
+async fn the_handler_writes_text_pages_and_preview() {
+    use std::sync::Arc;
+
+    use aws_lambda_events::sqs::SqsEvent;
+    use prism_shared::JobStatus;
+    use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+    use prism_shared::ports::JobStore;
+    use prism_shared::results::{DocumentPages, JobResult};
+    use prism_shared::testing::{queued_job, sample_event};
+    use process_document::{Config, Deps, handle};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pdf = std::fs::read(manual_pdf(dir.path(), "grep")).expect("pdf");
+    let event: SqsEvent = sample_event("sqs-process-document-command.json");
+    let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
+    let (id, upload) = queued_job(jobs.as_ref(), "0196f0a0-0000-7000-8000-0000000d0c00", "manual.pdf").await;
+    blobs.insert(&upload, pdf);
+    let deps = Deps {
+        jobs: jobs.clone(),
+        events: Arc::new(MemoryEventBus::default()),
+        blobs: blobs.clone(),
+        queue: Arc::new(MemoryQueue::default()),
+        config: Config { max_bytes: 50 * 1024 * 1024, limits: DocumentLimits::default(), deadline: Duration::from_secs(60) },
+    };
+    assert!(handle(&deps, event).await.batch_item_failures.is_empty());
+    let job = jobs.get(&id).await.expect("get").expect("job");
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
+    let Some(JobResult::Document(result)) = &job.result else { panic!("not a document result: {:?}", job.result) };
+    let names: Vec<&str> = job.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["text", "pages", "preview"]);
+    let pages: DocumentPages = serde_json::from_slice(&blobs.object(&job.outputs[1].uri).expect("pages").0).expect("pages JSON");
+    assert_eq!(pages.pages.len() as u32, result.pages);
+    assert_eq!(pages.pages.iter().map(|p| p.words).sum::<u64>(), result.words);
+    let text = blobs.object(&job.outputs[0].uri).expect("text").0;
+    assert_eq!(String::from_utf8_lossy(&text).matches('\u{000C}').count() as u32, result.pages - 1, "pages split by form feeds");
 }

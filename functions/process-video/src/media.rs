@@ -178,26 +178,58 @@ pub fn extract_audio(path: &Path, codec: &str, dir: &Path, deadline: Instant) ->
     Ok(Some(Produced { name: "audio", file: file.to_owned(), content_type, bytes }))
 }
 
-/// Probes, takes the poster and the contact sheet's keyframes, and extracts
-/// the audio: everything process-video reports.
-pub fn analyse(path: &Path, scratch: &Path, deadline: Instant, progress: &Progress) -> Result<Analysed, VideoError> {
-    let probe = probe(path, deadline)?;
-    let mut warnings = Vec::new();
-    let mut outputs = Vec::new();
-    if probe.duration_s <= 0.0 {
-        warnings.push("the container states no duration; thumbnails are taken from the start".into());
+/// The poster and the contact sheet from one ffmpeg run: thirteen inputs on
+/// the same file, each seeked before it is opened and decoding one keyframe
+/// with one thread, stacked into the sheet by the filter graph. One process
+/// instead of thirteen is most of the speed (ffmpeg takes tens of
+/// milliseconds just to start). `None` when any tile is missing (a damaged
+/// or truncated file): the caller then takes the tiles one by one.
+fn poster_and_sheet(path: &Path, probe: &Probe, times: &[f64], tile_height: u32, scratch: &Path, deadline: Instant) -> Result<Option<(Vec<u8>, Vec<u8>)>, VideoError> {
+    let file = path.to_string_lossy();
+    let mut args: Vec<String> = ["-v", "error", "-y"].map(str::to_owned).to_vec();
+    for at in std::iter::once(probe.duration_s * 0.1).chain(times.iter().copied()) {
+        args.extend(["-threads", "1"].map(str::to_owned));
+        args.extend(keyframe_input(&file, at));
     }
-    progress.report(0.1);
-    let poster = match poster(path, probe.duration_s, deadline)? {
-        Some(jpeg) => jpeg,
-        None => return Err(VideoError::Corrupt("no frame could be decoded".into())),
-    };
-    let (poster_width, poster_height) = jpeg_size(&poster)?;
-    outputs.push(Produced { name: "poster", file: "poster.jpg".into(), content_type: "image/jpeg", bytes: poster });
+    let first_frame = "trim=end_frame=1,setpts=0";
+    let mut graph = format!(
+        "[0:v:0]{first_frame},scale=w=min({POSTER_SIZE}\\,iw):h=min({POSTER_SIZE}\\,ih):force_original_aspect_ratio=decrease:force_divisible_by=2[poster];"
+    );
+    for i in 0..times.len() {
+        graph.push_str(&format!(
+            "[{}:v:0]{first_frame},scale={TILE_WIDTH}:{tile_height}:force_original_aspect_ratio=decrease,pad={TILE_WIDTH}:{tile_height}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p[t{i}];",
+            i + 1
+        ));
+    }
+    for row in 0..ROWS {
+        let tiles: String = (0..COLUMNS).map(|c| format!("[t{}]", row * COLUMNS + c)).collect();
+        graph.push_str(&format!("{tiles}hstack=inputs={COLUMNS}[r{row}];"));
+    }
+    let rows: String = (0..ROWS).map(|r| format!("[r{r}]")).collect();
+    graph.push_str(&format!("{rows}vstack=inputs={ROWS}[sheet]"));
+    let (poster, sheet) = (scratch.join("poster.jpg"), scratch.join("contact-sheet.jpg"));
+    args.extend(["-filter_complex".to_owned(), graph]);
+    args.extend(["-map", "[poster]", "-frames:v", "1", "-q:v", "3"].map(str::to_owned));
+    args.push(poster.to_string_lossy().into_owned());
+    args.extend(["-map", "[sheet]", "-frames:v", "1", "-q:v", "4"].map(str::to_owned));
+    args.push(sheet.to_string_lossy().into_owned());
+    let report = ffmpeg::run(args, deadline)?;
+    let read = |p: &Path| std::fs::read(p).ok().filter(|b| !b.is_empty());
+    match (report.success, read(&poster), read(&sheet)) {
+        (true, Some(poster), Some(sheet)) => Ok(Some((poster, sheet))),
+        _ => Ok(None),
+    }
+}
 
-    // Tiles keep the display aspect of the video, in even pixels.
-    let tile_height = ((TILE_WIDTH * probe.height / probe.width).max(2) + 1) & !1;
-    let times = tile_times(probe.duration_s, COLUMNS * ROWS);
+/// The contact sheet tile by tile, leaving black what cannot be decoded.
+fn sheet_tile_by_tile(
+    path: &Path,
+    times: &[f64],
+    tile_height: u32,
+    deadline: Instant,
+    progress: &Progress,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<u8>, VideoError> {
     let mut sheet = RgbImage::new(TILE_WIDTH * COLUMNS, tile_height * ROWS);
     let mut missing = 0;
     for (i, &at) in times.iter().enumerate() {
@@ -216,11 +248,39 @@ pub fn analyse(path: &Path, scratch: &Path, deadline: Instant, progress: &Progre
     if missing > 0 {
         warnings.push(format!("{missing} of {} contact sheet frames could not be decoded and are left black", times.len()));
     }
-    let mut sheet_jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut sheet_jpeg, 80)
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
         .write_image(sheet.as_raw(), sheet.width(), sheet.height(), image::ExtendedColorType::Rgb8)
         .map_err(|e| VideoError::Encode(e.to_string()))?;
-    outputs.push(Produced { name: "contact_sheet", file: "contact-sheet.jpg".into(), content_type: "image/jpeg", bytes: sheet_jpeg });
+    Ok(jpeg)
+}
+
+/// Probes, takes the poster and the contact sheet's keyframes, and extracts
+/// the audio: everything process-video reports.
+pub fn analyse(path: &Path, scratch: &Path, deadline: Instant, progress: &Progress) -> Result<Analysed, VideoError> {
+    let probe = probe(path, deadline)?;
+    let mut warnings = Vec::new();
+    let mut outputs = Vec::new();
+    if probe.duration_s <= 0.0 {
+        warnings.push("the container states no duration; thumbnails are taken from the start".into());
+    }
+    progress.report(0.1);
+    // Tiles keep the display aspect of the video, in even pixels.
+    let tile_height = ((TILE_WIDTH * probe.height / probe.width).max(2) + 1) & !1;
+    let times = tile_times(probe.duration_s, COLUMNS * ROWS);
+    let (poster, sheet) = match poster_and_sheet(path, &probe, &times, tile_height, scratch, deadline)? {
+        Some(both) => both,
+        None => {
+            let Some(poster) = poster(path, probe.duration_s, deadline)? else {
+                return Err(VideoError::Corrupt("no frame could be decoded".into()));
+            };
+            (poster, sheet_tile_by_tile(path, &times, tile_height, deadline, progress, &mut warnings)?)
+        }
+    };
+    progress.report(0.7);
+    let (poster_width, poster_height) = jpeg_size(&poster)?;
+    outputs.push(Produced { name: "poster", file: "poster.jpg".into(), content_type: "image/jpeg", bytes: poster });
+    outputs.push(Produced { name: "contact_sheet", file: "contact-sheet.jpg".into(), content_type: "image/jpeg", bytes: sheet });
 
     let mut audio = None;
     if let Some((codec, sample_rate, channels)) = &probe.audio {

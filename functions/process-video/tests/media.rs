@@ -122,3 +122,51 @@ fn ffmpeg_is_stopped_at_the_deadline() {
     let e = analyse(&path, dir.path(), Instant::now(), &Progress::detached()).expect_err("past the deadline");
     assert_eq!(e.code(), "deadline_exceeded", "{e}");
 }
+
+#[tokio::test]
+async fn the_handler_streams_the_input_to_disk_and_writes_every_output() {
+    use std::sync::Arc;
+
+    use aws_lambda_events::sqs::SqsEvent;
+    use prism_shared::JobStatus;
+    use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+    use prism_shared::ports::JobStore;
+    use prism_shared::results::JobResult;
+    use prism_shared::testing::{queued_job, sample_event};
+    use process_video::{Config, Deps, handle};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clip = std::fs::read(encode(dir.path(), "v.mp4", "320x240", 4, true, &["-c:a", "aac"])).expect("clip");
+    let event: SqsEvent = sample_event("sqs-process-video-command.json");
+    let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
+    let (id, upload) = queued_job(jobs.as_ref(), "0196f0a0-0000-7000-8000-0000000f1170", "clip.mp4").await;
+    blobs.insert(&upload, clip);
+    let deps = Deps {
+        jobs: jobs.clone(),
+        events: Arc::new(MemoryEventBus::default()),
+        blobs: blobs.clone(),
+        queue: Arc::new(MemoryQueue::default()),
+        config: Config { max_bytes: 50 * 1024 * 1024, deadline: Duration::from_secs(60) },
+    };
+    assert!(handle(&deps, event).await.batch_item_failures.is_empty());
+    let job = jobs.get(&id).await.expect("get").expect("job");
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
+    let Some(JobResult::Video(result)) = &job.result else { panic!("not a video result: {:?}", job.result) };
+    assert_eq!((result.width, result.height, result.has_audio), (320, 240, true));
+    let outputs: Vec<(&str, &str)> = job.outputs.iter().map(|o| (o.name.as_str(), o.content_type.as_str())).collect();
+    assert_eq!(outputs, [("poster", "image/jpeg"), ("contact_sheet", "image/jpeg"), ("audio", "audio/mp4")]);
+    for output in &job.outputs {
+        assert!(output.uri.key.starts_with(&format!("outputs/{id}/")), "{}", output.uri);
+        assert_eq!(blobs.object(&output.uri).expect("written").0.len() as u64, output.size);
+    }
+
+    // Over the size limit: failed with a reason before anything is decoded.
+    let small = Deps { config: Config { max_bytes: 1_000, deadline: Duration::from_secs(60) }, ..deps.clone() };
+    let (other, upload) = queued_job(jobs.as_ref(), "0196f0a0-0000-7000-8000-0000000f1171", "clip.mp4").await;
+    blobs.insert(&upload, vec![0u8; 5_000]);
+    let mut event: SqsEvent = sample_event("sqs-process-video-command.json");
+    event.records[0].body = event.records[0].body.as_ref().map(|b| b.replace(id.as_str(), other.as_str()));
+    assert!(handle(&small, event).await.batch_item_failures.is_empty());
+    let job = jobs.get(&other).await.expect("get").expect("job");
+    assert_eq!((job.status, job.error.map(|e| e.code)), (JobStatus::Failed, Some("too_large".into())));
+}
