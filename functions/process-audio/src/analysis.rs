@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
+use std::sync::mpsc;
 use std::time::Instant;
 
-use ebur128::{EbuR128, Mode};
 use prism_shared::bytes::Bytes;
+
+use crate::loudness::Loudness;
 use prism_shared::ffmpeg::{self, FfmpegError};
 use prism_shared::processing::Progress;
 use prism_shared::results::{AudioLevels, AudioResult, SilenceReport, TimeSpan, Waveform};
@@ -123,12 +125,12 @@ pub fn analyse(bytes: Bytes, mime: &str, deadline: Instant, progress: &Progress)
     } else {
         return Err(AudioError::Unsupported(format!("no decoder for {codec_name}")));
     };
-    if meter.frames == 0 {
+    if meter.frames() == 0 {
         return Err(AudioError::Corrupt("no audio could be decoded".into()));
     }
     // What decoding found beats what the container said (MP4 often leaves channels out).
-    let channels = meter.channels as u16;
-    let duration_s = meter.frames as f64 / f64::from(stream.sample_rate);
+    let channels = meter.channels() as u16;
+    let duration_s = meter.frames() as f64 / f64::from(stream.sample_rate);
     let declared_duration_s = stream.declared_frames.map(|n| n as f64 / f64::from(stream.sample_rate));
     let declared_duration_s = declared_duration_s.filter(|d| (d - duration_s).abs() > duration_s * 0.01);
     if let Some(declared) = declared_duration_s {
@@ -172,18 +174,19 @@ fn decode_with_symphonia(
         .ok_or_else(|| AudioError::Corrupt("the track vanished".into()))?;
     let mut decoder =
         symphonia::default::get_codecs().make(&params, &DecoderOptions::default()).map_err(|e| AudioError::Unsupported(e.to_string()))?;
-    let mut meter: Option<Meter> = None;
+    let mut meter: Option<MeterThread> = None;
     let mut samples: Option<SampleBuffer<f32>> = None;
     let mut warnings = Vec::new();
     let mut bad_packets = 0u64;
     let mut packets = 0u64;
+    let mut frames = 0u64;
     loop {
         let packet = match format.next_packet() {
             Ok(p) => p,
             Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(SymphoniaError::ResetRequired) => break,
             // A broken container structure after some audio: keep what decoded.
-            Err(e) if meter.as_ref().is_some_and(|m| m.frames > 0) => {
+            Err(e) if frames > 0 => {
                 warnings.push(format!("stopped at a damaged part of the file: {e}"));
                 break;
             }
@@ -200,8 +203,8 @@ fn decode_with_symphonia(
             if progress.cancelled() {
                 return Err(AudioError::Cancelled);
             }
-            if let (Some(m), Some(total)) = (&meter, stream.declared_frames) {
-                progress.report(m.frames as f32 / total.max(1) as f32);
+            if let Some(total) = stream.declared_frames {
+                progress.report(frames as f32 / total.max(1) as f32);
             }
         }
         let decoded = match decoder.decode(&packet) {
@@ -223,9 +226,10 @@ fn decode_with_symphonia(
             slot => slot.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
         };
         buffer.copy_interleaved_ref(decoded);
+        frames += (buffer.len() / spec.channels.count()) as u64;
         let meter = match &mut meter {
             Some(m) => m,
-            slot => slot.insert(Meter::new(spec.rate, spec.channels.count())?),
+            slot => slot.insert(MeterThread::spawn(Meter::new(spec.rate, spec.channels.count())?)),
         };
         meter.push(buffer.samples());
     }
@@ -233,7 +237,7 @@ fn decode_with_symphonia(
         warnings.push(format!("{bad_packets} of {packets} packets could not be decoded and were skipped"));
     }
     let meter = match meter {
-        Some(m) => m,
+        Some(m) => m.finish(),
         None => Meter::new(stream.sample_rate, stream.channels.max(1))?,
     };
     Ok((meter, warnings))
@@ -247,9 +251,10 @@ fn decode_with_ffmpeg(bytes: &[u8], stream: &Stream, deadline: Instant, progress
     let path = file.path().to_string_lossy().into_owned();
     let (rate, ch) = (stream.sample_rate.to_string(), channels.to_string());
     let args = ["-v", "error", "-i", path.as_str(), "-map", "0:a:0", "-f", "f32le", "-ac", ch.as_str(), "-ar", rate.as_str(), "-"];
-    let mut meter = Meter::new(stream.sample_rate, channels)?;
+    let mut meter = MeterThread::spawn(Meter::new(stream.sample_rate, channels)?);
     let mut carry: Vec<u8> = Vec::new();
     let mut samples: Vec<f32> = Vec::new();
+    let mut frames = 0u64;
     let total = stream.declared_frames.unwrap_or(0).max(1) as f32;
     let report = ffmpeg::run_piped(args, deadline, |chunk| {
         // Samples can straddle chunks: keep the remainder for the next one.
@@ -259,13 +264,60 @@ fn decode_with_ffmpeg(bytes: &[u8], stream: &Stream, deadline: Instant, progress
         samples.extend(carry[..whole].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
         carry.drain(..whole);
         meter.push(&samples);
-        progress.report(meter.frames as f32 / total);
+        frames += (samples.len() / channels) as u64;
+        progress.report(frames as f32 / total);
     })
     .map_err(AudioError::Ffmpeg)?;
-    if !report.success && meter.frames == 0 {
+    let meter = meter.finish();
+    if !report.success && meter.frames() == 0 {
         return Err(AudioError::Corrupt(report.reason("ffmpeg could not decode it")));
     }
     Ok(meter)
+}
+
+/// A [`Meter`] on a thread of its own, fed the decoded samples through a
+/// short queue: measuring (the EBU R128 filter above all) costs about as much
+/// as decoding most codecs, so the two overlap instead of adding up.
+/// Buffers go back and forth, so the steady state allocates nothing.
+struct MeterThread {
+    channels: usize,
+    filled: Option<mpsc::SyncSender<Vec<f32>>>,
+    emptied: mpsc::Receiver<Vec<f32>>,
+    thread: std::thread::JoinHandle<Meter>,
+}
+
+impl MeterThread {
+    fn spawn(mut meter: Meter) -> Self {
+        let channels = meter.channels();
+        let (filled, to_measure) = mpsc::sync_channel::<Vec<f32>>(8);
+        let (give_back, emptied) = mpsc::sync_channel::<Vec<f32>>(16);
+        let thread = std::thread::spawn(move || {
+            for samples in to_measure {
+                meter.push(&samples);
+                // The decoder may have stopped taking them back; the buffer is then just dropped.
+                let _ = give_back.try_send(samples);
+            }
+            meter
+        });
+        Self { channels, filled: Some(filled), emptied, thread }
+    }
+
+    fn push(&mut self, samples: &[f32]) {
+        let whole = samples.len() / self.channels * self.channels;
+        let mut buffer = self.emptied.try_recv().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(&samples[..whole]);
+        if let Some(filled) = &self.filled {
+            // Fails only if the meter thread died, which `finish` reports.
+            let _ = filled.send(buffer);
+        }
+    }
+
+    fn finish(mut self) -> Meter {
+        drop(self.filled.take());
+        // The meter is arithmetic on slices; a panic there is a bug, not bad input.
+        self.thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
 }
 
 fn codec_name(codec: CodecType) -> &'static str {
@@ -298,16 +350,23 @@ fn collect_tags(revision: &MetadataRevision, tags: &mut BTreeMap<String, String>
     }
 }
 
-/// Everything measured from a stream of interleaved samples.
+/// Everything measured from a stream of interleaved samples: the
+/// loudness (EBU R128 filtering) and the plain levels, kept apart so that
+/// [`MeterThread`] can run them side by side.
 #[derive(Debug)]
 pub struct Meter {
+    loudness: Loudness,
+    levels: Levels,
+}
+
+/// Peak, RMS and the 10 ms blocks behind the waveform and the silences.
+#[derive(Debug)]
+struct Levels {
     channels: usize,
     sample_rate: u32,
-    loudness: EbuR128,
     peak: f32,
     sum_squares: f64,
-    /// Frames (samples per channel) seen.
-    pub frames: u64,
+    frames: u64,
     block_samples: usize,
     block_filled: usize,
     block_peak: f32,
@@ -326,13 +385,14 @@ pub struct Measured {
 
 impl Meter {
     pub fn new(sample_rate: u32, channels: usize) -> Result<Self, AudioError> {
-        let loudness = EbuR128::new(channels as u32, sample_rate, Mode::I)
-            .map_err(|e| AudioError::Unsupported(format!("{channels} channels at {sample_rate} Hz: {e}")))?;
+        if channels == 0 || channels > 32 {
+            return Err(AudioError::Unsupported(format!("{channels} channels")));
+        }
+        let loudness = Loudness::new(sample_rate, channels);
         let block_frames = (sample_rate / BLOCKS_PER_SECOND).max(1) as usize;
-        Ok(Self {
+        let levels = Levels {
             channels,
             sample_rate,
-            loudness,
             peak: 0.0,
             sum_squares: 0.0,
             frames: 0,
@@ -341,14 +401,46 @@ impl Meter {
             block_peak: 0.0,
             block_squares: 0.0,
             blocks: Vec::new(),
-        })
+        };
+        Ok(Self { loudness, levels })
+    }
+
+    /// Frames (samples per channel) seen.
+    pub fn frames(&self) -> u64 {
+        self.levels.frames
+    }
+
+    pub fn channels(&self) -> usize {
+        self.levels.channels
     }
 
     /// Adds interleaved samples (a whole number of frames).
     pub fn push(&mut self, samples: &[f32]) {
-        let samples = &samples[..samples.len() / self.channels * self.channels];
-        // Only fails for a partial frame, which the line above rules out.
-        let _ = self.loudness.add_frames_f32(samples);
+        let samples = &samples[..samples.len() / self.levels.channels * self.levels.channels];
+        self.loudness.push(samples);
+        self.levels.push(samples);
+    }
+
+    pub fn finish(mut self) -> Measured {
+        let levels = &mut self.levels;
+        levels.close_block();
+        let samples = (levels.frames * levels.channels as u64).max(1) as f64;
+        let db = |amplitude: f64| (amplitude > 0.0).then(|| round2(20.0 * amplitude.log10()));
+        let lufs = self.loudness.integrated().map(round2);
+        let summary = AudioLevels {
+            peak_dbfs: db(f64::from(levels.peak)),
+            rms_dbfs: db((levels.sum_squares / samples).sqrt()),
+            integrated_lufs: lufs,
+        };
+        let block_s = f64::from((levels.sample_rate / BLOCKS_PER_SECOND).max(1)) / f64::from(levels.sample_rate);
+        let (silence, dropped) = silence(&levels.blocks, block_s);
+        let duration_s = levels.frames as f64 / f64::from(levels.sample_rate);
+        Measured { levels: summary, silence, silence_spans_dropped: dropped, waveform: waveform(&levels.blocks, duration_s) }
+    }
+}
+
+impl Levels {
+    fn push(&mut self, samples: &[f32]) {
         self.frames += (samples.len() / self.channels) as u64;
         let mut rest = samples;
         while !rest.is_empty() {
@@ -377,19 +469,6 @@ impl Meter {
         self.sum_squares += self.block_squares;
         self.blocks.push((self.block_peak, (self.block_squares / self.block_filled as f64) as f32));
         (self.block_filled, self.block_peak, self.block_squares) = (0, 0.0, 0.0);
-    }
-
-    pub fn finish(mut self) -> Measured {
-        self.close_block();
-        let samples = (self.frames * self.channels as u64).max(1) as f64;
-        let db = |amplitude: f64| (amplitude > 0.0).then(|| round2(20.0 * amplitude.log10()));
-        let lufs = self.loudness.loudness_global().ok().filter(|l| l.is_finite()).map(round2);
-        let levels =
-            AudioLevels { peak_dbfs: db(f64::from(self.peak)), rms_dbfs: db((self.sum_squares / samples).sqrt()), integrated_lufs: lufs };
-        let block_s = f64::from((self.sample_rate / BLOCKS_PER_SECOND).max(1)) / f64::from(self.sample_rate);
-        let (silence, dropped) = silence(&self.blocks, block_s);
-        let duration_s = self.frames as f64 / f64::from(self.sample_rate);
-        Measured { levels, silence, silence_spans_dropped: dropped, waveform: waveform(&self.blocks, duration_s) }
     }
 }
 

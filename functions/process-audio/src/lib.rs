@@ -4,6 +4,7 @@
 //! streamed through the meters, bounded by a deadline and cancellable.
 
 pub mod analysis;
+pub mod loudness;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

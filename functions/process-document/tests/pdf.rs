@@ -73,8 +73,8 @@ fn damaged_pdfs_end_in_bounded_time_without_panicking() {
         }
     }
     assert!(started.elapsed() < Duration::from_secs(30));
-    let e =
-        analyse(b"%PDF-1.7\nnot really\n%%EOF".to_vec(), &DocumentLimits::default(), true, soon(), &Progress::detached()).expect_err("no pages");
+    let e = analyse(b"%PDF-1.7\nnot really\n%%EOF".to_vec(), &DocumentLimits::default(), true, soon(), &Progress::detached())
+        .expect_err("no pages");
     assert_eq!(e.code(), "corrupt_document", "{e}");
 }
 

@@ -178,13 +178,23 @@ pub fn extract_audio(path: &Path, codec: &str, dir: &Path, deadline: Instant) ->
     Ok(Some(Produced { name: "audio", file: file.to_owned(), content_type, bytes }))
 }
 
+/// The poster and the contact sheet, as JPEG.
+type PosterAndSheet = (Vec<u8>, Vec<u8>);
+
 /// The poster and the contact sheet from one ffmpeg run: thirteen inputs on
 /// the same file, each seeked before it is opened and decoding one keyframe
 /// with one thread, stacked into the sheet by the filter graph. One process
 /// instead of thirteen is most of the speed (ffmpeg takes tens of
 /// milliseconds just to start). `None` when any tile is missing (a damaged
 /// or truncated file): the caller then takes the tiles one by one.
-fn poster_and_sheet(path: &Path, probe: &Probe, times: &[f64], tile_height: u32, scratch: &Path, deadline: Instant) -> Result<Option<(Vec<u8>, Vec<u8>)>, VideoError> {
+fn poster_and_sheet(
+    path: &Path,
+    probe: &Probe,
+    times: &[f64],
+    tile_height: u32,
+    scratch: &Path,
+    deadline: Instant,
+) -> Result<Option<PosterAndSheet>, VideoError> {
     let file = path.to_string_lossy();
     let mut args: Vec<String> = ["-v", "error", "-y"].map(str::to_owned).to_vec();
     for at in std::iter::once(probe.duration_s * 0.1).chain(times.iter().copied()) {
