@@ -181,12 +181,56 @@ pub fn extract_audio(path: &Path, codec: &str, dir: &Path, deadline: Instant) ->
 /// The poster and the contact sheet, as JPEG.
 type PosterAndSheet = (Vec<u8>, Vec<u8>);
 
-/// The poster and the contact sheet from one ffmpeg run: thirteen inputs on
-/// the same file, each seeked before it is opened and decoding one keyframe
-/// with one thread, stacked into the sheet by the filter graph. One process
-/// instead of thirteen is most of the speed (ffmpeg takes tens of
-/// milliseconds just to start). `None` when any tile is missing (a damaged
-/// or truncated file): the caller then takes the tiles one by one.
+/// The ffmpeg arguments for part of the work: the poster (when `poster_at`
+/// is given, to `poster`) and the tiles at `times`, stacked `COLUMNS` to a
+/// row, as raw RGB to `rows_out`. Every input is the same file, seeked
+/// before it is opened and decoding one keyframe on one thread.
+fn part_args(file: &str, poster_at: Option<f64>, times: &[f64], tile_height: u32, poster: &Path, rows_out: &Path) -> Vec<String> {
+    let mut args: Vec<String> = ["-v", "error", "-y"].map(str::to_owned).to_vec();
+    for at in poster_at.iter().chain(times) {
+        args.extend(["-threads", "1"].map(str::to_owned));
+        args.extend(keyframe_input(file, *at));
+    }
+    let first_frame = "trim=end_frame=1,setpts=0";
+    let mut graph = String::new();
+    let offset = usize::from(poster_at.is_some());
+    if poster_at.is_some() {
+        graph.push_str(&format!(
+            "[0:v:0]{first_frame},scale=w=min({POSTER_SIZE}\\,iw):h=min({POSTER_SIZE}\\,ih):force_original_aspect_ratio=decrease:force_divisible_by=2[poster];"
+        ));
+    }
+    for i in 0..times.len() {
+        graph.push_str(&format!(
+            "[{}:v:0]{first_frame},scale={TILE_WIDTH}:{tile_height}:force_original_aspect_ratio=decrease,pad={TILE_WIDTH}:{tile_height}:(ow-iw)/2:(oh-ih)/2,setsar=1[t{i}];",
+            i + offset
+        ));
+    }
+    let rows = times.len() / COLUMNS as usize;
+    for row in 0..rows {
+        let tiles: String = (0..COLUMNS as usize).map(|c| format!("[t{}]", row * COLUMNS as usize + c)).collect();
+        graph.push_str(&format!("{tiles}hstack=inputs={COLUMNS}[r{row}];"));
+    }
+    let stacked: String = (0..rows).map(|r| format!("[r{r}]")).collect();
+    graph.push_str(&if rows > 1 {
+        format!("{stacked}vstack=inputs={rows},format=rgb24[rows]")
+    } else {
+        "[r0]format=rgb24[rows]".to_owned()
+    });
+    args.extend(["-filter_complex".to_owned(), graph]);
+    if poster_at.is_some() {
+        args.extend(["-map", "[poster]", "-frames:v", "1", "-q:v", "3"].map(str::to_owned));
+        args.push(poster.to_string_lossy().into_owned());
+    }
+    args.extend(["-map", "[rows]", "-frames:v", "1", "-f", "rawvideo"].map(str::to_owned));
+    args.push(rows_out.to_string_lossy().into_owned());
+    args
+}
+
+/// The poster and the contact sheet from two ffmpeg runs side by side (one
+/// per core): the poster with the first row, and the other rows. Thirteen
+/// processes would spend more time starting than decoding. `None` when any
+/// tile is missing (a damaged or truncated file): the caller then takes the
+/// tiles one by one.
 fn poster_and_sheet(
     path: &Path,
     probe: &Probe,
@@ -196,39 +240,27 @@ fn poster_and_sheet(
     deadline: Instant,
 ) -> Result<Option<PosterAndSheet>, VideoError> {
     let file = path.to_string_lossy();
-    let mut args: Vec<String> = ["-v", "error", "-y"].map(str::to_owned).to_vec();
-    for at in std::iter::once(probe.duration_s * 0.1).chain(times.iter().copied()) {
-        args.extend(["-threads", "1"].map(str::to_owned));
-        args.extend(keyframe_input(&file, at));
-    }
-    let first_frame = "trim=end_frame=1,setpts=0";
-    let mut graph = format!(
-        "[0:v:0]{first_frame},scale=w=min({POSTER_SIZE}\\,iw):h=min({POSTER_SIZE}\\,ih):force_original_aspect_ratio=decrease:force_divisible_by=2[poster];"
-    );
-    for i in 0..times.len() {
-        graph.push_str(&format!(
-            "[{}:v:0]{first_frame},scale={TILE_WIDTH}:{tile_height}:force_original_aspect_ratio=decrease,pad={TILE_WIDTH}:{tile_height}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p[t{i}];",
-            i + 1
-        ));
-    }
-    for row in 0..ROWS {
-        let tiles: String = (0..COLUMNS).map(|c| format!("[t{}]", row * COLUMNS + c)).collect();
-        graph.push_str(&format!("{tiles}hstack=inputs={COLUMNS}[r{row}];"));
-    }
-    let rows: String = (0..ROWS).map(|r| format!("[r{r}]")).collect();
-    graph.push_str(&format!("{rows}vstack=inputs={ROWS}[sheet]"));
-    let (poster, sheet) = (scratch.join("poster.jpg"), scratch.join("contact-sheet.jpg"));
-    args.extend(["-filter_complex".to_owned(), graph]);
-    args.extend(["-map", "[poster]", "-frames:v", "1", "-q:v", "3"].map(str::to_owned));
-    args.push(poster.to_string_lossy().into_owned());
-    args.extend(["-map", "[sheet]", "-frames:v", "1", "-q:v", "4"].map(str::to_owned));
-    args.push(sheet.to_string_lossy().into_owned());
-    let report = ffmpeg::run(args, deadline)?;
+    let split = COLUMNS as usize;
+    let (poster, first, rest) = (scratch.join("poster.jpg"), scratch.join("rows-first.rgb"), scratch.join("rows-rest.rgb"));
+    let with_poster =
+        ffmpeg::spawn(part_args(&file, Some(probe.duration_s * 0.1), &times[..split], tile_height, &poster, &first), deadline, false)?;
+    let others = ffmpeg::spawn(part_args(&file, None, &times[split..], tile_height, &poster, &rest), deadline, false)?;
+    let (a, b) = (with_poster.finish()?, others.finish()?);
     let read = |p: &Path| std::fs::read(p).ok().filter(|b| !b.is_empty());
-    match (report.success, read(&poster), read(&sheet)) {
-        (true, Some(poster), Some(sheet)) => Ok(Some((poster, sheet))),
-        _ => Ok(None),
-    }
+    let (Some(poster), Some(mut pixels), Some(rest)) = (read(&poster), read(&first), read(&rest)) else { return Ok(None) };
+    pixels.extend_from_slice(&rest);
+    let Some(sheet) = RgbImage::from_raw(TILE_WIDTH * COLUMNS, tile_height * ROWS, pixels).filter(|_| a.success && b.success) else {
+        return Ok(None);
+    };
+    Ok(Some((poster, encode_sheet(&sheet)?)))
+}
+
+fn encode_sheet(sheet: &RgbImage) -> Result<Vec<u8>, VideoError> {
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+        .write_image(sheet.as_raw(), sheet.width(), sheet.height(), image::ExtendedColorType::Rgb8)
+        .map_err(|e| VideoError::Encode(e.to_string()))?;
+    Ok(jpeg)
 }
 
 /// The contact sheet tile by tile, leaving black what cannot be decoded.
@@ -258,11 +290,7 @@ fn sheet_tile_by_tile(
     if missing > 0 {
         warnings.push(format!("{missing} of {} contact sheet frames could not be decoded and are left black", times.len()));
     }
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
-        .write_image(sheet.as_raw(), sheet.width(), sheet.height(), image::ExtendedColorType::Rgb8)
-        .map_err(|e| VideoError::Encode(e.to_string()))?;
-    Ok(jpeg)
+    encode_sheet(&sheet)
 }
 
 /// Probes, takes the poster and the contact sheet's keyframes, and extracts
