@@ -446,12 +446,8 @@ impl Levels {
         while !rest.is_empty() {
             let take = (self.block_samples - self.block_filled).min(rest.len());
             let (now, later) = rest.split_at(take);
-            let (mut peak, mut squares) = (self.block_peak, 0.0f32);
-            for &s in now {
-                peak = peak.max(s.abs());
-                squares += s * s;
-            }
-            self.block_peak = peak;
+            let (peak, squares) = peak_and_squares(now);
+            self.block_peak = self.block_peak.max(peak);
             self.block_squares += f64::from(squares);
             self.block_filled += take;
             if self.block_filled == self.block_samples {
@@ -470,6 +466,28 @@ impl Levels {
         self.blocks.push((self.block_peak, (self.block_squares / self.block_filled as f64) as f32));
         (self.block_filled, self.block_peak, self.block_squares) = (0, 0.0, 0.0);
     }
+}
+
+/// The highest absolute value and the sum of squares of `samples`, kept in
+/// eight lanes so that the compiler can use SIMD (one running sum would
+/// force it to add in order).
+fn peak_and_squares(samples: &[f32]) -> (f32, f32) {
+    let (mut peaks, mut squares) = ([0.0f32; 8], [0.0f32; 8]);
+    let chunks = samples.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..8 {
+            peaks[lane] = peaks[lane].max(chunk[lane].abs());
+            squares[lane] += chunk[lane] * chunk[lane];
+        }
+    }
+    let mut peak = peaks.iter().fold(0.0f32, |a, &b| a.max(b));
+    let mut sum: f32 = squares.iter().sum();
+    for &s in rest {
+        peak = peak.max(s.abs());
+        sum += s * s;
+    }
+    (peak, sum)
 }
 
 fn round2(x: f64) -> f64 {
