@@ -250,7 +250,12 @@ fn decode_with_ffmpeg(bytes: &[u8], stream: &Stream, deadline: Instant, progress
     std::io::Write::write_all(&mut file, bytes).map_err(|e| AudioError::Ffmpeg(FfmpegError::Io(e)))?;
     let path = file.path().to_string_lossy().into_owned();
     let (rate, ch) = (stream.sample_rate.to_string(), channels.to_string());
-    let args = ["-v", "error", "-i", path.as_str(), "-map", "0:a:0", "-f", "f32le", "-ac", ch.as_str(), "-ar", rate.as_str(), "-"];
+    let mut args = vec!["-v", "error", "-i", path.as_str(), "-map", "0:a:0", "-f", "f32le", "-ac", ch.as_str()];
+    // Opus decodes at 48 kHz: asking for it again would put a resampler in the way.
+    if stream.sample_rate != 48_000 {
+        args.extend(["-ar", rate.as_str()]);
+    }
+    args.push("-");
     let mut meter = MeterThread::spawn(Meter::new(stream.sample_rate, channels)?);
     let mut carry: Vec<u8> = Vec::new();
     let mut samples: Vec<f32> = Vec::new();
