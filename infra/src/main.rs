@@ -375,7 +375,7 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
         prism::bench::thumbnails(&scratch, &std::env::current_exe()?, &mut report)?;
     }
     if wanted(BenchKind::Audio) || wanted(BenchKind::Documents) || wanted(BenchKind::Video) {
-        prism::install::ensure_commands(PROCESSOR_TOOLS)?;
+        prism::install::ensure_commands(&[PROCESSOR_TOOLS, CORPUS_TOOLS].concat())?;
     }
     if wanted(BenchKind::Audio) {
         prism::bench::media::audio(&scratch, &std::env::current_exe()?, &mut report)?;
@@ -424,13 +424,14 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
 }
 
 /// What `prism test` runs, in order; each must succeed.
-/// What the processors run besides their own code (ffmpeg), and what the
-/// tests and benchmarks compare them with or build their corpus from.
-const PROCESSOR_TOOLS: &[(&str, &str)] = &[("ffmpeg", "ffmpeg"), ("pdftotext", "poppler-utils"), ("gropdf", "groff")];
+/// What the processors run besides their own code.
+const PROCESSOR_TOOLS: &[(&str, &str)] = &[("ffmpeg", "ffmpeg")];
+/// What the tests and benchmarks compare the processors with or build their corpus from.
+const CORPUS_TOOLS: &[(&str, &str)] = &[("pdftotext", "poppler-utils"), ("gropdf", "groff")];
 const REFERENCE_TOOLS: &[(&str, &str)] = &[("vipsthumbnail", "libvips-tools"), ("mogrify", "imagemagick")];
 
 fn run_all_tests(project: &Path, extra: &[String]) -> anyhow::Result<()> {
-    prism::install::ensure_commands(&[PROCESSOR_TOOLS, REFERENCE_TOOLS].concat())?;
+    prism::install::ensure_commands(&[PROCESSOR_TOOLS, CORPUS_TOOLS, REFERENCE_TOOLS].concat())?;
     let moto = prism::install::ensure(project, prism::install::Venv::Moto)?;
     prism::install::ensure(project, prism::install::Venv::LocalStack)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
