@@ -172,11 +172,6 @@ fn container_of(line: &str) -> Option<String> {
     Some(names.trim().to_owned())
 }
 
-/// Whether an `ffmpeg` binary can be found.
-pub fn installed() -> bool {
-    ffmpeg_sidecar::command::ffmpeg_is_installed()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
