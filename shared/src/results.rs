@@ -85,7 +85,8 @@ pub struct AudioResult {
     pub schema_version: u32,
     /// The codec's short name: `mp3`, `aac`, `flac`, `vorbis`, `opus`, `pcm_s16le`, …
     pub codec: String,
-    /// What decoded it: `symphonia`, or `ffmpeg` for codecs symphonia lacks (Opus).
+    /// What decoded it: `symphonia`; `opus-pure` for Ogg Opus, which symphonia
+    /// lacks; `ffmpeg` for Opus in other containers or in surround.
     pub decoder: String,
     pub sample_rate: u32,
     pub channels: u16,

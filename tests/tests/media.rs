@@ -103,7 +103,7 @@ async fn a_media_folder_goes_through_prism_submit() {
     assert_eq!(mp3["tags"]["title"], "Prism tone");
     assert!(mp3["levels"]["integrated_lufs"].as_f64().is_some_and(|l| (-25.0..-15.0).contains(&l)), "{mp3}");
     let opus = completed("voice.opus");
-    assert_eq!((opus["codec"].as_str(), opus["decoder"].as_str()), (Some("opus"), Some("ffmpeg")));
+    assert_eq!((opus["codec"].as_str(), opus["decoder"].as_str()), (Some("opus"), Some("opus-pure")));
     assert!(close(&opus["duration_s"], 5.0, 0.05), "{opus}");
     let lying = completed("lying.wav");
     assert!(close(&lying["duration_s"], 1.0, 0.01) && close(&lying["declared_duration_s"], 10.0, 0.01), "{lying}");

@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod loudness;
+pub mod opus;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -122,7 +122,7 @@ fn mp3_opus_and_aac_report_codec_duration_and_tags() {
     let source = ["-f", "lavfi", "-i", "sine=frequency=440:duration=5:sample_rate=44100", "-metadata", "title=Prism tone"];
     let cases = [
         ("a.mp3", "audio/mpeg", "mp3", "symphonia", &["-c:a", "libmp3lame", "-b:a", "128k"][..], 44_100),
-        ("a.opus", "audio/ogg; codecs=opus", "opus", "ffmpeg", &["-c:a", "libopus", "-b:a", "64k"][..], 48_000),
+        ("a.opus", "audio/ogg; codecs=opus", "opus", "opus-pure", &["-c:a", "libopus", "-b:a", "64k"][..], 48_000),
         ("a.m4a", "audio/mp4", "aac", "symphonia", &["-c:a", "aac", "-b:a", "128k"][..], 44_100),
         ("a.flac", "audio/flac", "flac", "symphonia", &["-c:a", "flac"][..], 44_100),
     ];
@@ -140,6 +140,57 @@ fn mp3_opus_and_aac_report_codec_duration_and_tags() {
         assert!((our_peak - peak).abs() < 0.1 && (our_rms - rms).abs() < 0.1, "{file}: {our_peak}/{our_rms} vs ffmpeg {peak}/{rms}");
         assert!(r.silence.spans.is_empty(), "{file}: {:?}", r.silence);
     }
+}
+
+#[test]
+fn ogg_opus_comes_out_at_its_exact_length_and_surround_goes_to_ffmpeg() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 5.01 s is not a whole number of 20 ms frames: the end is padded, and
+    // the last page's granule says by how much.
+    let source = ["-f", "lavfi", "-i", "sine=frequency=1000:duration=5.01:sample_rate=48000"];
+    let stereo = ffmpeg(&[&source[..], &["-ac", "2", "-c:a", "libopus", "-b:a", "96k"]].concat(), &dir.path().join("s.opus"));
+    let r = analyse(stereo.clone(), "audio/ogg", soon(), &Progress::detached()).expect("analysed").result;
+    assert_eq!((r.decoder.as_str(), r.channels, r.sample_rate), ("opus-pure", 2, 48_000));
+    // Pre-skip dropped at the start, padding at the end: exactly the samples encoded.
+    assert_eq!((r.duration_s * 48_000.0).round(), 5.01 * 48_000.0, "{} s", r.duration_s);
+    assert_eq!(r.declared_duration_s, None, "{:?}", r.warnings);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+    // Cut mid-page: the pages before the cut are kept (ffmpeg writes a page a
+    // second), with a warning.
+    let cut = analyse(stereo.slice(..stereo.len() / 2), "audio/ogg", soon(), &Progress::detached()).expect("half plays").result;
+    assert!(cut.duration_s > 1.4 && cut.duration_s <= 2.6, "{} s", cut.duration_s);
+    assert!(cut.warnings.iter().any(|w| w.contains("damaged part")), "{:?}", cut.warnings);
+
+    let surround = ffmpeg(&[&source[..], &["-ac", "6", "-c:a", "libopus", "-mapping_family", "1"]].concat(), &dir.path().join("6.opus"));
+    let r = analyse(surround, "audio/ogg", soon(), &Progress::detached()).expect("analysed").result;
+    assert_eq!((r.decoder.as_str(), r.channels), ("ffmpeg", 6));
+    assert!((r.duration_s - 5.01).abs() < 0.01, "{} s", r.duration_s);
+}
+
+#[test]
+fn a_damaged_opus_packet_is_concealed_and_the_length_kept() {
+    use opus_pure::{OggOpusReader, OggOpusWriter};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = ["-f", "lavfi", "-i", "sine=frequency=440:duration=2:sample_rate=48000", "-c:a", "libopus"];
+    let clean = ffmpeg(&source, &dir.path().join("c.opus"));
+    // Rewrite the stream (valid pages and checksums) with packet 40 garbled:
+    // a code-3 packet whose frame count byte is missing.
+    let mut reader = OggOpusReader::new(std::io::Cursor::new(clean.to_vec())).expect("Ogg Opus");
+    let mut writer = OggOpusWriter::new(Vec::new(), reader.head().clone()).expect("writer");
+    let mut packets = 0;
+    for (i, packet) in reader.packets().enumerate() {
+        let packet = packet.expect("packet");
+        packets += 1;
+        let data = if i == 40 { vec![0x03] } else { packet.data };
+        writer.write_packet_with_duration(&data, 960).expect("written");
+    }
+    let damaged = Bytes::from(writer.finish().expect("finished"));
+    let r = analyse(damaged, "audio/ogg", soon(), &Progress::detached()).expect("analysed").result;
+    assert!(r.warnings.iter().any(|w| w.starts_with("1 of ") && w.contains("concealed")), "{:?}", r.warnings);
+    // Every packet's 20 ms less the 312-sample pre-skip (the rewrite keeps no end-trim).
+    assert_eq!((r.duration_s * 48_000.0).round(), f64::from(packets * 960 - 312), "{} s", r.duration_s);
 }
 
 #[test]

@@ -59,6 +59,10 @@ fn ffmpeg(out: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs of each side per audio file: the best of many, because a short run on
+/// a shared VM varies by ±15% from one to the next.
+const AUDIO_RUNS: usize = 9;
+
 /// Three minutes of stereo "music" (a chord over pink noise, with a pause)
 /// in each codec the classifier sends to process-audio.
 pub fn audio(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Result<()> {
@@ -91,7 +95,7 @@ pub fn audio(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Resu
         out,
         "3 min stereo 44.1 kHz per codec. prism = `prism analyse` (decode, peak/RMS, EBU R128, waveform, silence; \
          decoding and measuring on two threads); reference = `ffmpeg -threads 1 -i F -f null -` (decode only). \
-         Each a process per file, run alternately, best of 5 by wall time; CPU is user + system time of that run.\n"
+         Each a process per file, run alternately, best of {AUDIO_RUNS} by wall time; CPU is user + system time of that run.\n"
     )?;
     writeln!(
         out,
@@ -101,7 +105,7 @@ pub fn audio(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Resu
         let path = dir.join(file);
         ffmpeg(&path, &[&mix[..], args].concat())?;
         let (mut ours, mut reference) = ((f64::INFINITY, 0.0), (f64::INFINITY, 0.0));
-        for _ in 0..5 {
+        for _ in 0..AUDIO_RUNS {
             let run = cpu_timed(Command::new(prism_exe).arg("analyse").arg(&path))?;
             ours = if run.0 < ours.0 { run } else { ours };
             let mut decode = Command::new("ffmpeg");
