@@ -58,6 +58,10 @@ pub fn file(path: &Path, preview: bool) -> Result<(Modality, JobResult, Vec<Loca
         }
         Modality::Document => {
             let limits = process_document::pdf::DocumentLimits::default();
+            // As the function does on Lambda, when told to (see process_document::fonts).
+            if let Some(dir) = process_document::fonts::fallback_dir_from_env().map_err(|e| Failure::new("config", e))? {
+                process_document::fonts::install(&dir).map_err(|e| Failure::new("fonts", e))?;
+            }
             let a = process_document::pdf::analyse(bytes, &limits, preview, deadline, &progress).map_err(|e| Failure::new(e.code(), e))?;
             let mut outputs = vec![LocalOutput { file: "text.txt".into(), bytes: a.plain_text().into_bytes() }];
             outputs.extend(a.preview.map(|png| LocalOutput { file: "preview.png".into(), bytes: png }));

@@ -173,3 +173,65 @@ async fn a_media_folder_goes_through_prism_submit() {
     assert!(String::from_utf8_lossy(&doc["text"].1).contains("LS(1)"));
     tc.finish().await;
 }
+
+/// A one-page PDF in Helvetica, named and not embedded, as many generators write it.
+fn standard_font_pdf() -> Vec<u8> {
+    let content = "BT /F1 40 Tf 50 700 Td (Hello Prism, standard fonts) Tj ET";
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
+    ];
+    let mut pdf = String::from("%PDF-1.4\n");
+    let mut offsets = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf += &format!("{} 0 obj\n{object}\nendobj\n", i + 1);
+    }
+    let xref = pdf.len();
+    pdf += &format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1);
+    for offset in offsets {
+        pdf += &format!("{offset:010} 00000 n \n");
+    }
+    pdf += &format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1);
+    pdf.into_bytes()
+}
+
+/// On an OS without fonts (Lambda's), a PDF's standard fonts are drawn with
+/// the fallback the function installs; without it every glyph is a box.
+/// `prism analyse` runs process-document's code with the font database
+/// pointed (FONTCONFIG_FILE) at `$HOME/.fonts` alone, as on Lambda.
+#[test]
+fn standard_fonts_render_as_text_where_the_os_has_no_fonts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pdf = dir.path().join("letter.pdf");
+    std::fs::write(&pdf, standard_font_pdf()).expect("written");
+    let fontconfig = dir.path().join("fonts.conf");
+    std::fs::write(&fontconfig, "<?xml version=\"1.0\"?>\n<fontconfig><dir>~/.fonts</dir></fontconfig>\n").expect("written");
+    let prism = std::env::current_exe().expect("test exe").parent().and_then(Path::parent).expect("target dir").join("prism");
+    // The share of dark pixels in the preview's band of text.
+    let ink = |fallback: bool| {
+        let home = tempfile::tempdir().expect("home");
+        let out = dir.path().join(format!("out-{fallback}"));
+        let mut analyse = Command::new(&prism);
+        analyse.current_dir(project_dir()).env("HOME", home.path()).env("FONTCONFIG_FILE", &fontconfig);
+        analyse.env_remove("FALLBACK_FONTS_DIR");
+        if fallback {
+            analyse.env("FALLBACK_FONTS_DIR", home.path().join(".fonts"));
+        }
+        analyse.arg("analyse").arg(&pdf).arg("--out").arg(&out).stdout(std::process::Stdio::null());
+        let status = analyse.status().expect("prism analyse runs");
+        assert!(status.success());
+        let preview = image::open(out.join("letter").join("preview.png")).expect("a PNG preview").to_luma8();
+        // The line of text sits at y 700 of 792 points: the top 15% of the page.
+        let band = preview.height() * 15 / 100;
+        let dark = (0..band).flat_map(|y| (0..preview.width()).map(move |x| (x, y))).filter(|&(x, y)| preview.get_pixel(x, y)[0] < 128).count();
+        dark as f64 / f64::from(band * preview.width())
+    };
+    let (boxes, text) = (ink(false), ink(true));
+    // Glyph boxes fill most of each character cell; glyphs about a fifth of it.
+    assert!(text > 0.01, "no text drawn with the fallback fonts: {text:.3}");
+    assert!(boxes > 2.0 * text, "without fonts {boxes:.3} of the band is ink, with the fallback {text:.3}");
+}

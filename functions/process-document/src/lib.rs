@@ -4,6 +4,7 @@
 //! page. A page the library cannot read (or panics on) is reported and
 //! skipped; a document it cannot open fails the job with the reason.
 
+pub mod fonts;
 pub mod pdf;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct Config {
     pub max_bytes: u64,
     pub limits: DocumentLimits,
     pub deadline: Duration,
+    /// Where to put fonts for the preview when the OS has none (see [`fonts`]).
+    pub fallback_fonts_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -35,6 +38,7 @@ impl Config {
             max_bytes: config::parsed_or("DOCUMENT_MAX_BYTES", 200 * 1024 * 1024)?,
             limits: DocumentLimits { max_pages: config::parsed_or("DOCUMENT_MAX_PAGES", DocumentLimits::default().max_pages)? },
             deadline: Duration::from_secs(config::parsed_or("DOCUMENT_DEADLINE_SECONDS", 240)?),
+            fallback_fonts_dir: fonts::fallback_dir_from_env()?,
         })
     }
 }

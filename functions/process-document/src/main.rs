@@ -6,6 +6,9 @@ use prism_shared::aws::AwsPorts;
 async fn main() -> Result<(), lambda_runtime::Error> {
     prism_shared::telemetry::init();
     let config = process_document::Config::from_env()?;
+    if let Some(dir) = &config.fallback_fonts_dir {
+        process_document::fonts::install(dir)?;
+    }
     let AwsPorts { jobs, blobs, queue, events } = AwsPorts::from_env().await?;
     let deps = process_document::Deps { jobs, events, blobs, queue, config };
     let handler =

@@ -111,7 +111,12 @@ async fn the_handler_writes_text_pages_and_preview() {
         events: Arc::new(MemoryEventBus::default()),
         blobs: blobs.clone(),
         queue: Arc::new(MemoryQueue::default()),
-        config: Config { max_bytes: 50 * 1024 * 1024, limits: DocumentLimits::default(), deadline: Duration::from_secs(60) },
+        config: Config {
+            max_bytes: 50 * 1024 * 1024,
+            limits: DocumentLimits::default(),
+            deadline: Duration::from_secs(60),
+            fallback_fonts_dir: None,
+        },
     };
     assert!(handle(&deps, event).await.batch_item_failures.is_empty());
     let job = jobs.get(&id).await.expect("get").expect("job");
