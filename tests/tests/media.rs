@@ -1,7 +1,8 @@
-//! A folder of real media (encoded by ffmpeg, typeset by groff) goes through
+//! A folder of real files (audio, video and images encoded by ffmpeg, a PDF
+//! typeset by groff, CSV and Markdown, and damaged copies) goes through
 //! `prism submit --wait --json`, as a user would send it: every job ends,
-//! the results carry the right dimensions, durations, codecs and page and
-//! word counts, and the outputs open as what they claim to be.
+//! the results carry the right dimensions, durations, codecs, page and word
+//! counts and text structure, and the outputs open as what they claim to be.
 
 mod common;
 
@@ -54,7 +55,21 @@ fn media_folder(dir: &Path) -> Vec<PathBuf> {
     let cut_mp4 = truncated(dir, &mp4, "cut.mp4", 0.5);
     let junk_pdf = dir.join("junk.pdf");
     std::fs::write(&junk_pdf, b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n").expect("written");
-    vec![mp3, opus, mp4, webm, pdf, lying, cut_mp3, cut_mp4, junk_pdf]
+    let photo = ffmpeg(dir, "photo.jpg", &["-f", "lavfi", "-i", "testsrc2=size=1600x1200", "-frames:v", "1", "-q:v", "3"]);
+    let overlay =
+        ffmpeg(dir, "overlay.png", &["-f", "lavfi", "-i", "testsrc2=size=800x600,format=rgba,colorchannelmixer=aa=0.5", "-frames:v", "1"]);
+    let gif = ffmpeg(dir, "spinner.gif", &["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=10:duration=1"]);
+    let cut_jpg = truncated(dir, &photo, "cut.jpg", 0.4);
+    let csv = dir.join("sales.csv");
+    let rows: String = (1..=40).map(|i| format!("{i},widget {i},{}.50,EUR\n", i * 3)).collect();
+    std::fs::write(&csv, format!("id,item,price,currency\n{rows}")).expect("written");
+    let markdown = dir.join("notes.md");
+    std::fs::write(
+        &markdown,
+        "# Release notes\n\nPrism processes files.\n\n## Audio\n\nOpus decodes in process.\n\n## Documents\n\nPreviews have fonts.\n",
+    )
+    .expect("written");
+    vec![mp3, opus, mp4, webm, pdf, lying, cut_mp3, cut_mp4, junk_pdf, photo, overlay, gif, cut_jpg, csv, markdown]
 }
 
 fn words_by_pdftotext(path: &Path) -> usize {
@@ -130,7 +145,31 @@ async fn a_media_folder_goes_through_prism_submit() {
     let words = pdf["words"].as_f64().expect("words");
     assert!((words / reference - 1.0).abs() <= 0.1, "{words} words vs pdftotext's {reference}");
 
-    for (name, code) in [("cut.mp4", "corrupt_video"), ("junk.pdf", "corrupt_document")] {
+    let photo = completed("photo.jpg");
+    assert_eq!((photo["kind"].as_str(), photo["format"].as_str()), (Some("image"), Some("jpeg")));
+    assert_eq!((photo["width"].as_u64(), photo["height"].as_u64(), photo["has_alpha"].as_bool()), (Some(1600), Some(1200), Some(false)));
+    assert_eq!(photo["perceptual_hash"].as_str().map(str::len), Some(16), "{photo}");
+    let overlay = completed("overlay.png");
+    assert_eq!(
+        (overlay["format"].as_str(), overlay["width"].as_u64(), overlay["has_alpha"].as_bool()),
+        (Some("png"), Some(800), Some(true))
+    );
+    let gif = completed("spinner.gif");
+    assert_eq!((gif["format"].as_str(), gif["width"].as_u64(), gif["animated"].as_bool()), (Some("gif"), Some(320), Some(true)));
+    let csv = completed("sales.csv");
+    assert_eq!(csv["kind"], "text");
+    assert_eq!((csv["structure"]["kind"].as_str(), csv["structure"]["rows"].as_u64()), (Some("csv"), Some(41)), "{csv}");
+    assert_eq!((csv["structure"]["columns"].as_u64(), csv["structure"]["consistent"].as_bool()), (Some(4), Some(true)), "{csv}");
+    let notes = completed("notes.md");
+    let headings: Vec<(u64, &str)> = notes["structure"]["headings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no headings: {notes}"))
+        .iter()
+        .map(|h| (h["level"].as_u64().expect("level"), h["text"].as_str().expect("text")))
+        .collect();
+    assert_eq!(headings, [(1, "Release notes"), (2, "Audio"), (2, "Documents")]);
+
+    for (name, code) in [("cut.mp4", "corrupt_video"), ("junk.pdf", "corrupt_document"), ("cut.jpg", "corrupt_image")] {
         let r = report(name);
         assert_eq!((r["status"].as_str(), r["error"]["code"].as_str()), (Some("failed"), Some(code)), "{name}: {r}");
     }
@@ -157,6 +196,12 @@ async fn a_media_folder_goes_through_prism_submit() {
             files
         }
     };
+    let photo = outputs("photo.jpg").await;
+    for (name, size) in [("thumbnail_1024", (1024, 768)), ("thumbnail_256", (256, 192))] {
+        let thumbnail = image::load_from_memory(&photo[name].1).unwrap_or_else(|e| panic!("{name} opens: {e}"));
+        assert_eq!((thumbnail.width(), thumbnail.height()), size, "{name}");
+        assert!(photo[name].0.starts_with("image/"), "{name}: {}", photo[name].0);
+    }
     let tone = outputs("tone.mp3").await;
     let waveform: Value = serde_json::from_slice(&tone["waveform"].1).expect("waveform is JSON");
     assert_eq!(waveform["peaks"].as_array().map(Vec::len), Some(500), "5 s of 10 ms blocks");
@@ -227,7 +272,8 @@ fn standard_fonts_render_as_text_where_the_os_has_no_fonts() {
         let preview = image::open(out.join("letter").join("preview.png")).expect("a PNG preview").to_luma8();
         // The line of text sits at y 700 of 792 points: the top 15% of the page.
         let band = preview.height() * 15 / 100;
-        let dark = (0..band).flat_map(|y| (0..preview.width()).map(move |x| (x, y))).filter(|&(x, y)| preview.get_pixel(x, y)[0] < 128).count();
+        let dark =
+            (0..band).flat_map(|y| (0..preview.width()).map(move |x| (x, y))).filter(|&(x, y)| preview.get_pixel(x, y)[0] < 128).count();
         dark as f64 / f64::from(band * preview.width())
     };
     let (boxes, text) = (ink(false), ink(true));
