@@ -28,3 +28,45 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
 
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_cmd: &mut tokio::process::Command) {}
+
+/// The memory a process and all its descendants hold, in bytes, as Lambda
+/// counts a sandbox's (the ffmpeg a function runs counts against it): the
+/// resident sets of the descendants now, plus the root's peak resident set
+/// (`VmHWM`), so that a spike in the function itself between two looks is
+/// not missed. `None` when the root has gone or /proc cannot tell.
+#[cfg(target_os = "linux")]
+pub fn tree_memory_bytes(root: u32) -> Option<u64> {
+    /// `VmRSS:    1234 kB` and the like, in bytes.
+    fn status_kib(pid: u32, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix(field))?;
+        line.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|kib| kib * 1024)
+    }
+    fn children(pid: u32) -> Vec<u32> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|list| list.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+            .collect()
+    }
+    let mut total = status_kib(root, "VmHWM:")?;
+    let mut pending = children(root);
+    // Bounded, in case /proc shows a process tree being rebuilt under it.
+    let mut seen = 0;
+    while let Some(pid) = pending.pop() {
+        seen += 1;
+        if seen > 1024 {
+            break;
+        }
+        // A child that has exited since it was listed holds nothing.
+        total += status_kib(pid, "VmRSS:").unwrap_or(0);
+        pending.extend(children(pid));
+    }
+    Some(total)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn tree_memory_bytes(_root: u32) -> Option<u64> {
+    None
+}

@@ -2,8 +2,9 @@
 //! binary, run as a process against a Lambda Runtime API that `prism` serves
 //! (`GET …/invocation/next`, `POST …/{id}/response`, `POST …/{id}/error`,
 //! `POST …/init/error`). Like Lambda, an instance handles one invocation at a
-//! time; one that overruns its timeout is killed, and one that exits is
-//! started again (with backoff if it keeps dying at start-up).
+//! time; one that overruns its timeout or its memory (`MemorySize`, counting
+//! the processes it starts) is killed, and one that exits is started again
+//! (with backoff if it keeps dying at start-up).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::LogSink;
-use crate::process::spawn_owned;
+use crate::process::{spawn_owned, tree_memory_bytes};
 use crate::provision::FunctionSpec;
 
 /// Why an invocation produced no response.
@@ -32,6 +33,9 @@ pub enum InvokeError {
     Crashed,
     #[error("task timed out after {0:?}")]
     Timeout(Duration),
+    /// Lambda's `Runtime.OutOfMemory`.
+    #[error("the runtime used {used_mb} MB, over its {limit_mb} MB")]
+    OutOfMemory { limit_mb: u64, used_mb: u64 },
     #[error("the local cloud is shutting down")]
     ShuttingDown,
 }
@@ -227,14 +231,21 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
         };
         forward(child.stdout.take(), &env.logs, &spec.binary, &label);
         forward(child.stderr.take(), &env.logs, &spec.binary, &label);
+        let pid = child.id();
         let (error, note) = tokio::select! {
             status = child.wait() => {
                 let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 (InvokeError::Crashed, format!("exited ({how})"))
             }
-            () = watchdog(&instance) => {
+            stop = watchdog(&instance, pid) => {
                 let _ = child.kill().await;
-                (InvokeError::Timeout(spec.timeout), "killed at its deadline".to_owned())
+                match stop {
+                    Stop::Overran => (InvokeError::Timeout(spec.timeout), "killed at its deadline".to_owned()),
+                    Stop::OutOfMemory { used_mb } => {
+                        let limit_mb = spec.memory_mb;
+                        (InvokeError::OutOfMemory { limit_mb, used_mb }, format!("killed using {used_mb} MB of its {limit_mb} MB"))
+                    }
+                }
             }
             () = env.shutdown.cancelled() => {
                 let _ = child.kill().await;
@@ -254,12 +265,23 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
     }
 }
 
-/// Resolves when the instance's current invocation passes its deadline.
-async fn watchdog(instance: &Instance) {
+/// Why the watchdog stopped an instance.
+enum Stop {
+    Overran,
+    OutOfMemory { used_mb: u64 },
+}
+
+/// Resolves when the instance's current invocation passes its deadline, or
+/// the instance (with what it started) holds more than its memory size.
+async fn watchdog(instance: &Instance, pid: Option<u32>) -> Stop {
+    let limit = instance.spec.memory_mb * 1024 * 1024;
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if instance.overran() {
-            return;
+            return Stop::Overran;
+        }
+        if let Some(used) = pid.and_then(tree_memory_bytes).filter(|&used| used > limit) {
+            return Stop::OutOfMemory { used_mb: used / (1024 * 1024) };
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The local Lambda runtime against a runtime written in shell: responses,
-//! function errors, crashes (restarted) and timeouts (killed, restarted).
+//! function errors, crashes (restarted), timeouts and memory overruns
+//! (killed, restarted).
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ while true; do
   case "$body" in
     '"crash"') exit 3 ;;
     '"hang"') sleep 30 ;;
+    # A child process holding 200 MB: it counts against the function's memory.
+    '"hog"') python3 -c 'import time; b = bytearray(200 << 20); time.sleep(30)' ;;
     '"fail"') curl -sS -X POST -d '{"errorType":"Boom","errorMessage":"asked to fail"}' "$api/invocation/$id/error" >/dev/null ;;
     *) curl -sS -X POST -d "$body" "$api/invocation/$id/response" >/dev/null ;;
   esac
@@ -68,6 +71,14 @@ async fn crashes_are_restarted_and_overruns_killed() {
     assert_eq!(invoke("\"hang\"").await, Err(InvokeError::Timeout(Duration::from_secs(1))));
     assert!(started.elapsed() < Duration::from_secs(5), "killed at its deadline, not when it finished");
     assert_eq!(invoke("\"after hang\"").await, Ok(Bytes::from_static(b"\"after hang\"")));
+
+    let started = Instant::now();
+    match invoke("\"hog\"").await {
+        Err(InvokeError::OutOfMemory { limit_mb: 128, used_mb }) => assert!((128..400).contains(&used_mb), "{used_mb} MB"),
+        other => panic!("not stopped for its memory: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "killed as it passed its memory, not at its deadline");
+    assert_eq!(invoke("\"after hog\"").await, Ok(Bytes::from_static(b"\"after hog\"")));
 
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(dir);
