@@ -1,6 +1,7 @@
 //! The ports: what functions need from the outside world, as small traits.
 //! AWS adapters live in [`crate::aws`], in-memory fakes in [`crate::memory`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -168,4 +169,16 @@ pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
 #[async_trait]
 pub trait Notifier: Send + Sync + std::fmt::Debug {
     async fn send(&self, connection_id: &str, message: Bytes) -> Result<(), NotifyError>;
+}
+
+/// What a function that keeps jobs, reads and writes blobs and publishes
+/// events is handed at start: the four ports and its own typed settings.
+/// Each such function crate names it `pub type Deps = ports::Deps<Config>;`.
+#[derive(Debug, Clone)]
+pub struct Deps<C> {
+    pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn Queue>,
+    pub config: C,
 }

@@ -7,7 +7,6 @@ mod jobs;
 pub mod problem;
 pub mod submit;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -17,7 +16,6 @@ use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use prism_shared::auth::TokenKey;
 use prism_shared::limits::SizeLimits;
-use prism_shared::ports::{BlobStore, EventBus, JobStore, Queue};
 use prism_shared::{ConfigError, config};
 use serde::Serialize;
 
@@ -57,14 +55,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub jobs: Arc<dyn JobStore>,
-    pub events: Arc<dyn EventBus>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub queue: Arc<dyn Queue>,
-    pub config: Config,
-}
+pub type Deps = prism_shared::ports::Deps<Config>;
 
 /// A successful answer: status and JSON body.
 type Answer = (u16, serde_json::Value);

@@ -3,7 +3,6 @@
 //! Empty and unrecognised content ends the job here with a clear reason.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::commands::Command;
@@ -12,7 +11,6 @@ use prism_shared::job::Lane;
 use prism_shared::job::{InputObject, JobFailure};
 use prism_shared::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::limits::SizeLimits;
-use prism_shared::ports::{BlobStore, EventBus, JobStore, Queue};
 use prism_shared::sniff::{self, SNIFF_BYTES};
 use prism_shared::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality, config};
@@ -48,14 +46,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub jobs: Arc<dyn JobStore>,
-    pub events: Arc<dyn EventBus>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub queue: Arc<dyn Queue>,
-    pub config: Config,
-}
+pub type Deps = prism_shared::ports::Deps<Config>;
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await

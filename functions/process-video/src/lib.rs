@@ -6,13 +6,11 @@
 
 pub mod media;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::bytes::Bytes;
 use prism_shared::job::JobFailure;
-use prism_shared::ports::{BlobStore, EventBus, JobStore, Queue};
 use prism_shared::processing::{ProcessCommand, Run};
 use prism_shared::results::JobResult;
 use prism_shared::sqs_batch::{self, Backoff, HandlerError};
@@ -39,14 +37,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub jobs: Arc<dyn JobStore>,
-    pub events: Arc<dyn EventBus>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub queue: Arc<dyn Queue>,
-    pub config: Config,
-}
+pub type Deps = prism_shared::ports::Deps<Config>;
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
