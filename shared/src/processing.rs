@@ -15,7 +15,7 @@ use crate::envelope::{self, Envelope};
 use crate::error::BlobError;
 use crate::job::{InputObject, Job, JobEvent, JobFailure, JobId, Output};
 use crate::lifecycle::{self, LifecycleError};
-use crate::ports::{BlobStore, EventBus, JobStore};
+use crate::ports::{BlobStore, Deps, EventBus, JobStore};
 use crate::results::JobResult;
 use crate::sqs_batch::HandlerError;
 
@@ -49,6 +49,18 @@ pub struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// Starts the job `command` names, with `deps`' ports; see [`Run::start`].
+    pub async fn for_command<C>(
+        deps: &'a Deps<C>,
+        source: &'static str,
+        command: &ProcessCommand,
+        phase: &str,
+    ) -> Result<Option<Self>, HandlerError> {
+        let input = &command.input;
+        tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, source, "processing");
+        Self::start(deps.jobs.as_ref(), deps.events.as_ref(), deps.blobs.as_ref(), source, command.job_id.clone(), phase).await
+    }
+
     /// Starts the job in `phase`. `None` means there is nothing to do: the job
     /// already finished (a duplicate command), or it was cancelled, which this
     /// records.

@@ -210,16 +210,8 @@ fn decode_with_symphonia(
             continue;
         }
         packets += 1;
-        if packets.is_multiple_of(256) {
-            if Instant::now() > deadline {
-                return Err(AudioError::Deadline);
-            }
-            if progress.cancelled() {
-                return Err(AudioError::Cancelled);
-            }
-            if let Some(total) = stream.declared_frames {
-                progress.report(frames as f32 / total.max(1) as f32);
-            }
+        if packets.is_multiple_of(CHECK_EVERY_PACKETS) {
+            check_in(deadline, progress, stream.declared_frames.map(|total| frames as f32 / total.max(1) as f32))?;
         }
         let decoded = match decoder.decode(&packet) {
             Ok(d) => d,
@@ -255,6 +247,24 @@ fn decode_with_symphonia(
         None => Meter::new(stream.sample_rate, stream.channels.max(1))?,
     };
     Ok((meter, warnings))
+}
+
+/// Packets decoded between looks at the deadline and the cancel flag.
+pub(crate) const CHECK_EVERY_PACKETS: u64 = 256;
+
+/// Between packets: stops at the deadline or on a cancel, and reports how far
+/// decoding has got when the container said how long the stream is.
+pub(crate) fn check_in(deadline: Instant, progress: &Progress, done: Option<f32>) -> Result<(), AudioError> {
+    if Instant::now() > deadline {
+        return Err(AudioError::Deadline);
+    }
+    if progress.cancelled() {
+        return Err(AudioError::Cancelled);
+    }
+    if let Some(done) = done {
+        progress.report(done);
+    }
+    Ok(())
 }
 
 /// Decodes through ffmpeg to 32-bit float samples on a pipe.

@@ -47,10 +47,8 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
     let command = ProcessCommand::decode(msg.body.as_deref().unwrap_or_default())?;
     let input = &command.input;
-    tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, "processing audio");
     let deadline = Instant::now() + deps.config.deadline;
-    let started = Run::start(deps.jobs.as_ref(), deps.events.as_ref(), deps.blobs.as_ref(), SOURCE, command.job_id.clone(), "reading");
-    let Some(run) = started.await? else { return Ok(()) };
+    let Some(run) = Run::for_command(deps, SOURCE, &command, "reading").await? else { return Ok(()) };
     let Some(bytes) = run.read_input(input, deps.config.max_bytes, "audio").await? else { return Ok(()) };
     let mime = command.mime.clone();
     let work = move |progress: &_| analyse(bytes, &mime, deadline, progress);

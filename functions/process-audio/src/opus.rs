@@ -10,7 +10,7 @@ use std::time::Instant;
 use opus_pure::{MAX_PACKET_SAMPLES, OggOpusReader, OggPacket, OpusDecoder, Trim};
 use prism_shared::processing::Progress;
 
-use crate::analysis::{AudioError, Meter, MeterThread};
+use crate::analysis::{AudioError, CHECK_EVERY_PACKETS, Meter, MeterThread, check_in};
 
 /// Opus always decodes at 48 kHz; asking for another rate would resample.
 pub const OPUS_RATE: u32 = 48_000;
@@ -62,7 +62,6 @@ impl<'a> OggOpus<'a> {
         let mut packet = OggPacket::default();
         let mut warnings = Vec::new();
         let (mut packets, mut bad_packets, mut last_frames) = (0u64, 0u64, 960usize);
-        let total = declared_frames.unwrap_or(0).max(1) as f32;
         loop {
             match reader.read_packet_into(&mut packet) {
                 Ok(true) => {}
@@ -75,14 +74,8 @@ impl<'a> OggOpus<'a> {
                 Err(e) => return Err(AudioError::Corrupt(e.to_string())),
             }
             packets += 1;
-            if packets.is_multiple_of(256) {
-                if Instant::now() > deadline {
-                    return Err(AudioError::Deadline);
-                }
-                if progress.cancelled() {
-                    return Err(AudioError::Cancelled);
-                }
-                progress.report(trim.samples_emitted() as f32 / total);
+            if packets.is_multiple_of(CHECK_EVERY_PACKETS) {
+                check_in(deadline, progress, declared_frames.map(|total| trim.samples_emitted() as f32 / total.max(1) as f32))?;
             }
             let frames = match decoder.decode(&packet.data, MAX_PACKET_SAMPLES, &mut block) {
                 Ok(n) => n,

@@ -46,10 +46,8 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
     let command = ProcessCommand::decode(msg.body.as_deref().unwrap_or_default())?;
     let input = &command.input;
-    tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, "processing video");
     let deadline = Instant::now() + deps.config.deadline;
-    let started = Run::start(deps.jobs.as_ref(), deps.events.as_ref(), deps.blobs.as_ref(), SOURCE, command.job_id.clone(), "downloading");
-    let Some(run) = started.await? else { return Ok(()) };
+    let Some(run) = Run::for_command(deps, SOURCE, &command, "downloading").await? else { return Ok(()) };
     // ffmpeg seeks, so it reads a file; the directory goes when the job ends.
     let scratch = tempfile::tempdir().map_err(|e| BlobError::Unavailable(Box::new(e)))?;
     let path = scratch.path().join("input");
