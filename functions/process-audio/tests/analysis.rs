@@ -169,6 +169,31 @@ fn ogg_opus_comes_out_at_its_exact_length_and_surround_goes_to_ffmpeg() {
 }
 
 #[test]
+fn every_opus_mode_decodes_to_ffmpegs_levels_and_the_exact_length() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A wobbling tone with a little noise: something for SILK and CELT alike.
+    let source = ["-f", "lavfi", "-i", "aevalsrc=0.3*sin(2*PI*180*t)*sin(2*PI*3*t)+0.05*random(0):s=48000:d=3"];
+    let modes: [(&str, &[&str]); 5] = [
+        ("silk", &["-application", "voip", "-b:a", "12k", "-ac", "1"]),
+        ("hybrid", &["-b:a", "24k", "-ac", "1"]),
+        ("celt-2.5ms", &["-frame_duration", "2.5", "-b:a", "128k"]),
+        ("celt-120ms", &["-frame_duration", "120", "-b:a", "64k"]),
+        ("celt-cbr-stereo", &["-vbr", "off", "-b:a", "48k", "-ac", "2"]),
+    ];
+    for (mode, encode) in modes {
+        let path = dir.path().join(format!("{mode}.opus"));
+        let bytes = ffmpeg(&[&source[..], encode, &["-c:a", "libopus"]].concat(), &path);
+        let r = analyse(bytes, "audio/ogg", soon(), &Progress::detached()).unwrap_or_else(|e| panic!("{mode}: {e}")).result;
+        assert_eq!(r.decoder, "opus-pure", "{mode}");
+        assert_eq!((r.duration_s * 48_000.0).round(), 3.0 * 48_000.0, "{mode}: {} s", r.duration_s);
+        let (peak, rms) = ffmpeg_levels(&path);
+        let (our_peak, our_rms) = (r.levels.peak_dbfs.expect("not silent"), r.levels.rms_dbfs.expect("not silent"));
+        // ffmpeg has its own Opus decoder: SILK peaks differ by a few hundredths of a dB.
+        assert!((our_peak - peak).abs() < 0.15 && (our_rms - rms).abs() < 0.05, "{mode}: {our_peak}/{our_rms} vs ffmpeg {peak}/{rms}");
+    }
+}
+
+#[test]
 fn a_damaged_opus_packet_is_concealed_and_the_length_kept() {
     use opus_pure::{OggOpusReader, OggOpusWriter};
 
