@@ -96,11 +96,22 @@ pub async fn start(choice: Option<EmulatorChoice>, project: &Path, state_dir: &P
     }
 }
 
+/// moto's server with DynamoDB queries that read one partition, not the whole
+/// table (see the script's own account of why).
+const MOTO_SERVER_SCRIPT: &str = include_str!("../../localstack/moto_server.py");
+
 async fn start_moto(venv: &Path, logs: &LogSink) -> anyhow::Result<(tokio::process::Child, String)> {
+    let script = venv.join("prism_moto_server.py");
+    if std::fs::read_to_string(&script).ok().as_deref() != Some(MOTO_SERVER_SCRIPT) {
+        // Whole or not at all: clouds starting side by side share the venv.
+        let mut file = tempfile::NamedTempFile::new_in(venv)?;
+        std::io::Write::write_all(&mut file, MOTO_SERVER_SCRIPT.as_bytes())?;
+        file.persist(&script).with_context(|| format!("writing {}", script.display()))?;
+    }
     for _ in 0..3 {
         let port = free_port()?;
-        let mut cmd = tokio::process::Command::new(venv.join("bin/moto_server"));
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).env("MOTO_ACCOUNT_ID", ACCOUNT_ID).process_group(0);
+        let mut cmd = tokio::process::Command::new(venv.join("bin/python"));
+        cmd.arg(&script).args(["-H", "127.0.0.1", "-p", &port.to_string()]).env("MOTO_ACCOUNT_ID", ACCOUNT_ID).process_group(0);
         let url = format!("http://127.0.0.1:{port}");
         if let Some(child) = launch(cmd, &format!("{url}/moto-api/"), "moto", logs).await? {
             return Ok((child, url));

@@ -4,9 +4,11 @@
 //! `POST …/init/error`). Like Lambda, an instance handles one invocation at a
 //! time; one that overruns its timeout or its memory (`MemorySize`, counting
 //! the processes it starts) is killed, and one that exits is started again
-//! (with backoff if it keeps dying at start-up).
+//! (with backoff if it keeps dying at start-up). Each invocation ends with a
+//! `REPORT` log line, as on Lambda: duration and the most memory used.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +73,7 @@ impl FunctionHandle {
 
 struct InFlight {
     request_id: String,
+    started: Instant,
     deadline: Instant,
     reply: oneshot::Sender<Result<Bytes, InvokeError>>,
 }
@@ -81,6 +84,13 @@ struct Instance {
     arn: String,
     queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>>,
     in_flight: Mutex<Option<InFlight>>,
+    /// The instance's process, 0 between processes.
+    pid: AtomicU32,
+    /// The most memory the watchdog has seen the instance hold during the
+    /// current invocation, in bytes.
+    peak_memory: AtomicU64,
+    logs: LogSink,
+    label: String,
 }
 
 impl Instance {
@@ -91,6 +101,19 @@ impl Instance {
             (Some(_), _) => slot.take(),
             (None, _) => None,
         }
+    }
+
+    /// The invocation's end, as Lambda logs it.
+    fn report(&self, flight: &InFlight) {
+        let pid = self.pid.load(Ordering::Relaxed);
+        let now = (pid != 0).then(|| tree_memory_bytes(pid)).flatten().unwrap_or(0);
+        let used_mb = self.peak_memory.load(Ordering::Relaxed).max(now) / (1024 * 1024);
+        let duration_ms = flight.started.elapsed().as_secs_f64() * 1e3;
+        let line = format!(
+            "REPORT RequestId: {}\tDuration: {duration_ms:.2} ms\tMemory Size: {} MB\tMax Memory Used: {used_mb} MB",
+            flight.request_id, self.spec.memory_mb
+        );
+        self.logs.line(&self.spec.binary, &self.label, &line);
     }
 
     fn overran(&self) -> bool {
@@ -121,7 +144,17 @@ pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Res
     let queue = Arc::new(tokio::sync::Mutex::new(rx));
     let arn = format!("arn:aws:lambda:{}:{}:function:{}", env.region, env.account_id, spec.name);
     for index in 0..spec.concurrency {
-        let instance = Arc::new(Instance { spec: spec.clone(), arn: arn.clone(), queue: queue.clone(), in_flight: Mutex::new(None) });
+        let label = if spec.concurrency > 1 { format!("{}#{index}", spec.binary) } else { spec.binary.clone() };
+        let instance = Arc::new(Instance {
+            spec: spec.clone(),
+            arn: arn.clone(),
+            queue: queue.clone(),
+            in_flight: Mutex::new(None),
+            pid: AtomicU32::new(0),
+            peak_memory: AtomicU64::new(0),
+            logs: env.logs.clone(),
+            label,
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = runtime_api(instance.clone());
@@ -170,14 +203,17 @@ async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
     set("lambda-runtime-invoked-function-arn", instance.arn.clone());
     set("lambda-runtime-trace-id", format!("Root=1-{}", uuid::Uuid::new_v4().simple()));
     set("content-type", "application/json".into());
+    instance.peak_memory.store(0, Ordering::Relaxed);
+    let started = Instant::now();
     *instance.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some(InFlight { request_id: invocation.request_id, deadline: Instant::now() + instance.spec.timeout, reply: invocation.reply });
+        Some(InFlight { request_id: invocation.request_id, started, deadline: started + instance.spec.timeout, reply: invocation.reply });
     (StatusCode::OK, headers, invocation.payload).into_response()
 }
 
 async fn invocation_response(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
     match instance.take_in_flight(Some(&id)) {
         Some(f) => {
+            instance.report(&f);
             let _ = f.reply.send(Ok(body));
             StatusCode::ACCEPTED
         }
@@ -190,6 +226,7 @@ async fn invocation_error(State(instance): State<Arc<Instance>>, Path(id): Path<
     let field = |k: &str| error.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     match instance.take_in_flight(Some(&id)) {
         Some(f) => {
+            instance.report(&f);
             let _ = f.reply.send(Err(InvokeError::Function { error_type: field("errorType"), message: field("errorMessage") }));
             StatusCode::ACCEPTED
         }
@@ -204,8 +241,7 @@ async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> Statu
 
 /// Runs one instance's process for as long as the cloud runs.
 async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, binary: PathBuf, env: RuntimeEnv) {
-    let spec = &instance.spec;
-    let label = if spec.concurrency > 1 { format!("{}#{index}", spec.binary) } else { spec.binary.clone() };
+    let (spec, label) = (&instance.spec, &instance.label);
     let mut quick_failures = 0u32;
     loop {
         let mut cmd = tokio::process::Command::new(&binary);
@@ -229,9 +265,10 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
                 return;
             }
         };
-        forward(child.stdout.take(), &env.logs, &spec.binary, &label);
-        forward(child.stderr.take(), &env.logs, &spec.binary, &label);
+        forward(child.stdout.take(), &env.logs, &spec.binary, label);
+        forward(child.stderr.take(), &env.logs, &spec.binary, label);
         let pid = child.id();
+        instance.pid.store(pid.unwrap_or(0), Ordering::Relaxed);
         let (error, note) = tokio::select! {
             status = child.wait() => {
                 let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
@@ -252,10 +289,12 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
                 return;
             }
         };
-        env.logs.line(&spec.binary, &label, &format!("[prism] instance {note}; restarting"));
+        env.logs.line(&spec.binary, label, &format!("[prism] instance {note}; restarting"));
         if let Some(f) = instance.take_in_flight(None) {
+            instance.report(&f);
             let _ = f.reply.send(Err(error));
         }
+        instance.pid.store(0, Ordering::Relaxed);
         quick_failures = if started.elapsed() < Duration::from_secs(2) { quick_failures + 1 } else { 0 };
         let delay = Duration::from_millis(100 * 2u64.pow(quick_failures.min(7)));
         tokio::select! {
@@ -280,7 +319,9 @@ async fn watchdog(instance: &Instance, pid: Option<u32>) -> Stop {
         if instance.overran() {
             return Stop::Overran;
         }
-        if let Some(used) = pid.and_then(tree_memory_bytes).filter(|&used| used > limit) {
+        let Some(used) = pid.and_then(tree_memory_bytes) else { continue };
+        instance.peak_memory.fetch_max(used, Ordering::Relaxed);
+        if used > limit {
             return Stop::OutOfMemory { used_mb: used / (1024 * 1024) };
         }
     }

@@ -80,6 +80,14 @@ async fn crashes_are_restarted_and_overruns_killed() {
     assert!(started.elapsed() < Duration::from_secs(1), "killed as it passed its memory, not at its deadline");
     assert_eq!(invoke("\"after hog\"").await, Ok(Bytes::from_static(b"\"after hog\"")));
 
+    // Every invocation ended with Lambda's REPORT line; the hog's shows its memory.
+    let log = std::fs::read_to_string(dir.join("logs").join("echo-runtime.log")).expect("log");
+    let reports: Vec<&str> = log.lines().filter(|l| l.contains("REPORT RequestId: ")).collect();
+    assert_eq!(reports.len(), 8, "{log}");
+    assert!(reports.iter().all(|r| r.contains("Memory Size: 128 MB")), "{reports:?}");
+    let most = |r: &str| r.split("Max Memory Used: ").nth(1).and_then(|m| m.trim_end_matches(" MB").parse::<u64>().ok());
+    assert!(reports.iter().filter_map(|r| most(r)).any(|mb| mb >= 128), "{reports:?}");
+
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(dir);
 }
