@@ -32,37 +32,15 @@ def _partition_items(self):
     return _all_items(self)
 
 
-def _partition_query(
-    self,
-    hash_key,
-    range_comparison,
-    range_objs,
-    limit,
-    exclusive_start_key,
-    scan_index_forward,
-    projection_expressions,
-    index_name=None,
-    *args,
-    **kwargs,
-):
+def _partition_query(self, hash_key, *args, **kwargs):
+    # moto's backend passes index_name as the eighth positional argument.
+    index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
     narrow = index_name is None and hash_key is not None and self.range_key_attr is not None
     if narrow:
         # `items` maps partition key -> {sort key -> item}; .get creates nothing.
         _narrowed.table_items = (self, list(self.items.get(hash_key, {}).values()))
     try:
-        return _query(
-            self,
-            hash_key,
-            range_comparison,
-            range_objs,
-            limit,
-            exclusive_start_key,
-            scan_index_forward,
-            projection_expressions,
-            index_name,
-            *args,
-            **kwargs,
-        )
+        return _query(self, hash_key, *args, **kwargs)
     finally:
         if narrow:
             _narrowed.table_items = None
