@@ -39,3 +39,19 @@ pub async fn phases(jobs: &dyn crate::ports::JobStore, id: &crate::JobId) -> Vec
     let events = jobs.events(id, 0, 1000).await.expect("events");
     events.iter().filter_map(|e| serde_json::to_value(&e.body).ok()?["payload"]["phase"].as_str().map(str::to_owned)).collect()
 }
+
+/// A handler's [`Deps`](crate::ports::Deps) over the in-memory job and blob stores a test
+/// inspects, with a fresh event bus and queue.
+pub fn memory_deps<C>(
+    jobs: std::sync::Arc<crate::memory::MemoryJobStore>,
+    blobs: std::sync::Arc<crate::memory::MemoryBlobStore>,
+    config: C,
+) -> crate::ports::Deps<C> {
+    crate::ports::Deps {
+        jobs,
+        events: std::sync::Arc::new(crate::memory::MemoryEventBus::default()),
+        blobs,
+        queue: std::sync::Arc::new(crate::memory::MemoryQueue::default()),
+        config,
+    }
+}

@@ -250,24 +250,18 @@ async fn the_handler_completes_the_job_with_a_waveform_output() {
 
     use aws_lambda_events::sqs::SqsEvent;
     use prism_shared::JobStatus;
-    use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+    use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
     use prism_shared::ports::JobStore;
     use prism_shared::results::{JobResult, Waveform};
-    use prism_shared::testing::{phases, queued_job, sample_event};
-    use process_audio::{Config, Deps, handle};
+    use prism_shared::testing::{memory_deps, phases, queued_job, sample_event};
+    use process_audio::{Config, handle};
 
     let event: SqsEvent = sample_event("sqs-process-audio-command.json");
     let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
     let (id, upload) = queued_job(jobs.as_ref(), "0196f0a0-0000-7000-8000-0000000a0d10", "tone.mp3").await;
     // Content, not the name, decides: the "mp3" is a WAV.
     blobs.insert(&upload, wav(16_000, 2, &sine(16_000, 2.0, 0.25, None), None));
-    let deps = Deps {
-        jobs: jobs.clone(),
-        events: Arc::new(MemoryEventBus::default()),
-        blobs: blobs.clone(),
-        queue: Arc::new(MemoryQueue::default()),
-        config: Config { max_bytes: 10 * 1024 * 1024, deadline: Duration::from_secs(30) },
-    };
+    let deps = memory_deps(jobs.clone(), blobs.clone(), Config { max_bytes: 10 * 1024 * 1024, deadline: Duration::from_secs(30) });
     assert!(handle(&deps, event).await.batch_item_failures.is_empty());
     let job = jobs.get(&id).await.expect("get").expect("job");
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);

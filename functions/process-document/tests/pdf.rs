@@ -94,11 +94,11 @@ async fn the_handler_writes_text_pages_and_preview() {
 
     use aws_lambda_events::sqs::SqsEvent;
     use prism_shared::JobStatus;
-    use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+    use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
     use prism_shared::ports::JobStore;
     use prism_shared::results::{DocumentPages, JobResult};
-    use prism_shared::testing::{queued_job, sample_event};
-    use process_document::{Config, Deps, handle};
+    use prism_shared::testing::{memory_deps, queued_job, sample_event};
+    use process_document::{Config, handle};
 
     let dir = tempfile::tempdir().expect("temp dir");
     let pdf = std::fs::read(manual_pdf(dir.path(), "grep")).expect("pdf");
@@ -106,18 +106,16 @@ async fn the_handler_writes_text_pages_and_preview() {
     let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
     let (id, upload) = queued_job(jobs.as_ref(), "0196f0a0-0000-7000-8000-0000000d0c00", "manual.pdf").await;
     blobs.insert(&upload, pdf);
-    let deps = Deps {
-        jobs: jobs.clone(),
-        events: Arc::new(MemoryEventBus::default()),
-        blobs: blobs.clone(),
-        queue: Arc::new(MemoryQueue::default()),
-        config: Config {
+    let deps = memory_deps(
+        jobs.clone(),
+        blobs.clone(),
+        Config {
             max_bytes: 50 * 1024 * 1024,
             limits: DocumentLimits::default(),
             deadline: Duration::from_secs(60),
             fallback_fonts_dir: None,
         },
-    };
+    );
     assert!(handle(&deps, event).await.batch_item_failures.is_empty());
     let job = jobs.get(&id).await.expect("get").expect("job");
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
-use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
 use prism_shared::ports::JobStore;
 use prism_shared::results::JobResult;
-use prism_shared::testing::sample_event;
+use prism_shared::testing::{memory_deps, sample_event};
 use prism_shared::{Job, JobEventEnvelope, JobId, JobStatus, Priority, S3Uri};
 use process_image::analysis::{ImageLimits, analyse, check_header, dhash, hash_distance};
-use process_image::{Config, Deps, THUMBNAIL_SIZES, handle};
+use process_image::{Config, THUMBNAIL_SIZES, handle};
 
 /// Two colour bands with a gradient, so resizing and hashing have something to see.
 fn picture(width: u32, height: u32) -> RgbImage {
@@ -152,13 +152,7 @@ async fn the_handler_writes_thumbnails_and_a_typed_result() {
     let job = Job::new(id.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
     jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
     blobs.insert(&upload, encoded(&DynamicImage::ImageRgb8(picture(2000, 1000)), ImageFormat::Jpeg));
-    let deps = Deps {
-        jobs: jobs.clone(),
-        events: Arc::new(MemoryEventBus::default()),
-        blobs: blobs.clone(),
-        queue: Arc::new(MemoryQueue::default()),
-        config: Config { max_bytes: 50 * 1024 * 1024, limits: ImageLimits::default() },
-    };
+    let deps = memory_deps(jobs.clone(), blobs.clone(), Config { max_bytes: 50 * 1024 * 1024, limits: ImageLimits::default() });
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
     let job = jobs.get(&id).await.expect("get").expect("job");

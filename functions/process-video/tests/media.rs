@@ -129,10 +129,10 @@ async fn the_handler_streams_the_input_to_disk_and_writes_every_output() {
 
     use aws_lambda_events::sqs::SqsEvent;
     use prism_shared::JobStatus;
-    use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+    use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
     use prism_shared::ports::JobStore;
     use prism_shared::results::JobResult;
-    use prism_shared::testing::{queued_job, sample_event};
+    use prism_shared::testing::{memory_deps, queued_job, sample_event};
     use process_video::{Config, Deps, handle};
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -141,13 +141,7 @@ async fn the_handler_streams_the_input_to_disk_and_writes_every_output() {
     let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
     let (id, upload) = queued_job(jobs.as_ref(), "0196f0a0-0000-7000-8000-0000000f1170", "clip.mp4").await;
     blobs.insert(&upload, clip);
-    let deps = Deps {
-        jobs: jobs.clone(),
-        events: Arc::new(MemoryEventBus::default()),
-        blobs: blobs.clone(),
-        queue: Arc::new(MemoryQueue::default()),
-        config: Config { max_bytes: 50 * 1024 * 1024, deadline: Duration::from_secs(60) },
-    };
+    let deps = memory_deps(jobs.clone(), blobs.clone(), Config { max_bytes: 50 * 1024 * 1024, deadline: Duration::from_secs(60) });
     assert!(handle(&deps, event).await.batch_item_failures.is_empty());
     let job = jobs.get(&id).await.expect("get").expect("job");
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
