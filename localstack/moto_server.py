@@ -1,5 +1,6 @@
-"""moto_server, with one change for the local cloud: a DynamoDB Query on a
-table's own keys reads the queried partition instead of the whole table.
+"""moto_server, with two changes for the local cloud: a DynamoDB Query on a
+table's own keys reads the queried partition instead of the whole table, and
+a stream's shard iterator is forgotten once GetRecords has used it.
 
 moto 5.2.5 (pinned in moto.txt) answers every Query by sorting every item
 of the table and then keeping those with the asked-for partition key:
@@ -12,12 +13,18 @@ the queried partition for the duration of that one query (per thread: moto
 serves requests on threads); the filtering, ordering, paging and limits are
 moto's own code. Queries on an index and scans are untouched.
 
+moto keeps every shard iterator it ever issued, and each GetRecords issues a
+new one (~650 bytes). The local cloud reads the table's stream ten times a
+second per shard, as Lambda's event source reads it, and never reuses an
+iterator, so without this moto would grow by megabytes an hour while idle.
+
 Started by `prism` as `python moto_server.py -H HOST -p PORT`.
 """
 
 import threading
 
 from moto.dynamodb.models.table import Table
+from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.server import main
 
 _narrowed = threading.local()
@@ -46,8 +53,19 @@ def _partition_query(self, hash_key, *args, **kwargs):
             _narrowed.table_items = None
 
 
+_get_records = DynamoDBStreamsBackend.get_records
+
+
+def _get_records_once(self, iterator_arn, limit):
+    try:
+        return _get_records(self, iterator_arn, limit)
+    finally:
+        self.shard_iterators.pop(iterator_arn, None)
+
+
 Table.all_items = _partition_items
 Table.query = _partition_query
+DynamoDBStreamsBackend.get_records = _get_records_once
 
 if __name__ == "__main__":
     main()

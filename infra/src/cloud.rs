@@ -13,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 use crate::emulator::{self, ACCOUNT_ID, EmulatorChoice, Emulators};
 use crate::logs::LogSink;
 use crate::provision::{self, Clients};
+use crate::proxy::{FaultRule, Proxies, Upstreams};
 use crate::runtime::{self, FunctionHandle, RuntimeEnv};
 use crate::template::Template;
-use crate::{esm, http_api, websocket};
+use crate::{esm, http_api, streams, websocket};
+use std::sync::Arc;
 
 pub const REGION: &str = "us-east-1";
 const STACK_NAME: &str = "prism";
@@ -36,6 +38,8 @@ pub struct CloudOptions {
     pub stage: String,
     /// The `TokenSecret` parameter: signs API bearer tokens.
     pub token_secret: String,
+    /// Faults the functions' endpoints inject (see [`crate::proxy`]).
+    pub faults: Vec<FaultRule>,
 }
 
 /// What clients need to use a running local cloud (`.prism/local.json`).
@@ -59,6 +63,8 @@ pub struct LocalInfo {
 pub struct LocalCloud {
     pub info: LocalInfo,
     pub functions: Vec<FunctionHandle>,
+    /// The functions' endpoints: AWS calls counted, faults injected.
+    pub proxies: Arc<Proxies>,
     shutdown: CancellationToken,
     // Dropped last: the emulators outlive the functions that use them.
     emulators: Option<Emulators>,
@@ -114,15 +120,16 @@ impl LocalCloud {
             None => None,
         };
         let ws_addr = ws_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
-        let mut overrides = vec![
-            ("AWS_ENDPOINT_URL".into(), emulators.endpoint.clone()),
-            ("AWS_ENDPOINT_URL_DYNAMODB".into(), emulators.dynamodb_endpoint.clone()),
+        let overrides = vec![
             ("PRISM_LOG_FORMAT".into(), "text".into()),
             ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
         ];
-        if let (Some(addr), Some(api)) = (ws_addr, &stack.websocket) {
-            overrides.push(("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI".into(), format!("http://{addr}/{}", api.stage)));
-        }
+        let upstreams = Upstreams {
+            main: emulators.endpoint.clone(),
+            dynamodb: emulators.dynamodb_endpoint.clone(),
+            connections: ws_addr.map(|addr| format!("http://{addr}")),
+        };
+        let proxies = Proxies::new(upstreams, opts.faults.clone())?;
         let env = RuntimeEnv {
             bin_dir: opts.bin_dir.clone(),
             base_env: vec![
@@ -142,10 +149,23 @@ impl LocalCloud {
         let mut functions = Vec::new();
         let mut routes = Vec::new();
         for spec in &stack.functions {
-            let handle = runtime::start_function(spec.clone(), &env).await?;
+            // Every AWS call of the function goes through its own endpoint.
+            let endpoint = proxies.listen(&spec.name, &spec.binary, shutdown.clone()).await?;
+            let mut function_env = env.clone();
+            function_env.overrides.push(("AWS_ENDPOINT_URL".into(), endpoint.clone()));
+            function_env.overrides.push(("AWS_ENDPOINT_URL_DYNAMODB".into(), endpoint.clone()));
+            if let Some(api) = &stack.websocket {
+                function_env.overrides.push(("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI".into(), format!("{endpoint}/{}", api.stage)));
+            }
+            let handle = runtime::start_function(spec.clone(), &function_env).await?;
             for source in &spec.sqs_sources {
                 let pollers = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);
                 esm::start(source.clone(), handle.clone(), pollers, clients.sqs.clone(), REGION.into(), shutdown.clone());
+            }
+            for source in &spec.stream_sources {
+                streams::start(source.clone(), handle.clone(), clients.dynamodb_streams.clone(), shutdown.clone())
+                    .await
+                    .with_context(|| format!("reading the stream of {}", spec.name))?;
             }
             for route in stack.http_routes.iter().filter(|r| r.function == spec.name) {
                 routes.push((route.clone(), handle.clone()));
@@ -204,7 +224,7 @@ impl LocalCloud {
             logs_dir: logs.dir().display().to_string(),
             pid: std::process::id(),
         };
-        Ok(Self { info, functions, shutdown, emulators: Some(emulators) })
+        Ok(Self { info, functions, proxies, shutdown, emulators: Some(emulators) })
     }
 
     /// SDK clients pointed at this cloud's emulators.
@@ -231,6 +251,8 @@ pub fn clients_for(endpoint: &str, dynamodb_endpoint: &str) -> Clients {
         sqs: aws_sdk_sqs::Client::new(&main),
         sns: aws_sdk_sns::Client::new(&main),
         dynamodb: aws_sdk_dynamodb::Client::new(&emulator_sdk_config(dynamodb_endpoint)),
+        // The emulator that keeps the table serves its stream.
+        dynamodb_streams: aws_sdk_dynamodbstreams::Client::new(&emulator_sdk_config(dynamodb_endpoint)),
     }
 }
 

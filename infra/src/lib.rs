@@ -6,13 +6,16 @@ pub mod client;
 pub mod cloud;
 pub mod emulator;
 pub mod esm;
+pub mod filter;
 pub mod http_api;
 pub mod install;
 pub mod live;
 pub mod logs;
 pub mod process;
 pub mod provision;
+pub mod proxy;
 pub mod runtime;
+pub mod streams;
 pub mod template;
 pub mod websocket;
 

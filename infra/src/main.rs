@@ -220,6 +220,10 @@ struct UpArgs {
     no_build: bool,
     #[arg(long, default_value = "dev")]
     stage: String,
+    /// Inject the faults this JSON file lists into the functions' AWS calls
+    /// (`{"faults": [{"function": "publish", "operation": "sns:PublishBatch", "times": 3, "action": {"kind": "fail"}}]}`).
+    #[arg(long)]
+    faults: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -397,6 +401,7 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
             echo_logs: false,
             stage: "bench".into(),
             token_secret: secret.clone(),
+            faults: Vec::new(),
         })
         .await?;
         let key = prism_shared::auth::TokenKey::new(secret.as_bytes())?;
@@ -484,6 +489,10 @@ async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
         echo_logs: true,
         stage: args.stage,
         token_secret: cloud::local_token_secret(project)?,
+        faults: match &args.faults {
+            Some(path) => prism::proxy::FaultPlan::load(path)?.faults,
+            None => Vec::new(),
+        },
     })
     .await?;
     let info = serde_json::to_string_pretty(&cloud.info)?;
@@ -544,6 +553,9 @@ fn detach(project: &Path, args: &UpArgs, demo: bool) -> anyhow::Result<()> {
         .stderr(log);
     if args.release {
         cmd.arg("--release");
+    }
+    if let Some(faults) = &args.faults {
+        cmd.arg("--faults").arg(faults);
     }
     // Its own process group: a Ctrl-C in this terminal must not stop it.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);

@@ -5,7 +5,7 @@
 use anyhow::{Context as _, anyhow, bail};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, CorsConfiguration, CorsRule, Event, ExpirationStatus, FilterRule, FilterRuleName, LifecycleExpiration,
@@ -22,6 +22,7 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub dynamodb_streams: aws_sdk_dynamodbstreams::Client,
     pub sns: aws_sdk_sns::Client,
 }
 
@@ -34,6 +35,28 @@ pub struct SqsSource {
     pub batching_window: std::time::Duration,
     pub report_batch_item_failures: bool,
     pub max_concurrency: Option<usize>,
+}
+
+/// Where a stream event source starts reading a shard it has no checkpoint for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartingPosition {
+    TrimHorizon,
+    Latest,
+}
+
+/// A `DynamoDB` event: the table's stream, read as Lambda's event source does.
+#[derive(Debug, Clone)]
+pub struct StreamSource {
+    pub stream_arn: String,
+    pub starting_position: StartingPosition,
+    pub batch_size: usize,
+    pub batching_window: std::time::Duration,
+    /// `FilterCriteria.Filters[].Pattern`, parsed: a record is delivered if any matches.
+    pub filters: Vec<Value>,
+    pub report_batch_item_failures: bool,
+    pub bisect_on_error: bool,
+    /// `None`: retried until the record leaves the stream (`-1`).
+    pub max_retry_attempts: Option<u32>,
 }
 
 /// An `HttpApi` event: a route of the HTTP API.
@@ -70,6 +93,7 @@ pub struct FunctionSpec {
     /// How many instances run at once.
     pub concurrency: usize,
     pub sqs_sources: Vec<SqsSource>,
+    pub stream_sources: Vec<StreamSource>,
 }
 
 /// The provisioned stack.
@@ -421,6 +445,11 @@ async fn create_table(clients: &Clients, ctx: &mut Context, r: &Resource, props:
                 .build()?,
         );
     }
+    if let Some(view) = props.pointer("/StreamSpecification/StreamViewType").and_then(Value::as_str) {
+        req = req.stream_specification(
+            StreamSpecification::builder().stream_enabled(true).stream_view_type(StreamViewType::from(view)).build()?,
+        );
+    }
     let out = req.send().await.with_context(|| format!("creating table {name}"))?;
     if let Some(ttl) = props.get("TimeToLiveSpecification")
         && ttl.get("Enabled").and_then(Value::as_bool) == Some(true)
@@ -439,10 +468,13 @@ async fn create_table(clients: &Clients, ctx: &mut Context, r: &Resource, props:
             .await
             .with_context(|| format!("enabling TTL on {name}"))?;
     }
-    let arn = out.table_description.and_then(|d| d.table_arn).unwrap_or_default();
+    let description = out.table_description.unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
     let id = r.logical_id.clone();
     ctx.values.insert(id.clone(), Value::String(name.clone()));
-    ctx.attributes.insert((id, "Arn".into()), Value::String(arn));
+    ctx.attributes.insert((id.clone(), "Arn".into()), Value::String(description.table_arn.unwrap_or_default()));
+    if let Some(stream_arn) = description.latest_stream_arn {
+        ctx.attributes.insert((id, "StreamArn".into()), Value::String(stream_arn));
+    }
     Ok(name)
 }
 
@@ -480,6 +512,7 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
         .map(|vars| vars.iter().map(|(k, v)| (k.clone(), string_of(v))).collect())
         .unwrap_or_default();
     let mut sqs_sources = Vec::new();
+    let mut stream_sources = Vec::new();
     let mut routes = Vec::new();
     for event in props.get("Events").and_then(Value::as_object).into_iter().flat_map(|e| e.values()) {
         let p = event.get("Properties").cloned().unwrap_or_default();
@@ -501,6 +534,7 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
                     max_concurrency: p.pointer("/ScalingConfig/MaximumConcurrency").map(string_of).and_then(|s| s.parse().ok()),
                 });
             }
+            Some("DynamoDB") => stream_sources.push(stream_source(&p)?),
             Some("HttpApi") => routes.push(HttpRoute {
                 method: str_prop(&p, "Method").unwrap_or("ANY").to_uppercase(),
                 path: str_prop(&p, "Path").unwrap_or("/").to_owned(),
@@ -528,8 +562,42 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
         memory_mb: number("MemorySize").unwrap_or(128),
         concurrency,
         sqs_sources,
+        stream_sources,
     };
     Ok((spec, routes))
+}
+
+fn stream_source(p: &Value) -> anyhow::Result<StreamSource> {
+    let n = |key: &str| p.get(key).map(string_of).and_then(|s| s.parse::<i64>().ok());
+    let filters = p
+        .pointer("/FilterCriteria/Filters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let pattern = str_prop(f, "Pattern").ok_or_else(|| anyhow!("a FilterCriteria filter without Pattern"))?;
+            let pattern: Value = serde_json::from_str(pattern).with_context(|| format!("filter pattern {pattern} is not JSON"))?;
+            crate::filter::validate(&pattern)?;
+            Ok(pattern)
+        })
+        .collect::<anyhow::Result<Vec<Value>>>()?;
+    Ok(StreamSource {
+        stream_arn: str_prop(p, "Stream").ok_or_else(|| anyhow!("DynamoDB event without Stream"))?.to_owned(),
+        starting_position: match str_prop(p, "StartingPosition") {
+            Some("LATEST") => StartingPosition::Latest,
+            Some("TRIM_HORIZON") => StartingPosition::TrimHorizon,
+            other => bail!("StartingPosition {other:?} is not supported locally"),
+        },
+        batch_size: n("BatchSize").unwrap_or(100).max(1) as usize,
+        batching_window: std::time::Duration::from_secs(n("MaximumBatchingWindowInSeconds").unwrap_or(0).max(0) as u64),
+        filters,
+        report_batch_item_failures: p
+            .get("FunctionResponseTypes")
+            .and_then(Value::as_array)
+            .is_some_and(|t| t.iter().any(|x| x == "ReportBatchItemFailures")),
+        bisect_on_error: p.get("BisectBatchOnFunctionError").is_some_and(|v| v == true || v == "true"),
+        max_retry_attempts: n("MaximumRetryAttempts").and_then(|n| u32::try_from(n).ok()),
+    })
 }
 
 fn queue_url_for_arn(ctx: &Context, arn: &str) -> Option<String> {

@@ -67,15 +67,32 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
+/// Publishing a batch of events stopped; the first `published` of them went out.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("event bus unavailable: {0}")]
-    Unavailable(#[source] BoxError),
+    #[error("event bus unavailable after {published} events: {source}")]
+    Unavailable {
+        published: usize,
+        #[source]
+        source: BoxError,
+    },
+    /// The bus refuses this event whatever happens (too large, malformed).
+    #[error("event bus refused event {published}: {reason}")]
+    Refused { published: usize, reason: String },
+}
+
+impl PublishError {
+    /// How many of the leading events were published before the failure.
+    pub fn published(&self) -> usize {
+        match self {
+            Self::Unavailable { published, .. } | Self::Refused { published, .. } => *published,
+        }
+    }
 }
 
 impl Retryable for PublishError {
     fn is_retryable(&self) -> bool {
-        true
+        matches!(self, Self::Unavailable { .. })
     }
 }
 

@@ -1,19 +1,18 @@
 //! Recording job events: read, apply through the state machine, commit
-//! conditionally, and start again if another writer got there first; then
-//! publish the stored event.
+//! conditionally, and start again if another writer got there first.
 //!
-//! The store is written first and the bus second, so the bus never carries an
-//! event the log lacks. If publishing fails, the caller's message is retried,
-//! finds the event already applied, and publishes the log's latest event
-//! again; subscribers dedupe by sequence number and backfill any gap from the
-//! log, so a lost publish delays an update but never loses it.
+//! Writers only write the log. Publishing follows from it: the table's stream
+//! hands every stored `EVT#` item to the `publish` function, so an event is
+//! published at least once whatever its writer does after the write (times
+//! out, crashes, loses its message). There is no second write that could
+//! disagree with the first.
 
 use chrono::Utc;
 
 use crate::envelope::JobEventEnvelope;
-use crate::error::{PublishError, Retryable, StoreError};
+use crate::error::{Retryable, StoreError};
 use crate::job::{Applied, Job, JobEvent, JobId, TransitionError};
-use crate::ports::{Created, EventBus, JobStore};
+use crate::ports::{Created, JobStore};
 
 /// How many times a conflicting write is recomputed before giving up.
 const MAX_CONFLICTS: usize = 8;
@@ -26,8 +25,6 @@ pub enum LifecycleError {
     Refused { id: JobId, error: TransitionError, job: Box<Job> },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("job event stored but not published: {0}")]
-    Publish(#[from] PublishError),
 }
 
 impl Retryable for LifecycleError {
@@ -37,7 +34,6 @@ impl Retryable for LifecycleError {
             Self::NotFound(_) => true,
             Self::Refused { .. } => false,
             Self::Store(e) => e.is_retryable(),
-            Self::Publish(e) => e.is_retryable(),
         }
     }
 }
@@ -57,54 +53,15 @@ impl Recorded {
     }
 }
 
-/// Stores a new job with its first event and publishes the event; a job that
-/// already existed (a retried request) is returned as it stands.
-pub async fn create(store: &dyn JobStore, bus: &dyn EventBus, job: &Job, event: &JobEventEnvelope) -> Result<Created, LifecycleError> {
-    let created = store.create(job, event).await?;
-    if created == Created::New {
-        bus.publish(event).await?;
-    }
-    Ok(created)
+/// Stores a new job with its first event; a job that already existed (a
+/// retried request) is returned as it stands.
+pub async fn create(store: &dyn JobStore, job: &Job, event: &JobEventEnvelope) -> Result<Created, LifecycleError> {
+    Ok(store.create(job, event).await?)
 }
 
-/// Applies `event` to job `id`, stores the change with its event, then publishes it.
-pub async fn record(
-    store: &dyn JobStore,
-    bus: &dyn EventBus,
-    id: &JobId,
-    source: &str,
-    event: JobEvent,
-) -> Result<Recorded, LifecycleError> {
-    let recorded = record_unpublished(store, id, source, event).await?;
-    match &recorded {
-        Recorded::Changed(_, envelope) => bus.publish(envelope).await?,
-        // A redelivery: the first attempt may have died between storing and
-        // publishing, so the latest event goes out again (subscribers dedupe).
-        Recorded::AlreadyApplied(job) => {
-            if let Some(latest) = store.events(id, job.seq.saturating_sub(1), 1).await?.pop() {
-                bus.publish(&latest).await?;
-            }
-        }
-    }
-    Ok(recorded)
-}
-
-/// Asks for a job to be cancelled: a queued job is cancelled at once, a running
-/// one at its processor's next checkpoint. A finished job refuses, even though
-/// the state machine would take a repeated cancel as a redelivery.
-pub async fn request_cancel(store: &dyn JobStore, bus: &dyn EventBus, job: &Job, source: &str) -> Result<Job, LifecycleError> {
-    if job.status.is_terminal() {
-        let error = TransitionError::Terminal { status: job.status };
-        return Err(LifecycleError::Refused { id: job.id.clone(), error, job: Box::new(job.clone()) });
-    }
-    // A queued job has nothing running to stop: it ends now, with the
-    // terminal `job.cancelled` that followers wait for. (Should it start
-    // meanwhile, its processor finds it cancelled at its next write.)
-    let event = if job.status == crate::job::JobStatus::Queued { JobEvent::Cancelled } else { JobEvent::CancelRequested };
-    Ok(record(store, bus, &job.id, source, event).await?.job().clone())
-}
-
-async fn record_unpublished(store: &dyn JobStore, id: &JobId, source: &str, event: JobEvent) -> Result<Recorded, LifecycleError> {
+/// Applies `event` to job `id` and stores the change with its event, retrying
+/// on conflicts with concurrent writers.
+pub async fn record(store: &dyn JobStore, id: &JobId, source: &str, event: JobEvent) -> Result<Recorded, LifecycleError> {
     let mut last_conflict = None;
     for _ in 0..MAX_CONFLICTS {
         let mut job = store.get(id).await?.ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
@@ -125,82 +82,97 @@ async fn record_unpublished(store: &dyn JobStore, id: &JobId, source: &str, even
     Err(last_conflict.unwrap_or_else(|| StoreError::Conflict(id.clone())).into())
 }
 
+/// Asks for a job to be cancelled: a queued job is cancelled at once, a running
+/// one at its processor's next checkpoint. A finished job refuses, even though
+/// the state machine would take a repeated cancel as a redelivery.
+pub async fn request_cancel(store: &dyn JobStore, job: &Job, source: &str) -> Result<Job, LifecycleError> {
+    if job.status.is_terminal() {
+        let error = TransitionError::Terminal { status: job.status };
+        return Err(LifecycleError::Refused { id: job.id.clone(), error, job: Box::new(job.clone()) });
+    }
+    // A queued job has nothing running to stop: it ends now, with the
+    // terminal `job.cancelled` that followers wait for. (Should it start
+    // meanwhile, its processor finds it cancelled at its next write.)
+    let event = if job.status == crate::job::JobStatus::Queued { JobEvent::Cancelled } else { JobEvent::CancelRequested };
+    Ok(record(store, &job.id, source, event).await?.job().clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::{JobFailure, JobStatus, Priority};
-    use crate::memory::{MemoryEventBus, MemoryJobStore};
+    use crate::memory::MemoryJobStore;
 
     async fn stored_job(store: &MemoryJobStore) -> Job {
         let upload = "s3://b/uploads/o/k".parse().expect("uri");
         let job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
         let ev = JobEventEnvelope::for_job("test", &job, job.created_event());
-        assert_eq!(store.create(&job, &ev).await.expect("create"), Created::New);
-        assert!(matches!(store.create(&job, &ev).await.expect("create"), Created::Existing(_)));
+        assert_eq!(create(store, &job, &ev).await.expect("create"), Created::New);
+        assert!(matches!(create(store, &job, &ev).await.expect("create"), Created::Existing(_)));
         job
+    }
+
+    async fn logged(store: &MemoryJobStore, id: &JobId) -> Vec<JobEventEnvelope> {
+        store.events(id, 0, 1000).await.expect("events")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writers_each_get_their_own_sequence_number() {
         let store = std::sync::Arc::new(MemoryJobStore::default());
-        let bus = std::sync::Arc::new(MemoryEventBus::default());
         let job = stored_job(&store).await;
-        record(store.as_ref(), bus.as_ref(), &job.id, "t", JobEvent::Started { phase: "p".into() }).await.expect("start");
+        record(store.as_ref(), &job.id, "t", JobEvent::Started { phase: "p".into() }).await.expect("start");
         let writers: Vec<_> = (0..20u8)
             .map(|i| {
-                let (store, bus, id) = (store.clone(), bus.clone(), job.id.clone());
+                let (store, id) = (store.clone(), job.id.clone());
                 tokio::spawn(async move {
                     let event = JobEvent::Progress { phase: "p".into(), progress: i, eta_s: None };
-                    record(store.as_ref(), bus.as_ref(), &id, "t", event).await
+                    record(store.as_ref(), &id, "t", event).await
                 })
             })
             .collect();
         for w in writers {
             w.await.expect("join").expect("progress");
         }
-        let events = store.events(&job.id, 0, 100).await.expect("events");
-        let seqs: Vec<u64> = events.iter().filter_map(|e| e.seq).collect();
+        let seqs: Vec<u64> = logged(&store, &job.id).await.iter().filter_map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=22).collect::<Vec<_>>());
         assert_eq!(store.events(&job.id, 20, 100).await.expect("events").len(), 2);
         assert_eq!(store.get(&job.id).await.expect("get").expect("job").seq, 22);
-        let mut published: Vec<u64> = bus.published().iter().filter_map(|e| e.seq).collect();
-        published.sort_unstable();
-        assert_eq!(published, (2..=22).collect::<Vec<_>>(), "every stored change is published once");
     }
 
     #[tokio::test]
-    async fn a_failed_publish_is_retryable_and_the_redelivery_publishes_again() {
-        let (store, bus) = (MemoryJobStore::default(), MemoryEventBus::default());
+    async fn a_redelivered_event_is_applied_once() {
+        let store = MemoryJobStore::default();
         let job = stored_job(&store).await;
-        bus.fail_next(1);
-        let err = record(&store, &bus, &job.id, "t", JobEvent::Cancelled).await.expect_err("publish fails");
-        assert!(matches!(err, LifecycleError::Publish(_)) && err.is_retryable());
-        assert_eq!(store.get(&job.id).await.expect("get").expect("job").status, JobStatus::Cancelled, "stored first");
-        let again = record(&store, &bus, &job.id, "t", JobEvent::Cancelled).await.expect("redelivery");
+        let first = record(&store, &job.id, "t", JobEvent::Cancelled).await.expect("cancel");
+        assert!(matches!(first, Recorded::Changed(..)));
+        let again = record(&store, &job.id, "t", JobEvent::Cancelled).await.expect("redelivery");
         assert!(matches!(again, Recorded::AlreadyApplied(_)));
-        let published = bus.published();
-        assert_eq!(published.len(), 1);
-        assert_eq!((published[0].seq, published[0].body.clone()), (Some(2), JobEvent::Cancelled));
+        let log = logged(&store, &job.id).await;
+        assert_eq!(log.iter().map(|e| e.body.event_type()).collect::<Vec<_>>(), ["job.created", "job.cancelled"]);
     }
 
     #[tokio::test]
     async fn finished_jobs_refuse_cancellation() {
-        let (store, bus) = (MemoryJobStore::default(), MemoryEventBus::default());
+        let store = MemoryJobStore::default();
         let job = stored_job(&store).await;
-        let requested = request_cancel(&store, &bus, &job, "t").await.expect("queued jobs cancel at once");
+        let requested = request_cancel(&store, &job, "t").await.expect("queued jobs cancel at once");
         assert_eq!(requested.status, JobStatus::Cancelled);
-        assert_eq!(bus.published().last().map(|e| e.body.clone()), Some(JobEvent::Cancelled), "ending with the terminal event");
-        let err = request_cancel(&store, &bus, &requested, "t").await.expect_err("finished");
+        assert_eq!(
+            logged(&store, &job.id).await.last().map(|e| e.body.clone()),
+            Some(JobEvent::Cancelled),
+            "ending with the terminal event"
+        );
+        let err = request_cancel(&store, &requested, "t").await.expect_err("finished");
         assert!(matches!(err, LifecycleError::Refused { error: TransitionError::Terminal { status: JobStatus::Cancelled }, .. }));
     }
 
     #[tokio::test]
     async fn refused_transitions_write_nothing() {
-        let (store, bus) = (MemoryJobStore::default(), MemoryEventBus::default());
+        let store = MemoryJobStore::default();
         let job = stored_job(&store).await;
-        record(&store, &bus, &job.id, "t", JobEvent::Failed(JobFailure::new("x", "y"))).await.expect("fail");
-        let err = record(&store, &bus, &job.id, "t", JobEvent::Started { phase: "p".into() }).await.expect_err("refused");
+        record(&store, &job.id, "t", JobEvent::Failed(JobFailure::new("x", "y"))).await.expect("fail");
+        let err = record(&store, &job.id, "t", JobEvent::Started { phase: "p".into() }).await.expect_err("refused");
         assert!(matches!(err, LifecycleError::Refused { error: TransitionError::Terminal { status: JobStatus::Failed }, .. }));
-        assert_eq!(store.events(&job.id, 0, 100).await.expect("events").len(), 2);
+        assert_eq!(logged(&store, &job.id).await.len(), 2);
     }
 }

@@ -172,7 +172,8 @@ impl Queue for MemoryQueue {
 #[derive(Debug, Default)]
 pub struct MemoryEventBus {
     published: Mutex<Vec<JobEventEnvelope>>,
-    failures_left: Mutex<usize>,
+    /// Event type and how many more times offering it fails.
+    failing: Mutex<Option<(&'static str, usize)>>,
 }
 
 impl MemoryEventBus {
@@ -180,21 +181,26 @@ impl MemoryEventBus {
         lock(&self.published).clone()
     }
 
-    /// Makes the next `n` publishes fail as an unreachable topic would.
-    pub fn fail_next(&self, n: usize) {
-        *lock(&self.failures_left) = n;
+    /// Makes the next `times` offers of an `event_type` event fail as an unreachable topic would.
+    pub fn fail_on(&self, event_type: &'static str, times: usize) {
+        *lock(&self.failing) = Some((event_type, times));
     }
 }
 
 #[async_trait]
 impl EventBus for MemoryEventBus {
-    async fn publish(&self, event: &JobEventEnvelope) -> Result<(), PublishError> {
-        let mut left = lock(&self.failures_left);
-        if *left > 0 {
-            *left -= 1;
-            return Err(PublishError::Unavailable("topic unreachable (fake)".into()));
+    async fn publish(&self, events: &[JobEventEnvelope]) -> Result<(), PublishError> {
+        let mut failing = lock(&self.failing);
+        for (published, event) in events.iter().enumerate() {
+            if let Some((event_type, left)) = failing.as_mut()
+                && *event_type == event.body.event_type()
+                && *left > 0
+            {
+                *left -= 1;
+                return Err(PublishError::Unavailable { published, source: "topic unreachable (fake)".into() });
+            }
+            lock(&self.published).push(event.clone());
         }
-        lock(&self.published).push(event.clone());
         Ok(())
     }
 }
@@ -239,10 +245,15 @@ impl ConnectionStore for MemoryConnections {
         Ok(lock(&self.subscriptions).iter().filter(|((j, _), _)| j == job_id).map(|(_, s)| s.clone()).collect())
     }
 
-    async fn claim_fan_out(&self, job_id: &JobId, up_to: u64) -> Result<Option<u64>, StoreError> {
+    async fn fan_out_cursor(&self, job_id: &JobId) -> Result<u64, StoreError> {
+        Ok(lock(&self.fan_out_cursors).get(job_id).copied().unwrap_or(0))
+    }
+
+    async fn advance_fan_out(&self, job_id: &JobId, sent_seq: u64) -> Result<(), StoreError> {
         let mut cursors = lock(&self.fan_out_cursors);
         let cursor = cursors.entry(job_id.clone()).or_default();
-        Ok((*cursor < up_to).then(|| std::mem::replace(cursor, up_to)))
+        *cursor = (*cursor).max(sent_seq);
+        Ok(())
     }
 }
 
@@ -251,9 +262,15 @@ impl ConnectionStore for MemoryConnections {
 pub struct MemoryNotifier {
     sent: Mutex<Vec<(String, Bytes)>>,
     gone: Mutex<Vec<String>>,
+    throttled: Mutex<HashMap<String, usize>>,
 }
 
 impl MemoryNotifier {
+    /// Makes the next `n` pushes to `connection_id` fail as a throttled API would.
+    pub fn throttle_next(&self, connection_id: &str, n: usize) {
+        lock(&self.throttled).insert(connection_id.to_owned(), n);
+    }
+
     pub fn mark_gone(&self, connection_id: &str) {
         lock(&self.gone).push(connection_id.to_owned());
     }
@@ -273,6 +290,10 @@ impl Notifier for MemoryNotifier {
     async fn send(&self, connection_id: &str, message: Bytes) -> Result<(), NotifyError> {
         if lock(&self.gone).iter().any(|c| c == connection_id) {
             return Err(NotifyError::Gone(connection_id.to_owned()));
+        }
+        if let Some(left) = lock(&self.throttled).get_mut(connection_id).filter(|n| **n > 0) {
+            *left -= 1;
+            return Err(NotifyError::Unavailable("throttled (fake)".into()));
         }
         lock(&self.sent).push((connection_id.to_owned(), message));
         Ok(())

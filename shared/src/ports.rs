@@ -115,11 +115,14 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError>;
 }
 
-/// Where job events go once they are stored: an SNS topic that the progress
-/// fan-out (and later the workflow engine) subscribes to.
+/// Where stored job events are published: an SNS topic that the progress
+/// fan-out (and later the workflow engine) subscribes to. Only the `publish`
+/// function holds one; it reads the events from the table's stream.
 #[async_trait]
 pub trait EventBus: Send + Sync + std::fmt::Debug {
-    async fn publish(&self, event: &JobEventEnvelope) -> Result<(), PublishError>;
+    /// Publishes `events` in order, stopping at the first that fails
+    /// ([`PublishError::published`] says how many went out before it).
+    async fn publish(&self, events: &[JobEventEnvelope]) -> Result<(), PublishError>;
 }
 
 /// An open WebSocket connection and whose it is.
@@ -157,12 +160,13 @@ pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
     /// The job's subscriptions, read by key (never a scan).
     async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError>;
 
-    /// Claims the live fan-out of the job's events up to `up_to`: `Some(previous)`
-    /// means the caller now owns `previous+1..=up_to`; `None` means another
-    /// sender already claimed them. Concurrent senders (progress instances,
-    /// SQS redeliveries) thereby claim disjoint ranges: nothing is fanned out
-    /// twice or skipped.
-    async fn claim_fan_out(&self, job_id: &JobId, up_to: u64) -> Result<Option<u64>, StoreError>;
+    /// The sequence number up to which the job's events have been pushed to
+    /// every subscription (0 before the first fan-out).
+    async fn fan_out_cursor(&self, job_id: &JobId) -> Result<u64, StoreError>;
+
+    /// Records that every event up to `sent_seq` has been pushed. The cursor
+    /// only moves forward: a slower sender that finishes later leaves it be.
+    async fn advance_fan_out(&self, job_id: &JobId, sent_seq: u64) -> Result<(), StoreError>;
 }
 
 /// Pushes messages to WebSocket clients (API Gateway's `@connections` API).
@@ -171,13 +175,12 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
     async fn send(&self, connection_id: &str, message: Bytes) -> Result<(), NotifyError>;
 }
 
-/// What a function that keeps jobs, reads and writes blobs and publishes
-/// events is handed at start: the four ports and its own typed settings.
+/// What a function that keeps jobs, reads and writes blobs and sends
+/// commands is handed at start: the three ports and its own typed settings.
 /// Each such function crate names it `pub type Deps = ports::Deps<Config>;`.
 #[derive(Debug, Clone)]
 pub struct Deps<C> {
     pub jobs: Arc<dyn JobStore>,
-    pub events: Arc<dyn EventBus>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn Queue>,
     pub config: C,

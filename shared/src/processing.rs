@@ -15,7 +15,7 @@ use crate::envelope::{self, Envelope};
 use crate::error::BlobError;
 use crate::job::{InputObject, Job, JobEvent, JobFailure, JobId, Output};
 use crate::lifecycle::{self, LifecycleError};
-use crate::ports::{BlobStore, Deps, EventBus, JobStore};
+use crate::ports::{BlobStore, Deps, JobStore};
 use crate::results::JobResult;
 use crate::sqs_batch::HandlerError;
 
@@ -42,7 +42,6 @@ impl ProcessCommand {
 #[derive(Debug)]
 pub struct Run<'a> {
     pub jobs: &'a dyn JobStore,
-    pub events: &'a dyn EventBus,
     pub blobs: &'a dyn BlobStore,
     pub source: &'static str,
     pub job_id: JobId,
@@ -58,7 +57,7 @@ impl<'a> Run<'a> {
     ) -> Result<Option<Self>, HandlerError> {
         let input = &command.input;
         tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, source, "processing");
-        Self::start(deps.jobs.as_ref(), deps.events.as_ref(), deps.blobs.as_ref(), source, command.job_id.clone(), phase).await
+        Self::start(deps.jobs.as_ref(), deps.blobs.as_ref(), source, command.job_id.clone(), phase).await
     }
 
     /// Starts the job in `phase`. `None` means there is nothing to do: the job
@@ -66,13 +65,12 @@ impl<'a> Run<'a> {
     /// records.
     pub async fn start(
         jobs: &'a dyn JobStore,
-        events: &'a dyn EventBus,
         blobs: &'a dyn BlobStore,
         source: &'static str,
         job_id: JobId,
         phase: &str,
     ) -> Result<Option<Self>, HandlerError> {
-        let run = Self { jobs, events, blobs, source, job_id };
+        let run = Self { jobs, blobs, source, job_id };
         let job = run.job().await?;
         if job.status.is_terminal() {
             tracing::info!(status = %job.status, "job already finished; duplicate ignored");
@@ -91,7 +89,7 @@ impl<'a> Run<'a> {
 
     /// Records `event`; `false` when the job had moved on (finished or cancelled elsewhere).
     async fn record(&self, event: JobEvent) -> Result<bool, HandlerError> {
-        match lifecycle::record(self.jobs, self.events, &self.job_id, self.source, event).await {
+        match lifecycle::record(self.jobs, &self.job_id, self.source, event).await {
             Ok(_) => Ok(true),
             Err(LifecycleError::Refused { error, .. }) => {
                 tracing::info!(%error, "job moved on");
@@ -264,7 +262,7 @@ mod tests {
 
     use super::*;
     use crate::job::{JobStatus, Priority};
-    use crate::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore};
+    use crate::memory::{MemoryBlobStore, MemoryJobStore};
 
     async fn queued_job(jobs: &MemoryJobStore) -> JobId {
         let id = JobId::new_random();
@@ -276,9 +274,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancel_during_blocking_work_stops_it_and_ends_the_job_cancelled() {
-        let (jobs, bus, blobs) = (MemoryJobStore::default(), MemoryEventBus::default(), MemoryBlobStore::default());
+        let (jobs, blobs) = (MemoryJobStore::default(), MemoryBlobStore::default());
         let id = queued_job(&jobs).await;
-        let run = Run::start(&jobs, &bus, &blobs, "test", id.clone(), "working").await.expect("start").expect("started");
+        let run = Run::start(&jobs, &blobs, "test", id.clone(), "working").await.expect("start").expect("started");
         let work = |progress: &Progress| {
             let started = Instant::now();
             let mut step = 0u32;
@@ -292,7 +290,7 @@ mod tests {
         let cancel = async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let job = jobs.get(&id).await.expect("get").expect("job");
-            lifecycle::request_cancel(&jobs, &bus, &job, "api").await.expect("cancel requested")
+            lifecycle::request_cancel(&jobs, &job, "api").await.expect("cancel requested")
         };
         let (outcome, _) = tokio::join!(run.blocking("working", (10, 90), Duration::ZERO, work), cancel);
         assert!(outcome.expect("no store error").is_none(), "the run reports that the job moved on");
@@ -304,9 +302,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_in_the_work_is_returned_not_propagated() {
-        let (jobs, bus, blobs) = (MemoryJobStore::default(), MemoryEventBus::default(), MemoryBlobStore::default());
+        let (jobs, blobs) = (MemoryJobStore::default(), MemoryBlobStore::default());
         let id = queued_job(&jobs).await;
-        let run = Run::start(&jobs, &bus, &blobs, "test", id, "working").await.expect("start").expect("started");
+        let run = Run::start(&jobs, &blobs, "test", id, "working").await.expect("start").expect("started");
         let outcome = run.blocking("working", (0, 100), Duration::ZERO, |_: &Progress| -> u32 { panic!("odd font") }).await;
         let message = outcome.expect("no store error").expect("not cancelled").expect_err("panicked");
         assert!(message.contains("odd font"), "{message}");

@@ -1,17 +1,19 @@
 //! Live job progress over WebSockets: the messages clients and the server
 //! exchange, and the delivery of a job's events to its subscriptions.
 //!
-//! Live delivery claims, then sends. Each job has a fan-out cursor: the
-//! sequence number up to which its events have been fanned out. A `progress`
-//! instance first claims a range for the job with one conditional update, then
-//! pushes exactly that range to every subscription, reading from the job's log
-//! whatever it was not handed (a lost publish). Concurrent instances and SQS
-//! redeliveries therefore claim disjoint ranges: no event is fanned out twice
-//! or skipped, at one write per burst whatever the number of subscribers. A
-//! new subscription is answered from the log by the `ws` function, so an event
-//! may reach a client both in its replay and live; clients drop duplicates and
-//! put events in order by `seq` (see [`Resequencer`]), as they must anyway,
-//! since pushes from concurrent senders can cross.
+//! Live delivery sends, then advances: at least once. Each job has a fan-out
+//! cursor, the sequence number up to which its events have reached every
+//! subscription. A `progress` instance reads it, pushes everything after it up
+//! to the newest event it was handed (reading from the job's log whatever it
+//! was not handed), and only when every push went through moves the cursor
+//! forward, with a conditional write that never moves it back. A push that is
+//! throttled, or an instance that times out mid-way, leaves the cursor where
+//! it was, so the redelivered message pushes the range again. The price is
+//! duplicates (a redelivery, or two instances racing on one job); clients drop
+//! them and put events in order by `seq` (see [`Resequencer`]), as they must
+//! anyway, since a subscription's replay from the log (the `ws` function) can
+//! overlap live pushes. One read and one write per burst, whatever the number
+//! of subscribers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -125,8 +127,6 @@ fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("message serialisation: {e}")))
 }
 
-impl ServerMessage {}
-
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
     #[error(transparent)]
@@ -180,17 +180,18 @@ pub struct Delivery<'a> {
 }
 
 impl Delivery<'_> {
-    /// Claims the job's events up to the newest of `events` (sorted by `seq`)
-    /// and pushes the claimed range to every subscription of the job.
+    /// Pushes the job's events after its fan-out cursor, up to the newest of
+    /// `events` (sorted by `seq`), to every subscription of the job; then
+    /// advances the cursor, unless a push failed (the caller retries).
     pub async fn fan_out(&self, job_id: &JobId, events: &[JobEventEnvelope]) -> Result<FanOut, DeliveryError> {
         let Some(up_to) = events.iter().filter_map(|e| e.seq).max() else { return Ok(FanOut::default()) };
-        let Some(previous) = self.connections.claim_fan_out(job_id, up_to).await? else { return Ok(FanOut::default()) };
-        let range = self.range(job_id, previous, up_to, events).await?;
-        let messages: Vec<Bytes> = messages(range, Coalesce::Bursts).iter().map(ServerMessage::encode).collect();
-        if messages.is_empty() {
+        let previous = self.connections.fan_out_cursor(job_id).await?;
+        if previous >= up_to {
             return Ok(FanOut::default());
         }
-        let subscriptions = self.connections.subscribers(job_id).await?;
+        let range = self.range(job_id, previous, up_to, events).await?;
+        let messages: Vec<Bytes> = messages(range, Coalesce::Bursts).iter().map(ServerMessage::encode).collect();
+        let subscriptions = if messages.is_empty() { Vec::new() } else { self.connections.subscribers(job_id).await? };
         let messages = &messages;
         let pushes = futures::stream::iter(subscriptions)
             .map(|s| async move { self.send_all(&s.connection_id, messages).await })
@@ -208,7 +209,11 @@ impl Delivery<'_> {
                 Err(e) => first_error = first_error.or(Some(e)),
             }
         }
-        first_error.map_or(Ok(total), Err)
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        self.connections.advance_fan_out(job_id, up_to).await?;
+        Ok(total)
     }
 
     /// Every event after `after_seq` up to `up_to`, from the log, to one
@@ -323,12 +328,11 @@ mod tests {
     use super::*;
     use crate::job::Priority;
     use crate::lifecycle::record;
-    use crate::memory::{MemoryConnections, MemoryEventBus, MemoryJobStore, MemoryNotifier};
+    use crate::memory::{MemoryConnections, MemoryJobStore, MemoryNotifier};
     use crate::ports::{Connection, Subscription};
 
     struct World {
         jobs: MemoryJobStore,
-        bus: MemoryEventBus,
         connections: MemoryConnections,
         notifier: MemoryNotifier,
         job: Job,
@@ -336,11 +340,11 @@ mod tests {
 
     impl World {
         async fn new() -> Self {
-            let (jobs, bus) = (MemoryJobStore::default(), MemoryEventBus::default());
+            let jobs = MemoryJobStore::default();
             let upload = "s3://b/uploads/o/k".parse().expect("uri");
             let job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
-            crate::lifecycle::create(&jobs, &bus, &job, &JobEventEnvelope::for_job("t", &job, job.created_event())).await.expect("create");
-            Self { jobs, bus, connections: MemoryConnections::default(), notifier: MemoryNotifier::default(), job }
+            crate::lifecycle::create(&jobs, &job, &JobEventEnvelope::for_job("t", &job, job.created_event())).await.expect("create");
+            Self { jobs, connections: MemoryConnections::default(), notifier: MemoryNotifier::default(), job }
         }
 
         fn delivery(&self) -> Delivery<'_> {
@@ -355,7 +359,7 @@ mod tests {
         }
 
         async fn record(&self, event: JobEvent) -> JobEventEnvelope {
-            match record(&self.jobs, &self.bus, &self.job.id, "t", event).await.expect("record") {
+            match record(&self.jobs, &self.job.id, "t", event).await.expect("record") {
                 crate::lifecycle::Recorded::Changed(_, envelope) => *envelope,
                 other => panic!("not a change: {other:?}"),
             }
@@ -404,8 +408,29 @@ mod tests {
         assert_eq!(w.seqs("c1"), vec![1, 2, 3], "the published event lost before this one is read from the log");
     }
 
+    #[tokio::test]
+    async fn a_throttled_push_is_sent_again_by_the_redelivery() {
+        let w = World::new().await;
+        w.subscribe("c1").await;
+        w.subscribe("c2").await;
+        let started = w.record(JobEvent::Started { phase: "p".into() }).await;
+        let done = w.record(JobEvent::Cancelled).await;
+        w.notifier.throttle_next("c2", 1);
+        let err = w.delivery().fan_out(&w.job.id, &[started.clone(), done.clone()]).await.expect_err("c2 throttled");
+        assert!(err.is_retryable(), "the message goes back to the queue: {err}");
+        assert_eq!(w.connections.fan_out_cursor(&w.job.id).await.expect("cursor"), 0, "nothing is marked sent");
+        // The redelivered message pushes the whole range again: c2 gets what it
+        // missed, c1 gets duplicates it drops by seq.
+        w.delivery().fan_out(&w.job.id, &[started, done]).await.expect("redelivery");
+        assert_eq!(w.seqs("c2"), vec![1, 2, 3]);
+        let mut c1 = Resequencer::new(0);
+        let released: Vec<u64> = w.seqs("c1").into_iter().flat_map(|s| c1.accept(s, vec![], s)).collect();
+        assert_eq!(released, vec![1, 2, 3]);
+        assert_eq!(w.connections.fan_out_cursor(&w.job.id).await.expect("cursor"), 3);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn racing_senders_send_every_event_exactly_once() {
+    async fn racing_senders_deliver_every_event_at_least_once() {
         let w = Arc::new(World::new().await);
         w.subscribe("c1").await;
         let mut events = vec![w.record(JobEvent::Started { phase: "p".into() }).await];
@@ -426,7 +451,8 @@ mod tests {
         let mut seen: Vec<u64> = pushed.iter().filter_map(|m| m["seq"].as_u64()).collect();
         seen.extend(pushed.iter().flat_map(|m| m["superseded"].as_array().cloned().unwrap_or_default()).filter_map(|s| s.as_u64()));
         seen.sort_unstable();
-        assert_eq!(seen, (1..=32).collect::<Vec<_>>(), "each event pushed or superseded exactly once");
+        seen.dedup();
+        assert_eq!(seen, (1..=32).collect::<Vec<_>>(), "each event pushed or superseded at least once");
     }
 
     #[tokio::test]

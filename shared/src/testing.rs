@@ -41,17 +41,11 @@ pub async fn phases(jobs: &dyn crate::ports::JobStore, id: &crate::JobId) -> Vec
 }
 
 /// A handler's [`Deps`](crate::ports::Deps) over the in-memory job and blob stores a test
-/// inspects, with a fresh event bus and queue.
+/// inspects, with a fresh queue.
 pub fn memory_deps<C>(
     jobs: std::sync::Arc<crate::memory::MemoryJobStore>,
     blobs: std::sync::Arc<crate::memory::MemoryBlobStore>,
     config: C,
 ) -> crate::ports::Deps<C> {
-    crate::ports::Deps {
-        jobs,
-        events: std::sync::Arc::new(crate::memory::MemoryEventBus::default()),
-        blobs,
-        queue: std::sync::Arc::new(crate::memory::MemoryQueue::default()),
-        config,
-    }
+    crate::ports::Deps { jobs, blobs, queue: std::sync::Arc::new(crate::memory::MemoryQueue::default()), config }
 }

@@ -63,7 +63,7 @@ pub async fn events(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> 
 pub async fn cancel(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
     let job = owned_job(deps, owner, req).await?;
     // A finished job answers 409 with its status (see `ApiError::from`).
-    let job = lifecycle::request_cancel(deps.jobs.as_ref(), deps.events.as_ref(), &job, SOURCE).await?;
+    let job = lifecycle::request_cancel(deps.jobs.as_ref(), &job, SOURCE).await?;
     Ok((202, to_value(&job)))
 }
 

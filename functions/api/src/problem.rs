@@ -1,7 +1,6 @@
 //! Errors as RFC 9457 problems (`application/problem+json`) with stable codes.
 
 use prism_shared::auth::AuthError;
-use prism_shared::error::PublishError;
 use prism_shared::lifecycle::LifecycleError;
 use prism_shared::{BlobError, QueueError, StoreError};
 use serde::Serialize;
@@ -32,8 +31,6 @@ pub enum ApiError {
     Blob(#[from] BlobError),
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error(transparent)]
-    Publish(#[from] PublishError),
 }
 
 impl From<LifecycleError> for ApiError {
@@ -42,7 +39,6 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::NotFound(_) => Self::NotFound,
             LifecycleError::Refused { job, .. } => Self::Conflict(format!("job is already {}", job.status)),
             LifecycleError::Store(e) => Self::Store(e),
-            LifecycleError::Publish(e) => Self::Publish(e),
         }
     }
 }
@@ -57,7 +53,7 @@ impl ApiError {
             Self::Conflict(_) => 409,
             Self::TooLarge { .. } => 413,
             Self::Invalid(_) => 422,
-            Self::Store(_) | Self::Blob(_) | Self::Queue(_) | Self::Publish(_) => 503,
+            Self::Store(_) | Self::Blob(_) | Self::Queue(_) => 503,
         }
     }
 
@@ -71,7 +67,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::TooLarge { .. } => "payload_too_large",
             Self::Invalid(_) => "invalid_request",
-            Self::Store(_) | Self::Blob(_) | Self::Queue(_) | Self::Publish(_) => "unavailable",
+            Self::Store(_) | Self::Blob(_) | Self::Queue(_) => "unavailable",
         }
     }
 

@@ -123,7 +123,7 @@ pub async fn submit(
     job.declared_size = req.size;
     job.metadata = req.metadata.clone();
     let created = JobEventEnvelope::for_job(SOURCE, &job, job.created_event());
-    if let Created::Existing(existing) = lifecycle::create(deps.jobs.as_ref(), deps.events.as_ref(), &job, &created).await? {
+    if let Created::Existing(existing) = lifecycle::create(deps.jobs.as_ref(), &job, &created).await? {
         if existing.owner != owner {
             return Err(ApiError::Conflict("that Idempotency-Key is in use".into()));
         }
@@ -152,7 +152,7 @@ async fn upload_target(deps: &Deps, job: &Job) -> Result<Option<UploadTarget>, A
 }
 
 async fn record(deps: &Deps, job: &Job, event: JobEvent) -> Result<Job, ApiError> {
-    match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), &job.id, SOURCE, event).await {
+    match lifecycle::record(deps.jobs.as_ref(), &job.id, SOURCE, event).await {
         Ok(r) => Ok(r.job().clone()),
         Err(LifecycleError::Refused { job, .. }) => Ok(*job),
         Err(e) => Err(e.into()),

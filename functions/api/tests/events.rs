@@ -10,7 +10,7 @@ use aws_lambda_events::encodings::Body;
 use chrono::Utc;
 use prism_shared::auth::TokenKey;
 use prism_shared::limits::SizeLimits;
-use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::ports::JobStore;
 use prism_shared::testing::sample_event;
 use prism_shared::{Job, JobEventEnvelope, JobId, Priority};
@@ -27,7 +27,6 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
     let limits = SizeLimits { text: 1000, ..SizeLimits::default() };
     let deps = Deps {
         jobs: jobs.clone(),
-        events: Arc::new(MemoryEventBus::default()),
         blobs: Arc::new(MemoryBlobStore::default()),
         queue: queue.clone(),
         config: Config {

@@ -82,15 +82,14 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
     };
     let (modality, mime) = (classification.modality, classification.mime.clone());
     // Recorded first, so even a job that fails below says what it was.
-    let recorded =
-        match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {
-            Ok(r) => r,
-            Err(LifecycleError::Refused { error, .. }) => {
-                tracing::info!(%error, "job changed meanwhile; not routed");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let recorded = match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {
+        Ok(r) => r,
+        Err(LifecycleError::Refused { error, .. }) => {
+            tracing::info!(%error, "job changed meanwhile; not routed");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let job = recorded.job();
     if let Some(declared) = job.declared_size
         && declared != head.size
@@ -126,7 +125,7 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
 
 async fn fail(deps: &Deps, job_id: &JobId, failure: JobFailure) -> Result<(), HandlerError> {
     tracing::warn!(code = %failure.code, reason = %failure.message, "job failed");
-    match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), job_id, SOURCE, JobEvent::Failed(failure)).await {
+    match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Failed(failure)).await {
         Ok(_) | Err(LifecycleError::Refused { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }

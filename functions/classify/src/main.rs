@@ -6,8 +6,7 @@ use prism_shared::aws::AwsPorts;
 async fn main() -> Result<(), lambda_runtime::Error> {
     prism_shared::telemetry::init();
     let config = classify::Config::from_env()?;
-    let AwsPorts { jobs, blobs, queue, events } = AwsPorts::from_env().await?;
-    let deps = classify::Deps { jobs, events, blobs, queue, config };
+    let deps = AwsPorts::from_env().await?.with_config(config);
     let handler = |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(classify::handle(&deps, event.payload).await) };
     lambda_runtime::run(service_fn(handler)).await
 }

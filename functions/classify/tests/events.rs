@@ -8,7 +8,7 @@ use classify::{Config, Deps, handle};
 use prism_shared::commands::Command;
 use prism_shared::job::Lane;
 use prism_shared::limits::SizeLimits;
-use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::ports::JobStore;
 use prism_shared::testing::sample_event;
 use prism_shared::{Envelope, Job, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri, envelope};
@@ -31,7 +31,6 @@ async fn run_declared(content: &[u8], declared_size: Option<u64>, priority: Prio
     blobs.insert(&upload, content.to_vec());
     let deps = Deps {
         jobs: jobs.clone(),
-        events: Arc::new(MemoryEventBus::default()),
         blobs,
         queue: queue.clone(),
         config: Config {

@@ -2,25 +2,18 @@
 //! after its queue's `maxReceiveCount` failed attempts; its job is failed with
 //! a reason, so no job ever stays `queued` or `processing` forever.
 
-use std::sync::Arc;
-
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::commands::Command;
 use prism_shared::envelope;
 use prism_shared::job::JobFailure;
 use prism_shared::lifecycle::{self, LifecycleError};
-use prism_shared::ports::{EventBus, JobStore, Queue};
 use prism_shared::sqs_batch::{self, Backoff};
 use prism_shared::{JobEvent, JobId};
 
 pub const SOURCE: &str = "dead-letter";
 
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub jobs: Arc<dyn JobStore>,
-    pub events: Arc<dyn EventBus>,
-    pub queue: Arc<dyn Queue>,
-}
+/// Dead letters need no settings of their own.
+pub type Deps = prism_shared::ports::Deps<()>;
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
@@ -47,7 +40,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), LifecycleErr
     };
     let failure = JobFailure::new("retries_exhausted", format!("processing kept failing in {origin} and was given up"));
     tracing::error!(job_id = %job_id, %origin, "dead letter: failing job");
-    match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), &job_id, SOURCE, JobEvent::Failed(failure)).await {
+    match lifecycle::record(deps.jobs.as_ref(), &job_id, SOURCE, JobEvent::Failed(failure)).await {
         Ok(_) => Ok(()),
         // Already terminal (it finished on a late attempt) or gone: nothing to fail.
         Err(LifecycleError::Refused { .. } | LifecycleError::NotFound(_)) => Ok(()),

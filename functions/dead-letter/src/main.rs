@@ -5,8 +5,7 @@ use prism_shared::aws::AwsPorts;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     prism_shared::telemetry::init();
-    let AwsPorts { jobs, queue, events, .. } = AwsPorts::from_env().await?;
-    let deps = dead_letter::Deps { jobs, events, queue };
+    let deps = AwsPorts::from_env().await?.with_config(());
     let handler =
         |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(dead_letter::handle(&deps, event.payload).await) };
     lambda_runtime::run(service_fn(handler)).await

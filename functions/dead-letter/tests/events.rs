@@ -5,9 +5,9 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use dead_letter::{Deps, handle};
-use prism_shared::memory::{MemoryEventBus, MemoryJobStore, MemoryQueue};
+use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
 use prism_shared::ports::JobStore;
-use prism_shared::testing::sample_event;
+use prism_shared::testing::{memory_deps, sample_event};
 use prism_shared::{Job, JobEventEnvelope, JobId, JobStatus, Priority};
 
 #[tokio::test]
@@ -17,7 +17,7 @@ async fn fails_the_job_a_dead_letter_names() {
     let id: JobId = "0196f0a0-0000-7000-8000-00000000c1a5".parse().expect("id");
     let job = Job::new(id.clone(), "default".into(), Priority::Normal, "s3://b/uploads/k".parse().expect("uri"), "t".into(), Utc::now());
     jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
-    let deps = Deps { jobs: jobs.clone(), events: Arc::new(MemoryEventBus::default()), queue: Arc::new(MemoryQueue::default()) };
+    let deps: Deps = memory_deps(jobs.clone(), Arc::new(MemoryBlobStore::default()), ());
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
     let job = jobs.get(&id).await.expect("store").expect("job");

@@ -5,8 +5,6 @@
 //! drop) gets a job whose id is derived from bucket, key and ETag, so a
 //! redelivered notification finds the same job instead of making another.
 
-use std::sync::Arc;
-
 use aws_lambda_events::s3::{S3Event, S3EventRecord};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
@@ -14,7 +12,7 @@ use prism_shared::commands::Command;
 use prism_shared::envelope::new_trace_id;
 use prism_shared::job::{InputObject, Lane};
 use prism_shared::lifecycle::{self, LifecycleError, Recorded};
-use prism_shared::ports::{Created, EventBus, JobStore, Queue};
+use prism_shared::ports::Created;
 use prism_shared::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::{ConfigError, Envelope, Job, JobEvent, JobEventEnvelope, JobId, Priority, S3Uri, config};
 
@@ -47,13 +45,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub jobs: Arc<dyn JobStore>,
-    pub events: Arc<dyn EventBus>,
-    pub queue: Arc<dyn Queue>,
-    pub config: Config,
-}
+pub type Deps = prism_shared::ports::Deps<Config>;
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
@@ -130,16 +122,15 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Handle
     let input = InputObject { uri: upload.uri.clone(), size: upload.size, etag: upload.etag.clone() };
     let id = job_for(deps, &upload).await?;
     tracing::info!(job_id = %id, uri = %upload.uri, size = upload.size, "upload received");
-    let recorded =
-        match lifecycle::record(deps.jobs.as_ref(), deps.events.as_ref(), &id, SOURCE, JobEvent::Uploaded { input: input.clone() }).await {
-            Ok(r) => r,
-            // A redelivery for a finished job, or a job cancelled before its upload arrived.
-            Err(LifecycleError::Refused { error, .. }) => {
-                tracing::info!(job_id = %id, %error, "upload not attached; nothing to do");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let recorded = match lifecycle::record(deps.jobs.as_ref(), &id, SOURCE, JobEvent::Uploaded { input: input.clone() }).await {
+        Ok(r) => r,
+        // A redelivery for a finished job, or a job cancelled before its upload arrived.
+        Err(LifecycleError::Refused { error, .. }) => {
+            tracing::info!(job_id = %id, %error, "upload not attached; nothing to do");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Recorded::AlreadyApplied(job) = &recorded
         && job.modality.is_some()
     {
@@ -166,7 +157,7 @@ async fn job_for(deps: &Deps, upload: &Upload) -> Result<JobId, HandlerError> {
     let now = Utc::now();
     let job = Job::new(id.clone(), upload.owner.clone(), Priority::default(), upload.uri.clone(), new_trace_id(), now);
     let created = JobEventEnvelope::for_job(SOURCE, &job, job.created_event());
-    if let Created::Existing(_) = lifecycle::create(deps.jobs.as_ref(), deps.events.as_ref(), &job, &created).await? {
+    if let Created::Existing(_) = lifecycle::create(deps.jobs.as_ref(), &job, &created).await? {
         tracing::info!(job_id = %id, "job for this object exists already");
     }
     Ok(id)

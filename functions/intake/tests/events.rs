@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::SqsEvent;
 use intake::{Config, Deps, handle};
 use prism_shared::commands::Command;
-use prism_shared::memory::{MemoryEventBus, MemoryJobStore, MemoryQueue};
+use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::ports::JobStore;
 use prism_shared::testing::sample_event;
 use prism_shared::{Envelope, JobId, JobStatus, S3Uri, envelope};
@@ -14,7 +14,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
     let (jobs, queue) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryQueue::default()));
     let config =
         Config { classify_queue_url: "http://sqs/classify".into(), classify_fast_queue_url: Some("http://sqs/classify-fast".into()) };
-    let deps = Deps { jobs: jobs.clone(), events: Arc::new(MemoryEventBus::default()), queue: queue.clone(), config };
+    let deps = Deps { jobs: jobs.clone(), blobs: Arc::new(MemoryBlobStore::default()), queue: queue.clone(), config };
     (deps, jobs, queue)
 }
 

@@ -9,8 +9,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if let Some(dir) = &config.fallback_fonts_dir {
         process_document::fonts::install(dir)?;
     }
-    let AwsPorts { jobs, blobs, queue, events } = AwsPorts::from_env().await?;
-    let deps = process_document::Deps { jobs, events, blobs, queue, config };
+    let deps = AwsPorts::from_env().await?.with_config(config);
     let handler =
         |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(process_document::handle(&deps, event.payload).await) };
     lambda_runtime::run(service_fn(handler)).await

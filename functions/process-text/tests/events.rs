@@ -6,7 +6,7 @@ use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use prism_shared::job::{Classification, InputObject};
 use prism_shared::lifecycle;
-use prism_shared::memory::{MemoryBlobStore, MemoryEventBus, MemoryJobStore, MemoryQueue};
+use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::ports::JobStore;
 use prism_shared::results::{JobResult, TextEncoding};
 use prism_shared::testing::sample_event;
@@ -32,19 +32,13 @@ async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
             estimated_seconds: 0.1,
         }),
     ] {
-        lifecycle::record(jobs.as_ref(), &MemoryEventBus::default(), &id, "test", ev).await.expect("record");
+        lifecycle::record(jobs.as_ref(), &id, "test", ev).await.expect("record");
     }
     if cancel {
-        lifecycle::record(jobs.as_ref(), &MemoryEventBus::default(), &id, "test", JobEvent::CancelRequested).await.expect("cancel");
+        lifecycle::record(jobs.as_ref(), &id, "test", JobEvent::CancelRequested).await.expect("cancel");
     }
     blobs.insert(&upload, content.to_vec());
-    let deps = Deps {
-        jobs: jobs.clone(),
-        events: Arc::new(MemoryEventBus::default()),
-        blobs,
-        queue: Arc::new(MemoryQueue::default()),
-        config: Config { max_bytes },
-    };
+    let deps = Deps { jobs: jobs.clone(), blobs, queue: Arc::new(MemoryQueue::default()), config: Config { max_bytes } };
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
     jobs.get(&id).await.expect("store").expect("job")

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use prism_shared::lifecycle;
-use prism_shared::memory::{MemoryConnections, MemoryEventBus, MemoryJobStore, MemoryNotifier, MemoryQueue};
+use prism_shared::memory::{MemoryConnections, MemoryJobStore, MemoryNotifier, MemoryQueue};
 use prism_shared::ports::{Connection, ConnectionStore, JobStore, Subscription};
 use prism_shared::testing::sample_event;
 use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, Priority};
@@ -24,9 +24,8 @@ async fn pushes_a_batch_to_subscribers_and_reports_only_the_malformed_message() 
     let id: JobId = JOB.parse().expect("id");
     let job = Job::new(id.clone(), "alice".into(), Priority::Normal, "s3://b/uploads/k".parse().expect("uri"), "t".into(), Utc::now());
     jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
-    let bus = MemoryEventBus::default();
-    lifecycle::record(jobs.as_ref(), &bus, &id, "t", JobEvent::Started { phase: "reading".into() }).await.expect("start");
-    lifecycle::record(jobs.as_ref(), &bus, &id, "t", JobEvent::Progress { phase: "analysing".into(), progress: 40, eta_s: None })
+    lifecycle::record(jobs.as_ref(), &id, "t", JobEvent::Started { phase: "reading".into() }).await.expect("start");
+    lifecycle::record(jobs.as_ref(), &id, "t", JobEvent::Progress { phase: "analysing".into(), progress: 40, eta_s: None })
         .await
         .expect("progress");
     for connection_id in ["early", "current", "gone"] {

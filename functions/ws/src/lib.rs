@@ -17,7 +17,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use chrono::Utc;
 use prism_shared::auth::TokenKey;
 use prism_shared::lifecycle::{self, LifecycleError};
-use prism_shared::ports::{Connection, ConnectionStore, EventBus, JobStore, Notifier, Subscription};
+use prism_shared::ports::{Connection, ConnectionStore, JobStore, Notifier, Subscription};
 use prism_shared::realtime::{CONNECTION_LIFETIME, ClientMessage, Delivery, DeliveryError, ServerMessage};
 use prism_shared::{ConfigError, Job, JobId, StoreError, config};
 
@@ -40,7 +40,6 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub jobs: Arc<dyn JobStore>,
-    pub events: Arc<dyn EventBus>,
     pub connections: Arc<dyn ConnectionStore>,
     pub notifier: Arc<dyn Notifier>,
     pub config: Config,
@@ -164,7 +163,7 @@ async fn act(deps: &Deps, connection_id: &str, message: ClientMessage) -> Result
                 Ok(found) => found,
                 Err(refusal) => return Ok(Some(refusal)),
             };
-            let answer = match lifecycle::request_cancel(deps.jobs.as_ref(), deps.events.as_ref(), &job, SOURCE).await {
+            let answer = match lifecycle::request_cancel(deps.jobs.as_ref(), &job, SOURCE).await {
                 Ok(job) => ServerMessage::CancelRequested { job_id, status: job.status },
                 Err(LifecycleError::Refused { job, .. }) => {
                     ServerMessage::error("conflict", format!("job is already {}", job.status), Some(job_id))

@@ -7,9 +7,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     prism_shared::telemetry::init();
     let config = ws::Config::from_env()?;
     let sdk = sdk_config().await;
-    let AwsPorts { jobs, events, .. } = AwsPorts::from_sdk(&sdk)?;
+    let AwsPorts { jobs, .. } = AwsPorts::from_sdk(&sdk)?;
     let RealtimePorts { connections, notifier } = RealtimePorts::from_sdk(&sdk)?;
-    let deps = ws::Deps { jobs, events, connections, notifier, config };
+    let deps = ws::Deps { jobs, connections, notifier, config };
     let handler = |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async {
         ws::handle(&deps, event.payload).await.map_err(lambda_runtime::Error::from)
     };

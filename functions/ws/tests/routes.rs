@@ -6,7 +6,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use chrono::Utc;
 use prism_shared::auth::TokenKey;
 use prism_shared::lifecycle;
-use prism_shared::memory::{MemoryConnections, MemoryEventBus, MemoryJobStore, MemoryNotifier};
+use prism_shared::memory::{MemoryConnections, MemoryJobStore, MemoryNotifier};
 use prism_shared::ports::{ConnectionStore, JobStore};
 use prism_shared::testing::sample_event;
 use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, JobStatus, Priority};
@@ -31,7 +31,6 @@ impl World {
             (Arc::new(MemoryJobStore::default()), Arc::new(MemoryConnections::default()), Arc::new(MemoryNotifier::default()));
         let deps = Deps {
             jobs: jobs.clone(),
-            events: Arc::new(MemoryEventBus::default()),
             connections: connections.clone(),
             notifier: notifier.clone(),
             config: Config { token_key: key.clone() },
@@ -51,7 +50,7 @@ impl World {
 
     async fn record(&self, event: JobEvent) {
         let id: JobId = JOB.parse().expect("id");
-        lifecycle::record(self.jobs.as_ref(), self.deps.events.as_ref(), &id, "test", event).await.expect("record");
+        lifecycle::record(self.jobs.as_ref(), &id, "test", event).await.expect("record");
     }
 
     async fn connect(&self, token: Option<String>) -> i64 {

@@ -4,7 +4,7 @@
 //! |--------------|---------------|------------------|------------|
 //! | connection   | `CONN#{id}`   | `META`           | owner, connected_at, expires_at, `jobs` (string set of subscribed jobs) |
 //! | subscription | `JOB#{job}`   | `SUB#{conn}`     | expires_at |
-//! | fan-out cursor | `JOB#{job}` | `FANOUT`         | sent_seq (events fanned out so far), expires_at |
+//! | fan-out cursor | `JOB#{job}` | `FANOUT`         | sent_seq (events pushed to every subscription so far), expires_at |
 //!
 //! Fan-out reads a job's subscriptions with one Query on its partition
 //! (`begins_with(sk, "SUB#")`), beside the job and its events: no scans, no
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::dynamodb::job_pk;
 use super::{Item, boxed, s};
@@ -140,35 +140,49 @@ impl ConnectionStore for DynamoConnectionStore {
         }
     }
 
-    async fn claim_fan_out(&self, job_id: &JobId, up_to: u64) -> Result<Option<u64>, StoreError> {
-        let key = HashMap::from([("pk".to_owned(), s(job_pk(job_id))), ("sk".to_owned(), s("FANOUT"))]);
+    async fn fan_out_cursor(&self, job_id: &JobId) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(fan_out_key(job_id)))
+            .projection_expression("sent_seq")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let sent = out.item.as_ref().and_then(|i| i.get("sent_seq")).map(|v| v.as_n().map(|n| n.parse::<u64>()));
+        match sent {
+            None => Ok(0),
+            Some(Ok(Ok(seq))) => Ok(seq),
+            Some(_) => Err(StoreError::Corrupt { what: "fan-out cursor", reason: format!("sent_seq of job {job_id} is not a number") }),
+        }
+    }
+
+    async fn advance_fan_out(&self, job_id: &JobId, sent_seq: u64) -> Result<(), StoreError> {
         let expires_at = chrono::Utc::now() + crate::job::RETENTION;
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key))
-            .update_expression("SET sent_seq = :up_to, expires_at = :expires_at")
-            .condition_expression("attribute_not_exists(sent_seq) OR sent_seq < :up_to")
-            .expression_attribute_values(":up_to", AttributeValue::N(up_to.to_string()))
+            .set_key(Some(fan_out_key(job_id)))
+            .update_expression("SET sent_seq = :sent, expires_at = :expires_at")
+            .condition_expression("attribute_not_exists(sent_seq) OR sent_seq < :sent")
+            .expression_attribute_values(":sent", AttributeValue::N(sent_seq.to_string()))
             .expression_attribute_values(":expires_at", AttributeValue::N(expires_at.timestamp().to_string()))
-            .return_values(ReturnValue::UpdatedOld)
             .send()
             .await;
         match result {
-            // No old value: the job's first fan-out.
-            Ok(out) => Ok(Some(
-                out.attributes
-                    .as_ref()
-                    .and_then(|a| a.get("sent_seq"))
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0),
-            )),
-            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => Ok(None),
+            Ok(_) => Ok(()),
+            // Another sender got further first: the cursor never goes back.
+            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+fn fan_out_key(job_id: &JobId) -> Item {
+    HashMap::from([("pk".to_owned(), s(job_pk(job_id))), ("sk".to_owned(), s("FANOUT"))])
 }
 
 impl DynamoConnectionStore {

@@ -8,7 +8,7 @@
 //! The event log is the truth and the job item its projection. A change is
 //! written log first: the event at `EVT#{seq}` (only if that slot is free,
 //! which makes the sequence number a lock), then the job item (only if it is
-//! still at `seq - 1`). A writer that finds the slot taken rolls the job item
+//! still at `seq - 1`; a new job only if there is none). A writer that finds the slot taken rolls the job item
 //! forward from the log before trying again, so a crash between the two
 //! writes heals on the next write and the two never stay apart.
 //!
@@ -122,14 +122,20 @@ impl DynamoJobStore {
 #[async_trait]
 impl JobStore for DynamoJobStore {
     async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
+        // Log first, as every change: once `EVT#1` is stored the stream
+        // publishes `job.created`, whatever happens to this writer next.
+        let logged = self.put_if(event_item(job, event)?, "attribute_not_exists(pk)", None).await?;
         if !self.put_if(job_item(job)?, "attribute_not_exists(pk)", None).await? {
             return match self.get(&job.id).await? {
                 Some(existing) => Ok(Created::Existing(Box::new(existing))),
                 None => Err(StoreError::Conflict(job.id.clone())),
             };
         }
-        // A retry after a crash here finds the job and moves on; only this first event would be missing.
-        self.put_if(event_item(job, event)?, "attribute_not_exists(pk)", None).await?;
+        // The event slot was taken but the job item was not: an earlier
+        // attempt died between its two puts, and this one completed it.
+        if !logged {
+            tracing::warn!(job_id = %job.id, "completed a job whose first write was interrupted");
+        }
         Ok(Created::New)
     }
 

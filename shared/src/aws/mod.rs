@@ -43,17 +43,16 @@ pub(crate) fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> crate
     Box::new(e)
 }
 
-/// The AWS adapters of every port, built once per cold start from one `SdkConfig`.
+/// The AWS adapters of the ports most functions use, built once per cold start from one `SdkConfig`.
 #[derive(Debug, Clone)]
 pub struct AwsPorts {
     pub jobs: std::sync::Arc<dyn crate::ports::JobStore>,
     pub blobs: std::sync::Arc<dyn crate::ports::BlobStore>,
     pub queue: std::sync::Arc<dyn crate::ports::Queue>,
-    pub events: std::sync::Arc<dyn crate::ports::EventBus>,
 }
 
 impl AwsPorts {
-    /// Reads `TABLE_NAME`, `EVENTS_TOPIC_ARN` and the SDK's own settings from the environment.
+    /// Reads `TABLE_NAME` and the SDK's own settings from the environment.
     pub async fn from_env() -> Result<Self, crate::error::ConfigError> {
         Self::from_sdk(&sdk_config().await)
     }
@@ -61,14 +60,22 @@ impl AwsPorts {
     /// [`Self::from_env`] with an `SdkConfig` the caller also uses for other clients.
     pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::error::ConfigError> {
         let table = crate::config::required("TABLE_NAME")?;
-        let topic = crate::config::required("EVENTS_TOPIC_ARN")?;
         Ok(Self {
             jobs: std::sync::Arc::new(DynamoJobStore::new(aws_sdk_dynamodb::Client::new(sdk), table)),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
             queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
-            events: std::sync::Arc::new(SnsEventBus::new(aws_sdk_sns::Client::new(sdk), topic)),
         })
     }
+
+    /// The handler dependencies of a function with settings `config`.
+    pub fn with_config<C>(self, config: C) -> crate::ports::Deps<C> {
+        crate::ports::Deps { jobs: self.jobs, blobs: self.blobs, queue: self.queue, config }
+    }
+}
+
+/// The event bus on the topic in `EVENTS_TOPIC_ARN`: only the `publish` function holds one.
+pub fn event_bus(sdk: &SdkConfig) -> Result<SnsEventBus, crate::error::ConfigError> {
+    Ok(SnsEventBus::new(aws_sdk_sns::Client::new(sdk), crate::config::required("EVENTS_TOPIC_ARN")?))
 }
 
 /// The adapters the WebSocket functions need besides [`AwsPorts`].

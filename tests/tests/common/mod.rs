@@ -7,6 +7,7 @@ pub mod openapi;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use prism::proxy::FaultRule;
 use prism::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient};
 use prism_shared::auth::TokenKey;
 
@@ -33,6 +34,11 @@ pub struct TestCloud {
 
 impl TestCloud {
     pub async fn start(emulator: EmulatorChoice) -> Self {
+        Self::with_faults(emulator, Vec::new()).await
+    }
+
+    /// A cloud whose functions' AWS calls meet `faults`.
+    pub async fn with_faults(emulator: EmulatorChoice, faults: Vec<FaultRule>) -> Self {
         let state_dir = project_dir().join("target/prism-e2e").join(uuid_like());
         let secret = prism::cloud::new_token_secret();
         let cloud = LocalCloud::start(CloudOptions {
@@ -43,6 +49,7 @@ impl TestCloud {
             echo_logs: false,
             stage: "test".into(),
             token_secret: secret.clone(),
+            faults,
         })
         .await
         .unwrap_or_else(|e| panic!("local cloud did not start: {e:#} (logs in {})", state_dir.display()));

@@ -1,0 +1,434 @@
+//! Each function's own AWS endpoint: a small proxy in front of the emulators
+//! (and the WebSocket gateway's `@connections` API) that reads the service
+//! and operation of every signed request, counts it, can fail or delay it as
+//! a fault rule says, and forwards the rest unchanged.
+//!
+//! Every function instance is started with `AWS_ENDPOINT_URL` (and the
+//! DynamoDB and API Gateway management overrides) pointing at its function's
+//! listener, so the unchanged SDK clients go through it and the proxy knows
+//! who called without reading credentials. Presigned URLs a function hands
+//! out point here too; the clients that use them are not the function, so
+//! those requests are forwarded but not counted.
+//!
+//! The SDK retries throttling and 5xx answers itself (three attempts in its
+//! standard mode): a rule meant to reach the function's own retry logic
+//! fails three calls in a row.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// Bodies read whole: query-protocol forms (SNS names its action in the
+/// body; AWS caps those requests at 256 KB) and bodies a fault rule must look into.
+const MAX_INSPECTED_BODY: usize = 16 * 1024 * 1024;
+
+/// What a fault does to a matching call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FaultAction {
+    /// Answer with an error as the service would: `status` (default 503) and
+    /// `code` (default the service's own "unavailable" code).
+    Fail {
+        #[serde(default)]
+        status: Option<u16>,
+        #[serde(default)]
+        code: Option<String>,
+    },
+    /// Hold the call this long, then forward it.
+    Delay { ms: u64 },
+}
+
+/// A fault: which calls, which of them, and what happens to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultRule {
+    /// The function (its name or its binary, e.g. `publish`); any when absent.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// `service:Operation`, e.g. `sns:PublishBatch`, `dynamodb:PutItem`,
+    /// `execute-api:PostToConnection`; `service:*` for any of a service's.
+    pub operation: String,
+    /// Only calls whose request body contains this text (e.g. `job.completed`).
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// Matching calls let through before the fault starts.
+    #[serde(default)]
+    pub after: u64,
+    /// Matching calls the fault applies to, from then on.
+    #[serde(default = "one")]
+    pub times: u64,
+    pub action: FaultAction,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl FaultRule {
+    fn matches(&self, function: &Caller, call: &Call, body: Option<&[u8]>) -> bool {
+        let (service, operation) = self.operation.split_once(':').unwrap_or((self.operation.as_str(), "*"));
+        self.function.as_deref().is_none_or(|f| f == function.name || f == function.binary)
+            && service == call.service
+            && (operation == "*" || operation == call.operation)
+            && self.body_contains.as_deref().is_none_or(|needle| body.is_some_and(|b| contains(b, needle.as_bytes())))
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Faults read from a file: `{"faults": [FaultRule, …]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultPlan {
+    pub faults: Vec<FaultRule>,
+}
+
+impl FaultPlan {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a fault plan: {e}", path.display()))
+    }
+}
+
+/// One AWS call as the proxy understood it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The signing name: `dynamodb`, `sqs`, `sns`, `s3`, `execute-api`, …
+    pub service: String,
+    pub operation: String,
+    /// A presigned URL used by somebody the function gave it to.
+    pub presigned: bool,
+}
+
+/// Calls counted per function, service and operation.
+pub type CallCounts = BTreeMap<(String, String, String), u64>;
+
+/// The proxies' shared state: counts, fault budgets, upstreams.
+#[derive(Debug)]
+pub struct Proxies {
+    counts: Mutex<CallCounts>,
+    /// Each rule with how many matching calls it has seen.
+    faults: Mutex<Vec<(FaultRule, u64)>>,
+    upstreams: Upstreams,
+    http: reqwest::Client,
+}
+
+/// Where calls go, by service.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    pub main: String,
+    pub dynamodb: String,
+    /// The WebSocket gateway (`http://host:port`), for `execute-api`.
+    pub connections: Option<String>,
+}
+
+/// A function behind its own listener.
+#[derive(Debug, Clone)]
+struct Caller {
+    name: String,
+    binary: String,
+}
+
+impl Proxies {
+    pub fn new(upstreams: Upstreams, faults: Vec<FaultRule>) -> anyhow::Result<Arc<Self>> {
+        // No pooling limits and no timeout of its own: the function's SDK has its own.
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        Ok(Arc::new(Self {
+            counts: Mutex::new(BTreeMap::new()),
+            faults: Mutex::new(faults.into_iter().map(|f| (f, 0)).collect()),
+            upstreams,
+            http,
+        }))
+    }
+
+    /// Starts the listener of function `name` (binary `binary`); returns its base URL.
+    pub async fn listen(self: &Arc<Self>, name: &str, binary: &str, shutdown: CancellationToken) -> anyhow::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let caller = Caller { name: name.to_owned(), binary: binary.to_owned() };
+        let app = Router::new().fallback(forward).with_state((self.clone(), caller));
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "function endpoint proxy failed");
+            }
+        });
+        Ok(format!("http://{addr}"))
+    }
+
+    /// The calls counted so far.
+    pub fn calls(&self) -> CallCounts {
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Adds fault rules to a running cloud.
+    pub fn add_faults(&self, rules: impl IntoIterator<Item = FaultRule>) {
+        self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(rules.into_iter().map(|r| (r, 0)));
+    }
+
+    /// The action of the first rule that applies to this call, spending its budget.
+    fn fault_for(&self, caller: &Caller, call: &Call, body: Option<&[u8]>) -> Option<FaultAction> {
+        let mut faults = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (rule, seen) in faults.iter_mut() {
+            if !rule.matches(caller, call, body) {
+                continue;
+            }
+            *seen += 1;
+            if *seen > rule.after && *seen <= rule.after + rule.times {
+                return Some(rule.action.clone());
+            }
+        }
+        None
+    }
+
+    /// Whether some rule must look into this call's body to know if it applies.
+    fn inspects_body(&self, caller: &Caller, call: &Call) -> bool {
+        let faults = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        faults.iter().any(|(rule, _)| rule.body_contains.is_some() && Self::applies_but_for_body(rule, caller, call))
+    }
+
+    fn applies_but_for_body(rule: &FaultRule, caller: &Caller, call: &Call) -> bool {
+        let without_body = FaultRule { body_contains: None, ..rule.clone() };
+        without_body.matches(caller, call, None)
+    }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
+}
+
+async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut call = identify(&parts.method, &parts.uri, &parts.headers, None);
+    // Bodies are streamed through, except where they must be looked into.
+    let (body, whole) = if is_form(&parts.headers) || proxies.inspects_body(&caller, &call) {
+        match axum::body::to_bytes(body, MAX_INSPECTED_BODY).await {
+            Ok(bytes) => {
+                call = identify(&parts.method, &parts.uri, &parts.headers, Some(&bytes));
+                (reqwest::Body::from(bytes.clone()), Some(bytes))
+            }
+            Err(e) => return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response(),
+        }
+    } else {
+        (reqwest::Body::wrap_stream(body.into_data_stream()), None)
+    };
+    if !call.presigned {
+        let key = (caller.name.clone(), call.service.clone(), call.operation.clone());
+        *proxies.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_default() += 1;
+        match proxies.fault_for(&caller, &call, whole.as_deref()) {
+            Some(FaultAction::Fail { status, code }) => {
+                tracing::info!(function = %caller.name, service = %call.service, operation = %call.operation, "fault injected: failing the call");
+                return error_response(&call, status.unwrap_or(503), code.as_deref());
+            }
+            Some(FaultAction::Delay { ms }) => {
+                tracing::info!(function = %caller.name, service = %call.service, operation = %call.operation, ms, "fault injected: delaying the call");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            None => {}
+        }
+    }
+    let upstream = match call.service.as_str() {
+        "dynamodb" => proxies.upstreams.dynamodb.clone(),
+        "execute-api" => match &proxies.upstreams.connections {
+            Some(url) => url.clone(),
+            None => return (StatusCode::BAD_GATEWAY, "this cloud has no WebSocket API").into_response(),
+        },
+        _ => proxies.upstreams.main.clone(),
+    };
+    let url = format!("{upstream}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut headers = parts.headers;
+    for hop in ["content-length", "connection", "transfer-encoding"] {
+        headers.remove(hop);
+    }
+    let answer = match proxies.http.request(parts.method, &url).headers(headers).body(body).send().await {
+        Ok(answer) => answer,
+        Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream {upstream}: {e}")).into_response(),
+    };
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if name != "transfer-encoding" && name != "connection" {
+            response = response.header(name, value);
+        }
+    }
+    response.body(Body::from_stream(answer.bytes_stream())).unwrap_or_else(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response())
+}
+
+/// The service (from the SigV4 credential scope) and operation of a request.
+pub fn identify(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, body: Option<&[u8]>) -> Call {
+    let query = uri.query().unwrap_or_default();
+    let authorization = headers.get("authorization").and_then(|a| a.to_str().ok());
+    let presigned = authorization.is_none() && query.contains("X-Amz-Signature");
+    let scope = authorization
+        .and_then(|a| a.split("Credential=").nth(1))
+        .map(|c| c.split(',').next().unwrap_or_default().to_owned())
+        .or_else(|| form_value(query.as_bytes(), "X-Amz-Credential"));
+    let service = scope.as_deref().and_then(|c| c.split('/').nth(3)).unwrap_or("s3").to_owned();
+    let operation = if let Some(target) = headers.get("x-amz-target").and_then(|t| t.to_str().ok()) {
+        target.rsplit('.').next().unwrap_or(target).to_owned()
+    } else if let Some(action) = body.and_then(|b| form_value(b, "Action")).or_else(|| form_value(query.as_bytes(), "Action")) {
+        action
+    } else {
+        match service.as_str() {
+            "s3" => s3_operation(method, uri.path(), query, headers).to_owned(),
+            "execute-api" => match *method {
+                Method::POST => "PostToConnection",
+                Method::DELETE => "DeleteConnection",
+                _ => "GetConnection",
+            }
+            .to_owned(),
+            _ => method.as_str().to_owned(),
+        }
+    };
+    Call { service, operation, presigned }
+}
+
+fn form_value(form: &[u8], key: &str) -> Option<String> {
+    form_urlencoded::parse(form).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+/// S3's REST operations by method, path-style path and sub-resource.
+fn s3_operation(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> &'static str {
+    let has_key = path.trim_start_matches('/').contains('/');
+    let sub = |name: &str| query.split('&').any(|p| p == name || p.starts_with(&format!("{name}=")));
+    match (method.as_str(), has_key) {
+        ("GET", true) => "GetObject",
+        ("HEAD", true) => "HeadObject",
+        ("PUT", true) if headers.contains_key("x-amz-copy-source") => "CopyObject",
+        ("PUT", true) if sub("uploadId") => "UploadPart",
+        ("PUT", true) => "PutObject",
+        ("POST", true) if sub("uploads") => "CreateMultipartUpload",
+        ("POST", true) if sub("uploadId") => "CompleteMultipartUpload",
+        ("DELETE", true) => "DeleteObject",
+        ("GET", false) if sub("notification") => "GetBucketNotificationConfiguration",
+        ("GET", false) if sub("list-type") => "ListObjectsV2",
+        ("GET", false) => "ListObjects",
+        ("HEAD", false) => "HeadBucket",
+        ("PUT", false) if sub("notification") => "PutBucketNotificationConfiguration",
+        ("PUT", false) => "CreateBucket",
+        ("POST", false) if sub("delete") => "DeleteObjects",
+        ("DELETE", false) => "DeleteBucket",
+        _ => "Unknown",
+    }
+}
+
+/// An error as the service answers it, in its protocol, so the SDK reads it
+/// as it would read the real one.
+fn error_response(call: &Call, status: u16, code: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let message = "fault injected by the local cloud";
+    let (content_type, body) = match call.service.as_str() {
+        "s3" => {
+            let code = code.unwrap_or("SlowDown");
+            ("application/xml", format!("<Error><Code>{code}</Code><Message>{message}</Message></Error>"))
+        }
+        "execute-api" => ("application/json", serde_json::json!({ "message": code.unwrap_or(message) }).to_string()),
+        // The query protocol: SNS, and SQS when a client uses it.
+        "sns" => {
+            let code = code.unwrap_or("ServiceUnavailable");
+            let kind = if status.is_server_error() { "Receiver" } else { "Sender" };
+            let xml = format!(
+                "<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault</RequestId></ErrorResponse>"
+            );
+            ("text/xml", xml)
+        }
+        // The JSON protocols: DynamoDB, SQS.
+        _ => {
+            let code = code.unwrap_or("ServiceUnavailable");
+            ("application/x-amz-json-1.0", serde_json::json!({ "__type": code, "message": message }).to_string())
+        }
+    };
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert("content-type", HeaderValue::from_static(content_type));
+    if let Some(code) = code.and_then(|c| HeaderValue::from_str(c).ok()) {
+        response.headers_mut().insert("x-amzn-errortype", code);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (k.parse().expect("name"), HeaderValue::from_str(v).expect("value"))).collect()
+    }
+
+    const SCOPE: &str = "AWS4-HMAC-SHA256 Credential=test/20261127/us-east-1/{svc}/aws4_request, SignedHeaders=host, Signature=00";
+
+    fn signed(service: &str, extra: &[(&str, &str)]) -> HeaderMap {
+        let auth = SCOPE.replace("{svc}", service);
+        let mut pairs = vec![("authorization", auth.as_str())];
+        pairs.extend_from_slice(extra);
+        headers(&pairs)
+    }
+
+    #[test]
+    fn reads_service_and_operation_from_each_protocol() {
+        let uri = |s: &str| s.parse::<axum::http::Uri>().expect("uri");
+        let dynamo = identify(&Method::POST, &uri("/"), &signed("dynamodb", &[("x-amz-target", "DynamoDB_20120810.PutItem")]), None);
+        assert_eq!((dynamo.service.as_str(), dynamo.operation.as_str(), dynamo.presigned), ("dynamodb", "PutItem", false));
+        let sqs = identify(&Method::POST, &uri("/"), &signed("sqs", &[("x-amz-target", "AmazonSQS.SendMessage")]), None);
+        assert_eq!(sqs.operation, "SendMessage");
+        let sns = identify(&Method::POST, &uri("/"), &signed("sns", &[]), Some(b"Action=PublishBatch&TopicArn=arn%3Ax"));
+        assert_eq!((sns.service.as_str(), sns.operation.as_str()), ("sns", "PublishBatch"));
+        let get = identify(&Method::GET, &uri("/bucket/uploads/a/b.txt"), &signed("s3", &[("range", "bytes=0-4095")]), None);
+        assert_eq!(get.operation, "GetObject");
+        let head = identify(&Method::HEAD, &uri("/bucket/k"), &signed("s3", &[]), None);
+        assert_eq!(head.operation, "HeadObject");
+        let push = identify(&Method::POST, &uri("/test/@connections/abc%3D"), &signed("execute-api", &[]), None);
+        assert_eq!((push.service.as_str(), push.operation.as_str()), ("execute-api", "PostToConnection"));
+        let presigned = identify(
+            &Method::PUT,
+            &uri(
+                "/bucket/uploads/o/j/f?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=test%2F20261127%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=00",
+            ),
+            &HeaderMap::new(),
+            None,
+        );
+        assert_eq!((presigned.service.as_str(), presigned.operation.as_str(), presigned.presigned), ("s3", "PutObject", true));
+    }
+
+    #[test]
+    fn a_rule_counts_matching_calls_and_fails_only_its_share() {
+        let rule = FaultRule {
+            function: Some("publish".into()),
+            operation: "sns:PublishBatch".into(),
+            body_contains: Some("job.completed".into()),
+            after: 1,
+            times: 2,
+            action: FaultAction::Fail { status: None, code: None },
+        };
+        let proxies =
+            Proxies::new(Upstreams { main: String::new(), dynamodb: String::new(), connections: None }, vec![rule]).expect("proxies");
+        let caller = Caller { name: "prism-test-publish".into(), binary: "publish".into() };
+        let call = Call { service: "sns".into(), operation: "PublishBatch".into(), presigned: false };
+        assert!(proxies.inspects_body(&caller, &call));
+        let other = Caller { name: "prism-test-api".into(), binary: "api".into() };
+        assert!(!proxies.inspects_body(&other, &call), "another function's calls are not the rule's");
+        let completed: &[u8] = b"Action=PublishBatch&...job.completed...";
+        let outcomes: Vec<bool> = (0..4).map(|_| proxies.fault_for(&caller, &call, Some(completed)).is_some()).collect();
+        assert_eq!(outcomes, [false, true, true, false], "one let through, two failed, then none");
+        assert_eq!(proxies.fault_for(&caller, &call, Some(b"job.progress")), None, "other bodies never match");
+    }
+
+    #[test]
+    fn fault_plans_read_from_json() {
+        let plan: FaultPlan = serde_json::from_str(
+            r#"{"faults": [{"operation": "execute-api:PostToConnection", "times": 3, "action": {"kind": "fail", "status": 429}},
+                           {"function": "classify", "operation": "dynamodb:*", "action": {"kind": "delay", "ms": 200}}]}"#,
+        )
+        .expect("plan");
+        assert_eq!(plan.faults.len(), 2);
+        assert_eq!(plan.faults[0].action, FaultAction::Fail { status: Some(429), code: None });
+        assert_eq!(plan.faults[1].times, 1);
+    }
+}
