@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::emulator::{self, ACCOUNT_ID, EmulatorChoice, Emulators};
 use crate::logs::LogSink;
 use crate::provision::{self, Clients};
-use crate::proxy::{FaultRule, Proxies, Upstreams};
+use crate::proxy::{FaultPlan, Proxies, Upstreams};
 use crate::runtime::{self, FunctionHandle, RuntimeEnv};
 use crate::template::Template;
 use crate::{esm, http_api, streams, websocket};
@@ -38,8 +38,8 @@ pub struct CloudOptions {
     pub stage: String,
     /// The `TokenSecret` parameter: signs API bearer tokens.
     pub token_secret: String,
-    /// Faults the functions' endpoints inject (see [`crate::proxy`]).
-    pub faults: Vec<FaultRule>,
+    /// Faults the functions' endpoints and event sources inject (see [`crate::proxy`]).
+    pub faults: FaultPlan,
 }
 
 /// What clients need to use a running local cloud (`.prism/local.json`).
@@ -129,7 +129,8 @@ impl LocalCloud {
             dynamodb: emulators.dynamodb_endpoint.clone(),
             connections: ws_addr.map(|addr| format!("http://{addr}")),
         };
-        let proxies = Proxies::new(upstreams, opts.faults.clone())?;
+        let proxies = Proxies::new(upstreams, opts.faults.faults.clone())?;
+        let delivery = if opts.faults.duplicate_deliveries { esm::Delivery::Twice } else { esm::Delivery::Once };
         let env = RuntimeEnv {
             bin_dir: opts.bin_dir.clone(),
             base_env: vec![
@@ -160,7 +161,7 @@ impl LocalCloud {
             let handle = runtime::start_function(spec.clone(), &function_env).await?;
             for source in &spec.sqs_sources {
                 let pollers = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);
-                esm::start(source.clone(), handle.clone(), pollers, clients.sqs.clone(), REGION.into(), shutdown.clone());
+                esm::start(source.clone(), handle.clone(), pollers, clients.sqs.clone(), REGION.into(), delivery, shutdown.clone());
             }
             for source in &spec.stream_sources {
                 streams::start(source.clone(), handle.clone(), clients.dynamodb_streams.clone(), shutdown.clone())

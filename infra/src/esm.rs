@@ -20,6 +20,16 @@ use crate::runtime::FunctionHandle;
 /// Long-poll wait per receive: short enough to stop promptly on shutdown.
 const WAIT_SECONDS: i32 = 1;
 
+/// How an event source hands batches to its function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Delivery {
+    #[default]
+    Once,
+    /// Every batch twice (a fault the local cloud can inject: at-least-once
+    /// delivery taken at its word).
+    Twice,
+}
+
 /// Starts the pollers of one event source: as many as the function may run at once.
 pub fn start(
     source: SqsSource,
@@ -27,26 +37,34 @@ pub fn start(
     pollers: usize,
     sqs: aws_sdk_sqs::Client,
     region: String,
+    delivery: Delivery,
     shutdown: CancellationToken,
 ) {
     for _ in 0..pollers.max(1) {
         let (source, function, sqs, region, shutdown) = (source.clone(), function.clone(), sqs.clone(), region.clone(), shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
-                () = poll(&source, &function, &sqs, &region) => {}
+                () = poll(&source, &function, &sqs, &region, delivery) => {}
                 () = shutdown.cancelled() => {}
             }
         });
     }
 }
 
-async fn poll(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::Client, region: &str) {
+async fn poll(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::Client, region: &str, delivery: Delivery) {
     let mut failures = 0u32;
     loop {
         match receive_batch(source, sqs).await {
             Ok(batch) if batch.is_empty() => failures = 0,
             Ok(batch) => {
                 failures = 0;
+                if delivery == Delivery::Twice {
+                    // The first delivery's outcome is dropped, as when a consumer dies before deleting.
+                    let event = to_event(source, region, &batch);
+                    if let Ok(payload) = serde_json::to_vec(&event) {
+                        let _ = function.invoke(Bytes::from(payload)).await;
+                    }
+                }
                 deliver(source, function, sqs, region, batch).await;
             }
             Err(e) => {

@@ -221,7 +221,8 @@ struct UpArgs {
     #[arg(long, default_value = "dev")]
     stage: String,
     /// Inject the faults this JSON file lists into the functions' AWS calls
-    /// (`{"faults": [{"function": "publish", "operation": "sns:PublishBatch", "times": 3, "action": {"kind": "fail"}}]}`).
+    /// (`{"faults": [{"function": "publish", "operation": "sns:PublishBatch", "times": 3, "action": {"kind": "fail"}}],
+    /// "duplicate_deliveries": true}`).
     #[arg(long)]
     faults: Option<PathBuf>,
 }
@@ -401,7 +402,7 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
             echo_logs: false,
             stage: "bench".into(),
             token_secret: secret.clone(),
-            faults: Vec::new(),
+            faults: prism::proxy::FaultPlan::default(),
         })
         .await?;
         let key = prism_shared::auth::TokenKey::new(secret.as_bytes())?;
@@ -490,8 +491,8 @@ async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
         stage: args.stage,
         token_secret: cloud::local_token_secret(project)?,
         faults: match &args.faults {
-            Some(path) => prism::proxy::FaultPlan::load(path)?.faults,
-            None => Vec::new(),
+            Some(path) => prism::proxy::FaultPlan::load(path)?,
+            None => prism::proxy::FaultPlan::default(),
         },
     })
     .await?;

@@ -59,6 +59,9 @@ pub struct FaultRule {
     /// Only calls whose request body contains this text (e.g. `job.completed`).
     #[serde(default)]
     pub body_contains: Option<String>,
+    /// Only calls whose path and query contain this text (e.g. an object key).
+    #[serde(default)]
+    pub uri_contains: Option<String>,
     /// Matching calls let through before the fault starts.
     #[serde(default)]
     pub after: u64,
@@ -78,6 +81,7 @@ impl FaultRule {
         self.function.as_deref().is_none_or(|f| f == function.name || f == function.binary)
             && service == call.service
             && (operation == "*" || operation == call.operation)
+            && self.uri_contains.as_deref().is_none_or(|needle| call.uri.contains(needle))
             && self.body_contains.as_deref().is_none_or(|needle| body.is_some_and(|b| contains(b, needle.as_bytes())))
     }
 }
@@ -86,10 +90,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Faults read from a file: `{"faults": [FaultRule, …]}`.
+/// Faults read from a file: `{"faults": [FaultRule, …], "duplicate_deliveries": false}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultPlan {
+    #[serde(default)]
     pub faults: Vec<FaultRule>,
+    /// Every SQS batch is handed to its function twice, as at-least-once
+    /// delivery allows: handlers must not record or write anything twice.
+    #[serde(default)]
+    pub duplicate_deliveries: bool,
 }
 
 impl FaultPlan {
@@ -107,6 +116,8 @@ pub struct Call {
     pub operation: String,
     /// A presigned URL used by somebody the function gave it to.
     pub presigned: bool,
+    /// Path and query, percent-decoded.
+    pub uri: String,
 }
 
 /// Calls counted per function, service and operation.
@@ -288,7 +299,8 @@ pub fn identify(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, bod
             _ => method.as_str().to_owned(),
         }
     };
-    Call { service, operation, presigned }
+    let uri = urlencoding::decode(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")).map(|u| u.into_owned()).unwrap_or_default();
+    Call { service, operation, presigned, uri }
 }
 
 fn form_value(form: &[u8], key: &str) -> Option<String> {
@@ -403,6 +415,7 @@ mod tests {
             function: Some("publish".into()),
             operation: "sns:PublishBatch".into(),
             body_contains: Some("job.completed".into()),
+            uri_contains: None,
             after: 1,
             times: 2,
             action: FaultAction::Fail { status: None, code: None },
@@ -410,7 +423,7 @@ mod tests {
         let proxies =
             Proxies::new(Upstreams { main: String::new(), dynamodb: String::new(), connections: None }, vec![rule]).expect("proxies");
         let caller = Caller { name: "prism-test-publish".into(), binary: "publish".into() };
-        let call = Call { service: "sns".into(), operation: "PublishBatch".into(), presigned: false };
+        let call = Call { service: "sns".into(), operation: "PublishBatch".into(), presigned: false, uri: "/".into() };
         assert!(proxies.inspects_body(&caller, &call));
         let other = Caller { name: "prism-test-api".into(), binary: "api".into() };
         assert!(!proxies.inspects_body(&other, &call), "another function's calls are not the rule's");

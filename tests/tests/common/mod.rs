@@ -7,7 +7,7 @@ pub mod openapi;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use prism::proxy::FaultRule;
+use prism::proxy::FaultPlan;
 use prism::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient};
 use prism_shared::auth::TokenKey;
 
@@ -34,11 +34,11 @@ pub struct TestCloud {
 
 impl TestCloud {
     pub async fn start(emulator: EmulatorChoice) -> Self {
-        Self::with_faults(emulator, Vec::new()).await
+        Self::with_faults(emulator, FaultPlan::default()).await
     }
 
-    /// A cloud whose functions' AWS calls meet `faults`.
-    pub async fn with_faults(emulator: EmulatorChoice, faults: Vec<FaultRule>) -> Self {
+    /// A cloud whose functions' AWS calls and event sources meet `faults`.
+    pub async fn with_faults(emulator: EmulatorChoice, faults: FaultPlan) -> Self {
         let state_dir = project_dir().join("target/prism-e2e").join(uuid_like());
         let secret = prism::cloud::new_token_secret();
         let cloud = LocalCloud::start(CloudOptions {
