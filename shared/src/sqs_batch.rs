@@ -1,8 +1,12 @@
 //! Running a handler over an SQS batch the way every Prism consumer does:
 //! one tracing span per message, failures reported as `batchItemFailures`
-//! (ReportBatchItemFailures) and put back with exponential backoff, so a
-//! failing message is retried later and lands in its DLQ after
-//! `maxReceiveCount`, never in a hot loop.
+//! (ReportBatchItemFailures). The two kinds of failure part ways: a retryable
+//! one (the store, S3 or SQS unavailable) is put back with exponential backoff,
+//! so it is tried again later and lands in its DLQ after `maxReceiveCount`,
+//! never in a hot loop; a permanent one (a body that is not what the queue
+//! carries, a stored item that does not decode) cannot succeed by waiting, so
+//! it is made visible again at once and spends its receives straight into
+//! the DLQ, where `dead-letter` ends its job and operators look.
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -14,10 +18,8 @@ use tracing::Instrument;
 use crate::error::Retryable;
 use crate::ports::Queue;
 
-/// Why a message handler could not finish a message. Permanent causes
-/// (a body that is not what the queue carries) and passing ones (the store,
-/// S3 or SQS unavailable) both go back to the queue; only the backoff and the
-/// log line tell them apart, and the DLQ catches what never succeeds.
+/// Why a message handler could not finish a message: permanent (see
+/// [`Retryable`]) or passing; [`process_batch`] treats the two differently.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("message body is not what this queue carries: {0}")]
@@ -70,6 +72,9 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// No wait at all: for messages that fail whatever the time.
+    pub const NONE: Self = Self { base: Duration::ZERO, max: Duration::ZERO };
+
     /// `base * 2^(attempt-1)`, capped, plus up to 25 % jitter so a burst of
     /// failures does not come back all at once.
     pub fn delay(&self, attempt: u32) -> Duration {
@@ -99,8 +104,13 @@ where
         let (arn, receipt) = (msg.event_source_arn.clone(), msg.receipt_handle.clone());
         let result = handler(msg).instrument(span.clone()).await;
         let Err(error) = result else { continue };
-        tracing::error!(parent: &span, retryable = error.is_retryable(), error = %error, error_chain = ?error, "message failed");
-        retry_later(&mut response, queue, backoff, message_id, attempt, arn, receipt).await;
+        if error.is_retryable() {
+            tracing::warn!(parent: &span, error = %error, error_chain = ?error, "message failed; retrying after a backoff");
+            retry_later(&mut response, queue, backoff, message_id, attempt, arn, receipt).await;
+        } else {
+            tracing::error!(parent: &span, error = %error, error_chain = ?error, "message failed permanently; on its way to the DLQ");
+            retry_later(&mut response, queue, Backoff::NONE, message_id, attempt, arn, receipt).await;
+        }
     }
     response
 }
@@ -133,10 +143,12 @@ mod tests {
 
     #[derive(Debug, thiserror::Error)]
     #[error("boom")]
-    struct Boom;
+    struct Boom {
+        retryable: bool,
+    }
     impl Retryable for Boom {
         fn is_retryable(&self) -> bool {
-            true
+            self.retryable
         }
     }
 
@@ -156,7 +168,7 @@ mod tests {
         event.records = vec![message("a", "ok", 1), message("b", "bad", 3), message("c", "ok", 1)];
         let queue = MemoryQueue::default();
         let resp = process_batch(event, &queue, Backoff::default(), |m| async move {
-            if m.body.as_deref() == Some("bad") { Err(Boom) } else { Ok(()) }
+            if m.body.as_deref() == Some("bad") { Err(Boom { retryable: true }) } else { Ok(()) }
         })
         .await;
         let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
@@ -165,6 +177,22 @@ mod tests {
         assert_eq!(retries.len(), 1);
         assert_eq!(retries[0].0, "rh-b");
         assert!(retries[0].1 >= Duration::from_secs(8) && retries[0].1 <= Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn permanent_failures_skip_the_backoff_and_head_for_the_dlq() {
+        let mut event = SqsEvent::default();
+        event.records = vec![message("passing", "unavailable", 1), message("poison", "garbage", 1)];
+        let queue = MemoryQueue::default();
+        let resp = process_batch(event, &queue, Backoff::default(), |m| async move {
+            Err::<(), _>(Boom { retryable: m.body.as_deref() == Some("unavailable") })
+        })
+        .await;
+        let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, ["passing", "poison"], "both stay on the queue (a permanent failure must still reach the DLQ)");
+        let retries: std::collections::HashMap<String, Duration> = queue.retries().into_iter().collect();
+        assert!(retries["rh-passing"] >= Duration::from_secs(2), "a passing failure waits: {retries:?}");
+        assert_eq!(retries["rh-poison"], Duration::ZERO, "a permanent one does not");
     }
 
     #[test]

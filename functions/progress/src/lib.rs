@@ -74,13 +74,18 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     response
 }
 
+/// A message that is not a job event never will be: it heads for the DLQ without waiting.
 async fn fail(response: &mut SqsBatchResponse, deps: &Deps, msg: SqsMessage, reason: &str) {
     tracing::error!(message_id = msg.message_id.as_deref().unwrap_or_default(), reason, "message is not a job event");
-    retry(response, deps, msg).await;
+    put_back(response, deps, msg, Backoff::NONE).await;
 }
 
 async fn retry(response: &mut SqsBatchResponse, deps: &Deps, msg: SqsMessage) {
+    put_back(response, deps, msg, BACKOFF).await;
+}
+
+async fn put_back(response: &mut SqsBatchResponse, deps: &Deps, msg: SqsMessage, backoff: Backoff) {
     let attempt = sqs_batch::receive_count(&msg);
     let id = msg.message_id.unwrap_or_default();
-    sqs_batch::retry_later(response, deps.queue.as_ref(), BACKOFF, id, attempt, msg.event_source_arn, msg.receipt_handle).await;
+    sqs_batch::retry_later(response, deps.queue.as_ref(), backoff, id, attempt, msg.event_source_arn, msg.receipt_handle).await;
 }

@@ -41,7 +41,9 @@ async fn pushes_a_batch_to_subscribers_and_reports_only_the_malformed_message() 
 
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["7b2e5c3a-4d8f-4e5a-9f3c-9a0b1c2d3e4f"], "only the malformed message goes back");
-    assert_eq!(queue.retries().len(), 1, "with a backoff");
+    let retries = queue.retries();
+    assert_eq!(retries.len(), 1);
+    assert_eq!(retries[0].1, std::time::Duration::ZERO, "a message that is not an event never will be: no backoff, on to the DLQ");
     let seqs = |c: &str| notifier.messages(c).iter().map(|m| m["seq"].as_u64().expect("seq")).collect::<Vec<_>>();
     // The burst's progress event is the last of it, so nothing is coalesced;
     // seq 1, never fanned out before, is read from the log.
