@@ -34,6 +34,16 @@ impl JobId {
         Self::derived(&uuid::Uuid::NAMESPACE_URL, &format!("{uri}#{etag}"))
     }
 
+    /// [`Self::for_object`] for the `generation`-th upload of the same object
+    /// (0 is `for_object` itself): the same key and ETag dropped again after
+    /// the job of the earlier drop expired.
+    pub fn for_object_generation(uri: &S3Uri, etag: &str, generation: u32) -> Self {
+        match generation {
+            0 => Self::for_object(uri, etag),
+            n => Self::derived(&uuid::Uuid::NAMESPACE_URL, &format!("{uri}#{etag}#{n}")),
+        }
+    }
+
     /// The same request (owner and idempotency key) always gives the same id,
     /// so a retried submit finds the job it already created.
     pub fn for_request(owner: &str, idempotency_key: &str) -> Self {

@@ -22,6 +22,7 @@ pub mod sqs_batch;
 pub mod telemetry;
 pub mod testing;
 pub mod text;
+pub mod uploads;
 pub mod uri;
 
 pub use bytes;

@@ -30,6 +30,15 @@ pub struct MemoryJobStore {
     jobs: Mutex<HashMap<JobId, JobWithLog>>,
 }
 
+impl MemoryJobStore {
+    /// Moves a job past its retention, as if it were older than [`crate::job::RETENTION`].
+    pub fn expire(&self, id: &JobId) {
+        if let Some((job, _)) = lock(&self.jobs).get_mut(id) {
+            job.expires_at = chrono::Utc::now().timestamp() - 1;
+        }
+    }
+}
+
 #[async_trait]
 impl JobStore for MemoryJobStore {
     async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {

@@ -128,6 +128,11 @@ pub async fn submit(
             return Err(ApiError::Conflict("that Idempotency-Key is in use".into()));
         }
         let upload = if awaiting_upload(&existing) { upload_target(deps, &existing).await? } else { None };
+        if awaiting_classification(&existing) {
+            // The first attempt may have stored the upload and died before
+            // sending the job on: the retry sends it (classify ignores repeats).
+            send_to_classify(deps, &existing).await?;
+        }
         return Ok((200, SubmitResponse { job: *existing, upload }));
     }
     tracing::info!(job_id = %job.id, %upload, "job created");
@@ -192,10 +197,21 @@ async fn existing_object(deps: &Deps, job: Job, uri: S3Uri) -> Result<Job, ApiEr
         Err(e) => return Err(e.into()),
     };
     let input = InputObject { uri, size: meta.size, etag: meta.etag };
-    let job = record(deps, &job, JobEvent::Uploaded { input: input.clone() }).await?;
+    let job = record(deps, &job, JobEvent::Uploaded { input }).await?;
+    send_to_classify(deps, &job).await?;
+    Ok(job)
+}
+
+/// A job with its input stored that nothing has classified yet.
+fn awaiting_classification(job: &Job) -> bool {
+    job.status == prism_shared::JobStatus::Queued && job.input.is_some() && job.modality.is_none()
+}
+
+async fn send_to_classify(deps: &Deps, job: &Job) -> Result<(), ApiError> {
+    let Some(input) = job.input.clone() else { return Ok(()) };
     let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input });
     deps.queue.send(&deps.config.classify_queue_url, command.to_json()).await?;
-    Ok(job)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -193,3 +193,34 @@ async fn batches_answer_per_item() {
     req.body = Some(serde_json::json!({"items": vec![serde_json::json!({}); 101]}).to_string());
     assert_eq!(handle(&deps, req).await.status_code, 422);
 }
+
+#[tokio::test]
+async fn a_retried_source_submission_sends_its_job_on_again_until_it_is_classified() {
+    let (deps, jobs, queue) = deps();
+    let uri: prism_shared::S3Uri = "s3://prism-dev-000000000000-uploads/uploads/alice/in.txt".parse().expect("uri");
+    deps.blobs.write(&uri, bytes::Bytes::from_static(b"some words"), "text/plain").await.expect("object");
+    let mut request = with_body(event("apigw-submit-job.json", Some("alice")), serde_json::json!({"source": uri.to_string()}));
+    request.headers.insert("idempotency-key", "k-1".parse().expect("header"));
+    let first = handle(&deps, request.clone()).await;
+    assert_eq!(first.status_code, 201);
+    // Whether or not the first attempt's command went out (it may have died
+    // before sending), the retry sends the job on: classify ignores repeats.
+    let retry = handle(&deps, request.clone()).await;
+    assert_eq!(retry.status_code, 200);
+    let commands = queue.sent();
+    assert_eq!(commands.len(), 2);
+    assert!(commands.iter().all(|c| c.queue_url == "http://sqs/classify" && c.body.contains("job.classify")));
+    // Once classified, a retry sends nothing more.
+    let id: prism_shared::JobId = body(&retry)["job"]["id"].as_str().expect("id").parse().expect("id");
+    let classification = prism_shared::job::Classification {
+        modality: prism_shared::Modality::Text,
+        mime: "text/plain".into(),
+        confidence: 1.0,
+        estimated_seconds: 1.0,
+    };
+    prism_shared::lifecycle::record(jobs.as_ref(), &id, "test", prism_shared::JobEvent::Classified(classification))
+        .await
+        .expect("classified");
+    assert_eq!(handle(&deps, request).await.status_code, 200);
+    assert_eq!(queue.sent().len(), 2);
+}

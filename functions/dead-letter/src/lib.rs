@@ -8,7 +8,7 @@ use prism_shared::envelope;
 use prism_shared::job::JobFailure;
 use prism_shared::lifecycle::{self, LifecycleError};
 use prism_shared::sqs_batch::{self, Backoff};
-use prism_shared::{JobEvent, JobId};
+use prism_shared::{JobEvent, JobId, uploads};
 
 pub const SOURCE: &str = "dead-letter";
 
@@ -25,25 +25,39 @@ fn origin(msg: &SqsMessage) -> String {
     name.strip_suffix("-dlq").unwrap_or(name).to_owned()
 }
 
-/// The job a dead letter is about: commands carry it in their envelope.
-pub fn job_of(body: &str) -> Option<JobId> {
-    envelope::decode::<Command>(body).ok()?.job_id
+/// The jobs a dead letter is about: commands carry one in their envelope;
+/// the intake queue's dead letters are S3 notifications, which name uploads,
+/// and the jobs of those are found (or created, for a drop intake never got
+/// to) as intake would.
+async fn jobs_of(deps: &Deps, body: &str) -> Result<Vec<JobId>, LifecycleError> {
+    if let Ok(command) = envelope::decode::<Command>(body) {
+        return Ok(command.job_id.into_iter().collect());
+    }
+    let Ok(Some(notification)) = uploads::notification(body) else { return Ok(Vec::new()) };
+    let mut jobs = Vec::new();
+    for upload in notification.records.iter().filter_map(uploads::upload_of) {
+        jobs.push(uploads::job_for(deps.jobs.as_ref(), &upload, SOURCE).await?);
+    }
+    Ok(jobs)
 }
 
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), LifecycleError> {
     let body = msg.body.as_deref().unwrap_or_default();
     let origin = origin(&msg);
-    let Some(job_id) = job_of(body) else {
+    let jobs = jobs_of(deps, body).await?;
+    if jobs.is_empty() {
         // Nothing to fail: keep the evidence in the logs, where operators look.
         tracing::error!(%origin, body, "dead letter names no job");
         return Ok(());
-    };
-    let failure = JobFailure::new("retries_exhausted", format!("processing kept failing in {origin} and was given up"));
-    tracing::error!(job_id = %job_id, %origin, "dead letter: failing job");
-    match lifecycle::record(deps.jobs.as_ref(), &job_id, SOURCE, JobEvent::Failed(failure)).await {
-        Ok(_) => Ok(()),
-        // Already terminal (it finished on a late attempt) or gone: nothing to fail.
-        Err(LifecycleError::Refused { .. } | LifecycleError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
     }
+    for job_id in jobs {
+        let failure = JobFailure::new("retries_exhausted", format!("processing kept failing in {origin} and was given up"));
+        tracing::error!(job_id = %job_id, %origin, "dead letter: failing job");
+        match lifecycle::record(deps.jobs.as_ref(), &job_id, SOURCE, JobEvent::Failed(failure)).await {
+            // Already terminal (it finished on a late attempt) or gone: nothing to fail.
+            Ok(_) | Err(LifecycleError::Refused { .. } | LifecycleError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

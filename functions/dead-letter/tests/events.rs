@@ -26,3 +26,23 @@ async fn fails_the_job_a_dead_letter_names() {
     assert_eq!(error.code, "retries_exhausted");
     assert!(error.message.contains("prism-dev-text"), "{}", error.message);
 }
+
+#[tokio::test]
+async fn an_upload_notification_that_exhausted_intake_fails_the_job_of_its_upload() {
+    let mut event: SqsEvent = sample_event("s3-object-created-via-sqs.json");
+    for record in &mut event.records {
+        record.event_source_arn = Some("arn:aws:sqs:us-east-1:000000000000:prism-dev-intake-dlq".into());
+    }
+    let jobs = Arc::new(MemoryJobStore::default());
+    let deps: Deps = memory_deps(jobs.clone(), Arc::new(MemoryBlobStore::default()), ());
+    let response = handle(&deps, event).await;
+    assert!(response.batch_item_failures.is_empty());
+    // A drop intake never got to: its job is created as intake would, and ended.
+    let uri = prism_shared::S3Uri::new("prism-dev-000000000000-uploads", "uploads/alice/meeting notes.txt");
+    let id = JobId::for_object(&uri, "0123456789abcdef0123456789abcdef");
+    let job = jobs.get(&id).await.expect("store").expect("the upload has a job");
+    assert_eq!((job.status, job.owner.as_str()), (JobStatus::Failed, "alice"));
+    let error = job.error.expect("error");
+    assert_eq!(error.code, "retries_exhausted");
+    assert!(error.message.contains("prism-dev-intake"), "{}", error.message);
+}
