@@ -16,7 +16,7 @@ use crate::provision::{self, Clients};
 use crate::proxy::{FaultPlan, Proxies, Upstreams};
 use crate::runtime::{self, FunctionHandle, RuntimeEnv};
 use crate::template::Template;
-use crate::{esm, http_api, streams, websocket};
+use crate::{esm, http_api, schedules, streams, websocket};
 use std::sync::Arc;
 
 pub const REGION: &str = "us-east-1";
@@ -40,6 +40,8 @@ pub struct CloudOptions {
     pub token_secret: String,
     /// Faults the functions' endpoints and event sources inject (see [`crate::proxy`]).
     pub faults: FaultPlan,
+    /// Template parameters given values other than their defaults.
+    pub parameters: Vec<(String, String)>,
 }
 
 /// What clients need to use a running local cloud (`.prism/local.json`).
@@ -111,7 +113,8 @@ impl LocalCloud {
             // Layers are not emulated: the functions use the ffmpeg on PATH.
             ("FfmpegLayerArn", "local:ffmpeg-on-path"),
         ];
-        let stack = provision::provision(&template, &clients, &pseudo).await.context("provisioning template.yaml")?;
+        let values: Vec<(&str, &str)> = pseudo.into_iter().chain(opts.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str()))).collect();
+        let stack = provision::provision(&template, &clients, &values).await.context("provisioning template.yaml")?;
 
         let shutdown = CancellationToken::new();
         // Bound before the functions start: their management endpoint is this port.
@@ -162,6 +165,9 @@ impl LocalCloud {
             for source in &spec.sqs_sources {
                 let pollers = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);
                 esm::start(source.clone(), handle.clone(), pollers, clients.sqs.clone(), REGION.into(), delivery, shutdown.clone());
+            }
+            for schedule in &spec.schedules {
+                schedules::start(schedule.clone(), handle.clone(), shutdown.clone());
             }
             for source in &spec.stream_sources {
                 streams::start(source.clone(), handle.clone(), clients.dynamodb_streams.clone(), shutdown.clone())

@@ -15,6 +15,7 @@ pub mod process;
 pub mod provision;
 pub mod proxy;
 pub mod runtime;
+pub mod schedules;
 pub mod streams;
 pub mod template;
 pub mod websocket;

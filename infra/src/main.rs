@@ -403,6 +403,7 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
             stage: "bench".into(),
             token_secret: secret.clone(),
             faults: prism::proxy::FaultPlan::default(),
+            parameters: Vec::new(),
         })
         .await?;
         let key = prism_shared::auth::TokenKey::new(secret.as_bytes())?;
@@ -494,6 +495,7 @@ async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
             Some(path) => prism::proxy::FaultPlan::load(path)?,
             None => prism::proxy::FaultPlan::default(),
         },
+        parameters: Vec::new(),
     })
     .await?;
     let info = serde_json::to_string_pretty(&cloud.info)?;

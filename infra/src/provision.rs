@@ -59,6 +59,15 @@ pub struct StreamSource {
     pub max_retry_attempts: Option<u32>,
 }
 
+/// A `ScheduleV2` (EventBridge Scheduler) or `Schedule` event of a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSource {
+    pub name: String,
+    pub every: std::time::Duration,
+    /// The `Input` the target is invoked with (`{}` when none).
+    pub input: Value,
+}
+
 /// An `HttpApi` event: a route of the HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRoute {
@@ -94,6 +103,7 @@ pub struct FunctionSpec {
     pub concurrency: usize,
     pub sqs_sources: Vec<SqsSource>,
     pub stream_sources: Vec<StreamSource>,
+    pub schedules: Vec<ScheduleSource>,
 }
 
 /// The provisioned stack.
@@ -207,6 +217,11 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
             // The local gateway may invoke any function; nothing to grant.
             "AWS::Lambda::Permission" => {
                 ctx.values.insert(id.clone(), Value::String(format!("permission-{}", id.to_lowercase())));
+            }
+            // Schedules are fired by the local cloud itself (see `schedules`); the group only names them.
+            "AWS::Scheduler::ScheduleGroup" => {
+                let name = str_prop(&props, "Name").unwrap_or(&id).to_owned();
+                ctx.values.insert(id.clone(), Value::String(name));
             }
             other => bail!("the local cloud cannot provision {id}: resource type {other} is not supported yet"),
         }
@@ -513,8 +528,9 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
         .unwrap_or_default();
     let mut sqs_sources = Vec::new();
     let mut stream_sources = Vec::new();
+    let mut schedules = Vec::new();
     let mut routes = Vec::new();
-    for event in props.get("Events").and_then(Value::as_object).into_iter().flat_map(|e| e.values()) {
+    for (event_name, event) in props.get("Events").and_then(Value::as_object).into_iter().flatten() {
         let p = event.get("Properties").cloned().unwrap_or_default();
         match event.get("Type").and_then(Value::as_str) {
             Some("SQS") => {
@@ -535,6 +551,15 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
                 });
             }
             Some("DynamoDB") => stream_sources.push(stream_source(&p)?),
+            Some("ScheduleV2" | "Schedule") => {
+                let expression = str_prop(&p, "ScheduleExpression").or_else(|| str_prop(&p, "Schedule")).unwrap_or_default();
+                let input = match p.get("Input") {
+                    Some(Value::String(text)) => serde_json::from_str(text).with_context(|| format!("{event_name}: Input is not JSON"))?,
+                    _ => Value::Object(serde_json::Map::new()),
+                };
+                let every = rate(expression).with_context(|| format!("{}: schedule {event_name}", r.logical_id))?;
+                schedules.push(ScheduleSource { name: event_name.clone(), every, input });
+            }
             Some("HttpApi") => routes.push(HttpRoute {
                 method: str_prop(&p, "Method").unwrap_or("ANY").to_uppercase(),
                 path: str_prop(&p, "Path").unwrap_or("/").to_owned(),
@@ -563,8 +588,30 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
         concurrency,
         sqs_sources,
         stream_sources,
+        schedules,
     };
     Ok((spec, routes))
+}
+
+/// The period of a `rate(N unit)` expression. Locally `second(s)` is allowed
+/// too, so tests need not wait a minute; `cron(...)` and `at(...)` are not
+/// fired by the local cloud yet and are refused rather than ignored.
+pub fn rate(expression: &str) -> anyhow::Result<std::time::Duration> {
+    let inner = expression
+        .strip_prefix("rate(")
+        .and_then(|e| e.strip_suffix(')'))
+        .ok_or_else(|| anyhow!("{expression:?}: only rate(...) schedules run on the local cloud"))?;
+    let (n, unit) = inner.trim().split_once(' ').ok_or_else(|| anyhow!("{expression:?} is not rate(N unit)"))?;
+    let n: u64 = n.parse().with_context(|| format!("{expression:?}: {n} is not a whole number"))?;
+    let seconds = match unit.trim_end_matches('s') {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        other => bail!("{expression:?}: unknown unit {other}"),
+    };
+    anyhow::ensure!(n > 0, "{expression:?}: the rate must be positive");
+    Ok(std::time::Duration::from_secs(n * seconds))
 }
 
 fn stream_source(p: &Value) -> anyhow::Result<StreamSource> {

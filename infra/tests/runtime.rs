@@ -58,6 +58,7 @@ async fn crashes_are_restarted_and_overruns_killed() {
         concurrency: 1,
         sqs_sources: Vec::new(),
         stream_sources: Vec::new(),
+        schedules: Vec::new(),
     };
     let f = start_function(spec, &env).await.expect("start");
     let invoke = |body: &'static str| f.invoke(Bytes::from_static(body.as_bytes()));

@@ -82,6 +82,25 @@ pub async fn record(store: &dyn JobStore, id: &JobId, source: &str, event: JobEv
     Err(last_conflict.unwrap_or_else(|| StoreError::Conflict(id.clone())).into())
 }
 
+/// Applies `event` to `job` exactly as it was read, and stores the change only
+/// if nothing else changed the job since: `Ok(None)` when something did. For
+/// decisions taken on what a job looked like (the sweeper ending a job that
+/// was idle), which must not land on a job that has moved on.
+pub async fn record_on(store: &dyn JobStore, job: &Job, source: &str, event: JobEvent) -> Result<Option<Job>, LifecycleError> {
+    let mut next = job.clone();
+    match next.apply(&event, Utc::now()) {
+        Ok(Applied::AlreadyApplied) => return Ok(None),
+        Ok(Applied::Changed) => {}
+        Err(error) => return Err(LifecycleError::Refused { id: job.id.clone(), error, job: Box::new(job.clone()) }),
+    }
+    let envelope = JobEventEnvelope::for_job(source, &next, event);
+    match store.commit(&next, &envelope).await {
+        Ok(()) => Ok(Some(next)),
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Asks for a job to be cancelled: a queued job is cancelled at once, a running
 /// one at its processor's next checkpoint. A finished job refuses, even though
 /// the state machine would take a repeated cancel as a redelivery.

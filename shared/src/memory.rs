@@ -37,6 +37,13 @@ impl MemoryJobStore {
             job.expires_at = chrono::Utc::now().timestamp() - 1;
         }
     }
+
+    /// Moves a job's last change back by `by`, as if nothing had happened to it since.
+    pub fn age(&self, id: &JobId, by: chrono::Duration) {
+        if let Some((job, _)) = lock(&self.jobs).get_mut(id) {
+            job.updated_at -= by;
+        }
+    }
 }
 
 #[async_trait]
@@ -72,6 +79,14 @@ impl JobStore for MemoryJobStore {
             .get(id)
             .map(|(_, events)| events.range(after_seq + 1..).take(limit as usize).map(|(_, e)| e.clone()).collect())
             .unwrap_or_default())
+    }
+
+    async fn idle(&self, since: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let mut idle: Vec<Job> =
+            lock(&self.jobs).values().map(|(job, _)| job).filter(|j| !j.status.is_terminal() && j.updated_at < since).cloned().collect();
+        idle.sort_by_key(|j| j.updated_at);
+        idle.truncate(limit as usize);
+        Ok(idle)
     }
 
     async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError> {

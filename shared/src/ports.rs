@@ -59,6 +59,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// The job's events with `seq > after_seq`, in order, at most `limit`.
     async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError>;
 
+    /// Jobs not yet terminal whose last change was before `since`, oldest
+    /// first, at most `limit`: what the sweeper looks at, through an index
+    /// that holds only such jobs (never a scan).
+    async fn idle(&self, since: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Job>, StoreError>;
+
     /// An owner's unexpired jobs, newest first, through the owner indexes (never a scan).
     async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError>;
 }

@@ -2,7 +2,7 @@
 //!
 //! | item      | pk          | sk                | GSI keys |
 //! |-----------|-------------|-------------------|----------|
-//! | job       | `JOB#{id}`  | `META`            | `gsi1pk = OWNER#{owner}`, `gsi1sk = {created_at}#{id}`; `gsi2pk = OWNER#{owner}#{status}`, same sort key |
+//! | job       | `JOB#{id}`  | `META`            | `gsi1pk = OWNER#{owner}`, `gsi1sk = {created_at}#{id}`; `gsi2pk = OWNER#{owner}#{status}`, same sort key; while not terminal, `gsi3pk = ACTIVE#{shard}`, `gsi3sk = {updated_at}#{id}` |
 //! | job event | `JOB#{id}`  | `EVT#{seq:010}`   | |
 //!
 //! The event log is the truth and the job item its projection. A change is
@@ -53,7 +53,30 @@ fn job_item(job: &Job) -> Result<Item, StoreError> {
     item.insert("gsi1sk".into(), s(sort.clone()));
     item.insert("gsi2pk".into(), s(format!("OWNER#{}#{}", job.owner, job.status)));
     item.insert("gsi2sk".into(), s(sort));
+    // The sweeper's index holds only jobs that can still get stuck: a
+    // terminal job's item has no keys for it, so it leaves the index.
+    if !job.status.is_terminal() {
+        item.insert("gsi3pk".into(), s(active_partition(&job.id)));
+        item.insert("gsi3sk".into(), s(activity_sort_key(job.updated_at, Some(&job.id))));
+    }
     Ok(item)
+}
+
+/// Active jobs are spread over this many index partitions, so no one
+/// partition takes every job's writes.
+const ACTIVE_SHARDS: u32 = 4;
+
+fn active_partition(id: &JobId) -> String {
+    let shard = id.as_str().bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % ACTIVE_SHARDS;
+    format!("ACTIVE#{shard}")
+}
+
+fn activity_sort_key(at: chrono::DateTime<chrono::Utc>, id: Option<&JobId>) -> String {
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    match id {
+        Some(id) => format!("{at}#{id}"),
+        None => at,
+    }
 }
 
 fn event_item(job: &Job, event: &JobEventEnvelope) -> Result<Item, StoreError> {
@@ -194,6 +217,38 @@ impl JobStore for DynamoJobStore {
                 return Ok(events);
             }
         }
+    }
+
+    async fn idle(&self, since: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let mut jobs = Vec::new();
+        for shard in 0..ACTIVE_SHARDS {
+            let mut start = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name("by-activity")
+                    .key_condition_expression("gsi3pk = :pk AND gsi3sk < :before")
+                    .expression_attribute_values(":pk", s(format!("ACTIVE#{shard}")))
+                    .expression_attribute_values(":before", s(activity_sort_key(since, None)))
+                    .limit(limit.saturating_sub(jobs.len() as u32).max(1) as i32)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(boxed(e)))?;
+                for item in out.items.unwrap_or_default() {
+                    jobs.push(serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what: "job", reason: e.to_string() })?);
+                }
+                start = out.last_evaluated_key;
+                if start.is_none() || jobs.len() >= limit as usize {
+                    break;
+                }
+            }
+        }
+        jobs.sort_by_key(|j: &Job| j.updated_at);
+        jobs.truncate(limit as usize);
+        Ok(jobs)
     }
 
     async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError> {

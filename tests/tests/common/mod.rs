@@ -39,6 +39,11 @@ impl TestCloud {
 
     /// A cloud whose functions' AWS calls and event sources meet `faults`.
     pub async fn with_faults(emulator: EmulatorChoice, faults: FaultPlan) -> Self {
+        Self::with(emulator, faults, Vec::new()).await
+    }
+
+    /// A cloud with faults and template parameters other than their defaults.
+    pub async fn with(emulator: EmulatorChoice, faults: FaultPlan, parameters: Vec<(String, String)>) -> Self {
         let state_dir = project_dir().join("target/prism-e2e").join(uuid_like());
         let secret = prism::cloud::new_token_secret();
         let cloud = LocalCloud::start(CloudOptions {
@@ -50,6 +55,7 @@ impl TestCloud {
             stage: "test".into(),
             token_secret: secret.clone(),
             faults,
+            parameters,
         })
         .await
         .unwrap_or_else(|e| panic!("local cloud did not start: {e:#} (logs in {})", state_dir.display()));
