@@ -131,8 +131,16 @@ async fn api_routes_auth_isolation_and_openapi() {
     // Limits and validation.
     let (status, _) = call(&alice, &spec, Method::POST, "/v1/jobs", "/v1/jobs", Some(json!({"size": 1u64 << 40}))).await;
     assert_eq!(status, 413);
-    let (status, _) = call(&alice, &spec, Method::GET, "/v1/jobs", "/v1/jobs?status=sleeping", None).await;
-    assert_eq!(status, 422);
+    // Query parameters outside what the document allows are 400 problems.
+    for bad in ["/v1/jobs?status=sleeping", "/v1/jobs?limit=0", "/v1/jobs?limit=101", "/v1/jobs?limit=ten"] {
+        let (status, problem) = call(&alice, &spec, Method::GET, "/v1/jobs", bad, None).await;
+        assert_eq!((status, problem["code"].as_str()), (400, Some("bad_request")), "{bad}");
+    }
+    let events = format!("/v1/jobs/{}/events", job.id);
+    for bad in ["after=99999999999999999999", "after=-1", "limit=0", "limit=1001"] {
+        let (status, _) = call(&alice, &spec, Method::GET, "/v1/jobs/{id}/events", &format!("{events}?{bad}"), None).await;
+        assert_eq!(status, 400, "{bad}");
+    }
     tc.finish().await;
 }
 
@@ -217,4 +225,27 @@ fn the_openapi_checker_rejects_drift() {
     }
     let undeclared = std::panic::catch_unwind(|| spec.check("GET", "/v1/health", 418, "application/json", &json!({})));
     assert!(undeclared.is_err());
+}
+
+#[tokio::test]
+async fn metadata_with_any_allowed_key_never_breaks_an_owners_reads() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let spec = OpenApi::load();
+    let carol = tc.client_for("carol");
+    // Keys that spell DynamoDB's own type tags once broke every read of the owner's jobs.
+    for metadata in [json!({"S": "a string"}), json!({"N": "7"}), json!({"S": "s", "M": "map", "NULL": "nothing", "customer-id": "c-42"})] {
+        let (status, created) =
+            call(&carol, &spec, Method::POST, "/v1/jobs", "/v1/jobs", Some(json!({"file_name": "m.txt", "metadata": metadata}))).await;
+        assert_eq!(status, 201);
+        let id = created["job"]["id"].as_str().expect("id").to_owned();
+        let (status, job) = call(&carol, &spec, Method::GET, "/v1/jobs/{id}", &format!("/v1/jobs/{id}"), None).await;
+        assert_eq!((status, &job["metadata"]), (200, &metadata));
+        let (status, listed) = call(&carol, &spec, Method::GET, "/v1/jobs", "/v1/jobs", None).await;
+        assert_eq!(status, 200, "{listed}");
+        assert_eq!(listed["jobs"][0]["metadata"], metadata);
+    }
+    // Keys outside the documented charset are refused up front.
+    let (status, problem) = call(&carol, &spec, Method::POST, "/v1/jobs", "/v1/jobs", Some(json!({"metadata": {"bad key\n": "x"}}))).await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("invalid_request")));
+    tc.finish().await;
 }

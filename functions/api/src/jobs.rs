@@ -24,15 +24,21 @@ fn query<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
     req.query_string_parameters.first(name)
 }
 
-fn number(req: &ApiGatewayV2httpRequest, name: &str, default: u64) -> Result<u64, ApiError> {
-    query(req, name).map_or(Ok(default), |v| v.parse().map_err(|_| ApiError::Invalid(format!("{name} must be a whole number"))))
+/// A whole-number query parameter within `range` (as the OpenAPI document
+/// bounds it), `default` when absent; anything else is a 400 problem.
+fn number(req: &ApiGatewayV2httpRequest, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ApiError> {
+    let Some(text) = query(req, name) else { return Ok(default) };
+    match text.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(ApiError::BadRequest(format!("{name} must be a whole number from {} to {}", range.start(), range.end()))),
+    }
 }
 
 fn parsed<T: std::str::FromStr>(req: &ApiGatewayV2httpRequest, name: &str) -> Result<Option<T>, ApiError>
 where
     T::Err: std::fmt::Display,
 {
-    query(req, name).map(|v| v.parse::<T>().map_err(|e| ApiError::Invalid(format!("{name}: {e}")))).transpose()
+    query(req, name).map(|v| v.parse::<T>().map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))).transpose()
 }
 
 /// The job's snapshot, with a short-lived download link for each output.
@@ -53,8 +59,9 @@ pub async fn get(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Res
 
 pub async fn events(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
     let job = owned_job(deps, owner, req).await?;
-    let after = number(req, "after", 0)?;
-    let limit = number(req, "limit", 100)?.clamp(1, 1000) as u32;
+    // Sequence numbers are stored in ten digits.
+    let after = number(req, "after", 0, 0..=9_999_999_999)?;
+    let limit = number(req, "limit", 100, 1..=1000)? as u32;
     let events = deps.jobs.events(&job.id, after, limit).await?;
     let next = events.last().and_then(|e| e.seq).filter(|_| events.len() == limit as usize);
     Ok((200, serde_json::json!({ "events": events, "next_after": next })))
@@ -75,7 +82,7 @@ pub async fn list(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Re
         status: parsed(req, "status")?,
         modality: parsed(req, "modality")?,
         since: parsed::<DateTime<Utc>>(req, "since")?,
-        limit: number(req, "limit", 20)?.clamp(1, 100) as u32,
+        limit: number(req, "limit", 20, 1..=100)? as u32,
         cursor,
     };
     let page = deps.jobs.list(owner, &list, Utc::now()).await?;

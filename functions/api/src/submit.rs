@@ -21,6 +21,20 @@ const MAX_FILE_NAME: usize = 200;
 const MAX_METADATA_KEYS: usize = 20;
 const MAX_METADATA_BYTES: usize = 2048;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+const MAX_METADATA_KEY: usize = 64;
+const MAX_METADATA_VALUE: usize = 256;
+
+/// The OpenAPI document's `^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$`.
+fn metadata_key_allowed(key: &str) -> bool {
+    let mut chars = key.chars();
+    key.len() <= MAX_METADATA_KEY
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+}
+
+fn metadata_value_allowed(value: &str) -> bool {
+    value.len() <= MAX_METADATA_VALUE && !value.chars().any(char::is_control)
+}
 
 /// `POST /v1/jobs`: one of an upload (the default), `text`, or `source`.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -79,6 +93,12 @@ fn validate(req: &SubmitRequest, deps: &Deps) -> Result<(), ApiError> {
     }
     if req.metadata.len() > MAX_METADATA_KEYS || req.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA_BYTES {
         return Err(ApiError::Invalid(format!("metadata is limited to {MAX_METADATA_KEYS} keys and {MAX_METADATA_BYTES} bytes")));
+    }
+    if let Some((key, _)) = req.metadata.iter().find(|(k, v)| !metadata_key_allowed(k) || !metadata_value_allowed(v)) {
+        return Err(ApiError::Invalid(format!(
+            "metadata {key:?}: keys are 1 to {MAX_METADATA_KEY} letters, digits and _ . : - (starting with a letter or digit); \
+             values at most {MAX_METADATA_VALUE} bytes without control characters"
+        )));
     }
     let limits = &deps.config.limits;
     if let Some(size) = req.size.or(req.text.as_ref().map(|t| t.len() as u64)) {
@@ -225,6 +245,19 @@ mod tests {
         assert_eq!(sanitise_file_name(".."), "upload");
         assert_eq!(sanitise_file_name("a\u{0}b\nc.txt"), "a_b_c.txt");
         assert_eq!(sanitise_file_name(&"x".repeat(500)).len(), MAX_FILE_NAME);
+    }
+
+    #[test]
+    fn metadata_keys_and_values_follow_the_documented_rules() {
+        for ok in ["a", "customer-id", "S", "x.y:z_1", &"k".repeat(64)] {
+            assert!(metadata_key_allowed(ok), "{ok}");
+        }
+        for bad in ["", "-leading", "bad key", "new\nline", "ü", &"k".repeat(65)] {
+            assert!(!metadata_key_allowed(bad), "{bad:?}");
+        }
+        assert!(metadata_value_allowed("any text, even ü and spaces"));
+        assert!(!metadata_value_allowed("bell\u{7}"));
+        assert!(!metadata_value_allowed(&"v".repeat(257)));
     }
 
     #[test]
