@@ -12,6 +12,7 @@
 //!   bare `@connections` push through the same gateway;
 //! * audio, PDF text and video thumbnails: see [`media`].
 
+pub mod load;
 pub mod media;
 
 use std::fmt::Write as _;

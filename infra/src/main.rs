@@ -90,6 +90,9 @@ enum Command {
         /// WebSocket connections open during the live-progress benchmark.
         #[arg(long, default_value_t = 1000)]
         connections: usize,
+        /// Jobs in the load benchmark.
+        #[arg(long, default_value_t = 10_000)]
+        jobs: usize,
         /// Run only these benchmarks (default: all).
         #[arg(long, value_enum)]
         only: Vec<BenchKind>,
@@ -135,6 +138,7 @@ enum BenchKind {
     Video,
     Priority,
     Live,
+    Load,
 }
 
 #[derive(Debug, clap::Args)]
@@ -325,7 +329,9 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { batch, connections, only, out } => bench(&project, batch, connections, &only, out).await,
+        Command::Bench { batch, connections, jobs, only, out } => {
+            bench(&project, BenchSizes { batch, connections, jobs }, &only, out).await
+        }
         Command::Install => {
             for venv in [prism::install::Venv::Moto, prism::install::Venv::LocalStack] {
                 let dir = prism::install::ensure(&project, venv)?;
@@ -368,7 +374,15 @@ fn print_report(r: &SubmitReport, json: bool) {
     println!("{}  {}  {}  {}  {}", r.file, r.job_id, r.status, what, detail);
 }
 
-async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKind], out: Option<PathBuf>) -> anyhow::Result<()> {
+/// How big the cloud benchmarks are.
+struct BenchSizes {
+    batch: usize,
+    connections: usize,
+    jobs: usize,
+}
+
+async fn bench(project: &Path, sizes: BenchSizes, only: &[BenchKind], out: Option<PathBuf>) -> anyhow::Result<()> {
+    let BenchSizes { batch, connections, jobs } = sizes;
     let wanted = |kind| only.is_empty() || only.contains(&kind);
     let scratch = project.join("target/prism-bench");
     let mut report = String::from("# Prism benchmark report\n\n");
@@ -391,7 +405,7 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
     if wanted(BenchKind::Video) {
         prism::bench::media::video(&scratch, &std::env::current_exe()?, &mut report)?;
     }
-    if wanted(BenchKind::Priority) || wanted(BenchKind::Live) {
+    if wanted(BenchKind::Priority) || wanted(BenchKind::Live) || wanted(BenchKind::Load) {
         build_functions(project, true)?;
         let secret = cloud::new_token_secret();
         let cloud = LocalCloud::start(CloudOptions {
@@ -407,7 +421,7 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
         })
         .await?;
         let key = prism_shared::auth::TokenKey::new(secret.as_bytes())?;
-        let token = key.issue("bench", chrono::Duration::hours(1), chrono::Utc::now())?;
+        let token = key.issue("bench", chrono::Duration::hours(4), chrono::Utc::now())?;
         let api = PrismClient::new(&cloud.info.http_url, Some(token.clone()))?;
         let measured = async {
             if wanted(BenchKind::Priority) {
@@ -416,6 +430,14 @@ async fn bench(project: &Path, batch: usize, connections: usize, only: &[BenchKi
             if wanted(BenchKind::Live) {
                 let url = cloud.info.websocket_url.clone().context("the template has no WebSocket API")?;
                 prism::bench::push_latency(&api, &url, &token, connections, connections.div_ceil(10), &mut report).await?;
+            }
+            if wanted(BenchKind::Load) {
+                let owner_token = key.issue(prism::bench::load::OWNER, chrono::Duration::hours(4), chrono::Utc::now())?;
+                let load_api = PrismClient::new(&cloud.info.http_url, Some(owner_token))?;
+                let deadline = Duration::from_secs(600 + jobs as u64);
+                let result = prism::bench::load::run(&cloud, &load_api, jobs, deadline).await?;
+                let command = format!("cargo run --profile local-release -p prism -- bench --only load --jobs {jobs}");
+                prism::bench::load::write(&result, &command, &mut report)?;
             }
             anyhow::Ok(())
         }

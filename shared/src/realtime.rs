@@ -185,13 +185,20 @@ impl Delivery<'_> {
     /// advances the cursor, unless a push failed (the caller retries).
     pub async fn fan_out(&self, job_id: &JobId, events: &[JobEventEnvelope]) -> Result<FanOut, DeliveryError> {
         let Some(up_to) = events.iter().filter_map(|e| e.seq).max() else { return Ok(FanOut::default()) };
+        // Most jobs have nobody watching: one read, and nothing to send or
+        // mark. Whoever subscribes later is answered from the log by the `ws`
+        // function (written subscription first, then the replay), so an event
+        // that found no subscription here is in that replay.
+        let subscriptions = self.connections.subscribers(job_id).await?;
+        if subscriptions.is_empty() {
+            return Ok(FanOut::default());
+        }
         let previous = self.connections.fan_out_cursor(job_id).await?;
         if previous >= up_to {
             return Ok(FanOut::default());
         }
         let range = self.range(job_id, previous, up_to, events).await?;
         let messages: Vec<Bytes> = messages(range, Coalesce::Bursts).iter().map(ServerMessage::encode).collect();
-        let subscriptions = if messages.is_empty() { Vec::new() } else { self.connections.subscribers(job_id).await? };
         let messages = &messages;
         let pushes = futures::stream::iter(subscriptions)
             .map(|s| async move { self.send_all(&s.connection_id, messages).await })
@@ -396,6 +403,19 @@ mod tests {
         assert!(matches!(decoded, ServerMessage::Event { event, .. } if event.seq == Some(2)));
         // A second delivery of the same burst (an SQS redelivery) sends nothing.
         assert_eq!(w.delivery().fan_out(&w.job.id, &burst).await.expect("again"), FanOut::default());
+    }
+
+    #[tokio::test]
+    async fn a_job_nobody_watches_is_read_once_and_a_later_subscriber_misses_nothing() {
+        let w = World::new().await;
+        let started = w.record(JobEvent::Started { phase: "p".into() }).await;
+        assert_eq!(w.delivery().fan_out(&w.job.id, &[started]).await.expect("fan out"), FanOut::default());
+        assert_eq!(w.connections.fan_out_cursor(&w.job.id).await.expect("cursor"), 0, "nothing marked: nothing was sent");
+        // A subscriber arrives (its replay covers 1..=2), then the job ends.
+        w.subscribe("late").await;
+        let done = w.record(JobEvent::Cancelled).await;
+        w.delivery().fan_out(&w.job.id, &[done]).await.expect("fan out");
+        assert_eq!(w.seqs("late"), vec![1, 2, 3], "the live push starts where the last one to anybody left off");
     }
 
     #[tokio::test]
