@@ -130,6 +130,8 @@ async fn start_localstack(venv: &Path, state_dir: &Path, logs: &LogSink) -> anyh
             .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("LOCALSTACK_HOST", format!("127.0.0.1:{port}"))
             .env("SERVICES", "s3,sqs,sns")
+            // Presigned URLs are checked as S3 checks them: their key, method and expiry.
+            .env("S3_SKIP_SIGNATURE_VALIDATION", "0")
             .env("FILESYSTEM_ROOT", &root)
             .env("SQS_ENDPOINT_STRATEGY", "path")
             // No DNS server on port 53, no telemetry, no certificate download: this machine is offline.

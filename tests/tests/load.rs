@@ -27,6 +27,7 @@ async fn hundreds_of_jobs_end_once_each_with_nothing_lost() {
     load::write(&report, "cargo nextest run -p prism-e2e --test load", &mut table).expect("report");
     eprintln!("{table}");
     assert_eq!(report.lost, 0, "{table}");
+    assert_eq!(report.unfinished, 0, "{table}");
     assert_eq!(report.duplicated, 0, "{table}");
     assert_eq!(report.gaps, 0, "{table}");
     assert_eq!(report.completed, jobs, "every small text and image completes: {table}");

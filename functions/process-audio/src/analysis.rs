@@ -91,7 +91,7 @@ pub fn analyse(bytes: Bytes, mime: &str, deadline: Instant, progress: &Progress)
             other => AudioError::Corrupt(other.to_string()),
         })?;
     let mut format = probed.format;
-    let mut tags = BTreeMap::new();
+    let mut tags = Tags::default();
     let mut probed_meta = probed.metadata;
     if let Some(revision) = probed_meta.get().as_ref().and_then(|m| m.current()) {
         collect_tags(revision, &mut tags);
@@ -151,6 +151,13 @@ pub fn analyse(bytes: Bytes, mime: &str, deadline: Instant, progress: &Progress)
         warnings.push(format!("the file declares {declared:.2} s but {duration_s:.2} s of audio could be decoded"));
     }
     let measured = meter.finish();
+    if tags.dropped > 0 {
+        warnings.push(format!(
+            "{} more tags were left out (results keep at most {MAX_TAGS} tags, {MAX_TAG_BYTES} bytes of them)",
+            tags.dropped
+        ));
+    }
+    let tags = tags.kept;
     if measured.silence_spans_dropped > 0 {
         warnings.push(format!("{} more silent spans are counted in the total but not listed", measured.silence_spans_dropped));
     }
@@ -374,7 +381,37 @@ fn codec_name(codec: CodecType) -> &'static str {
     symphonia::default::get_codecs().get_codec(codec).map_or("unknown", |d| d.short_name)
 }
 
-fn collect_tags(revision: &MetadataRevision, tags: &mut BTreeMap<String, String>) {
+/// A result travels in an SNS message (256 KB) and a DynamoDB item (400 KB):
+/// a file's tags, which it may have any number of, get a fixed share of that.
+const MAX_TAGS: usize = 64;
+const MAX_TAG_KEY: usize = 64;
+const MAX_TAG_VALUE: usize = 1024;
+const MAX_TAG_BYTES: usize = 16 * 1024;
+
+/// The tags kept for the result, and how many were left out.
+#[derive(Debug, Default)]
+struct Tags {
+    kept: BTreeMap<String, String>,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl Tags {
+    fn offer(&mut self, key: String, value: String) {
+        if self.kept.contains_key(&key) {
+            return;
+        }
+        let size = key.len() + value.len();
+        if self.kept.len() >= MAX_TAGS || key.len() > MAX_TAG_KEY || self.bytes + size > MAX_TAG_BYTES {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += size;
+        self.kept.insert(key, value);
+    }
+}
+
+fn collect_tags(revision: &MetadataRevision, tags: &mut Tags) {
     for tag in revision.tags() {
         let key = match tag.std_key {
             Some(StandardTagKey::TrackTitle) => "title".to_owned(),
@@ -391,9 +428,33 @@ fn collect_tags(revision: &MetadataRevision, tags: &mut BTreeMap<String, String>
         };
         let value = tag.value.to_string();
         // Cover art and other binary values are not tags a client can show.
-        if !value.is_empty() && value.len() <= 1024 {
-            tags.entry(key).or_insert(value);
+        if !value.is_empty() && value.len() <= MAX_TAG_VALUE {
+            tags.offer(key, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_bounded_in_count_key_length_and_bytes() {
+        let mut tags = Tags::default();
+        for i in 0..200 {
+            tags.offer(format!("key{i:03}"), "v".repeat(10));
+        }
+        tags.offer("k".repeat(65), "long key".into());
+        assert_eq!(tags.kept.len(), MAX_TAGS);
+        assert_eq!(tags.dropped, 200 - MAX_TAGS + 1);
+        let mut big = Tags::default();
+        for i in 0..40 {
+            big.offer(format!("k{i}"), "v".repeat(MAX_TAG_VALUE - 10));
+        }
+        assert!(big.bytes <= MAX_TAG_BYTES && big.dropped > 0, "kept {} bytes, dropped {}", big.bytes, big.dropped);
+        // The first value of a key wins, as before; a repeat is not a drop.
+        big.offer("k0".into(), "other".into());
+        assert_eq!(big.kept["k0"].len(), MAX_TAG_VALUE - 10);
     }
 }
 

@@ -31,8 +31,10 @@ pub struct LoadReport {
     pub dropped: usize,
     pub completed: usize,
     pub failed: usize,
-    /// Jobs never found, or not terminal by the deadline.
+    /// Submissions with no job at all.
     pub lost: usize,
+    /// Jobs not yet terminal when the deadline passed (still queued or running).
+    pub unfinished: usize,
     /// Jobs beyond one per submission, and lifecycle events recorded twice.
     pub duplicated: usize,
     /// Jobs whose sequence numbers have a gap.
@@ -138,7 +140,8 @@ pub async fn run(cloud: &LocalCloud, api: &PrismClient, jobs: usize, deadline: D
     let mut end_to_end = Vec::new();
     for c in checked {
         match c? {
-            Check::Missing | Check::Open => report.lost += 1,
+            Check::Missing => report.lost += 1,
+            Check::Open => report.unfinished += 1,
             Check::Ended { job, duplicated_events, gap } => {
                 match job.status {
                     JobStatus::Completed => report.completed += 1,
@@ -248,7 +251,8 @@ pub fn write(report: &LoadReport, command: &str, out: &mut String) -> std::fmt::
     )?;
     writeln!(out, "| measure | value |\n|---|---:|")?;
     writeln!(out, "| completed / failed | {} / {} |", report.completed, report.failed)?;
-    writeln!(out, "| lost (missing or not terminal) | {} |", report.lost)?;
+    writeln!(out, "| lost (a submission without a job) | {} |", report.lost)?;
+    writeln!(out, "| unfinished at the deadline | {} |", report.unfinished)?;
     writeln!(out, "| duplicated (extra jobs or lifecycle events) | {} |", report.duplicated)?;
     writeln!(out, "| jobs with a gap in their log | {} |", report.gaps)?;
     writeln!(out, "| throughput | {:.1} jobs/s |", report.jobs_per_second)?;

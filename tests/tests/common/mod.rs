@@ -74,6 +74,12 @@ impl TestCloud {
         token(&self.key, owner)
     }
 
+    /// A token for `owner` that expired an hour ago.
+    pub fn expired_token(&self, owner: &str) -> String {
+        let issued = chrono::Utc::now() - chrono::Duration::hours(2);
+        self.key.issue(owner, chrono::Duration::hours(1), issued).expect("token")
+    }
+
     /// A client with no token at all.
     pub fn anonymous(&self) -> PrismClient {
         client(&self.cloud.info.http_url, None)
