@@ -3,6 +3,7 @@
 //! HTTP API, started together and stopped together.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use aws_config::{BehaviorVersion, Region};
@@ -17,7 +18,6 @@ use crate::proxy::{FaultPlan, Proxies, Upstreams};
 use crate::runtime::{self, FunctionHandle, RuntimeEnv};
 use crate::template::Template;
 use crate::{esm, http_api, schedules, streams, websocket};
-use std::sync::Arc;
 
 pub const REGION: &str = "us-east-1";
 const STACK_NAME: &str = "prism";

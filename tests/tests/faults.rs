@@ -70,6 +70,16 @@ impl Listener {
     }
 }
 
+/// Runs one text job with a listener subscribed before its upload; returns
+/// what the listener was pushed and the job's log.
+async fn follow_one_job(tc: &TestCloud) -> (Vec<Value>, Vec<Value>) {
+    let (job, upload_url) = tc.api.create("notes.txt", None).await.expect("create");
+    let listener = Listener::subscribe(tc, &job.id).await;
+    tc.api.upload(&upload_url, TEXT.to_vec()).await.expect("upload");
+    let pushed = listener.until_the_end().await;
+    (pushed, tc.api.events(&job.id, 0).await.expect("events"))
+}
+
 /// Every seq of the job's log is among those pushed or superseded, and the
 /// last pushed event is the log's terminal one. Duplicates are allowed:
 /// delivery is at least once and clients drop repeats by seq.
@@ -90,12 +100,7 @@ async fn a_terminal_event_whose_publish_fails_still_reaches_subscribers() {
     // Three failures: the SDK's own three attempts, so the function sees the throttled topic.
     let rule = FaultRule { body_contains: Some("job.completed".into()), ..fail("publish", "sns:PublishBatch", 3) };
     let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
-    let (job, upload_url) = tc.api.create("notes.txt", None).await.expect("create");
-    let listener = Listener::subscribe(&tc, &job.id).await;
-    tc.api.upload(&upload_url, TEXT.to_vec()).await.expect("upload");
-    let pushed = listener.until_the_end().await;
-
-    let log = tc.api.events(&job.id, 0).await.expect("events");
+    let (pushed, log) = follow_one_job(&tc).await;
     assert_eq!(log.last().map(|e| e["event_type"].clone()), Some("job.completed".into()));
     assert_covers_the_log(&pushed, &log);
     assert!(tc.log("publish").contains("topic unavailable"), "the fault was met: {}", tc.log("publish"));
@@ -112,12 +117,7 @@ async fn a_throttled_connection_still_gets_every_event() {
         ..fail("progress", "execute-api:PostToConnection", 1)
     };
     let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
-    let (job, upload_url) = tc.api.create("notes.txt", None).await.expect("create");
-    let listener = Listener::subscribe(&tc, &job.id).await;
-    tc.api.upload(&upload_url, TEXT.to_vec()).await.expect("upload");
-    let pushed = listener.until_the_end().await;
-
-    let log = tc.api.events(&job.id, 0).await.expect("events");
+    let (pushed, log) = follow_one_job(&tc).await;
     assert_covers_the_log(&pushed, &log);
     assert!(tc.log("progress").contains("fan-out failed"), "the fault was met: {:?}", tc.cloud.proxies.calls());
     tc.finish().await;

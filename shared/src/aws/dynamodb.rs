@@ -222,28 +222,23 @@ impl JobStore for DynamoJobStore {
     async fn idle(&self, since: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Job>, StoreError> {
         let mut jobs = Vec::new();
         for shard in 0..ACTIVE_SHARDS {
-            let mut start = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name("by-activity")
-                    .key_condition_expression("gsi3pk = :pk AND gsi3sk < :before")
-                    .expression_attribute_values(":pk", s(format!("ACTIVE#{shard}")))
-                    .expression_attribute_values(":before", s(activity_sort_key(since, None)))
-                    .limit(limit.saturating_sub(jobs.len() as u32).max(1) as i32)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::Unavailable(boxed(e)))?;
-                for item in out.items.unwrap_or_default() {
-                    jobs.push(serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what: "job", reason: e.to_string() })?);
-                }
-                start = out.last_evaluated_key;
-                if start.is_none() || jobs.len() >= limit as usize {
-                    break;
-                }
+            let mut items = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("by-activity")
+                .key_condition_expression("gsi3pk = :pk AND gsi3sk < :before")
+                .expression_attribute_values(":pk", s(format!("ACTIVE#{shard}")))
+                .expression_attribute_values(":before", s(activity_sort_key(since, None)))
+                .into_paginator()
+                .page_size(limit.clamp(1, 1000) as i32)
+                .items()
+                .send();
+            // Each partition comes oldest first: its first `limit` are all it can add.
+            for _ in 0..limit {
+                let Some(item) = items.next().await else { break };
+                let item = item.map_err(|e| StoreError::Unavailable(boxed(e)))?;
+                jobs.push(serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what: "job", reason: e.to_string() })?);
             }
         }
         jobs.sort_by_key(|j: &Job| j.updated_at);
