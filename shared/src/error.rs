@@ -20,11 +20,15 @@ pub enum StoreError {
     Corrupt { what: &'static str, reason: String },
     #[error("job store unavailable: {0}")]
     Unavailable(#[source] BoxError),
+    /// The store refuses this write whatever happens: an event over
+    /// [`crate::limits::MAX_EVENT_BYTES`], or an item the service rejects.
+    #[error("job store refused the write: {0}")]
+    Rejected(String),
 }
 
 impl Retryable for StoreError {
     fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Corrupt { .. })
+        !matches!(self, Self::Corrupt { .. } | Self::Rejected(_))
     }
 }
 

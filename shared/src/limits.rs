@@ -2,8 +2,29 @@
 //! declared size) and by classify after it (on the real size).
 
 use crate::config;
-use crate::error::ConfigError;
+use crate::envelope::JobEventEnvelope;
+use crate::error::{ConfigError, StoreError};
 use crate::job::Modality;
+
+/// The largest job event Prism stores. Every stored event is published, and
+/// an SNS message holds 256 KiB with its attributes; the DynamoDB item (400
+/// KB) and the job item beside it take the same result with room to spare.
+/// Processors keep their results well under it (tags, silence spans and
+/// keywords are capped); an event over it is refused before anything is
+/// written, so it can never be stored and then fail to publish.
+pub const MAX_EVENT_BYTES: usize = 240 * 1024;
+
+/// Refuses an event over [`MAX_EVENT_BYTES`].
+pub fn check_event_size(event: &JobEventEnvelope) -> Result<(), StoreError> {
+    let size = event.to_json().len();
+    if size > MAX_EVENT_BYTES {
+        return Err(StoreError::Rejected(format!(
+            "{} of {size} bytes is over the event limit of {MAX_EVENT_BYTES}",
+            event.body.event_type()
+        )));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SizeLimits {

@@ -49,6 +49,7 @@ impl MemoryJobStore {
 #[async_trait]
 impl JobStore for MemoryJobStore {
     async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
+        crate::limits::check_event_size(event)?;
         let mut jobs = lock(&self.jobs);
         if let Some((existing, _)) = jobs.get(&job.id) {
             return Ok(Created::Existing(Box::new(existing.clone())));
@@ -62,6 +63,7 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
+        crate::limits::check_event_size(event)?;
         let mut jobs = lock(&self.jobs);
         let Some((stored, events)) = jobs.get_mut(&job.id) else {
             return Err(StoreError::Conflict(job.id.clone()));

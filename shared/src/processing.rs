@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::commands::Command;
 use crate::envelope::{self, Envelope};
-use crate::error::BlobError;
+use crate::error::{BlobError, StoreError};
 use crate::job::{InputObject, Job, JobEvent, JobFailure, JobId, Output};
 use crate::lifecycle::{self, LifecycleError};
 use crate::ports::{BlobStore, Deps, JobStore};
@@ -199,8 +199,15 @@ impl<'a> Run<'a> {
         self.record(JobEvent::Failed(failure)).await.map(drop)
     }
 
+    /// Completes the job; a result too large to record fails it instead
+    /// (`result_too_large`), since storing it again can never succeed.
     pub async fn complete(&self, result: JobResult, outputs: Vec<Output>) -> Result<(), HandlerError> {
-        self.record(JobEvent::Completed { result, outputs }).await.map(drop)
+        match self.record(JobEvent::Completed { result, outputs }).await {
+            Err(HandlerError::Lifecycle(LifecycleError::Store(StoreError::Rejected(reason)))) => {
+                self.fail(JobFailure::new("result_too_large", format!("the result could not be recorded: {reason}"))).await
+            }
+            other => other.map(drop),
+        }
     }
 
     /// Writes one output under `outputs/{job_id}/{file}` beside the input.
@@ -298,6 +305,21 @@ mod tests {
         assert_eq!(job.status, JobStatus::Cancelled);
         let phases = jobs.events(&id, 0, 1000).await.expect("events");
         assert!(phases.len() > 3, "progress was reported while the work ran");
+    }
+
+    #[tokio::test]
+    async fn a_result_too_large_to_record_fails_the_job_instead_of_retrying_it() {
+        let (jobs, blobs) = (MemoryJobStore::default(), MemoryBlobStore::default());
+        let id = queued_job(&jobs).await;
+        let run = Run::start(&jobs, &blobs, "test", id.clone(), "working").await.expect("start").expect("started");
+        let keywords = (0..20_000).map(|i| crate::results::Keyword { word: format!("word{i:06}"), count: i }).collect();
+        let huge = JobResult::Text(crate::results::TextResult { keywords, ..Default::default() });
+        run.complete(huge, Vec::new()).await.expect("handled, not an error to retry");
+        let job = jobs.get(&id).await.expect("get").expect("job");
+        assert_eq!(job.status, JobStatus::Failed);
+        let error = job.error.expect("error");
+        assert_eq!(error.code, "result_too_large");
+        assert!(error.message.contains("over the event limit"), "{}", error.message);
     }
 
     #[tokio::test]

@@ -224,3 +224,29 @@ async fn a_retried_source_submission_sends_its_job_on_again_until_it_is_classifi
     assert_eq!(handle(&deps, request).await.status_code, 200);
     assert_eq!(queue.sent().len(), 2);
 }
+
+/// Arbitrary request bodies and query strings on every route: each gets an
+/// answer below 500 (a problem or a job), never a panic or an internal error.
+#[test]
+fn arbitrary_bodies_and_queries_never_get_a_5xx() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let (deps, _, _) = deps();
+    let samples =
+        ["apigw-submit-job.json", "apigw-submit-batch.json", "apigw-list-jobs.json", "apigw-get-job-events.json", "apigw-cancel-job.json"];
+    let body = prop_oneof![
+        ".{0,200}",
+        "\\{\"(file_name|text|source|priority|size|metadata|items)\": (\"[^\"]{0,40}\"|-?[0-9]{1,25}|\\{\\}|\\[\\]|null|true)\\}",
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config::with_cases(400));
+    runner
+        .run(&(0..samples.len(), body, "[a-z]{0,8}", ".{0,30}"), |(sample, body, param, value)| {
+            let mut request = with_body(event(samples[sample], Some("alice")), Value::Null);
+            request.body = Some(body);
+            request.query_string_parameters = std::collections::HashMap::from([(param, value)]).into();
+            let response = runtime.block_on(handle(&deps, request));
+            prop_assert!(response.status_code < 500, "answered {}", response.status_code);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}

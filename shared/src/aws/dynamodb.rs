@@ -111,6 +111,10 @@ impl DynamoJobStore {
         match result {
             Ok(_) => Ok(true),
             Err(e) if lost_condition(&e) => Ok(false),
+            // An item DynamoDB refuses (too large, an invalid value) stays refused.
+            Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("ValidationException") => {
+                Err(StoreError::Rejected(e.into_service_error().meta().message().unwrap_or("ValidationException").to_owned()))
+            }
             Err(e) => Err(StoreError::Unavailable(boxed(e))),
         }
     }
@@ -145,6 +149,7 @@ impl DynamoJobStore {
 #[async_trait]
 impl JobStore for DynamoJobStore {
     async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
+        crate::limits::check_event_size(event)?;
         // Log first, as every change: once `EVT#1` is stored the stream
         // publishes `job.created`, whatever happens to this writer next.
         let logged = self.put_if(event_item(job, event)?, "attribute_not_exists(pk)", None).await?;
@@ -179,6 +184,7 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
+        crate::limits::check_event_size(event)?;
         let previous = job.seq.checked_sub(1).ok_or_else(|| StoreError::Conflict(job.id.clone()))?;
         if !self.put_if(event_item(job, event)?, "attribute_not_exists(pk)", None).await? {
             // Someone logged this sequence number first: make sure the job item
