@@ -130,9 +130,15 @@ impl Followed {
     fn accept(&mut self, event: Value, on_event: &mut (dyn FnMut(&JobId, &Value) + Send), id: &JobId) -> usize {
         let Some(seq) = event["seq"].as_u64() else { return 0 };
         let superseded: Vec<u64> = event["superseded"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+        let mut last = self.resequencer.last_seq;
         let released = self.resequencer.accept(seq, superseded, event);
         for event in &released {
-            self.superseded.extend(event["superseded"].as_array().into_iter().flatten().filter_map(Value::as_u64));
+            // Delivery is at least once: a later push may list as superseded
+            // an event already released from an earlier one. Only the seqs
+            // skipped on the way to this event were superseded.
+            let skipped = event["superseded"].as_array().into_iter().flatten().filter_map(Value::as_u64).filter(|s| *s > last);
+            self.superseded.extend(skipped);
+            last = event["seq"].as_u64().unwrap_or(last);
             self.finished |= is_terminal(event);
             on_event(id, event);
         }
@@ -329,5 +335,27 @@ impl ProgressView {
         }
         self.drawn = self.lines.len();
         eprint!("{out}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_event_released_once_is_not_also_counted_superseded_by_a_repeated_push() {
+        let id: JobId = "0196f0a0-0000-7000-8000-0000000000ab".parse().expect("id");
+        let mut followed = Followed::new(4);
+        let mut seen = Vec::new();
+        let mut on_event = |_: &JobId, e: &Value| seen.push(e["seq"].as_u64().unwrap_or(0));
+        // One sender pushes progress 5 on its own; another, pushing the same
+        // range again (at least once), coalesces it into 6.
+        followed.accept(json!({"seq": 5, "event_type": "job.progress"}), &mut on_event, &id);
+        followed.accept(json!({"seq": 6, "event_type": "job.progress", "superseded": [5]}), &mut on_event, &id);
+        followed.accept(json!({"seq": 8, "event_type": "job.completed", "superseded": [7]}), &mut on_event, &id);
+        assert_eq!(seen, [5, 6, 8]);
+        assert_eq!(followed.superseded, [7], "5 was released, not superseded");
     }
 }
