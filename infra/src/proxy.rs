@@ -77,12 +77,17 @@ fn one() -> u64 {
 
 impl FaultRule {
     fn matches(&self, function: &Caller, call: &Call, body: Option<&[u8]>) -> bool {
+        self.matches_call(function, call)
+            && self.body_contains.as_deref().is_none_or(|needle| body.is_some_and(|b| contains(b, needle.as_bytes())))
+    }
+
+    /// Everything but the body: what can be told before reading it.
+    fn matches_call(&self, function: &Caller, call: &Call) -> bool {
         let (service, operation) = self.operation.split_once(':').unwrap_or((self.operation.as_str(), "*"));
         self.function.as_deref().is_none_or(|f| f == function.name || f == function.binary)
             && service == call.service
             && (operation == "*" || operation == call.operation)
             && self.uri_contains.as_deref().is_none_or(|needle| call.uri.contains(needle))
-            && self.body_contains.as_deref().is_none_or(|needle| body.is_some_and(|b| contains(b, needle.as_bytes())))
     }
 }
 
@@ -204,12 +209,7 @@ impl Proxies {
     /// Whether some rule must look into this call's body to know if it applies.
     fn inspects_body(&self, caller: &Caller, call: &Call) -> bool {
         let faults = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        faults.iter().any(|(rule, _)| rule.body_contains.is_some() && Self::applies_but_for_body(rule, caller, call))
-    }
-
-    fn applies_but_for_body(rule: &FaultRule, caller: &Caller, call: &Call) -> bool {
-        let without_body = FaultRule { body_contains: None, ..rule.clone() };
-        without_body.matches(caller, call, None)
+        faults.iter().any(|(rule, _)| rule.body_contains.is_some() && rule.matches_call(caller, call))
     }
 }
 

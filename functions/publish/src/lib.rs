@@ -86,7 +86,7 @@ pub async fn handle(deps: &Deps, event: Event) -> DynamoDbEventResponse {
     publish_batch(deps, event).instrument(span).await
 }
 
-/// Publishes the batch's events in order. Returns the index of the first
+/// Publishes the batch's events in order; the response names the first
 /// record that must be retried, if any.
 async fn publish_batch(deps: &Deps, event: Event) -> DynamoDbEventResponse {
     let mut response = DynamoDbEventResponse::default();
