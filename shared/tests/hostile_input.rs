@@ -4,8 +4,8 @@
 //! Bounded: a fixed number of cases per property (proptest's default 256,
 //! more for the sniffer), a few seconds in all.
 
-use prism_shared::commands::Command;
-use prism_shared::{JobEvent, envelope, sniff, uploads};
+use prism_shared::domain::commands::Command;
+use prism_shared::{JobEvent, app::uploads, content::sniff, domain::envelope};
 use proptest::prelude::*;
 
 /// The starts of real formats, so mutations land near the interesting branches.

@@ -5,8 +5,8 @@
 mod common;
 
 use common::openapi::OpenApi;
-use common::{JOB_TIMEOUT, TestCloud};
-use prism::{EmulatorChoice, PrismClient};
+use common::{JOB_TIMEOUT, TestCloud, images};
+use prism_cloud::{EmulatorChoice, PrismClient};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -149,19 +149,16 @@ async fn api_routes_auth_isolation_and_openapi() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_content_is_classified_by_bytes_not_names() {
     let tc = TestCloud::start(EmulatorChoice::Localstack).await;
-    let picture = image::RgbImage::from_fn(640, 360, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
-    let mut png = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(picture.clone()).write_to(&mut png, image::ImageFormat::Png).expect("png");
-    let mut jpeg = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(picture).write_to(&mut jpeg, image::ImageFormat::Jpeg).expect("jpeg");
-    let truncated_jpeg = jpeg.get_ref()[..600].to_vec();
+    let png = images::png(640, 360);
+    let jpeg = images::jpeg(640, 360);
+    let truncated_jpeg = jpeg[..600].to_vec();
     // A header promising 60,000 x 60,000 pixels with nothing behind it.
     let lying_png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\xea\x60\0\0\xea\x60\x08\x02\0\0\0\x0f\xb0\xe2\x15\x00\x00\x00\x05\x49\x44\x41\x54\x78\x9c\x63\x00\x00\x38\x29\xd9\xa2".to_vec();
     let wav = [b"RIFF\x24\0\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0\x44\xac\0\0\x88\x58\x01\0\x02\0\x10\0data\0\0\0\0".as_slice()].concat();
     let pdf = b"%PDF-1.7\n1 0 obj<<>>endobj\n".to_vec();
     let mp4 = b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41\0\0\0\x08free".to_vec();
     let cases: [(&str, Vec<u8>, &str, &str); 10] = [
-        ("picture.txt", png.into_inner(), "image", ""),
+        ("picture.txt", png, "image", ""),
         ("cut.jpg", truncated_jpeg, "image", "corrupt_image"),
         ("huge.png", lying_png, "image", "too_many_pixels"),
         ("song.mp3", wav, "audio", "corrupt_audio"),
@@ -170,7 +167,7 @@ async fn mixed_content_is_classified_by_bytes_not_names() {
         ("data.png", b"{\"a\": [1, 2, 3]}".to_vec(), "text", ""),
         ("noise.txt", vec![0, 159, 146, 150, 0, 1, 2, 3, 0, 0xFF], "", "unsupported_content"),
         ("empty.txt", Vec::new(), "", "empty_upload"),
-        ("photo.bin", jpeg.into_inner(), "image", ""),
+        ("photo.bin", jpeg, "image", ""),
     ];
     let mut jobs = Vec::new();
     for (name, bytes, _, _) in &cases {
@@ -203,9 +200,9 @@ async fn mixed_content_is_classified_by_bytes_not_names() {
             assert_eq!(links.len(), 2, "{name}: {links:?}");
             for (link, thumb) in links.iter().zip(snapshot["result"]["thumbnails"].as_array().expect("thumbnails")) {
                 let body = http.get(link["url"].as_str().expect("url")).send().await.expect("download").bytes().await.expect("body");
-                let img = image::load_from_memory(&body).expect("thumbnail opens");
+                let (width, height) = images::decoded_size(&body);
                 assert_eq!(
-                    (u64::from(img.width()), u64::from(img.height())),
+                    (u64::from(width), u64::from(height)),
                     (thumb["width"].as_u64().expect("w"), thumb["height"].as_u64().expect("h"))
                 );
             }

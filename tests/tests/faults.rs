@@ -10,12 +10,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{JOB_TIMEOUT, TestCloud};
-use prism::EmulatorChoice;
-use prism::live::{LiveConnection, is_terminal};
-use prism::proxy::{FaultAction, FaultPlan, FaultRule};
+use common::{JOB_TIMEOUT, TestCloud, images};
+use prism_cloud::EmulatorChoice;
+use prism_cloud::live::{LiveConnection, is_terminal};
+use prism_cloud::proxy::{FaultAction, FaultPlan, FaultRule};
 use prism_shared::JobId;
-use prism_shared::realtime::ClientMessage;
+use prism_shared::app::realtime::ClientMessage;
 use serde_json::Value;
 
 const TEXT: &[u8] = b"Faults are injected into this job's path. It must still end, once, and be seen ending.\n";
@@ -152,10 +152,7 @@ async fn a_message_that_always_fails_ends_its_job_through_the_dlq_while_the_rest
 async fn every_message_delivered_twice_records_nothing_twice() {
     let plan = FaultPlan { duplicate_deliveries: true, ..FaultPlan::default() };
     let tc = TestCloud::with_faults(EmulatorChoice::Localstack, plan).await;
-    let mut png = Vec::new();
-    image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]))
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .expect("png");
+    let png = images::png(640, 480);
     let files: Vec<(&str, Vec<u8>)> = vec![("one.txt", TEXT.to_vec()), ("two.txt", TEXT.repeat(3)), ("picture.png", png)];
     let mut ids = Vec::new();
     for (name, bytes) in files {

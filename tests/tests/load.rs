@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::TestCloud;
-use prism::EmulatorChoice;
-use prism::bench::load;
+use prism_cloud::EmulatorChoice;
+use prism_cloud::load;
 
 /// `PRISM_LOAD_JOBS` scales it when measuring by hand.
 fn jobs() -> usize {

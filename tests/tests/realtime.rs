@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{JOB_TIMEOUT, TestCloud};
-use prism::EmulatorChoice;
-use prism::live::{LiveConnection, LiveError, Watch, is_terminal};
+use prism_cloud::EmulatorChoice;
+use prism_cloud::live::{LiveConnection, LiveError, Watch, is_terminal};
 use prism_shared::JobId;
-use prism_shared::realtime::ClientMessage;
+use prism_shared::app::realtime::ClientMessage;
 use serde_json::Value;
 
 const TEXT: &[u8] = b"Prism watches this job live. Every event arrives once, in order.\nA second line for the counts.\n";

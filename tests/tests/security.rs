@@ -8,9 +8,9 @@ mod common;
 
 use base64::Engine as _;
 use common::TestCloud;
-use prism::EmulatorChoice;
-use prism::live::{LiveConnection, LiveError};
-use prism_shared::auth::TokenKey;
+use prism_cloud::EmulatorChoice;
+use prism_cloud::live::{LiveConnection, LiveError};
+use prism_shared::app::auth::TokenKey;
 use reqwest::Method;
 use serde_json::{Value, json};
 

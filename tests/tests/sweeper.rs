@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestCloud;
-use prism::EmulatorChoice;
-use prism::proxy::{FaultAction, FaultPlan, FaultRule};
+use prism_cloud::EmulatorChoice;
+use prism_cloud::proxy::{FaultAction, FaultPlan, FaultRule};
 use prism_shared::JobId;
 use serde_json::json;
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::{JOB_TIMEOUT, TestCloud};
-use prism::EmulatorChoice;
+use prism_cloud::EmulatorChoice;
 use prism_shared::aws::DynamoJobStore;
-use prism_shared::commands::Command;
-use prism_shared::job::InputObject;
+use prism_shared::domain::commands::Command;
+use prism_shared::domain::job::InputObject;
 use prism_shared::ports::JobStore;
 use prism_shared::{Envelope, Job, JobId, JobStatus, Modality, S3Uri};
 use serde_json::Value;

@@ -4,7 +4,7 @@ use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Utc};
-use prism_shared::lifecycle;
+use prism_shared::app::lifecycle;
 use prism_shared::ports::ListQuery;
 use prism_shared::{Job, JobId};
 

@@ -14,9 +14,9 @@ use aws_lambda_events::encodings::Body;
 use chrono::Utc;
 use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use prism_shared::auth::TokenKey;
-use prism_shared::limits::SizeLimits;
-use prism_shared::{ConfigError, config};
+use prism_shared::app::auth::TokenKey;
+use prism_shared::domain::limits::SizeLimits;
+use prism_shared::{ConfigError, runtime::config};
 use serde::Serialize;
 
 use crate::problem::ApiError;

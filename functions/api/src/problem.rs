@@ -1,7 +1,7 @@
 //! Errors as RFC 9457 problems (`application/problem+json`) with stable codes.
 
-use prism_shared::auth::AuthError;
-use prism_shared::lifecycle::LifecycleError;
+use prism_shared::app::auth::AuthError;
+use prism_shared::app::lifecycle::LifecycleError;
 use prism_shared::{BlobError, QueueError, StoreError};
 use serde::Serialize;
 

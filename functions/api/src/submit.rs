@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use prism_shared::commands::Command;
-use prism_shared::envelope::new_trace_id;
-use prism_shared::job::{InputObject, JobFailure};
-use prism_shared::lifecycle::{self, LifecycleError};
+use prism_shared::app::lifecycle::{self, LifecycleError};
+use prism_shared::domain::commands::Command;
+use prism_shared::domain::envelope::new_trace_id;
+use prism_shared::domain::job::{InputObject, JobFailure};
+use prism_shared::domain::results::JobResult;
 use prism_shared::ports::Created;
-use prism_shared::results::JobResult;
-use prism_shared::{Envelope, Job, JobEvent, JobEventEnvelope, JobId, Modality, Priority, S3Uri, sniff, text};
+use prism_shared::{Envelope, Job, JobEvent, JobEventEnvelope, JobId, Modality, Priority, S3Uri, content::sniff, content::text};
 use serde::{Deserialize, Serialize};
 
 use crate::problem::ApiError;

@@ -8,10 +8,10 @@ use api::{Config, Deps, handle};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use chrono::Utc;
-use prism_shared::auth::TokenKey;
-use prism_shared::limits::SizeLimits;
-use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
+use prism_shared::app::auth::TokenKey;
+use prism_shared::domain::limits::SizeLimits;
 use prism_shared::ports::JobStore;
+use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::testing::sample_event;
 use prism_shared::{Job, JobEventEnvelope, JobId, Priority};
 use serde_json::Value;
@@ -212,13 +212,13 @@ async fn a_retried_source_submission_sends_its_job_on_again_until_it_is_classifi
     assert!(commands.iter().all(|c| c.queue_url == "http://sqs/classify" && c.body.contains("job.classify")));
     // Once classified, a retry sends nothing more.
     let id: prism_shared::JobId = body(&retry)["job"]["id"].as_str().expect("id").parse().expect("id");
-    let classification = prism_shared::job::Classification {
+    let classification = prism_shared::domain::job::Classification {
         modality: prism_shared::Modality::Text,
         mime: "text/plain".into(),
         confidence: 1.0,
         estimated_seconds: 1.0,
     };
-    prism_shared::lifecycle::record(jobs.as_ref(), &id, "test", prism_shared::JobEvent::Classified(classification))
+    prism_shared::app::lifecycle::record(jobs.as_ref(), &id, "test", prism_shared::JobEvent::Classified(classification))
         .await
         .expect("classified");
     assert_eq!(handle(&deps, request).await.status_code, 200);

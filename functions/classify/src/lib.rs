@@ -5,15 +5,15 @@
 use std::collections::HashMap;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use prism_shared::commands::Command;
-use prism_shared::envelope::{self};
-use prism_shared::job::Lane;
-use prism_shared::job::{InputObject, JobFailure};
-use prism_shared::lifecycle::{self, LifecycleError, Recorded};
-use prism_shared::limits::SizeLimits;
-use prism_shared::sniff::{self, SNIFF_BYTES};
-use prism_shared::sqs_batch::{self, Backoff, HandlerError};
-use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality, config};
+use prism_shared::app::lifecycle::{self, LifecycleError, Recorded};
+use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
+use prism_shared::content::sniff::{self, SNIFF_BYTES};
+use prism_shared::domain::commands::Command;
+use prism_shared::domain::envelope::{self};
+use prism_shared::domain::job::Lane;
+use prism_shared::domain::job::{InputObject, JobFailure};
+use prism_shared::domain::limits::SizeLimits;
+use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality, runtime::config};
 
 pub const SOURCE: &str = "classify";
 

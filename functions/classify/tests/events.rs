@@ -5,21 +5,25 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use classify::{Config, Deps, handle};
-use prism_shared::commands::Command;
-use prism_shared::job::Lane;
-use prism_shared::limits::SizeLimits;
-use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
+use prism_shared::domain::commands::Command;
+use prism_shared::domain::job::Lane;
+use prism_shared::domain::limits::SizeLimits;
 use prism_shared::ports::JobStore;
+use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::testing::sample_event;
-use prism_shared::{Envelope, Job, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri, envelope};
+use prism_shared::{Envelope, Job, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri, domain::envelope};
 
 const JOB: &str = "0196f0a0-0000-7000-8000-00000000c1a5";
 
-async fn run(content: &[u8]) -> (Job, Vec<prism_shared::memory::SentMessage>) {
+async fn run(content: &[u8]) -> (Job, Vec<prism_shared::testing::memory::SentMessage>) {
     run_declared(content, None, Priority::Normal).await
 }
 
-async fn run_declared(content: &[u8], declared_size: Option<u64>, priority: Priority) -> (Job, Vec<prism_shared::memory::SentMessage>) {
+async fn run_declared(
+    content: &[u8],
+    declared_size: Option<u64>,
+    priority: Priority,
+) -> (Job, Vec<prism_shared::testing::memory::SentMessage>) {
     let event: SqsEvent = sample_event("sqs-classify-command.json");
     let (jobs, blobs, queue) =
         (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()), Arc::new(MemoryQueue::default()));

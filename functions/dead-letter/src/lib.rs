@@ -3,12 +3,12 @@
 //! a reason, so no job ever stays `queued` or `processing` forever.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use prism_shared::commands::Command;
-use prism_shared::envelope;
-use prism_shared::job::JobFailure;
-use prism_shared::lifecycle::{self, LifecycleError};
-use prism_shared::sqs_batch::{self, Backoff};
-use prism_shared::{JobEvent, JobId, uploads};
+use prism_shared::app::lifecycle::{self, LifecycleError};
+use prism_shared::app::sqs_batch::{self, Backoff};
+use prism_shared::domain::commands::Command;
+use prism_shared::domain::envelope;
+use prism_shared::domain::job::JobFailure;
+use prism_shared::{JobEvent, JobId, app::uploads};
 
 pub const SOURCE: &str = "dead-letter";
 

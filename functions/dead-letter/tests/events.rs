@@ -5,8 +5,8 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use dead_letter::{Deps, handle};
-use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
 use prism_shared::ports::JobStore;
+use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore};
 use prism_shared::testing::{memory_deps, sample_event};
 use prism_shared::{Job, JobEventEnvelope, JobId, JobStatus, Priority};
 

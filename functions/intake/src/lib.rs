@@ -7,12 +7,12 @@
 
 use aws_lambda_events::s3::S3EventRecord;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use prism_shared::commands::Command;
-use prism_shared::job::{InputObject, Lane};
-use prism_shared::lifecycle::{self, LifecycleError, Recorded};
-use prism_shared::sqs_batch::{self, Backoff, HandlerError};
-use prism_shared::uploads::{self, Upload};
-use prism_shared::{ConfigError, Envelope, JobEvent, JobId, Priority, config};
+use prism_shared::app::lifecycle::{self, LifecycleError, Recorded};
+use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
+use prism_shared::app::uploads::{self, Upload};
+use prism_shared::domain::commands::Command;
+use prism_shared::domain::job::{InputObject, Lane};
+use prism_shared::{ConfigError, Envelope, JobEvent, JobId, Priority, runtime::config};
 
 pub const SOURCE: &str = "intake";
 

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::SqsEvent;
 use intake::{Config, Deps, handle};
-use prism_shared::commands::Command;
-use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
+use prism_shared::domain::commands::Command;
 use prism_shared::ports::JobStore;
+use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::testing::sample_event;
-use prism_shared::{Envelope, JobId, JobStatus, S3Uri, envelope};
+use prism_shared::{Envelope, JobId, JobStatus, S3Uri, domain::envelope};
 
 fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
     let (jobs, queue) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryQueue::default()));

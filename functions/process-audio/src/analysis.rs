@@ -14,9 +14,9 @@ use prism_shared::bytes::Bytes;
 
 use crate::loudness::Loudness;
 use crate::opus::OggOpus;
-use prism_shared::ffmpeg::{self, FfmpegError};
-use prism_shared::processing::Progress;
-use prism_shared::results::{AudioLevels, AudioResult, SilenceReport, TimeSpan, Waveform};
+use prism_shared::app::processing::{Progress, WorkError};
+use prism_shared::content::ffmpeg::{self, FfmpegError};
+use prism_shared::domain::results::{AudioLevels, AudioResult, SilenceReport, TimeSpan, Waveform};
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, CodecType, DecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
@@ -50,9 +50,15 @@ pub enum AudioError {
     Ffmpeg(FfmpegError),
 }
 
-impl AudioError {
-    /// The job failure code.
-    pub fn code(&self) -> &'static str {
+impl WorkError for AudioError {
+    /// A decoder panic is a property of this file.
+    const PANIC_CODE: &'static str = "corrupt_audio";
+
+    fn is_cancellation(&self) -> bool {
+        matches!(self, Self::Cancelled)
+    }
+
+    fn code(&self) -> &'static str {
         match self {
             Self::Unsupported(_) => "unsupported_format",
             Self::Corrupt(_) => "corrupt_audio",

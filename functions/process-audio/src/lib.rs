@@ -10,14 +10,13 @@ pub mod opus;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::app::processing::{ProcessCommand, Run};
+use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::bytes::Bytes;
-use prism_shared::job::JobFailure;
-use prism_shared::processing::{ProcessCommand, Run};
-use prism_shared::results::JobResult;
-use prism_shared::sqs_batch::{self, Backoff, HandlerError};
-use prism_shared::{ConfigError, config};
+use prism_shared::domain::results::JobResult;
+use prism_shared::{ConfigError, runtime::config};
 
-use crate::analysis::{AudioError, analyse};
+use crate::analysis::analyse;
 
 pub const SOURCE: &str = "process-audio";
 
@@ -52,14 +51,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
     let Some(bytes) = run.read_input(input, deps.config.max_bytes, "audio").await? else { return Ok(()) };
     let mime = command.mime.clone();
     let work = move |progress: &_| analyse(bytes, &mime, deadline, progress);
-    let analysed = match run.blocking("decoding", (10, 90), Duration::from_secs(1), work).await? {
-        None => return Ok(()),
-        Some(Ok(Ok(a))) => a,
-        Some(Ok(Err(AudioError::Cancelled))) => return Ok(()),
-        Some(Ok(Err(e))) => return run.fail(JobFailure::new(e.code(), e.to_string())).await,
-        // A decoder panic is a property of this file: fail the job, don't retry it.
-        Some(Err(panic)) => return run.fail(JobFailure::new("corrupt_audio", panic)).await,
-    };
+    let Some(analysed) = run.blocking("decoding", (10, 90), Duration::from_secs(1), work).await? else { return Ok(()) };
     let result = analysed.result;
     tracing::info!(codec = %result.codec, duration_s = result.duration_s, "analysed");
     if !run.checkpoint("writing waveform", 90, None).await? {

@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::time::Instant;
 
 use opus_pure::{MAX_PACKET_SAMPLES, OggOpusReader, OggPacket, OpusDecoder, Trim};
-use prism_shared::processing::Progress;
+use prism_shared::app::processing::Progress;
 
 use crate::analysis::{AudioError, CHECK_EVERY_PACKETS, Meter, MeterThread, check_in};
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use prism_shared::app::processing::{Progress, WorkError};
 use prism_shared::bytes::Bytes;
-use prism_shared::processing::Progress;
 use process_audio::analysis::{AudioError, analyse};
 
 fn soon() -> Instant {
@@ -250,9 +250,9 @@ async fn the_handler_completes_the_job_with_a_waveform_output() {
 
     use aws_lambda_events::sqs::SqsEvent;
     use prism_shared::JobStatus;
-    use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
+    use prism_shared::domain::results::{JobResult, Waveform};
     use prism_shared::ports::JobStore;
-    use prism_shared::results::{JobResult, Waveform};
+    use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore};
     use prism_shared::testing::{memory_deps, phases, queued_job, sample_event};
     use process_audio::{Config, handle};
 

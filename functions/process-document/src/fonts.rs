@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pdf_oxide::fonts::bundled::{DEJAVU_SANS, DEJAVU_SANS_BOLD};
-use prism_shared::{ConfigError, config};
+use prism_shared::{ConfigError, runtime::config};
 
 pub const FALLBACK_FONTS_DIR: &str = "FALLBACK_FONTS_DIR";
 

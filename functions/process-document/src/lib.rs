@@ -10,14 +10,13 @@ pub mod pdf;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::app::processing::{ProcessCommand, Run};
+use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::bytes::Bytes;
-use prism_shared::job::JobFailure;
-use prism_shared::processing::{ProcessCommand, Run};
-use prism_shared::results::JobResult;
-use prism_shared::sqs_batch::{self, Backoff, HandlerError};
-use prism_shared::{ConfigError, config};
+use prism_shared::domain::results::JobResult;
+use prism_shared::{ConfigError, runtime::config};
 
-use crate::pdf::{DocumentError, DocumentLimits, analyse};
+use crate::pdf::{DocumentLimits, analyse};
 
 pub const SOURCE: &str = "process-document";
 
@@ -55,13 +54,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
     let Some(bytes) = run.read_input(input, deps.config.max_bytes, "document").await? else { return Ok(()) };
     let limits = deps.config.limits;
     let work = move |progress: &_| analyse(bytes.to_vec(), &limits, true, deadline, progress);
-    let analysed = match run.blocking("extracting text", (10, 85), Duration::from_secs(1), work).await? {
-        None => return Ok(()),
-        Some(Ok(Ok(a))) => a,
-        Some(Ok(Err(DocumentError::Cancelled))) => return Ok(()),
-        Some(Ok(Err(e))) => return run.fail(JobFailure::new(e.code(), e.to_string())).await,
-        Some(Err(panic)) => return run.fail(JobFailure::new("corrupt_document", panic)).await,
-    };
+    let Some(analysed) = run.blocking("extracting text", (10, 85), Duration::from_secs(1), work).await? else { return Ok(()) };
     tracing::info!(pages = analysed.result.pages, words = analysed.result.words, "analysed");
     if !run.checkpoint("writing text", 90, None).await? {
         return Ok(());

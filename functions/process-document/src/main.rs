@@ -4,7 +4,7 @@ use prism_shared::aws::AwsPorts;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::telemetry::init();
+    prism_shared::runtime::telemetry::init();
     let config = process_document::Config::from_env()?;
     if let Some(dir) = &config.fallback_fonts_dir {
         process_document::fonts::install(dir)?;

@@ -13,8 +13,8 @@ use pdf_oxide::converters::ConversionOptions;
 use pdf_oxide::document::PdfDocument;
 use pdf_oxide::object::Object;
 use pdf_oxide::rendering::{RenderOptions, render_page_fit};
-use prism_shared::processing::{Progress, panic_message};
-use prism_shared::results::{DocumentPages, DocumentResult, PageText, Thumbnail};
+use prism_shared::app::processing::{Progress, WorkError, panic_message};
+use prism_shared::domain::results::{DocumentPages, DocumentResult, PageText, Thumbnail};
 
 pub const SCHEMA_VERSION: u32 = 1;
 /// The preview's longest edge.
@@ -43,8 +43,15 @@ pub enum DocumentError {
     Cancelled,
 }
 
-impl DocumentError {
-    pub fn code(&self) -> &'static str {
+impl WorkError for DocumentError {
+    /// A parser panic is a property of this file.
+    const PANIC_CODE: &'static str = "corrupt_document";
+
+    fn is_cancellation(&self) -> bool {
+        matches!(self, Self::Cancelled)
+    }
+
+    fn code(&self) -> &'static str {
         match self {
             Self::Corrupt(_) => "corrupt_document",
             Self::TooManyPages { .. } => "too_many_pages",

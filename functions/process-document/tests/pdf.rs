@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use prism_shared::processing::Progress;
+use prism_shared::app::processing::{Progress, WorkError};
 use process_document::pdf::{DocumentLimits, analyse};
 
 fn soon() -> Instant {
@@ -94,9 +94,9 @@ async fn the_handler_writes_text_pages_and_preview() {
 
     use aws_lambda_events::sqs::SqsEvent;
     use prism_shared::JobStatus;
-    use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
+    use prism_shared::domain::results::{DocumentPages, JobResult};
     use prism_shared::ports::JobStore;
-    use prism_shared::results::{DocumentPages, JobResult};
+    use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore};
     use prism_shared::testing::{memory_deps, queued_job, sample_event};
     use process_document::{Config, handle};
 

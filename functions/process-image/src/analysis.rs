@@ -6,7 +6,8 @@ use std::io::Cursor;
 
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
-use prism_shared::results::{ExifSummary, ImageResult, PaletteColor, Thumbnail};
+use prism_shared::app::processing::{Progress, WorkError};
+use prism_shared::domain::results::{ExifSummary, ImageResult, PaletteColor, Thumbnail};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -33,15 +34,24 @@ pub enum ImageError {
     TooManyPixels { width: u32, height: u32, limit: u64 },
     #[error("the image could not be decoded: {0}")]
     Corrupt(String),
+    #[error("cancelled")]
+    Cancelled,
 }
 
-impl ImageError {
-    /// The job failure code.
-    pub fn code(&self) -> &'static str {
+impl WorkError for ImageError {
+    /// A decoder panic is a property of this file.
+    const PANIC_CODE: &'static str = "corrupt_image";
+
+    fn is_cancellation(&self) -> bool {
+        matches!(self, Self::Cancelled)
+    }
+
+    fn code(&self) -> &'static str {
         match self {
             Self::Unsupported(_) => "unsupported_format",
             Self::TooManyPixels { .. } => "too_many_pixels",
             Self::Corrupt(_) => "corrupt_image",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -175,10 +185,21 @@ fn turns(orientation: image::metadata::Orientation) -> bool {
     matches!(orientation, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
 }
 
-/// Reads the image and makes a thumbnail for each longest-edge size in `sizes`.
-pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32]) -> Result<Analysed, ImageError> {
+/// Reads the image and makes a thumbnail for each longest-edge size in
+/// `sizes`, reporting to `progress` after each step and stopping at the next
+/// one once the job is cancelled.
+pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32], progress: &Progress) -> Result<Analysed, ImageError> {
+    let steps = sizes.len() as f32 + 2.0;
+    let step = |done: usize| {
+        if progress.cancelled() {
+            return Err(ImageError::Cancelled);
+        }
+        progress.report(done as f32 / steps);
+        Ok(())
+    };
     let (format, width, height) = check_header(bytes, limits)?;
     let Decoded { source, turned, color_type, exif, mut warnings } = decode(bytes, limits, sizes.iter().copied().max())?;
+    step(1)?;
     let exif = exif.and_then(|raw| exif_summary(raw, &mut warnings));
     let animated = is_animated(bytes, format);
     let has_alpha = color_type.has_alpha();
@@ -186,8 +207,9 @@ pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32]) -> Result<Anal
     let (display_width, display_height) = if turned { (height, width) } else { (width, height) };
     let mut resizer = Resizer::new();
     let mut thumbnails = Vec::with_capacity(sizes.len());
-    for &size in sizes {
+    for (i, &size) in sizes.iter().enumerate() {
         thumbnails.push(make_thumbnail(&mut resizer, &source, (display_width, display_height), size)?);
+        step(i + 2)?;
     }
     // Palette and hash from a small copy: the same answer at a fraction of the work.
     let (sw, sh) = fit(source.width(), source.height(), 64);

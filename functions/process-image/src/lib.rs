@@ -6,13 +6,15 @@
 
 pub mod analysis;
 
+use std::time::Duration;
+
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::app::processing::{ProcessCommand, Run, WorkError};
+use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::bytes::Bytes;
-use prism_shared::job::JobFailure;
-use prism_shared::processing::{ProcessCommand, Run};
-use prism_shared::results::JobResult;
-use prism_shared::sqs_batch::{self, Backoff, HandlerError};
-use prism_shared::{ConfigError, config};
+use prism_shared::domain::job::JobFailure;
+use prism_shared::domain::results::JobResult;
+use prism_shared::{ConfigError, runtime::config};
 
 use crate::analysis::{ImageLimits, analyse, check_header};
 
@@ -57,16 +59,8 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
         return Ok(());
     }
     let limits = deps.config.limits;
-    // Decoding and resizing are CPU-bound: off the async threads.
-    let analysed = tokio::task::spawn_blocking(move || analyse(&bytes, &limits, &THUMBNAIL_SIZES))
-        .await
-        .map_err(|e| HandlerError::Malformed(format!("the image decoder panicked: {e}")));
-    let analysed = match analysed {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => return run.fail(JobFailure::new(e.code(), e.to_string())).await,
-        // A decoder panic is a property of this file: fail the job, don't retry it.
-        Err(e) => return run.fail(JobFailure::new("corrupt_image", e.to_string())).await,
-    };
+    let work = move |progress: &_| analyse(&bytes, &limits, &THUMBNAIL_SIZES, progress);
+    let Some(analysed) = run.blocking("decoding", (20, 80), Duration::from_secs(1), work).await? else { return Ok(()) };
     let result = &analysed.result;
     tracing::info!(format = %result.format, width = result.width, height = result.height, "analysed");
     if !run.checkpoint("writing thumbnails", 80, None).await? {

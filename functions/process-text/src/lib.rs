@@ -2,12 +2,12 @@
 //! Latin-1) and counts bytes, characters, lines and words.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::app::processing::{ProcessCommand, Run};
+use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::bytes::Bytes;
-use prism_shared::processing::{ProcessCommand, Run};
-use prism_shared::results::JobResult;
-use prism_shared::sqs_batch::{self, Backoff, HandlerError};
-use prism_shared::text::{analyse, describe, to_utf8};
-use prism_shared::{ConfigError, config};
+use prism_shared::content::text::{analyse, describe, to_utf8};
+use prism_shared::domain::results::JobResult;
+use prism_shared::{ConfigError, runtime::config};
 
 pub const SOURCE: &str = "process-text";
 

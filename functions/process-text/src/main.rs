@@ -4,7 +4,7 @@ use prism_shared::aws::AwsPorts;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::telemetry::init();
+    prism_shared::runtime::telemetry::init();
     let config = process_text::Config::from_env()?;
     let deps = AwsPorts::from_env().await?.with_config(config);
     let handler =

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
-use prism_shared::job::{Classification, InputObject};
-use prism_shared::lifecycle;
-use prism_shared::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
+use prism_shared::app::lifecycle;
+use prism_shared::domain::job::{Classification, InputObject};
+use prism_shared::domain::results::{JobResult, TextEncoding};
 use prism_shared::ports::JobStore;
-use prism_shared::results::{JobResult, TextEncoding};
+use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
 use prism_shared::testing::sample_event;
 use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri};
 use process_text::{Config, Deps, handle};

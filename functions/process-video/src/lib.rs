@@ -9,14 +9,13 @@ pub mod media;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use prism_shared::app::processing::{ProcessCommand, Run};
+use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::bytes::Bytes;
-use prism_shared::job::JobFailure;
-use prism_shared::processing::{ProcessCommand, Run};
-use prism_shared::results::JobResult;
-use prism_shared::sqs_batch::{self, Backoff, HandlerError};
-use prism_shared::{BlobError, ConfigError, config};
+use prism_shared::domain::results::JobResult;
+use prism_shared::{BlobError, ConfigError, runtime::config};
 
-use crate::media::{VideoError, analyse};
+use crate::media::analyse;
 
 pub const SOURCE: &str = "process-video";
 
@@ -56,13 +55,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
     }
     let dir = scratch.path().to_owned();
     let work = move |progress: &_| analyse(&path, &dir, deadline, progress);
-    let analysed = match run.blocking("thumbnails", (10, 85), Duration::from_secs(1), work).await? {
-        None => return Ok(()),
-        Some(Ok(Ok(a))) => a,
-        Some(Ok(Err(VideoError::Cancelled))) => return Ok(()),
-        Some(Ok(Err(e))) => return run.fail(JobFailure::new(e.code(), e.to_string())).await,
-        Some(Err(panic)) => return run.fail(JobFailure::new("decoder_failed", panic)).await,
-    };
+    let Some(analysed) = run.blocking("thumbnails", (10, 85), Duration::from_secs(1), work).await? else { return Ok(()) };
     let result = analysed.result;
     tracing::info!(codec = %result.video_codec, width = result.width, height = result.height, duration_s = result.duration_s, "analysed");
     if !run.checkpoint("writing outputs", 90, None).await? {

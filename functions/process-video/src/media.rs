@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use image::{ImageEncoder, RgbImage};
-use prism_shared::ffmpeg::{self, FfmpegError, FfmpegReport, StreamTypeSpecificData};
-use prism_shared::processing::Progress;
-use prism_shared::results::{ContactSheet, Thumbnail, VideoAudioTrack, VideoResult};
+use prism_shared::app::processing::{Progress, WorkError};
+use prism_shared::content::ffmpeg::{self, FfmpegError, FfmpegReport, StreamTypeSpecificData};
+use prism_shared::domain::results::{ContactSheet, Thumbnail, VideoAudioTrack, VideoResult};
 
 pub const SCHEMA_VERSION: u32 = 1;
 /// Contact sheet grid and tile width.
@@ -33,8 +33,15 @@ pub enum VideoError {
     Encode(String),
 }
 
-impl VideoError {
-    pub fn code(&self) -> &'static str {
+impl WorkError for VideoError {
+    /// A panic while reading ffmpeg's output is about this file's streams.
+    const PANIC_CODE: &'static str = "decoder_failed";
+
+    fn is_cancellation(&self) -> bool {
+        matches!(self, Self::Cancelled)
+    }
+
+    fn code(&self) -> &'static str {
         match self {
             Self::Corrupt(_) => "corrupt_video",
             Self::NoVideo => "no_video_stream",

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use prism_shared::app::processing::{Progress, WorkError};
 use prism_shared::bytes::Bytes;
-use prism_shared::processing::Progress;
 use process_video::media::{COLUMNS, ROWS, TILE_WIDTH, VideoError, analyse};
 
 fn soon() -> Instant {
@@ -129,9 +129,9 @@ async fn the_handler_streams_the_input_to_disk_and_writes_every_output() {
 
     use aws_lambda_events::sqs::SqsEvent;
     use prism_shared::JobStatus;
-    use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
+    use prism_shared::domain::results::JobResult;
     use prism_shared::ports::JobStore;
-    use prism_shared::results::JobResult;
+    use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore};
     use prism_shared::testing::{memory_deps, queued_job, sample_event};
     use process_video::{Config, Deps, handle};
 

@@ -2,17 +2,17 @@
 //! their jobs. Events arrive from the job-events SNS topic through an SQS
 //! queue; a batch is grouped by job so a burst of one job's events becomes
 //! one claim and a few messages per subscription (see
-//! [`prism_shared::realtime`] for claim-then-send and coalescing).
+//! [`prism_shared::app::realtime`] for claim-then-send and coalescing).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
-use prism_shared::envelope::{self, JobEventEnvelope};
+use prism_shared::app::realtime::Delivery;
+use prism_shared::app::sqs_batch::{self, Backoff};
+use prism_shared::domain::envelope::{self, JobEventEnvelope};
 use prism_shared::ports::{ConnectionStore, JobStore, Notifier, Queue};
-use prism_shared::realtime::Delivery;
-use prism_shared::sqs_batch::{self, Backoff};
 use prism_shared::{JobEvent, JobId, Retryable};
 use tracing::Instrument;
 

@@ -4,7 +4,7 @@ use prism_shared::aws::{AwsPorts, RealtimePorts, sdk_config};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::telemetry::init();
+    prism_shared::runtime::telemetry::init();
     let sdk = sdk_config().await;
     let AwsPorts { jobs, queue, .. } = AwsPorts::from_sdk(&sdk)?;
     let RealtimePorts { connections, notifier } = RealtimePorts::from_sdk(&sdk)?;

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
-use prism_shared::lifecycle;
-use prism_shared::memory::{MemoryConnections, MemoryJobStore, MemoryNotifier, MemoryQueue};
+use prism_shared::app::lifecycle;
 use prism_shared::ports::{Connection, ConnectionStore, JobStore, Subscription};
+use prism_shared::testing::memory::{MemoryConnections, MemoryJobStore, MemoryNotifier, MemoryQueue};
 use prism_shared::testing::sample_event;
 use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, Priority};
 use progress::{Deps, handle};

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use prism_shared::error::PublishError;
+use prism_shared::ports::error::PublishError;
 use prism_shared::ports::{EventBus, Queue};
-use prism_shared::{ConfigError, JobEventEnvelope, config};
+use prism_shared::{ConfigError, JobEventEnvelope, runtime::config};
 use tracing::Instrument;
 
 /// The sort key prefix of job events in the table.

@@ -4,7 +4,7 @@ use prism_shared::aws::{SqsQueue, event_bus, sdk_config};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::telemetry::init();
+    prism_shared::runtime::telemetry::init();
     let config = publish::Config::from_env()?;
     let sdk = sdk_config().await;
     let bus = std::sync::Arc::new(event_bus(&sdk)?);

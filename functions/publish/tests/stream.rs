@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::dynamodb::Event;
-use prism_shared::memory::{MemoryEventBus, MemoryQueue};
+use prism_shared::testing::memory::{MemoryEventBus, MemoryQueue};
 use prism_shared::testing::sample_event;
 use publish::{Config, Deps, handle};
 

@@ -17,9 +17,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use prism_shared::job::JobFailure;
-use prism_shared::lifecycle::{self, LifecycleError};
-use prism_shared::{ConfigError, Job, JobEvent, JobStatus, Retryable, config};
+use prism_shared::app::lifecycle::{self, LifecycleError};
+use prism_shared::domain::job::JobFailure;
+use prism_shared::{ConfigError, Job, JobEvent, JobStatus, Retryable, runtime::config};
 use serde::Serialize;
 
 pub const SOURCE: &str = "sweeper";

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use prism_shared::job::InputObject;
-use prism_shared::lifecycle;
-use prism_shared::memory::{MemoryBlobStore, MemoryJobStore};
+use prism_shared::app::lifecycle;
+use prism_shared::domain::job::InputObject;
 use prism_shared::ports::JobStore;
+use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore};
 use prism_shared::testing::{memory_deps, queued_job};
 use prism_shared::{JobEvent, JobStatus};
 use sweeper::{Config, Deps, Swept, handle};

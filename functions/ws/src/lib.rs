@@ -15,11 +15,11 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use chrono::Utc;
-use prism_shared::auth::TokenKey;
-use prism_shared::lifecycle::{self, LifecycleError};
+use prism_shared::app::auth::TokenKey;
+use prism_shared::app::lifecycle::{self, LifecycleError};
+use prism_shared::app::realtime::{CONNECTION_LIFETIME, ClientMessage, Delivery, DeliveryError, ServerMessage};
 use prism_shared::ports::{Connection, ConnectionStore, JobStore, Notifier, Subscription};
-use prism_shared::realtime::{CONNECTION_LIFETIME, ClientMessage, Delivery, DeliveryError, ServerMessage};
-use prism_shared::{ConfigError, Job, JobId, StoreError, config};
+use prism_shared::{ConfigError, Job, JobId, StoreError, runtime::config};
 
 pub const SOURCE: &str = "ws";
 

@@ -4,7 +4,7 @@ use prism_shared::aws::{AwsPorts, RealtimePorts, sdk_config};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::telemetry::init();
+    prism_shared::runtime::telemetry::init();
     let config = ws::Config::from_env()?;
     let sdk = sdk_config().await;
     let AwsPorts { jobs, .. } = AwsPorts::from_sdk(&sdk)?;

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use chrono::Utc;
-use prism_shared::auth::TokenKey;
-use prism_shared::lifecycle;
-use prism_shared::memory::{MemoryConnections, MemoryJobStore, MemoryNotifier};
+use prism_shared::app::auth::TokenKey;
+use prism_shared::app::lifecycle;
 use prism_shared::ports::{ConnectionStore, JobStore};
+use prism_shared::testing::memory::{MemoryConnections, MemoryJobStore, MemoryNotifier};
 use prism_shared::testing::sample_event;
 use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, JobStatus, Priority};
 use serde_json::{Value, json};

@@ -1,18 +1,18 @@
 //! The AWS adapters of the ports, and the one place SDK clients are configured.
 
-mod apigw;
-mod connections;
-mod dynamodb;
-mod s3;
-mod sns;
-mod sqs;
+mod blob_store;
+mod connection_store;
+mod event_bus;
+mod job_store;
+mod notifier;
+mod queue;
 
-pub use apigw::ApiGatewayNotifier;
-pub use connections::DynamoConnectionStore;
-pub use dynamodb::DynamoJobStore;
-pub use s3::S3BlobStore;
-pub use sns::SnsEventBus;
-pub use sqs::SqsQueue;
+pub use blob_store::S3BlobStore;
+pub use connection_store::DynamoConnectionStore;
+pub use event_bus::SnsEventBus;
+pub use job_store::DynamoJobStore;
+pub use notifier::ApiGatewayNotifier;
+pub use queue::SqsQueue;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
@@ -39,7 +39,7 @@ pub(crate) fn s(v: impl Into<String>) -> aws_sdk_dynamodb::types::AttributeValue
 }
 
 /// Keeps an SDK error whole (its source chain names the service's error code).
-pub(crate) fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> crate::error::BoxError {
+pub(crate) fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> crate::ports::error::BoxError {
     Box::new(e)
 }
 
@@ -53,13 +53,13 @@ pub struct AwsPorts {
 
 impl AwsPorts {
     /// Reads `TABLE_NAME` and the SDK's own settings from the environment.
-    pub async fn from_env() -> Result<Self, crate::error::ConfigError> {
+    pub async fn from_env() -> Result<Self, crate::ports::error::ConfigError> {
         Self::from_sdk(&sdk_config().await)
     }
 
     /// [`Self::from_env`] with an `SdkConfig` the caller also uses for other clients.
-    pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::error::ConfigError> {
-        let table = crate::config::required("TABLE_NAME")?;
+    pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::ports::error::ConfigError> {
+        let table = crate::runtime::config::required("TABLE_NAME")?;
         Ok(Self {
             jobs: std::sync::Arc::new(DynamoJobStore::new(aws_sdk_dynamodb::Client::new(sdk), table)),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
@@ -74,8 +74,8 @@ impl AwsPorts {
 }
 
 /// The event bus on the topic in `EVENTS_TOPIC_ARN`: only the `publish` function holds one.
-pub fn event_bus(sdk: &SdkConfig) -> Result<SnsEventBus, crate::error::ConfigError> {
-    Ok(SnsEventBus::new(aws_sdk_sns::Client::new(sdk), crate::config::required("EVENTS_TOPIC_ARN")?))
+pub fn event_bus(sdk: &SdkConfig) -> Result<SnsEventBus, crate::ports::error::ConfigError> {
+    Ok(SnsEventBus::new(aws_sdk_sns::Client::new(sdk), crate::runtime::config::required("EVENTS_TOPIC_ARN")?))
 }
 
 /// The adapters the WebSocket functions need besides [`AwsPorts`].
@@ -90,11 +90,11 @@ impl RealtimePorts {
     /// URL); `AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI` overrides the latter,
     /// as service endpoint variables do for every other client, so a local
     /// cloud can point the unchanged SDK client at itself.
-    pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::error::ConfigError> {
-        let table = crate::config::required("TABLE_NAME")?;
-        let endpoint = match crate::config::optional("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI") {
+    pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::ports::error::ConfigError> {
+        let table = crate::runtime::config::required("TABLE_NAME")?;
+        let endpoint = match crate::runtime::config::optional("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI") {
             Some(local) => local,
-            None => crate::config::required("WEBSOCKET_ENDPOINT")?,
+            None => crate::runtime::config::required("WEBSOCKET_ENDPOINT")?,
         };
         Ok(Self {
             connections: std::sync::Arc::new(DynamoConnectionStore::new(aws_sdk_dynamodb::Client::new(sdk), table)),

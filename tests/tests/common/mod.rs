@@ -2,14 +2,15 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod images;
 pub mod openapi;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use prism::proxy::FaultPlan;
-use prism::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient};
-use prism_shared::auth::TokenKey;
+use prism_cloud::proxy::FaultPlan;
+use prism_cloud::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient};
+use prism_shared::app::auth::TokenKey;
 
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -45,7 +46,7 @@ impl TestCloud {
     /// A cloud with faults and template parameters other than their defaults.
     pub async fn with(emulator: EmulatorChoice, faults: FaultPlan, parameters: Vec<(String, String)>) -> Self {
         let state_dir = project_dir().join("target/prism-e2e").join(uuid_like());
-        let secret = prism::cloud::new_token_secret();
+        let secret = prism_cloud::cloud::new_token_secret();
         let cloud = LocalCloud::start(CloudOptions {
             project_dir: project_dir(),
             emulator: Some(emulator),

@@ -1,0 +1,115 @@
+//! `prism bench`: runs the benchmarks under `bench/` and prints one report.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use prism_cloud::proxy::FaultPlan;
+use prism_cloud::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient, cloud, install, load};
+
+use super::up::{build_functions, target_dir};
+use crate::bench;
+use crate::tools::{CORPUS_TOOLS, LOCAL_RELEASE, PROCESSOR_TOOLS, REFERENCE_TOOLS};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Batch jobs queued ahead of the urgent one.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// WebSocket connections open during the live-progress benchmark.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Jobs in the load benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    jobs: usize,
+    /// Run only these benchmarks (default: all).
+    #[arg(long, value_enum)]
+    only: Vec<BenchKind>,
+    /// Also write the report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchKind {
+    Classifier,
+    Thumbnails,
+    Audio,
+    Documents,
+    Video,
+    Priority,
+    Live,
+    Load,
+}
+
+pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
+    let BenchArgs { batch, connections, jobs, only, out } = args;
+    let wanted = |kind| only.is_empty() || only.contains(&kind);
+    let scratch = project.join("target/prism-bench");
+    let exe = std::env::current_exe()?;
+    let mut report = String::from("# Prism benchmark report\n\n");
+    if wanted(BenchKind::Classifier) {
+        bench::classifier(&scratch, &mut report)?;
+    }
+    if wanted(BenchKind::Thumbnails) {
+        install::ensure_commands(REFERENCE_TOOLS)?;
+        bench::thumbnails(&scratch, &exe, &mut report)?;
+    }
+    if wanted(BenchKind::Audio) || wanted(BenchKind::Documents) || wanted(BenchKind::Video) {
+        install::ensure_commands(&[PROCESSOR_TOOLS, CORPUS_TOOLS].concat())?;
+    }
+    if wanted(BenchKind::Audio) {
+        bench::media::audio(&scratch, &exe, &mut report)?;
+    }
+    if wanted(BenchKind::Documents) {
+        bench::media::documents(&scratch, &exe, &mut report)?;
+    }
+    if wanted(BenchKind::Video) {
+        bench::media::video(&scratch, &exe, &mut report)?;
+    }
+    if wanted(BenchKind::Priority) || wanted(BenchKind::Live) || wanted(BenchKind::Load) {
+        build_functions(project, true)?;
+        let secret = cloud::new_token_secret();
+        let cloud = LocalCloud::start(CloudOptions {
+            project_dir: project.to_owned(),
+            emulator: Some(EmulatorChoice::Localstack),
+            bin_dir: target_dir(project).join(LOCAL_RELEASE),
+            state_dir: scratch.join("cloud"),
+            echo_logs: false,
+            stage: "bench".into(),
+            token_secret: secret.clone(),
+            faults: FaultPlan::default(),
+            parameters: Vec::new(),
+        })
+        .await?;
+        let key = prism_shared::app::auth::TokenKey::new(secret.as_bytes())?;
+        let token = key.issue("bench", chrono::Duration::hours(4), chrono::Utc::now())?;
+        let api = PrismClient::new(&cloud.info.http_url, Some(token.clone()))?;
+        let measured = async {
+            if wanted(BenchKind::Priority) {
+                bench::priority(&api, batch, &mut report).await?;
+            }
+            if wanted(BenchKind::Live) {
+                let url = cloud.info.websocket_url.clone().context("the template has no WebSocket API")?;
+                bench::push_latency(&api, &url, &token, connections, connections.div_ceil(10), &mut report).await?;
+            }
+            if wanted(BenchKind::Load) {
+                let owner_token = key.issue(load::OWNER, chrono::Duration::hours(4), chrono::Utc::now())?;
+                let load_api = PrismClient::new(&cloud.info.http_url, Some(owner_token))?;
+                let deadline = Duration::from_secs(600 + jobs as u64);
+                let result = load::run(&cloud, &load_api, jobs, deadline).await?;
+                let command = format!("cargo run --profile local-release -p prism -- bench --only load --jobs {jobs}");
+                load::write(&result, &command, &mut report)?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        cloud.stop().await;
+        measured?;
+    }
+    print!("{report}");
+    if let Some(path) = out {
+        std::fs::write(&path, &report)?;
+    }
+    Ok(())
+}

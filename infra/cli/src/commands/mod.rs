@@ -1,0 +1,63 @@
+//! The `prism` commands, one module each.
+
+mod analyse;
+mod bench;
+mod install;
+mod submit;
+mod target;
+mod test;
+mod up;
+mod watch;
+
+use std::path::Path;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the local cloud (emulators, resources from template.yaml, functions, APIs).
+    Up(up::UpArgs),
+    /// Start the local cloud, submit a sample text and print its job; runs until Ctrl-C.
+    Demo(up::UpArgs),
+    /// Stop a local cloud started with `up --detach`.
+    Down,
+    /// Submit files through the API (create job, upload to its presigned URL).
+    Submit(submit::SubmitArgs),
+    /// Follow jobs live until they end: progress bars from the WebSocket API,
+    /// resuming after dropped connections, REST polling as the fallback.
+    Watch(watch::WatchArgs),
+    /// Print one job.
+    Status(watch::StatusArgs),
+    /// Issue a bearer token for the local cloud.
+    Token(target::TokenArgs),
+    /// Install the emulators' pinned virtualenvs under .prism/venvs.
+    Install,
+    /// Run the benchmarks (on a private local cloud) and print the report.
+    Bench(bench::BenchArgs),
+    /// Run files through their processors on this machine, without the cloud
+    /// (classified by content as in the cloud); one JSON line per file.
+    Analyse(analyse::AnalyseArgs),
+    /// Make thumbnails of image files as process-image does (decode, orient, resize, encode).
+    Thumbnail(analyse::ThumbnailArgs),
+    /// Run every check: cfn-lint on template.yaml, then all tests (unit and end-to-end) with nextest.
+    Test(test::TestArgs),
+}
+
+impl Command {
+    pub async fn run(self, project: &Path) -> anyhow::Result<()> {
+        match self {
+            Self::Up(args) => up::up(project, args, false).await,
+            Self::Demo(args) => up::up(project, args, true).await,
+            Self::Down => up::down(project),
+            Self::Submit(args) => submit::run(project, args).await,
+            Self::Watch(args) => watch::watch(project, args).await,
+            Self::Status(args) => watch::status(project, args).await,
+            Self::Token(args) => target::token(project, &args),
+            Self::Install => install::run(project),
+            Self::Bench(args) => bench::run(project, args).await,
+            Self::Analyse(args) => analyse::analyse(&args),
+            Self::Thumbnail(args) => analyse::thumbnail(&args),
+            Self::Test(args) => test::run(project, &args.args),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `prism test`: everything CI checks, in order; each step must succeed.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context as _;
+use prism_cloud::install::{self, Venv};
+
+use crate::tools::{CORPUS_TOOLS, PROCESSOR_TOOLS, REFERENCE_TOOLS};
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Passed on to `cargo nextest run`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+pub fn run(project: &Path, extra: &[String]) -> anyhow::Result<()> {
+    install::ensure_commands(&[PROCESSOR_TOOLS, CORPUS_TOOLS, REFERENCE_TOOLS].concat())?;
+    let moto = install::ensure(project, Venv::Moto)?;
+    install::ensure(project, Venv::LocalStack)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let step = |name: &str, cmd: &mut Command| -> anyhow::Result<()> {
+        eprintln!("prism test: {name}");
+        let status = cmd.current_dir(project).status().with_context(|| format!("running {name}"))?;
+        anyhow::ensure!(status.success(), "{name} failed ({status})");
+        Ok(())
+    };
+    step("cfn-lint template.yaml", Command::new(moto.join("bin/cfn-lint")).arg("template.yaml"))?;
+    // The end-to-end tests run the real function binaries. Building every
+    // target in one go unifies features as the test build will, so the test
+    // run reuses these artifacts instead of compiling the SDKs again.
+    step("cargo build --workspace --all-targets", Command::new(&cargo).args(["build", "--workspace", "--all-targets"]))?;
+    let has_nextest = Command::new(&cargo).args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
+    let mut tests = Command::new(&cargo);
+    if has_nextest {
+        tests.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        tests.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    step("tests", tests.args(extra))
+}

@@ -1,0 +1,304 @@
+//! The local cloud: emulators + resources from template.yaml + function
+//! instances behind a Lambda Runtime API + SQS event-source mappings + the
+//! HTTP API, started together and stopped together.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::config::Credentials;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::emulator::{self, ACCOUNT_ID, EmulatorChoice, Emulators};
+use crate::logs::LogSink;
+use crate::provision::{self, Clients};
+use crate::proxy::{FaultPlan, Proxies, Upstreams};
+use crate::runtime::{self, FunctionHandle, RuntimeEnv};
+use crate::template::Template;
+use crate::{esm, http_api, schedules, streams, websocket};
+
+pub const REGION: &str = "us-east-1";
+const STACK_NAME: &str = "prism";
+
+/// How to start a local cloud.
+#[derive(Debug, Clone)]
+pub struct CloudOptions {
+    /// The project root: template.yaml and localstack/ live here.
+    pub project_dir: PathBuf,
+    /// `None` uses the endpoint in `AWS_ENDPOINT_URL` and starts no emulator.
+    pub emulator: Option<EmulatorChoice>,
+    /// Where the function binaries are (`target/debug` or `target/release`).
+    pub bin_dir: PathBuf,
+    /// Scratch space and logs for this cloud.
+    pub state_dir: PathBuf,
+    /// Echo function logs to the terminal.
+    pub echo_logs: bool,
+    pub stage: String,
+    /// The `TokenSecret` parameter: signs API bearer tokens.
+    pub token_secret: String,
+    /// Faults the functions' endpoints and event sources inject (see [`crate::proxy`]).
+    pub faults: FaultPlan,
+    /// Template parameters given values other than their defaults.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// What clients need to use a running local cloud (`.prism/local.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalInfo {
+    pub region: String,
+    pub endpoint: String,
+    pub dynamodb_endpoint: String,
+    pub emulator: String,
+    pub bucket: String,
+    pub table: String,
+    pub http_url: String,
+    /// The WebSocket API (`ws://…/{stage}`), when the template has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_url: Option<String>,
+    pub logs_dir: String,
+    pub pid: u32,
+}
+
+impl LocalInfo {
+    /// Where `prism up` writes it while the cloud runs.
+    pub fn path(project: &Path) -> PathBuf {
+        project.join(".prism/local.json")
+    }
+
+    /// The running local cloud's, as `prism up` wrote it.
+    pub fn read(project: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(Self::path(project)).context("no local cloud is running (start one with `prism up`)")?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+#[derive(Debug)]
+pub struct LocalCloud {
+    pub info: LocalInfo,
+    pub functions: Vec<FunctionHandle>,
+    /// The functions' endpoints: AWS calls counted, faults injected.
+    pub proxies: Arc<Proxies>,
+    shutdown: CancellationToken,
+    // Dropped last: the emulators outlive the functions that use them.
+    emulators: Option<Emulators>,
+}
+
+impl Drop for LocalCloud {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// SDK config for the emulators, independent of the caller's environment.
+pub fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "prism-local",
+        )))
+        .endpoint_url(endpoint)
+        .build()
+}
+
+impl LocalCloud {
+    pub async fn start(opts: CloudOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&opts.state_dir)?;
+        let logs = LogSink::new(&opts.state_dir.join("logs"), opts.echo_logs)?;
+        let emulators = emulator::start(opts.emulator, &opts.project_dir, &opts.state_dir, &logs).await?;
+        let clients = clients_for(&emulators.endpoint, &emulators.dynamodb_endpoint);
+
+        let template = Template::load(&opts.project_dir.join("template.yaml"))?;
+        let pseudo = [
+            ("AWS::AccountId", ACCOUNT_ID),
+            ("AWS::Region", REGION),
+            ("AWS::Partition", "aws"),
+            ("AWS::StackName", STACK_NAME),
+            ("AWS::URLSuffix", "amazonaws.com"),
+            ("Stage", opts.stage.as_str()),
+            ("TokenSecret", opts.token_secret.as_str()),
+            // Layers are not emulated: the functions use the ffmpeg on PATH.
+            ("FfmpegLayerArn", "local:ffmpeg-on-path"),
+        ];
+        let values: Vec<(&str, &str)> = pseudo.into_iter().chain(opts.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str()))).collect();
+        let stack = provision::provision(&template, &clients, &values).await.context("provisioning template.yaml")?;
+
+        let shutdown = CancellationToken::new();
+        // Bound before the functions start: their management endpoint is this port.
+        let ws_listener = match &stack.websocket {
+            Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+            None => None,
+        };
+        let ws_addr = ws_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
+        let overrides = vec![
+            ("PRISM_LOG_FORMAT".into(), "text".into()),
+            ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
+        ];
+        let upstreams = Upstreams {
+            main: emulators.endpoint.clone(),
+            dynamodb: emulators.dynamodb_endpoint.clone(),
+            connections: ws_addr.map(|addr| format!("http://{addr}")),
+        };
+        let proxies = Proxies::new(upstreams, opts.faults.faults.clone())?;
+        let delivery = if opts.faults.duplicate_deliveries { esm::Delivery::Twice } else { esm::Delivery::Once };
+        let env = RuntimeEnv {
+            bin_dir: opts.bin_dir.clone(),
+            base_env: vec![
+                ("AWS_REGION".into(), REGION.into()),
+                ("AWS_DEFAULT_REGION".into(), REGION.into()),
+                ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+                ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+                ("RUST_BACKTRACE".into(), "1".into()),
+            ],
+            overrides,
+            account_id: ACCOUNT_ID.into(),
+            region: REGION.into(),
+            logs: logs.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let mut functions = Vec::new();
+        let mut routes = Vec::new();
+        for spec in &stack.functions {
+            // Every AWS call of the function goes through its own endpoint.
+            let endpoint = proxies.listen(&spec.name, &spec.binary, shutdown.clone()).await?;
+            let mut function_env = env.clone();
+            function_env.overrides.push(("AWS_ENDPOINT_URL".into(), endpoint.clone()));
+            function_env.overrides.push(("AWS_ENDPOINT_URL_DYNAMODB".into(), endpoint.clone()));
+            if let Some(api) = &stack.websocket {
+                function_env.overrides.push(("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI".into(), format!("{endpoint}/{}", api.stage)));
+            }
+            let handle = runtime::start_function(spec.clone(), &function_env).await?;
+            for source in &spec.sqs_sources {
+                let pollers = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);
+                esm::start(source.clone(), handle.clone(), pollers, clients.sqs.clone(), REGION.into(), delivery, shutdown.clone());
+            }
+            for schedule in &spec.schedules {
+                schedules::start(schedule.clone(), handle.clone(), shutdown.clone());
+            }
+            for source in &spec.stream_sources {
+                streams::start(source.clone(), handle.clone(), clients.dynamodb_streams.clone(), shutdown.clone())
+                    .await
+                    .with_context(|| format!("reading the stream of {}", spec.name))?;
+            }
+            for route in stack.http_routes.iter().filter(|r| r.function == spec.name) {
+                routes.push((route.clone(), handle.clone()));
+            }
+            functions.push(handle);
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let http_url = format!("http://{}", listener.local_addr()?);
+        let app = http_api::router(http_api::Gateway {
+            routes,
+            stage: opts.stage.clone(),
+            account_id: ACCOUNT_ID.into(),
+            throttle: stack.http_throttle.map(|(rate, burst)| http_api::TokenBucket::new(rate, burst)),
+        });
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP API failed");
+            }
+        });
+
+        let mut websocket_url = None;
+        if let (Some(listener), Some(api)) = (ws_listener, stack.websocket.clone()) {
+            let addr = listener.local_addr()?;
+            websocket_url = Some(format!("ws://{addr}/{}", api.stage));
+            let handles = functions.iter().map(|f: &FunctionHandle| (f.name.clone(), f.clone())).collect();
+            let gateway = websocket::WsGateway::new(
+                api,
+                handles,
+                ACCOUNT_ID.into(),
+                addr.to_string(),
+                websocket::Limits::default(),
+                shutdown.clone(),
+            );
+            let app = std::sync::Arc::new(gateway).router();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "WebSocket API failed");
+                }
+            });
+        }
+
+        let info = LocalInfo {
+            region: REGION.into(),
+            endpoint: emulators.endpoint.clone(),
+            dynamodb_endpoint: emulators.dynamodb_endpoint.clone(),
+            emulator: emulators.description.clone(),
+            bucket: stack.buckets.first().cloned().unwrap_or_default(),
+            table: stack.tables.first().cloned().unwrap_or_default(),
+            http_url,
+            websocket_url,
+            logs_dir: logs.dir().display().to_string(),
+            pid: std::process::id(),
+        };
+        Ok(Self { info, functions, proxies, shutdown, emulators: Some(emulators) })
+    }
+
+    /// SDK clients pointed at this cloud's emulators.
+    pub fn clients(&self) -> Clients {
+        clients_for(&self.info.endpoint, &self.info.dynamodb_endpoint)
+    }
+
+    /// Stops functions, pollers and gateways, then the emulators.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        // Let supervisors kill their processes before the emulators go.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Some(emulators) = self.emulators.take() {
+            emulators.stop().await;
+        }
+    }
+}
+
+pub fn clients_for(endpoint: &str, dynamodb_endpoint: &str) -> Clients {
+    let main = emulator_sdk_config(endpoint);
+    let s3 = aws_sdk_s3::config::Builder::from(&main).force_path_style(true).build();
+    Clients {
+        s3: aws_sdk_s3::Client::from_conf(s3),
+        sqs: aws_sdk_sqs::Client::new(&main),
+        sns: aws_sdk_sns::Client::new(&main),
+        dynamodb: aws_sdk_dynamodb::Client::new(&emulator_sdk_config(dynamodb_endpoint)),
+        // The emulator that keeps the table serves its stream.
+        dynamodb_streams: aws_sdk_dynamodbstreams::Client::new(&emulator_sdk_config(dynamodb_endpoint)),
+    }
+}
+
+/// A fresh random token secret (256 bits from the OS's generator, as hex).
+pub fn new_token_secret() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// The local cloud's token secret, kept in `.prism/token-secret` (mode 600) so
+/// tokens stay valid across restarts; created on first use.
+pub fn local_token_secret(project: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = project.join(".prism/token-secret");
+    if let Ok(s) = std::fs::read_to_string(&path)
+        && s.trim().len() >= prism_shared::app::auth::MIN_SECRET_BYTES
+    {
+        return Ok(s.trim().to_owned());
+    }
+    std::fs::create_dir_all(project.join(".prism"))?;
+    let secret = new_token_secret();
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    std::io::Write::write_all(&mut f, secret.as_bytes())?;
+    Ok(secret)
+}
+
+/// The project root: the nearest folder at or above `start` holding template.yaml.
+pub fn find_project_dir(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find(|d| d.join("template.yaml").is_file() && d.join("Cargo.toml").is_file()).map(Path::to_path_buf)
+}

@@ -1,0 +1,191 @@
+//! The AWS emulators: LocalStack in host mode for S3, SQS and SNS paired with
+//! moto for DynamoDB (the default, chosen by measured SQS throughput), moto
+//! alone, or an endpoint the user already runs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+
+use crate::install::{self, Venv};
+use crate::logs::LogSink;
+use crate::process::spawn_owned;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmulatorChoice {
+    /// LocalStack (S3, SQS, SNS) with moto (DynamoDB).
+    Localstack,
+    /// moto alone.
+    Moto,
+}
+
+/// The account both emulators are told to use, so ARNs from either agree.
+pub const ACCOUNT_ID: &str = "000000000000";
+
+/// Running emulators; dropping this stops them.
+#[derive(Debug)]
+pub struct Emulators {
+    /// S3, SQS (and SNS) endpoint.
+    pub endpoint: String,
+    pub dynamodb_endpoint: String,
+    pub description: String,
+    children: Vec<tokio::process::Child>,
+}
+
+impl Emulators {
+    fn kill_all(&mut self) {
+        for child in &mut self.children {
+            if let Some(pid) = child.id() {
+                // Each emulator leads its own process group: take any helpers it started with it.
+                // (Gone already is fine: start_kill below reaps the leader either way.)
+                if let Some(group) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                }
+            }
+            let _ = child.start_kill();
+        }
+    }
+
+    /// Stops the emulators and reaps them.
+    pub async fn stop(mut self) {
+        self.kill_all();
+        for child in &mut self.children {
+            let _ = child.wait().await;
+        }
+    }
+}
+
+impl Drop for Emulators {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// A loopback port nobody is listening on right now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub async fn start(choice: Option<EmulatorChoice>, project: &Path, state_dir: &Path, logs: &LogSink) -> anyhow::Result<Emulators> {
+    let Some(choice) = choice else {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL")?;
+        let dynamodb_endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| endpoint.clone());
+        return Ok(Emulators { description: format!("external endpoint {endpoint}"), endpoint, dynamodb_endpoint, children: Vec::new() });
+    };
+    let moto_dir = {
+        let project = project.to_owned();
+        tokio::task::spawn_blocking(move || install::ensure(&project, Venv::Moto)).await??
+    };
+    let (moto, moto_url) = start_moto(&moto_dir, logs).await?;
+    match choice {
+        EmulatorChoice::Moto => {
+            Ok(Emulators { endpoint: moto_url.clone(), dynamodb_endpoint: moto_url, description: "moto".into(), children: vec![moto] })
+        }
+        EmulatorChoice::Localstack => {
+            let ls_dir = {
+                let project = project.to_owned();
+                tokio::task::spawn_blocking(move || install::ensure(&project, Venv::LocalStack)).await??
+            };
+            let (ls, ls_url) = start_localstack(&ls_dir, state_dir, logs).await?;
+            Ok(Emulators {
+                endpoint: ls_url,
+                dynamodb_endpoint: moto_url,
+                description: "LocalStack (S3, SQS, SNS) + moto (DynamoDB)".into(),
+                children: vec![moto, ls],
+            })
+        }
+    }
+}
+
+/// moto's server with DynamoDB queries that read one partition, not the whole
+/// table (see the script's own account of why).
+const MOTO_SERVER_SCRIPT: &str = include_str!("../../../localstack/moto_server.py");
+
+async fn start_moto(venv: &Path, logs: &LogSink) -> anyhow::Result<(tokio::process::Child, String)> {
+    let script = venv.join("prism_moto_server.py");
+    if std::fs::read_to_string(&script).ok().as_deref() != Some(MOTO_SERVER_SCRIPT) {
+        // Whole or not at all: clouds starting side by side share the venv.
+        let mut file = tempfile::NamedTempFile::new_in(venv)?;
+        std::io::Write::write_all(&mut file, MOTO_SERVER_SCRIPT.as_bytes())?;
+        file.persist(&script).with_context(|| format!("writing {}", script.display()))?;
+    }
+    for _ in 0..3 {
+        let port = free_port()?;
+        let mut cmd = tokio::process::Command::new(venv.join("bin/python"));
+        cmd.arg(&script).args(["-H", "127.0.0.1", "-p", &port.to_string()]).env("MOTO_ACCOUNT_ID", ACCOUNT_ID).process_group(0);
+        let url = format!("http://127.0.0.1:{port}");
+        if let Some(child) = launch(cmd, &format!("{url}/moto-api/"), "moto", logs).await? {
+            return Ok((child, url));
+        }
+    }
+    bail!("moto did not start; see {}/moto.log", logs.dir().display())
+}
+
+async fn start_localstack(venv: &Path, state_dir: &Path, logs: &LogSink) -> anyhow::Result<(tokio::process::Child, String)> {
+    for _ in 0..3 {
+        let port = free_port()?;
+        let root = state_dir.join(format!("localstack-{port}"));
+        std::fs::create_dir_all(&root)?;
+        let mut cmd = tokio::process::Command::new(venv.join("bin/python"));
+        cmd.args(["-m", "localstack.runtime.main"])
+            .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("LOCALSTACK_HOST", format!("127.0.0.1:{port}"))
+            .env("SERVICES", "s3,sqs,sns")
+            // Presigned URLs are checked as S3 checks them: their key, method and expiry.
+            .env("S3_SKIP_SIGNATURE_VALIDATION", "0")
+            .env("FILESYSTEM_ROOT", &root)
+            .env("SQS_ENDPOINT_STRATEGY", "path")
+            // No DNS server on port 53, no telemetry, no certificate download: this machine is offline.
+            .env("DNS_ADDRESS", "0")
+            .env("DISABLE_EVENTS", "1")
+            .env("SKIP_SSL_CERT_DOWNLOAD", "1")
+            .process_group(0);
+        let url = format!("http://127.0.0.1:{port}");
+        if let Some(child) = launch(cmd, &format!("{url}/_localstack/health"), "localstack", logs).await? {
+            return Ok((child, url));
+        }
+    }
+    bail!("LocalStack did not start; see {}/localstack.log", logs.dir().display())
+}
+
+/// Starts an emulator and waits until `ready_url` answers 200; `None` if it exited first.
+async fn launch(
+    mut cmd: tokio::process::Command,
+    ready_url: &str,
+    name: &str,
+    logs: &LogSink,
+) -> anyhow::Result<Option<tokio::process::Child>> {
+    let mut child = spawn_owned(&mut cmd).with_context(|| format!("starting {name}"))?;
+    for stream in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child.stderr.take().map(|s| Box::new(s) as _),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let (logs, name) = (logs.clone(), name.to_owned());
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                logs.line(&name, &name, &line);
+            }
+        });
+    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        if let Some(status) = child.try_wait()? {
+            tracing::warn!(%name, %status, "emulator exited during start-up");
+            return Ok(None);
+        }
+        if http.get(ready_url).send().await.is_ok_and(|r| r.status().is_success()) {
+            tracing::info!(%name, secs = started.elapsed().as_secs_f32(), "emulator ready");
+            return Ok(Some(child));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{name} was not ready after 120 s")
+}

@@ -1,0 +1,274 @@
+//! The load run: many small jobs (texts and images), half submitted through
+//! the API and half dropped straight into the bucket, then every job's log
+//! checked: each job terminal, none lost, none duplicated, no lifecycle event
+//! recorded twice, sequence numbers without gaps. `prism bench --only load`
+//! runs it at 10,000 jobs; the test suite runs a 1,000-job version with the
+//! same checks.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use prism_shared::ports::{JobStore, ListQuery};
+use prism_shared::{Job, JobId, JobStatus, S3Uri};
+
+use crate::{LocalCloud, PrismClient};
+
+/// The owner of every job of the run (API token and bucket folder alike).
+pub const OWNER: &str = "load";
+/// Requests in flight at once, each way.
+const SUBMITTERS: usize = 8;
+/// Lifecycle events a job records at most once.
+const ONCE: [&str; 5] = ["job.created", "job.uploaded", "job.classified", "job.started", "job.completed"];
+
+/// What a load run found.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub jobs: usize,
+    pub through_api: usize,
+    pub dropped: usize,
+    pub completed: usize,
+    pub failed: usize,
+    /// Submissions with no job at all.
+    pub lost: usize,
+    /// Jobs not yet terminal when the deadline passed (still queued or running).
+    pub unfinished: usize,
+    /// Jobs beyond one per submission, and lifecycle events recorded twice.
+    pub duplicated: usize,
+    /// Jobs whose sequence numbers have a gap.
+    pub gaps: usize,
+    pub jobs_per_second: f64,
+    pub submit_ms: Percentiles,
+    pub end_to_end_ms: Percentiles,
+    /// Calls per job by `service:Operation`, every function together.
+    pub calls_per_job: BTreeMap<String, f64>,
+    /// Calls per job by function.
+    pub calls_per_job_by_function: BTreeMap<String, f64>,
+    /// Most memory any invocation of each function used (MB), from its REPORT lines.
+    pub peak_memory_mb: BTreeMap<String, u64>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+impl Percentiles {
+    fn of(mut values: Vec<f64>) -> Self {
+        values.sort_by(f64::total_cmp);
+        let at = |p: f64| values.get(((p / 100.0) * (values.len().saturating_sub(1)) as f64).round() as usize).copied().unwrap_or(f64::NAN);
+        Self { p50: at(50.0), p99: at(99.0) }
+    }
+}
+
+/// A small input: a text, or every fourth one a small PNG.
+fn input(i: usize) -> (String, Vec<u8>) {
+    if i % 4 == 3 {
+        let pixels = (0..32u32).flat_map(|y| (0..48u32).flat_map(move |x| [(x * 5 + i as u32) as u8, (y * 7) as u8, 128]));
+        if let Ok(png) = crate::images::png_rgb(48, 32, &pixels.collect::<Vec<u8>>()) {
+            return (format!("load-{i}.png"), png);
+        }
+    }
+    (format!("load-{i}.txt"), format!("Load job {i}. A few words to count, a sentence or two.\nLine two of job {i}.\n").into_bytes())
+}
+
+/// Submits `jobs` jobs to `cloud` (as owner [`OWNER`], through `api`) and
+/// checks every one of them once all are terminal or `deadline` has passed.
+pub async fn run(cloud: &LocalCloud, api: &PrismClient, jobs: usize, deadline: Duration) -> anyhow::Result<LoadReport> {
+    let clients = cloud.clients();
+    let store = prism_shared::aws::DynamoJobStore::new(clients.dynamodb.clone(), cloud.info.table.clone());
+    let bucket = cloud.info.bucket.clone();
+    let calls_before = cloud.proxies.calls();
+    let started = Instant::now();
+
+    // Every other job through the API, the rest dropped into the bucket.
+    let submitted: Vec<anyhow::Result<(JobId, Option<f64>)>> = futures::stream::iter(0..jobs)
+        .map(|i| {
+            let (name, bytes) = input(i);
+            let (s3, bucket) = (clients.s3.clone(), bucket.clone());
+            async move {
+                if i % 2 == 0 {
+                    let asked = Instant::now();
+                    let (job, url) = api.create(&name, None).await?;
+                    let submit_ms = asked.elapsed().as_secs_f64() * 1000.0;
+                    api.upload(&url, bytes).await?;
+                    Ok((job.id, Some(submit_ms)))
+                } else {
+                    let key = format!("uploads/{OWNER}/{name}");
+                    let put = s3.put_object().bucket(&bucket).key(&key).body(bytes.into()).send().await.context("dropping")?;
+                    let etag = put.e_tag.unwrap_or_default().trim_matches('"').to_owned();
+                    Ok((JobId::for_object(&S3Uri::new(&bucket, key), &etag), None))
+                }
+            }
+        })
+        .buffer_unordered(SUBMITTERS)
+        .collect()
+        .await;
+    let mut ids = Vec::with_capacity(jobs);
+    let mut submit_ms = Vec::new();
+    for s in submitted {
+        let (id, ms) = s?;
+        ids.push(id);
+        submit_ms.extend(ms);
+    }
+
+    // Wait until nothing of the owner is queued or processing (and every drop has its job).
+    let until = Instant::now() + deadline;
+    loop {
+        let open = open_jobs(&store).await?;
+        if open == 0 && count_jobs(&store).await? >= jobs {
+            break;
+        }
+        if Instant::now() > until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let elapsed = started.elapsed();
+
+    // Every job, checked against its log.
+    let checked: Vec<anyhow::Result<Check>> =
+        futures::stream::iter(ids.iter()).map(|id| check(&store, id)).buffer_unordered(16).collect().await;
+    let mut report = LoadReport { jobs, through_api: jobs.div_ceil(2), dropped: jobs / 2, elapsed, ..LoadReport::default() };
+    let (mut first_created, mut last_end) = (None::<chrono::DateTime<chrono::Utc>>, None::<chrono::DateTime<chrono::Utc>>);
+    let mut end_to_end = Vec::new();
+    for c in checked {
+        match c? {
+            Check::Missing => report.lost += 1,
+            Check::Open => report.unfinished += 1,
+            Check::Ended { job, duplicated_events, gap } => {
+                match job.status {
+                    JobStatus::Completed => report.completed += 1,
+                    _ => report.failed += 1,
+                }
+                report.duplicated += duplicated_events;
+                report.gaps += usize::from(gap);
+                first_created = Some(first_created.map_or(job.created_at, |t| t.min(job.created_at)));
+                last_end = Some(last_end.map_or(job.updated_at, |t| t.max(job.updated_at)));
+                end_to_end.push((job.updated_at - job.created_at).num_milliseconds() as f64);
+            }
+        }
+    }
+    // One job per submission: any job of the owner beyond those is a duplicate.
+    report.duplicated += count_jobs(&store).await?.saturating_sub(jobs);
+    if let (Some(first), Some(last)) = (first_created, last_end) {
+        report.jobs_per_second = (report.completed + report.failed) as f64 / ((last - first).num_milliseconds().max(1) as f64 / 1000.0);
+    }
+    report.submit_ms = Percentiles::of(submit_ms);
+    report.end_to_end_ms = Percentiles::of(end_to_end);
+
+    let calls = cloud.proxies.calls();
+    for ((function, service, operation), n) in &calls {
+        let before = calls_before.get(&(function.clone(), service.clone(), operation.clone())).copied().unwrap_or(0);
+        let per_job = (n - before) as f64 / jobs.max(1) as f64;
+        *report.calls_per_job.entry(format!("{service}:{operation}")).or_default() += per_job;
+        *report.calls_per_job_by_function.entry(function.clone()).or_default() += per_job;
+    }
+    report.peak_memory_mb = peak_memory(std::path::Path::new(&cloud.info.logs_dir));
+    Ok(report)
+}
+
+enum Check {
+    Missing,
+    Open,
+    Ended { job: Box<Job>, duplicated_events: usize, gap: bool },
+}
+
+async fn check(store: &dyn JobStore, id: &JobId) -> anyhow::Result<Check> {
+    let Some(job) = store.get(id).await? else { return Ok(Check::Missing) };
+    if !job.status.is_terminal() {
+        return Ok(Check::Open);
+    }
+    let events = store.events(id, 0, 10_000).await?;
+    let seqs: Vec<u64> = events.iter().filter_map(|e| e.seq).collect();
+    let gap = seqs != (1..=job.seq).collect::<Vec<_>>();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &events {
+        *counts.entry(e.body.event_type()).or_default() += 1;
+    }
+    let terminal = events.iter().filter(|e| matches!(e.body.event_type(), "job.completed" | "job.failed" | "job.cancelled")).count();
+    let duplicated_events =
+        ONCE.iter().map(|t| counts.get(t).copied().unwrap_or(0).saturating_sub(1)).sum::<usize>() + terminal.saturating_sub(1);
+    Ok(Check::Ended { job: Box::new(job), duplicated_events, gap })
+}
+
+async fn open_jobs(store: &dyn JobStore) -> anyhow::Result<usize> {
+    let mut open = 0;
+    for status in [JobStatus::Queued, JobStatus::Processing] {
+        let query = ListQuery { status: Some(status), limit: 1, ..ListQuery::default() };
+        open += store.list(OWNER, &query, chrono::Utc::now()).await?.jobs.len();
+    }
+    Ok(open)
+}
+
+async fn count_jobs(store: &dyn JobStore) -> anyhow::Result<usize> {
+    let mut count = 0;
+    let mut cursor = None;
+    loop {
+        let query = ListQuery { limit: 1000, cursor, ..ListQuery::default() };
+        let page = store.list(OWNER, &query, chrono::Utc::now()).await?;
+        count += page.jobs.len();
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(count),
+        }
+    }
+}
+
+/// The largest "Max Memory Used" of each function's REPORT lines.
+fn peak_memory(logs: &std::path::Path) -> BTreeMap<String, u64> {
+    let mut peaks = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(logs) else { return peaks };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let peak = text
+            .lines()
+            .filter_map(|l| l.split("Max Memory Used: ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .max();
+        if let Some(mb) = peak {
+            peaks.insert(name, mb);
+        }
+    }
+    peaks
+}
+
+/// The report's markdown section.
+pub fn write(report: &LoadReport, command: &str, out: &mut String) -> std::fmt::Result {
+    writeln!(out, "## Load\n")?;
+    writeln!(
+        out,
+        "{} jobs ({} through the API, {} dropped into the bucket; texts and small PNGs) on the default local cloud, `{command}`.\n",
+        report.jobs, report.through_api, report.dropped
+    )?;
+    writeln!(out, "| measure | value |\n|---|---:|")?;
+    writeln!(out, "| completed / failed | {} / {} |", report.completed, report.failed)?;
+    writeln!(out, "| lost (a submission without a job) | {} |", report.lost)?;
+    writeln!(out, "| unfinished at the deadline | {} |", report.unfinished)?;
+    writeln!(out, "| duplicated (extra jobs or lifecycle events) | {} |", report.duplicated)?;
+    writeln!(out, "| jobs with a gap in their log | {} |", report.gaps)?;
+    writeln!(out, "| throughput | {:.1} jobs/s |", report.jobs_per_second)?;
+    writeln!(out, "| submit latency (API create) p50 / p99 | {:.0} / {:.0} ms |", report.submit_ms.p50, report.submit_ms.p99)?;
+    writeln!(out, "| end to end (created → terminal) p50 / p99 | {:.0} / {:.0} ms |", report.end_to_end_ms.p50, report.end_to_end_ms.p99)?;
+    writeln!(out, "| wall time | {:.0} s |\n", report.elapsed.as_secs_f64())?;
+    writeln!(out, "AWS calls per job by operation (every function, progress fan-out and publishing included):\n")?;
+    writeln!(out, "| operation | calls per job |\n|---|---:|")?;
+    for (op, n) in &report.calls_per_job {
+        writeln!(out, "| {op} | {n:.2} |")?;
+    }
+    writeln!(out, "| **total** | **{:.1}** |\n", report.calls_per_job.values().sum::<f64>())?;
+    writeln!(out, "| function | calls per job | peak memory |\n|---|---:|---:|")?;
+    for (function, n) in &report.calls_per_job_by_function {
+        // `prism-{stage}-{binary}`.
+        let binary = function.strip_prefix("prism-").and_then(|f| f.split_once('-')).map_or(function.as_str(), |(_, b)| b);
+        let peak = report.peak_memory_mb.get(binary).map(|mb| format!("{mb} MB"));
+        writeln!(out, "| {binary} | {n:.2} | {} |", peak.unwrap_or_else(|| "-".into()))?;
+    }
+    writeln!(out)
+}

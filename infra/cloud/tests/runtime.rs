@@ -1,0 +1,95 @@
+//! The local Lambda runtime against a runtime written in shell: responses,
+//! function errors, crashes (restarted), timeouts and memory overruns
+//! (killed, restarted).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prism_cloud::logs::LogSink;
+use prism_cloud::provision::FunctionSpec;
+use prism_cloud::runtime::{InvokeError, RuntimeEnv, start_function};
+use tokio_util::sync::CancellationToken;
+
+/// A Lambda runtime client in bash and curl: echoes its event, or does what the event says.
+const SHELL_RUNTIME: &str = r#"#!/usr/bin/env bash
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+while true; do
+  headers=$(mktemp)
+  body=$(curl -sS -D "$headers" "$api/invocation/next")
+  id=$(grep -i '^lambda-runtime-aws-request-id:' "$headers" | cut -d' ' -f2 | tr -d '\r')
+  rm -f "$headers"
+  case "$body" in
+    '"crash"') exit 3 ;;
+    '"hang"') sleep 30 ;;
+    # A child process holding 200 MB: it counts against the function's memory.
+    '"hog"') python3 -c 'import time; b = bytearray(200 << 20); time.sleep(30)' ;;
+    '"fail"') curl -sS -X POST -d '{"errorType":"Boom","errorMessage":"asked to fail"}' "$api/invocation/$id/error" >/dev/null ;;
+    *) curl -sS -X POST -d "$body" "$api/invocation/$id/response" >/dev/null ;;
+  esac
+done
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_are_restarted_and_overruns_killed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("runtime-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let script = dir.join("echo-runtime");
+    std::fs::write(&script, SHELL_RUNTIME).expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let shutdown = CancellationToken::new();
+    let env = RuntimeEnv {
+        bin_dir: dir.clone(),
+        base_env: Vec::new(),
+        overrides: Vec::new(),
+        account_id: "000000000000".into(),
+        region: "us-east-1".into(),
+        logs: LogSink::new(&dir.join("logs"), false).expect("logs"),
+        shutdown: shutdown.clone(),
+    };
+    let spec = FunctionSpec {
+        logical_id: "Echo".into(),
+        name: "echo".into(),
+        binary: "echo-runtime".into(),
+        environment: Vec::new(),
+        timeout: Duration::from_secs(1),
+        memory_mb: 128,
+        concurrency: 1,
+        sqs_sources: Vec::new(),
+        stream_sources: Vec::new(),
+        schedules: Vec::new(),
+    };
+    let f = start_function(spec, &env).await.expect("start");
+    let invoke = |body: &'static str| f.invoke(Bytes::from_static(body.as_bytes()));
+
+    assert_eq!(invoke("\"hello\"").await, Ok(Bytes::from_static(b"\"hello\"")));
+    assert_eq!(invoke("\"fail\"").await, Err(InvokeError::Function { error_type: "Boom".into(), message: "asked to fail".into() }));
+
+    assert_eq!(invoke("\"crash\"").await, Err(InvokeError::Crashed));
+    assert_eq!(invoke("\"after crash\"").await, Ok(Bytes::from_static(b"\"after crash\"")), "the instance was restarted");
+
+    let started = Instant::now();
+    assert_eq!(invoke("\"hang\"").await, Err(InvokeError::Timeout(Duration::from_secs(1))));
+    assert!(started.elapsed() < Duration::from_secs(5), "killed at its deadline, not when it finished");
+    assert_eq!(invoke("\"after hang\"").await, Ok(Bytes::from_static(b"\"after hang\"")));
+
+    let started = Instant::now();
+    match invoke("\"hog\"").await {
+        Err(InvokeError::OutOfMemory { limit_mb: 128, used_mb }) => assert!((128..400).contains(&used_mb), "{used_mb} MB"),
+        other => panic!("not stopped for its memory: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "killed as it passed its memory, not at its deadline");
+    assert_eq!(invoke("\"after hog\"").await, Ok(Bytes::from_static(b"\"after hog\"")));
+
+    // Every invocation ended with Lambda's REPORT line; the hog's shows its memory.
+    let log = std::fs::read_to_string(dir.join("logs").join("echo-runtime.log")).expect("log");
+    let reports: Vec<&str> = log.lines().filter(|l| l.contains("REPORT RequestId: ")).collect();
+    assert_eq!(reports.len(), 8, "{log}");
+    assert!(reports.iter().all(|r| r.contains("Memory Size: 128 MB")), "{reports:?}");
+    let most = |r: &str| r.split("Max Memory Used: ").nth(1).and_then(|m| m.trim_end_matches(" MB").parse::<u64>().ok());
+    assert!(reports.iter().filter_map(|r| most(r)).any(|mb| mb >= 128), "{reports:?}");
+
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}

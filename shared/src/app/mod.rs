@@ -1,0 +1,8 @@
+//! Application services: what the functions are made of, written against the ports.
+
+pub mod auth;
+pub mod lifecycle;
+pub mod processing;
+pub mod realtime;
+pub mod sqs_batch;
+pub mod uploads;

@@ -1,0 +1,401 @@
+//! The steps every processor shares: take a `job.process` command, start the
+//! job, read its input within a size limit, report progress at checkpoints
+//! (each one also a cancellation check), and finish with a result or a
+//! reason. A processor only supplies the work in between.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::app::lifecycle::{self, LifecycleError};
+use crate::app::sqs_batch::HandlerError;
+use crate::domain::commands::Command;
+use crate::domain::envelope::{self, Envelope};
+use crate::domain::job::{InputObject, Job, JobEvent, JobFailure, JobId, Output};
+use crate::domain::results::JobResult;
+use crate::ports::error::{BlobError, StoreError};
+use crate::ports::{BlobStore, Deps, JobStore};
+
+/// What a `job.process` command asks for.
+#[derive(Debug, Clone)]
+pub struct ProcessCommand {
+    pub job_id: JobId,
+    pub trace_id: String,
+    pub input: InputObject,
+    pub mime: String,
+}
+
+impl ProcessCommand {
+    pub fn decode(body: &str) -> Result<Self, HandlerError> {
+        let env: Envelope<Command> = envelope::decode(body)?;
+        match (env.job_id, env.body) {
+            (Some(job_id), Command::Process { input, mime, .. }) => Ok(Self { job_id, trace_id: env.trace_id, input, mime }),
+            _ => Err(HandlerError::Malformed("expected a job.process command with a job_id".into())),
+        }
+    }
+}
+
+/// A job being processed by `source`.
+#[derive(Debug)]
+pub struct Run<'a> {
+    pub jobs: &'a dyn JobStore,
+    pub blobs: &'a dyn BlobStore,
+    pub source: &'static str,
+    pub job_id: JobId,
+}
+
+impl<'a> Run<'a> {
+    /// Starts the job `command` names, with `deps`' ports; see [`Run::start`].
+    pub async fn for_command<C>(
+        deps: &'a Deps<C>,
+        source: &'static str,
+        command: &ProcessCommand,
+        phase: &str,
+    ) -> Result<Option<Self>, HandlerError> {
+        let input = &command.input;
+        tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, source, "processing");
+        Self::start(deps.jobs.as_ref(), deps.blobs.as_ref(), source, command.job_id.clone(), phase).await
+    }
+
+    /// Starts the job in `phase`. `None` means there is nothing to do: the job
+    /// already finished (a duplicate command), or it was cancelled, which this
+    /// records.
+    pub async fn start(
+        jobs: &'a dyn JobStore,
+        blobs: &'a dyn BlobStore,
+        source: &'static str,
+        job_id: JobId,
+        phase: &str,
+    ) -> Result<Option<Self>, HandlerError> {
+        let run = Self { jobs, blobs, source, job_id };
+        let job = run.job().await?;
+        if job.status.is_terminal() {
+            tracing::info!(status = %job.status, "job already finished; duplicate ignored");
+            return Ok(None);
+        }
+        if job.cancel_requested {
+            run.record(JobEvent::Cancelled).await?;
+            return Ok(None);
+        }
+        Ok(run.record(JobEvent::Started { phase: phase.to_owned() }).await?.then_some(run))
+    }
+
+    async fn job(&self) -> Result<Job, HandlerError> {
+        Ok(self.jobs.get(&self.job_id).await?.ok_or_else(|| LifecycleError::NotFound(self.job_id.clone()))?)
+    }
+
+    /// Records `event`; `false` when the job had moved on (finished or cancelled elsewhere).
+    async fn record(&self, event: JobEvent) -> Result<bool, HandlerError> {
+        match lifecycle::record(self.jobs, &self.job_id, self.source, event).await {
+            Ok(_) => Ok(true),
+            Err(LifecycleError::Refused { error, .. }) => {
+                tracing::info!(%error, "job moved on");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The whole input, or `None` once the job has been failed because it is
+    /// over `limit` bytes or gone.
+    pub async fn read_input(&self, input: &InputObject, limit: u64, what: &str) -> Result<Option<Bytes>, HandlerError> {
+        match self.blobs.read_all(&input.uri, limit).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(BlobError::TooLarge { size, limit, .. }) => {
+                self.fail(JobFailure::new("too_large", format!("{what} of {size} bytes is over the limit of {limit}"))).await?;
+                Ok(None)
+            }
+            Err(BlobError::NotFound(uri)) => {
+                self.fail(JobFailure::new("input_missing", format!("the upload {uri} no longer exists"))).await?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Streams the input into the file at `path` (for tools that need a
+    /// seekable file); `false` once the job has been failed because it is
+    /// over `limit` bytes or gone.
+    pub async fn download_input(&self, input: &InputObject, path: &std::path::Path, limit: u64, what: &str) -> Result<bool, HandlerError> {
+        match self.blobs.download(&input.uri, path, limit).await {
+            Ok(_) => Ok(true),
+            Err(BlobError::TooLarge { size, limit, .. }) => {
+                self.fail(JobFailure::new("too_large", format!("{what} of {size} bytes is over the limit of {limit}"))).await?;
+                Ok(false)
+            }
+            Err(BlobError::NotFound(uri)) => {
+                self.fail(JobFailure::new("input_missing", format!("the upload {uri} no longer exists"))).await?;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A checkpoint: stops (recording the cancellation) if a cancel was
+    /// requested, otherwise reports `phase` at `percent`. `false` means stop.
+    pub async fn checkpoint(&self, phase: &str, percent: u8, eta_s: Option<f64>) -> Result<bool, HandlerError> {
+        if self.job().await?.cancel_requested {
+            self.record(JobEvent::Cancelled).await?;
+            return Ok(false);
+        }
+        self.record(JobEvent::Progress { phase: phase.to_owned(), progress: percent, eta_s }).await
+    }
+
+    /// Runs CPU-bound `work` on a blocking thread while reporting its progress
+    /// (a fraction 0–1 it publishes through [`Progress`]) as `phase` between
+    /// `from` and `to` percent, at most every `every`. Each report is also a
+    /// cancellation check: a cancel sets [`Progress::cancelled`] for the work
+    /// to notice.
+    ///
+    /// `Some(value)` when the work succeeded. `None` when there is nothing more
+    /// to do: the job was cancelled or moved on, or the work failed and the
+    /// job has been failed with the error's code (a panic with
+    /// [`WorkError::PANIC_CODE`]: it is a property of the input, not a reason
+    /// to retry).
+    pub async fn blocking<T, E, F>(&self, phase: &str, (from, to): (u8, u8), every: Duration, work: F) -> Result<Option<T>, HandlerError>
+    where
+        T: Send + 'static,
+        E: WorkError + Send + 'static,
+        F: FnOnce(&Progress) -> Result<T, E> + Send + 'static,
+    {
+        let (tx, mut rx) = watch::channel(0.0f32);
+        let progress = Progress { fraction: tx, cancelled: Arc::new(AtomicBool::new(false)) };
+        let cancelled = Arc::clone(&progress.cancelled);
+        let mut task = tokio::task::spawn_blocking(move || work(&progress));
+        let mut last_report = Instant::now();
+        let mut moved_on = false;
+        let joined = loop {
+            tokio::select! {
+                joined = &mut task => break joined,
+                changed = rx.changed(), if !moved_on => {
+                    if changed.is_err() || last_report.elapsed() < every {
+                        continue;
+                    }
+                    last_report = Instant::now();
+                    let fraction = rx.borrow_and_update().clamp(0.0, 1.0);
+                    let percent = from + ((to.saturating_sub(from)) as f32 * fraction) as u8;
+                    if !self.checkpoint(phase, percent, None).await? {
+                        cancelled.store(true, Ordering::Relaxed);
+                        moved_on = true;
+                    }
+                }
+            }
+        };
+        if moved_on {
+            return Ok(None);
+        }
+        let failure = match joined {
+            Ok(Ok(value)) => return Ok(Some(value)),
+            // The work saw a cancellation that a checkpoint has already recorded.
+            Ok(Err(e)) if e.is_cancellation() => return Ok(None),
+            Ok(Err(e)) => JobFailure::new(e.code(), e.to_string()),
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => JobFailure::new(E::PANIC_CODE, panic_message(panic.as_ref())),
+                // Only a runtime shutting down cancels a blocking task: let the message come back.
+                Err(e) => return Err(HandlerError::Interrupted(e.to_string())),
+            },
+        };
+        self.fail(failure).await?;
+        Ok(None)
+    }
+
+    pub async fn fail(&self, failure: JobFailure) -> Result<(), HandlerError> {
+        tracing::info!(code = %failure.code, reason = %failure.message, "job failed");
+        self.record(JobEvent::Failed(failure)).await.map(drop)
+    }
+
+    /// Completes the job; a result too large to record fails it instead
+    /// (`result_too_large`), since storing it again can never succeed.
+    pub async fn complete(&self, result: JobResult, outputs: Vec<Output>) -> Result<(), HandlerError> {
+        match self.record(JobEvent::Completed { result, outputs }).await {
+            Err(HandlerError::Lifecycle(LifecycleError::Store(StoreError::Rejected(reason)))) => {
+                self.fail(JobFailure::new("result_too_large", format!("the result could not be recorded: {reason}"))).await
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Writes one output under `outputs/{job_id}/{file}` beside the input.
+    pub async fn write_output(
+        &self,
+        input: &InputObject,
+        name: &str,
+        file: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Output, HandlerError> {
+        let output = Output {
+            name: name.to_owned(),
+            uri: crate::S3Uri::new(&input.uri.bucket, format!("outputs/{}/{file}", self.job_id)),
+            content_type: content_type.to_owned(),
+            size: body.len() as u64,
+        };
+        self.blobs.write(&output.uri, body, content_type).await?;
+        Ok(output)
+    }
+}
+
+/// What a processor's work fails with: the code its job ends with, and
+/// whether it only stopped because the job was cancelled.
+pub trait WorkError: std::error::Error {
+    /// The job failure code a panic in the work ends the job with.
+    const PANIC_CODE: &'static str;
+
+    /// The job failure code (`corrupt_audio`, `too_many_pages`, …).
+    fn code(&self) -> &'static str;
+
+    /// Whether the work stopped because it saw [`Progress::cancelled`]: the
+    /// cancellation is already recorded, so the job is not failed.
+    fn is_cancellation(&self) -> bool {
+        false
+    }
+}
+
+/// What blocking work sees of its job: where to report progress and whether
+/// to stop.
+#[derive(Debug)]
+pub struct Progress {
+    fraction: watch::Sender<f32>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Progress {
+    /// A handle for work outside a job (benchmarks, the CLI).
+    pub fn detached() -> Self {
+        Self { fraction: watch::channel(0.0).0, cancelled: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Reports `fraction` (0–1) of the work as done; cheap enough to call often.
+    pub fn report(&self, fraction: f32) {
+        self.fraction.send_replace(fraction);
+    }
+
+    /// Whether the job was cancelled: the work should stop soon.
+    pub fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned());
+    format!("the decoder panicked: {}", text.unwrap_or_else(|| "no message".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::job::{JobStatus, Priority};
+    use crate::testing::memory::{MemoryBlobStore, MemoryJobStore};
+
+    /// What a processor's work might fail with.
+    #[derive(Debug, thiserror::Error)]
+    enum TestError {
+        #[error("cancelled")]
+        Cancelled,
+        #[error("the file is odd")]
+        Odd,
+    }
+
+    impl WorkError for TestError {
+        const PANIC_CODE: &'static str = "corrupt_test";
+
+        fn code(&self) -> &'static str {
+            match self {
+                Self::Cancelled => "cancelled",
+                Self::Odd => "odd_file",
+            }
+        }
+
+        fn is_cancellation(&self) -> bool {
+            matches!(self, Self::Cancelled)
+        }
+    }
+
+    async fn queued_job(jobs: &MemoryJobStore) -> JobId {
+        let id = JobId::new_random();
+        let upload = format!("s3://b/uploads/o/{id}/f").parse().expect("uri");
+        let job = Job::new(id.clone(), "o".into(), Priority::Normal, upload, "t".into(), Utc::now());
+        jobs.create(&job, &crate::JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+        id
+    }
+
+    #[tokio::test]
+    async fn a_cancel_during_blocking_work_stops_it_and_ends_the_job_cancelled() {
+        let (jobs, blobs) = (MemoryJobStore::default(), MemoryBlobStore::default());
+        let id = queued_job(&jobs).await;
+        let run = Run::start(&jobs, &blobs, "test", id.clone(), "working").await.expect("start").expect("started");
+        let work = |progress: &Progress| {
+            let started = Instant::now();
+            let mut step = 0u32;
+            while !progress.cancelled() && started.elapsed() < Duration::from_secs(10) {
+                step += 1;
+                progress.report((step % 100) as f32 / 100.0);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if progress.cancelled() { Err(TestError::Cancelled) } else { Ok(()) }
+        };
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let job = jobs.get(&id).await.expect("get").expect("job");
+            lifecycle::request_cancel(&jobs, &job, "api").await.expect("cancel requested")
+        };
+        let (outcome, _) = tokio::join!(run.blocking("working", (10, 90), Duration::ZERO, work), cancel);
+        assert!(outcome.expect("no store error").is_none(), "the run reports that the job moved on");
+        let job = jobs.get(&id).await.expect("get").expect("job");
+        assert_eq!(job.status, JobStatus::Cancelled);
+        let phases = jobs.events(&id, 0, 1000).await.expect("events");
+        assert!(phases.len() > 3, "progress was reported while the work ran");
+    }
+
+    #[tokio::test]
+    async fn a_result_too_large_to_record_fails_the_job_instead_of_retrying_it() {
+        let (jobs, blobs) = (MemoryJobStore::default(), MemoryBlobStore::default());
+        let id = queued_job(&jobs).await;
+        let run = Run::start(&jobs, &blobs, "test", id.clone(), "working").await.expect("start").expect("started");
+        let keywords = (0..20_000).map(|i| crate::domain::results::Keyword { word: format!("word{i:06}"), count: i }).collect();
+        let huge = JobResult::Text(crate::domain::results::TextResult { keywords, ..Default::default() });
+        run.complete(huge, Vec::new()).await.expect("handled, not an error to retry");
+        let job = jobs.get(&id).await.expect("get").expect("job");
+        assert_eq!(job.status, JobStatus::Failed);
+        let error = job.error.expect("error");
+        assert_eq!(error.code, "result_too_large");
+        assert!(error.message.contains("over the event limit"), "{}", error.message);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_work_fails_the_job_with_the_panic_code() {
+        let (jobs, blobs) = (MemoryJobStore::default(), MemoryBlobStore::default());
+        let id = queued_job(&jobs).await;
+        let run = Run::start(&jobs, &blobs, "test", id.clone(), "working").await.expect("start").expect("started");
+        let work = |_: &Progress| -> Result<u32, TestError> { panic!("odd font") };
+        let outcome = run.blocking("working", (0, 100), Duration::ZERO, work).await;
+        assert!(outcome.expect("handled, not an error to retry").is_none(), "no value");
+        let job = jobs.get(&id).await.expect("get").expect("job");
+        assert_eq!(job.status, JobStatus::Failed);
+        let error = job.error.expect("error");
+        assert_eq!((error.code.as_str(), error.message.contains("odd font")), ("corrupt_test", true), "{}", error.message);
+    }
+
+    #[tokio::test]
+    async fn a_work_error_fails_the_job_with_its_code_and_a_value_comes_back() {
+        let (jobs, blobs) = (MemoryJobStore::default(), MemoryBlobStore::default());
+        let id = queued_job(&jobs).await;
+        let run = Run::start(&jobs, &blobs, "test", id.clone(), "working").await.expect("start").expect("started");
+        let worked = run.blocking("working", (0, 100), Duration::ZERO, |_: &Progress| Ok::<_, TestError>(7)).await;
+        assert_eq!(worked.expect("no store error"), Some(7));
+        let failed = run.blocking("working", (0, 100), Duration::ZERO, |_: &Progress| Err::<u32, _>(TestError::Odd)).await;
+        assert!(failed.expect("handled, not an error to retry").is_none());
+        let job = jobs.get(&id).await.expect("get").expect("job");
+        assert_eq!(job.status, JobStatus::Failed);
+        let error = job.error.expect("error");
+        assert_eq!((error.code.as_str(), error.message.as_str()), ("odd_file", "the file is odd"));
+    }
+}

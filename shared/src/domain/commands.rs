@@ -1,0 +1,17 @@
+//! Commands: the messages that move a job from one function to the next.
+//! They travel in an [`crate::domain::envelope::Envelope`] like every other message.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::job::{InputObject, Modality};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload")]
+pub enum Command {
+    /// intake → classify: the job's input is uploaded; decide what it is.
+    #[serde(rename = "job.classify")]
+    Classify { input: InputObject },
+    /// classify → a processor queue: do the work.
+    #[serde(rename = "job.process")]
+    Process { input: InputObject, modality: Modality, mime: String },
+}

@@ -1,0 +1,556 @@
+//! The job: Prism's unit of work, and the one state machine every function
+//! goes through to change it.
+//!
+//! Nothing here knows about AWS. Adapters persist a [`Job`] and the
+//! [`JobEvent`] that changed it together, conditionally on the sequence number
+//! the change was computed from (see [`crate::ports::JobStore::commit`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::results::JobResult;
+use crate::domain::uri::S3Uri;
+
+/// How long a job and its events are kept (DynamoDB TTL).
+pub const RETENTION: Duration = Duration::days(7);
+
+/// A job id: a UUID, v7 (time-ordered) for jobs created through the API and
+/// v5 (derived from the object) for files dropped straight into the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    pub fn new_random() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// The same object (bucket, key and ETag) always gives the same id, so a
+    /// redelivered S3 notification finds the job it already created.
+    pub fn for_object(uri: &S3Uri, etag: &str) -> Self {
+        Self::derived(&uuid::Uuid::NAMESPACE_URL, &format!("{uri}#{etag}"))
+    }
+
+    /// [`Self::for_object`] for the `generation`-th upload of the same object
+    /// (0 is `for_object` itself): the same key and ETag dropped again after
+    /// the job of the earlier drop expired.
+    pub fn for_object_generation(uri: &S3Uri, etag: &str, generation: u32) -> Self {
+        match generation {
+            0 => Self::for_object(uri, etag),
+            n => Self::derived(&uuid::Uuid::NAMESPACE_URL, &format!("{uri}#{etag}#{n}")),
+        }
+    }
+
+    /// The same request (owner and idempotency key) always gives the same id,
+    /// so a retried submit finds the job it already created.
+    pub fn for_request(owner: &str, idempotency_key: &str) -> Self {
+        Self::derived(&uuid::Uuid::NAMESPACE_OID, &format!("prism-idempotency\n{owner}\n{idempotency_key}"))
+    }
+
+    fn derived(namespace: &uuid::Uuid, name: &str) -> Self {
+        Self(uuid::Uuid::new_v5(namespace, name.as_bytes()).to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+
+    /// Only UUIDs are job ids: anything else from a URL or an object key is
+    /// refused before it reaches a table key.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(uuid::Uuid::parse_str(s)?.hyphenated().to_string()))
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vm])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownValue { kind: stringify!($name), value: other.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+/// A string that names none of an enum's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {value:?}")]
+pub struct UnknownValue {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+string_enum!(
+    /// Where a job is in its life. The last three are terminal.
+    JobStatus {
+        Queued => "queued",
+        Processing => "processing",
+        Completed => "completed",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
+impl JobStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+string_enum!(
+    /// What kind of content a job holds, decided from its bytes.
+    Modality {
+        Text => "text",
+        Image => "image",
+        Audio => "audio",
+        Video => "video",
+        Document => "document",
+    }
+);
+
+string_enum!(
+    /// How soon a job should run.
+    #[derive(Default)]
+    Priority {
+        Urgent => "urgent",
+        High => "high",
+        #[default]
+        Normal => "normal",
+        Low => "low",
+        Batch => "batch",
+    }
+);
+
+string_enum!(
+    /// A priority lane: each modality has one queue per lane, each with its
+    /// own share of the processor's concurrency, so urgent work never waits
+    /// behind a backlog and the bulk lane always keeps its share (no starvation).
+    Lane {
+        Fast => "fast",
+        Normal => "normal",
+        Bulk => "bulk",
+    }
+);
+
+impl Priority {
+    pub fn lane(self) -> Lane {
+        match self {
+            Self::Urgent | Self::High => Lane::Fast,
+            Self::Normal => Lane::Normal,
+            Self::Low | Self::Batch => Lane::Bulk,
+        }
+    }
+}
+
+/// The uploaded object a job works on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputObject {
+    pub uri: S3Uri,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// A file a processor produced for a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// Stable within a result schema, e.g. `text`, `thumbnail_256`.
+    pub name: String,
+    pub uri: S3Uri,
+    pub content_type: String,
+    pub size: u64,
+}
+
+/// Why a job failed: a stable machine-readable code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    pub code: String,
+    pub message: String,
+}
+
+impl JobFailure {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into() }
+    }
+}
+
+/// What the classifier decided about a job's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    pub modality: Modality,
+    pub mime: String,
+    pub confidence: f32,
+    pub estimated_seconds: f64,
+}
+
+/// A job as it is stored and returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub owner: String,
+    pub status: JobStatus,
+    pub priority: Priority,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality: Option<Modality>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+    /// 0..=100.
+    pub progress: u8,
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    /// Where the upload is expected (API jobs) or was found (bucket drops).
+    pub upload: S3Uri,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputObject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
+    /// Files the processor wrote, under `outputs/{job_id}/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<Output>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobFailure>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// The size the client said it would upload; classify checks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_size: Option<u64>,
+    /// The client's own labels, returned as given.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub trace_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The sequence number of the last event applied; the first is 1.
+    pub seq: u64,
+    /// Unix seconds after which DynamoDB TTL may delete the job.
+    pub expires_at: i64,
+}
+
+/// Everything that can happen to a job. Each one that changes the job is
+/// appended to its event log with the next sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload")]
+pub enum JobEvent {
+    #[serde(rename = "job.created")]
+    Created { owner: String, priority: Priority, upload: S3Uri },
+    #[serde(rename = "job.uploaded")]
+    Uploaded { input: InputObject },
+    #[serde(rename = "job.classified")]
+    Classified(Classification),
+    #[serde(rename = "job.started")]
+    Started { phase: String },
+    #[serde(rename = "job.progress")]
+    Progress {
+        phase: String,
+        progress: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eta_s: Option<f64>,
+    },
+    #[serde(rename = "job.completed")]
+    Completed {
+        result: JobResult,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        outputs: Vec<Output>,
+    },
+    #[serde(rename = "job.failed")]
+    Failed(JobFailure),
+    #[serde(rename = "job.cancel_requested")]
+    CancelRequested,
+    #[serde(rename = "job.cancelled")]
+    Cancelled,
+}
+
+impl JobEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::Created { .. } => "job.created",
+            Self::Uploaded { .. } => "job.uploaded",
+            Self::Classified(_) => "job.classified",
+            Self::Started { .. } => "job.started",
+            Self::Progress { .. } => "job.progress",
+            Self::Completed { .. } => "job.completed",
+            Self::Failed(_) => "job.failed",
+            Self::CancelRequested => "job.cancel_requested",
+            Self::Cancelled => "job.cancelled",
+        }
+    }
+}
+
+/// A change the state machine refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("job is {status} and never changes again")]
+    Terminal { status: JobStatus },
+    #[error("{event} is not allowed while the job is {status}")]
+    NotAllowed { status: JobStatus, event: &'static str },
+    #[error("the job already has input {existing}; refusing a different one")]
+    InputMismatch { existing: String },
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The job changed; the event must be recorded.
+    Changed,
+    /// The job already reflects the event (a redelivered message): nothing to record.
+    AlreadyApplied,
+}
+
+impl Job {
+    /// A new job waiting for its upload.
+    pub fn new(id: JobId, owner: String, priority: Priority, upload: S3Uri, trace_id: String, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            owner,
+            status: JobStatus::Queued,
+            priority,
+            modality: None,
+            mime: None,
+            progress: 0,
+            phase: "awaiting_upload".into(),
+            eta_s: None,
+            upload,
+            input: None,
+            result: None,
+            outputs: Vec::new(),
+            error: None,
+            cancel_requested: false,
+            declared_size: None,
+            metadata: std::collections::BTreeMap::new(),
+            trace_id,
+            created_at: now,
+            updated_at: now,
+            seq: 1,
+            expires_at: (now + RETENTION).timestamp(),
+        }
+    }
+
+    /// The event that records this job's creation.
+    pub fn created_event(&self) -> JobEvent {
+        JobEvent::Created { owner: self.owner.clone(), priority: self.priority, upload: self.upload.clone() }
+    }
+
+    /// Whether TTL has passed (DynamoDB deletes expired items only eventually).
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at <= now.timestamp()
+    }
+
+    /// The state machine. On [`Applied::Changed`] the caller records the event
+    /// with sequence number `self.seq` (already advanced here).
+    pub fn apply(&mut self, event: &JobEvent, now: DateTime<Utc>) -> Result<Applied, TransitionError> {
+        use JobStatus::*;
+        let status = self.status;
+        if status.is_terminal() {
+            // Repeating the event that ended the job is a redelivery, not an error.
+            let same_end = matches!(
+                (status, event),
+                (Completed, JobEvent::Completed { .. })
+                    | (Failed, JobEvent::Failed(_))
+                    | (Cancelled, JobEvent::Cancelled | JobEvent::CancelRequested)
+            );
+            return if same_end { Ok(Applied::AlreadyApplied) } else { Err(TransitionError::Terminal { status }) };
+        }
+        let refuse = || TransitionError::NotAllowed { status, event: event.event_type() };
+        match event {
+            JobEvent::Created { .. } => return Err(refuse()),
+            JobEvent::Uploaded { input } => {
+                if status != Queued {
+                    return Err(refuse());
+                }
+                match &self.input {
+                    Some(existing) if existing == input => return Ok(Applied::AlreadyApplied),
+                    Some(existing) => {
+                        return Err(TransitionError::InputMismatch { existing: format!("{}#{}", existing.uri, existing.etag) });
+                    }
+                    None => {
+                        self.input = Some(input.clone());
+                        self.phase = "uploaded".into();
+                    }
+                }
+            }
+            JobEvent::Classified(c) => {
+                if status != Queued {
+                    return Err(refuse());
+                }
+                if self.modality.is_some() {
+                    return Ok(Applied::AlreadyApplied);
+                }
+                self.modality = Some(c.modality);
+                self.mime = Some(c.mime.clone());
+                self.eta_s = Some(c.estimated_seconds);
+                self.phase = "classified".into();
+            }
+            JobEvent::Started { phase } => match status {
+                Queued => {
+                    self.status = Processing;
+                    self.phase = phase.clone();
+                }
+                // A retry of a processor whose earlier attempt died mid-way.
+                Processing => return Ok(Applied::AlreadyApplied),
+                _ => return Err(refuse()),
+            },
+            JobEvent::Progress { phase, progress, eta_s } => {
+                if status != Processing {
+                    return Err(refuse());
+                }
+                self.phase = phase.clone();
+                // Progress never goes backwards, even when a retry starts over.
+                self.progress = self.progress.max((*progress).min(100));
+                self.eta_s = *eta_s;
+            }
+            JobEvent::Completed { result, outputs } => {
+                if status != Processing {
+                    return Err(refuse());
+                }
+                self.status = Completed;
+                self.progress = 100;
+                self.phase = "completed".into();
+                self.eta_s = Some(0.0);
+                self.result = Some(result.clone());
+                self.outputs = outputs.clone();
+            }
+            JobEvent::Failed(failure) => {
+                self.status = Failed;
+                self.phase = "failed".into();
+                self.eta_s = None;
+                self.error = Some(failure.clone());
+            }
+            JobEvent::CancelRequested => {
+                if self.cancel_requested {
+                    return Ok(Applied::AlreadyApplied);
+                }
+                self.cancel_requested = true;
+                // A queued job has nothing running that needs to stop.
+                if status == Queued {
+                    self.status = Cancelled;
+                    self.phase = "cancelled".into();
+                }
+            }
+            JobEvent::Cancelled => {
+                self.status = Cancelled;
+                self.phase = "cancelled".into();
+            }
+        }
+        self.seq += 1;
+        self.updated_at = now;
+        Ok(Applied::Changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::results::TextResult;
+
+    fn job() -> Job {
+        let upload: S3Uri = "s3://b/uploads/o/x.txt".parse().expect("uri");
+        Job::new(JobId::new_random(), "o".into(), Priority::Normal, upload, "t".into(), Utc::now())
+    }
+
+    fn text_result() -> JobResult {
+        JobResult::Text(TextResult::default())
+    }
+
+    #[test]
+    fn happy_path_advances_seq_once_per_change() {
+        let mut j = job();
+        let now = Utc::now();
+        assert_eq!(j.apply(&JobEvent::Started { phase: "reading".into() }, now), Ok(Applied::Changed));
+        assert_eq!(j.apply(&JobEvent::Started { phase: "reading".into() }, now), Ok(Applied::AlreadyApplied));
+        j.apply(&JobEvent::Completed { result: text_result(), outputs: Vec::new() }, now).expect("complete");
+        assert_eq!(j.status, JobStatus::Completed);
+        assert_eq!(j.progress, 100);
+        assert_eq!(j.seq, 3);
+    }
+
+    #[test]
+    fn terminal_jobs_never_change() {
+        for end in [
+            JobEvent::Completed { result: text_result(), outputs: Vec::new() },
+            JobEvent::Failed(JobFailure::new("x", "y")),
+            JobEvent::Cancelled,
+        ] {
+            let mut j = job();
+            j.apply(&JobEvent::Started { phase: "p".into() }, Utc::now()).expect("start");
+            j.apply(&end, Utc::now()).expect("end");
+            let before = j.clone();
+            for ev in [
+                JobEvent::Started { phase: "p".into() },
+                JobEvent::Progress { phase: "p".into(), progress: 5, eta_s: None },
+                JobEvent::Failed(JobFailure::new("late", "late")),
+                JobEvent::Completed { result: text_result(), outputs: Vec::new() },
+            ] {
+                if let Ok(applied) = j.apply(&ev, Utc::now()) {
+                    assert_eq!(applied, Applied::AlreadyApplied);
+                }
+                assert_eq!(j, before, "{ev:?} changed a terminal job");
+            }
+        }
+    }
+
+    #[test]
+    fn cancelling_a_queued_job_ends_it_at_once_but_a_running_one_only_asks() {
+        let mut q = job();
+        q.apply(&JobEvent::CancelRequested, Utc::now()).expect("cancel");
+        assert_eq!(q.status, JobStatus::Cancelled);
+
+        let mut r = job();
+        r.apply(&JobEvent::Started { phase: "p".into() }, Utc::now()).expect("start");
+        r.apply(&JobEvent::CancelRequested, Utc::now()).expect("cancel");
+        assert_eq!(r.status, JobStatus::Processing);
+        assert!(r.cancel_requested);
+    }
+
+    #[test]
+    fn a_second_different_upload_is_refused() {
+        let mut j = job();
+        let input = |etag: &str| InputObject { uri: j.upload.clone(), size: 3, etag: etag.into() };
+        let (a, b) = (input("a"), input("b"));
+        j.apply(&JobEvent::Uploaded { input: a.clone() }, Utc::now()).expect("upload");
+        assert_eq!(j.apply(&JobEvent::Uploaded { input: a }, Utc::now()), Ok(Applied::AlreadyApplied));
+        assert!(matches!(j.apply(&JobEvent::Uploaded { input: b }, Utc::now()), Err(TransitionError::InputMismatch { .. })));
+    }
+
+    #[test]
+    fn object_ids_are_stable_and_ids_parse_only_as_uuids() {
+        let uri: S3Uri = "s3://b/uploads/k".parse().expect("uri");
+        assert_eq!(JobId::for_object(&uri, "e"), JobId::for_object(&uri, "e"));
+        assert_ne!(JobId::for_object(&uri, "e"), JobId::for_object(&uri, "f"));
+        assert!("../../etc".parse::<JobId>().is_err());
+    }
+}

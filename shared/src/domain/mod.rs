@@ -1,0 +1,9 @@
+//! The domain: what a job is and how it changes, and the messages about it.
+//! Plain data and rules; nothing here knows of AWS.
+
+pub mod commands;
+pub mod envelope;
+pub mod job;
+pub mod limits;
+pub mod results;
+pub mod uri;

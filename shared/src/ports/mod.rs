@@ -1,0 +1,194 @@
+//! The ports: what functions need from the outside world, as small traits.
+//! AWS adapters live in [`crate::aws`], in-memory fakes in [`crate::testing::memory`].
+
+pub mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use self::error::{BlobError, NotifyError, PublishError, QueueError, StoreError};
+use crate::domain::envelope::JobEventEnvelope;
+use crate::domain::job::{Job, JobId, JobStatus, Modality};
+use crate::domain::uri::S3Uri;
+
+/// What [`JobStore::create`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New,
+    /// A job with that id was already stored (a retried request or a redelivered event).
+    Existing(Box<Job>),
+}
+
+/// What `GET /v1/jobs` asks for: an owner's jobs, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub status: Option<JobStatus>,
+    pub modality: Option<Modality>,
+    /// Only jobs created at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub limit: u32,
+    /// Where the previous page ended (opaque to clients).
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    /// Present when more jobs may follow.
+    pub cursor: Option<String>,
+}
+
+/// The sort key of a job in the owner indexes: creation time, then id.
+pub fn owner_sort_key(job: &Job) -> String {
+    format!("{}#{}", job.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), job.id)
+}
+
+/// Jobs and their append-only event logs.
+#[async_trait]
+pub trait JobStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new job with its first event, unless a job with its id exists.
+    async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError>;
+
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Stores `job` and the event that brought it to `job.seq`, atomically, only
+    /// if the stored job is still at `job.seq - 1`; otherwise [`StoreError::Conflict`].
+    async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError>;
+
+    /// The job's events with `seq > after_seq`, in order, at most `limit`.
+    async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError>;
+
+    /// Jobs not yet terminal whose last change was before `since`, oldest
+    /// first, at most `limit`: what the sweeper looks at, through an index
+    /// that holds only such jobs (never a scan).
+    async fn idle(&self, since: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Job>, StoreError>;
+
+    /// An owner's unexpired jobs, newest first, through the owner indexes (never a scan).
+    async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError>;
+}
+
+/// What a HEAD of an object tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    pub etag: String,
+}
+
+/// The first bytes of an object and its total size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub bytes: Bytes,
+    pub size: u64,
+}
+
+/// Object storage (S3).
+#[async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// At most `len` leading bytes (a ranged GET) and the object's size.
+    async fn read_head(&self, uri: &S3Uri, len: usize) -> Result<ObjectHead, BlobError>;
+
+    /// The whole object, refused with [`BlobError::TooLarge`] above `limit` bytes.
+    async fn read_all(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, BlobError>;
+
+    /// The whole object streamed into the file at `path` (created or
+    /// truncated); refused above `limit` bytes. Returns the bytes written.
+    async fn download(&self, uri: &S3Uri, path: &std::path::Path, limit: u64) -> Result<u64, BlobError> {
+        let body = self.read_all(uri, limit).await?;
+        tokio::fs::write(path, &body).await.map_err(|e| BlobError::Unavailable(Box::new(e)))?;
+        Ok(body.len() as u64)
+    }
+
+    async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError>;
+
+    async fn stat(&self, uri: &S3Uri) -> Result<ObjectMeta, BlobError>;
+
+    /// A URL through which anyone holding it may PUT the object until it
+    /// expires; with `content_length`, only a body of exactly that size.
+    async fn presign_put(&self, uri: &S3Uri, expires_in: Duration, content_length: Option<u64>) -> Result<String, BlobError>;
+
+    /// A URL through which anyone holding it may GET the object until it expires.
+    async fn presign_get(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError>;
+}
+
+/// Message queues (SQS).
+#[async_trait]
+pub trait Queue: Send + Sync + std::fmt::Debug {
+    async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError>;
+
+    /// Makes a received message visible again after `delay`: the backoff of a failed attempt.
+    async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError>;
+}
+
+/// Where stored job events are published: an SNS topic that the progress
+/// fan-out (and later the workflow engine) subscribes to. Only the `publish`
+/// function holds one; it reads the events from the table's stream.
+#[async_trait]
+pub trait EventBus: Send + Sync + std::fmt::Debug {
+    /// Publishes `events` in order, stopping at the first that fails
+    /// ([`PublishError::published`] says how many went out before it).
+    async fn publish(&self, events: &[JobEventEnvelope]) -> Result<(), PublishError>;
+}
+
+/// An open WebSocket connection and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Connection {
+    pub connection_id: String,
+    pub owner: String,
+    pub connected_at: chrono::DateTime<chrono::Utc>,
+    /// Unix seconds; API Gateway closes connections after two hours, and TTL deletes the item.
+    pub expires_at: i64,
+}
+
+/// A connection's interest in one job.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Subscription {
+    pub connection_id: String,
+    pub job_id: JobId,
+    pub expires_at: i64,
+}
+
+/// WebSocket connections and their job subscriptions.
+#[async_trait]
+pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
+    async fn connect(&self, connection: &Connection) -> Result<(), StoreError>;
+
+    async fn connection(&self, connection_id: &str) -> Result<Option<Connection>, StoreError>;
+
+    /// Forgets the connection and every subscription it had.
+    async fn disconnect(&self, connection_id: &str) -> Result<(), StoreError>;
+
+    async fn subscribe(&self, subscription: &Subscription) -> Result<(), StoreError>;
+
+    async fn unsubscribe(&self, connection_id: &str, job_id: &JobId) -> Result<(), StoreError>;
+
+    /// The job's subscriptions, read by key (never a scan).
+    async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError>;
+
+    /// The sequence number up to which the job's events have been pushed to
+    /// every subscription (0 before the first fan-out).
+    async fn fan_out_cursor(&self, job_id: &JobId) -> Result<u64, StoreError>;
+
+    /// Records that every event up to `sent_seq` has been pushed. The cursor
+    /// only moves forward: a slower sender that finishes later leaves it be.
+    async fn advance_fan_out(&self, job_id: &JobId, sent_seq: u64) -> Result<(), StoreError>;
+}
+
+/// Pushes messages to WebSocket clients (API Gateway's `@connections` API).
+#[async_trait]
+pub trait Notifier: Send + Sync + std::fmt::Debug {
+    async fn send(&self, connection_id: &str, message: Bytes) -> Result<(), NotifyError>;
+}
+
+/// What a function that keeps jobs, reads and writes blobs and sends
+/// commands is handed at start: the three ports and its own typed settings.
+/// Each such function crate names it `pub type Deps = ports::Deps<Config>;`.
+#[derive(Debug, Clone)]
+pub struct Deps<C> {
+    pub jobs: Arc<dyn JobStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn Queue>,
+    pub config: C,
+}

@@ -1,0 +1,4 @@
+//! What every function's `main` sets up: configuration and tracing.
+
+pub mod config;
+pub mod telemetry;

@@ -1,0 +1,327 @@
+//! In-memory fakes of the ports, with the same semantics as the AWS adapters
+//! (conditional commits, ranged reads, size limits), for unit tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::domain::envelope::JobEventEnvelope;
+use crate::domain::job::{Job, JobId};
+use crate::domain::uri::S3Uri;
+use crate::ports::error::{BlobError, NotifyError, PublishError, QueueError, StoreError};
+use crate::ports::{
+    BlobStore, Connection, ConnectionStore, Created, EventBus, JobStore, ListQuery, Notifier, ObjectHead, ObjectMeta, Page, Queue,
+    Subscription, owner_sort_key,
+};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking test thread must not hide the state from the others.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A job and its event log by sequence number.
+type JobWithLog = (Job, BTreeMap<u64, JobEventEnvelope>);
+
+#[derive(Debug, Default)]
+pub struct MemoryJobStore {
+    jobs: Mutex<HashMap<JobId, JobWithLog>>,
+}
+
+impl MemoryJobStore {
+    /// Moves a job past its retention, as if it were older than [`crate::domain::job::RETENTION`].
+    pub fn expire(&self, id: &JobId) {
+        if let Some((job, _)) = lock(&self.jobs).get_mut(id) {
+            job.expires_at = chrono::Utc::now().timestamp() - 1;
+        }
+    }
+
+    /// Moves a job's last change back by `by`, as if nothing had happened to it since.
+    pub fn age(&self, id: &JobId, by: chrono::Duration) {
+        if let Some((job, _)) = lock(&self.jobs).get_mut(id) {
+            job.updated_at -= by;
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryJobStore {
+    async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
+        crate::domain::limits::check_event_size(event)?;
+        let mut jobs = lock(&self.jobs);
+        if let Some((existing, _)) = jobs.get(&job.id) {
+            return Ok(Created::Existing(Box::new(existing.clone())));
+        }
+        jobs.insert(job.id.clone(), (job.clone(), BTreeMap::from([(job.seq, event.clone())])));
+        Ok(Created::New)
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        Ok(lock(&self.jobs).get(id).map(|(job, _)| job.clone()))
+    }
+
+    async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
+        crate::domain::limits::check_event_size(event)?;
+        let mut jobs = lock(&self.jobs);
+        let Some((stored, events)) = jobs.get_mut(&job.id) else {
+            return Err(StoreError::Conflict(job.id.clone()));
+        };
+        if stored.seq + 1 != job.seq || events.contains_key(&job.seq) {
+            return Err(StoreError::Conflict(job.id.clone()));
+        }
+        *stored = job.clone();
+        events.insert(job.seq, event.clone());
+        Ok(())
+    }
+
+    async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
+        Ok(lock(&self.jobs)
+            .get(id)
+            .map(|(_, events)| events.range(after_seq + 1..).take(limit as usize).map(|(_, e)| e.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn idle(&self, since: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let mut idle: Vec<Job> =
+            lock(&self.jobs).values().map(|(job, _)| job).filter(|j| !j.status.is_terminal() && j.updated_at < since).cloned().collect();
+        idle.sort_by_key(|j| j.updated_at);
+        idle.truncate(limit as usize);
+        Ok(idle)
+    }
+
+    async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError> {
+        let jobs = lock(&self.jobs);
+        let mut matching: Vec<(String, &Job)> = jobs
+            .values()
+            .map(|(job, _)| (owner_sort_key(job), job))
+            .filter(|(_, j)| j.owner == owner && !j.is_expired(now))
+            .filter(|(_, j)| query.status.is_none_or(|s| j.status == s) && query.modality.is_none_or(|m| j.modality == Some(m)))
+            .filter(|(_, j)| query.since.is_none_or(|t| j.created_at >= t))
+            .filter(|(sort, _)| query.cursor.as_ref().is_none_or(|c| sort < c))
+            .collect();
+        matching.sort_by(|a, b| b.0.cmp(&a.0));
+        let more = matching.len() > query.limit as usize;
+        matching.truncate(query.limit as usize);
+        let cursor = more.then(|| matching.last().map(|(sort, _)| sort.clone())).flatten();
+        Ok(Page { jobs: matching.into_iter().map(|(_, j)| j.clone()).collect(), cursor })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryBlobStore {
+    objects: Mutex<HashMap<S3Uri, (Bytes, String)>>,
+}
+
+impl MemoryBlobStore {
+    pub fn insert(&self, uri: &S3Uri, body: impl Into<Bytes>) {
+        lock(&self.objects).insert(uri.clone(), (body.into(), "application/octet-stream".into()));
+    }
+
+    pub fn object(&self, uri: &S3Uri) -> Option<(Bytes, String)> {
+        lock(&self.objects).get(uri).cloned()
+    }
+}
+
+#[async_trait]
+impl BlobStore for MemoryBlobStore {
+    async fn read_head(&self, uri: &S3Uri, len: usize) -> Result<ObjectHead, BlobError> {
+        let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
+        Ok(ObjectHead { size: body.len() as u64, bytes: body.slice(..len.min(body.len())) })
+    }
+
+    async fn read_all(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, BlobError> {
+        let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
+        if body.len() as u64 > limit {
+            return Err(BlobError::TooLarge { uri: uri.clone(), size: body.len() as u64, limit });
+        }
+        Ok(body)
+    }
+
+    async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError> {
+        lock(&self.objects).insert(uri.clone(), (body, content_type.to_owned()));
+        Ok(())
+    }
+
+    async fn stat(&self, uri: &S3Uri) -> Result<ObjectMeta, BlobError> {
+        let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
+        Ok(ObjectMeta { size: body.len() as u64, etag: format!("{:x}", body.len()) })
+    }
+
+    async fn presign_put(&self, uri: &S3Uri, expires_in: Duration, _content_length: Option<u64>) -> Result<String, BlobError> {
+        Ok(format!("memory://{}/{}?method=PUT&expires={}", uri.bucket, uri.key, expires_in.as_secs()))
+    }
+
+    async fn presign_get(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
+        Ok(format!("memory://{}/{}?method=GET&expires={}", uri.bucket, uri.key, expires_in.as_secs()))
+    }
+}
+
+/// A message the fake queue was asked to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    pub queue_url: String,
+    pub body: String,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    sent: Mutex<Vec<SentMessage>>,
+    retries: Mutex<Vec<(String, Duration)>>,
+}
+
+impl MemoryQueue {
+    pub fn sent(&self) -> Vec<SentMessage> {
+        lock(&self.sent).clone()
+    }
+
+    /// `(receipt_handle, delay)` of every message put back for a later retry.
+    pub fn retries(&self) -> Vec<(String, Duration)> {
+        lock(&self.retries).clone()
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError> {
+        lock(&self.sent).push(SentMessage { queue_url: queue_url.to_owned(), body });
+        Ok(())
+    }
+
+    async fn retry_later(&self, _queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        lock(&self.retries).push((receipt_handle.to_owned(), delay));
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryEventBus {
+    published: Mutex<Vec<JobEventEnvelope>>,
+    /// Event type and how many more times offering it fails.
+    failing: Mutex<Option<(&'static str, usize)>>,
+}
+
+impl MemoryEventBus {
+    pub fn published(&self) -> Vec<JobEventEnvelope> {
+        lock(&self.published).clone()
+    }
+
+    /// Makes the next `times` offers of an `event_type` event fail as an unreachable topic would.
+    pub fn fail_on(&self, event_type: &'static str, times: usize) {
+        *lock(&self.failing) = Some((event_type, times));
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryEventBus {
+    async fn publish(&self, events: &[JobEventEnvelope]) -> Result<(), PublishError> {
+        let mut failing = lock(&self.failing);
+        for (published, event) in events.iter().enumerate() {
+            if let Some((event_type, left)) = failing.as_mut()
+                && *event_type == event.body.event_type()
+                && *left > 0
+            {
+                *left -= 1;
+                return Err(PublishError::Unavailable { published, source: "topic unreachable (fake)".into() });
+            }
+            lock(&self.published).push(event.clone());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryConnections {
+    connections: Mutex<HashMap<String, Connection>>,
+    /// By job, then connection.
+    subscriptions: Mutex<BTreeMap<(JobId, String), Subscription>>,
+    fan_out_cursors: Mutex<HashMap<JobId, u64>>,
+}
+
+#[async_trait]
+impl ConnectionStore for MemoryConnections {
+    async fn connect(&self, connection: &Connection) -> Result<(), StoreError> {
+        lock(&self.connections).insert(connection.connection_id.clone(), connection.clone());
+        Ok(())
+    }
+
+    async fn connection(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        Ok(lock(&self.connections).get(connection_id).cloned())
+    }
+
+    async fn disconnect(&self, connection_id: &str) -> Result<(), StoreError> {
+        lock(&self.connections).remove(connection_id);
+        lock(&self.subscriptions).retain(|(_, c), _| c != connection_id);
+        Ok(())
+    }
+
+    async fn subscribe(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        let key = (subscription.job_id.clone(), subscription.connection_id.clone());
+        lock(&self.subscriptions).insert(key, subscription.clone());
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, connection_id: &str, job_id: &JobId) -> Result<(), StoreError> {
+        lock(&self.subscriptions).remove(&(job_id.clone(), connection_id.to_owned()));
+        Ok(())
+    }
+
+    async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError> {
+        Ok(lock(&self.subscriptions).iter().filter(|((j, _), _)| j == job_id).map(|(_, s)| s.clone()).collect())
+    }
+
+    async fn fan_out_cursor(&self, job_id: &JobId) -> Result<u64, StoreError> {
+        Ok(lock(&self.fan_out_cursors).get(job_id).copied().unwrap_or(0))
+    }
+
+    async fn advance_fan_out(&self, job_id: &JobId, sent_seq: u64) -> Result<(), StoreError> {
+        let mut cursors = lock(&self.fan_out_cursors);
+        let cursor = cursors.entry(job_id.clone()).or_default();
+        *cursor = (*cursor).max(sent_seq);
+        Ok(())
+    }
+}
+
+/// Records what was pushed to each connection; connections marked gone refuse.
+#[derive(Debug, Default)]
+pub struct MemoryNotifier {
+    sent: Mutex<Vec<(String, Bytes)>>,
+    gone: Mutex<Vec<String>>,
+    throttled: Mutex<HashMap<String, usize>>,
+}
+
+impl MemoryNotifier {
+    /// Makes the next `n` pushes to `connection_id` fail as a throttled API would.
+    pub fn throttle_next(&self, connection_id: &str, n: usize) {
+        lock(&self.throttled).insert(connection_id.to_owned(), n);
+    }
+
+    pub fn mark_gone(&self, connection_id: &str) {
+        lock(&self.gone).push(connection_id.to_owned());
+    }
+
+    /// Every message pushed to `connection_id`, as JSON.
+    pub fn messages(&self, connection_id: &str) -> Vec<serde_json::Value> {
+        lock(&self.sent)
+            .iter()
+            .filter(|(c, _)| c == connection_id)
+            .map(|(_, m)| serde_json::from_slice(m).unwrap_or_else(|e| panic!("pushed message is not JSON: {e}")))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Notifier for MemoryNotifier {
+    async fn send(&self, connection_id: &str, message: Bytes) -> Result<(), NotifyError> {
+        if lock(&self.gone).iter().any(|c| c == connection_id) {
+            return Err(NotifyError::Gone(connection_id.to_owned()));
+        }
+        if let Some(left) = lock(&self.throttled).get_mut(connection_id).filter(|n| **n > 0) {
+            *left -= 1;
+            return Err(NotifyError::Unavailable("throttled (fake)".into()));
+        }
+        lock(&self.sent).push((connection_id.to_owned(), message));
+        Ok(())
+    }
+}
