@@ -9,7 +9,7 @@ use prism_shared::{Job, JobId};
 use serde::{Deserialize, Serialize};
 
 /// Attempts of a request that failed with throttling or a passing outage.
-const MAX_ATTEMPTS: u32 = 4;
+const MAX_ATTEMPTS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct PrismClient {
@@ -115,18 +115,17 @@ impl PrismClient {
         }
         // One key for every attempt, so a retry after a lost answer finds the same job.
         let key = uuid::Uuid::new_v4().to_string();
-        let mut attempt = 0u32;
+        let mut delays = crate::backoff::delays(Duration::from_millis(400), Duration::from_secs(5)).take(MAX_ATTEMPTS - 1);
         let resp = loop {
-            attempt += 1;
             let sent = self.request(reqwest::Method::POST, "/v1/jobs").header("Idempotency-Key", &key).json(&request).send().await;
             let retryable = match &sent {
                 Ok(r) => matches!(r.status().as_u16(), 429 | 502 | 503 | 504),
                 Err(e) => e.is_connect() || e.is_timeout(),
             };
-            if !retryable || attempt >= MAX_ATTEMPTS {
-                break sent?;
+            match delays.next() {
+                Some(delay) if retryable => tokio::time::sleep(delay).await,
+                _ => break sent?,
             }
-            tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
         };
         let status = resp.status();
         if !status.is_success() {
@@ -160,7 +159,7 @@ impl PrismClient {
     /// Polls until the job is terminal or `timeout` passes.
     pub async fn wait(&self, id: &JobId, timeout: Duration) -> anyhow::Result<Job> {
         let started = Instant::now();
-        let mut delay = Duration::from_millis(50);
+        let mut delays = crate::backoff::delays(Duration::from_millis(50), Duration::from_millis(500));
         loop {
             let job = self.job(id).await?;
             if job.status.is_terminal() {
@@ -169,8 +168,7 @@ impl PrismClient {
             if started.elapsed() > timeout {
                 bail!("job {id} still {} ({}) after {timeout:?}", job.status, job.phase);
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
+            tokio::time::sleep(delays.next().unwrap_or(Duration::from_millis(500))).await;
         }
     }
 }

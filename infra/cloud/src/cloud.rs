@@ -276,9 +276,13 @@ pub fn clients_for(endpoint: &str, dynamodb_endpoint: &str) -> Clients {
     }
 }
 
-/// A fresh random token secret (256 bits from the OS's generator, as hex).
+/// A fresh random token secret: 256 bits from the OS's generator, as hex.
 pub fn new_token_secret() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    let mut bytes = [0u8; 32];
+    // Without the OS's generator there is nothing safe to sign tokens with.
+    #[allow(clippy::expect_used)]
+    getrandom::fill(&mut bytes).expect("the OS random number generator is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The local cloud's token secret, kept in `.prism/token-secret` (mode 600) so
@@ -286,10 +290,12 @@ pub fn new_token_secret() -> String {
 pub fn local_token_secret(project: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = project.join(".prism/token-secret");
-    if let Ok(s) = std::fs::read_to_string(&path)
-        && s.trim().len() >= prism_shared::app::auth::MIN_SECRET_BYTES
-    {
-        return Ok(s.trim().to_owned());
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= prism_shared::app::auth::MIN_SECRET_BYTES => return Ok(s.trim().to_owned()),
+        // Too short to sign with (cut by hand?): replaced below.
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
     }
     std::fs::create_dir_all(project.join(".prism"))?;
     let secret = new_token_secret();

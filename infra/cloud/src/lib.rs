@@ -2,6 +2,7 @@
 //! schedules, per-function endpoints and API gateways wired from template.yaml;
 //! and the client the CLI and the end-to-end tests talk to Prism with.
 
+pub mod backoff;
 pub mod client;
 pub mod cloud;
 pub mod emulator;

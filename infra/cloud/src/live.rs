@@ -221,7 +221,7 @@ impl Watch {
         on_event: &mut (dyn FnMut(&JobId, &Value) + Send),
     ) -> anyhow::Result<()> {
         let started = Instant::now();
-        let mut delay = Duration::from_millis(100);
+        let mut delays = crate::backoff::delays(Duration::from_millis(100), Duration::from_secs(1));
         while !self.finished() {
             for (id, followed) in self.jobs.iter_mut().filter(|(_, f)| !f.finished) {
                 for event in api.events(id, followed.last_seq()).await? {
@@ -232,8 +232,7 @@ impl Watch {
                 anyhow::bail!("jobs still running after {timeout:?}");
             }
             if !self.finished() {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
             }
         }
         Ok(())

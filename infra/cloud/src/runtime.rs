@@ -296,7 +296,7 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
         }
         instance.pid.store(0, Ordering::Relaxed);
         quick_failures = if started.elapsed() < Duration::from_secs(2) { quick_failures + 1 } else { 0 };
-        let delay = Duration::from_millis(100 * 2u64.pow(quick_failures.min(7)));
+        let delay = crate::backoff::before_retry(quick_failures + 1, Duration::from_millis(100), Duration::from_millis(12_800));
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = env.shutdown.cancelled() => return,

@@ -218,7 +218,7 @@ enum Outcome {
 }
 
 fn backoff(attempts: u32) -> Duration {
-    (Duration::from_millis(100) * 2u32.saturating_pow(attempts.saturating_sub(1).min(10))).min(MAX_BACKOFF)
+    crate::backoff::before_retry(attempts, Duration::from_millis(100), MAX_BACKOFF)
 }
 
 /// A stream record as Lambda hands it to a function.

@@ -1,17 +1,14 @@
-//! Bearer tokens: compact JWTs signed with HMAC-SHA256 (`HS256`), carrying
-//! the owner (`sub`) and an expiry (`exp`). The secret comes from
+//! Bearer tokens: compact JWTs signed with HMAC-SHA256 (`HS256`, by
+//! `jsonwebtoken`), carrying the owner (`sub`) and an expiry (`exp`). The secret comes from
 //! configuration; nothing here holds one.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Duration, Utc};
-use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 /// Shortest secret accepted: 256 bits, the size of the HMAC.
 pub const MIN_SECRET_BYTES: usize = 32;
-const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -44,7 +41,9 @@ pub fn valid_owner(owner: &str) -> bool {
 
 #[derive(Clone)]
 pub struct TokenKey {
-    mac: Hmac<Sha256>,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -58,8 +57,12 @@ impl TokenKey {
         if secret.len() < MIN_SECRET_BYTES {
             return Err(AuthError::WeakSecret);
         }
-        let mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| AuthError::WeakSecret)?;
-        Ok(Self { mac })
+        // HS256 only, so `alg: none` and every other algorithm are refused.
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is checked against the caller's clock in `verify` (tests pass their own).
+        validation.validate_exp = false;
+        validation.required_spec_claims = ["exp", "sub"].into_iter().map(str::to_owned).collect();
+        Ok(Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation })
     }
 
     pub fn issue(&self, owner: &str, ttl: Duration, now: DateTime<Utc>) -> Result<String, AuthError> {
@@ -67,32 +70,17 @@ impl TokenKey {
             return Err(AuthError::BadOwner);
         }
         let claims = Claims { sub: owner.to_owned(), iat: now.timestamp(), exp: (now + ttl).timestamp() };
-        let payload = serde_json::to_vec(&claims).map_err(|_| AuthError::Malformed)?;
-        let signing_input = format!("{}.{}", B64.encode(HEADER), B64.encode(payload));
-        let mut mac = self.mac.clone();
-        mac.update(signing_input.as_bytes());
-        Ok(format!("{signing_input}.{}", B64.encode(mac.finalize().into_bytes())))
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| AuthError::Malformed)
     }
 
-    /// Checks signature (in constant time), header and expiry.
+    /// Checks signature (in constant time), algorithm and expiry.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, AuthError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(AuthError::Malformed);
-        };
-        let signature = B64.decode(signature).map_err(|_| AuthError::Malformed)?;
-        let mut mac = self.mac.clone();
-        mac.update(header.as_bytes());
-        mac.update(b".");
-        mac.update(payload.as_bytes());
-        mac.verify_slice(&signature).map_err(|_| AuthError::BadSignature)?;
-        let header: serde_json::Value =
-            serde_json::from_slice(&B64.decode(header).map_err(|_| AuthError::Malformed)?).map_err(|_| AuthError::Malformed)?;
-        if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
-            return Err(AuthError::Malformed);
-        }
-        let claims: Claims =
-            serde_json::from_slice(&B64.decode(payload).map_err(|_| AuthError::Malformed)?).map_err(|_| AuthError::Malformed)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                _ => AuthError::Malformed,
+            })?
+            .claims;
         if claims.exp <= now.timestamp() {
             return Err(AuthError::Expired);
         }
@@ -142,6 +130,9 @@ mod tests {
         assert_eq!(key().verify("a.b", now), Err(AuthError::Malformed));
         assert_eq!(key().verify_header(None, now), Err(AuthError::Missing));
         assert_eq!(TokenKey::new(b"short").err(), Some(AuthError::WeakSecret));
+        // The same claims unsigned (`alg: none`) are not a token.
+        let unsigned = format!("{}.{}.", "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0", parts[1]);
+        assert_eq!(key().verify(&unsigned, now), Err(AuthError::Malformed));
         assert_eq!(key().issue("../x", Duration::hours(1), now), Err(AuthError::BadOwner));
     }
 }

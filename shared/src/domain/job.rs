@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 
 use crate::domain::results::JobResult;
 use crate::domain::uri::S3Uri;
@@ -75,97 +76,94 @@ impl fmt::Display for JobId {
     }
 }
 
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($(#[$vm])* $variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownValue;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(UnknownValue { kind: stringify!($name), value: other.to_owned() }),
-                }
-            }
-        }
-    };
+/// Where a job is in its life. The last three are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Display, EnumString, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
 }
-
-/// A string that names none of an enum's values.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {kind} {value:?}")]
-pub struct UnknownValue {
-    pub kind: &'static str,
-    pub value: String,
-}
-
-string_enum!(
-    /// Where a job is in its life. The last three are terminal.
-    JobStatus {
-        Queued => "queued",
-        Processing => "processing",
-        Completed => "completed",
-        Failed => "failed",
-        Cancelled => "cancelled",
-    }
-);
 
 impl JobStatus {
+    /// Every value, in declaration order.
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
 }
 
-string_enum!(
-    /// What kind of content a job holds, decided from its bytes.
-    Modality {
-        Text => "text",
-        Image => "image",
-        Audio => "audio",
-        Video => "video",
-        Document => "document",
-    }
-);
+/// What kind of content a job holds, decided from its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Display, EnumString, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Modality {
+    Text,
+    Image,
+    Audio,
+    Video,
+    Document,
+}
 
-string_enum!(
-    /// How soon a job should run.
-    #[derive(Default)]
-    Priority {
-        Urgent => "urgent",
-        High => "high",
-        #[default]
-        Normal => "normal",
-        Low => "low",
-        Batch => "batch",
-    }
-);
+impl Modality {
+    /// Every value, in declaration order.
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
 
-string_enum!(
-    /// A priority lane: each modality has one queue per lane, each with its
-    /// own share of the processor's concurrency, so urgent work never waits
-    /// behind a backlog and the bulk lane always keeps its share (no starvation).
-    Lane {
-        Fast => "fast",
-        Normal => "normal",
-        Bulk => "bulk",
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
-);
+}
+
+/// How soon a job should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, Display, EnumString, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Priority {
+    Urgent,
+    High,
+    #[default]
+    Normal,
+    Low,
+    Batch,
+}
+
+impl Priority {
+    /// Every value, in declaration order.
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A priority lane: each modality has one queue per lane, each with its
+/// own share of the processor's concurrency, so urgent work never waits
+/// behind a backlog and the bulk lane always keeps its share (no starvation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Display, EnumString, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Lane {
+    Fast,
+    Normal,
+    Bulk,
+}
+
+impl Lane {
+    /// Every value, in declaration order.
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 impl Priority {
     pub fn lane(self) -> Lane {

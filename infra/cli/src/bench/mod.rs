@@ -25,20 +25,6 @@ use prism_shared::{JobId, content::sniff};
 
 use prism_cloud::PrismClient;
 
-/// A small deterministic generator, so every run sniffs the same corpus.
-struct XorShift(u64);
-
-impl XorShift {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *b = self.0 as u8;
-        }
-    }
-}
-
 /// `(name, leading bytes)` of every kind in the corpus; the rest of each file is noise.
 fn signatures() -> Vec<(&'static str, Vec<u8>)> {
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(200).into_bytes();
@@ -63,7 +49,8 @@ fn signatures() -> Vec<(&'static str, Vec<u8>)> {
 /// Writes `copies` files of each kind, 64 KiB each, under `dir`.
 fn write_corpus(dir: &Path, copies: usize) -> anyhow::Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    // Seeded, so every run sniffs the same corpus.
+    let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
     let mut files = Vec::new();
     for (kind, head) in signatures() {
         for i in 0..copies {
@@ -320,11 +307,9 @@ pub async fn push_latency(
 /// A photo-like picture: smooth gradients with fine noise, so it compresses
 /// like a camera image rather than a flat test card.
 fn photo(width: u32, height: u32, seed: u64) -> image::RgbImage {
-    let mut rng = XorShift(seed | 1);
-    let mut noise = [0u8; 1];
+    let mut rng = fastrand::Rng::with_seed(seed);
     image::RgbImage::from_fn(width, height, |x, y| {
-        rng.fill(&mut noise);
-        let n = i32::from(noise[0] % 24) - 12;
+        let n = rng.i32(-12..12);
         let c = |v: u32| u8::try_from((v as i32 + n).clamp(0, 255)).unwrap_or(0);
         image::Rgb([c(x * 255 / width), c(y * 255 / height), c((x + y) * 127 / (width + height) + 64)])
     })
