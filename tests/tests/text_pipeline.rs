@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::types::QueueAttributeName;
 use common::{JOB_TIMEOUT, TestCloud};
 use prism_cloud::EmulatorChoice;
 use prism_shared::aws::DynamoJobStore;
@@ -86,8 +87,32 @@ async fn text_slice(emulator: EmulatorChoice) {
     }]});
     let sqs = tc.cloud.clients().sqs;
     let intake_url = sqs.get_queue_url().queue_name("prism-test-intake").send().await.expect("queue").queue_url.expect("url");
+    let intake_calls =
+        || tc.cloud.proxies.calls().into_iter().filter(|((function, _, _), _)| function == "prism-test-intake").map(|(_, n)| n).sum::<u64>();
+    let calls_before = intake_calls();
     sqs.send_message().queue_url(&intake_url).message_body(notification.to_string()).send().await.expect("send");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Read and acknowledged: intake made its calls for it and the queue holds nothing, seen or unseen.
+    let started = Instant::now();
+    loop {
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&intake_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("attributes");
+        let held: u64 = attributes.attributes().into_iter().flatten().filter_map(|(_, n)| n.parse::<u64>().ok()).sum();
+        if held == 0 && intake_calls() > calls_before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the duplicate was not consumed: {held} held, {} intake calls",
+            intake_calls()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(store(&tc).events(&dropped, 0, 100).await.expect("events").len(), before, "a duplicate notification changed the job");
 
     // Encodings: Latin-1 without BOM, UTF-16LE with BOM.

@@ -68,6 +68,10 @@ pub async fn record(store: &dyn JobStore, id: &JobId, source: &str, event: JobEv
         match job.apply(&event, Utc::now()) {
             Ok(Applied::AlreadyApplied) => return Ok(Recorded::AlreadyApplied(job)),
             Ok(Applied::Changed) => {}
+            // Refused on what may be a stale job (a writer died between its two
+            // writes): decide again on the job caught up with its log. Only
+            // refusals pay for the extra read.
+            Err(_) if store.roll_forward(id).await? => continue,
             Err(error) => {
                 return Err(LifecycleError::Refused { id: id.clone(), error, job: Box::new(job) });
             }
@@ -133,6 +137,22 @@ mod tests {
 
     async fn logged(store: &MemoryJobStore, id: &JobId) -> Vec<JobEventEnvelope> {
         store.events(id, 0, 1000).await.expect("events")
+    }
+
+    #[tokio::test]
+    async fn a_writer_dying_between_its_two_writes_loses_nothing_the_next_writer_rolls_forward() {
+        let store = MemoryJobStore::default();
+        let job = stored_job(&store).await;
+        store.die_between_writes(1);
+        let died = record(&store, &job.id, "t", JobEvent::Started { phase: "p".into() }).await.expect_err("the writer died");
+        assert!(died.is_retryable(), "{died}");
+        assert_eq!(store.get(&job.id).await.expect("get").expect("job").seq, 1, "the job is behind its log");
+        assert_eq!(logged(&store, &job.id).await.len(), 2, "the event is logged (and so published from the stream)");
+        let progress = JobEvent::Progress { phase: "p".into(), progress: 50, eta_s: None };
+        let Recorded::Changed(after, _) = record(&store, &job.id, "t", progress).await.expect("next write") else { panic!("not recorded") };
+        assert_eq!((after.seq, after.status), (3, JobStatus::Processing), "rolled forward past the dead writer's event, then written");
+        let seqs: Vec<Option<u64>> = logged(&store, &job.id).await.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![Some(1), Some(2), Some(3)], "one log, no gap, nothing twice");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

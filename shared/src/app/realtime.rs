@@ -450,8 +450,43 @@ mod tests {
         assert_eq!(subscribers.iter().map(|s| s.connection_id.as_str()).collect::<Vec<_>>(), vec!["c2"]);
     }
 
+    /// A text result of about 300 KB: over the WebSocket limit, under the store's.
+    fn huge_result() -> crate::domain::results::JobResult {
+        let keywords = (0..12_000).map(|i| crate::domain::results::Keyword { word: format!("keyword-{i:08}"), count: i }).collect();
+        crate::domain::results::JobResult::Text(crate::domain::results::TextResult { keywords, ..Default::default() })
+    }
+
     #[test]
-    fn oversized_results_are_left_out_not_sent_over_the_limit() {
+    fn a_snapshot_with_a_result_over_the_limit_is_sent_without_it() {
+        let upload = "s3://b/uploads/o/k".parse().expect("uri");
+        let mut job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
+        job.result = Some(huge_result());
+        assert!(serde_json::to_vec(&job).expect("json").len() > MAX_MESSAGE_BYTES, "the test's result is over the limit");
+        let bytes = ServerMessage::Snapshot { job: Box::new(job.clone()) }.encode();
+        assert!(bytes.len() <= MAX_MESSAGE_BYTES);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!((v["type"].as_str(), v["truncated"].as_bool()), (Some("snapshot"), Some(true)));
+        assert!(v["job"]["result"].is_null(), "the result is read over REST instead");
+        assert_eq!(v["job"]["id"].as_str(), Some(job.id.as_str()), "the rest of the job is sent");
+    }
+
+    #[test]
+    fn a_completed_event_with_a_result_over_the_limit_is_sent_without_it() {
+        let upload = "s3://b/uploads/o/k".parse().expect("uri");
+        let job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
+        let completed = JobEvent::Completed { result: huge_result(), outputs: Vec::new() };
+        let mut envelope = JobEventEnvelope::for_job("test", &job, completed);
+        envelope.seq = Some(4);
+        let bytes = ServerMessage::event(envelope).encode();
+        assert!(bytes.len() <= MAX_MESSAGE_BYTES, "{} bytes", bytes.len());
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!((v["type"].as_str(), v["truncated"].as_bool()), (Some("event"), Some(true)), "{v}");
+        assert_eq!(v["seq"].as_u64(), Some(4), "clients still order it: {v}");
+        assert!(v["payload"].is_object() && v["payload"]["result"].is_null(), "the result is read over REST instead: {v}");
+    }
+
+    #[test]
+    fn a_message_over_the_limit_even_without_its_result_becomes_an_error() {
         let upload = "s3://b/uploads/o/k".parse().expect("uri");
         let mut job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
         let huge = "x".repeat(MAX_MESSAGE_BYTES);

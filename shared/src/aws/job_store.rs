@@ -127,8 +127,8 @@ impl DynamoJobStore {
 
     /// Applies logged events the job item has not caught up with (a writer
     /// that died between its two puts) and stores the result.
-    async fn roll_forward(&self, id: &JobId) -> Result<(), StoreError> {
-        let Some(mut job) = self.get(id).await? else { return Ok(()) };
+    async fn catch_up(&self, id: &JobId) -> Result<bool, StoreError> {
+        let Some(mut job) = self.get(id).await? else { return Ok(false) };
         let stored_seq = job.seq;
         for event in self.events(id, stored_seq, 1000).await? {
             let corrupt = |reason: String| StoreError::Corrupt { what: "event log", reason };
@@ -142,7 +142,7 @@ impl DynamoJobStore {
             // Losing this race means another writer rolled forward first.
             self.put_job_after(&job, stored_seq).await?;
         }
-        Ok(())
+        Ok(job.seq > stored_seq)
     }
 }
 
@@ -189,12 +189,16 @@ impl JobStore for DynamoJobStore {
         if !self.put_if(event_item(job, event)?, "attribute_not_exists(pk)", None).await? {
             // Someone logged this sequence number first: make sure the job item
             // shows it, so the caller's re-read sees the winner's change.
-            self.roll_forward(&job.id).await?;
+            self.catch_up(&job.id).await?;
             return Err(StoreError::Conflict(job.id.clone()));
         }
         // Lost only if another writer rolled our logged event forward already.
         self.put_job_after(job, previous).await?;
         Ok(())
+    }
+
+    async fn roll_forward(&self, id: &JobId) -> Result<bool, StoreError> {
+        self.catch_up(id).await
     }
 
     async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {

@@ -54,9 +54,15 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError>;
 
-    /// Stores `job` and the event that brought it to `job.seq`, atomically, only
-    /// if the stored job is still at `job.seq - 1`; otherwise [`StoreError::Conflict`].
+    /// Stores `job` and the event that brought it to `job.seq`, only if the
+    /// stored job is still at `job.seq - 1`; otherwise [`StoreError::Conflict`].
+    /// Two conditional writes, the event first: a writer that dies between
+    /// them leaves the job behind its log until [`JobStore::roll_forward`].
     async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError>;
+
+    /// Brings the stored job up to its log (events a writer logged but died
+    /// before applying); `true` when it moved.
+    async fn roll_forward(&self, id: &JobId) -> Result<bool, StoreError>;
 
     /// The job's events with `seq > after_seq`, in order, at most `limit`.
     async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError>;

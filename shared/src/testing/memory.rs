@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::domain::envelope::JobEventEnvelope;
-use crate::domain::job::{Job, JobId};
+use crate::domain::job::{Applied, Job, JobId};
 use crate::domain::uri::S3Uri;
 use crate::ports::error::{BlobError, NotifyError, PublishError, QueueError, StoreError};
 use crate::ports::{
@@ -25,9 +25,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A job and its event log by sequence number.
 type JobWithLog = (Job, BTreeMap<u64, JobEventEnvelope>);
 
+/// Writes a change as DynamoDB does, in two conditional steps: the event into
+/// its log slot, then the job if it is still at the previous sequence number;
+/// a writer that finds the slot taken rolls the job forward from the log.
+/// [`MemoryJobStore::die_between_writes`] stops writers between the two.
 #[derive(Debug, Default)]
 pub struct MemoryJobStore {
     jobs: Mutex<HashMap<JobId, JobWithLog>>,
+    /// Commits left that stop after logging their event, as a writer dying there would.
+    dying_writers: Mutex<u32>,
 }
 
 impl MemoryJobStore {
@@ -36,6 +42,29 @@ impl MemoryJobStore {
         if let Some((job, _)) = lock(&self.jobs).get_mut(id) {
             job.expires_at = chrono::Utc::now().timestamp() - 1;
         }
+    }
+
+    /// The next `times` commits log their event and then fail before the job is
+    /// written, leaving the job behind its log until a later writer rolls it forward.
+    pub fn die_between_writes(&self, times: u32) {
+        *lock(&self.dying_writers) = times;
+    }
+
+    /// Applies logged events the job has not caught up with.
+    fn catch_up(&self, id: &JobId) -> Result<bool, StoreError> {
+        let mut jobs = lock(&self.jobs);
+        let Some((job, events)) = jobs.get_mut(id) else { return Ok(false) };
+        let stored_seq = job.seq;
+        for event in events.range(job.seq + 1..).map(|(_, e)| e) {
+            match job.apply(&event.body, event.timestamp) {
+                Ok(Applied::Changed) if Some(job.seq) == event.seq => {}
+                other => {
+                    let reason = format!("event {:?} of job {id} does not replay: {other:?}", event.seq);
+                    return Err(StoreError::Corrupt { what: "event log", reason });
+                }
+            }
+        }
+        Ok(job.seq > stored_seq)
     }
 
     /// Moves a job's last change back by `by`, as if nothing had happened to it since.
@@ -64,16 +93,43 @@ impl JobStore for MemoryJobStore {
 
     async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
         crate::domain::limits::check_event_size(event)?;
-        let mut jobs = lock(&self.jobs);
-        let Some((stored, events)) = jobs.get_mut(&job.id) else {
-            return Err(StoreError::Conflict(job.id.clone()));
+        // Step one: the event into its slot, if the slot is free.
+        let slot_taken = {
+            let mut jobs = lock(&self.jobs);
+            let Some((_, events)) = jobs.get_mut(&job.id) else {
+                return Err(StoreError::Conflict(job.id.clone()));
+            };
+            let taken = events.contains_key(&job.seq);
+            if !taken {
+                events.insert(job.seq, event.clone());
+            }
+            taken
         };
-        if stored.seq + 1 != job.seq || events.contains_key(&job.seq) {
+        if slot_taken {
+            // Someone logged this sequence number first: make the job show it.
+            self.catch_up(&job.id)?;
             return Err(StoreError::Conflict(job.id.clone()));
         }
-        *stored = job.clone();
-        events.insert(job.seq, event.clone());
+        {
+            let mut dying = lock(&self.dying_writers);
+            if *dying > 0 {
+                *dying -= 1;
+                return Err(StoreError::Unavailable("the writer died between its two writes".into()));
+            }
+        }
+        // Step two: the job, if it is still at the previous sequence number
+        // (otherwise another writer already rolled this event forward).
+        let mut jobs = lock(&self.jobs);
+        if let Some((stored, _)) = jobs.get_mut(&job.id)
+            && stored.seq + 1 == job.seq
+        {
+            *stored = job.clone();
+        }
         Ok(())
+    }
+
+    async fn roll_forward(&self, id: &JobId) -> Result<bool, StoreError> {
+        self.catch_up(id)
     }
 
     async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
