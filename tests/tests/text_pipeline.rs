@@ -87,8 +87,9 @@ async fn text_slice(emulator: EmulatorChoice) {
     }]});
     let sqs = tc.cloud.clients().sqs;
     let intake_url = sqs.get_queue_url().queue_name("prism-test-intake").send().await.expect("queue").queue_url.expect("url");
-    let intake_calls =
-        || tc.cloud.proxies.calls().into_iter().filter(|((function, _, _), _)| function == "prism-test-intake").map(|(_, n)| n).sum::<u64>();
+    let intake_calls = || {
+        tc.cloud.proxies.calls().into_iter().filter(|((function, _, _), _)| function == "prism-test-intake").map(|(_, n)| n).sum::<u64>()
+    };
     let calls_before = intake_calls();
     sqs.send_message().queue_url(&intake_url).message_body(notification.to_string()).send().await.expect("send");
     // Read and acknowledged: intake made its calls for it and the queue holds nothing, seen or unseen.

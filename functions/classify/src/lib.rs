@@ -31,9 +31,9 @@ impl Config {
         let mut routes = HashMap::new();
         for m in Modality::ALL {
             let modality = m.as_str().to_uppercase();
-            let any_lane = config::optional_owned(&format!("{modality}_QUEUE_URL"));
+            let any_lane = config::optional(&format!("{modality}_QUEUE_URL"));
             for lane in Lane::ALL {
-                let own = config::optional_owned(&format!("{modality}_{}_QUEUE_URL", lane.as_str().to_uppercase()));
+                let own = config::optional(&format!("{modality}_{}_QUEUE_URL", lane.as_str().to_uppercase()));
                 if let Some(url) = own.or_else(|| any_lane.clone()) {
                     routes.insert((*m, *lane), url);
                 }

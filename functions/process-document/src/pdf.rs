@@ -47,10 +47,6 @@ impl WorkError for DocumentError {
     /// A parser panic is a property of this file.
     const PANIC_CODE: &'static str = "corrupt_document";
 
-    fn is_cancellation(&self) -> bool {
-        matches!(self, Self::Cancelled)
-    }
-
     fn code(&self) -> &'static str {
         match self {
             Self::Corrupt(_) => "corrupt_document",

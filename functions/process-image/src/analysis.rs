@@ -42,10 +42,6 @@ impl WorkError for ImageError {
     /// A decoder panic is a property of this file.
     const PANIC_CODE: &'static str = "corrupt_image";
 
-    fn is_cancellation(&self) -> bool {
-        matches!(self, Self::Cancelled)
-    }
-
     fn code(&self) -> &'static str {
         match self {
             Self::Unsupported(_) => "unsupported_format",

@@ -1,9 +1,9 @@
 //! process-text: decodes a text upload (UTF-8, UTF-16 with a BOM, otherwise
 //! Latin-1) and counts bytes, characters, lines and words.
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use prism_shared::app::processing::{ProcessCommand, Run};
-use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use prism_shared::app::processing::{self, ProcessCommand, Run};
+use prism_shared::app::sqs_batch::HandlerError;
 use prism_shared::bytes::Bytes;
 use prism_shared::content::text::{analyse, describe, to_utf8};
 use prism_shared::domain::results::JobResult;
@@ -26,13 +26,11 @@ impl Config {
 pub type Deps = prism_shared::ports::Deps<Config>;
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
+    processing::process_commands(deps, event, SOURCE, "reading", async |run, command| process(deps, run, command).await).await
 }
 
-async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
-    let command = ProcessCommand::decode(msg.body.as_deref().unwrap_or_default())?;
+async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result<(), HandlerError> {
     let (input, mime) = (&command.input, &command.mime);
-    let Some(run) = Run::for_command(deps, SOURCE, &command, "reading").await? else { return Ok(()) };
     let Some(bytes) = run.read_input(input, deps.config.max_bytes, "text").await? else { return Ok(()) };
     if !run.checkpoint("analysing", 40, None).await? {
         return Ok(());

@@ -8,9 +8,9 @@ pub mod media;
 
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use prism_shared::app::processing::{ProcessCommand, Run};
-use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use prism_shared::app::processing::{self, ProcessCommand, Run};
+use prism_shared::app::sqs_batch::HandlerError;
 use prism_shared::bytes::Bytes;
 use prism_shared::domain::results::JobResult;
 use prism_shared::{BlobError, ConfigError, runtime::config};
@@ -39,14 +39,12 @@ impl Config {
 pub type Deps = prism_shared::ports::Deps<Config>;
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
+    processing::process_commands(deps, event, SOURCE, "downloading", async |run, command| process(deps, run, command).await).await
 }
 
-async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
-    let command = ProcessCommand::decode(msg.body.as_deref().unwrap_or_default())?;
+async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result<(), HandlerError> {
     let input = &command.input;
     let deadline = Instant::now() + deps.config.deadline;
-    let Some(run) = Run::for_command(deps, SOURCE, &command, "downloading").await? else { return Ok(()) };
     // ffmpeg seeks, so it reads a file; the directory goes when the job ends.
     let scratch = tempfile::tempdir().map_err(|e| BlobError::Unavailable(Box::new(e)))?;
     let path = scratch.path().join("input");

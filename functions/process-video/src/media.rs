@@ -31,15 +31,13 @@ pub enum VideoError {
     Ffmpeg(#[from] FfmpegError),
     #[error("encoding the contact sheet: {0}")]
     Encode(String),
+    #[error("the scratch folder failed: {0}")]
+    Scratch(String),
 }
 
 impl WorkError for VideoError {
     /// A panic while reading ffmpeg's output is about this file's streams.
     const PANIC_CODE: &'static str = "decoder_failed";
-
-    fn is_cancellation(&self) -> bool {
-        matches!(self, Self::Cancelled)
-    }
 
     fn code(&self) -> &'static str {
         match self {
@@ -48,6 +46,7 @@ impl WorkError for VideoError {
             Self::Cancelled => "cancelled",
             Self::Ffmpeg(FfmpegError::Deadline(_)) => "deadline_exceeded",
             Self::Ffmpeg(_) | Self::Encode(_) => "decoder_failed",
+            Self::Scratch(_) => "scratch_failed",
         }
     }
 }
@@ -178,8 +177,13 @@ pub fn extract_audio(path: &Path, codec: &str, dir: &Path, deadline: Instant) ->
     args.extend(codec_args.iter().map(|s| (*s).to_owned()));
     args.push(out.to_string_lossy().into_owned());
     let report = ffmpeg::run(args, deadline)?;
-    let bytes = std::fs::read(&out).unwrap_or_default();
-    if !report.success || bytes.is_empty() {
+    if !report.success {
+        // ffmpeg could not copy or encode the track: the video has no usable audio.
+        return Ok(None);
+    }
+    // ffmpeg said it wrote the file: failing to read it back is this machine's problem, not the video's.
+    let bytes = std::fs::read(&out).map_err(|e| VideoError::Scratch(format!("reading the extracted audio: {e}")))?;
+    if bytes.is_empty() {
         return Ok(None);
     }
     Ok(Some(Produced { name: "audio", file: file.to_owned(), content_type, bytes }))

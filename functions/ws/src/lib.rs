@@ -20,6 +20,7 @@ use prism_shared::app::lifecycle::{self, LifecycleError};
 use prism_shared::app::realtime::{CONNECTION_LIFETIME, ClientMessage, Delivery, DeliveryError, ServerMessage};
 use prism_shared::ports::{Connection, ConnectionStore, JobStore, Notifier, Subscription};
 use prism_shared::{ConfigError, Job, JobId, StoreError, runtime::config};
+use tracing::Instrument;
 
 pub const SOURCE: &str = "ws";
 
@@ -65,9 +66,18 @@ pub async fn handle(deps: &Deps, req: ApiGatewayWebsocketProxyRequest) -> Result
     let connection_id = ctx.connection_id.clone().ok_or(WsError::NoConnectionId)?;
     let route = ctx.route_key.clone().unwrap_or_default();
     let span = tracing::info_span!("route", %route, connection_id = %connection_id);
-    let _entered = span.enter();
-    match route.as_str() {
-        "$connect" => connect(deps, &connection_id, &req).await,
+    handle_route(deps, &req, &connection_id, &route).instrument(span).await
+}
+
+async fn handle_route(
+    deps: &Deps,
+    req: &ApiGatewayWebsocketProxyRequest,
+    connection_id: &str,
+    route: &str,
+) -> Result<ApiGatewayProxyResponse, WsError> {
+    let connection_id = connection_id.to_owned();
+    match route {
+        "$connect" => connect(deps, &connection_id, req).await,
         "$disconnect" => {
             deps.connections.disconnect(&connection_id).await?;
             Ok(response(200))

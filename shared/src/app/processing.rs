@@ -11,7 +11,9 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::app::lifecycle::{self, LifecycleError};
-use crate::app::sqs_batch::HandlerError;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+
+use crate::app::sqs_batch::{self, Backoff, HandlerError};
 use crate::domain::commands::Command;
 use crate::domain::envelope::{self, Envelope};
 use crate::domain::job::{InputObject, Job, JobEvent, JobFailure, JobId, Output};
@@ -36,6 +38,23 @@ impl ProcessCommand {
             _ => Err(HandlerError::Malformed("expected a job.process command with a job_id".into())),
         }
     }
+}
+
+/// A processor's handler: every `job.process` command in the batch decoded,
+/// its job started in `first_phase` (skipped when it already ended or was
+/// cancelled), and handed with its [`Run`] to `work`; failures go back to the
+/// queue or on to the DLQ as [`sqs_batch::process_batch`] decides.
+pub async fn process_commands<C, F>(deps: &Deps<C>, event: SqsEvent, source: &'static str, first_phase: &str, work: F) -> SqsBatchResponse
+where
+    F: AsyncFn(&Run<'_>, &ProcessCommand) -> Result<(), HandlerError>,
+{
+    let work = &work;
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |message: SqsMessage| async move {
+        let command = ProcessCommand::decode(message.body.as_deref().unwrap_or_default())?;
+        let Some(run) = Run::for_command(deps, source, &command, first_phase).await? else { return Ok(()) };
+        work(&run, &command).await
+    })
+    .await
 }
 
 /// A job being processed by `source`.
@@ -248,9 +267,10 @@ pub trait WorkError: std::error::Error {
     fn code(&self) -> &'static str;
 
     /// Whether the work stopped because it saw [`Progress::cancelled`]: the
-    /// cancellation is already recorded, so the job is not failed.
+    /// cancellation is already recorded, so the job is not failed. Errors say
+    /// so with the code `cancelled`.
     fn is_cancellation(&self) -> bool {
-        false
+        self.code() == "cancelled"
     }
 }
 
@@ -312,10 +332,6 @@ mod tests {
                 Self::Cancelled => "cancelled",
                 Self::Odd => "odd_file",
             }
-        }
-
-        fn is_cancellation(&self) -> bool {
-            matches!(self, Self::Cancelled)
         }
     }
 

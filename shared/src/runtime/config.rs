@@ -11,12 +11,8 @@ pub fn required(name: &'static str) -> Result<String, ConfigError> {
     }
 }
 
-pub fn optional(name: &'static str) -> Option<String> {
-    optional_owned(name)
-}
-
-/// [`optional`] for a name built at run time.
-pub fn optional_owned(name: &str) -> Option<String> {
+/// A setting, or `None` when unset or blank.
+pub fn optional(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
