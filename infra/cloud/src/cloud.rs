@@ -200,7 +200,7 @@ impl LocalCloud {
             stage: opts.stage.clone(),
             account_id: ACCOUNT_ID.into(),
             throttle: stack.http_throttle.map(|(rate, burst)| http_api::TokenBucket::new(rate, burst)),
-        });
+        })?;
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });

@@ -34,93 +34,82 @@ pub struct Gateway {
 
 /// API Gateway's stage throttling: `rate` requests per second with bursts of `burst`.
 #[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    state: std::sync::Mutex<(f64, std::time::Instant)>,
-}
+pub struct TokenBucket(governor::DefaultDirectRateLimiter);
 
 impl TokenBucket {
     pub fn new(rate: f64, burst: f64) -> Self {
-        Self { rate, burst, state: std::sync::Mutex::new((burst, std::time::Instant::now())) }
+        // The template's limits are positive numbers; nonsense falls back to one a second.
+        let period = std::time::Duration::from_secs_f64(1.0 / rate.max(1e-3));
+        let burst = std::num::NonZeroU32::new(burst.max(1.0) as u32).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::with_period(period).unwrap_or(governor::Quota::per_second(std::num::NonZeroU32::MIN));
+        Self(governor::RateLimiter::direct(quota.allow_burst(burst)))
     }
 
     /// Takes a token if one is left.
     pub fn try_take(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (tokens, last) = &mut *state;
-        let now = std::time::Instant::now();
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.0.check().is_ok()
     }
 }
 
-pub fn router(gateway: Gateway) -> Router {
-    Router::new().fallback(handle).with_state(Arc::new(gateway))
+/// The routes by method, each a path router (literal segments win over
+/// parameters, as in API Gateway); `ANY` routes answer every method.
+#[derive(Debug, Default)]
+struct RouteTable {
+    by_method: HashMap<String, matchit::Router<usize>>,
 }
 
-/// Matches a path against a template like `/v1/jobs/{id}`, returning its parameters.
-pub fn match_path(template: &str, path: &str) -> Option<HashMap<String, String>> {
-    let mut params = HashMap::new();
-    let (t, p): (Vec<&str>, Vec<&str>) = (template.trim_matches('/').split('/').collect(), path.trim_matches('/').split('/').collect());
-    if let Some(last) = t.last()
-        && let Some(name) = last.strip_prefix('{').and_then(|n| n.strip_suffix("+}"))
-    {
-        // A greedy `{proxy+}` takes the rest of the path.
-        if p.len() < t.len() {
-            return None;
+impl RouteTable {
+    /// From `(method, path template)` pairs; a route is known by its index.
+    fn new<'a>(routes: impl IntoIterator<Item = (&'a str, &'a str)>) -> anyhow::Result<Self> {
+        let mut table = Self::default();
+        for (i, (method, path)) in routes.into_iter().enumerate() {
+            table.by_method.entry(method.to_owned()).or_default().insert(matchit_template(path), i)?;
         }
-        for (ts, ps) in t.iter().zip(&p).take(t.len() - 1) {
-            segment(ts, ps, &mut params)?;
-        }
-        params.insert(name.to_owned(), p[t.len() - 1..].join("/"));
-        return Some(params);
+        Ok(table)
     }
-    if t.len() != p.len() {
-        return None;
-    }
-    for (ts, ps) in t.iter().zip(&p) {
-        segment(ts, ps, &mut params)?;
-    }
-    Some(params)
-}
 
-fn segment(template: &str, actual: &str, params: &mut HashMap<String, String>) -> Option<()> {
-    match template.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
-        Some(name) if !actual.is_empty() => {
-            params.insert(name.to_owned(), urlencoding::decode(actual).ok()?.into_owned());
-            Some(())
+    /// The index of the route for `method` and `path`, with its path parameters (decoded).
+    fn find(&self, method: &str, path: &str) -> Option<(usize, HashMap<String, String>)> {
+        let found = [method, "ANY"].into_iter().find_map(|m| self.by_method.get(m)?.at(path).ok())?;
+        let mut params = HashMap::new();
+        for (name, value) in found.params.iter() {
+            params.insert(name.to_owned(), urlencoding::decode(value).ok()?.into_owned());
         }
-        Some(_) => None,
-        None => (template == actual).then_some(()),
+        Some((*found.value, params))
     }
 }
 
-async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+/// API Gateway's `{proxy+}` (the rest of the path) is matchit's `{*proxy}`.
+fn matchit_template(path: &str) -> String {
+    match path.rsplit_once('{') {
+        Some((head, tail)) if tail.ends_with("+}") => format!("{head}{{*{}}}", tail.trim_end_matches("+}")),
+        _ => path.to_owned(),
+    }
+}
+
+#[derive(Debug)]
+struct Routed {
+    gateway: Gateway,
+    table: RouteTable,
+}
+
+pub fn router(gateway: Gateway) -> anyhow::Result<Router> {
+    let table = RouteTable::new(gateway.routes.iter().map(|(r, _)| (r.method.as_str(), r.path.as_str())))?;
+    Ok(Router::new().fallback(handle).with_state(Arc::new(Routed { gateway, table })))
+}
+
+async fn handle(State(routed): State<Arc<Routed>>, req: Request) -> Response {
+    let gw = &routed.gateway;
     if gw.throttle.as_ref().is_some_and(|t| !t.try_take()) {
         return (StatusCode::TOO_MANY_REQUESTS, [("content-type", "application/json")], r#"{"message":"Too Many Requests"}"#)
             .into_response();
     }
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
-    // Literal routes win over parameterised ones, as in API Gateway.
-    let mut candidates: Vec<_> = gw
-        .routes
-        .iter()
-        .filter(|(r, _)| r.method == method || r.method == "ANY")
-        .filter_map(|(r, f)| match_path(&r.path, &path).map(|p| (r, f, p)))
-        .collect();
-    candidates.sort_by_key(|(_, _, p)| p.len());
-    let Some((route, function, params)) = candidates.into_iter().next() else {
+    let Some(((route, function), params)) = routed.table.find(&method, &path).map(|(i, params)| (&gw.routes[i], params)) else {
         return (StatusCode::NOT_FOUND, [("content-type", "application/json")], r#"{"message":"Not Found"}"#).into_response();
     };
-    let event = match to_event(&gw, route, params, req).await {
+    let event = match to_event(gw, route, params, req).await {
         Ok(e) => e,
         Err(status) => return status.into_response(),
     };
@@ -223,13 +212,20 @@ mod tests {
     }
 
     #[test]
-    fn matches_paths_with_parameters() {
-        assert_eq!(match_path("/v1/jobs", "/v1/jobs"), Some(HashMap::new()));
-        let p = match_path("/v1/jobs/{id}", "/v1/jobs/abc").expect("match");
-        assert_eq!(p["id"], "abc");
-        assert_eq!(match_path("/v1/jobs/{id}", "/v1/jobs/abc/events"), None);
-        assert_eq!(match_path("/v1/jobs/{id}", "/v1/jobs/"), None);
-        let greedy = match_path("/files/{proxy+}", "/files/a/b").expect("match");
-        assert_eq!(greedy["proxy"], "a/b");
+    fn routes_match_by_method_with_literals_first_and_decoded_parameters() {
+        let routes = [("POST", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("GET", "/v1/jobs/batch"), ("ANY", "/files/{proxy+}")];
+        let table = RouteTable::new(routes).expect("table");
+        assert_eq!(table.find("POST", "/v1/jobs"), Some((0, HashMap::new())));
+        assert_eq!(table.find("GET", "/v1/jobs"), None, "no GET route there");
+        assert_eq!(table.find("GET", "/v1/jobs/a%20b"), Some((1, HashMap::from([("id".into(), "a b".into())]))));
+        assert_eq!(table.find("GET", "/v1/jobs/batch").map(|(i, _)| i), Some(2), "the literal route wins");
+        assert_eq!(table.find("GET", "/v1/jobs/abc/events"), None);
+        assert_eq!(table.find("DELETE", "/files/a/b"), Some((3, HashMap::from([("proxy".into(), "a/b".into())]))));
+    }
+
+    #[test]
+    fn api_gateway_templates_become_matchit_ones() {
+        assert_eq!(matchit_template("/v1/jobs/{id}"), "/v1/jobs/{id}");
+        assert_eq!(matchit_template("/files/{proxy+}"), "/files/{*proxy}");
     }
 }
