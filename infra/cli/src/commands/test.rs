@@ -27,11 +27,13 @@ pub fn run(project: &Path, extra: &[String]) -> anyhow::Result<()> {
         Ok(())
     };
     step("cfn-lint template.yaml", Command::new(moto.join("bin/cfn-lint")).arg("template.yaml"))?;
-    // Every declared dependency is used (cargo-machete reads the sources, no build needed).
-    if !Command::new(&cargo).args(["machete", "--version"]).output().is_ok_and(|o| o.status.success()) {
+    // Every declared dependency is used (cargo-machete reads the sources, no
+    // build needed). Called by its own name: as `cargo machete` under `cargo
+    // run` it takes the subcommand's name for the folder to read.
+    if !Command::new("cargo-machete").arg("--version").output().is_ok_and(|o| o.status.success()) {
         step("cargo install cargo-machete", Command::new(&cargo).args(["install", "--locked", "cargo-machete@0.9.2"]))?;
     }
-    step("cargo machete", Command::new(&cargo).arg("machete"))?;
+    step("cargo-machete", Command::new("cargo-machete").arg("."))?;
     // The end-to-end tests run the real function binaries. Building every
     // target in one go unifies features as the test build will, so the test
     // run reuses these artifacts instead of compiling the SDKs again.
