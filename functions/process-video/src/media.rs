@@ -12,6 +12,13 @@ use prism_shared::content::ffmpeg::{self, FfmpegError, FfmpegReport, StreamTypeS
 use prism_shared::domain::results::{ContactSheet, Thumbnail, VideoAudioTrack, VideoResult};
 
 pub const SCHEMA_VERSION: u32 = 1;
+/// The longest side accepted: 16K, twice 8K's width.
+pub const MAX_SIDE: u32 = 16_384;
+/// The widest aspect accepted either way (32:9 is about 3.6): past it the
+/// contact sheet's tiles, all 320 pixels wide, would be slivers or towers
+/// (a 16×16,384 stream asks for tiles 327,680 pixels tall).
+pub const MAX_ASPECT: u32 = 4;
+
 /// Contact sheet grid and tile width.
 pub const COLUMNS: u32 = 4;
 pub const ROWS: u32 = 3;
@@ -33,6 +40,8 @@ pub enum VideoError {
     Encode(String),
     #[error("the scratch folder failed: {0}")]
     Scratch(String),
+    #[error("{width}×{height} is over {MAX_SIDE} pixels a side or {MAX_ASPECT}:1 either way")]
+    Dimensions { width: u32, height: u32 },
 }
 
 impl WorkError for VideoError {
@@ -47,6 +56,7 @@ impl WorkError for VideoError {
             Self::Ffmpeg(FfmpegError::Deadline(_)) => "deadline_exceeded",
             Self::Ffmpeg(_) | Self::Encode(_) => "decoder_failed",
             Self::Scratch(_) => "scratch_failed",
+            Self::Dimensions { .. } => "unsupported_dimensions",
         }
     }
 }
@@ -98,6 +108,10 @@ fn probe_from(report: &FfmpegReport) -> Result<Probe, VideoError> {
     let Some((codec, video)) = video else { return Err(VideoError::NoVideo) };
     if video.width == 0 || video.height == 0 {
         return Err(VideoError::Corrupt("the video stream has no size".into()));
+    }
+    let (long, short) = (video.width.max(video.height), video.width.min(video.height));
+    if long > MAX_SIDE || long > short.saturating_mul(MAX_ASPECT) {
+        return Err(VideoError::Dimensions { width: video.width, height: video.height });
     }
     let audio = report.streams.iter().find_map(|s| match &s.type_specific_data {
         StreamTypeSpecificData::Audio(a) => Some((s.format.clone(), a.sample_rate, a.channels.clone())),

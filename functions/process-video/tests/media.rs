@@ -115,6 +115,21 @@ fn damaged_and_foreign_files_end_with_a_reason() {
     assert!(matches!(e, VideoError::NoVideo), "{e}");
 }
 
+/// A sliver 16 pixels wide would ask for contact-sheet tiles thousands of
+/// pixels tall: refused from the probe, before any frame is decoded.
+#[test]
+fn extreme_dimensions_are_refused_before_decoding() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for size in ["16x1024", "1024x16"] {
+        let sliver = encode(dir.path(), &format!("{size}.mp4"), size, 1, false, &[]);
+        let e = analyse(&sliver, dir.path(), soon(), &Progress::detached()).expect_err(size);
+        assert_eq!(e.code(), "unsupported_dimensions", "{size}: {e}");
+    }
+    // Wide but ordinary (32:9) is fine.
+    let wide = encode(dir.path(), "wide.mp4", "640x180", 1, false, &[]);
+    analyse(&wide, dir.path(), soon(), &Progress::detached()).expect("32:9 is analysed");
+}
+
 #[test]
 fn ffmpeg_is_stopped_at_the_deadline() {
     let dir = tempfile::tempdir().expect("temp dir");
