@@ -115,29 +115,22 @@ impl ConnectionStore for DynamoConnectionStore {
     }
 
     async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :sub)")
+            .expression_attribute_values(":pk", s(job_pk(job_id)))
+            .expression_attribute_values(":sub", s("SUB#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
         let mut subscriptions = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :sub)")
-                .expression_attribute_values(":pk", s(job_pk(job_id)))
-                .expression_attribute_values(":sub", s("SUB#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in out.items.unwrap_or_default() {
-                subscriptions.push(from_item("subscription", item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(subscriptions);
-            }
+        while let Some(item) = items.next().await {
+            subscriptions.push(from_item("subscription", item.map_err(unavailable)?)?);
         }
+        Ok(subscriptions)
     }
 
     async fn fan_out_cursor(&self, job_id: &JobId) -> Result<u64, StoreError> {

@@ -202,31 +202,27 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(job_pk(id)))
+            .expression_attribute_values(":from", s(event_sk(after_seq + 1)))
+            .expression_attribute_values(":to", s(event_sk(9_999_999_999)))
+            .consistent_read(true)
+            .into_paginator()
+            .page_size(limit.clamp(1, 1000) as i32)
+            .items()
+            .send();
         let mut events = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(job_pk(id)))
-                .expression_attribute_values(":from", s(event_sk(after_seq + 1)))
-                .expression_attribute_values(":to", s(event_sk(9_999_999_999)))
-                .consistent_read(true)
-                .limit(limit.saturating_sub(events.len() as u32).max(1) as i32)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(boxed(e)))?;
-            for item in out.items.unwrap_or_default() {
-                events.push(serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what: "event", reason: e.to_string() })?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() || events.len() >= limit as usize {
-                return Ok(events);
-            }
+        // Stops after `limit`, so no page past the one that holds the last is read.
+        while events.len() < limit as usize {
+            let Some(item) = items.next().await else { break };
+            let item = item.map_err(|e| StoreError::Unavailable(boxed(e)))?;
+            events.push(serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what: "event", reason: e.to_string() })?);
         }
+        Ok(events)
     }
 
     async fn idle(&self, since: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Job>, StoreError> {
@@ -289,6 +285,9 @@ impl JobStore for DynamoJobStore {
         let limit = query.limit.max(1) as usize;
         let mut jobs: Vec<Job> = Vec::new();
         let mut start = query.cursor.as_deref().and_then(start_key);
+        // By hand, not the paginator: each page asks for just what is still
+        // missing (plus one, to know whether there is more), and the page
+        // starts at the caller's cursor.
         loop {
             let out = self
                 .client
