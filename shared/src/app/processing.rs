@@ -123,15 +123,7 @@ impl<'a> Run<'a> {
     pub async fn read_input(&self, input: &InputObject, limit: u64, what: &str) -> Result<Option<Bytes>, HandlerError> {
         match self.blobs.read_all(&input.uri, limit).await {
             Ok(bytes) => Ok(Some(bytes)),
-            Err(BlobError::TooLarge { size, limit, .. }) => {
-                self.fail(JobFailure::new("too_large", format!("{what} of {size} bytes is over the limit of {limit}"))).await?;
-                Ok(None)
-            }
-            Err(BlobError::NotFound(uri)) => {
-                self.fail(JobFailure::new("input_missing", format!("the upload {uri} no longer exists"))).await?;
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
+            Err(e) => self.fail_for_input(e, what).await.map(|()| None),
         }
     }
 
@@ -141,16 +133,21 @@ impl<'a> Run<'a> {
     pub async fn download_input(&self, input: &InputObject, path: &std::path::Path, limit: u64, what: &str) -> Result<bool, HandlerError> {
         match self.blobs.download(&input.uri, path, limit).await {
             Ok(_) => Ok(true),
-            Err(BlobError::TooLarge { size, limit, .. }) => {
-                self.fail(JobFailure::new("too_large", format!("{what} of {size} bytes is over the limit of {limit}"))).await?;
-                Ok(false)
-            }
-            Err(BlobError::NotFound(uri)) => {
-                self.fail(JobFailure::new("input_missing", format!("the upload {uri} no longer exists"))).await?;
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
+            Err(e) => self.fail_for_input(e, what).await.map(|()| false),
         }
+    }
+
+    /// Fails the job for an input over its limit or gone (both properties of
+    /// the upload); any other error goes back to the caller to retry.
+    async fn fail_for_input(&self, error: BlobError, what: &str) -> Result<(), HandlerError> {
+        let failure = match error {
+            BlobError::TooLarge { size, limit, .. } => {
+                JobFailure::new("too_large", format!("{what} of {size} bytes is over the limit of {limit}"))
+            }
+            BlobError::NotFound(uri) => JobFailure::new("input_missing", format!("the upload {uri} no longer exists")),
+            e => return Err(e.into()),
+        };
+        self.fail(failure).await
     }
 
     /// A checkpoint: stops (recording the cancellation) if a cancel was
