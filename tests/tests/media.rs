@@ -10,16 +10,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TestCloud, images, project_dir};
+use common::{TestCloud, ffmpeg, images, project_dir};
 use prism_cloud::EmulatorChoice;
 use serde_json::Value;
-
-fn ffmpeg(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    let status = Command::new("ffmpeg").args(["-hide_banner", "-v", "error", "-y"]).args(args).arg(&out).status();
-    assert!(status.expect("ffmpeg runs").success(), "encoding {name}");
-    out
-}
 
 fn truncated(dir: &Path, from: &Path, name: &str, keep: f64) -> PathBuf {
     let bytes = std::fs::read(from).expect("source");

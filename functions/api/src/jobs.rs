@@ -43,7 +43,20 @@ where
 
 /// The job's snapshot, with a short-lived download link for each output.
 pub async fn get(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
+    snapshot(deps, owned_job(deps, owner, req).await?).await
+}
+
+/// A workflow run: its root job's snapshot, whose `run` lists every step
+/// (status, attempts, timing, outputs, error). Jobs that are not runs are 404.
+pub async fn get_run(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
     let job = owned_job(deps, owner, req).await?;
+    if job.workflow.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    snapshot(deps, job).await
+}
+
+async fn snapshot(deps: &Deps, job: Job) -> Result<Answer, ApiError> {
     let ttl = deps.config.upload_url_ttl;
     let mut links = Vec::with_capacity(job.outputs.len());
     for output in &job.outputs {

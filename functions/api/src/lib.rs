@@ -16,6 +16,7 @@ use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use prism_shared::app::auth::TokenKey;
 use prism_shared::domain::limits::SizeLimits;
+use prism_shared::domain::workflow;
 use prism_shared::{ConfigError, runtime::config};
 use serde::Serialize;
 
@@ -111,6 +112,20 @@ async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) 
             }
             Ok((200, serde_json::json!({ "results": results })))
         }
+        "POST /v1/workflows/{name}/runs" => {
+            let mut request: SubmitRequest = parse_body(req, true)?;
+            let name = req.path_parameters.get("name").cloned().unwrap_or_default();
+            if request.workflow.as_ref().is_some_and(|w| *w != name) {
+                return Err(ApiError::Invalid("the body names another workflow than the path".into()));
+            }
+            request.workflow = Some(name);
+            let key = req.headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+            let (status, resp) = submit::submit(deps, owner, request, key).await?;
+            Ok((status, to_value(&resp)))
+        }
+        "GET /v1/workflows" => Ok((200, serde_json::json!({ "workflows": workflow::catalog() }))),
+        "GET /v1/runs/{id}" => jobs::get_run(deps, owner, req).await,
+        "POST /v1/runs/{id}/cancel" => jobs::cancel(deps, owner, req).await,
         "GET /v1/jobs" => jobs::list(deps, owner, req).await,
         "GET /v1/jobs/{id}" => jobs::get(deps, owner, req).await,
         "GET /v1/jobs/{id}/events" => jobs::events(deps, owner, req).await,

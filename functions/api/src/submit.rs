@@ -9,6 +9,7 @@ use prism_shared::domain::commands::Command;
 use prism_shared::domain::envelope::new_trace_id;
 use prism_shared::domain::job::{InputObject, JobFailure};
 use prism_shared::domain::results::JobResult;
+use prism_shared::domain::workflow;
 use prism_shared::ports::Created;
 use prism_shared::{Envelope, Job, JobEvent, JobEventEnvelope, JobId, Modality, Priority, S3Uri, content::sniff, content::text};
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,10 @@ pub struct SubmitRequest {
     pub source: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// A workflow to run on the upload (a name, or `default` for its
+    /// modality's) instead of one processing step.
+    #[serde(default)]
+    pub workflow: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -100,6 +105,19 @@ fn validate(req: &SubmitRequest, deps: &Deps) -> Result<(), ApiError> {
              values at most {MAX_METADATA_VALUE} bytes without control characters"
         )));
     }
+    if let Some(name) = &req.workflow {
+        if req.text.is_some() {
+            return Err(ApiError::Invalid("inline text runs as one step; upload it to run a workflow".into()));
+        }
+        if name != workflow::DEFAULT && workflow::find(name).is_err() {
+            let known: Vec<&str> = workflow::catalog().iter().map(|d| d.name.as_str()).collect();
+            return Err(ApiError::Invalid(format!(
+                "no workflow is named {name:?}; there are {} and {:?}",
+                known.join(", "),
+                workflow::DEFAULT
+            )));
+        }
+    }
     let limits = &deps.config.limits;
     if let Some(size) = req.size.or(req.text.as_ref().map(|t| t.len() as u64)) {
         let limit = if req.text.is_some() { limits.for_modality(Modality::Text) } else { limits.largest() };
@@ -142,6 +160,7 @@ pub async fn submit(
     let mut job = Job::new(id, owner.to_owned(), req.priority.unwrap_or_default(), upload.clone(), new_trace_id(), Utc::now());
     job.declared_size = req.size;
     job.metadata = req.metadata.clone();
+    job.workflow = req.workflow.clone();
     let created = JobEventEnvelope::for_job(SOURCE, &job, job.created_event());
     if let Created::Existing(existing) = lifecycle::create(deps.jobs.as_ref(), &job, &created).await? {
         if existing.owner != owner {

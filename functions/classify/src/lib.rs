@@ -2,47 +2,35 @@
 //! modality from content alone, and routes the job to that modality's queue.
 //! Empty and unrecognised content ends the job here with a clear reason.
 
-use std::collections::HashMap;
-
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::app::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::content::sniff::{self, SNIFF_BYTES};
 use prism_shared::domain::commands::Command;
 use prism_shared::domain::envelope::{self};
-use prism_shared::domain::job::Lane;
 use prism_shared::domain::job::{InputObject, JobFailure};
 use prism_shared::domain::limits::SizeLimits;
-use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality, runtime::config};
+use prism_shared::domain::workflow;
+use prism_shared::runtime::{config, routes::ProcessorQueues};
+use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus};
 
 pub const SOURCE: &str = "classify";
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The queue of each modality and lane that has a processor.
-    pub routes: HashMap<(Modality, Lane), String>,
+    pub routes: ProcessorQueues,
     pub limits: SizeLimits,
+    /// The `workflow` function's queue, for jobs that asked for a workflow.
+    pub workflow_queue_url: Option<String>,
 }
 
 impl Config {
-    /// `{MODALITY}_{LANE}_QUEUE_URL` for each modality and lane, falling back
-    /// to `{MODALITY}_QUEUE_URL`; a modality without either has no processor yet.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut routes = HashMap::new();
-        for m in Modality::ALL {
-            let modality = m.as_str().to_uppercase();
-            let any_lane = config::optional(&format!("{modality}_QUEUE_URL"));
-            for lane in Lane::ALL {
-                let own = config::optional(&format!("{modality}_{}_QUEUE_URL", lane.as_str().to_uppercase()));
-                if let Some(url) = own.or_else(|| any_lane.clone()) {
-                    routes.insert((*m, *lane), url);
-                }
-            }
-        }
-        if routes.is_empty() {
-            return Err(ConfigError::Missing("TEXT_NORMAL_QUEUE_URL"));
-        }
-        Ok(Self { routes, limits: SizeLimits::from_env()? })
+        Ok(Self {
+            routes: ProcessorQueues::from_env()?,
+            limits: SizeLimits::from_env()?,
+            workflow_queue_url: config::optional("WORKFLOW_QUEUE_URL"),
+        })
     }
 }
 
@@ -102,24 +90,34 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
         let message = format!("{modality} of {} bytes is over the limit of {limit}", head.size);
         return fail(deps, job_id, JobFailure::new("too_large", message)).await;
     }
-    let lane = job.priority.lane();
-    let Some(queue_url) = deps.config.routes.get(&(modality, lane)) else {
-        return fail(deps, job_id, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
-    };
     // A redelivery after a crash between recording and sending routes again;
-    // processors ignore a job that is already past them.
+    // processors and the workflow function ignore a job already past them.
     if let Recorded::AlreadyApplied(_) = recorded {
         tracing::info!("already classified; routing again");
     }
-    let command = Envelope::new(
-        SOURCE,
-        &job.trace_id,
-        Some(job.id.clone()),
-        None,
-        Command::Process { input: InputObject { size: head.size, ..input }, modality, mime },
-    );
+    let input = InputObject { size: head.size, ..input };
+    let (queue_url, body) = match &job.workflow {
+        Some(requested) => {
+            let def = match workflow::resolve(requested, modality) {
+                Ok(def) => def,
+                Err(failure) => return fail(deps, job_id, failure).await,
+            };
+            let Some(url) = &deps.config.workflow_queue_url else {
+                return fail(deps, job_id, JobFailure::new("no_workflow", "workflows are not deployed in this stack")).await;
+            };
+            (url.as_str(), Command::StartRun { workflow: def.name.clone() })
+        }
+        None => {
+            let lane = job.priority.lane();
+            let Some(url) = deps.config.routes.get(modality, lane) else {
+                return fail(deps, job_id, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
+            };
+            (url, Command::Process { input, modality, mime })
+        }
+    };
+    let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, body);
     deps.queue.send(queue_url, command.to_json()).await?;
-    tracing::info!(%modality, %lane, "routed");
+    tracing::info!(%modality, workflow = ?job.workflow, "routed");
     Ok(())
 }
 

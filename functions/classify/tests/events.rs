@@ -39,6 +39,7 @@ async fn run_declared(
         queue: queue.clone(),
         config: Config {
             routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
+            workflow_queue_url: Some("http://sqs/workflow".into()),
             limits: SizeLimits { text: 1000, ..SizeLimits::default() },
         },
     };

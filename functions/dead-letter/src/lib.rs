@@ -25,13 +25,18 @@ fn origin(msg: &SqsMessage) -> String {
     name.strip_suffix("-dlq").unwrap_or(name).to_owned()
 }
 
-/// The jobs a dead letter is about: commands carry one in their envelope;
+/// The jobs a dead letter is about: commands carry one in their envelope; a
+/// run's job event the workflow function could not take names its run, whose
+/// root job fails (the step's own job has already ended);
 /// the intake queue's dead letters are S3 notifications, which name uploads,
 /// and the jobs of those are found (or created, for a drop intake never got
 /// to) as intake would.
 async fn jobs_of(deps: &Deps, body: &str) -> Result<Vec<JobId>, LifecycleError> {
     if let Ok(command) = envelope::decode::<Command>(body) {
         return Ok(command.job_id.into_iter().collect());
+    }
+    if let Ok(event) = envelope::decode::<JobEvent>(body) {
+        return Ok(event.run.map(|run| run.run_id).into_iter().collect());
     }
     let Ok(Some(notification)) = uploads::notification(body) else { return Ok(Vec::new()) };
     let mut jobs = Vec::new();

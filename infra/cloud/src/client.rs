@@ -11,6 +11,14 @@ use serde::{Deserialize, Serialize};
 /// Attempts of a request that failed with throttling or a passing outage.
 const MAX_ATTEMPTS: usize = 4;
 
+/// What a submission asks for beside its file.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    pub priority: Option<String>,
+    /// A workflow name, or `default` for the modality's own.
+    pub workflow: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct PrismClient {
     http: reqwest::Client,
@@ -93,7 +101,13 @@ impl PrismClient {
 
     /// Creates a job and uploads `bytes` to it; processing starts when the upload lands.
     pub async fn submit(&self, file_name: &str, bytes: Vec<u8>, priority: Option<&str>) -> anyhow::Result<Job> {
-        let (job, upload_url) = self.create(file_name, priority).await?;
+        let options = SubmitOptions { priority: priority.map(str::to_owned), ..SubmitOptions::default() };
+        self.submit_with(file_name, bytes, &options).await
+    }
+
+    /// [`Self::submit`] with every option a submission takes.
+    pub async fn submit_with(&self, file_name: &str, bytes: Vec<u8>, options: &SubmitOptions) -> anyhow::Result<Job> {
+        let (job, upload_url) = self.create_with(file_name, options).await?;
         self.upload(&upload_url, bytes).await?;
         Ok(job)
     }
@@ -109,9 +123,17 @@ impl PrismClient {
 
     /// Creates a job awaiting its upload; returns it with the presigned PUT URL.
     pub async fn create(&self, file_name: &str, priority: Option<&str>) -> anyhow::Result<(Job, String)> {
+        self.create_with(file_name, &SubmitOptions { priority: priority.map(str::to_owned), ..SubmitOptions::default() }).await
+    }
+
+    /// [`Self::create`] with every option a submission takes.
+    pub async fn create_with(&self, file_name: &str, options: &SubmitOptions) -> anyhow::Result<(Job, String)> {
         let mut request = serde_json::json!({ "file_name": file_name });
-        if let Some(p) = priority {
-            request["priority"] = p.into();
+        if let Some(p) = &options.priority {
+            request["priority"] = p.as_str().into();
+        }
+        if let Some(w) = &options.workflow {
+            request["workflow"] = w.as_str().into();
         }
         // One key for every attempt, so a retry after a lost answer finds the same job.
         let key = uuid::Uuid::new_v4().to_string();

@@ -38,6 +38,13 @@ fn entry(index: usize, event: &JobEventEnvelope) -> Result<PublishBatchRequestEn
     if let Some(job_id) = &event.job_id {
         entry = entry.message_attributes("job_id", attribute(job_id.as_str())?);
     }
+    // What the workflow queue's subscription filters on: only a run's jobs reach it.
+    if let Some(run) = &event.run {
+        entry = entry.message_attributes("run_id", attribute(run.run_id.as_str())?);
+        if let Some(step) = &run.step {
+            entry = entry.message_attributes("step", attribute(step)?);
+        }
+    }
     entry.build()
 }
 

@@ -47,8 +47,13 @@ impl SqsQueue {
 
 #[async_trait]
 impl Queue for SqsQueue {
-    async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError> {
-        self.client.send_message().queue_url(queue_url).message_body(body).send().await.map_err(|e| QueueError::Unavailable(boxed(e)))?;
+    async fn send_after(&self, queue_url: &str, body: String, delay: Duration) -> Result<(), QueueError> {
+        let mut request = self.client.send_message().queue_url(queue_url).message_body(body);
+        if !delay.is_zero() {
+            // SQS takes whole seconds up to 900; a part second rounds up so the wait is never shorter.
+            request = request.delay_seconds(delay.as_secs_f64().ceil().min(900.0) as i32);
+        }
+        request.send().await.map_err(|e| QueueError::Unavailable(boxed(e)))?;
         Ok(())
     }
 

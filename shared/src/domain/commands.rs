@@ -14,4 +14,8 @@ pub enum Command {
     /// classify → a processor queue: do the work.
     #[serde(rename = "job.process")]
     Process { input: InputObject, modality: Modality, mime: String },
+    /// classify → workflow: run the named workflow on the classified job
+    /// (its input and type are on the job).
+    #[serde(rename = "run.start")]
+    StartRun { workflow: String },
 }

@@ -22,6 +22,9 @@ pub struct Envelope<B> {
     /// The job's sequence number for job events; absent on commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// For events of a workflow run's jobs: which run, and which step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunRef>,
     /// `event_type` and `payload`.
     #[serde(flatten)]
     pub body: B,
@@ -37,6 +40,7 @@ impl<B> Envelope<B> {
             trace_id: trace_id.to_owned(),
             job_id,
             seq,
+            run: None,
             body,
         }
     }
@@ -60,7 +64,29 @@ pub type JobEventEnvelope = Envelope<JobEvent>;
 impl JobEventEnvelope {
     /// The envelope recording `event` as the change that brought `job` to its current `seq`.
     pub fn for_job(source: &str, job: &Job, event: JobEvent) -> Self {
-        Self::new(source, &job.trace_id, Some(job.id.clone()), Some(job.seq), event)
+        let mut envelope = Self::new(source, &job.trace_id, Some(job.id.clone()), Some(job.seq), event);
+        envelope.run = RunRef::of(job);
+        envelope
+    }
+}
+
+/// The run a job's event belongs to: the root job's own (no step), or a step's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRef {
+    pub run_id: JobId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+impl RunRef {
+    pub fn of(job: &Job) -> Option<Self> {
+        match (&job.step_of, &job.workflow) {
+            (Some(s), _) => Some(Self { run_id: s.run_id.clone(), step: Some(s.step.clone()), attempt: Some(s.attempt) }),
+            (None, Some(_)) => Some(Self { run_id: job.id.clone(), step: None, attempt: None }),
+            (None, None) => None,
+        }
     }
 }
 

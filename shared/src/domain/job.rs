@@ -14,6 +14,7 @@ use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 
 use crate::domain::results::JobResult;
 use crate::domain::uri::S3Uri;
+use crate::domain::workflow::{RunState, StepOf, StepState, StepStatus};
 
 /// How long a job and its events are kept (DynamoDB TTL).
 pub const RETENTION: Duration = Duration::days(7);
@@ -49,6 +50,11 @@ impl JobId {
     /// so a retried submit finds the job it already created.
     pub fn for_request(owner: &str, idempotency_key: &str) -> Self {
         Self::derived(&uuid::Uuid::NAMESPACE_OID, &format!("prism-idempotency\n{owner}\n{idempotency_key}"))
+    }
+
+    /// An id derived from `name` in Prism's own namespace (a run's step jobs).
+    pub(crate) fn derived_for(name: &str) -> Self {
+        Self::derived(&uuid::Uuid::NAMESPACE_OID, name)
     }
 
     fn derived(namespace: &uuid::Uuid, name: &str) -> Self {
@@ -250,6 +256,16 @@ pub struct Job {
     /// The client's own labels, returned as given.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// The workflow the submission asked for (a name, or `default`): the
+    /// classifier hands such a job to the `workflow` function, not a processor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// The run this job holds once its workflow started (it is the run's root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunState>,
+    /// For a step's job: the run and step it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_of: Option<StepOf>,
     pub trace_id: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -279,6 +295,12 @@ pub enum JobEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         eta_s: Option<f64>,
     },
+    /// The root job's workflow started: its steps and the first ones running.
+    #[serde(rename = "job.run_started")]
+    RunStarted { run: RunState },
+    /// Steps of the root job's run changed (finished, started, retried, skipped).
+    #[serde(rename = "job.run_advanced")]
+    RunAdvanced { changes: Vec<StepState> },
     #[serde(rename = "job.completed")]
     Completed {
         result: JobResult,
@@ -301,6 +323,8 @@ impl JobEvent {
             Self::Classified(_) => "job.classified",
             Self::Started { .. } => "job.started",
             Self::Progress { .. } => "job.progress",
+            Self::RunStarted { .. } => "job.run_started",
+            Self::RunAdvanced { .. } => "job.run_advanced",
             Self::Completed { .. } => "job.completed",
             Self::Failed(_) => "job.failed",
             Self::CancelRequested => "job.cancel_requested",
@@ -350,6 +374,9 @@ impl Job {
             cancel_requested: false,
             declared_size: None,
             metadata: std::collections::BTreeMap::new(),
+            workflow: None,
+            run: None,
+            step_of: None,
             trace_id,
             created_at: now,
             updated_at: now,
@@ -430,6 +457,26 @@ impl Job {
                 // Progress never goes backwards, even when a retry starts over.
                 self.progress = self.progress.max((*progress).min(100));
                 self.eta_s = *eta_s;
+            }
+            JobEvent::RunStarted { run } => match (status, &self.run) {
+                (Queued, None) if self.workflow.is_some() => {
+                    self.status = Processing;
+                    self.phase = format!("workflow {}", run.workflow);
+                    self.run = Some(run.clone());
+                }
+                (Processing, Some(_)) => return Ok(Applied::AlreadyApplied),
+                _ => return Err(refuse()),
+            },
+            JobEvent::RunAdvanced { changes } => {
+                let Some(run) = self.run.as_mut().filter(|_| status == Processing) else { return Err(refuse()) };
+                if changes.iter().all(|c| run.step(&c.name) == Some(c)) {
+                    return Ok(Applied::AlreadyApplied);
+                }
+                run.merge(changes);
+                let running: Vec<&str> = run.steps.iter().filter(|s| s.status == StepStatus::Running).map(|s| s.name.as_str()).collect();
+                self.phase = if running.is_empty() { "finishing".into() } else { format!("running {}", running.join(", ")) };
+                // The run's progress is its finished steps; 100 only once the job completes.
+                self.progress = self.progress.max(run.percent().min(99));
             }
             JobEvent::Completed { result, outputs } => {
                 if status != Processing {

@@ -7,3 +7,4 @@ pub mod job;
 pub mod limits;
 pub mod results;
 pub mod uri;
+pub mod workflow;

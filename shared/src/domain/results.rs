@@ -14,6 +14,8 @@ pub enum JobResult {
     Audio(Box<AudioResult>),
     Video(Box<VideoResult>),
     Document(Box<DocumentResult>),
+    /// A workflow's `combine` step (and the run's root job).
+    Workflow(Box<crate::domain::workflow::WorkflowResult>),
 }
 
 /// What `process-image` reports (schema_version 1).
@@ -310,4 +312,45 @@ pub struct Heading {
 
 impl TextResult {
     pub const SCHEMA_VERSION: u32 = 1;
+}
+
+/// A video's keyframes beside its soundtrack's silences and loudness.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Timeline {
+    pub duration_s: f64,
+    pub keyframes: Vec<TimelineKeyframe>,
+    /// The audio step's silent stretches, as it reported them.
+    pub silence: Vec<TimeSpan>,
+    pub integrated_lufs: Option<f64>,
+    pub peak_dbfs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct TimelineKeyframe {
+    pub at_s: f64,
+    /// Whether the soundtrack is silent at that moment.
+    pub silent: bool,
+}
+
+/// A document's shape and what its text says.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DocumentSummary {
+    pub pages: u32,
+    pub words: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<Keyword>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading_time_s: Option<f64>,
+}
+
+/// An image at a glance.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ImageSummary {
+    pub width: u32,
+    pub height: u32,
+    pub dominant_color: Option<String>,
+    pub perceptual_hash: String,
+    pub thumbnails: u32,
 }

@@ -122,7 +122,13 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
 /// Message queues (SQS).
 #[async_trait]
 pub trait Queue: Send + Sync + std::fmt::Debug {
-    async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError>;
+    async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError> {
+        self.send_after(queue_url, body, Duration::ZERO).await
+    }
+
+    /// Sends a message that stays invisible for `delay` (at most 15 minutes,
+    /// SQS's limit): a workflow step's retry waiting out its backoff.
+    async fn send_after(&self, queue_url: &str, body: String, delay: Duration) -> Result<(), QueueError>;
 
     /// Makes a received message visible again after `delay`: the backoff of a failed attempt.
     async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError>;

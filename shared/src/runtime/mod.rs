@@ -1,4 +1,5 @@
 //! What every function's `main` sets up: configuration and tracing.
 
 pub mod config;
+pub mod routes;
 pub mod telemetry;

@@ -219,6 +219,8 @@ impl BlobStore for MemoryBlobStore {
 pub struct SentMessage {
     pub queue_url: String,
     pub body: String,
+    /// How long the message stays invisible after sending.
+    pub delay: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -240,8 +242,8 @@ impl MemoryQueue {
 
 #[async_trait]
 impl Queue for MemoryQueue {
-    async fn send(&self, queue_url: &str, body: String) -> Result<(), QueueError> {
-        lock(&self.sent).push(SentMessage { queue_url: queue_url.to_owned(), body });
+    async fn send_after(&self, queue_url: &str, body: String, delay: Duration) -> Result<(), QueueError> {
+        lock(&self.sent).push(SentMessage { queue_url: queue_url.to_owned(), body, delay });
         Ok(())
     }
 

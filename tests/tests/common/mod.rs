@@ -106,6 +106,14 @@ fn client(url: &str, token: Option<String>) -> PrismClient {
     PrismClient::new(url, token).expect("client")
 }
 
+/// Encodes `dir/name` with ffmpeg from `args` (inputs and codec options).
+pub fn ffmpeg(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let status = std::process::Command::new("ffmpeg").args(["-hide_banner", "-v", "error", "-y"]).args(args).arg(&out).status();
+    assert!(status.expect("ffmpeg runs").success(), "encoding {name}");
+    out
+}
+
 fn uuid_like() -> String {
     prism_shared::JobId::new_random().to_string()
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use prism_cloud::PrismClient;
-use prism_cloud::client::SubmitReport;
+use prism_cloud::client::{SubmitOptions, SubmitReport};
 use prism_shared::JobId;
 
 use super::target::{AuthArgs, EndpointArgs, Target};
@@ -21,6 +21,10 @@ pub struct SubmitArgs {
     json: bool,
     #[arg(long)]
     priority: Option<String>,
+    /// Run this workflow on each file (`GET /v1/workflows` lists them; `default`
+    /// picks the one for the file's modality) instead of one processing step.
+    #[arg(long)]
+    workflow: Option<String>,
     /// Seconds to wait for the jobs with --wait.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -31,13 +35,14 @@ pub struct SubmitArgs {
 }
 
 pub async fn run(project: &Path, args: SubmitArgs) -> anyhow::Result<()> {
-    let SubmitArgs { files, wait, json, priority, timeout, endpoints, auth } = args;
+    let SubmitArgs { files, wait, json, priority, workflow, timeout, endpoints, auth } = args;
+    let options = SubmitOptions { priority, workflow };
     let target = Target::new(project, endpoints, auth)?;
     let mut submitted = Vec::new();
     for file in &files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        submitted.push((file.display().to_string(), target.api.submit(&name, bytes, priority.as_deref()).await));
+        submitted.push((file.display().to_string(), target.api.submit_with(&name, bytes, &options).await));
     }
     if wait {
         let ids: Vec<JobId> = submitted.iter().filter_map(|(_, r)| r.as_ref().ok().map(|j| j.id.clone())).collect();

@@ -1,0 +1,185 @@
+//! Workflow runs end to end: steps as jobs of their own, chained through the
+//! job-events topic, joined once, retried, failed and cancelled.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{JOB_TIMEOUT, TestCloud, ffmpeg};
+use prism_cloud::EmulatorChoice;
+use prism_cloud::client::SubmitOptions;
+use prism_cloud::proxy::{FaultAction, FaultPlan, FaultRule};
+use prism_shared::domain::results::JobResult;
+use prism_shared::domain::workflow::{StepState, StepStatus, step_job_id};
+use prism_shared::{Job, JobId, JobStatus};
+use serde_json::Value;
+
+/// Six seconds of test pattern whose soundtrack is a tone with a silent
+/// stretch from 2 s to 4 s.
+fn video_with_a_pause(dir: &Path, name: &str) -> Vec<u8> {
+    let picture = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=6"];
+    let sound = ["-f", "lavfi", "-i", "aevalsrc='if(between(t,2,4),0,0.5*sin(2*PI*440*t))':d=6:s=44100"];
+    let codecs = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac", "-shortest"];
+    std::fs::read(ffmpeg(dir, name, &[&picture[..], &sound[..], &codecs[..]].concat())).expect("video")
+}
+
+fn video_analysis() -> SubmitOptions {
+    SubmitOptions { workflow: Some("video_analysis".into()), ..SubmitOptions::default() }
+}
+
+fn steps(job: &Job) -> Vec<(String, StepStatus, u32)> {
+    job.run.as_ref().expect("a run").steps.iter().map(|s| (s.name.clone(), s.status, s.attempt)).collect()
+}
+
+fn step<'a>(job: &'a Job, name: &str) -> &'a StepState {
+    job.run.as_ref().and_then(|r| r.step(name)).unwrap_or_else(|| panic!("no step {name} in {:?}", job.run))
+}
+
+fn event_types(events: &[Value]) -> Vec<String> {
+    events.iter().filter_map(|e| e["event_type"].as_str().map(str::to_owned)).collect()
+}
+
+fn count(events: &[Value], event_type: &str) -> usize {
+    events.iter().filter(|e| e["event_type"] == event_type).count()
+}
+
+#[tokio::test]
+async fn video_analysis_runs_every_step_once_and_its_timeline_matches_the_audio_step() {
+    // Every SQS batch reaches its function twice, the workflow queue's included:
+    // a repeated step end must start nothing twice.
+    let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { duplicate_deliveries: true, ..FaultPlan::default() }).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let root = tc.api.submit_with("clip.mp4", video_with_a_pause(dir.path(), "clip.mp4"), &video_analysis()).await.expect("submit");
+    let done = tc.api.wait(&root.id, JOB_TIMEOUT).await.expect("run ended");
+    assert_eq!(done.status, JobStatus::Completed, "{:?} {:?}", done.error, done.run);
+    assert_eq!(
+        steps(&done),
+        [
+            ("video".to_owned(), StepStatus::Completed, 1),
+            ("audio".to_owned(), StepStatus::Completed, 1),
+            ("timeline".to_owned(), StepStatus::Completed, 1)
+        ]
+    );
+    let mut outputs: Vec<&str> = done.outputs.iter().map(|o| o.name.as_str()).collect();
+    outputs.sort_unstable();
+    assert_eq!(outputs, ["audio.waveform", "video.audio", "video.contact_sheet", "video.poster"]);
+
+    // Each step is a job of its own, readable through the API.
+    let video = tc.api.job(&step_job_id(&root.id, "video", 1)).await.expect("video step");
+    let audio = tc.api.job(&step_job_id(&root.id, "audio", 1)).await.expect("audio step");
+    let (Some(JobResult::Video(video_result)), Some(JobResult::Audio(audio_result))) = (&video.result, &audio.result) else {
+        panic!("step results: {:?} / {:?}", video.result, audio.result)
+    };
+    assert_eq!(audio.input.as_ref().map(|i| &i.uri), video.outputs.iter().find(|o| o.name == "audio").map(|o| &o.uri));
+    let Some(JobResult::Workflow(result)) = &done.result else { panic!("not a workflow result: {:?}", done.result) };
+    let timeline = result.timeline.as_ref().expect("timeline");
+    assert_eq!(timeline.silence, audio_result.silence.spans, "the timeline's silences are the audio step's");
+    assert_eq!(timeline.integrated_lufs, audio_result.levels.integrated_lufs);
+    let keyframes: Vec<f64> = timeline.keyframes.iter().map(|k| k.at_s).collect();
+    assert_eq!(keyframes, video_result.contact_sheet.timestamps_s, "beside the video step's keyframes");
+    let pause = timeline.silence.iter().find(|s| s.start_s < 2.5 && s.end_s > 3.5).expect("the 2–4 s pause is found");
+    for k in &timeline.keyframes {
+        assert_eq!(k.silent, pause.start_s <= k.at_s && k.at_s < pause.end_s, "keyframe at {} s", k.at_s);
+    }
+
+    // The join ran once: its job started and completed once, the run recorded one end.
+    let join = tc.api.events(&step_job_id(&root.id, "timeline", 1), 0).await.expect("join events");
+    assert_eq!(event_types(&join), ["job.created", "job.started", "job.completed"]);
+    let log = tc.api.events(&root.id, 0).await.expect("run events");
+    assert_eq!((count(&log, "job.run_started"), count(&log, "job.completed")), (1, 1), "{:?}", event_types(&log));
+    assert!(log.iter().all(|e| e["run"]["run_id"] == root.id.as_str()), "root events name their run");
+
+    // GET /v1/runs/{id} is the root's snapshot; a plain job is not a run.
+    let path = format!("/v1/runs/{}", root.id);
+    let run: Value = tc.api.request(reqwest::Method::GET, &path).send().await.expect("get").json().await.expect("json");
+    assert_eq!(run["run"]["workflow"], "video_analysis");
+    common::openapi::OpenApi::load().check("GET", "/v1/runs/{id}", 200, "application/json", &run);
+    let plain = tc.api.submit("notes.txt", b"plain text".to_vec(), None).await.expect("submit");
+    let status = tc.api.request(reqwest::Method::GET, &format!("/v1/runs/{}", plain.id)).send().await.expect("get").status();
+    assert_eq!(status, 404);
+    tc.finish().await;
+}
+
+/// A run's progress while it is still going.
+async fn wait_until(tc: &TestCloud, id: &JobId, what: &str, ready: impl Fn(&Job) -> bool) -> Job {
+    let started = Instant::now();
+    loop {
+        let job = tc.api.job(id).await.expect("job");
+        if ready(&job) {
+            return job;
+        }
+        assert!(started.elapsed() < JOB_TIMEOUT, "{what}: still {:?} {:?}", job.status, job.run);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn steps_retry_with_backoff_fail_the_run_by_name_and_stop_when_cancelled() {
+    // One receive per message: a failing attempt goes to its DLQ, whose
+    // consumer ends the step's job `retries_exhausted`, at once.
+    let fail = |file: &str, times: u64| FaultRule {
+        function: Some("process-video".into()),
+        operation: "s3:GetObject".into(),
+        body_contains: None,
+        uri_contains: Some(file.into()),
+        after: 0,
+        times,
+        action: FaultAction::Fail { status: Some(403), code: Some("AccessDenied".into()) },
+    };
+    let slow = FaultRule { action: FaultAction::Delay { ms: 4000 }, ..fail("slow.mp4", 1) };
+    let faults = FaultPlan { faults: vec![fail("flaky.mp4", 2), fail("broken.mp4", 1000), slow], ..FaultPlan::default() };
+    let tc = TestCloud::with(EmulatorChoice::Localstack, faults, vec![("MaxReceiveCount".into(), "1".into())]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let bytes = video_with_a_pause(dir.path(), "clip.mp4");
+    let flaky = tc.api.submit_with("flaky.mp4", bytes.clone(), &video_analysis()).await.expect("submit");
+    let broken = tc.api.submit_with("broken.mp4", bytes.clone(), &video_analysis()).await.expect("submit");
+    let slow = tc.api.submit_with("slow.mp4", bytes, &video_analysis()).await.expect("submit");
+
+    // Cancelled while its first step is held up: nothing after it starts.
+    wait_until(&tc, &slow.id, "slow run started", |j| j.run.is_some()).await;
+    let cancel = tc.api.request(reqwest::Method::POST, &format!("/v1/runs/{}/cancel", slow.id)).send().await.expect("cancel");
+    assert_eq!(cancel.status(), 202);
+
+    // Two failed attempts, then the third completes; the waits grow.
+    let done = tc.api.wait(&flaky.id, JOB_TIMEOUT).await.expect("flaky run ended");
+    assert_eq!(done.status, JobStatus::Completed, "{:?} {:?}", done.error, done.run);
+    assert_eq!(step(&done, "video").attempt, 3);
+    let mut attempts = Vec::new();
+    for attempt in 1..=3 {
+        attempts.push(tc.api.job(&step_job_id(&flaky.id, "video", attempt)).await.expect("attempt"));
+    }
+    for failed in &attempts[..2] {
+        assert_eq!(failed.error.as_ref().map(|e| e.code.as_str()), Some("retries_exhausted"), "{:?}", failed.error);
+    }
+    // From an attempt's failure to the next one's start: 2 s, then 4 s, less up to a quarter of jitter.
+    let mut started = Vec::new();
+    for job in &attempts {
+        let events = tc.api.events(&job.id, 0).await.expect("events");
+        let start = events.iter().find(|e| e["event_type"] == "job.started").expect("started");
+        started.push(start["timestamp"].as_str().expect("timestamp").parse::<chrono::DateTime<chrono::Utc>>().expect("time"));
+    }
+    let gap = |n: usize| started[n + 1] - attempts[n].updated_at;
+    assert!(gap(0) >= chrono::Duration::milliseconds(1500), "first backoff {}", gap(0));
+    assert!(gap(1) >= chrono::Duration::milliseconds(3000), "second backoff {}", gap(1));
+
+    // Every attempt fails: the run fails naming the step, its attempt and the reason.
+    let failed = tc.api.wait(&broken.id, JOB_TIMEOUT).await.expect("broken run ended");
+    assert_eq!(failed.status, JobStatus::Failed);
+    let error = failed.error.clone().expect("reason");
+    assert_eq!(error.code, "step_failed");
+    assert!(
+        error.message.contains("`video`") && error.message.contains("attempt 3") && error.message.contains("retries_exhausted"),
+        "{}",
+        error.message
+    );
+    assert!(tc.log("dead-letter").contains(&step_job_id(&broken.id, "video", 3).to_string()), "its last message went through the DLQ");
+    assert_eq!(step(&failed, "audio").status, StepStatus::Cancelled, "nothing after the failed step started");
+
+    let cancelled = tc.api.wait(&slow.id, JOB_TIMEOUT).await.expect("slow run ended");
+    assert_eq!(cancelled.status, JobStatus::Cancelled, "{:?}", cancelled.run);
+    assert_eq!(step(&cancelled, "audio").attempt, 0, "the audio step never started");
+    let video = tc.api.wait(&step_job_id(&slow.id, "video", 1), JOB_TIMEOUT).await.expect("video step ended");
+    assert_eq!(video.status, JobStatus::Cancelled, "the running step was stopped");
+    tc.finish().await;
+}
