@@ -5,24 +5,17 @@
 //! [`prism_shared::app::realtime`] for claim-then-send and coalescing).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use prism_shared::app::realtime::Delivery;
 use prism_shared::app::sqs_batch::{self, Backoff};
 use prism_shared::domain::envelope::{self, JobEventEnvelope};
-use prism_shared::ports::{ConnectionStore, JobStore, Notifier, Queue};
 use prism_shared::{JobEvent, JobId, Retryable};
 use tracing::Instrument;
 
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub jobs: Arc<dyn JobStore>,
-    pub connections: Arc<dyn ConnectionStore>,
-    pub notifier: Arc<dyn Notifier>,
-    pub queue: Arc<dyn Queue>,
-}
+/// progress needs no settings of its own.
+pub type Deps = prism_shared::ports::RealtimeDeps<()>;
 
 /// Jobs fanned out at once within one batch.
 const JOB_CONCURRENCY: usize = 8;

@@ -35,7 +35,7 @@ async fn pushes_a_batch_to_subscribers_and_reports_only_the_malformed_message() 
         connections.subscribe(&sub).await.expect("subscribe");
     }
     notifier.mark_gone("gone");
-    let deps = Deps { jobs, connections: connections.clone(), notifier: notifier.clone(), queue: queue.clone() };
+    let deps = Deps { jobs, connections: connections.clone(), notifier: notifier.clone(), queue: queue.clone(), config: () };
 
     let response = handle(&deps, sample_event::<SqsEvent>("sqs-job-events.json")).await;
 

@@ -13,12 +13,9 @@
 //! retries, so it goes to the publish dead-letter queue at once, where
 //! operators look, and the batch moves on.
 
-use std::sync::Arc;
-
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use prism_shared::ports::error::PublishError;
-use prism_shared::ports::{EventBus, Queue};
 use prism_shared::{ConfigError, JobEventEnvelope, runtime::config};
 use tracing::Instrument;
 
@@ -37,12 +34,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub bus: Arc<dyn EventBus>,
-    pub queue: Arc<dyn Queue>,
-    pub config: Config,
-}
+pub type Deps = prism_shared::ports::PublishDeps<Config>;
 
 /// Why a stream record is not a job event that can be published.
 #[derive(Debug, thiserror::Error)]

@@ -11,14 +11,12 @@
 //! Answers are pushed through the `@connections` API, like live events, so a
 //! client reads one stream of messages; a connection sees only its owner's jobs.
 
-use std::sync::Arc;
-
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use chrono::Utc;
 use prism_shared::app::auth::TokenKey;
 use prism_shared::app::lifecycle::{self, LifecycleError};
 use prism_shared::app::realtime::{CONNECTION_LIFETIME, ClientMessage, Delivery, DeliveryError, ServerMessage};
-use prism_shared::ports::{Connection, ConnectionStore, JobStore, Notifier, Subscription};
+use prism_shared::ports::{Connection, Subscription};
 use prism_shared::{ConfigError, Job, JobId, StoreError, runtime::config};
 use tracing::Instrument;
 
@@ -38,13 +36,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub jobs: Arc<dyn JobStore>,
-    pub connections: Arc<dyn ConnectionStore>,
-    pub notifier: Arc<dyn Notifier>,
-    pub config: Config,
-}
+pub type Deps = prism_shared::ports::RealtimeDeps<Config>;
 
 /// Failures API Gateway should see as an integration error (the client's
 /// message is answered with an internal error); bad requests are answered

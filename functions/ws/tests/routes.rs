@@ -7,7 +7,7 @@ use chrono::Utc;
 use prism_shared::app::auth::TokenKey;
 use prism_shared::app::lifecycle;
 use prism_shared::ports::{ConnectionStore, JobStore};
-use prism_shared::testing::memory::{MemoryConnections, MemoryJobStore, MemoryNotifier};
+use prism_shared::testing::memory::{MemoryConnections, MemoryJobStore, MemoryNotifier, MemoryQueue};
 use prism_shared::testing::sample_event;
 use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, JobStatus, Priority};
 use serde_json::{Value, json};
@@ -33,6 +33,7 @@ impl World {
             jobs: jobs.clone(),
             connections: connections.clone(),
             notifier: notifier.clone(),
+            queue: Arc::new(MemoryQueue::default()),
             config: Config { token_key: key.clone() },
         };
         let world = Self { deps, jobs, connections, notifier, key };

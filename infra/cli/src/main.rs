@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod progress;
 mod tools;
 
 use anyhow::Context as _;

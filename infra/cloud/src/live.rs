@@ -284,59 +284,6 @@ fn server_error(message: &Value) -> LiveError {
     }
 }
 
-/// Progress lines on a terminal: one per job, redrawn in place.
-#[derive(Debug)]
-pub struct ProgressView {
-    lines: BTreeMap<JobId, String>,
-    drawn: usize,
-    enabled: bool,
-}
-
-impl ProgressView {
-    /// Draws (on stderr) only when `wanted` and stderr is a terminal.
-    pub fn new(ids: &[JobId], wanted: bool) -> Self {
-        use std::io::IsTerminal;
-        let lines = ids.iter().map(|id| (id.clone(), format!("{id}  queued"))).collect();
-        Self { lines, drawn: 0, enabled: wanted && std::io::stderr().is_terminal() }
-    }
-
-    pub fn update(&mut self, id: &JobId, event: &Value) {
-        let payload = &event["payload"];
-        let line = match event["event_type"].as_str().unwrap_or_default() {
-            "job.progress" => {
-                let percent = payload["progress"].as_u64().unwrap_or(0).min(100) as usize;
-                let bar = format!("{}{}", "#".repeat(percent / 5), "-".repeat(20 - percent / 5));
-                let eta = payload["eta_s"].as_f64().map(|s| format!("  ETA {s:.0}s")).unwrap_or_default();
-                format!("{id}  [{bar}] {percent:>3}%  {}{eta}", payload["phase"].as_str().unwrap_or_default())
-            }
-            "job.started" => format!("{id}  [{}]   0%  {}", "-".repeat(20), payload["phase"].as_str().unwrap_or_default()),
-            "job.completed" => format!("{id}  [{}] 100%  completed", "#".repeat(20)),
-            "job.failed" => format!("{id}  failed: {}", payload["message"].as_str().unwrap_or_default()),
-            "job.cancelled" => format!("{id}  cancelled"),
-            other => format!("{id}  {}", other.trim_start_matches("job.")),
-        };
-        self.lines.insert(id.clone(), line);
-        self.draw();
-    }
-
-    fn draw(&mut self) {
-        if !self.enabled {
-            return;
-        }
-        let mut out = String::new();
-        if self.drawn > 0 {
-            out.push_str(&format!("\x1b[{}A", self.drawn));
-        }
-        for line in self.lines.values() {
-            out.push_str("\x1b[2K");
-            out.push_str(line);
-            out.push('\n');
-        }
-        self.drawn = self.lines.len();
-        eprint!("{out}");
-    }
-}
-
 /// Puts pushed events back in `seq` order on the client, drops duplicates,
 /// and says when a gap has lasted long enough to ask for a replay.
 #[derive(Debug, Clone)]

@@ -73,16 +73,37 @@ impl AwsPorts {
     }
 }
 
-/// The event bus on the topic in `EVENTS_TOPIC_ARN`: only the `publish` function holds one.
-pub fn event_bus(sdk: &SdkConfig) -> Result<SnsEventBus, crate::ports::error::ConfigError> {
-    Ok(SnsEventBus::new(aws_sdk_sns::Client::new(sdk), crate::runtime::config::required("EVENTS_TOPIC_ARN")?))
+/// The adapters `publish` needs: the event bus on the topic in
+/// `EVENTS_TOPIC_ARN` (only `publish` holds one) and a queue.
+#[derive(Debug, Clone)]
+pub struct PublishPorts {
+    pub bus: std::sync::Arc<dyn crate::ports::EventBus>,
+    pub queue: std::sync::Arc<dyn crate::ports::Queue>,
 }
 
-/// The adapters the WebSocket functions need besides [`AwsPorts`].
+impl PublishPorts {
+    pub async fn from_env() -> Result<Self, crate::ports::error::ConfigError> {
+        let sdk = sdk_config().await;
+        let topic = crate::runtime::config::required("EVENTS_TOPIC_ARN")?;
+        Ok(Self {
+            bus: std::sync::Arc::new(SnsEventBus::new(aws_sdk_sns::Client::new(&sdk), topic)),
+            queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
+        })
+    }
+
+    pub fn with_config<C>(self, config: C) -> crate::ports::PublishDeps<C> {
+        crate::ports::PublishDeps { bus: self.bus, queue: self.queue, config }
+    }
+}
+
+/// The adapters the WebSocket functions need: the job and connection
+/// stores, the notifier and a queue.
 #[derive(Debug, Clone)]
 pub struct RealtimePorts {
+    pub jobs: std::sync::Arc<dyn crate::ports::JobStore>,
     pub connections: std::sync::Arc<dyn crate::ports::ConnectionStore>,
     pub notifier: std::sync::Arc<dyn crate::ports::Notifier>,
+    pub queue: std::sync::Arc<dyn crate::ports::Queue>,
 }
 
 impl RealtimePorts {
@@ -90,15 +111,23 @@ impl RealtimePorts {
     /// URL); `AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI` overrides the latter,
     /// as service endpoint variables do for every other client, so a local
     /// cloud can point the unchanged SDK client at itself.
-    pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::ports::error::ConfigError> {
+    pub async fn from_env() -> Result<Self, crate::ports::error::ConfigError> {
+        let sdk = sdk_config().await;
         let table = crate::runtime::config::required("TABLE_NAME")?;
         let endpoint = match crate::runtime::config::optional("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI") {
             Some(local) => local,
             None => crate::runtime::config::required("WEBSOCKET_ENDPOINT")?,
         };
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         Ok(Self {
-            connections: std::sync::Arc::new(DynamoConnectionStore::new(aws_sdk_dynamodb::Client::new(sdk), table)),
-            notifier: std::sync::Arc::new(ApiGatewayNotifier::new(sdk, &endpoint)),
+            jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
+            connections: std::sync::Arc::new(DynamoConnectionStore::new(dynamodb, table)),
+            notifier: std::sync::Arc::new(ApiGatewayNotifier::new(&sdk, &endpoint)),
+            queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
         })
+    }
+
+    pub fn with_config<C>(self, config: C) -> crate::ports::RealtimeDeps<C> {
+        crate::ports::RealtimeDeps { jobs: self.jobs, connections: self.connections, notifier: self.notifier, queue: self.queue, config }
     }
 }

@@ -204,3 +204,24 @@ pub struct Deps<C> {
     pub queue: Arc<dyn Queue>,
     pub config: C,
 }
+
+/// What the WebSocket functions (`ws`, `progress`) are handed: the job
+/// store, the connection store and notifier, a queue for retries, and their
+/// own settings. Each names it `pub type Deps = ports::RealtimeDeps<Config>;`.
+#[derive(Debug, Clone)]
+pub struct RealtimeDeps<C> {
+    pub jobs: Arc<dyn JobStore>,
+    pub connections: Arc<dyn ConnectionStore>,
+    pub notifier: Arc<dyn Notifier>,
+    pub queue: Arc<dyn Queue>,
+    pub config: C,
+}
+
+/// What `publish` is handed: the event bus (no other function holds one),
+/// a queue for the records it dead-letters, and its settings.
+#[derive(Debug, Clone)]
+pub struct PublishDeps<C> {
+    pub bus: Arc<dyn EventBus>,
+    pub queue: Arc<dyn Queue>,
+    pub config: C,
+}

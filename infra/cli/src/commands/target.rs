@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use prism_cloud::PrismClient;
 use prism_cloud::cloud;
-use prism_cloud::live::{ProgressView, Watch};
+use prism_cloud::live::Watch;
+
+use crate::progress::ProgressView;
 use prism_shared::JobId;
 use serde_json::Value;
 
