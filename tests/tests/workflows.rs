@@ -183,3 +183,64 @@ async fn steps_retry_with_backoff_fail_the_run_by_name_and_stop_when_cancelled()
     assert_eq!(video.status, JobStatus::Cancelled, "the running step was stopped");
     tc.finish().await;
 }
+
+/// The caller's jobs started by schedule `name`.
+async fn jobs_of_schedule(tc: &TestCloud, name: &str) -> Vec<Value> {
+    let page: Value = tc.api.request(reqwest::Method::GET, "/v1/jobs?limit=100").send().await.expect("list").json().await.expect("json");
+    page["jobs"].as_array().expect("jobs").iter().filter(|j| j["metadata"]["schedule"] == name).cloned().collect()
+}
+
+#[tokio::test]
+async fn a_schedule_due_in_two_seconds_fires_one_job_and_a_deleted_one_fires_no_more() {
+    let tc =
+        TestCloud::with(EmulatorChoice::Localstack, FaultPlan::default(), vec![("ScheduleTick".into(), "rate(1 second)".into())]).await;
+    let key = "uploads/tester/report.txt";
+    let s3 = tc.cloud.clients().s3;
+    let body = aws_sdk_s3::primitives::ByteStream::from_static(b"Quarterly numbers, read again every night.\n");
+    s3.put_object().bucket(&tc.cloud.info.bucket).key(key).body(body).send().await.expect("put");
+    let source = format!("s3://{}/{key}", tc.cloud.info.bucket);
+    let create = |body: Value| tc.api.request(reqwest::Method::POST, "/v1/schedules").json(&body).send();
+
+    let created = create(serde_json::json!({"name": "soon", "delay_s": 2, "job": {"source": source}})).await.expect("create");
+    assert_eq!(created.status(), 201);
+    let schedule: Value = created.json().await.expect("json");
+    common::openapi::OpenApi::load().check("POST", "/v1/schedules", 201, "application/json", &schedule);
+    let again = create(serde_json::json!({"name": "soon", "delay_s": 2, "job": {"source": source}})).await.expect("create");
+    assert_eq!(again.status(), 409, "names are unique per owner");
+    let foreign =
+        create(serde_json::json!({"name": "theirs", "delay_s": 2, "job": {"source": "s3://elsewhere/uploads/x/y"}})).await.expect("create");
+    assert_eq!(foreign.status(), 403);
+    let recurring =
+        create(serde_json::json!({"name": "often", "rate": "rate(2 seconds)", "job": {"source": source}})).await.expect("create");
+    assert_eq!(recurring.status(), 201);
+
+    // Fired once, two seconds on, and the job runs like any other.
+    let started = Instant::now();
+    let job = loop {
+        if let [job] = &jobs_of_schedule(&tc, "soon").await[..] {
+            break job.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the schedule did not fire");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(started.elapsed() >= Duration::from_millis(1200), "fired early: {:?}", started.elapsed());
+    let id: JobId = job["id"].as_str().expect("id").parse().expect("uuid");
+    let done = tc.api.wait(&id, JOB_TIMEOUT).await.expect("job ended");
+    assert_eq!(done.status, JobStatus::Completed, "{:?}", done.error);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(jobs_of_schedule(&tc, "soon").await.len(), 1, "one job for its one slot");
+    let fired: Value = tc.api.request(reqwest::Method::GET, "/v1/schedules/soon").send().await.expect("get").json().await.expect("json");
+    assert_eq!((fired["fired"].as_u64(), fired["last_job"].as_str()), (Some(1), Some(id.as_str())));
+    assert!(fired.get("next_at").is_none(), "a one-time schedule is done: {fired}");
+
+    // The recurring one fired at its rate; once deleted it fires no more.
+    let deleted = tc.api.request(reqwest::Method::DELETE, "/v1/schedules/often").send().await.expect("delete");
+    assert_eq!(deleted.status(), 200);
+    let so_far = jobs_of_schedule(&tc, "often").await.len();
+    assert!(so_far >= 2, "every 2 s for over 3 s: {so_far} jobs");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(jobs_of_schedule(&tc, "often").await.len(), so_far, "nothing fired after the delete");
+    let gone = tc.api.request(reqwest::Method::GET, "/v1/schedules/often").send().await.expect("get");
+    assert_eq!(gone.status(), 404);
+    tc.finish().await;
+}

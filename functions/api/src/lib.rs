@@ -5,6 +5,7 @@
 
 mod jobs;
 pub mod problem;
+mod schedules;
 pub mod submit;
 
 use std::time::Duration;
@@ -126,6 +127,10 @@ async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) 
         "GET /v1/workflows" => Ok((200, serde_json::json!({ "workflows": workflow::catalog() }))),
         "GET /v1/runs/{id}" => jobs::get_run(deps, owner, req).await,
         "POST /v1/runs/{id}/cancel" => jobs::cancel(deps, owner, req).await,
+        "POST /v1/schedules" => schedules::create(deps, owner, req).await,
+        "GET /v1/schedules" => schedules::list(deps, owner).await,
+        "GET /v1/schedules/{name}" => schedules::get(deps, owner, req).await,
+        "DELETE /v1/schedules/{name}" => schedules::delete(deps, owner, req).await,
         "GET /v1/jobs" => jobs::list(deps, owner, req).await,
         "GET /v1/jobs/{id}" => jobs::get(deps, owner, req).await,
         "GET /v1/jobs/{id}/events" => jobs::events(deps, owner, req).await,

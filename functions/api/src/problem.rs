@@ -16,6 +16,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("no such job")]
     NotFound,
+    #[error("no such schedule")]
+    NoSchedule,
     #[error("no route for {0}")]
     NoRoute(String),
     #[error("{0}")]
@@ -49,7 +51,7 @@ impl ApiError {
             Self::BadRequest(_) => 400,
             Self::Unauthorized(_) => 401,
             Self::Forbidden(_) => 403,
-            Self::NotFound | Self::NoRoute(_) => 404,
+            Self::NotFound | Self::NoSchedule | Self::NoRoute(_) => 404,
             Self::Conflict(_) => 409,
             Self::TooLarge { .. } => 413,
             Self::Invalid(_) => 422,
@@ -63,6 +65,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "job_not_found",
+            Self::NoSchedule => "schedule_not_found",
             Self::NoRoute(_) => "no_route",
             Self::Conflict(_) => "conflict",
             Self::TooLarge { .. } => "payload_too_large",

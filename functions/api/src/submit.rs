@@ -92,7 +92,7 @@ pub fn sanitise_file_name(name: &str) -> String {
     if cleaned.is_empty() { "upload".into() } else { cleaned }
 }
 
-fn validate(req: &SubmitRequest, deps: &Deps) -> Result<(), ApiError> {
+pub(crate) fn validate(req: &SubmitRequest, deps: &Deps) -> Result<(), ApiError> {
     if [req.text.is_some(), req.source.is_some()].iter().filter(|x| **x).count() > 1 {
         return Err(ApiError::Invalid("give at most one of text and source".into()));
     }
@@ -128,6 +128,16 @@ fn validate(req: &SubmitRequest, deps: &Deps) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A `source` the caller may name: an object under its own `uploads/{owner}/`.
+pub(crate) fn owned_source(deps: &Deps, owner: &str, source: &str) -> Result<S3Uri, ApiError> {
+    let uri: S3Uri = source.parse().map_err(|e: prism_shared::domain::uri::BadS3Uri| ApiError::Invalid(e.to_string()))?;
+    let bucket = &deps.config.bucket;
+    if uri.bucket != *bucket || !uri.key.starts_with(&format!("uploads/{owner}/")) {
+        return Err(ApiError::Forbidden(format!("source must be an object under s3://{bucket}/uploads/{owner}/")));
+    }
+    Ok(uri)
+}
+
 /// The job id for a request: derived from the idempotency key, so a retry finds the same job.
 fn job_id_for(owner: &str, idempotency_key: Option<&str>) -> Result<JobId, ApiError> {
     match idempotency_key {
@@ -150,12 +160,7 @@ pub async fn submit(
     let id = job_id_for(owner, idempotency_key)?;
     let bucket = &deps.config.bucket;
     let name = sanitise_file_name(req.file_name.as_deref().unwrap_or(if req.text.is_some() { "inline.txt" } else { "upload" }));
-    let source = req.source.as_deref().map(|s| s.parse::<S3Uri>().map_err(|e| ApiError::Invalid(e.to_string()))).transpose()?;
-    if let Some(src) = &source
-        && (src.bucket != *bucket || !src.key.starts_with(&format!("uploads/{owner}/")))
-    {
-        return Err(ApiError::Forbidden(format!("source must be an object under s3://{bucket}/uploads/{owner}/")));
-    }
+    let source = req.source.as_deref().map(|s| owned_source(deps, owner, s)).transpose()?;
     let upload = source.clone().unwrap_or_else(|| S3Uri::new(bucket, format!("uploads/{owner}/{id}/{name}")));
     let mut job = Job::new(id, owner.to_owned(), req.priority.unwrap_or_default(), upload.clone(), new_trace_id(), Utc::now());
     job.declared_size = req.size;

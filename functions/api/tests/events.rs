@@ -29,6 +29,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
         jobs: jobs.clone(),
         blobs: Arc::new(MemoryBlobStore::default()),
         queue: queue.clone(),
+        schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
         config: Config {
             bucket: "prism-dev-000000000000-uploads".into(),
             classify_queue_url: "http://sqs/classify".into(),

@@ -37,6 +37,7 @@ async fn run_declared(
         jobs: jobs.clone(),
         blobs,
         queue: queue.clone(),
+        schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
         config: Config {
             routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
             workflow_queue_url: Some("http://sqs/workflow".into()),

@@ -14,7 +14,13 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
     let (jobs, queue) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryQueue::default()));
     let config =
         Config { classify_queue_url: "http://sqs/classify".into(), classify_fast_queue_url: Some("http://sqs/classify-fast".into()) };
-    let deps = Deps { jobs: jobs.clone(), blobs: Arc::new(MemoryBlobStore::default()), queue: queue.clone(), config };
+    let deps = Deps {
+        jobs: jobs.clone(),
+        blobs: Arc::new(MemoryBlobStore::default()),
+        queue: queue.clone(),
+        schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
+        config,
+    };
     (deps, jobs, queue)
 }
 

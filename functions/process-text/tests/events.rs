@@ -38,7 +38,13 @@ async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
         lifecycle::record(jobs.as_ref(), &id, "test", JobEvent::CancelRequested).await.expect("cancel");
     }
     blobs.insert(&upload, content.to_vec());
-    let deps = Deps { jobs: jobs.clone(), blobs, queue: Arc::new(MemoryQueue::default()), config: Config { max_bytes } };
+    let deps = Deps {
+        jobs: jobs.clone(),
+        blobs,
+        queue: Arc::new(MemoryQueue::default()),
+        schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
+        config: Config { max_bytes },
+    };
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
     jobs.get(&id).await.expect("store").expect("job")

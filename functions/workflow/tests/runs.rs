@@ -25,7 +25,13 @@ struct World {
 fn world() -> World {
     let (jobs, queue) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryQueue::default()));
     let routes = Modality::ALL.iter().flat_map(|m| Lane::ALL.iter().map(move |l| ((*m, *l), format!("http://sqs/{m}-{l}")))).collect();
-    let deps = Deps { jobs: jobs.clone(), blobs: Arc::new(MemoryBlobStore::default()), queue: queue.clone(), config: Config { routes } };
+    let deps = Deps {
+        jobs: jobs.clone(),
+        blobs: Arc::new(MemoryBlobStore::default()),
+        queue: queue.clone(),
+        schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
+        config: Config { routes },
+    };
     World { jobs, queue, deps }
 }
 

@@ -6,6 +6,7 @@ mod event_bus;
 mod job_store;
 mod notifier;
 mod queue;
+mod schedule_store;
 
 pub use blob_store::S3BlobStore;
 pub use connection_store::DynamoConnectionStore;
@@ -13,6 +14,7 @@ pub use event_bus::SnsEventBus;
 pub use job_store::DynamoJobStore;
 pub use notifier::ApiGatewayNotifier;
 pub use queue::SqsQueue;
+pub use schedule_store::DynamoScheduleStore;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
@@ -49,6 +51,7 @@ pub struct AwsPorts {
     pub jobs: std::sync::Arc<dyn crate::ports::JobStore>,
     pub blobs: std::sync::Arc<dyn crate::ports::BlobStore>,
     pub queue: std::sync::Arc<dyn crate::ports::Queue>,
+    pub schedules: std::sync::Arc<dyn crate::ports::ScheduleStore>,
 }
 
 impl AwsPorts {
@@ -60,8 +63,10 @@ impl AwsPorts {
     /// [`Self::from_env`] with an `SdkConfig` the caller also uses for other clients.
     pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::ports::error::ConfigError> {
         let table = crate::runtime::config::required("TABLE_NAME")?;
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Ok(Self {
-            jobs: std::sync::Arc::new(DynamoJobStore::new(aws_sdk_dynamodb::Client::new(sdk), table)),
+            jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
+            schedules: std::sync::Arc::new(DynamoScheduleStore::new(dynamodb, table)),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
             queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
         })
@@ -69,7 +74,7 @@ impl AwsPorts {
 
     /// The handler dependencies of a function with settings `config`.
     pub fn with_config<C>(self, config: C) -> crate::ports::Deps<C> {
-        crate::ports::Deps { jobs: self.jobs, blobs: self.blobs, queue: self.queue, config }
+        crate::ports::Deps { jobs: self.jobs, blobs: self.blobs, queue: self.queue, schedules: self.schedules, config }
     }
 }
 

@@ -6,5 +6,6 @@ pub mod envelope;
 pub mod job;
 pub mod limits;
 pub mod results;
+pub mod schedule;
 pub mod uri;
 pub mod workflow;

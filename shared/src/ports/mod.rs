@@ -12,6 +12,7 @@ use bytes::Bytes;
 use self::error::{BlobError, NotifyError, PublishError, QueueError, StoreError};
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Job, JobId, JobStatus, Modality};
+use crate::domain::schedule::Schedule;
 use crate::domain::uri::S3Uri;
 
 /// What [`JobStore::create`] found.
@@ -119,6 +120,29 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn presign_get(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError>;
 }
 
+/// Schedules, one item each in the table, found by when they are due.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new schedule; `false` when its owner already has one by that name.
+    async fn create(&self, schedule: &Schedule) -> Result<bool, StoreError>;
+
+    async fn get(&self, owner: &str, name: &str) -> Result<Option<Schedule>, StoreError>;
+
+    /// An owner's schedules, by name.
+    async fn list(&self, owner: &str) -> Result<Vec<Schedule>, StoreError>;
+
+    /// `false` when there was none by that name.
+    async fn delete(&self, owner: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Schedules due at `now`, soonest first, at most `limit`, through an
+    /// index that holds only schedules with a next firing (never a scan).
+    async fn due(&self, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Schedule>, StoreError>;
+
+    /// Stores `next` only if the stored schedule still waits for `slot`:
+    /// `false` when another firing took the slot first, or it was deleted.
+    async fn advance(&self, next: &Schedule, slot: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError>;
+}
+
 /// Message queues (SQS).
 #[async_trait]
 pub trait Queue: Send + Sync + std::fmt::Debug {
@@ -202,6 +226,8 @@ pub struct Deps<C> {
     pub jobs: Arc<dyn JobStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn Queue>,
+    /// On the same table as the jobs; only `api` and `schedules` use it.
+    pub schedules: Arc<dyn ScheduleStore>,
     pub config: C,
 }
 

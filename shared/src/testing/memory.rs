@@ -10,11 +10,12 @@ use bytes::Bytes;
 
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Applied, Job, JobId};
+use crate::domain::schedule::Schedule;
 use crate::domain::uri::S3Uri;
 use crate::ports::error::{BlobError, NotifyError, PublishError, QueueError, StoreError};
 use crate::ports::{
     BlobStore, Connection, ConnectionStore, Created, EventBus, JobStore, ListQuery, Notifier, ObjectHead, ObjectMeta, Page, Queue,
-    Subscription, owner_sort_key,
+    ScheduleStore, Subscription, owner_sort_key,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -381,5 +382,54 @@ impl Notifier for MemoryNotifier {
         }
         lock(&self.sent).push((connection_id.to_owned(), message));
         Ok(())
+    }
+}
+
+/// Schedules by owner and name.
+#[derive(Debug, Default)]
+pub struct MemoryScheduleStore {
+    schedules: Mutex<BTreeMap<(String, String), Schedule>>,
+}
+
+#[async_trait]
+impl ScheduleStore for MemoryScheduleStore {
+    async fn create(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        let mut all = lock(&self.schedules);
+        let key = (schedule.owner.clone(), schedule.name.clone());
+        if all.contains_key(&key) {
+            return Ok(false);
+        }
+        all.insert(key, schedule.clone());
+        Ok(true)
+    }
+
+    async fn get(&self, owner: &str, name: &str) -> Result<Option<Schedule>, StoreError> {
+        Ok(lock(&self.schedules).get(&(owner.to_owned(), name.to_owned())).cloned())
+    }
+
+    async fn list(&self, owner: &str) -> Result<Vec<Schedule>, StoreError> {
+        Ok(lock(&self.schedules).values().filter(|s| s.owner == owner).cloned().collect())
+    }
+
+    async fn delete(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.schedules).remove(&(owner.to_owned(), name.to_owned())).is_some())
+    }
+
+    async fn due(&self, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Schedule>, StoreError> {
+        let mut due: Vec<Schedule> = lock(&self.schedules).values().filter(|s| s.next_at.is_some_and(|t| t <= now)).cloned().collect();
+        due.sort_by_key(|s| s.next_at);
+        due.truncate(limit as usize);
+        Ok(due)
+    }
+
+    async fn advance(&self, next: &Schedule, slot: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
+        let mut all = lock(&self.schedules);
+        match all.get_mut(&(next.owner.clone(), next.name.clone())) {
+            Some(stored) if stored.next_at == Some(slot) => {
+                *stored = next.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }

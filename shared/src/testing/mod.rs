@@ -50,5 +50,11 @@ pub fn memory_deps<C>(
     blobs: std::sync::Arc<crate::testing::memory::MemoryBlobStore>,
     config: C,
 ) -> crate::ports::Deps<C> {
-    crate::ports::Deps { jobs, blobs, queue: std::sync::Arc::new(crate::testing::memory::MemoryQueue::default()), config }
+    crate::ports::Deps {
+        jobs,
+        blobs,
+        queue: std::sync::Arc::new(crate::testing::memory::MemoryQueue::default()),
+        schedules: std::sync::Arc::new(crate::testing::memory::MemoryScheduleStore::default()),
+        config,
+    }
 }
