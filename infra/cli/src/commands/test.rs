@@ -40,6 +40,8 @@ pub fn run(project: &Path, extra: &[String]) -> anyhow::Result<()> {
         step("cargo install cargo-machete", Command::new(&cargo).args(["install", "--locked", "cargo-machete@0.9.2"]))?;
     }
     step("cargo-machete", Command::new("cargo-machete").arg("."))?;
+    eprintln!("prism test: feature pins");
+    check_feature_pins(&cargo, project)?;
     // The end-to-end tests run the real function binaries. Building every
     // target in one go unifies features as the test build will, so the test
     // run reuses these artifacts instead of compiling the SDKs again.
@@ -52,4 +54,29 @@ pub fn run(project: &Path, extra: &[String]) -> anyhow::Result<()> {
         tests.args(["test", "--workspace", "--no-fail-fast"]);
     }
     step("tests", tests.args(extra))
+}
+
+/// Fails when a dependency of this CLI is built with other features than
+/// the workspace build gives it: the test command would then compile it,
+/// and everything above it, twice (see the feature pins in infra/cli/Cargo.toml).
+fn check_feature_pins(cargo: &str, project: &Path) -> anyhow::Result<()> {
+    let resolved = |selection: &[&str], edges: &str| -> anyhow::Result<std::collections::BTreeSet<String>> {
+        let out = Command::new(cargo)
+            .arg("tree")
+            .args(selection)
+            .args(["--format", "{p} [{f}]", "--prefix", "none", "--edges", edges])
+            .current_dir(project)
+            .output()
+            .context("running cargo tree")?;
+        anyhow::ensure!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_end_matches(" (*)").to_owned()).collect())
+    };
+    let alone = resolved(&["--package", "prism"], "normal,build")?;
+    let whole = resolved(&["--workspace"], "normal,build,dev")?;
+    let drifted: Vec<&String> = alone.difference(&whole).collect();
+    anyhow::ensure!(
+        drifted.is_empty(),
+        "the CLI builds these with other features than the workspace does (give it the workspace's in infra/cli/Cargo.toml): {drifted:#?}"
+    );
+    Ok(())
 }
