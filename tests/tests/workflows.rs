@@ -24,6 +24,14 @@ fn video_with_a_pause(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(ffmpeg(dir, name, &[&picture[..], &sound[..], &codecs[..]].concat())).expect("video")
 }
 
+/// ls(1) typeset by groff: a few pages of English.
+fn man_page_pdf(dir: &Path) -> Vec<u8> {
+    let pdf = dir.join("ls.pdf");
+    let script = format!("zcat -f /usr/share/man/man1/ls.1* | groff -Tpdf -man -P-pa4 > '{}'", pdf.display());
+    assert!(std::process::Command::new("sh").args(["-c", &script]).status().expect("groff runs").success());
+    std::fs::read(pdf).expect("pdf")
+}
+
 fn video_analysis() -> SubmitOptions {
     SubmitOptions { workflow: Some("video_analysis".into()), ..SubmitOptions::default() }
 }
@@ -51,6 +59,9 @@ async fn video_analysis_runs_every_step_once_and_its_timeline_matches_the_audio_
     let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { duplicate_deliveries: true, ..FaultPlan::default() }).await;
     let dir = tempfile::tempdir().expect("dir");
     let root = tc.api.submit_with("clip.mp4", video_with_a_pause(dir.path(), "clip.mp4"), &video_analysis()).await.expect("submit");
+    // Beside it, a PDF through the document workflow its modality defaults to.
+    let default = SubmitOptions { workflow: Some("default".into()), ..SubmitOptions::default() };
+    let document = tc.api.submit_with("ls.pdf", man_page_pdf(dir.path()), &default).await.expect("submit");
     let done = tc.api.wait(&root.id, JOB_TIMEOUT).await.expect("run ended");
     assert_eq!(done.status, JobStatus::Completed, "{:?} {:?}", done.error, done.run);
     assert_eq!(
@@ -89,6 +100,21 @@ async fn video_analysis_runs_every_step_once_and_its_timeline_matches_the_audio_
     let log = tc.api.events(&root.id, 0).await.expect("run events");
     assert_eq!((count(&log, "job.run_started"), count(&log, "job.completed")), (1, 1), "{:?}", event_types(&log));
     assert!(log.iter().all(|e| e["run"]["run_id"] == root.id.as_str()), "root events name their run");
+
+    let summary = tc.api.wait(&document.id, JOB_TIMEOUT).await.expect("document run ended");
+    assert_eq!(summary.status, JobStatus::Completed, "{:?} {:?}", summary.error, summary.run);
+    assert_eq!(summary.run.as_ref().map(|r| r.workflow.as_str()), Some("document_analysis"), "default picked the modality's workflow");
+    let text = tc.api.job(&step_job_id(&document.id, "text", 1)).await.expect("text step");
+    let extracted = tc.api.job(&step_job_id(&document.id, "document", 1)).await.expect("document step");
+    assert_eq!(text.input.as_ref().map(|i| &i.uri), extracted.outputs.iter().find(|o| o.name == "text").map(|o| &o.uri));
+    let (Some(JobResult::Workflow(combined)), Some(JobResult::Text(text_result))) = (&summary.result, &text.result) else {
+        panic!("results: {:?} / {:?}", summary.result, text.result)
+    };
+    let facts = combined.document.as_ref().expect("document summary");
+    assert!(facts.pages >= 1 && facts.words > 100, "{facts:?}");
+    assert_eq!(facts.language.as_deref(), Some("en"));
+    assert_eq!(facts.keywords, text_result.keywords, "the text step's keywords");
+    assert_eq!(facts.reading_time_s, Some(text_result.reading_time_s));
 
     // GET /v1/runs/{id} is the root's snapshot; a plain job is not a run.
     let path = format!("/v1/runs/{}", root.id);
