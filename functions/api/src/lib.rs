@@ -100,10 +100,14 @@ async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) 
             if batch.items.is_empty() || batch.items.len() > MAX_BATCH {
                 return Err(ApiError::Invalid(format!("a batch holds 1 to {MAX_BATCH} items")));
             }
+            // One key for the batch makes each item idempotent under its own
+            // derived key, so a retried batch finds the jobs the first made.
+            let key = req.headers.get("idempotency-key").and_then(|v| v.to_str().ok());
             let mut results = Vec::with_capacity(batch.items.len());
-            for item in batch.items {
+            for (index, item) in batch.items.into_iter().enumerate() {
+                let item_key = key.map(|k| format!("{k}/{index}"));
                 let outcome = match serde_json::from_value::<SubmitRequest>(item) {
-                    Ok(r) => submit::submit(deps, owner, r, None).await,
+                    Ok(r) => submit::submit(deps, owner, r, item_key.as_deref()).await,
                     Err(e) => Err(ApiError::from_json(e)),
                 };
                 results.push(match outcome {

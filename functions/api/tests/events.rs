@@ -196,6 +196,32 @@ async fn batches_answer_per_item() {
 }
 
 #[tokio::test]
+async fn a_retried_batch_with_an_idempotency_key_finds_the_jobs_the_first_made() {
+    let (deps, _, _) = deps();
+    let mut req = event("apigw-submit-batch.json", Some("alice"));
+    req.headers.insert("idempotency-key", "batch-7".parse().expect("header"));
+    let ids = |resp: &ApiGatewayV2httpResponse| -> Vec<(u64, Option<String>)> {
+        body(resp)["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| (r["status"].as_u64().unwrap_or(0), r["job"]["id"].as_str().map(str::to_owned)))
+            .collect()
+    };
+    let first = ids(&handle(&deps, req.clone()).await);
+    let again = ids(&handle(&deps, req.clone()).await);
+    assert_eq!(first.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [201, 201, 422]);
+    assert_eq!(again.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [200, 200, 422], "the retry found every job");
+    let job_ids = |r: &[(u64, Option<String>)]| r.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
+    assert_eq!(job_ids(&first), job_ids(&again));
+    assert_ne!(first[0].1, first[1].1, "each item has its own job");
+    // Without the key, the same batch makes new jobs.
+    req.headers.remove("idempotency-key");
+    let fresh = ids(&handle(&deps, req).await);
+    assert_ne!(job_ids(&fresh)[0], job_ids(&first)[0]);
+}
+
+#[tokio::test]
 async fn a_retried_source_submission_sends_its_job_on_again_until_it_is_classified() {
     let (deps, jobs, queue) = deps();
     let uri: prism_shared::S3Uri = "s3://prism-dev-000000000000-uploads/uploads/alice/in.txt".parse().expect("uri");
