@@ -124,6 +124,13 @@ async fn video_analysis_runs_every_step_once_and_its_timeline_matches_the_audio_
     let plain = tc.api.submit("notes.txt", b"plain text".to_vec(), None).await.expect("submit");
     let status = tc.api.request(reqwest::Method::GET, &format!("/v1/runs/{}", plain.id)).send().await.expect("get").status();
     assert_eq!(status, 404);
+    let runs: Value = tc.api.request(reqwest::Method::GET, "/v1/runs").send().await.expect("list").json().await.expect("json");
+    common::openapi::OpenApi::load().check("GET", "/v1/runs", 200, "application/json", &runs);
+    let mut listed: Vec<&str> = runs["runs"].as_array().expect("runs").iter().filter_map(|r| r["id"].as_str()).collect();
+    listed.sort_unstable();
+    let mut expected = vec![root.id.as_str(), document.id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(listed, expected, "the two runs, not the plain job nor the steps");
     tc.finish().await;
 }
 

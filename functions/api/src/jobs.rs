@@ -87,7 +87,18 @@ pub async fn cancel(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> 
     Ok((202, to_value(&job)))
 }
 
+/// The caller's workflow runs (their root jobs), listed as jobs are.
+pub async fn list_runs(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
+    let (jobs, next) = page(deps, owner, req, true).await?;
+    Ok((200, serde_json::json!({ "runs": jobs, "next_cursor": next })))
+}
+
 pub async fn list(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
+    let (jobs, next) = page(deps, owner, req, false).await?;
+    Ok((200, serde_json::json!({ "jobs": jobs, "next_cursor": next })))
+}
+
+async fn page(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest, runs_only: bool) -> Result<(Vec<Job>, Option<String>), ApiError> {
     let cursor = query(req, "cursor")
         .map(|c| B64.decode(c).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| ApiError::Invalid("cursor is not valid".into())))
         .transpose()?;
@@ -95,10 +106,10 @@ pub async fn list(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Re
         status: parsed(req, "status")?,
         modality: parsed(req, "modality")?,
         since: parsed::<DateTime<Utc>>(req, "since")?,
+        runs_only,
         limit: number(req, "limit", 20, 1..=100)? as u32,
         cursor,
     };
     let page = deps.jobs.list(owner, &list, Utc::now()).await?;
-    let next = page.cursor.map(|c| B64.encode(c));
-    Ok((200, serde_json::json!({ "jobs": page.jobs, "next_cursor": next })))
+    Ok((page.jobs, page.cursor.map(|c| B64.encode(c))))
 }

@@ -129,6 +129,7 @@ async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) 
             Ok((status, to_value(&resp)))
         }
         "GET /v1/workflows" => Ok((200, serde_json::json!({ "workflows": workflow::catalog() }))),
+        "GET /v1/runs" => jobs::list_runs(deps, owner, req).await,
         "GET /v1/runs/{id}" => jobs::get_run(deps, owner, req).await,
         "POST /v1/runs/{id}/cancel" => jobs::cancel(deps, owner, req).await,
         "POST /v1/schedules" => schedules::create(deps, owner, req).await,

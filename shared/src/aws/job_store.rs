@@ -273,6 +273,9 @@ impl JobStore for DynamoJobStore {
             filter.push_str(" AND modality = :modality");
             values.insert(":modality".into(), s(m.as_str()));
         }
+        if query.runs_only {
+            filter.push_str(" AND attribute_exists(workflow)");
+        }
         let start_key = |sort: &str| -> Option<Item> {
             let id = sort.rsplit('#').next()?;
             Some(HashMap::from([

@@ -30,6 +30,8 @@ pub struct ListQuery {
     pub modality: Option<Modality>,
     /// Only jobs created at or after this time.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only the root jobs of workflow runs.
+    pub runs_only: bool,
     pub limit: u32,
     /// Where the previous page ended (opaque to clients).
     pub cursor: Option<String>,

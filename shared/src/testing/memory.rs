@@ -155,7 +155,7 @@ impl JobStore for MemoryJobStore {
             .map(|(job, _)| (owner_sort_key(job), job))
             .filter(|(_, j)| j.owner == owner && !j.is_expired(now))
             .filter(|(_, j)| query.status.is_none_or(|s| j.status == s) && query.modality.is_none_or(|m| j.modality == Some(m)))
-            .filter(|(_, j)| query.since.is_none_or(|t| j.created_at >= t))
+            .filter(|(_, j)| query.since.is_none_or(|t| j.created_at >= t) && (!query.runs_only || j.workflow.is_some()))
             .filter(|(sort, _)| query.cursor.as_ref().is_none_or(|c| sort < c))
             .collect();
         matching.sort_by(|a, b| b.0.cmp(&a.0));
