@@ -20,14 +20,8 @@ pub fn run(project: &Path, extra: &[String]) -> anyhow::Result<()> {
     let moto = install::ensure(project, Venv::Moto)?;
     install::ensure(project, Venv::LocalStack)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // A CI run starts from a clean clone and never builds twice: the
-    // incremental caches would be written (tens of GB) and never read.
-    let clean_build = std::env::var_os("CI").is_some();
     let step = |name: &str, cmd: &mut Command| -> anyhow::Result<()> {
         eprintln!("prism test: {name}");
-        if clean_build {
-            cmd.env("CARGO_INCREMENTAL", "0");
-        }
         let status = cmd.current_dir(project).status().with_context(|| format!("running {name}"))?;
         anyhow::ensure!(status.success(), "{name} failed ({status})");
         Ok(())
