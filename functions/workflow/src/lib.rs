@@ -33,12 +33,6 @@ pub const SOURCE: &str = "workflow";
 /// How many times a decision that lost a race is taken again.
 const MAX_CONFLICTS: usize = 8;
 
-/// How long a step's job may sit unstarted past its due time before a
-/// redelivered message sends its command again. Well above a queue's pick-up
-/// time, well below the visibility timeout after which a crashed delivery
-/// comes back.
-const RESEND_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(20);
-
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where each step's processor takes work, by modality and lane.
@@ -68,12 +62,16 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
     let env: Envelope<Message> = envelope::decode(msg.body.as_deref().unwrap_or_default())?;
     let job_id = env.job_id.ok_or_else(|| HandlerError::Malformed("a workflow message names its job".into()))?;
+    // A message back after a failed or interrupted attempt may find its
+    // step jobs created but never sent; a duplicate copy (first receive)
+    // finds them sent, and must not start them twice.
+    let resend = Resend(sqs_batch::receive_count(&msg) > 1);
     match (env.body, env.run) {
-        (Message::Command(Command::StartRun { workflow }), _) => start(deps, &job_id, &workflow).await,
+        (Message::Command(Command::StartRun { workflow }), _) => start(deps, &job_id, &workflow, resend).await,
         (Message::Command(other), _) => Err(HandlerError::Malformed(format!("{other:?} is not for the workflow queue"))),
         (Message::Event(JobEvent::CancelRequested), Some(RunRef { step: None, .. })) => {
             tracing::info!(run_id = %job_id, "run cancel requested");
-            advance(deps, &job_id, None, |def, root, run| run.on_cancel(def, &root.id, Utc::now())).await
+            advance(deps, &job_id, None, resend, |def, root, run| run.on_cancel(def, &root.id, Utc::now())).await
         }
         (Message::Event(event), Some(RunRef { run_id, step: Some(step), attempt })) => {
             let attempt = attempt.unwrap_or(1);
@@ -87,8 +85,10 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
             // The run's result is the result step's, which is at hand when it is the one ending.
             let result = result.map(|r| (step.clone(), r));
             let end = StepEnd { step, attempt, outcome };
-            advance(deps, &run_id, result, |def, root, run| run.on_step_outcome(def, &root.id, root.cancel_requested, &end, Utc::now()))
-                .await
+            advance(deps, &run_id, result, resend, |def, root, run| {
+                run.on_step_outcome(def, &root.id, root.cancel_requested, &end, Utc::now())
+            })
+            .await
         }
         // The root's other events, and any job outside a run (the subscription's filter keeps those out).
         (Message::Event(_), _) => Ok(()),
@@ -97,7 +97,7 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
 
 /// Starts the run on its classified root job (once: a redelivery finds it
 /// started and makes sure of its first steps).
-async fn start(deps: &Deps, root_id: &JobId, name: &str) -> Result<(), HandlerError> {
+async fn start(deps: &Deps, root_id: &JobId, name: &str, resend: Resend) -> Result<(), HandlerError> {
     let def = workflow::find(name).map_err(|e| HandlerError::Malformed(e.to_string()))?;
     let root = get(deps, root_id).await?;
     if root.status.is_terminal() {
@@ -120,15 +120,19 @@ async fn start(deps: &Deps, root_id: &JobId, name: &str) -> Result<(), HandlerEr
     tracing::info!(run_id = %root_id, workflow = name, "run started");
     let run = root.run.as_ref().ok_or_else(|| HandlerError::Malformed("root job lost its run".into()))?;
     for step in run.steps.iter().filter(|s| s.status == StepStatus::Running) {
-        ensure_step(deps, def, &root, step).await?;
+        ensure_step(deps, def, &root, step, resend).await?;
     }
     Ok(())
 }
 
+/// Whether a step job found created but still queued gets its command again.
+#[derive(Debug, Clone, Copy)]
+struct Resend(bool);
+
 /// Decides with `decide` on the root job as read and records the decision
 /// only if the job has not changed since (else decides again on the newer
 /// job), then carries it out.
-async fn advance<F>(deps: &Deps, run_id: &JobId, result: Option<(String, JobResult)>, decide: F) -> Result<(), HandlerError>
+async fn advance<F>(deps: &Deps, run_id: &JobId, result: Option<(String, JobResult)>, resend: Resend, decide: F) -> Result<(), HandlerError>
 where
     F: Fn(&WorkflowDef, &Job, &RunState) -> Decision,
 {
@@ -151,15 +155,15 @@ where
                 cancel: Vec::new(),
                 end: decision.end.or_else(|| run.settled(def, root.cancel_requested)),
             };
-            return carry_out(deps, def, &root, &redo, result).await;
+            return carry_out(deps, def, &root, &redo, result, resend).await;
         }
         if decision.changes.is_empty() {
             // Only jobs to stop (a cancel while every step runs): nothing to record.
-            return carry_out(deps, def, &root, &decision, result).await;
+            return carry_out(deps, def, &root, &decision, result, resend).await;
         }
         let event = JobEvent::RunAdvanced { changes: decision.changes.clone() };
         match lifecycle::record_on(deps.jobs.as_ref(), &root, SOURCE, event).await {
-            Ok(Some(root)) => return carry_out(deps, def, &root, &decision, result).await,
+            Ok(Some(root)) => return carry_out(deps, def, &root, &decision, result, resend).await,
             Ok(None) => tracing::info!(%run_id, "run changed meanwhile; deciding again"),
             Err(LifecycleError::Refused { error, .. }) => {
                 tracing::info!(%error, "root job moved on");
@@ -179,6 +183,7 @@ async fn carry_out(
     root: &Job,
     decision: &Decision,
     result: Option<(String, JobResult)>,
+    resend: Resend,
 ) -> Result<(), HandlerError> {
     for job_id in &decision.cancel {
         if let Some(job) = deps.jobs.get(job_id).await? {
@@ -189,7 +194,7 @@ async fn carry_out(
         }
     }
     for step in decision.changes.iter().filter(|s| s.status == StepStatus::Running) {
-        ensure_step(deps, def, root, step).await?;
+        ensure_step(deps, def, root, step, resend).await?;
     }
     let Some(end) = &decision.end else { return Ok(()) };
     let run = root.run.as_ref().ok_or_else(|| HandlerError::Malformed("root job lost its run".into()))?;
@@ -220,12 +225,11 @@ async fn result_of(deps: &Deps, run: &RunState, step: &str) -> Result<JobResult,
 
 /// Makes sure the job of a running step exists and has been handed its
 /// work: created once (its id is the same for every start of that attempt),
-/// its command sent when it was created now, or again when it is still
-/// waiting to be picked up [`RESEND_AFTER`] past its due time (a
-/// redelivery after a crash between creating and sending; a message
-/// redelivered at once leaves it be, so a plain duplicate starts nothing
-/// twice). `combine` runs here.
-async fn ensure_step(deps: &Deps, def: &WorkflowDef, root: &Job, state: &StepState) -> Result<(), HandlerError> {
+/// its command sent when it was created now, or again when `resend` and it
+/// is still waiting to be picked up (the message is back after an attempt
+/// that may have died between creating and sending; a command sent twice
+/// finds the job started and is ignored). `combine` runs here.
+async fn ensure_step(deps: &Deps, def: &WorkflowDef, root: &Job, state: &StepState, Resend(resend): Resend) -> Result<(), HandlerError> {
     let step = def.step(&state.name).ok_or_else(|| HandlerError::Malformed(format!("no step {} in {}", state.name, def.name)))?;
     let job_id = state.job_id.clone().ok_or_else(|| HandlerError::Malformed(format!("running step {} has no job", state.name)))?;
     let run = root.run.as_ref().ok_or_else(|| HandlerError::Malformed("root job lost its run".into()))?;
@@ -237,10 +241,7 @@ async fn ensure_step(deps: &Deps, def: &WorkflowDef, root: &Job, state: &StepSta
     let created = lifecycle::create(deps.jobs.as_ref(), &job, &JobEventEnvelope::for_job(SOURCE, &job, job.created_event())).await?;
     let waiting = match created {
         Created::New => true,
-        Created::Existing(existing) => {
-            let due = existing.created_at.max(state.not_before.unwrap_or(existing.created_at));
-            existing.status == JobStatus::Queued && !existing.cancel_requested && Utc::now() - due > RESEND_AFTER
-        }
+        Created::Existing(existing) => resend && existing.status == JobStatus::Queued && !existing.cancel_requested,
     };
     if !waiting && step.action != Action::Combine {
         return Ok(());

@@ -50,7 +50,13 @@ impl World {
     }
 
     async fn deliver(&self, body: String) {
+        self.deliver_on(body, 1).await;
+    }
+
+    /// Delivers `body` as its `receive`-th receive (2 and on: back after a failed attempt).
+    async fn deliver_on(&self, body: String, receive: u32) {
         let mut message = SqsMessage::default();
+        message.attributes.insert("ApproximateReceiveCount".into(), receive.to_string());
         message.message_id = Some(format!("m-{}", JobId::new_random()));
         message.receipt_handle = Some("r".into());
         message.body = Some(body);
@@ -166,6 +172,22 @@ async fn a_video_run_chains_its_steps_and_joins_once_with_the_timeline() {
     assert_eq!(names, ["video.poster", "video.audio", "audio.waveform"]);
     let run = done.run.expect("run");
     assert!(run.steps.iter().all(|s| s.status == StepStatus::Completed), "{run:?}");
+}
+
+#[tokio::test]
+async fn a_message_back_after_a_failed_attempt_sends_the_step_again_and_a_duplicate_copy_does_not() {
+    let w = world();
+    let root = w.root().await;
+    let start =
+        Envelope::new("classify", "trace", Some(root.clone()), None, Command::StartRun { workflow: "video_analysis".into() }).to_json();
+    w.deliver(start.clone()).await;
+    w.deliver(start.clone()).await;
+    assert_eq!(w.sent().len(), 1, "a duplicate copy finds the step sent");
+    // Back after an attempt that may have died between creating the step's job and sending it.
+    w.deliver_on(start, 2).await;
+    let sent = w.sent();
+    assert_eq!(sent.len(), 2, "sent again, to be safe");
+    assert_eq!(process_command(&sent[1]).0, step_job_id(&root, "video", 1), "the same job: a processor ignores the repeat once started");
 }
 
 #[tokio::test]
