@@ -148,10 +148,14 @@ where
         let def = workflow::find(&run.workflow).map_err(|e| HandlerError::Malformed(e.to_string()))?;
         let decision = decide(def, &root, run);
         if decision == Decision::default() {
-            // Nothing new: a redelivery. What the first delivery's decision
-            // asked for may not have happened; do it again.
+            // Nothing new: a redelivery. Back after a failed attempt, what
+            // that attempt's decision asked for may not have happened: do it
+            // again. A duplicate copy (first receive) only makes sure the run
+            // ended if it has; its original starts the steps.
+            let Resend(retried) = resend;
+            let running = run.steps.iter().filter(|s| retried && s.status == StepStatus::Running);
             let redo = Decision {
-                changes: run.steps.iter().filter(|s| s.status == StepStatus::Running).cloned().collect(),
+                changes: running.cloned().collect(),
                 cancel: Vec::new(),
                 end: decision.end.or_else(|| run.settled(def, root.cancel_requested)),
             };
