@@ -12,9 +12,6 @@ use serde::{Deserialize, Serialize};
 use crate::domain::job::{JobId, Priority};
 use crate::domain::uri::S3Uri;
 
-/// Shortest period of a recurring schedule.
-pub const MIN_EVERY: Duration = Duration::seconds(1);
-
 /// When a schedule fires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -391,11 +391,11 @@ pub enum StepOutcome {
     Cancelled,
 }
 
-/// Failures a new attempt can cure: the message ran out of deliveries, the
-/// job stalled or took too long. A failure of the content (unsupported,
+/// Failures a new attempt can cure: the message ran out of deliveries, or
+/// the job stalled. A failure of the content (unsupported,
 /// corrupt, too large) would fail again, so it is never retried.
 pub fn is_retryable_failure(failure: &JobFailure) -> bool {
-    matches!(failure.code.as_str(), "retries_exhausted" | "stalled" | "step_timeout")
+    matches!(failure.code.as_str(), "retries_exhausted" | "stalled")
 }
 
 /// How a run ended.
