@@ -43,7 +43,7 @@ impl Listener {
     async fn subscribe(tc: &TestCloud, id: &JobId) -> Self {
         let url = tc.cloud.info.websocket_url.clone().expect("the template has a WebSocket API");
         let mut connection = LiveConnection::connect(&url, Some(&tc.token("tester"))).await.expect("connect");
-        connection.send(&ClientMessage::Subscribe { job_id: id.clone(), after_seq: 0 }).await.expect("subscribe");
+        connection.send(&ClientMessage::Subscribe { job_id: id.clone(), after_seq: 0, logs: false }).await.expect("subscribe");
         loop {
             let message = connection.next(Duration::from_secs(10)).await.expect("socket").expect("a snapshot in time");
             if message["type"] == "snapshot" {

@@ -32,7 +32,11 @@ fn check_against_log(name: &str, watch: &Watch, id: &JobId, log: &BTreeMap<u64, 
     covered.sort_unstable();
     assert_eq!(covered, log.keys().copied().collect::<Vec<_>>(), "{name}: gaps or extras");
     for s in &followed.superseded {
-        assert_eq!(log[s]["event_type"], "job.progress", "{name}: only progress events may be superseded");
+        let kind = log[s]["event_type"].as_str();
+        assert!(
+            matches!(kind, Some("job.progress" | "job.log")),
+            "{name}: only progress and unasked-for log events may be superseded, not {kind:?}"
+        );
     }
     assert!(followed.finished && is_terminal(followed.events.last().expect("events")), "{name}: did not end with the terminal event");
     covered
@@ -111,4 +115,81 @@ async fn connections_are_authenticated_and_see_only_their_owners_jobs() {
     assert_eq!(next["type"], "pong", "nothing but the pong reaches another owner's connection: {next}");
     assert!(mallory.next(Duration::from_millis(500)).await.expect("read").is_none());
     tc.finish().await;
+}
+
+/// A PDF of a man page: a few pages of real typeset text.
+fn manual_pdf() -> Vec<u8> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "zcat -f /usr/share/man/man1/ls.1* | groff -Tpdf -man -P-pa4"])
+        .output()
+        .expect("groff runs");
+    assert!(out.status.success() && out.stdout.starts_with(b"%PDF"), "groff made a PDF");
+    out.stdout
+}
+
+/// Reads events from `stream` until it closes or `stop_after` were read.
+async fn read_sse(stream: &mut prism_cloud::client::SseStream, stop_after: Option<usize>, into: &mut Vec<prism_cloud::client::SseEvent>) {
+    let mut read = 0;
+    while stop_after.is_none_or(|n| read < n) {
+        match tokio::time::timeout(JOB_TIMEOUT, stream.next()).await.expect("an event in time").expect("stream readable") {
+            Some(event) => {
+                into.push(event);
+                read += 1;
+            }
+            None => return,
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_sent_events_follow_a_document_job_resume_after_a_drop_and_match_the_log() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let stream_url = tc.cloud.info.stream_url.clone().expect("the template has a streaming function URL");
+    let (job, upload_url) = tc.api.create("ls.pdf", None).await.expect("create");
+    let id = job.id.clone();
+
+    let refused = tc.client_for("mallory").stream(&stream_url, &id, None, true).await.expect_err("another owner's stream");
+    let refused = refused.downcast_ref::<prism_cloud::client::StreamRefused>().expect("refused by status");
+    assert_eq!(refused.status, 404, "{refused}");
+
+    // First connection: the job's first event, then the client goes away.
+    let mut seen = Vec::new();
+    let mut first = tc.api.stream(&stream_url, &id, None, true).await.expect("open");
+    read_sse(&mut first, Some(1), &mut seen).await;
+    drop(first);
+    tc.api.upload(&upload_url, manual_pdf()).await.expect("upload");
+    // Second: resumes after the last id, takes two more, and drops mid-job.
+    let mut second = tc.api.stream(&stream_url, &id, seen.last().and_then(|e| e.id), true).await.expect("resume");
+    read_sse(&mut second, Some(2), &mut seen).await;
+    drop(second);
+    // Third: resumes again and reads until the server closes after the end.
+    let mut third = tc.api.stream(&stream_url, &id, seen.last().and_then(|e| e.id), true).await.expect("resume again");
+    read_sse(&mut third, None, &mut seen).await;
+
+    let log = tc.api.events(&id, 0).await.expect("log");
+    let logged: Vec<(u64, String)> =
+        log.iter().map(|e| (e["seq"].as_u64().expect("seq"), e["event_type"].as_str().expect("type").to_owned())).collect();
+    let streamed: Vec<(u64, String)> = seen.iter().map(|e| (e.id.expect("every event has an id"), e.event.clone())).collect();
+    assert_eq!(streamed, logged, "the three streams together are the job's log: no gap, no duplicate");
+    for (event, logged) in seen.iter().zip(&log) {
+        let data: Value = serde_json::from_str(&event.data).expect("data is the envelope");
+        assert_eq!(data["event_id"], logged["event_id"]);
+    }
+    assert_eq!(logged.last().map(|(_, t)| t.as_str()), Some("job.completed"));
+    assert!(logged.iter().any(|(_, t)| t == "job.log"), "the processor's log lines are in the log and the stream: {logged:?}");
+
+    // The log lines page over REST, and the snapshot's phases add up.
+    let (lines, next) = tc.api.logs(&id, 0).await.expect("logs");
+    assert_eq!(next, None);
+    assert!(lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.starts_with("extracted "))), "{lines:?}");
+    let job = tc.api.job(&id).await.expect("job");
+    let pages = match &job.result {
+        Some(prism_shared::domain::results::JobResult::Document(d)) => u64::from(d.pages),
+        other => panic!("a document result: {other:?}"),
+    };
+    let phases = job.phases.all();
+    assert!(phases.iter().all(|p| p.status == prism_shared::domain::phases::PhaseStatus::Completed), "{phases:?}");
+    assert!(phases.windows(2).all(|w| w[0].finished_at.is_some_and(|f| f <= w[1].started_at)), "one after another: {phases:?}");
+    let counted = phases.iter().find(|p| p.name == "extracting text").expect("the page phase");
+    assert_eq!((counted.processed_count, counted.total_count, counted.percent), (Some(pages), Some(pages), Some(100)), "{counted:?}");
 }

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Utc};
 use prism_shared::app::lifecycle;
 use prism_shared::ports::ListQuery;
-use prism_shared::{Job, JobId};
+use prism_shared::{Job, JobEvent, JobId};
 
 use crate::problem::ApiError;
 use crate::{Answer, Deps, SOURCE, to_value};
@@ -78,6 +78,41 @@ pub async fn events(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> 
     let events = deps.jobs.events(&job.id, after, limit).await?;
     let next = events.last().and_then(|e| e.seq).filter(|_| events.len() == limit as usize);
     Ok((200, serde_json::json!({ "events": events, "next_after": next })))
+}
+
+/// The job's log lines after event `after`, whole `job.log` events at a
+/// time (a page may pass `limit` by the rest of one event's lines, so none
+/// is split across pages); each line carries its event's `seq`.
+pub async fn logs(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
+    /// Events read per table query while looking for log lines.
+    const READ: u32 = 200;
+    let job = owned_job(deps, owner, req).await?;
+    let mut after = number(req, "after", 0, 0..=9_999_999_999)?;
+    let limit = number(req, "limit", 100, 1..=1000)? as usize;
+    let mut lines = Vec::new();
+    // The job's seq bounds the log: no read past it, and none at all when nothing is after `after`.
+    'pages: while after < job.seq && lines.len() < limit {
+        let events = deps.jobs.events(&job.id, after, READ).await?;
+        for event in &events {
+            let seq = event.seq.unwrap_or(after);
+            after = seq;
+            if let JobEvent::Logged { lines: logged } = &event.body {
+                lines.extend(logged.iter().map(|line| {
+                    let mut value = to_value(line);
+                    value["seq"] = seq.into();
+                    value
+                }));
+                if lines.len() >= limit {
+                    break 'pages;
+                }
+            }
+        }
+        if events.len() < READ as usize {
+            break;
+        }
+    }
+    let next = (lines.len() >= limit).then_some(after);
+    Ok((200, serde_json::json!({ "lines": lines, "log_lines": job.log_lines, "next_after": next })))
 }
 
 pub async fn cancel(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {

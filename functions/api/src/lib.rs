@@ -139,6 +139,7 @@ async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) 
         "GET /v1/jobs" => jobs::list(deps, owner, req).await,
         "GET /v1/jobs/{id}" => jobs::get(deps, owner, req).await,
         "GET /v1/jobs/{id}/events" => jobs::events(deps, owner, req).await,
+        "GET /v1/jobs/{id}/logs" => jobs::logs(deps, owner, req).await,
         "POST /v1/jobs/{id}/cancel" => jobs::cancel(deps, owner, req).await,
         other => Err(ApiError::NoRoute(other.to_owned())),
     }

@@ -277,3 +277,38 @@ fn arbitrary_bodies_and_queries_never_get_a_5xx() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[tokio::test]
+async fn job_logs_page_by_event_up_to_the_cap_ending_with_the_dropped_count() {
+    use prism_shared::app::processing::Run;
+    use prism_shared::domain::joblog::{LogLevel, MAX_LOG_LINES};
+    let (deps, jobs, _) = deps();
+    let job = stored_job(&jobs, "alice").await;
+    let run = Run::start(jobs.as_ref(), deps.blobs.as_ref(), "test", job.id.clone(), "working").await.expect("start").expect("started");
+    // Three flushes of 50 lines: the job keeps 99 of them and says how many it dropped.
+    for flush in 0..3 {
+        for line in 0..50 {
+            run.log(LogLevel::Info, format!("line {}", flush * 50 + line), &[("flush", flush.into())]);
+        }
+        run.checkpoint("working", 10 + flush as u8, None).await.expect("checkpoint");
+    }
+    run.complete(prism_shared::domain::results::JobResult::Text(Default::default()), Vec::new()).await.expect("complete");
+
+    let first = body(&handle(&deps, event("apigw-get-job-logs.json", Some("alice"))).await);
+    let lines = first["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 99, "two whole events: 50 lines, then the 49 that fit before the cap");
+    assert_eq!((lines[0]["message"].as_str(), lines[0]["level"].as_str()), (Some("line 0"), Some("info")));
+    assert_eq!(lines[98]["message"], "line 98");
+    let next = first["next_after"].as_u64().expect("a next page");
+    assert_eq!(lines[98]["seq"].as_u64(), Some(next));
+
+    let mut request = event("apigw-get-job-logs.json", Some("alice"));
+    request.query_string_parameters = std::collections::HashMap::from([("after".to_owned(), next.to_string())]).into();
+    let second = body(&handle(&deps, request).await);
+    let lines = second["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 1);
+    assert_eq!((lines[0]["message"].as_str(), lines[0]["level"].as_str()), (Some("51 lines dropped"), Some("warn")));
+    assert_eq!(second["next_after"], Value::Null);
+    assert_eq!(second["log_lines"].as_u64(), Some(u64::from(MAX_LOG_LINES)));
+    assert_eq!(handle(&deps, event("apigw-get-job-logs.json", Some("bob"))).await.status_code, 404, "another owner's logs");
+}

@@ -13,6 +13,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use prism_shared::app::processing::{self, ProcessCommand, Run};
 use prism_shared::app::sqs_batch::HandlerError;
 use prism_shared::bytes::Bytes;
+use prism_shared::domain::joblog::LogLevel;
 use prism_shared::domain::results::JobResult;
 use prism_shared::{ConfigError, runtime::config};
 
@@ -51,7 +52,11 @@ async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result
     let work = move |progress: &_| analyse(bytes, &mime, deadline, progress);
     let Some(analysed) = run.blocking("decoding", (10, 90), Duration::from_secs(1), work).await? else { return Ok(()) };
     let result = analysed.result;
-    tracing::info!(codec = %result.codec, duration_s = result.duration_s, "analysed");
+    run.log(
+        LogLevel::Info,
+        format!("decoded {:.1} s of {}", result.duration_s, result.codec),
+        &[("codec", result.codec.to_string().into()), ("duration_s", result.duration_s.into())],
+    );
     if !run.checkpoint("writing waveform", 90, None).await? {
         return Ok(());
     }

@@ -13,6 +13,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use prism_shared::app::processing::{self, ProcessCommand, Run};
 use prism_shared::app::sqs_batch::HandlerError;
 use prism_shared::bytes::Bytes;
+use prism_shared::domain::joblog::LogLevel;
 use prism_shared::domain::results::JobResult;
 use prism_shared::{ConfigError, runtime::config};
 
@@ -53,7 +54,11 @@ async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result
     let limits = deps.config.limits;
     let work = move |progress: &_| analyse(bytes.to_vec(), &limits, true, deadline, progress);
     let Some(analysed) = run.blocking("extracting text", (10, 85), Duration::from_secs(1), work).await? else { return Ok(()) };
-    tracing::info!(pages = analysed.result.pages, words = analysed.result.words, "analysed");
+    let (pages, words) = (analysed.result.pages, analysed.result.words);
+    run.log(LogLevel::Info, format!("extracted {words} words from {pages} pages"), &[("pages", pages.into()), ("words", words.into())]);
+    if analysed.preview.is_none() {
+        run.log(LogLevel::Warn, "no preview: the first page could not be drawn", &[]);
+    }
     if !run.checkpoint("writing text", 90, None).await? {
         return Ok(());
     }

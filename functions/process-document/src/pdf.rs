@@ -139,7 +139,7 @@ pub fn analyse(
         words += page_words;
         chars += text.chars().count() as u64;
         pages.push(PageText { page: index as u32 + 1, words: page_words, text });
-        progress.report((index + 1) as f32 / page_count as f32);
+        progress.report_count(index as u64 + 1, page_count as u64);
     }
     if failed as usize == page_count {
         return Err(DocumentError::Corrupt(format!("no page's text could be read ({})", warnings.first().map_or("", String::as_str))));

@@ -13,6 +13,7 @@ use prism_shared::app::processing::{self, ProcessCommand, Run, WorkError};
 use prism_shared::app::sqs_batch::HandlerError;
 use prism_shared::bytes::Bytes;
 use prism_shared::domain::job::JobFailure;
+use prism_shared::domain::joblog::LogLevel;
 use prism_shared::domain::results::JobResult;
 use prism_shared::{ConfigError, runtime::config};
 
@@ -60,7 +61,11 @@ async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result
     let work = move |progress: &_| analyse(&bytes, &limits, &THUMBNAIL_SIZES, progress);
     let Some(analysed) = run.blocking("decoding", (20, 80), Duration::from_secs(1), work).await? else { return Ok(()) };
     let result = &analysed.result;
-    tracing::info!(format = %result.format, width = result.width, height = result.height, "analysed");
+    run.log(
+        LogLevel::Info,
+        format!("decoded a {}×{} {}", result.width, result.height, result.format),
+        &[("format", result.format.to_string().into()), ("width", result.width.into()), ("height", result.height.into())],
+    );
     if !run.checkpoint("writing thumbnails", 80, None).await? {
         return Ok(());
     }

@@ -6,6 +6,7 @@ use prism_shared::app::processing::{self, ProcessCommand, Run};
 use prism_shared::app::sqs_batch::HandlerError;
 use prism_shared::bytes::Bytes;
 use prism_shared::content::text::{analyse, describe, to_utf8};
+use prism_shared::domain::joblog::LogLevel;
 use prism_shared::domain::results::JobResult;
 use prism_shared::{ConfigError, runtime::config};
 
@@ -38,7 +39,11 @@ async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result
     let text = to_utf8(&bytes);
     let mut result = analyse(&bytes);
     describe(&text, mime, &mut result);
-    tracing::info!(words = result.words, lines = result.lines, encoding = ?result.encoding, "analysed");
+    run.log(
+        LogLevel::Info,
+        format!("analysed {} words on {} lines", result.words, result.lines),
+        &[("encoding", format!("{:?}", result.encoding).into()), ("bytes", bytes.len().into())],
+    );
     // A cancel requested meanwhile stops the job before it writes anything.
     if !run.checkpoint("writing outputs", 80, None).await? {
         return Ok(());

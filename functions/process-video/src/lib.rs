@@ -12,6 +12,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use prism_shared::app::processing::{self, ProcessCommand, Run};
 use prism_shared::app::sqs_batch::HandlerError;
 use prism_shared::bytes::Bytes;
+use prism_shared::domain::joblog::LogLevel;
 use prism_shared::domain::results::JobResult;
 use prism_shared::{BlobError, ConfigError, runtime::config};
 
@@ -55,7 +56,11 @@ async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result
     let work = move |progress: &_| analyse(&path, &dir, deadline, progress);
     let Some(analysed) = run.blocking("thumbnails", (10, 85), Duration::from_secs(1), work).await? else { return Ok(()) };
     let result = analysed.result;
-    tracing::info!(codec = %result.video_codec, width = result.width, height = result.height, duration_s = result.duration_s, "analysed");
+    run.log(
+        LogLevel::Info,
+        format!("{} {}×{}, {:.1} s", result.video_codec, result.width, result.height, result.duration_s),
+        &[("codec", result.video_codec.to_string().into()), ("duration_s", result.duration_s.into())],
+    );
     if !run.checkpoint("writing outputs", 90, None).await? {
         return Ok(());
     }

@@ -310,7 +310,7 @@ fn sheet_tile_by_tile(
             }
             None => missing += 1,
         }
-        progress.report(0.1 + 0.6 * (i + 1) as f32 / times.len() as f32);
+        progress.report_counted(0.1 + 0.6 * (i + 1) as f32 / times.len() as f32, i as u64 + 1, times.len() as u64);
     }
     if missing > 0 {
         warnings.push(format!("{missing} of {} contact sheet frames could not be decoded and are left black", times.len()));

@@ -25,13 +25,13 @@ async fn pushes_a_batch_to_subscribers_and_reports_only_the_malformed_message() 
     let job = Job::new(id.clone(), "alice".into(), Priority::Normal, "s3://b/uploads/k".parse().expect("uri"), "t".into(), Utc::now());
     jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
     lifecycle::record(jobs.as_ref(), &id, "t", JobEvent::Started { phase: "reading".into() }).await.expect("start");
-    lifecycle::record(jobs.as_ref(), &id, "t", JobEvent::Progress { phase: "analysing".into(), progress: 40, eta_s: None })
+    lifecycle::record(jobs.as_ref(), &id, "t", JobEvent::Progress { phase: "analysing".into(), progress: 40, eta_s: None, counts: None })
         .await
         .expect("progress");
     for connection_id in ["early", "current", "gone"] {
         let connection = Connection { connection_id: connection_id.into(), owner: "alice".into(), connected_at: Utc::now(), expires_at: 0 };
         connections.connect(&connection).await.expect("connect");
-        let sub = Subscription { connection_id: connection_id.into(), job_id: id.clone(), expires_at: 0 };
+        let sub = Subscription { connection_id: connection_id.into(), job_id: id.clone(), expires_at: 0, logs: false };
         connections.subscribe(&sub).await.expect("subscribe");
     }
     notifier.mark_gone("gone");

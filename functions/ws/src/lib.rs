@@ -139,7 +139,7 @@ async fn owned_job(deps: &Deps, connection_id: &str, job_id: &JobId) -> Result<R
 async fn act(deps: &Deps, connection_id: &str, message: ClientMessage) -> Result<Option<ServerMessage>, WsError> {
     match message {
         ClientMessage::Ping => Ok(Some(ServerMessage::Pong)),
-        ClientMessage::Subscribe { job_id, after_seq } => {
+        ClientMessage::Subscribe { job_id, after_seq, logs } => {
             let (connection, job) = match owned_job(deps, connection_id, &job_id).await? {
                 Ok(found) => found,
                 Err(refusal) => return Ok(Some(refusal)),
@@ -148,12 +148,12 @@ async fn act(deps: &Deps, connection_id: &str, message: ClientMessage) -> Result
             // read is then pushed live (one both replayed and pushed live is
             // dropped by the client as a duplicate).
             let subscription =
-                Subscription { connection_id: connection_id.to_owned(), job_id: job_id.clone(), expires_at: connection.expires_at };
+                Subscription { connection_id: connection_id.to_owned(), job_id: job_id.clone(), expires_at: connection.expires_at, logs };
             deps.connections.subscribe(&subscription).await?;
             let job = deps.jobs.get(&job_id).await?.unwrap_or(job);
             let delivery = delivery(deps);
             delivery.send(connection_id, &ServerMessage::Snapshot { job: Box::new(job.clone()) }).await?;
-            delivery.replay(&job_id, connection_id, after_seq, job.seq).await?;
+            delivery.replay(&job_id, connection_id, after_seq, job.seq, logs).await?;
             Ok(None)
         }
         ClientMessage::Unsubscribe { job_id } => {

@@ -95,7 +95,7 @@ async fn connections_need_a_valid_token() {
 async fn subscribing_sends_the_snapshot_and_the_events_after_after_seq() {
     let w = World::new().await;
     w.record(JobEvent::Started { phase: "reading".into() }).await;
-    w.record(JobEvent::Progress { phase: "analysing".into(), progress: 40, eta_s: None }).await;
+    w.record(JobEvent::Progress { phase: "analysing".into(), progress: 40, eta_s: None, counts: None }).await;
     w.connect(Some(w.token("alice"))).await;
     w.send("subscribe", json!({"action": "subscribe", "job_id": JOB, "after_seq": 1})).await;
     let got = w.received();

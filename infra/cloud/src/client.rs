@@ -21,6 +21,7 @@ pub struct SubmitOptions {
 
 #[derive(Debug, Clone)]
 pub struct PrismClient {
+    streaming: reqwest::Client,
     http: reqwest::Client,
     base: String,
     token: Option<String>,
@@ -81,6 +82,8 @@ impl PrismClient {
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+            // A stream is open for as long as its job runs: no overall timeout.
+            streaming: reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?,
             base: base.trim_end_matches('/').to_owned(),
             token,
         })
@@ -178,6 +181,37 @@ impl PrismClient {
         Ok(page["events"].as_array().cloned().unwrap_or_default())
     }
 
+    /// One page of the job's log lines after event `after`, and the `after`
+    /// of the next page when there is one.
+    pub async fn logs(&self, id: &JobId, after: u64) -> anyhow::Result<(Vec<serde_json::Value>, Option<u64>)> {
+        let resp = self.request(reqwest::Method::GET, &format!("/v1/jobs/{id}/logs?after={after}")).send().await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("GET /v1/jobs/{id}/logs answered {status}");
+        }
+        let page: serde_json::Value = resp.json().await?;
+        Ok((page["lines"].as_array().cloned().unwrap_or_default(), page["next_after"].as_u64()))
+    }
+
+    /// The job's events as server-sent events from the stream function's URL,
+    /// from after `last_event_id`; `job.log` events too with `logs`.
+    pub async fn stream(&self, stream_url: &str, id: &JobId, last_event_id: Option<u64>, logs: bool) -> anyhow::Result<SseStream> {
+        let url = format!("{}/v1/jobs/{id}/stream{}", stream_url.trim_end_matches('/'), if logs { "?logs=true" } else { "" });
+        let mut req = self.streaming.get(url).header("accept", "text/event-stream");
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(seq) = last_event_id {
+            req = req.header("last-event-id", seq.to_string());
+        }
+        let resp = req.send().await.context("opening the event stream")?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(StreamRefused { status: status.as_u16(), body: resp.text().await.unwrap_or_default() }.into());
+        }
+        Ok(SseStream { response: resp, buffer: String::new() })
+    }
+
     /// Polls until the job is terminal or `timeout` passes.
     pub async fn wait(&self, id: &JobId, timeout: Duration) -> anyhow::Result<Job> {
         let started = Instant::now();
@@ -192,5 +226,76 @@ impl PrismClient {
             }
             tokio::time::sleep(delays.next().unwrap_or(Duration::from_millis(500))).await;
         }
+    }
+}
+
+/// A stream that answered with an error status (401, 404, …).
+#[derive(Debug, thiserror::Error)]
+#[error("the stream answered {status}: {body}")]
+pub struct StreamRefused {
+    pub status: u16,
+    pub body: String,
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<u64>,
+    pub event: String,
+    pub data: String,
+}
+
+/// An open `text/event-stream` response, read event by event.
+#[derive(Debug)]
+pub struct SseStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseStream {
+    /// The next event (comments and `retry:` skipped); `None` once the server closed the stream.
+    pub async fn next(&mut self) -> anyhow::Result<Option<SseEvent>> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = parse_sse_block(&block) {
+                    return Ok(Some(event));
+                }
+            }
+            match self.response.chunk().await.context("reading the event stream")? {
+                Some(chunk) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// One blank-line-separated block of an event stream; `None` for comments
+/// (heartbeats) and blocks without data.
+fn parse_sse_block(block: &str) -> Option<SseEvent> {
+    let (mut id, mut event, mut data) = (None, "message".to_owned(), Vec::new());
+    for line in block.lines() {
+        let (field, value) = line.split_once(':').map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+        match field {
+            "id" => id = value.parse().ok(),
+            "event" => event = value.to_owned(),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    (!data.is_empty()).then(|| SseEvent { id, event, data: data.join("\n") })
+}
+
+#[cfg(test)]
+mod sse_tests {
+    use super::*;
+
+    #[test]
+    fn blocks_parse_into_events_and_comments_are_skipped() {
+        assert_eq!(parse_sse_block(": keep-alive\n\n"), None);
+        assert_eq!(parse_sse_block("retry: 1000\n\n"), None);
+        let event = parse_sse_block("id: 7\nevent: job.progress\ndata: {\"a\":1}\n\n").expect("event");
+        assert_eq!(event, SseEvent { id: Some(7), event: "job.progress".into(), data: r#"{"a":1}"#.into() });
+        assert_eq!(parse_sse_block("data: a\ndata: b\n\n").map(|e| e.data), Some("a\nb".into()));
     }
 }

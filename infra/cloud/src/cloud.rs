@@ -17,7 +17,7 @@ use crate::provision::{self, Clients};
 use crate::proxy::{FaultPlan, Proxies, Upstreams};
 use crate::runtime::{self, FunctionHandle, RuntimeEnv};
 use crate::template::Template;
-use crate::{esm, http_api, schedules, streams, websocket};
+use crate::{esm, function_url, http_api, schedules, streams, websocket};
 
 pub const REGION: &str = "us-east-1";
 const STACK_NAME: &str = "prism";
@@ -57,6 +57,12 @@ pub struct LocalInfo {
     /// The WebSocket API (`ws://…/{stage}`), when the template has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket_url: Option<String>,
+    /// The function URL that streams jobs' events (server-sent events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_url: Option<String>,
+    /// Every function URL, by the function's logical id.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub function_urls: std::collections::BTreeMap<String, String>,
     pub logs_dir: String,
     pub pid: u32,
 }
@@ -165,6 +171,7 @@ impl LocalCloud {
         };
         let mut functions = Vec::new();
         let mut routes = Vec::new();
+        let (mut stream_url, mut function_urls) = (None, std::collections::BTreeMap::new());
         for spec in &stack.functions {
             // Every AWS call of the function goes through its own endpoint.
             let endpoint = proxies.listen(&spec.name, &spec.binary, shutdown.clone()).await?;
@@ -186,6 +193,22 @@ impl LocalCloud {
                 streams::start(source.clone(), handle.clone(), clients.dynamodb_streams.clone(), shutdown.clone())
                     .await
                     .with_context(|| format!("reading the stream of {}", spec.name))?;
+            }
+            if let Some(mode) = spec.url {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let url = format!("http://{}", listener.local_addr()?);
+                if mode == provision::InvokeMode::ResponseStream && stream_url.is_none() {
+                    stream_url = Some(url.clone());
+                }
+                function_urls.insert(spec.logical_id.clone(), url);
+                let app = function_url::router(function_url::FunctionUrl { function: handle.clone(), mode, account_id: ACCOUNT_ID.into() });
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "function URL failed");
+                    }
+                });
             }
             for route in stack.http_routes.iter().filter(|r| r.function == spec.name) {
                 routes.push((route.clone(), handle.clone()));
@@ -241,6 +264,8 @@ impl LocalCloud {
             table: stack.tables.first().cloned().unwrap_or_default(),
             http_url,
             websocket_url,
+            stream_url,
+            function_urls,
             logs_dir: logs.dir().display().to_string(),
             pid: std::process::id(),
         };

@@ -8,6 +8,7 @@ pub mod cloud;
 pub mod emulator;
 pub mod esm;
 pub mod filter;
+pub mod function_url;
 pub mod http_api;
 pub mod images;
 pub mod install;

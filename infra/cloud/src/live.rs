@@ -152,12 +152,14 @@ impl Followed {
 #[derive(Debug, Clone, Default)]
 pub struct Watch {
     pub jobs: BTreeMap<JobId, Followed>,
+    /// Whether to ask for the jobs' `job.log` events too.
+    pub logs: bool,
 }
 
 impl Watch {
     /// Follows `jobs`, each from the sequence number after which its events are wanted.
     pub fn new(jobs: impl IntoIterator<Item = (JobId, u64)>) -> Self {
-        Self { jobs: jobs.into_iter().map(|(id, after)| (id, Followed::new(after))).collect() }
+        Self { jobs: jobs.into_iter().map(|(id, after)| (id, Followed::new(after))).collect(), logs: false }
     }
 
     pub fn finished(&self) -> bool {
@@ -166,7 +168,7 @@ impl Watch {
 
     async fn subscribe_all(&self, conn: &mut LiveConnection) -> Result<(), LiveError> {
         for (id, followed) in self.jobs.iter().filter(|(_, f)| !f.finished) {
-            conn.send(&ClientMessage::Subscribe { job_id: id.clone(), after_seq: followed.last_seq() }).await?;
+            conn.send(&ClientMessage::Subscribe { job_id: id.clone(), after_seq: followed.last_seq(), logs: self.logs }).await?;
         }
         Ok(())
     }

@@ -104,6 +104,15 @@ pub struct FunctionSpec {
     pub sqs_sources: Vec<SqsSource>,
     pub stream_sources: Vec<StreamSource>,
     pub schedules: Vec<ScheduleSource>,
+    /// The function's URL (`FunctionUrlConfig`), when it has one.
+    pub url: Option<InvokeMode>,
+}
+
+/// How a function URL answers (`FunctionUrlConfig.InvokeMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvokeMode {
+    Buffered,
+    ResponseStream,
 }
 
 /// The provisioned stack.
@@ -578,7 +587,23 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
         })
         .unwrap_or(DEFAULT_CONCURRENCY)
         .max(1);
+    let url = match props.get("FunctionUrlConfig") {
+        None => None,
+        Some(config) => {
+            anyhow::ensure!(
+                str_prop(config, "AuthType") == Some("NONE"),
+                "{}: only AuthType NONE function URLs run locally (the function checks its callers)",
+                r.logical_id
+            );
+            Some(match str_prop(config, "InvokeMode") {
+                None | Some("BUFFERED") => InvokeMode::Buffered,
+                Some("RESPONSE_STREAM") => InvokeMode::ResponseStream,
+                Some(other) => bail!("{}: unknown function URL InvokeMode {other}", r.logical_id),
+            })
+        }
+    };
     let spec = FunctionSpec {
+        url,
         logical_id: r.logical_id.clone(),
         name,
         binary,

@@ -6,6 +6,11 @@
 //! the processes it starts) is killed, and one that exits is started again
 //! (with backoff if it keeps dying at start-up). Each invocation ends with a
 //! `REPORT` log line, as on Lambda: duration and the most memory used.
+//!
+//! A function may answer in Lambda's streaming response mode
+//! (`Lambda-Runtime-Function-Response-Mode: streaming`, a chunked body): the
+//! chunks reach the caller as they come ([`FunctionHandle::invoke_streaming`]),
+//! and the instance stays busy until the body ends, as on Lambda.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -18,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +31,10 @@ use tokio_util::sync::CancellationToken;
 use crate::logs::LogSink;
 use crate::process::{spawn_owned, tree_memory_bytes};
 use crate::provision::FunctionSpec;
+
+/// A buffered response's limit (Lambda's synchronous payload limit is 6 MB;
+/// this only keeps a broken function from filling memory).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Why an invocation produced no response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,10 +52,21 @@ pub enum InvokeError {
     ShuttingDown,
 }
 
+/// A function's answer.
+#[derive(Debug)]
+pub enum Answer {
+    Buffered(Bytes),
+    /// A streaming response's body as it arrives (for a function URL, the
+    /// metadata prelude first); it ends when the function's body ends.
+    Streamed(mpsc::Receiver<Bytes>),
+}
+
+type Reply = oneshot::Sender<Result<Answer, InvokeError>>;
+
 struct Invocation {
     request_id: String,
     payload: Bytes,
-    reply: oneshot::Sender<Result<Bytes, InvokeError>>,
+    reply: Reply,
 }
 
 /// Invokes one function; cheap to clone.
@@ -62,8 +83,24 @@ impl std::fmt::Debug for FunctionHandle {
 }
 
 impl FunctionHandle {
-    /// Queues an invocation for the next free instance and waits for its answer.
+    /// Queues an invocation for the next free instance and waits for its
+    /// whole answer (a streamed one is read to its end).
     pub async fn invoke(&self, payload: Bytes) -> Result<Bytes, InvokeError> {
+        match self.invoke_streaming(payload).await? {
+            Answer::Buffered(body) => Ok(body),
+            Answer::Streamed(mut chunks) => {
+                let mut body = Vec::new();
+                while let Some(chunk) = chunks.recv().await {
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(Bytes::from(body))
+            }
+        }
+    }
+
+    /// Queues an invocation and waits for the start of its answer: all of a
+    /// buffered one, the first chunks of a streamed one.
+    pub async fn invoke_streaming(&self, payload: Bytes) -> Result<Answer, InvokeError> {
         let (reply, answer) = oneshot::channel();
         let invocation = Invocation { request_id: uuid::Uuid::new_v4().to_string(), payload, reply };
         self.tx.send(invocation).map_err(|_| InvokeError::ShuttingDown)?;
@@ -75,7 +112,18 @@ struct InFlight {
     request_id: String,
     started: Instant,
     deadline: Instant,
-    reply: oneshot::Sender<Result<Bytes, InvokeError>>,
+    /// Taken when a streamed answer starts; the invocation stays in flight
+    /// until its body ends.
+    reply: Option<Reply>,
+}
+
+impl InFlight {
+    fn answer(&mut self, answer: Result<Answer, InvokeError>) {
+        if let Some(reply) = self.reply.take() {
+            // The caller may have given up (a client that went away): nothing to tell.
+            let _ = reply.send(answer);
+        }
+    }
 }
 
 /// What an instance's Runtime API serves.
@@ -101,6 +149,12 @@ impl Instance {
             (Some(_), _) => slot.take(),
             (None, _) => None,
         }
+    }
+
+    /// The caller of the invocation `request_id`, leaving it in flight.
+    fn take_reply(&self, request_id: &str) -> Option<Reply> {
+        let mut slot = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.as_mut().filter(|f| f.request_id == request_id).and_then(|f| f.reply.take())
     }
 
     /// The invocation's end, as Lambda logs it.
@@ -205,16 +259,49 @@ async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
     set("content-type", "application/json".into());
     instance.peak_memory.store(0, Ordering::Relaxed);
     let started = Instant::now();
-    *instance.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some(InFlight { request_id: invocation.request_id, started, deadline: started + instance.spec.timeout, reply: invocation.reply });
+    *instance.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(InFlight {
+        request_id: invocation.request_id,
+        started,
+        deadline: started + instance.spec.timeout,
+        reply: Some(invocation.reply),
+    });
     (StatusCode::OK, headers, invocation.payload).into_response()
 }
 
-async fn invocation_response(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
-    match instance.take_in_flight(Some(&id)) {
-        Some(f) => {
+/// How many chunks of a streamed answer wait for a slow reader before the
+/// function's writes wait too.
+const STREAM_BUFFER: usize = 16;
+
+async fn invocation_response(
+    State(instance): State<Arc<Instance>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> StatusCode {
+    let streaming = headers.get("lambda-runtime-function-response-mode").is_some_and(|m| m == "streaming");
+    if streaming {
+        let Some(reply) = instance.take_reply(&id) else { return StatusCode::BAD_REQUEST };
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let _ = reply.send(Ok(Answer::Streamed(rx)));
+        let mut frames = body.into_data_stream();
+        while let Some(chunk) = frames.next().await {
+            // A reader that went away ends the response: the function's next
+            // write fails and it stops, as when a client leaves a function URL.
+            let Ok(chunk) = chunk else { break };
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        if let Some(f) = instance.take_in_flight(Some(&id)) {
             instance.report(&f);
-            let _ = f.reply.send(Ok(body));
+        }
+        return StatusCode::ACCEPTED;
+    }
+    let Ok(body) = axum::body::to_bytes(body, MAX_RESPONSE_BYTES).await else { return StatusCode::PAYLOAD_TOO_LARGE };
+    match instance.take_in_flight(Some(&id)) {
+        Some(mut f) => {
+            instance.report(&f);
+            f.answer(Ok(Answer::Buffered(body)));
             StatusCode::ACCEPTED
         }
         None => StatusCode::BAD_REQUEST,
@@ -225,9 +312,9 @@ async fn invocation_error(State(instance): State<Arc<Instance>>, Path(id): Path<
     let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let field = |k: &str| error.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     match instance.take_in_flight(Some(&id)) {
-        Some(f) => {
+        Some(mut f) => {
             instance.report(&f);
-            let _ = f.reply.send(Err(InvokeError::Function { error_type: field("errorType"), message: field("errorMessage") }));
+            f.answer(Err(InvokeError::Function { error_type: field("errorType"), message: field("errorMessage") }));
             StatusCode::ACCEPTED
         }
         None => StatusCode::BAD_REQUEST,
@@ -290,9 +377,9 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
             }
         };
         env.logs.line(&spec.binary, label, &format!("[prism] instance {note}; restarting"));
-        if let Some(f) = instance.take_in_flight(None) {
+        if let Some(mut f) = instance.take_in_flight(None) {
             instance.report(&f);
-            let _ = f.reply.send(Err(error));
+            f.answer(Err(error));
         }
         instance.pid.store(0, Ordering::Relaxed);
         quick_failures = if started.elapsed() < Duration::from_secs(2) { quick_failures + 1 } else { 0 };

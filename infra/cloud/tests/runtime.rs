@@ -49,6 +49,7 @@ async fn crashes_are_restarted_and_overruns_killed() {
         shutdown: shutdown.clone(),
     };
     let spec = FunctionSpec {
+        url: None,
         logical_id: "Echo".into(),
         name: "echo".into(),
         binary: "echo-runtime".into(),

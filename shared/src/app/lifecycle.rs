@@ -148,7 +148,7 @@ mod tests {
         assert!(died.is_retryable(), "{died}");
         assert_eq!(store.get(&job.id).await.expect("get").expect("job").seq, 1, "the job is behind its log");
         assert_eq!(logged(&store, &job.id).await.len(), 2, "the event is logged (and so published from the stream)");
-        let progress = JobEvent::Progress { phase: "p".into(), progress: 50, eta_s: None };
+        let progress = JobEvent::Progress { phase: "p".into(), progress: 50, eta_s: None, counts: None };
         let Recorded::Changed(after, _) = record(&store, &job.id, "t", progress).await.expect("next write") else { panic!("not recorded") };
         assert_eq!((after.seq, after.status), (3, JobStatus::Processing), "rolled forward past the dead writer's event, then written");
         let seqs: Vec<Option<u64>> = logged(&store, &job.id).await.iter().map(|e| e.seq).collect();
@@ -164,7 +164,7 @@ mod tests {
             .map(|i| {
                 let (store, id) = (store.clone(), job.id.clone());
                 tokio::spawn(async move {
-                    let event = JobEvent::Progress { phase: "p".into(), progress: i, eta_s: None };
+                    let event = JobEvent::Progress { phase: "p".into(), progress: i, eta_s: None, counts: None };
                     record(store.as_ref(), &id, "t", event).await
                 })
             })

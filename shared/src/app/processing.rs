@@ -3,11 +3,12 @@
 //! (each one also a cancellation check), and finish with a result or a
 //! reason. A processor only supplies the work in between.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::app::lifecycle::{self, LifecycleError};
@@ -17,6 +18,8 @@ use crate::app::sqs_batch::{self, Backoff, HandlerError};
 use crate::domain::commands::Command;
 use crate::domain::envelope::{self, Envelope};
 use crate::domain::job::{InputObject, Job, JobEvent, JobFailure, JobId, Output};
+use crate::domain::joblog::{LogBuffer, LogLevel, LogLine};
+use crate::domain::phases::Counts;
 use crate::domain::results::JobResult;
 use crate::ports::error::{BlobError, StoreError};
 use crate::ports::{BlobStore, Deps, JobStore};
@@ -64,6 +67,12 @@ pub struct Run<'a> {
     pub blobs: &'a dyn BlobStore,
     pub source: &'static str,
     pub job_id: JobId,
+    /// The job as this run last read or wrote it: the next event is applied
+    /// to it and committed on its seq, with no read first; a conflict (another
+    /// writer got there first) falls back to reading the job again.
+    last_known: Mutex<Option<Job>>,
+    /// Log lines written since the last flush, within the job's log cap.
+    log: Mutex<LogBuffer>,
 }
 
 impl<'a> Run<'a> {
@@ -89,8 +98,9 @@ impl<'a> Run<'a> {
         job_id: JobId,
         phase: &str,
     ) -> Result<Option<Self>, HandlerError> {
-        let run = Self { jobs, blobs, source, job_id };
+        let run = Self { jobs, blobs, source, job_id, last_known: Mutex::new(None), log: Mutex::new(LogBuffer::default()) };
         let job = run.job().await?;
+        *run.log.lock().unwrap_or_else(PoisonError::into_inner) = LogBuffer::for_job(job.log_lines);
         if job.status.is_terminal() {
             tracing::info!(status = %job.status, "job already finished; duplicate ignored");
             return Ok(None);
@@ -103,19 +113,63 @@ impl<'a> Run<'a> {
     }
 
     async fn job(&self) -> Result<Job, HandlerError> {
-        Ok(self.jobs.get(&self.job_id).await?.ok_or_else(|| LifecycleError::NotFound(self.job_id.clone()))?)
+        let job = self.jobs.get(&self.job_id).await?.ok_or_else(|| LifecycleError::NotFound(self.job_id.clone()))?;
+        self.remember(Some(job.clone()));
+        Ok(job)
+    }
+
+    fn remember(&self, job: Option<Job>) {
+        *self.last_known.lock().unwrap_or_else(PoisonError::into_inner) = job;
     }
 
     /// Records `event`; `false` when the job had moved on (finished or cancelled elsewhere).
     async fn record(&self, event: JobEvent) -> Result<bool, HandlerError> {
+        let known = self.last_known.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(known) = known {
+            // Committed on the seq it was computed from, so a job that moved
+            // meanwhile conflicts (`None`) and is read again below.
+            if let Ok(Some(job)) = lifecycle::record_on(self.jobs, &known, self.source, event.clone()).await {
+                self.remember(Some(job));
+                return Ok(true);
+            }
+        }
         match lifecycle::record(self.jobs, &self.job_id, self.source, event).await {
-            Ok(_) => Ok(true),
+            Ok(recorded) => {
+                self.remember(Some(recorded.job().clone()));
+                Ok(true)
+            }
             Err(LifecycleError::Refused { error, .. }) => {
                 tracing::info!(%error, "job moved on");
                 Ok(false)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Writes a line to the job's log (and to the function's own log). Lines
+    /// are recorded at the next checkpoint and before the job ends; past the
+    /// job's cap they are counted, and the last flush says how many.
+    pub fn log(&self, level: LogLevel, message: impl Into<String>, fields: &[(&str, serde_json::Value)]) {
+        let message = message.into();
+        match level {
+            LogLevel::Debug => tracing::debug!(job_log = true, ?fields, "{message}"),
+            LogLevel::Info => tracing::info!(job_log = true, ?fields, "{message}"),
+            LogLevel::Warn => tracing::warn!(job_log = true, ?fields, "{message}"),
+            LogLevel::Error => tracing::error!(job_log = true, ?fields, "{message}"),
+        }
+        let line = fields.iter().fold(LogLine::new(level, message, Utc::now()), |line, (name, value)| line.field(name, value.clone()));
+        self.log.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+    }
+
+    /// Records the buffered log lines as one `job.log` event; with `last`,
+    /// the "N lines dropped" line too. A job that ended meanwhile keeps no
+    /// more lines, which is not an error.
+    async fn flush_log(&self, last: bool) -> Result<(), HandlerError> {
+        let lines = self.log.lock().unwrap_or_else(PoisonError::into_inner).take(last, Utc::now());
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.record(JobEvent::Logged { lines }).await.map(drop)
     }
 
     /// The whole input, or `None` once the job has been failed because it is
@@ -153,11 +207,23 @@ impl<'a> Run<'a> {
     /// A checkpoint: stops (recording the cancellation) if a cancel was
     /// requested, otherwise reports `phase` at `percent`. `false` means stop.
     pub async fn checkpoint(&self, phase: &str, percent: u8, eta_s: Option<f64>) -> Result<bool, HandlerError> {
+        self.checkpoint_counted(phase, percent, eta_s, None).await
+    }
+
+    /// [`Self::checkpoint`] with the phase's own counts (pages, keyframes).
+    pub async fn checkpoint_counted(
+        &self,
+        phase: &str,
+        percent: u8,
+        eta_s: Option<f64>,
+        counts: Option<Counts>,
+    ) -> Result<bool, HandlerError> {
         if self.job().await?.cancel_requested {
             self.record(JobEvent::Cancelled).await?;
             return Ok(false);
         }
-        self.record(JobEvent::Progress { phase: phase.to_owned(), progress: percent, eta_s }).await
+        self.flush_log(false).await?;
+        self.record(JobEvent::Progress { phase: phase.to_owned(), progress: percent, eta_s, counts }).await
     }
 
     /// Runs CPU-bound `work` on a blocking thread while reporting its progress
@@ -177,12 +243,13 @@ impl<'a> Run<'a> {
         E: WorkError + Send + 'static,
         F: FnOnce(&Progress) -> Result<T, E> + Send + 'static,
     {
-        let (tx, mut rx) = watch::channel(0.0f32);
+        let (tx, mut rx) = watch::channel(Reported::default());
         let progress = Progress { fraction: tx, cancelled: Arc::new(AtomicBool::new(false)) };
         let cancelled = Arc::clone(&progress.cancelled);
         let mut task = tokio::task::spawn_blocking(move || work(&progress));
         let mut last_report = Instant::now();
         let mut moved_on = false;
+        let mut recorded_counts = None;
         let joined = loop {
             tokio::select! {
                 joined = &mut task => break joined,
@@ -191,9 +258,10 @@ impl<'a> Run<'a> {
                         continue;
                     }
                     last_report = Instant::now();
-                    let fraction = rx.borrow_and_update().clamp(0.0, 1.0);
-                    let percent = from + ((to.saturating_sub(from)) as f32 * fraction) as u8;
-                    if !self.checkpoint(phase, percent, None).await? {
+                    let reported = *rx.borrow_and_update();
+                    let percent = from + ((to.saturating_sub(from)) as f32 * reported.fraction.clamp(0.0, 1.0)) as u8;
+                    recorded_counts = reported.counts;
+                    if !self.checkpoint_counted(phase, percent, None, reported.counts).await? {
                         cancelled.store(true, Ordering::Relaxed);
                         moved_on = true;
                     }
@@ -204,7 +272,15 @@ impl<'a> Run<'a> {
             return Ok(None);
         }
         let failure = match joined {
-            Ok(Ok(value)) => return Ok(Some(value)),
+            Ok(Ok(value)) => {
+                // Counted work that finished between reports still shows its
+                // final counts (a document's pages) in the job's phases.
+                let counts = rx.borrow().counts;
+                if counts.is_some() && counts != recorded_counts && !self.checkpoint_counted(phase, to, None, counts).await? {
+                    return Ok(None);
+                }
+                return Ok(Some(value));
+            }
             // The work saw a cancellation that a checkpoint has already recorded.
             Ok(Err(e)) if e.is_cancellation() => return Ok(None),
             Ok(Err(e)) => JobFailure::new(e.code(), e.to_string()),
@@ -219,13 +295,15 @@ impl<'a> Run<'a> {
     }
 
     pub async fn fail(&self, failure: JobFailure) -> Result<(), HandlerError> {
-        tracing::info!(code = %failure.code, reason = %failure.message, "job failed");
+        self.log(LogLevel::Error, format!("failed: {}", failure.message), &[("code", failure.code.clone().into())]);
+        self.flush_log(true).await?;
         self.record(JobEvent::Failed(failure)).await.map(drop)
     }
 
     /// Completes the job; a result too large to record fails it instead
     /// (`result_too_large`), since storing it again can never succeed.
     pub async fn complete(&self, result: JobResult, outputs: Vec<Output>) -> Result<(), HandlerError> {
+        self.flush_log(true).await?;
         match self.record(JobEvent::Completed { result, outputs }).await {
             Err(HandlerError::Lifecycle(LifecycleError::Store(StoreError::Rejected(reason)))) => {
                 self.fail(JobFailure::new("result_too_large", format!("the result could not be recorded: {reason}"))).await
@@ -271,23 +349,44 @@ pub trait WorkError: std::error::Error {
     }
 }
 
+/// What blocking work last reported.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reported {
+    fraction: f32,
+    counts: Option<Counts>,
+}
+
 /// What blocking work sees of its job: where to report progress and whether
 /// to stop.
 #[derive(Debug)]
 pub struct Progress {
-    fraction: watch::Sender<f32>,
+    fraction: watch::Sender<Reported>,
     cancelled: Arc<AtomicBool>,
 }
 
 impl Progress {
     /// A handle for work outside a job (benchmarks, the CLI).
     pub fn detached() -> Self {
-        Self { fraction: watch::channel(0.0).0, cancelled: Arc::new(AtomicBool::new(false)) }
+        Self { fraction: watch::channel(Reported::default()).0, cancelled: Arc::new(AtomicBool::new(false)) }
     }
 
     /// Reports `fraction` (0–1) of the work as done; cheap enough to call often.
     pub fn report(&self, fraction: f32) {
-        self.fraction.send_replace(fraction);
+        self.fraction.send_replace(Reported { fraction, counts: None });
+    }
+
+    /// Reports `processed` of `total` units (pages, keyframes) of the phase
+    /// done, which is also the fraction done.
+    pub fn report_count(&self, processed: u64, total: u64) {
+        let fraction = if total == 0 { 1.0 } else { processed.min(total) as f32 / total as f32 };
+        self.report_counted(fraction, processed, total);
+    }
+
+    /// Reports `fraction` of the work done and the phase's own counts, where
+    /// the counted units are only part of the work (keyframes of a video
+    /// whose probe and audio come before and after them).
+    pub fn report_counted(&self, fraction: f32, processed: u64, total: u64) {
+        self.fraction.send_replace(Reported { fraction, counts: Some(Counts::new(processed, total)) });
     }
 
     /// Whether the job was cancelled: the work should stop soon.

@@ -41,11 +41,14 @@ const PUSH_CONCURRENCY: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ClientMessage {
-    /// The job's snapshot, then every event after `after_seq`, then live events.
+    /// The job's snapshot, then every event after `after_seq`, then live
+    /// events; `job.log` events only with `logs`.
     Subscribe {
         job_id: JobId,
         #[serde(default)]
         after_seq: u64,
+        #[serde(default)]
+        logs: bool,
     },
     Unsubscribe {
         job_id: JobId,
@@ -65,8 +68,9 @@ pub enum ServerMessage {
         job: Box<Job>,
     },
     /// A job event: the envelope itself, with its `seq`. `superseded` lists
-    /// earlier progress events of the same burst that were coalesced into
-    /// this one and will not be pushed (the REST event log keeps them).
+    /// earlier events of the same burst that will not be pushed (the REST
+    /// event log keeps them): progress coalesced into this one, and
+    /// `job.log` events for a subscription that did not ask for logs.
     Event {
         #[serde(flatten)]
         event: Box<JobEventEnvelope>,
@@ -197,10 +201,11 @@ impl Delivery<'_> {
             return Ok(FanOut::default());
         }
         let range = self.range(job_id, previous, up_to, events).await?;
-        let messages: Vec<Bytes> = messages(range, Coalesce::Bursts).iter().map(ServerMessage::encode).collect();
-        let messages = &messages;
+        let with_logs: Vec<Bytes> = messages(range.clone(), Coalesce::Bursts, Logs::Included).iter().map(ServerMessage::encode).collect();
+        let without_logs: Vec<Bytes> = messages(range, Coalesce::Bursts, Logs::Left).iter().map(ServerMessage::encode).collect();
+        let (with_logs, without_logs) = (&with_logs, &without_logs);
         let pushes = futures::stream::iter(subscriptions)
-            .map(|s| async move { self.send_all(&s.connection_id, messages).await })
+            .map(|s| async move { self.send_all(&s.connection_id, if s.logs { with_logs } else { without_logs }).await })
             .buffer_unordered(PUSH_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
@@ -224,12 +229,20 @@ impl Delivery<'_> {
 
     /// Every event after `after_seq` up to `up_to`, from the log, to one
     /// connection: the replay that answers a subscription.
-    pub async fn replay(&self, job_id: &JobId, connection_id: &str, after_seq: u64, up_to: u64) -> Result<Pushed, DeliveryError> {
+    pub async fn replay(
+        &self,
+        job_id: &JobId,
+        connection_id: &str,
+        after_seq: u64,
+        up_to: u64,
+        logs: bool,
+    ) -> Result<Pushed, DeliveryError> {
         if up_to <= after_seq {
             return Ok(Pushed::Nothing);
         }
         let range = self.range(job_id, after_seq, up_to, &[]).await?;
-        let messages: Vec<Bytes> = messages(range, Coalesce::Never).iter().map(ServerMessage::encode).collect();
+        let logs = if logs { Logs::Included } else { Logs::Left };
+        let messages: Vec<Bytes> = messages(range, Coalesce::Never, logs).iter().map(ServerMessage::encode).collect();
         self.send_all(connection_id, &messages).await
     }
 
@@ -269,14 +282,26 @@ impl Delivery<'_> {
     }
 }
 
+/// Whether a subscription gets the job's `job.log` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logs {
+    Included,
+    Left,
+}
+
 /// The messages for a claimed range of events.
-fn messages(range: Vec<JobEventEnvelope>, coalesce: Coalesce) -> Vec<ServerMessage> {
+///
+/// An event left out is listed in the next pushed one's `superseded`, so the
+/// client's resequencer knows not to wait for it; the last event of a range
+/// is always pushed, since nothing after it could say so.
+fn messages(range: Vec<JobEventEnvelope>, coalesce: Coalesce, logs: Logs) -> Vec<ServerMessage> {
     let last = range.len().saturating_sub(1);
     let mut out = Vec::with_capacity(range.len());
     let mut superseded = Vec::new();
     for (i, event) in range.into_iter().enumerate() {
-        let is_progress = matches!(event.body, JobEvent::Progress { .. });
-        if coalesce == Coalesce::Bursts && is_progress && i < last {
+        let coalesced = coalesce == Coalesce::Bursts && matches!(event.body, JobEvent::Progress { .. });
+        let unwanted = logs == Logs::Left && matches!(event.body, JobEvent::Logged { .. });
+        if (coalesced || unwanted) && i < last {
             superseded.extend(event.seq);
             continue;
         }
@@ -318,9 +343,13 @@ mod tests {
         }
 
         async fn subscribe(&self, connection_id: &str) {
+            self.subscribe_to(connection_id, false).await;
+        }
+
+        async fn subscribe_to(&self, connection_id: &str, logs: bool) {
             let connection = Connection { connection_id: connection_id.into(), owner: "o".into(), connected_at: Utc::now(), expires_at: 0 };
             self.connections.connect(&connection).await.expect("connect");
-            let sub = Subscription { connection_id: connection_id.into(), job_id: self.job.id.clone(), expires_at: 0 };
+            let sub = Subscription { connection_id: connection_id.into(), job_id: self.job.id.clone(), expires_at: 0, logs };
             self.connections.subscribe(&sub).await.expect("subscribe");
         }
 
@@ -337,7 +366,26 @@ mod tests {
     }
 
     fn progress(p: u8) -> JobEvent {
-        JobEvent::Progress { phase: "p".into(), progress: p, eta_s: None }
+        JobEvent::Progress { phase: "p".into(), progress: p, eta_s: None, counts: None }
+    }
+
+    #[tokio::test]
+    async fn only_subscriptions_that_asked_for_logs_get_job_log_events() {
+        let w = World::new().await;
+        w.subscribe_to("with", true).await;
+        w.subscribe_to("without", false).await;
+        let mut burst = w.jobs.events(&w.job.id, 0, 1).await.expect("log");
+        burst.push(w.record(JobEvent::Started { phase: "p".into() }).await);
+        let line = crate::domain::joblog::LogLine::new(crate::domain::joblog::LogLevel::Info, "decoded", Utc::now());
+        burst.push(w.record(JobEvent::Logged { lines: vec![line] }).await);
+        burst.push(w.record(progress(50)).await);
+        w.delivery().fan_out(&w.job.id, &burst).await.expect("fan out");
+        assert_eq!(w.seqs("with"), vec![1, 2, 3, 4]);
+        assert_eq!(w.seqs("without"), vec![1, 2, 4]);
+        assert_eq!(w.notifier.messages("without")[2]["superseded"], serde_json::json!([3]), "the client must not wait for it");
+        w.delivery().replay(&w.job.id, "without", 0, 4, false).await.expect("replay");
+        assert_eq!(w.seqs("without"), vec![1, 2, 4, 1, 2, 4], "a replay leaves the log out too");
+        assert_eq!(w.notifier.messages("without")[5]["superseded"], serde_json::json!([3]));
     }
 
     #[tokio::test]

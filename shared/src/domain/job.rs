@@ -12,6 +12,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 
+use crate::domain::joblog::{LogLine, MAX_LOG_LINES};
+use crate::domain::phases::{Counts, PhaseStatus, Phases};
 use crate::domain::results::JobResult;
 use crate::domain::uri::S3Uri;
 use crate::domain::workflow::{RunState, StepOf, StepState, StepStatus};
@@ -237,6 +239,19 @@ pub struct Job {
     pub phase: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_s: Option<f64>,
+    /// The classifier's estimate of the processing time, kept so the job can
+    /// say how far off it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_s: Option<f64>,
+    /// Once completed: the processing time it took minus [`Self::estimated_s`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_error_s: Option<f64>,
+    /// The stretches of the processor's work so far, each with its counts.
+    #[serde(default, skip_serializing_if = "Phases::is_empty")]
+    pub phases: Phases,
+    /// Lines in the job's log (`job.log` events), at most [`MAX_LOG_LINES`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_lines: u32,
     /// Where the upload is expected (API jobs) or was found (bucket drops).
     pub upload: S3Uri,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -294,7 +309,13 @@ pub enum JobEvent {
         progress: u8,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         eta_s: Option<f64>,
+        /// The phase's own counts (pages, keyframes), when the processor has them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        counts: Option<Counts>,
     },
+    /// Lines a processor wrote about its work.
+    #[serde(rename = "job.log")]
+    Logged { lines: Vec<LogLine> },
     /// The root job's workflow started: its steps and the first ones running.
     #[serde(rename = "job.run_started")]
     RunStarted { run: RunState },
@@ -323,6 +344,7 @@ impl JobEvent {
             Self::Classified(_) => "job.classified",
             Self::Started { .. } => "job.started",
             Self::Progress { .. } => "job.progress",
+            Self::Logged { .. } => "job.log",
             Self::RunStarted { .. } => "job.run_started",
             Self::RunAdvanced { .. } => "job.run_advanced",
             Self::Completed { .. } => "job.completed",
@@ -331,6 +353,10 @@ impl JobEvent {
             Self::Cancelled => "job.cancelled",
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A change the state machine refuses.
@@ -366,6 +392,10 @@ impl Job {
             progress: 0,
             phase: "awaiting_upload".into(),
             eta_s: None,
+            estimated_s: None,
+            estimate_error_s: None,
+            phases: Phases::default(),
+            log_lines: 0,
             upload,
             input: None,
             result: None,
@@ -438,25 +468,38 @@ impl Job {
                 self.modality = Some(c.modality);
                 self.mime = Some(c.mime.clone());
                 self.eta_s = Some(c.estimated_seconds);
+                self.estimated_s = Some(c.estimated_seconds);
                 self.phase = "classified".into();
             }
             JobEvent::Started { phase } => match status {
                 Queued => {
                     self.status = Processing;
                     self.phase = phase.clone();
+                    self.phases.enter(phase, None, now);
                 }
                 // A retry of a processor whose earlier attempt died mid-way.
                 Processing => return Ok(Applied::AlreadyApplied),
                 _ => return Err(refuse()),
             },
-            JobEvent::Progress { phase, progress, eta_s } => {
+            JobEvent::Progress { phase, progress, eta_s, counts } => {
                 if status != Processing {
                     return Err(refuse());
                 }
                 self.phase = phase.clone();
                 // Progress never goes backwards, even when a retry starts over.
                 self.progress = self.progress.max((*progress).min(100));
-                self.eta_s = *eta_s;
+                self.phases.enter(phase, *counts, now);
+                // The processor's own estimate, else the running phase's rate.
+                self.eta_s = eta_s.or_else(|| self.phases.current().and_then(|p| p.remaining_s(now)));
+            }
+            JobEvent::Logged { lines } => {
+                if lines.is_empty() {
+                    return Ok(Applied::AlreadyApplied);
+                }
+                if self.log_lines as usize + lines.len() > MAX_LOG_LINES as usize {
+                    return Err(refuse());
+                }
+                self.log_lines += lines.len() as u32;
             }
             JobEvent::RunStarted { run } => match (status, &self.run) {
                 (Queued, None) if self.workflow.is_some() => {
@@ -486,6 +529,10 @@ impl Job {
                 self.progress = 100;
                 self.phase = "completed".into();
                 self.eta_s = Some(0.0);
+                self.phases.end(PhaseStatus::Completed, now);
+                if let (Some(estimate), Some(first)) = (self.estimated_s, self.phases.all().first()) {
+                    self.estimate_error_s = Some((now - first.started_at).num_milliseconds() as f64 / 1e3 - estimate);
+                }
                 self.result = Some(result.clone());
                 self.outputs = outputs.clone();
             }
@@ -493,6 +540,7 @@ impl Job {
                 self.status = Failed;
                 self.phase = "failed".into();
                 self.eta_s = None;
+                self.phases.end(PhaseStatus::Failed, now);
                 self.error = Some(failure.clone());
             }
             JobEvent::CancelRequested => {
@@ -509,6 +557,7 @@ impl Job {
             JobEvent::Cancelled => {
                 self.status = Cancelled;
                 self.phase = "cancelled".into();
+                self.phases.end(PhaseStatus::Cancelled, now);
             }
         }
         self.seq += 1;
@@ -556,7 +605,7 @@ mod tests {
             let before = j.clone();
             for ev in [
                 JobEvent::Started { phase: "p".into() },
-                JobEvent::Progress { phase: "p".into(), progress: 5, eta_s: None },
+                JobEvent::Progress { phase: "p".into(), progress: 5, eta_s: None, counts: None },
                 JobEvent::Failed(JobFailure::new("late", "late")),
                 JobEvent::Completed { result: text_result(), outputs: Vec::new() },
             ] {

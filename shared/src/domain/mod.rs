@@ -4,7 +4,9 @@
 pub mod commands;
 pub mod envelope;
 pub mod job;
+pub mod joblog;
 pub mod limits;
+pub mod phases;
 pub mod results;
 pub mod schedule;
 pub mod uri;

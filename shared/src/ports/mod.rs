@@ -186,6 +186,9 @@ pub struct Subscription {
     pub connection_id: String,
     pub job_id: JobId,
     pub expires_at: i64,
+    /// Whether the client asked for the job's `job.log` events too.
+    #[serde(default)]
+    pub logs: bool,
 }
 
 /// WebSocket connections and their job subscriptions.

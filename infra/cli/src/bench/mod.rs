@@ -203,7 +203,7 @@ pub async fn push_latency(
             let id = created[i % jobs].0.id.clone();
             async move {
                 let mut conn = LiveConnection::connect(websocket_url, Some(token)).await?;
-                conn.send(&ClientMessage::Subscribe { job_id: id.clone(), after_seq: 0 }).await?;
+                conn.send(&ClientMessage::Subscribe { job_id: id.clone(), after_seq: 0, logs: false }).await?;
                 loop {
                     let message = conn.next(Duration::from_secs(30)).await?.context("no snapshot within 30 s")?;
                     if message["type"] == "snapshot" {

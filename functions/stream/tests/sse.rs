@@ -1,0 +1,162 @@
+//! The stream function against in-memory fakes: who may read which stream,
+//! where it starts, what it sends and when it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
+use bytes::Bytes;
+use chrono::Utc;
+use prism_shared::app::auth::TokenKey;
+use prism_shared::app::lifecycle::record;
+use prism_shared::domain::joblog::{LogLevel, LogLine};
+use prism_shared::domain::results::{JobResult, TextResult};
+use prism_shared::ports::JobStore;
+use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue, MemoryScheduleStore};
+use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, Priority};
+use stream::{Config, Deps, Follow, Refusal, open, stream_events};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+fn key() -> TokenKey {
+    TokenKey::new(&[9u8; 32]).expect("key")
+}
+
+fn deps() -> (Deps, Arc<MemoryJobStore>) {
+    let jobs = Arc::new(MemoryJobStore::default());
+    let config = Config { token_key: key(), poll: Duration::from_millis(10), heartbeat: Duration::from_millis(40) };
+    let deps = Deps {
+        jobs: jobs.clone(),
+        blobs: Arc::new(MemoryBlobStore::default()),
+        queue: Arc::new(MemoryQueue::default()),
+        schedules: Arc::new(MemoryScheduleStore::default()),
+        config,
+    };
+    (deps, jobs)
+}
+
+async fn stored_job(jobs: &MemoryJobStore, owner: &str) -> JobId {
+    let id = JobId::new_random();
+    let upload = format!("s3://b/uploads/{owner}/{id}/f").parse().expect("uri");
+    let job = Job::new(id.clone(), owner.into(), Priority::Normal, upload, "t".into(), Utc::now());
+    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    id
+}
+
+async fn finish(jobs: &MemoryJobStore, id: &JobId) {
+    for event in [
+        JobEvent::Started { phase: "reading".into() },
+        JobEvent::Logged { lines: vec![LogLine::new(LogLevel::Info, "read 3 bytes", Utc::now())] },
+        JobEvent::Progress { phase: "analysing".into(), progress: 50, eta_s: None, counts: None },
+        JobEvent::Completed { result: JobResult::Text(TextResult::default()), outputs: Vec::new() },
+    ] {
+        record(jobs, id, "test", event).await.expect("record");
+    }
+}
+
+fn request(path: &str, owner: Option<&str>) -> LambdaFunctionUrlRequest {
+    let mut req = LambdaFunctionUrlRequest::default();
+    req.raw_path = Some(path.to_owned());
+    req.request_context.http.method = Some("GET".into());
+    if let Some(owner) = owner {
+        let token = key().issue(owner, chrono::Duration::hours(1), Utc::now()).expect("token");
+        req.headers.insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    }
+    req
+}
+
+/// Everything the stream sent, until it ended.
+async fn collect(jobs: &MemoryJobStore, id: &JobId, follow: Follow, config: &Config) -> Vec<String> {
+    let (tx, mut rx) = mpsc::channel(1000);
+    stream_events(jobs, id, follow, config, Instant::now() + Duration::from_secs(10), &tx).await.expect("stream");
+    drop(tx);
+    let mut frames = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        frames.push(String::from_utf8(chunk.to_vec()).expect("utf-8"));
+    }
+    frames
+}
+
+fn ids(frames: &[String]) -> Vec<u64> {
+    frames.iter().filter_map(|f| f.strip_prefix("id: ")?.split('\n').next()?.parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn a_finished_job_streams_from_its_start_to_its_end_and_resumes_after_the_last_id() {
+    let (deps, jobs) = deps();
+    let id = stored_job(&jobs, "alice").await;
+    finish(&jobs, &id).await;
+    let all = collect(&jobs, &id, Follow { after: 0, logs: false }, &deps.config).await;
+    assert_eq!(all[0], "retry: 1000\n\n");
+    assert_eq!(ids(&all), vec![1, 2, 4, 5], "the log line is left out unless asked for");
+    let last = all.last().expect("frames");
+    assert!(last.starts_with("id: 5\nevent: job.completed\ndata: {"), "{last}");
+    let data: serde_json::Value =
+        serde_json::from_str(last.lines().nth(2).and_then(|l| l.strip_prefix("data: ")).expect("data")).expect("json");
+    assert_eq!((data["seq"].as_u64(), data["event_type"].as_str()), (Some(5), Some("job.completed")));
+
+    let with_logs = collect(&jobs, &id, Follow { after: 2, logs: true }, &deps.config).await;
+    assert_eq!(ids(&with_logs), vec![3, 4, 5]);
+    let past_the_end = collect(&jobs, &id, Follow { after: 5, logs: false }, &deps.config).await;
+    assert_eq!(past_the_end, vec!["retry: 1000\n\n".to_owned()], "a resume past the end closes at once");
+}
+
+#[tokio::test]
+async fn a_live_job_streams_as_it_goes_with_heartbeats_while_quiet_and_closes_at_its_end() {
+    let (deps, jobs) = deps();
+    let id = stored_job(&jobs, "alice").await;
+    let writer = {
+        let (jobs, id) = (jobs.clone(), id.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            finish(&jobs, &id).await;
+        }
+    };
+    let (frames, ()) = tokio::join!(collect(&jobs, &id, Follow { after: 0, logs: true }, &deps.config), writer);
+    assert_eq!(ids(&frames), vec![1, 2, 3, 4, 5]);
+    let heartbeat = frames.iter().position(|f| f == ": keep-alive\n\n").expect("a heartbeat while nothing happened");
+    assert!(heartbeat > 1 && heartbeat < frames.len() - 4, "between job.created and the rest: {frames:?}");
+}
+
+#[tokio::test]
+async fn the_stream_stops_before_its_deadline_and_when_the_client_goes() {
+    let (deps, jobs) = deps();
+    let id = stored_job(&jobs, "alice").await;
+    let (tx, rx) = mpsc::channel::<Bytes>(100);
+    let started = Instant::now();
+    stream_events(jobs.as_ref(), &id, Follow { after: 0, logs: false }, &deps.config, started + Duration::from_millis(100), &tx)
+        .await
+        .expect("stream");
+    assert!(started.elapsed() < Duration::from_secs(2), "ended at its deadline");
+    drop(rx);
+    // No reader: the stream notices at its first write and ends.
+    stream_events(jobs.as_ref(), &id, Follow { after: 0, logs: false }, &deps.config, Instant::now() + Duration::from_secs(30), &tx)
+        .await
+        .expect("ends");
+}
+
+#[tokio::test]
+async fn only_the_owner_may_open_a_stream_and_the_last_event_id_says_where_it_starts() {
+    let (deps, jobs) = deps();
+    let id = stored_job(&jobs, "alice").await;
+    let path = format!("/v1/jobs/{id}/stream");
+    assert!(matches!(open(&deps, &request(&path, None)).await, Err(Refusal::Unauthorized(_))));
+    assert!(matches!(open(&deps, &request(&path, Some("bob"))).await, Err(Refusal::NotFound)));
+    assert!(matches!(open(&deps, &request(&format!("/v1/runs/{id}/stream"), Some("alice"))).await, Err(Refusal::NotFound)), "not a run");
+    assert!(matches!(open(&deps, &request("/v1/jobs/not-a-uuid/stream", Some("alice"))).await, Err(Refusal::NotFound)));
+
+    let mut req = request(&path, Some("alice"));
+    req.query_string_parameters.insert("after".into(), "2".into());
+    req.query_string_parameters.insert("logs".into(), "true".into());
+    assert_eq!(open(&deps, &req).await.expect("open"), (id.clone(), Follow { after: 2, logs: true }));
+    req.headers.insert("last-event-id", "4".parse().expect("header"));
+    assert_eq!(open(&deps, &req).await.expect("open").1.after, 4, "Last-Event-ID wins");
+    req.headers.insert("last-event-id", "x".parse().expect("header"));
+    assert!(matches!(open(&deps, &req).await, Err(Refusal::BadRequest(_))));
+
+    // EventSource cannot set headers: the token may come in the query.
+    let mut browser = request(&path, None);
+    let token = key().issue("alice", chrono::Duration::hours(1), Utc::now()).expect("token");
+    browser.query_string_parameters.insert("access_token".into(), token);
+    assert_eq!(open(&deps, &browser).await.expect("open").1, Follow { after: 0, logs: false });
+}
