@@ -39,7 +39,12 @@ impl ProgressView {
             "job.progress" => {
                 bar.set_position(payload["progress"].as_u64().unwrap_or(0).min(100));
                 let eta = payload["eta_s"].as_f64().map(|s| format!("  ETA {s:.0}s")).unwrap_or_default();
-                bar.set_message(format!("{phase}{eta}"));
+                let counts = &payload["counts"];
+                let counted = match (counts["processed"].as_u64(), counts["total"].as_u64()) {
+                    (Some(done), Some(total)) => format!(" {done}/{total}"),
+                    _ => String::new(),
+                };
+                bar.set_message(format!("{phase}{counted}{eta}"));
             }
             "job.started" => bar.set_message(phase.to_owned()),
             "job.run_started" => bar.set_message(format!("workflow {}", payload["run"]["workflow"].as_str().unwrap_or_default())),
@@ -51,6 +56,8 @@ impl ProgressView {
                     .collect();
                 bar.set_message(said.join(", "));
             }
+            // The job's log is `prism logs`'s; the bar keeps its phase.
+            "job.log" => {}
             "job.completed" => bar.finish_with_message("completed"),
             "job.failed" => bar.abandon_with_message(format!("failed: {}", payload["message"].as_str().unwrap_or_default())),
             "job.cancelled" => bar.abandon_with_message("cancelled"),

@@ -28,6 +28,8 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Print one job.
     Status(watch::StatusArgs),
+    /// Print a job's log lines; with --follow, as they are written (server-sent events) until the job ends.
+    Logs(watch::LogsArgs),
     /// Issue a bearer token for the local cloud.
     Token(target::TokenArgs),
     /// Install the emulators' pinned virtualenvs under .prism/venvs.
@@ -52,6 +54,7 @@ impl Command {
             Self::Submit(args) => submit::run(project, args).await,
             Self::Watch(args) => watch::watch(project, args).await,
             Self::Status(args) => watch::status(project, args).await,
+            Self::Logs(args) => watch::logs(project, args).await,
             Self::Token(args) => target::token(project, &args),
             Self::Install => install::run(project),
             Self::Bench(args) => bench::run(project, args).await,

@@ -20,6 +20,9 @@ pub struct EndpointArgs {
     /// WebSocket API URL (default: the running local cloud's; none means REST polling).
     #[arg(long, env = "PRISM_WEBSOCKET_URL")]
     websocket: Option<String>,
+    /// Server-sent events URL, the stream function's URL (default: the running local cloud's).
+    #[arg(long, env = "PRISM_STREAM_URL")]
+    stream: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,23 +47,24 @@ pub struct TokenArgs {
 pub struct Target {
     pub api: PrismClient,
     websocket_url: Option<String>,
+    pub stream_url: Option<String>,
     token: String,
 }
 
 impl Target {
     pub fn new(project: &Path, endpoints: EndpointArgs, auth: AuthArgs) -> anyhow::Result<Self> {
-        let (api, websocket_url) = match endpoints.api {
-            Some(api) => (api, endpoints.websocket),
+        let (api, websocket_url, stream_url) = match endpoints.api {
+            Some(api) => (api, endpoints.websocket, endpoints.stream),
             None => {
                 let local = cloud::LocalInfo::read(project)?;
-                (local.http_url, endpoints.websocket.or(local.websocket_url))
+                (local.http_url, endpoints.websocket.or(local.websocket_url), endpoints.stream.or(local.stream_url))
             }
         };
         let token = match auth.token {
             Some(token) => token,
             None => issue_token(project, &auth.owner, 24)?,
         };
-        Ok(Self { api: PrismClient::new(&api, Some(token.clone()))?, websocket_url, token })
+        Ok(Self { api: PrismClient::new(&api, Some(token.clone()))?, websocket_url, stream_url, token })
     }
 
     /// Follows `ids` to their end; `show` draws progress bars on a terminal,
