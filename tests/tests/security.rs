@@ -104,3 +104,28 @@ async fn hostile_names_and_malformed_bodies_get_problems_not_500s() {
     }
     tc.finish().await;
 }
+
+#[tokio::test]
+async fn a_call_outside_the_functions_policy_is_denied_as_aws_would_deny_it() {
+    // As if template.yaml had given the API a read-only table policy.
+    let revoke = vec![prism_cloud::proxy::Revocation { function: "api".into(), action: "dynamodb:PutItem".into() }];
+    let plan = prism_cloud::proxy::FaultPlan { revoke, ..Default::default() };
+    let tc = TestCloud::with_faults(EmulatorChoice::Localstack, plan).await;
+
+    let refused = tc.api.request(Method::POST, "/v1/jobs").json(&json!({"file_name": "a.txt"})).send().await.expect("answered");
+    assert!(refused.status().is_server_error(), "creating a job needs PutItem: {}", refused.status());
+    let listed = tc.api.request(Method::GET, "/v1/jobs").send().await.expect("answered");
+    assert_eq!(listed.status(), 200, "reading needs only what the policy still allows");
+
+    let table = &tc.cloud.info.table;
+    let denials = tc.cloud.proxies.denials();
+    assert!(
+        denials.iter().any(|(function, action, resource)| function.ends_with("-api")
+            && action == "dynamodb:PutItem"
+            && *resource == format!("arn:aws:dynamodb:us-east-1:000000000000:table/{table}")),
+        "{denials:?}"
+    );
+    assert!(denials.iter().all(|(function, _, _)| function.ends_with("-api")), "nothing else was denied: {denials:?}");
+    let log = std::fs::read_to_string(std::path::Path::new(&tc.cloud.info.logs_dir).join("api.log")).expect("the API's log");
+    assert!(log.contains("AccessDeniedException"), "the function saw DynamoDB's own error");
+}

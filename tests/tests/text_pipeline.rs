@@ -66,9 +66,11 @@ async fn text_slice(emulator: EmulatorChoice) {
     assert_eq!(r["encoding"], "utf8");
     let events = tc.api.events(&job.id, 0).await.expect("events");
     let types: Vec<&str> = events.iter().filter_map(|e| e["event_type"].as_str()).collect();
-    assert_eq!(types, ["job.created", "job.uploaded", "job.classified", "job.started", "job.progress", "job.progress", "job.completed"]);
+    let expected =
+        ["job.created", "job.uploaded", "job.classified", "job.started", "job.progress", "job.log", "job.progress", "job.completed"];
+    assert_eq!(types, expected, "the processor's log line is flushed at its next checkpoint");
     let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
-    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
 
     // Straight into the bucket: an operator's drop, owner from the key prefix.
     let dropped = drop_into_bucket(&tc, "uploads/alice/report.txt", "one two three\nfour".as_bytes()).await;

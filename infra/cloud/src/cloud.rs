@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::emulator::{self, ACCOUNT_ID, EmulatorChoice, Emulators};
+use crate::iam::{Account, IamMode};
 use crate::logs::LogSink;
 use crate::provision::{self, Clients};
 use crate::proxy::{FaultPlan, Proxies, Upstreams};
@@ -42,6 +43,8 @@ pub struct CloudOptions {
     pub faults: FaultPlan,
     /// Template parameters given values other than their defaults.
     pub parameters: Vec<(String, String)>,
+    /// Whether each function's AWS calls are checked against its policy.
+    pub iam: IamMode,
 }
 
 /// What clients need to use a running local cloud (`.prism/local.json`).
@@ -151,7 +154,9 @@ impl LocalCloud {
             dynamodb: emulators.dynamodb_endpoint.clone(),
             connections: ws_addr.map(|addr| format!("http://{addr}")),
         };
-        let proxies = Proxies::new(upstreams, opts.faults.faults.clone())?;
+        let account =
+            Account { region: REGION.into(), id: ACCOUNT_ID.into(), websocket_api: stack.websocket.as_ref().map(|api| api.api_id.clone()) };
+        let proxies = Proxies::new(upstreams, &opts.faults, opts.iam, account)?;
         let delivery = if opts.faults.duplicate_deliveries { esm::Delivery::Twice } else { esm::Delivery::Once };
         let env = RuntimeEnv {
             bin_dir: opts.bin_dir.clone(),
@@ -174,7 +179,7 @@ impl LocalCloud {
         let (mut stream_url, mut function_urls) = (None, std::collections::BTreeMap::new());
         for spec in &stack.functions {
             // Every AWS call of the function goes through its own endpoint.
-            let endpoint = proxies.listen(&spec.name, &spec.binary, shutdown.clone()).await?;
+            let endpoint = proxies.listen(&spec.name, &spec.binary, spec.policy.clone(), shutdown.clone()).await?;
             let mut function_env = env.clone();
             function_env.overrides.push(("AWS_ENDPOINT_URL".into(), endpoint.clone()));
             function_env.overrides.push(("AWS_ENDPOINT_URL_DYNAMODB".into(), endpoint.clone()));

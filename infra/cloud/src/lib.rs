@@ -10,6 +10,7 @@ pub mod esm;
 pub mod filter;
 pub mod function_url;
 pub mod http_api;
+pub mod iam;
 pub mod images;
 pub mod install;
 pub mod live;

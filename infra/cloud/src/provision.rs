@@ -106,6 +106,8 @@ pub struct FunctionSpec {
     pub schedules: Vec<ScheduleSource>,
     /// The function's URL (`FunctionUrlConfig`), when it has one.
     pub url: Option<InvokeMode>,
+    /// What its role allows (`Policies`, and what its event sources add).
+    pub policy: crate::iam::Policy,
 }
 
 /// How a function URL answers (`FunctionUrlConfig.InvokeMode`).
@@ -602,7 +604,25 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
             })
         }
     };
+    let value = |name: &str| ctx.values.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let (region, account) = (value("AWS::Region"), value("AWS::AccountId"));
+    let mut policy = crate::iam::Policy::from_policies(props.get("Policies"), &region, &account)
+        .with_context(|| format!("{}: Policies", r.logical_id))?;
+    // What SAM adds to the role for each event source.
+    for source in &sqs_sources {
+        policy.grant(
+            &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
+            &source.queue_arn,
+        );
+    }
+    for source in &stream_sources {
+        policy.grant(
+            &["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+            &source.stream_arn,
+        );
+    }
     let spec = FunctionSpec {
+        policy,
         url,
         logical_id: r.logical_id.clone(),
         name,

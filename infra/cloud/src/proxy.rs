@@ -27,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::iam::{self, Account, IamMode, Policy};
+
 /// Bodies read whole: query-protocol forms (SNS names its action in the
 /// body; AWS caps those requests at 256 KB) and bodies a fault rule must look into.
 const MAX_INSPECTED_BODY: usize = 16 * 1024 * 1024;
@@ -104,6 +106,19 @@ pub struct FaultPlan {
     /// delivery allows: handlers must not record or write anything twice.
     #[serde(default)]
     pub duplicate_deliveries: bool,
+    /// Permissions taken from functions' policies, as if template.yaml
+    /// lacked them: what a missing permission does, before deploying.
+    #[serde(default)]
+    pub revoke: Vec<Revocation>,
+}
+
+/// A permission taken from a function: `{"function": "api", "action": "dynamodb:PutItem"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The function's name or binary.
+    pub function: String,
+    /// An IAM action, `*` wildcards allowed.
+    pub action: String,
 }
 
 impl FaultPlan {
@@ -128,10 +143,17 @@ pub struct Call {
 /// Calls counted per function, service and operation.
 pub type CallCounts = BTreeMap<(String, String, String), u64>;
 
-/// The proxies' shared state: counts, fault budgets, upstreams.
+/// A call a function's policy did not allow: function, action, resource.
+pub type Denial = (String, String, String);
+
+/// The proxies' shared state: counts, fault budgets, upstreams, IAM checks.
 #[derive(Debug)]
 pub struct Proxies {
     counts: Mutex<CallCounts>,
+    denials: Mutex<Vec<Denial>>,
+    revoked: Vec<Revocation>,
+    iam: IamMode,
+    account: Account,
     /// Each rule with how many matching calls it has seen.
     faults: Mutex<Vec<(FaultRule, u64)>>,
     upstreams: Upstreams,
@@ -152,25 +174,30 @@ pub struct Upstreams {
 struct Caller {
     name: String,
     binary: String,
+    policy: Arc<Policy>,
 }
 
 impl Proxies {
-    pub fn new(upstreams: Upstreams, faults: Vec<FaultRule>) -> anyhow::Result<Arc<Self>> {
+    pub fn new(upstreams: Upstreams, plan: &FaultPlan, iam: IamMode, account: Account) -> anyhow::Result<Arc<Self>> {
         // No pooling limits and no timeout of its own: the function's SDK has its own.
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
         Ok(Arc::new(Self {
             counts: Mutex::new(BTreeMap::new()),
-            faults: Mutex::new(faults.into_iter().map(|f| (f, 0)).collect()),
+            denials: Mutex::new(Vec::new()),
+            iam,
+            account,
+            faults: Mutex::new(plan.faults.iter().cloned().map(|f| (f, 0)).collect()),
+            revoked: plan.revoke.clone(),
             upstreams,
             http,
         }))
     }
 
     /// Starts the listener of function `name` (binary `binary`); returns its base URL.
-    pub async fn listen(self: &Arc<Self>, name: &str, binary: &str, shutdown: CancellationToken) -> anyhow::Result<String> {
+    pub async fn listen(self: &Arc<Self>, name: &str, binary: &str, policy: Policy, shutdown: CancellationToken) -> anyhow::Result<String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
-        let caller = Caller { name: name.to_owned(), binary: binary.to_owned() };
+        let caller = Caller { name: name.to_owned(), binary: binary.to_owned(), policy: Arc::new(policy) };
         let app = Router::new().fallback(forward).with_state((self.clone(), caller));
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
@@ -184,6 +211,30 @@ impl Proxies {
     /// The calls counted so far.
     pub fn calls(&self) -> CallCounts {
         self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The calls functions' policies did not allow, in order.
+    pub fn denials(&self) -> Vec<Denial> {
+        self.denials.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Whether the caller's policy allows the call; records and reports it when not.
+    fn authorize(&self, caller: &Caller, call: &Call, body: Option<&[u8]>) -> Result<(), (String, String)> {
+        if self.iam == IamMode::Off {
+            return Ok(());
+        }
+        let Some((action, resource)) = iam::required(call, body, &self.account) else { return Ok(()) };
+        let revoked = self.revoked.iter().any(|r| {
+            (r.function == caller.name || r.function == caller.binary)
+                && iam::glob(&r.action.to_ascii_lowercase(), &action.to_ascii_lowercase())
+        });
+        if !revoked && caller.policy.allows(&action, &resource) {
+            return Ok(());
+        }
+        tracing::warn!(function = %caller.name, %action, %resource, mode = ?self.iam, "the function's policy does not allow this call");
+        let denial = (caller.name.clone(), action.clone(), resource.clone());
+        self.denials.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(denial);
+        if self.iam == IamMode::Enforce { Err((action, resource)) } else { Ok(()) }
     }
 
     /// Adds fault rules to a running cloud.
@@ -221,7 +272,9 @@ async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, reques
     let (parts, body) = request.into_parts();
     let mut call = identify(&parts.method, &parts.uri, &parts.headers, None);
     // Bodies are streamed through, except where they must be looked into.
-    let (body, whole) = if is_form(&parts.headers) || proxies.inspects_body(&caller, &call) {
+    // DynamoDB and SQS name their resource in a JSON body, which IAM checks need.
+    let names_in_body = proxies.iam != IamMode::Off && matches!(call.service.as_str(), "dynamodb" | "sqs");
+    let (body, whole) = if is_form(&parts.headers) || names_in_body || proxies.inspects_body(&caller, &call) {
         match axum::body::to_bytes(body, MAX_INSPECTED_BODY).await {
             Ok(bytes) => {
                 call = identify(&parts.method, &parts.uri, &parts.headers, Some(&bytes));
@@ -232,13 +285,23 @@ async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, reques
     } else {
         (reqwest::Body::wrap_stream(body.into_data_stream()), None)
     };
+    // A presigned URL acts with the permissions of the function that signed it.
+    if let Err((action, resource)) = proxies.authorize(&caller, &call, whole.as_deref()) {
+        let role = format!("arn:aws:sts::{}:assumed-role/{}-role/{}", proxies.account.id, caller.name, caller.name);
+        let message = format!(
+            "User: {role} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action"
+        );
+        // DynamoDB answers client errors with 400; the others deny with 403.
+        let status = if call.service == "dynamodb" { 400 } else { 403 };
+        return error_response(&call, status, Some(access_denied_code(&call)), &message);
+    }
     if !call.presigned {
         let key = (caller.name.clone(), call.service.clone(), call.operation.clone());
         *proxies.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_default() += 1;
         match proxies.fault_for(&caller, &call, whole.as_deref()) {
             Some(FaultAction::Fail { status, code }) => {
                 tracing::info!(function = %caller.name, service = %call.service, operation = %call.operation, "fault injected: failing the call");
-                return error_response(&call, status.unwrap_or(503), code.as_deref());
+                return error_response(&call, status.unwrap_or(503), code.as_deref(), "fault injected by the local cloud");
             }
             Some(FaultAction::Delay { ms }) => {
                 tracing::info!(function = %caller.name, service = %call.service, operation = %call.operation, ms, "fault injected: delaying the call");
@@ -332,11 +395,20 @@ fn s3_operation(method: &Method, path: &str, query: &str, headers: &HeaderMap) -
     }
 }
 
+/// The code each service answers a denied call with.
+fn access_denied_code(call: &Call) -> &'static str {
+    match call.service.as_str() {
+        "dynamodb" => "AccessDeniedException",
+        "sns" => "AuthorizationError",
+        "execute-api" => "Forbidden",
+        _ => "AccessDenied",
+    }
+}
+
 /// An error as the service answers it, in its protocol, so the SDK reads it
 /// as it would read the real one.
-fn error_response(call: &Call, status: u16, code: Option<&str>) -> Response {
+fn error_response(call: &Call, status: u16, code: Option<&str>, message: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let message = "fault injected by the local cloud";
     let (content_type, body) = match call.service.as_str() {
         "s3" => {
             let code = code.unwrap_or("SlowDown");
@@ -420,17 +492,26 @@ mod tests {
             times: 2,
             action: FaultAction::Fail { status: None, code: None },
         };
-        let proxies =
-            Proxies::new(Upstreams { main: String::new(), dynamodb: String::new(), connections: None }, vec![rule]).expect("proxies");
-        let caller = Caller { name: "prism-test-publish".into(), binary: "publish".into() };
+        let proxies = Proxies::new(
+            Upstreams { main: String::new(), dynamodb: String::new(), connections: None },
+            &FaultPlan { faults: vec![rule], ..FaultPlan::default() },
+            IamMode::Off,
+            account(),
+        )
+        .expect("proxies");
+        let caller = Caller { name: "prism-test-publish".into(), binary: "publish".into(), policy: Arc::default() };
         let call = Call { service: "sns".into(), operation: "PublishBatch".into(), presigned: false, uri: "/".into() };
         assert!(proxies.inspects_body(&caller, &call));
-        let other = Caller { name: "prism-test-api".into(), binary: "api".into() };
+        let other = Caller { name: "prism-test-api".into(), binary: "api".into(), policy: Arc::default() };
         assert!(!proxies.inspects_body(&other, &call), "another function's calls are not the rule's");
         let completed: &[u8] = b"Action=PublishBatch&...job.completed...";
         let outcomes: Vec<bool> = (0..4).map(|_| proxies.fault_for(&caller, &call, Some(completed)).is_some()).collect();
         assert_eq!(outcomes, [false, true, true, false], "one let through, two failed, then none");
         assert_eq!(proxies.fault_for(&caller, &call, Some(b"job.progress")), None, "other bodies never match");
+    }
+
+    fn account() -> Account {
+        Account { region: "us-east-1".into(), id: "000000000000".into(), websocket_api: None }
     }
 
     #[test]

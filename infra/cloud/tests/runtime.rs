@@ -50,6 +50,7 @@ async fn crashes_are_restarted_and_overruns_killed() {
     };
     let spec = FunctionSpec {
         url: None,
+        policy: prism_cloud::iam::Policy::default(),
         logical_id: "Echo".into(),
         name: "echo".into(),
         binary: "echo-runtime".into(),

@@ -57,6 +57,7 @@ impl TestCloud {
             token_secret: secret.clone(),
             faults,
             parameters,
+            iam: prism_cloud::iam::IamMode::Enforce,
         })
         .await
         .unwrap_or_else(|e| panic!("local cloud did not start: {e:#} (logs in {})", state_dir.display()));

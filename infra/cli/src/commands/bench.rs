@@ -80,6 +80,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
             token_secret: secret.clone(),
             faults: FaultPlan::default(),
             parameters: Vec::new(),
+            iam: prism_cloud::iam::IamMode::Enforce,
         })
         .await?;
         let key = prism_shared::app::auth::TokenKey::new(secret.as_bytes())?;

@@ -36,6 +36,11 @@ pub struct UpArgs {
     /// "duplicate_deliveries": true}`).
     #[arg(long)]
     faults: Option<PathBuf>,
+    /// Check each function's AWS calls against its policy in template.yaml:
+    /// `enforce` answers a call it does not allow with AccessDenied, as AWS
+    /// would; `warn` lets it through and says so; `off` checks nothing.
+    #[arg(long, default_value = "enforce")]
+    iam: prism_cloud::iam::IamMode,
 }
 
 pub async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
@@ -61,6 +66,7 @@ pub async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> 
             None => FaultPlan::default(),
         },
         parameters: Vec::new(),
+        iam: args.iam,
     })
     .await?;
     let info = serde_json::to_string_pretty(&cloud.info)?;
@@ -139,6 +145,7 @@ fn detach(project: &Path, args: &UpArgs, demo: bool) -> anyhow::Result<()> {
     if let Some(faults) = &args.faults {
         cmd.arg("--faults").arg(faults);
     }
+    cmd.arg("--iam").arg(args.iam.to_string());
     // Its own process group: a Ctrl-C in this terminal must not stop it.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn()?;
