@@ -24,6 +24,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{size} bytes is over the limit of {limit}")]
     TooLarge { size: u64, limit: u64 },
+    /// A format Prism recognises but cannot process.
+    #[error("{0}")]
+    Unsupported(String),
     /// Well-formed, but asks for something that cannot be done.
     #[error("{0}")]
     Invalid(String),
@@ -54,6 +57,7 @@ impl ApiError {
             Self::NotFound | Self::NoSchedule | Self::NoRoute(_) => 404,
             Self::Conflict(_) => 409,
             Self::TooLarge { .. } => 413,
+            Self::Unsupported(_) => 415,
             Self::Invalid(_) => 422,
             Self::Store(_) | Self::Blob(_) | Self::Queue(_) => 503,
         }
@@ -69,6 +73,7 @@ impl ApiError {
             Self::NoRoute(_) => "no_route",
             Self::Conflict(_) => "conflict",
             Self::TooLarge { .. } => "payload_too_large",
+            Self::Unsupported(_) => "unsupported_format",
             Self::Invalid(_) => "invalid_request",
             Self::Store(_) | Self::Blob(_) | Self::Queue(_) => "unavailable",
         }

@@ -157,6 +157,9 @@ pub async fn submit(
     idempotency_key: Option<&str>,
 ) -> Result<(u16, SubmitResponse), ApiError> {
     validate(&req, deps)?;
+    if let Some(reason) = [&req.file_name, &req.source].into_iter().flatten().find_map(|name| sniff::undecoded_name(name)) {
+        return Err(ApiError::Unsupported(reason));
+    }
     let id = job_id_for(owner, idempotency_key)?;
     let bucket = &deps.config.bucket;
     let name = sanitise_file_name(req.file_name.as_deref().unwrap_or(if req.text.is_some() { "inline.txt" } else { "upload" }));

@@ -312,3 +312,15 @@ async fn job_logs_page_by_event_up_to_the_cap_ending_with_the_dropped_count() {
     assert_eq!(second["log_lines"].as_u64(), Some(u64::from(MAX_LOG_LINES)));
     assert_eq!(handle(&deps, event("apigw-get-job-logs.json", Some("bob"))).await.status_code, 404, "another owner's logs");
 }
+
+#[tokio::test]
+async fn a_submission_named_as_a_format_prism_cannot_decode_is_refused_before_any_upload() {
+    let (deps, _, _) = deps();
+    for name in ["IMG_0001.HEIC", "photo.avif"] {
+        let resp = handle(&deps, with_body(event("apigw-submit-job.json", Some("alice")), serde_json::json!({"file_name": name}))).await;
+        assert_eq!(resp.status_code, 415, "{name}");
+        let problem = body(&resp);
+        assert_eq!(problem["code"], "unsupported_format");
+        assert!(problem["detail"].as_str().is_some_and(|d| d.contains("convert to JPEG, PNG or WebP")), "{problem}");
+    }
+}

@@ -90,6 +90,9 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
         let message = format!("{modality} of {} bytes is over the limit of {limit}", head.size);
         return fail(deps, job_id, JobFailure::new("too_large", message)).await;
     }
+    if let Some(reason) = sniff::undecoded_mime(&mime) {
+        return fail(deps, job_id, JobFailure::new("unsupported_format", reason)).await;
+    }
     // A redelivery after a crash between recording and sending routes again;
     // processors and the workflow function ignore a job already past them.
     if let Recorded::AlreadyApplied(_) = recorded {

@@ -80,6 +80,20 @@ async fn content_without_a_processor_or_with_no_bytes_fails_the_job() {
 }
 
 #[tokio::test]
+async fn recognised_images_no_processor_decodes_fail_as_unsupported_formats_and_are_not_routed() {
+    for (header, format) in [(&b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf"[..], "AVIF"), (&b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"[..], "HEIC")]
+    {
+        let (job, sent) = run(header).await;
+        assert_eq!(job.status, JobStatus::Failed);
+        assert_eq!(job.modality, Some(Modality::Image), "it still says what it was");
+        let error = job.error.expect("error");
+        assert_eq!(error.code, "unsupported_format");
+        assert!(error.message.starts_with(&format!("{format} images are recognised")), "{}", error.message);
+        assert!(sent.is_empty());
+    }
+}
+
+#[tokio::test]
 async fn an_upload_that_differs_from_its_declared_size_fails() {
     let (job, sent) = run_declared(b"twelve bytes", Some(100), Priority::Normal).await;
     assert_eq!(job.error.map(|e| e.code), Some("size_mismatch".into()));

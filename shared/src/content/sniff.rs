@@ -28,6 +28,28 @@ impl SniffError {
     }
 }
 
+/// Formats recognised by their bytes that no processor decodes yet (MIME,
+/// name, file extensions): an upload of one ends in classify with
+/// `unsupported_format` instead of being routed to fail in a processor, and
+/// the API refuses a submission whose file name says it is one.
+const UNDECODED: &[(&str, &str, &[&str])] = &[("image/avif", "AVIF", &["avif"]), ("image/heic", "HEIC", &["heic", "heif"])];
+
+/// Why content of `mime` cannot be processed, if it cannot.
+pub fn undecoded_mime(mime: &str) -> Option<String> {
+    UNDECODED.iter().find(|(m, _, _)| *m == mime).map(|(_, name, _)| unsupported_message(name))
+}
+
+/// Why a file called `file_name` cannot be processed, if its extension says so.
+pub fn undecoded_name(file_name: &str) -> Option<String> {
+    let (_, extension) = file_name.rsplit_once('.')?;
+    let extension = extension.to_ascii_lowercase();
+    UNDECODED.iter().find(|(_, _, extensions)| extensions.contains(&extension.as_str())).map(|(_, name, _)| unsupported_message(name))
+}
+
+fn unsupported_message(format: &str) -> String {
+    format!("{format} images are recognised but Prism does not decode them yet; convert to JPEG, PNG or WebP")
+}
+
 /// The verdict before the time estimate is attached.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sniffed {
@@ -258,6 +280,8 @@ mod tests {
         assert_eq!(m(b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41"), (Video, "video/mp4"));
         assert_eq!(m(b"\0\0\0\x20ftypM4A \0\0\x02\0M4A isomiso2\0\0\0\0"), (Audio, "audio/mp4"));
         assert_eq!(m(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf"), (Image, "image/avif"));
+        assert!(undecoded_mime("image/avif").is_some() && undecoded_mime("image/png").is_none());
+        assert!(undecoded_name("IMG_0001.HEIC").is_some() && undecoded_name("a.heif").is_some() && undecoded_name("heic.jpg").is_none());
         assert_eq!(m(b"\x1A\x45\xDF\xA3\x9F\x42\x86\x81\x01\x42\x82\x84webm"), (Video, "video/webm"));
         assert_eq!(m(b"ID3\x04\0\0\0\0\0\0"), (Audio, "audio/mpeg"));
         assert_eq!(m(b"\xFF\xFB\x90\x64\0\0"), (Audio, "audio/mpeg"));
