@@ -192,4 +192,5 @@ async fn server_sent_events_follow_a_document_job_resume_after_a_drop_and_match_
     assert!(phases.windows(2).all(|w| w[0].finished_at.is_some_and(|f| f <= w[1].started_at)), "one after another: {phases:?}");
     let counted = phases.iter().find(|p| p.name == "extracting text").expect("the page phase");
     assert_eq!((counted.processed_count, counted.total_count, counted.percent), (Some(pages), Some(pages), Some(100)), "{counted:?}");
+    tc.finish().await;
 }

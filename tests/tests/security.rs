@@ -102,6 +102,12 @@ async fn hostile_names_and_malformed_bodies_get_problems_not_500s() {
         assert!((400..500).contains(&status), "{body:?} answered {status}");
         assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/problem+json"));
     }
+    // 7 MB of inline text: under API Gateway's 10 MB, over Lambda's 6 MB
+    // synchronous payload, so refused before the function runs, as on AWS.
+    let huge = json!({"file_name": "big.txt", "text": "a".repeat(7 * 1024 * 1024)});
+    let resp = tc.api.request(Method::POST, "/v1/jobs").json(&huge).send().await.expect("request");
+    assert_eq!(resp.status().as_u16(), 413);
+    assert_eq!(resp.json::<Value>().await.expect("json")["message"], "Request Entity Too Large");
     tc.finish().await;
 }
 
@@ -128,4 +134,5 @@ async fn a_call_outside_the_functions_policy_is_denied_as_aws_would_deny_it() {
     assert!(denials.iter().all(|(function, _, _)| function.ends_with("-api")), "nothing else was denied: {denials:?}");
     let log = std::fs::read_to_string(std::path::Path::new(&tc.cloud.info.logs_dir).join("api.log")).expect("the API's log");
     assert!(log.contains("AccessDeniedException"), "the function saw DynamoDB's own error");
+    tc.finish().await;
 }

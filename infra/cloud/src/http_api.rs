@@ -120,6 +120,10 @@ async fn handle(State(routed): State<Arc<Routed>>, req: Request) -> Response {
     match function.invoke(payload).await {
         Ok(body) => from_lambda(&body),
         Err(InvokeError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, r#"{"message":"Endpoint request timed out"}"#).into_response(),
+        // The event (body, headers and all) is over Lambda's 6 MB, though under API Gateway's 10 MB.
+        Err(InvokeError::RequestTooLarge { .. }) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, r#"{"message":"Request Entity Too Large"}"#).into_response()
+        }
         Err(e) => {
             tracing::warn!(function = %function.name, error = %e, "integration failed");
             (StatusCode::INTERNAL_SERVER_ERROR, r#"{"message":"Internal Server Error"}"#).into_response()

@@ -50,7 +50,18 @@ pub enum InvokeError {
     OutOfMemory { limit_mb: u64, used_mb: u64 },
     #[error("the local cloud is shutting down")]
     ShuttingDown,
+    /// Lambda's `RequestEntityTooLargeException`: the event is over the synchronous limit.
+    #[error("the request payload of {size} bytes is over Lambda's {MAX_SYNC_PAYLOAD}")]
+    RequestTooLarge { size: usize },
+    /// Lambda's `Function.ResponseSizeTooLarge`.
+    #[error("the response payload of {size} bytes is over Lambda's {MAX_SYNC_PAYLOAD}")]
+    ResponseTooLarge { size: usize },
 }
+
+/// Lambda's limit on a synchronous invocation's request and (buffered)
+/// response payloads: 6 MB. The gateways and event sources invoke
+/// synchronously, so it holds for all of them, as on AWS.
+pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
 
 /// A function's answer.
 #[derive(Debug)]
@@ -87,6 +98,7 @@ impl FunctionHandle {
     /// whole answer (a streamed one is read to its end).
     pub async fn invoke(&self, payload: Bytes) -> Result<Bytes, InvokeError> {
         match self.invoke_streaming(payload).await? {
+            Answer::Buffered(body) if body.len() > MAX_SYNC_PAYLOAD => Err(InvokeError::ResponseTooLarge { size: body.len() }),
             Answer::Buffered(body) => Ok(body),
             Answer::Streamed(mut chunks) => {
                 let mut body = Vec::new();
@@ -101,6 +113,9 @@ impl FunctionHandle {
     /// Queues an invocation and waits for the start of its answer: all of a
     /// buffered one, the first chunks of a streamed one.
     pub async fn invoke_streaming(&self, payload: Bytes) -> Result<Answer, InvokeError> {
+        if payload.len() > MAX_SYNC_PAYLOAD {
+            return Err(InvokeError::RequestTooLarge { size: payload.len() });
+        }
         let (reply, answer) = oneshot::channel();
         let invocation = Invocation { request_id: uuid::Uuid::new_v4().to_string(), payload, reply };
         self.tx.send(invocation).map_err(|_| InvokeError::ShuttingDown)?;
@@ -139,6 +154,11 @@ struct Instance {
     peak_memory: AtomicU64,
     logs: LogSink,
     label: String,
+    /// Whether the current process has asked for work: one that exits before
+    /// it does failed its init, and fails the invocation waiting for it.
+    ready: std::sync::atomic::AtomicBool,
+    /// What the current process reported through `/init/error`.
+    init_failure: Mutex<Option<(String, String)>>,
 }
 
 impl Instance {
@@ -208,6 +228,8 @@ pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Res
             peak_memory: AtomicU64::new(0),
             logs: env.logs.clone(),
             label,
+            ready: std::sync::atomic::AtomicBool::new(false),
+            init_failure: Mutex::new(None),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -234,6 +256,7 @@ fn runtime_api(instance: Arc<Instance>) -> Router {
 }
 
 async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
+    instance.ready.store(true, Ordering::Relaxed);
     let invocation = {
         let mut queue = instance.queue.lock().await;
         queue.recv().await
@@ -323,7 +346,31 @@ async fn invocation_error(State(instance): State<Arc<Instance>>, Path(id): Path<
 
 async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> StatusCode {
     tracing::error!(function = %instance.spec.name, error = %String::from_utf8_lossy(&body), "function failed to initialise");
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let field = |k: &str| error.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    *instance.init_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((field("errorType"), field("errorMessage")));
     StatusCode::ACCEPTED
+}
+
+/// An instance whose process ended before asking for work failed its init:
+/// as on Lambda, the invocation waiting for it fails (with the error the
+/// runtime reported, or `Runtime.ExitError`) instead of waiting for a
+/// process that may never start.
+fn fail_waiting_invocation(instance: &Instance, exit: &str) {
+    let reported = instance.init_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    // Another instance waiting in `next` holds the queue and will take the invocation itself.
+    let Ok(mut queue) = instance.queue.try_lock() else { return };
+    let Ok(invocation) = queue.try_recv() else { return };
+    let error = match reported {
+        Some((error_type, message)) if !error_type.is_empty() => InvokeError::Function { error_type, message },
+        _ => InvokeError::Function { error_type: "Runtime.ExitError".into(), message: format!("Runtime exited with error: {exit}") },
+    };
+    instance.logs.line(
+        &instance.spec.binary,
+        &instance.label,
+        &format!("[prism] init failed; invocation {} fails: {error}", invocation.request_id),
+    );
+    let _ = invocation.reply.send(Err(error));
 }
 
 /// Runs one instance's process for as long as the cloud runs.
@@ -356,9 +403,13 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
         forward(child.stderr.take(), &env.logs, &spec.binary, label);
         let pid = child.id();
         instance.pid.store(pid.unwrap_or(0), Ordering::Relaxed);
+        instance.ready.store(false, Ordering::Relaxed);
         let (error, note) = tokio::select! {
             status = child.wait() => {
                 let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                if !instance.ready.load(Ordering::Relaxed) {
+                    fail_waiting_invocation(&instance, &how);
+                }
                 (InvokeError::Crashed, format!("exited ({how})"))
             }
             stop = watchdog(&instance, pid) => {

@@ -29,31 +29,35 @@ while true; do
 done
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashes_are_restarted_and_overruns_killed() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("runtime-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let script = dir.join("echo-runtime");
-    std::fs::write(&script, SHELL_RUNTIME).expect("script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+/// A runtime that reports its init failed, then exits, as `lambda_runtime`
+/// does when the handler's set-up returns an error.
+const FAILING_INIT: &str = r#"#!/usr/bin/env bash
+curl -sS -X POST -d '{"errorType":"Runtime.InitError","errorMessage":"TABLE_NAME is not set"}' \
+  "http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/init/error" >/dev/null
+exit 1
+"#;
 
-    let shutdown = CancellationToken::new();
-    let env = RuntimeEnv {
-        bin_dir: dir.clone(),
-        base_env: Vec::new(),
-        overrides: Vec::new(),
-        account_id: "000000000000".into(),
-        region: "us-east-1".into(),
-        logs: LogSink::new(&dir.join("logs"), false).expect("logs"),
-        shutdown: shutdown.clone(),
-    };
-    let spec = FunctionSpec {
+/// A runtime that dies before it asks for work, saying nothing.
+const DYING_AT_START: &str = "#!/usr/bin/env bash\nexit 7\n";
+
+/// `script` written as an executable named `name` in a fresh folder.
+fn runtime_dir(name: &str, script: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("runtime-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(name);
+    std::fs::write(&path, script).expect("script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+fn spec(binary: &str) -> FunctionSpec {
+    FunctionSpec {
         url: None,
         policy: prism_cloud::iam::Policy::default(),
         logical_id: "Echo".into(),
-        name: "echo".into(),
-        binary: "echo-runtime".into(),
+        name: binary.into(),
+        binary: binary.into(),
         environment: Vec::new(),
         timeout: Duration::from_secs(1),
         memory_mb: 128,
@@ -61,8 +65,46 @@ async fn crashes_are_restarted_and_overruns_killed() {
         sqs_sources: Vec::new(),
         stream_sources: Vec::new(),
         schedules: Vec::new(),
-    };
-    let f = start_function(spec, &env).await.expect("start");
+    }
+}
+
+fn env_for(dir: &std::path::Path, shutdown: &CancellationToken) -> RuntimeEnv {
+    RuntimeEnv {
+        bin_dir: dir.to_owned(),
+        base_env: Vec::new(),
+        overrides: Vec::new(),
+        account_id: "000000000000".into(),
+        region: "us-east-1".into(),
+        logs: LogSink::new(&dir.join("logs"), false).expect("logs"),
+        shutdown: shutdown.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_failure_fails_the_waiting_invocations_instead_of_leaving_them_waiting() {
+    let shutdown = CancellationToken::new();
+    for (name, script, expected) in [
+        ("failing-init", FAILING_INIT, ("Runtime.InitError", "TABLE_NAME is not set")),
+        ("dying-at-start", DYING_AT_START, ("Runtime.ExitError", "Runtime exited with error: exit status: 7")),
+    ] {
+        let dir = runtime_dir(name, script);
+        let f = start_function(spec(name), &env_for(&dir, &shutdown)).await.expect("start");
+        for attempt in 0..2 {
+            let answer = tokio::time::timeout(Duration::from_secs(20), f.invoke(Bytes::from_static(b"{}"))).await;
+            let answer = answer.unwrap_or_else(|_| panic!("{name}: invocation {attempt} still waiting"));
+            let (error_type, message) = expected;
+            assert_eq!(answer, Err(InvokeError::Function { error_type: error_type.into(), message: message.into() }), "{name}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_are_restarted_and_overruns_killed() {
+    let dir = runtime_dir("echo-runtime", SHELL_RUNTIME);
+    let shutdown = CancellationToken::new();
+    let f = start_function(spec("echo-runtime"), &env_for(&dir, &shutdown)).await.expect("start");
     let invoke = |body: &'static str| f.invoke(Bytes::from_static(body.as_bytes()));
 
     assert_eq!(invoke("\"hello\"").await, Ok(Bytes::from_static(b"\"hello\"")));
