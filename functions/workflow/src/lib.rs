@@ -24,6 +24,7 @@ use prism_shared::domain::workflow::{
     self, Action, Decision, InputRef, RunEnd, RunState, StepDef, StepEnd, StepOf, StepOutcome, StepState, StepStatus, WorkflowDef,
 };
 use prism_shared::ports::Created;
+use prism_shared::runtime::config;
 use prism_shared::runtime::routes::ProcessorQueues;
 use prism_shared::{ConfigError, Envelope, JobEvent, JobEventEnvelope, JobId, JobStatus, StoreError};
 use serde::Deserialize;
@@ -37,13 +38,18 @@ const MAX_CONFLICTS: usize = 8;
 pub struct Config {
     /// Where each step's processor takes work, by modality and lane.
     pub routes: ProcessorQueues,
+    /// This function's own queue, where each step's deadline waits.
+    pub workflow_queue_url: String,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self { routes: ProcessorQueues::from_env()? })
+        Ok(Self { routes: ProcessorQueues::from_env()?, workflow_queue_url: config::required("WORKFLOW_QUEUE_URL")? })
     }
 }
+
+/// SQS's longest delay: a deadline further off waits in several hops.
+const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 pub type Deps = prism_shared::ports::Deps<Config>;
 
@@ -68,6 +74,17 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
     let resend = Resend(sqs_batch::receive_count(&msg) > 1);
     match (env.body, env.run) {
         (Message::Command(Command::StartRun { workflow }), _) => start(deps, &job_id, &workflow, resend).await,
+        (Message::Command(Command::StepDeadline { step, attempt, due_at }), _) => {
+            let now = Utc::now();
+            if now < due_at {
+                // Further off than one SQS delay: wait another hop.
+                return send_deadline(deps, &job_id, &env.trace_id, (&step, attempt), due_at).await;
+            }
+            advance(deps, &job_id, None, resend, |def, root, run| {
+                run.on_step_deadline(def, &root.id, root.cancel_requested, (&step, attempt, due_at), now)
+            })
+            .await
+        }
         (Message::Command(other), _) => Err(HandlerError::Malformed(format!("{other:?} is not for the workflow queue"))),
         (Message::Event(JobEvent::CancelRequested), Some(RunRef { step: None, .. })) => {
             tracing::info!(run_id = %job_id, "run cancel requested");
@@ -260,6 +277,27 @@ async fn ensure_step(deps: &Deps, def: &WorkflowDef, root: &Job, state: &StepSta
     let command = Envelope::new(SOURCE, &root.trace_id, Some(job_id.clone()), None, Command::Process { input, modality, mime });
     deps.queue.send_after(url, command.to_json(), delay).await?;
     tracing::info!(step = %step.name, attempt = state.attempt, %job_id, delay_s = delay.as_secs_f64(), "step started");
+    // The step's timeout is enforced by a message to this function at its
+    // deadline; a step that ended by then makes it a no-op.
+    if let Some(due_at) = run.deadline(def, &state.name) {
+        send_deadline(deps, &root.id, &root.trace_id, (&state.name, state.attempt), due_at).await?;
+    }
+    Ok(())
+}
+
+/// Sends `step`'s deadline to this function's queue, due at `due_at` (or
+/// as close as one SQS delay gets).
+async fn send_deadline(
+    deps: &Deps,
+    run_id: &JobId,
+    trace_id: &str,
+    (step, attempt): (&str, u32),
+    due_at: chrono::DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    let delay = (due_at - Utc::now()).to_std().unwrap_or_default().min(MAX_DELAY);
+    let command = Command::StepDeadline { step: step.to_owned(), attempt, due_at };
+    let message = Envelope::new(SOURCE, trace_id, Some(run_id.clone()), None, command);
+    deps.queue.send_after(&deps.config.workflow_queue_url, message.to_json(), delay).await?;
     Ok(())
 }
 

@@ -16,6 +16,9 @@ use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue
 use prism_shared::{Envelope, Job, JobEvent, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri};
 use workflow::{Config, Deps, handle};
 
+/// The workflow function's own queue, where step deadlines wait.
+const WORKFLOW_QUEUE: &str = "http://sqs/workflow";
+
 struct World {
     jobs: Arc<MemoryJobStore>,
     queue: Arc<MemoryQueue>,
@@ -30,7 +33,7 @@ fn world() -> World {
         blobs: Arc::new(MemoryBlobStore::default()),
         queue: queue.clone(),
         schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
-        config: Config { routes },
+        config: Config { routes, workflow_queue_url: WORKFLOW_QUEUE.into() },
     };
     World { jobs, queue, deps }
 }
@@ -85,8 +88,14 @@ impl World {
         self.jobs.get(id).await.expect("store").expect("job")
     }
 
+    /// What went to the processors' queues.
     fn sent(&self) -> Vec<SentMessage> {
-        self.queue.sent()
+        self.queue.sent().into_iter().filter(|m| m.queue_url != WORKFLOW_QUEUE).collect()
+    }
+
+    /// The step deadlines sent to the workflow queue.
+    fn deadlines(&self) -> Vec<SentMessage> {
+        self.queue.sent().into_iter().filter(|m| m.queue_url == WORKFLOW_QUEUE).collect()
     }
 }
 
@@ -238,4 +247,50 @@ async fn cancelling_the_root_cancels_the_running_step_and_then_the_run() {
     let run = done.run.expect("run");
     assert!(run.steps.iter().all(|s| s.status == StepStatus::Cancelled), "{run:?}");
     assert_eq!(w.sent().len(), 1, "no step started after the cancel");
+}
+
+#[tokio::test]
+async fn a_step_still_running_at_its_deadline_is_stopped_and_retried_and_an_early_deadline_waits_again() {
+    let w = world();
+    let root = w.root().await;
+    w.start(&root).await;
+    let deadlines = w.deadlines();
+    assert_eq!(deadlines.len(), 1, "the first step's deadline went out with it");
+    let delay = deadlines[0].delay.as_secs_f64();
+    assert!((899.0..=900.0).contains(&delay), "video's timeout_s from its start, SQS's longest delay: {delay}");
+    let env: Envelope<Command> = envelope::decode(&deadlines[0].body).expect("envelope");
+    let Command::StepDeadline { step, attempt, due_at } = env.body else { panic!("a deadline: {:?}", env.body) };
+    assert_eq!((step.as_str(), attempt), ("video", 1));
+
+    // Back before it is due (a longer timeout than one SQS delay): it waits another hop.
+    let early = Envelope::new(
+        "workflow",
+        "trace",
+        Some(root.clone()),
+        None,
+        Command::StepDeadline { step: step.clone(), attempt, due_at: Utc::now() + chrono::Duration::seconds(1800) },
+    );
+    w.deliver(early.to_json()).await;
+    assert_eq!(w.deadlines().len(), 2, "sent on");
+    assert_eq!(w.job(&root).await.run.expect("run").step("video").map(|s| s.attempt), Some(1), "nothing changed");
+
+    // Due: the attempt fails with step_timeout, its job is stopped, and the step is retried.
+    let due = Envelope::new(
+        "workflow",
+        "trace",
+        Some(root.clone()),
+        None,
+        Command::StepDeadline { step, attempt, due_at: due_at - chrono::Duration::seconds(900) },
+    );
+    w.deliver(due.to_json()).await;
+    let first = w.job(&step_job_id(&root, "video", 1)).await;
+    assert_eq!(first.status, JobStatus::Cancelled, "the overrunning job was asked to stop (queued: at once)");
+    let run = w.job(&root).await.run.expect("run");
+    let video = run.step("video").expect("step");
+    assert_eq!((video.status, video.attempt), (StepStatus::Running, 2));
+    let retry = w.sent().into_iter().map(|m| process_command(&m).0).find(|id| *id == step_job_id(&root, "video", 2));
+    assert!(retry.is_some(), "the second attempt was sent");
+    // The same deadline again (a duplicate) changes nothing more.
+    w.deliver(due.to_json()).await;
+    assert_eq!(w.job(&root).await.run.expect("run").step("video").map(|s| s.attempt), Some(2));
 }

@@ -1,6 +1,7 @@
 //! Commands: the messages that move a job from one function to the next.
 //! They travel in an [`crate::domain::envelope::Envelope`] like every other message.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::job::{InputObject, Modality};
@@ -18,4 +19,8 @@ pub enum Command {
     /// (its input and type are on the job).
     #[serde(rename = "run.start")]
     StartRun { workflow: String },
+    /// workflow → itself, delayed: `step`'s `attempt` must have ended by
+    /// `due_at` (its `timeout_s`); if it is still running then, it fails.
+    #[serde(rename = "run.step_deadline")]
+    StepDeadline { step: String, attempt: u32, due_at: DateTime<Utc> },
 }

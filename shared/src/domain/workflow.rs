@@ -391,12 +391,16 @@ pub enum StepOutcome {
     Cancelled,
 }
 
-/// Failures a new attempt can cure: the message ran out of deliveries, or
-/// the job stalled. A failure of the content (unsupported,
-/// corrupt, too large) would fail again, so it is never retried.
+/// Failures a new attempt can cure: the message ran out of deliveries, the
+/// job stalled, or the step ran past its `timeout_s`. A failure of the
+/// content (unsupported, corrupt, too large) would fail again, so it is
+/// never retried.
 pub fn is_retryable_failure(failure: &JobFailure) -> bool {
-    matches!(failure.code.as_str(), "retries_exhausted" | "stalled")
+    matches!(failure.code.as_str(), "retries_exhausted" | "stalled" | STEP_TIMEOUT)
 }
+
+/// The failure code of a step attempt that ran past its `timeout_s`.
+pub const STEP_TIMEOUT: &str = "step_timeout";
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -513,6 +517,38 @@ impl RunState {
         if fatal {
             decision.cancel = after.running_jobs();
         }
+        decision
+    }
+
+    /// When `step`'s running attempt must have ended: when it started (or,
+    /// for a retry, when its wait ended) plus the step's `timeout_s`.
+    pub fn deadline(&self, def: &WorkflowDef, step: &str) -> Option<DateTime<Utc>> {
+        let (state, step_def) = (self.step(step)?, def.step(step)?);
+        let started = state.started_at.max(state.not_before)?;
+        (state.status == StepStatus::Running).then(|| started + Duration::seconds(i64::from(step_def.timeout_s)))
+    }
+
+    /// What `step`'s `attempt` still running at its deadline `due_at` (as
+    /// [`Self::deadline`] gave it when the attempt started) changes: the
+    /// attempt fails with [`STEP_TIMEOUT`] (retried as a stall is, while the
+    /// step has retries left) and its job is asked to stop. Before the
+    /// deadline, or for an attempt that already ended: nothing.
+    pub fn on_step_deadline(
+        &self,
+        def: &WorkflowDef,
+        run_id: &JobId,
+        cancelling: bool,
+        (step, attempt, due_at): (&str, u32, DateTime<Utc>),
+        now: DateTime<Utc>,
+    ) -> Decision {
+        let Some(state) = self.step(step).filter(|s| s.status == StepStatus::Running && s.attempt == attempt) else {
+            return Decision::default();
+        };
+        let Some(step_def) = def.step(step).filter(|_| now >= due_at) else { return Decision::default() };
+        let message = format!("step {step} ran past its {} s (attempt {attempt})", step_def.timeout_s);
+        let end = StepEnd { step: step.to_owned(), attempt, outcome: StepOutcome::Failed(JobFailure::new(STEP_TIMEOUT, message)) };
+        let mut decision = self.on_step_outcome(def, run_id, cancelling, &end, now);
+        decision.cancel.extend(state.job_id.clone());
         decision
     }
 
@@ -773,6 +809,28 @@ mod tests {
         let attempt = run.step(step).map_or(0, |s| s.attempt);
         let decision = run.on_step_outcome(d, id, false, &end(step, attempt, outcome), Utc::now());
         run.merge(&decision.changes);
+    }
+
+    #[test]
+    fn a_step_past_its_timeout_fails_that_attempt_stops_its_job_and_retries_and_nothing_before() {
+        let (d, id) = (def("video_analysis"), run_id());
+        let run = RunState::start(d, &id, Utc::now());
+        let probe = run.steps.iter().find(|s| s.status == StepStatus::Running).expect("a first step").clone();
+        let deadline = run.deadline(d, &probe.name).expect("a running step has a deadline");
+        let timeout = i64::from(d.step(&probe.name).expect("def").timeout_s);
+        assert_eq!(deadline, probe.started_at.expect("started") + Duration::seconds(timeout));
+
+        let early = run.on_step_deadline(d, &id, false, (&probe.name, probe.attempt, deadline), deadline - Duration::seconds(1));
+        assert_eq!(early, Decision::default(), "not yet");
+        let stale = run.on_step_deadline(d, &id, false, (&probe.name, probe.attempt + 1, deadline), deadline);
+        assert_eq!(stale, Decision::default(), "another attempt's deadline");
+
+        let late = run.on_step_deadline(d, &id, false, (&probe.name, probe.attempt, deadline), deadline);
+        assert_eq!(late.cancel, vec![probe.job_id.clone().expect("its job")], "the overrunning job is asked to stop");
+        let retried = late.changes.iter().find(|c| c.name == probe.name).expect("the step changed");
+        assert_eq!((retried.status, retried.attempt), (StepStatus::Running, probe.attempt + 1), "a timeout is retried");
+        assert!(retried.not_before.is_some(), "after a backoff");
+        assert_eq!(late.end, None);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct TestCloud {
     pub api: PrismClient,
     key: TokenKey,
     state_dir: PathBuf,
+    /// Whether the test took permissions away on purpose (denials expected).
+    revokes: bool,
 }
 
 impl TestCloud {
@@ -47,6 +49,7 @@ impl TestCloud {
     pub async fn with(emulator: EmulatorChoice, faults: FaultPlan, parameters: Vec<(String, String)>) -> Self {
         let state_dir = project_dir().join("target/prism-e2e").join(uuid_like());
         let secret = prism_cloud::cloud::new_token_secret();
+        let revokes = !faults.revoke.is_empty();
         let cloud = LocalCloud::start(CloudOptions {
             project_dir: project_dir(),
             emulator: Some(emulator),
@@ -63,7 +66,7 @@ impl TestCloud {
         .unwrap_or_else(|e| panic!("local cloud did not start: {e:#} (logs in {})", state_dir.display()));
         let key = TokenKey::new(secret.as_bytes()).expect("key");
         let api = client(&cloud.info.http_url, Some(token(&key, "tester")));
-        Self { cloud, api, key, state_dir }
+        Self { cloud, api, key, state_dir, revokes }
     }
 
     /// A client acting for `owner`.
@@ -91,8 +94,18 @@ impl TestCloud {
         std::fs::read_to_string(self.state_dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
     }
 
-    /// Stops the cloud and removes its state (a failed test keeps it for its logs).
+    /// Stops the cloud and removes its state (a failed test keeps it for its
+    /// logs). Every test runs with IAM enforced: a call a function's policy
+    /// did not allow fails the test here, even where a retry hid it.
     pub async fn finish(self) {
+        self.finish_denying(|_| false).await;
+    }
+
+    /// [`Self::finish`] for a test whose scenario is a call the policy
+    /// denies (as AWS would): only the denials `expected` names may happen.
+    pub async fn finish_denying(self, expected: impl Fn(&prism_cloud::proxy::Denial) -> bool) {
+        let denials: Vec<_> = self.cloud.proxies.denials().into_iter().filter(|d| !expected(d)).collect();
+        assert!(self.revokes || denials.is_empty(), "calls template.yaml does not allow: {denials:#?}");
         let dir = self.state_dir.clone();
         self.cloud.stop().await;
         let _ = std::fs::remove_dir_all(dir);
