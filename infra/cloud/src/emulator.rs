@@ -170,7 +170,7 @@ async fn launch(
             use tokio::io::AsyncBufReadExt;
             let mut lines = tokio::io::BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                logs.line(&name, &name, &line);
+                logs.file_line(&name, &name, &line);
             }
         });
     }

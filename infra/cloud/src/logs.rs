@@ -24,11 +24,18 @@ impl LogSink {
         &self.dir
     }
 
-    /// Writes one line of `file`'s log (`{file}.log`), labelled with `label`.
+    /// Writes one line of `file`'s log (`{file}.log`), labelled with `label`,
+    /// and echoes it to the terminal when this sink echoes.
     pub fn line(&self, file: &str, label: &str, line: &str) {
         if self.echo {
             println!("{label:>16} | {line}");
         }
+        self.file_line(file, label, line);
+    }
+
+    /// Writes one line to `{file}.log` only: the emulators' per-request
+    /// logs, which would bury the functions' own lines on the terminal.
+    pub fn file_line(&self, file: &str, label: &str, line: &str) {
         let mut files = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !files.contains_key(file) {
             let path = self.dir.join(format!("{file}.log"));

@@ -427,6 +427,10 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
                 return;
             }
         };
+        if env.shutdown.is_cancelled() {
+            // Stopping: the instance went with the rest, nothing to restart.
+            return;
+        }
         env.logs.line(&spec.binary, label, &format!("[prism] instance {note}; restarting"));
         if let Some(mut f) = instance.take_in_flight(None) {
             instance.report(&f);
