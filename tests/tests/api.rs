@@ -246,3 +246,26 @@ async fn metadata_with_any_allowed_key_never_breaks_an_owners_reads() {
     assert_eq!((status, problem["code"].as_str()), (422, Some("invalid_request")));
     tc.finish().await;
 }
+
+#[tokio::test]
+async fn an_owner_over_its_quota_gets_429_with_retry_after_while_another_owner_is_served() {
+    let quota = vec![("MaxActiveJobsPerOwner".to_owned(), "2".to_owned())];
+    let tc = TestCloud::with(EmulatorChoice::Localstack, Default::default(), quota).await;
+    let spec = OpenApi::load();
+    let (dave, erin) = (tc.client_for("dave"), tc.client_for("erin"));
+    let submit = json!({"file_name": "waiting.txt"});
+    for _ in 0..2 {
+        let (status, _) = call(&dave, &spec, Method::POST, "/v1/jobs", "/v1/jobs", Some(submit.clone())).await;
+        assert_eq!(status, 201, "under the quota");
+    }
+    let refused = dave.request(Method::POST, "/v1/jobs").json(&submit).send().await.expect("answered");
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(refused.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("10"));
+    let content_type = refused.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let problem: Value = refused.json().await.expect("a problem");
+    spec.check("POST", "/v1/jobs", 429, &content_type, &problem);
+    assert_eq!(problem["code"], "quota_exceeded");
+    let (status, _) = call(&erin, &spec, Method::POST, "/v1/jobs", "/v1/jobs", Some(submit)).await;
+    assert_eq!(status, 201, "another owner is served");
+    tc.finish().await;
+}

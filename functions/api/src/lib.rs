@@ -40,6 +40,8 @@ pub struct Config {
     pub sync_text_max_bytes: u64,
     pub limits: SizeLimits,
     pub token_key: TokenKey,
+    /// The most jobs one owner may have queued or processing at once.
+    pub max_active_jobs: u32,
 }
 
 impl Config {
@@ -51,6 +53,7 @@ impl Config {
             upload_url_ttl: Duration::from_secs(config::parsed_or("UPLOAD_URL_TTL_SECONDS", 900)?),
             sync_text_max_bytes: config::parsed_or("SYNC_TEXT_MAX_BYTES", 256 * 1024)?,
             limits: SizeLimits::from_env()?,
+            max_active_jobs: config::parsed_or("MAX_ACTIVE_JOBS_PER_OWNER", 1000)?,
             token_key: TokenKey::new(secret.as_bytes())
                 .map_err(|e| ConfigError::Invalid { name: "TOKEN_SECRET", reason: e.to_string() })?,
         })
@@ -58,6 +61,9 @@ impl Config {
 }
 
 pub type Deps = prism_shared::ports::Deps<Config>;
+
+/// When an owner over its quota should try again: small jobs finish in seconds.
+const QUOTA_RETRY_AFTER_S: &str = "10";
 
 /// A successful answer: status and JSON body.
 type Answer = (u16, serde_json::Value);
@@ -73,6 +79,9 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
             let mut resp = json_response(e.status(), "application/problem+json", to_value(&e.problem()).to_string());
             if e.status() == 401 {
                 resp.headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            if let ApiError::QuotaExceeded { .. } = e {
+                resp.headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static(QUOTA_RETRY_AFTER_S));
             }
             resp
         }

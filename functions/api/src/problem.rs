@@ -27,6 +27,9 @@ pub enum ApiError {
     /// A format Prism recognises but cannot process.
     #[error("{0}")]
     Unsupported(String),
+    /// The owner has as many jobs queued or processing as its quota allows.
+    #[error("{active} jobs are queued or processing, the most an owner may have; retry when some have finished")]
+    QuotaExceeded { active: u32 },
     /// Well-formed, but asks for something that cannot be done.
     #[error("{0}")]
     Invalid(String),
@@ -58,6 +61,7 @@ impl ApiError {
             Self::Conflict(_) => 409,
             Self::TooLarge { .. } => 413,
             Self::Unsupported(_) => 415,
+            Self::QuotaExceeded { .. } => 429,
             Self::Invalid(_) => 422,
             Self::Store(_) | Self::Blob(_) | Self::Queue(_) => 503,
         }
@@ -74,6 +78,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::TooLarge { .. } => "payload_too_large",
             Self::Unsupported(_) => "unsupported_format",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Invalid(_) => "invalid_request",
             Self::Store(_) | Self::Blob(_) | Self::Queue(_) => "unavailable",
         }

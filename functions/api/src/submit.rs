@@ -161,6 +161,16 @@ pub async fn submit(
         return Err(ApiError::Unsupported(reason));
     }
     let id = job_id_for(owner, idempotency_key)?;
+    // The quota holds back new jobs; a retry whose key names a job already
+    // made is answered as before.
+    let retried = idempotency_key.is_some() && deps.jobs.get(&id).await?.is_some();
+    if !retried {
+        let limit = deps.config.max_active_jobs;
+        let active = deps.jobs.active_count(owner, limit).await?;
+        if active >= limit {
+            return Err(ApiError::QuotaExceeded { active });
+        }
+    }
     let bucket = &deps.config.bucket;
     let name = sanitise_file_name(req.file_name.as_deref().unwrap_or(if req.text.is_some() { "inline.txt" } else { "upload" }));
     let source = req.source.as_deref().map(|s| owned_source(deps, owner, s)).transpose()?;

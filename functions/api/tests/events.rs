@@ -37,6 +37,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
             sync_text_max_bytes: 100,
             limits,
             token_key: key(),
+            max_active_jobs: 3,
         },
     };
     (deps, jobs, queue)
@@ -323,4 +324,27 @@ async fn a_submission_named_as_a_format_prism_cannot_decode_is_refused_before_an
         assert_eq!(problem["code"], "unsupported_format");
         assert!(problem["detail"].as_str().is_some_and(|d| d.contains("convert to JPEG, PNG or WebP")), "{problem}");
     }
+}
+
+#[tokio::test]
+async fn an_owner_at_its_quota_of_active_jobs_gets_429_with_retry_after_while_others_are_served() {
+    let (deps, jobs, _) = deps();
+    let submit =
+        |owner: &str| handle(&deps, with_body(event("apigw-submit-job.json", Some(owner)), serde_json::json!({"file_name": "a.txt"})));
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let resp = submit("alice").await;
+        assert_eq!(resp.status_code, 201);
+        made.push(body(&resp)["job"]["id"].as_str().expect("id").parse::<JobId>().expect("uuid"));
+    }
+    let refused = submit("alice").await;
+    assert_eq!(refused.status_code, 429);
+    assert_eq!(refused.headers["retry-after"], "10");
+    assert_eq!(body(&refused)["code"], "quota_exceeded");
+    assert_eq!(submit("bob").await.status_code, 201, "another owner is served");
+
+    // A finished job frees its place.
+    let job = jobs.get(&made[0]).await.expect("store").expect("job");
+    prism_shared::app::lifecycle::request_cancel(jobs.as_ref(), &job, "test").await.expect("cancelled");
+    assert_eq!(submit("alice").await.status_code, 201);
 }

@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{Item, boxed, s};
 use crate::domain::envelope::JobEventEnvelope;
-use crate::domain::job::{Applied, Job, JobId};
+use crate::domain::job::{Applied, Job, JobId, JobStatus};
 use crate::ports::error::StoreError;
 use crate::ports::{Created, JobStore, ListQuery, Page, owner_sort_key};
 
@@ -250,6 +250,29 @@ impl JobStore for DynamoJobStore {
         jobs.sort_by_key(|j: &Job| j.updated_at);
         jobs.truncate(limit as usize);
         Ok(jobs)
+    }
+
+    async fn active_count(&self, owner: &str, at_most: u32) -> Result<u32, StoreError> {
+        let mut count = 0u32;
+        for status in [JobStatus::Queued, JobStatus::Processing] {
+            // COUNT reads no attributes back; each page says how many it matched.
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("by-owner-status")
+                .key_condition_expression("gsi2pk = :pk")
+                .expression_attribute_values(":pk", s(format!("OWNER#{owner}#{status}")))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .into_paginator()
+                .page_size(at_most.clamp(1, 1000) as i32)
+                .send();
+            while count < at_most {
+                let Some(page) = pages.next().await else { break };
+                count += page.map_err(|e| StoreError::Unavailable(boxed(e)))?.count.max(0) as u32;
+            }
+        }
+        Ok(count.min(at_most))
     }
 
     async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError> {

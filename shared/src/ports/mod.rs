@@ -75,6 +75,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// that holds only such jobs (never a scan).
     async fn idle(&self, since: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Job>, StoreError>;
 
+    /// How many of an owner's jobs are queued or processing, counted up to
+    /// `at_most` (the quota it is checked against) through the owner-status
+    /// index: eventually consistent, so a burst may pass a quota by a few.
+    async fn active_count(&self, owner: &str, at_most: u32) -> Result<u32, StoreError>;
+
     /// An owner's unexpired jobs, newest first, through the owner indexes (never a scan).
     async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError>;
 }

@@ -148,6 +148,12 @@ impl JobStore for MemoryJobStore {
         Ok(idle)
     }
 
+    async fn active_count(&self, owner: &str, at_most: u32) -> Result<u32, StoreError> {
+        let jobs = lock(&self.jobs);
+        let active = jobs.values().filter(|(j, _)| j.owner == owner && !j.status.is_terminal()).count();
+        Ok((active as u32).min(at_most))
+    }
+
     async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError> {
         let jobs = lock(&self.jobs);
         let mut matching: Vec<(String, &Job)> = jobs
