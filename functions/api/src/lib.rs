@@ -40,7 +40,7 @@ pub struct Config {
     pub sync_text_max_bytes: u64,
     pub limits: SizeLimits,
     pub token_key: TokenKey,
-    /// The most jobs one owner may have queued or processing at once.
+    /// The most jobs one owner may have queued or processing at once; 0: no quota.
     pub max_active_jobs: u32,
 }
 

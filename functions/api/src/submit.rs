@@ -163,9 +163,9 @@ pub async fn submit(
     let id = job_id_for(owner, idempotency_key)?;
     // The quota holds back new jobs; a retry whose key names a job already
     // made is answered as before.
-    let retried = idempotency_key.is_some() && deps.jobs.get(&id).await?.is_some();
-    if !retried {
-        let limit = deps.config.max_active_jobs;
+    let limit = deps.config.max_active_jobs;
+    let retried = limit > 0 && idempotency_key.is_some() && deps.jobs.get(&id).await?.is_some();
+    if limit > 0 && !retried {
         let active = deps.jobs.active_count(owner, limit).await?;
         if active >= limit {
             return Err(ApiError::QuotaExceeded { active });

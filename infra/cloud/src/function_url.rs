@@ -115,15 +115,7 @@ async fn to_event(url: &FunctionUrl, req: Request) -> Result<LambdaFunctionUrlRe
     event.headers = parts.headers;
     event.headers.remove("cookie");
     event.request_context = ctx;
-    if !body.is_empty() {
-        match std::str::from_utf8(&body) {
-            Ok(text) => event.body = Some(text.to_owned()),
-            Err(_) => {
-                event.body = Some(BASE64.encode(&body));
-                event.is_base64_encoded = true;
-            }
-        }
-    }
+    (event.body, event.is_base64_encoded) = crate::http_api::event_body(&body);
     Ok(event)
 }
 

@@ -170,16 +170,18 @@ async fn to_event(
     event.path_parameters = params;
     event.headers = parts.headers;
     event.request_context = ctx;
-    if !body.is_empty() {
-        match std::str::from_utf8(&body) {
-            Ok(text) => event.body = Some(text.to_owned()),
-            Err(_) => {
-                event.body = Some(BASE64.encode(&body));
-                event.is_base64_encoded = true;
-            }
-        }
-    }
+    (event.body, event.is_base64_encoded) = event_body(&body);
     Ok(event)
+}
+
+/// A request body as a Lambda HTTP event carries it: text as is, anything
+/// else base64-encoded (`isBase64Encoded`), nothing for an empty body.
+pub(crate) fn event_body(body: &[u8]) -> (Option<String>, bool) {
+    match std::str::from_utf8(body) {
+        _ if body.is_empty() => (None, false),
+        Ok(text) => (Some(text.to_owned()), false),
+        Err(_) => (Some(BASE64.encode(body)), true),
+    }
 }
 
 fn from_lambda(body: &[u8]) -> Response {
