@@ -12,6 +12,8 @@ use aws_sdk_s3::types::{
     LifecycleRule, LifecycleRuleFilter, NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::template::{Context, Resource, Template};
@@ -128,6 +130,29 @@ pub struct Stack {
     /// The HTTP API's `DefaultRouteSettings` throttling: (requests per second, burst).
     pub http_throttle: Option<(f64, f64)>,
     pub websocket: Option<WebSocketSpec>,
+    /// Function properties the local cloud does not model, with the
+    /// functions that set them: said once at start, never silently ignored.
+    pub unmodelled: BTreeMap<&'static str, Vec<String>>,
+}
+
+/// Function properties that change nothing locally: the functions run on
+/// this machine's architecture and `ffmpeg`, with its disk, untraced.
+const UNMODELLED: &[&str] = &[
+    "Architectures",
+    "Layers",
+    "EphemeralStorage",
+    "Tracing",
+    "VpcConfig",
+    "SnapStart",
+    "KmsKeyArn",
+    "FileSystemConfigs",
+    "ProvisionedConcurrencyConfig",
+    "AutoPublishAlias",
+];
+
+/// Which of [`UNMODELLED`] a function's (merged) properties set.
+pub fn unmodelled_properties(properties: &Value) -> Vec<&'static str> {
+    UNMODELLED.iter().copied().filter(|p| properties.get(*p).is_some_and(|v| !v.is_null())).collect()
 }
 
 /// Instances of a function with no concurrency setting.
@@ -153,6 +178,7 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
         tables: Vec::new(),
         http_throttle: None,
         websocket: None,
+        unmodelled: BTreeMap::new(),
     };
     let mut functions = Vec::new();
     // Integration id to the function it invokes.
@@ -241,8 +267,15 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
     for id in functions {
         let r = &template.resources[&id];
         let (spec, routes) = function_spec(template, &ctx, r).with_context(|| format!("reading function {id}"))?;
+        for property in unmodelled_properties(&merged(&template.function_globals, &r.properties)) {
+            stack.unmodelled.entry(property).or_default().push(spec.name.clone());
+        }
         stack.functions.push(spec);
         stack.http_routes.extend(routes);
+    }
+    if !stack.unmodelled.is_empty() {
+        let listed: Vec<String> = stack.unmodelled.iter().map(|(p, fns)| format!("{p} ({} functions)", fns.len())).collect();
+        tracing::warn!(properties = %listed.join(", "), "template properties the local cloud does not model (they change nothing locally)");
     }
     stack.context = ctx;
     Ok(stack)

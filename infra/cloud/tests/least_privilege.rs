@@ -2,7 +2,8 @@
 //! action (bare or `service:*`), no `*` resource, and only the SAM policy
 //! templates whose scope the local cloud models (each scoped to one table,
 //! bucket, queue or topic). The local cloud then enforces them call by call
-//! (`iam.rs`, and the end-to-end test in `tests/tests/security.rs`).
+//! (`iam.rs`, and the end-to-end test in `tests/tests/security.rs`). Also:
+//! the function properties it does not model are named, not ignored.
 
 use prism_cloud::iam::SAM_TEMPLATES;
 use prism_cloud::template::Template;
@@ -85,4 +86,15 @@ Resources:
     .expect("template");
     let found = violations(&template);
     assert_eq!(found.len(), 5, "{found:#?}");
+}
+
+#[test]
+fn properties_the_local_cloud_does_not_model_are_named_not_ignored() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+    let template = Template::load(&path).expect("template.yaml");
+    // Globals give every function Architectures and Tracing; process-video's ffmpeg layer is a Layer.
+    let found = prism_cloud::provision::unmodelled_properties(&template.function_globals);
+    assert!(found.contains(&"Architectures") && found.contains(&"Tracing"), "{found:?}");
+    let video = &template.resources["ProcessVideoFunction"].properties;
+    assert!(prism_cloud::provision::unmodelled_properties(video).contains(&"Layers"), "{video}");
 }
