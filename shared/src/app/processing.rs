@@ -127,10 +127,17 @@ impl<'a> Run<'a> {
         let known = self.last_known.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(known) = known {
             // Committed on the seq it was computed from, so a job that moved
-            // meanwhile conflicts (`None`) and is read again below.
-            if let Ok(Some(job)) = lifecycle::record_on(self.jobs, &known, self.source, event.clone()).await {
-                self.remember(Some(job));
-                return Ok(true);
+            // meanwhile conflicts (`None`), or refuses on what may be a stale
+            // copy, and is read again below. A store error is not retried
+            // here: the write may have half happened, and the message's
+            // redelivery redoes the work from the job as stored.
+            match lifecycle::record_on(self.jobs, &known, self.source, event.clone()).await {
+                Ok(Some(job)) => {
+                    self.remember(Some(job));
+                    return Ok(true);
+                }
+                Ok(None) | Err(LifecycleError::Refused { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         match lifecycle::record(self.jobs, &self.job_id, self.source, event).await {
