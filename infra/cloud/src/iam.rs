@@ -171,17 +171,6 @@ impl Policy {
                 && s.resources.iter().any(|r| glob(r, resource))
         })
     }
-
-    /// Every statement's wildcard-only action or resource (`*`, `service:*`):
-    /// what least privilege never grants.
-    pub fn wildcards(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        for s in &self.statements {
-            found.extend(s.actions.iter().filter(|a| *a == "*" || a.ends_with(":*")).cloned());
-            found.extend(s.resources.iter().filter(|r| *r == "*").cloned());
-        }
-        found
-    }
 }
 
 /// Inline statements: `Effect: Allow` only (the template denies nothing).
@@ -351,7 +340,6 @@ mod tests {
         assert!(publish.is_some_and(|(action, arn)| !policy.allows(&action, &arn)));
         let push = required(&call("execute-api", "PostToConnection", "/test/@connections/abc="), None, &a).expect("named");
         assert_eq!(push.1, "arn:aws:execute-api:us-east-1:000000000000:local-ws/test/POST/@connections/abc=");
-        assert!(policy.wildcards().is_empty());
     }
 
     #[test]
