@@ -36,16 +36,7 @@ pub struct Emulators {
 
 impl Emulators {
     fn kill_all(&mut self) {
-        for child in &mut self.children {
-            if let Some(pid) = child.id() {
-                // Each emulator leads its own process group: take any helpers it started with it.
-                // (Gone already is fine: start_kill below reaps the leader either way.)
-                if let Some(group) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
-                    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-                }
-            }
-            let _ = child.start_kill();
-        }
+        self.children.iter_mut().for_each(kill_group);
     }
 
     /// Stops the emulators and reaps them.
@@ -57,15 +48,47 @@ impl Emulators {
     }
 }
 
+/// Kills an emulator with any helpers it started: each leads its own process group.
+fn kill_group(child: &mut tokio::process::Child) {
+    if let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()).and_then(rustix::process::Pid::from_raw) {
+        // Gone already is fine: start_kill below reaps the leader either way.
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+    let _ = child.start_kill();
+}
+
 impl Drop for Emulators {
     fn drop(&mut self) {
         self.kill_all();
     }
 }
 
-/// A loopback port nobody is listening on right now.
+/// A loopback port nobody is listening on right now, for an emulator to bind.
+///
+/// Drawn from below the kernel's ephemeral range: an emulator binds it a
+/// moment after this check, and in that moment any outgoing connection on the
+/// machine may be handed a port from the ephemeral range (`bind(0)` draws from
+/// it too). A port taken that way made LocalStack hang instead of exit.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    // Linux's default when the setting cannot be read.
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start);
+    if high <= low + 1000 {
+        // An unusual range: take what the kernel hands out.
+        return Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    }
+    for _ in 0..100 {
+        let mut bytes = [0u8; 2];
+        getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+        let port = low + u16::from_le_bytes(bytes) % (high - low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("no free port in {low}..{high}")))
 }
 
 pub async fn start(choice: Option<EmulatorChoice>, project: &Path, state_dir: &Path, logs: &LogSink) -> anyhow::Result<Emulators> {
@@ -88,7 +111,7 @@ pub async fn start(choice: Option<EmulatorChoice>, project: &Path, state_dir: &P
                 let project = project.to_owned();
                 tokio::task::spawn_blocking(move || install::ensure(&project, Venv::LocalStack)).await??
             };
-            let (ls, ls_url) = start_localstack(&ls_dir, state_dir, logs).await?;
+            let (ls, ls_url) = start_localstack(&ls_dir, state_dir, logs, free_port).await?;
             Ok(Emulators {
                 endpoint: ls_url,
                 dynamodb_endpoint: moto_url,
@@ -123,9 +146,14 @@ async fn start_moto(venv: &Path, logs: &LogSink) -> anyhow::Result<(tokio::proce
     bail!("moto did not start; see {}/moto.log", logs.dir().display())
 }
 
-async fn start_localstack(venv: &Path, state_dir: &Path, logs: &LogSink) -> anyhow::Result<(tokio::process::Child, String)> {
+async fn start_localstack(
+    venv: &Path,
+    state_dir: &Path,
+    logs: &LogSink,
+    mut ports: impl FnMut() -> std::io::Result<u16>,
+) -> anyhow::Result<(tokio::process::Child, String)> {
     for _ in 0..3 {
-        let port = free_port()?;
+        let port = ports()?;
         let root = state_dir.join(format!("localstack-{port}"));
         std::fs::create_dir_all(&root)?;
         let mut cmd = tokio::process::Command::new(venv.join("bin/python"));
@@ -150,7 +178,17 @@ async fn start_localstack(venv: &Path, state_dir: &Path, logs: &LogSink) -> anyh
     bail!("LocalStack did not start; see {}/localstack.log", logs.dir().display())
 }
 
-/// Starts an emulator and waits until `ready_url` answers 200; `None` if it exited first.
+/// How long one attempt to start an emulator may take; a loaded 2-core
+/// machine starts LocalStack in well under half of it.
+const START_BOUND: Duration = Duration::from_secs(90);
+
+/// What an emulator prints when its port was taken after we chose it
+/// (LocalStack then stays up without a gateway, so its exit cannot tell us).
+const PORT_TAKEN: &str = "Address already in use";
+
+/// Starts an emulator and waits until `ready_url` answers 200; `None` if it
+/// exited, could not bind its port or was not ready in time, so the caller
+/// tries again on another port.
 async fn launch(
     mut cmd: tokio::process::Command,
     ready_url: &str,
@@ -158,6 +196,7 @@ async fn launch(
     logs: &LogSink,
 ) -> anyhow::Result<Option<tokio::process::Child>> {
     let mut child = spawn_owned(&mut cmd).with_context(|| format!("starting {name}"))?;
+    let port_taken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for stream in [
         child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
         child.stderr.take().map(|s| Box::new(s) as _),
@@ -165,21 +204,32 @@ async fn launch(
     .into_iter()
     .flatten()
     {
-        let (logs, name) = (logs.clone(), name.to_owned());
+        let (logs, name, port_taken) = (logs.clone(), name.to_owned(), port_taken.clone());
         tokio::spawn(async move {
             use tokio::io::AsyncBufReadExt;
             let mut lines = tokio::io::BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains(PORT_TAKEN) {
+                    port_taken.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 logs.file_line(&name, &name, &line);
             }
         });
     }
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(120) {
+    loop {
         if let Some(status) = child.try_wait()? {
             tracing::warn!(%name, %status, "emulator exited during start-up");
             return Ok(None);
+        }
+        if port_taken.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(%name, "emulator could not bind its port");
+            break;
+        }
+        if started.elapsed() > START_BOUND {
+            tracing::warn!(%name, "emulator was not ready in time");
+            break;
         }
         if http.get(ready_url).send().await.is_ok_and(|r| r.status().is_success()) {
             tracing::info!(%name, secs = started.elapsed().as_secs_f32(), "emulator ready");
@@ -187,5 +237,48 @@ async fn launch(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("{name} was not ready after 120 s")
+    kill_group(&mut child);
+    let _ = child.wait().await;
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_lie_below_the_ephemeral_range() {
+        let ephemeral_start: u16 =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        for _ in 0..20 {
+            let port = free_port().unwrap();
+            assert!(port < ephemeral_start, "{port} is in the ephemeral range from {ephemeral_start}");
+        }
+    }
+
+    /// The port LocalStack was given is bound by someone else by the time it
+    /// starts: it must come up on another port, not hang until the bound.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn localstack_whose_port_was_taken_starts_on_another() {
+        let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let venv = tokio::task::spawn_blocking(move || install::ensure(&project, Venv::LocalStack)).await.unwrap().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let logs = LogSink::new(state.path(), false).unwrap();
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = squatter.local_addr().unwrap().port();
+        let mut offered = vec![];
+        let started = Instant::now();
+        let (mut child, url) = start_localstack(&venv, state.path(), &logs, || {
+            let port = if offered.is_empty() { taken } else { free_port()? };
+            offered.push(port);
+            Ok(port)
+        })
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        kill_group(&mut child);
+        assert_eq!(offered.len(), 2, "one refused port, then one that worked: {offered:?}");
+        assert!(!url.ends_with(&format!(":{taken}")), "{url}");
+        assert!(took < START_BOUND / 2, "noticed the taken port only after {took:?}");
+    }
 }
