@@ -247,25 +247,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn free_ports_lie_below_the_ephemeral_range() {
-        let ephemeral_start: u16 =
-            std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    fn free_ports_lie_below_the_ephemeral_range() -> anyhow::Result<()> {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
+        let ephemeral_start: u16 = range.split_whitespace().next().context("empty range")?.parse()?;
         for _ in 0..20 {
-            let port = free_port().unwrap();
+            let port = free_port()?;
             assert!(port < ephemeral_start, "{port} is in the ephemeral range from {ephemeral_start}");
         }
+        Ok(())
     }
 
     /// The port LocalStack was given is bound by someone else by the time it
     /// starts: it must come up on another port, not hang until the bound.
     #[tokio::test(flavor = "multi_thread")]
-    async fn localstack_whose_port_was_taken_starts_on_another() {
+    async fn localstack_whose_port_was_taken_starts_on_another() -> anyhow::Result<()> {
         let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let venv = tokio::task::spawn_blocking(move || install::ensure(&project, Venv::LocalStack)).await.unwrap().unwrap();
-        let state = tempfile::tempdir().unwrap();
-        let logs = LogSink::new(state.path(), false).unwrap();
-        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let taken = squatter.local_addr().unwrap().port();
+        let venv = tokio::task::spawn_blocking(move || install::ensure(&project, Venv::LocalStack)).await??;
+        let state = tempfile::tempdir()?;
+        let logs = LogSink::new(state.path(), false)?;
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let taken = squatter.local_addr()?.port();
         let mut offered = vec![];
         let started = Instant::now();
         let (mut child, url) = start_localstack(&venv, state.path(), &logs, || {
@@ -273,12 +274,12 @@ mod tests {
             offered.push(port);
             Ok(port)
         })
-        .await
-        .unwrap();
+        .await?;
         let took = started.elapsed();
         kill_group(&mut child);
         assert_eq!(offered.len(), 2, "one refused port, then one that worked: {offered:?}");
         assert!(!url.ends_with(&format!(":{taken}")), "{url}");
         assert!(took < START_BOUND / 2, "noticed the taken port only after {took:?}");
+        Ok(())
     }
 }
