@@ -1,5 +1,5 @@
-//! Installs the emulators into virtualenvs under `.prism/venvs/`, from the
-//! pinned lists in `localstack/`. Idempotent and safe to run from parallel
+//! Installs the emulators (and cargo-lambda, for `prism package`) into
+//! virtualenvs under `.prism/venvs/`, from the pinned lists in `localstack/`. Idempotent and safe to run from parallel
 //! tests: a file lock serialises installers and a stamp of the pin list's
 //! contents says whether a venv is current.
 
@@ -15,6 +15,8 @@ pub enum Venv {
     Moto,
     /// LocalStack community in host mode (Python 3.13).
     LocalStack,
+    /// cargo-lambda with the Zig toolchain it cross-links with.
+    CargoLambda,
 }
 
 impl Venv {
@@ -22,6 +24,7 @@ impl Venv {
         match self {
             Self::Moto => "moto",
             Self::LocalStack => "localstack",
+            Self::CargoLambda => "cargo-lambda",
         }
     }
 
@@ -29,6 +32,7 @@ impl Venv {
         match self {
             Self::Moto => "moto.txt",
             Self::LocalStack => "localstack-host.txt",
+            Self::CargoLambda => "cargo-lambda.txt",
         }
     }
 }
@@ -67,7 +71,7 @@ pub fn ensure(project: &Path, venv: Venv) -> anyhow::Result<PathBuf> {
 /// The interpreter a venv is made with: LocalStack's pins need Python 3.13.
 fn python_for(venv: Venv) -> anyhow::Result<Command> {
     match venv {
-        Venv::Moto => Ok(Command::new("python3")),
+        Venv::Moto | Venv::CargoLambda => Ok(Command::new("python3")),
         Venv::LocalStack => {
             if Command::new("python3.13").arg("--version").output().is_ok_and(|o| o.status.success()) {
                 return Ok(Command::new("python3.13"));

@@ -3,6 +3,7 @@
 mod analyse;
 mod bench;
 mod install;
+mod package;
 mod submit;
 mod target;
 mod test;
@@ -34,6 +35,9 @@ pub enum Command {
     Token(target::TokenArgs),
     /// Install the emulators' pinned virtualenvs under .prism/venvs.
     Install,
+    /// Build each function's deployable bootstrap.zip for Lambda on arm64 (cargo-lambda, installed on
+    /// first use) and check it holds an executable aarch64 `bootstrap`; prints their sizes.
+    Package(package::PackageArgs),
     /// Run the benchmarks (on a private local cloud) and print the report.
     Bench(bench::BenchArgs),
     /// Run files through their processors on this machine, without the cloud
@@ -57,6 +61,7 @@ impl Command {
             Self::Logs(args) => watch::logs(project, args).await,
             Self::Token(args) => target::token(project, &args),
             Self::Install => install::run(project),
+            Self::Package(args) => package::run(project, &args),
             Self::Bench(args) => bench::run(project, args).await,
             Self::Analyse(args) => analyse::analyse(&args),
             Self::Thumbnail(args) => analyse::thumbnail(&args),
