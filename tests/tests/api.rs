@@ -269,3 +269,32 @@ async fn an_owner_over_its_quota_gets_429_with_retry_after_while_another_owner_i
     assert_eq!(status, 201, "another owner is served");
     tc.finish().await;
 }
+
+/// A job submitted with its size gets an upload URL that signs that length:
+/// S3 takes exactly that many bytes, whatever the content type, and refuses
+/// any other length (the proxy in front of the emulator once dropped the
+/// header and every such upload failed).
+#[tokio::test]
+async fn an_upload_presigned_for_a_declared_size_takes_exactly_that_many_bytes() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let created: Value = tc
+        .api
+        .request(Method::POST, "/v1/jobs")
+        .json(&json!({"file_name": "sized.txt", "size": 5}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("job");
+    let url = created["upload"]["url"].as_str().expect("an upload URL").to_owned();
+    let put = |body: &'static str| reqwest::Client::new().put(&url).header("content-type", "text/plain").body(body).send();
+    let wrong = put("hello world").await.expect("answered");
+    assert_eq!(wrong.status().as_u16(), 403, "another length is refused: {}", wrong.text().await.unwrap_or_default());
+    let right = put("hello").await.expect("answered");
+    assert_eq!(right.status().as_u16(), 200, "{}", right.text().await.unwrap_or_default());
+    let id = created["job"]["id"].as_str().expect("id").parse().expect("a job id");
+    let job = tc.api.wait(&id, JOB_TIMEOUT).await.expect("the job ends");
+    assert_eq!(job.status.to_string(), "completed", "{job:?}");
+    tc.finish().await;
+}

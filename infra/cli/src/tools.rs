@@ -7,5 +7,8 @@ pub const CORPUS_TOOLS: &[(&str, &str)] = &[("pdftotext", "poppler-utils"), ("gr
 /// What the thumbnail benchmark measures process-image against.
 pub const REFERENCE_TOOLS: &[(&str, &str)] = &[("vipsthumbnail", "libvips-tools"), ("mogrify", "imagemagick")];
 
+/// What the dashboard's browser test drives: Debian's Chromium over WebDriver.
+pub const BROWSER_TOOLS: &[(&str, &str)] = &[("chromium", "chromium"), ("chromedriver", "chromium-driver")];
+
 /// The optimised profile local runs use (release without LTO; see Cargo.toml).
 pub const LOCAL_RELEASE: &str = "local-release";

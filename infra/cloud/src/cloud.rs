@@ -66,6 +66,9 @@ pub struct LocalInfo {
     /// Every function URL, by the function's logical id.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub function_urls: std::collections::BTreeMap<String, String>,
+    /// The web dashboard's page, served from an origin of its own as a deployed one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_url: Option<String>,
     pub logs_dir: String,
     pub pid: u32,
 }
@@ -228,6 +231,7 @@ impl LocalCloud {
             stage: opts.stage.clone(),
             account_id: ACCOUNT_ID.into(),
             throttle: stack.http_throttle.map(|(rate, burst)| http_api::TokenBucket::new(rate, burst)),
+            cors: stack.http_cors.clone(),
         })?;
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -260,6 +264,21 @@ impl LocalCloud {
             });
         }
 
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let dashboard_url = Some(format!("http://{}/", listener.local_addr()?));
+        let app = crate::dashboard::router(crate::dashboard::DashboardConfig {
+            api_url: http_url.clone(),
+            websocket_url: websocket_url.clone(),
+            stream_url: stream_url.clone(),
+        });
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "dashboard server failed");
+            }
+        });
+
         let info = LocalInfo {
             region: REGION.into(),
             endpoint: emulators.endpoint.clone(),
@@ -271,6 +290,7 @@ impl LocalCloud {
             websocket_url,
             stream_url,
             function_urls,
+            dashboard_url,
             logs_dir: logs.dir().display().to_string(),
             pid: std::process::id(),
         };

@@ -30,6 +30,92 @@ pub struct Gateway {
     pub stage: String,
     pub account_id: String,
     pub throttle: Option<TokenBucket>,
+    /// The API's `CorsConfiguration`, when it has one.
+    pub cors: Option<Cors>,
+}
+
+/// An HTTP API's CORS settings, answered as API Gateway answers them: it
+/// replies to preflight `OPTIONS` requests itself (no route or function is
+/// involved) and adds the allow headers to every response for an allowed origin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cors {
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age_s: Option<u64>,
+}
+
+impl Cors {
+    /// From the template's `CorsConfiguration` (a list of strings per setting).
+    pub fn from_template(config: &serde_json::Value) -> Self {
+        let list = |key: &str| -> Vec<String> {
+            config
+                .get(key)
+                .and_then(serde_json::Value::as_array)
+                .map_or_else(Vec::new, |values| values.iter().filter_map(serde_json::Value::as_str).map(str::to_owned).collect())
+        };
+        Self {
+            allow_origins: list("AllowOrigins"),
+            allow_methods: list("AllowMethods"),
+            allow_headers: list("AllowHeaders"),
+            expose_headers: list("ExposeHeaders"),
+            max_age_s: config.get("MaxAge").and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok())),
+        }
+    }
+
+    /// The `access-control-allow-origin` value for a request from `origin`, if allowed.
+    fn allowed_origin(&self, origin: &str) -> Option<HeaderValue> {
+        if self.allow_origins.iter().any(|o| o == "*") {
+            return Some(HeaderValue::from_static("*"));
+        }
+        self.allow_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)).then(|| HeaderValue::from_str(origin).ok()).flatten()
+    }
+
+    fn allows(list: &[String], wanted: &str) -> bool {
+        list.iter().any(|v| v == "*" || v.eq_ignore_ascii_case(wanted))
+    }
+
+    /// The answer to a preflight request, or `None` when `req` is not one.
+    fn preflight(&self, req: &Request) -> Option<Response> {
+        let headers = req.headers();
+        let requested_method = headers.get("access-control-request-method")?.to_str().ok()?;
+        if req.method() != axum::http::Method::OPTIONS {
+            return None;
+        }
+        let origin = headers.get("origin").and_then(|o| o.to_str().ok()).and_then(|o| self.allowed_origin(o));
+        let requested_headers = headers.get("access-control-request-headers").and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let headers_allowed =
+            requested_headers.split(',').map(str::trim).filter(|h| !h.is_empty()).all(|h| Self::allows(&self.allow_headers, h));
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        // A refused preflight is an answer without the allow headers: the browser stops there.
+        if let Some(origin) = origin.filter(|_| headers_allowed && Self::allows(&self.allow_methods, requested_method)) {
+            let out = resp.headers_mut();
+            out.insert("access-control-allow-origin", origin);
+            for (name, values) in
+                [("access-control-allow-methods", &self.allow_methods), ("access-control-allow-headers", &self.allow_headers)]
+            {
+                if let Ok(value) = HeaderValue::from_str(&values.join(",")) {
+                    out.insert(name, value);
+                }
+            }
+            if let Some(max_age) = self.max_age_s {
+                out.insert("access-control-max-age", HeaderValue::from(max_age));
+            }
+        }
+        Some(resp)
+    }
+
+    /// Adds the allow headers to a response to a request from `origin`.
+    fn decorate(&self, origin: Option<&HeaderValue>, resp: &mut Response) {
+        let Some(allowed) = origin.and_then(|o| o.to_str().ok()).and_then(|o| self.allowed_origin(o)) else { return };
+        resp.headers_mut().insert("access-control-allow-origin", allowed);
+        if !self.expose_headers.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&self.expose_headers.join(","))
+        {
+            resp.headers_mut().insert("access-control-expose-headers", value);
+        }
+    }
 }
 
 /// API Gateway's stage throttling: `rate` requests per second with bursts of `burst`.
@@ -99,6 +185,17 @@ pub fn router(gateway: Gateway) -> anyhow::Result<Router> {
 }
 
 async fn handle(State(routed): State<Arc<Routed>>, req: Request) -> Response {
+    let Some(cors) = &routed.gateway.cors else { return handle_route(&routed, req).await };
+    if let Some(answer) = cors.preflight(&req) {
+        return answer;
+    }
+    let origin = req.headers().get("origin").cloned();
+    let mut resp = handle_route(&routed, req).await;
+    cors.decorate(origin.as_ref(), &mut resp);
+    resp
+}
+
+async fn handle_route(routed: &Routed, req: Request) -> Response {
     let gw = &routed.gateway;
     if gw.throttle.as_ref().is_some_and(|t| !t.try_take()) {
         return (StatusCode::TOO_MANY_REQUESTS, [("content-type", "application/json")], r#"{"message":"Too Many Requests"}"#)
@@ -233,5 +330,65 @@ mod tests {
     fn api_gateway_templates_become_matchit_ones() {
         assert_eq!(matchit_template("/v1/jobs/{id}"), "/v1/jobs/{id}");
         assert_eq!(matchit_template("/files/{proxy+}"), "/files/{*proxy}");
+    }
+}
+
+#[cfg(test)]
+mod cors_tests {
+    use super::*;
+
+    fn cors() -> Cors {
+        Cors::from_template(&serde_json::json!({
+            "AllowOrigins": ["*"],
+            "AllowMethods": ["GET", "POST"],
+            "AllowHeaders": ["authorization", "content-type"],
+            "ExposeHeaders": ["retry-after"],
+            "MaxAge": 600
+        }))
+    }
+
+    fn preflight(method: &str, headers: &str) -> Request {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/jobs")
+            .header("origin", "http://127.0.0.1:9000")
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", headers)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    }
+
+    #[test]
+    fn preflights_are_answered_by_the_gateway_with_what_the_template_allows() {
+        let answer = cors().preflight(&preflight("POST", "Authorization, Content-Type")).expect("a preflight");
+        assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+        let h = answer.headers();
+        assert_eq!(h["access-control-allow-origin"], "*");
+        assert_eq!(h["access-control-allow-methods"], "GET,POST");
+        assert_eq!(h["access-control-allow-headers"], "authorization,content-type");
+        assert_eq!(h["access-control-max-age"], "600");
+    }
+
+    #[test]
+    fn a_method_or_header_not_allowed_gets_an_answer_without_allow_headers() {
+        for (method, headers) in [("DELETE", "authorization"), ("POST", "authorization, x-secret")] {
+            let answer = cors().preflight(&preflight(method, headers)).expect("a preflight");
+            assert!(answer.headers().get("access-control-allow-origin").is_none(), "{method} {headers}");
+        }
+    }
+
+    #[test]
+    fn only_options_with_a_requested_method_is_a_preflight_and_responses_name_the_origin() {
+        let plain_options = Request::builder().method("OPTIONS").uri("/v1/jobs").body(axum::body::Body::empty()).expect("request");
+        assert!(cors().preflight(&plain_options).is_none());
+
+        let listed = Cors { allow_origins: vec!["http://dash.example".into()], ..cors() };
+        let mut resp = StatusCode::OK.into_response();
+        listed.decorate(Some(&HeaderValue::from_static("http://dash.example")), &mut resp);
+        assert_eq!(resp.headers()["access-control-allow-origin"], "http://dash.example");
+        assert_eq!(resp.headers()["access-control-expose-headers"], "retry-after");
+        let mut other = StatusCode::OK.into_response();
+        listed.decorate(Some(&HeaderValue::from_static("http://evil.example")), &mut other);
+        assert!(other.headers().get("access-control-allow-origin").is_none());
     }
 }

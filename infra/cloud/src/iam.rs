@@ -254,6 +254,8 @@ pub fn required(call: &Call, body: Option<&[u8]>, account: &Account) -> Option<(
             let action = if call.operation == "PublishBatch" { "Publish" } else { call.operation.as_str() };
             Some((format!("sns:{action}"), topic))
         }
+        // S3 answers preflights from the bucket's CORS rules, unsigned: no identity, no policy.
+        "s3" if call.operation == "PreflightRequest" => None,
         "s3" => {
             let path = call.uri.split('?').next().unwrap_or_default().trim_start_matches('/');
             let action = match call.operation.as_str() {
@@ -291,6 +293,14 @@ mod tests {
 
     fn account() -> Account {
         Account { region: "us-east-1".into(), id: "000000000000".into(), websocket_api: Some("local-ws".into()) }
+    }
+
+    #[test]
+    fn a_browsers_preflight_before_a_presigned_upload_needs_no_permission_but_the_upload_does() {
+        let preflight = call("s3", "PreflightRequest", "/uploads-bucket/uploads/o/j/a.jpg");
+        assert_eq!(required(&preflight, None, &account()), None);
+        let upload = call("s3", "PutObject", "/uploads-bucket/uploads/o/j/a.jpg");
+        assert_eq!(required(&upload, None, &account()).map(|(action, _)| action), Some("s3:PutObject".to_owned()));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod client;
 pub mod cloud;
+pub mod dashboard;
 pub mod emulator;
 pub mod esm;
 pub mod filter;

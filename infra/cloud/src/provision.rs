@@ -129,6 +129,8 @@ pub struct Stack {
     pub tables: Vec<String>,
     /// The HTTP API's `DefaultRouteSettings` throttling: (requests per second, burst).
     pub http_throttle: Option<(f64, f64)>,
+    /// The HTTP API's CORS settings, for pages served from another origin (the dashboard).
+    pub http_cors: Option<crate::http_api::Cors>,
     pub websocket: Option<WebSocketSpec>,
     /// Function properties the local cloud does not model, with the
     /// functions that set them: said once at start, never silently ignored.
@@ -177,6 +179,7 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
         buckets: Vec::new(),
         tables: Vec::new(),
         http_throttle: None,
+        http_cors: None,
         websocket: None,
         unmodelled: BTreeMap::new(),
     };
@@ -212,6 +215,7 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
                 if let (Some(rate), Some(burst)) = (setting("ThrottlingRateLimit"), setting("ThrottlingBurstLimit")) {
                     stack.http_throttle = Some((rate, burst));
                 }
+                stack.http_cors = props.get("CorsConfiguration").map(crate::http_api::Cors::from_template);
             }
             "AWS::SNS::Topic" => create_topic(clients, &mut ctx, r, &props).await?,
             "AWS::SNS::Subscription" => subscribe(clients, &mut ctx, r, &props).await?,

@@ -320,7 +320,10 @@ async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, reques
     };
     let url = format!("{upstream}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut headers = parts.headers;
-    for hop in ["content-length", "connection", "transfer-encoding"] {
+    // Content-Length stays: a streamed body goes upstream with the length it
+    // came with, not chunked, and an upload URL presigned for a declared size
+    // signs that header (S3 refuses the PUT if it is missing).
+    for hop in ["connection", "transfer-encoding"] {
         headers.remove(hop);
     }
     let answer = match proxies.http.request(parts.method, &url).headers(headers).body(body).send().await {
@@ -391,6 +394,8 @@ fn s3_operation(method: &Method, path: &str, query: &str, headers: &HeaderMap) -
         ("PUT", false) => "CreateBucket",
         ("POST", false) if sub("delete") => "DeleteObjects",
         ("DELETE", false) => "DeleteBucket",
+        // A browser's CORS preflight before it uses a presigned URL.
+        ("OPTIONS", _) => "PreflightRequest",
         _ => "Unknown",
     }
 }

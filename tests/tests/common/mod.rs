@@ -90,6 +90,11 @@ impl TestCloud {
         client(&self.cloud.info.http_url, None)
     }
 
+    /// Where this cloud keeps its state and logs; test artifacts go here too.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.state_dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
     }

@@ -6,7 +6,7 @@ use std::process::Command;
 use anyhow::Context as _;
 use prism_cloud::install::{self, Venv};
 
-use crate::tools::{CORPUS_TOOLS, PROCESSOR_TOOLS, REFERENCE_TOOLS};
+use crate::tools::{BROWSER_TOOLS, CORPUS_TOOLS, PROCESSOR_TOOLS, REFERENCE_TOOLS};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -16,7 +16,7 @@ pub struct TestArgs {
 }
 
 pub fn run(project: &Path, extra: &[String]) -> anyhow::Result<()> {
-    install::ensure_commands(&[PROCESSOR_TOOLS, CORPUS_TOOLS, REFERENCE_TOOLS].concat())?;
+    install::ensure_commands(&[PROCESSOR_TOOLS, CORPUS_TOOLS, REFERENCE_TOOLS, BROWSER_TOOLS].concat())?;
     let moto = install::ensure(project, Venv::Moto)?;
     install::ensure(project, Venv::LocalStack)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -73,6 +73,9 @@ pub async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> 
     std::fs::write(LocalInfo::path(project), &info)?;
     println!("{info}");
     println!("prism: local cloud ready ({}); Ctrl-C stops it", cloud.info.emulator);
+    if let Some(url) = &cloud.info.dashboard_url {
+        println!("prism: dashboard at {url} (sign in with the token of `prism token --owner you`)");
+    }
     if demo {
         let client = PrismClient::new(&cloud.info.http_url, Some(issue_token(project, "local", 1)?))?;
         let (name, bytes) = DEMO_FILE;

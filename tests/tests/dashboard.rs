@@ -1,0 +1,161 @@
+//! The web dashboard in a real browser: Debian's headless Chromium driven over
+//! WebDriver (chromedriver) against a private local cloud, as a person uses it.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{JOB_TIMEOUT, TestCloud, images, project_dir};
+use fantoccini::{Client, ClientBuilder, Locator};
+use prism_cloud::EmulatorChoice;
+use serde_json::{Value, json};
+
+/// chromedriver on a free port, stopped with the test.
+struct Driver {
+    _process: tokio::process::Child,
+    url: String,
+}
+
+async fn chromedriver() -> Driver {
+    let port = prism_cloud::emulator::free_port().expect("port");
+    let process = tokio::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver (apt-get install chromium-driver; the test command installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while http.get(format!("{url}/status")).send().await.map_or(true, |r| !r.status().is_success()) {
+        assert!(started.elapsed() < Duration::from_secs(30), "chromedriver did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Driver { _process: process, url }
+}
+
+async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+    // The flags keep Chromium off the network this machine does not have
+    // (background services, updates, sync), which it would otherwise keep trying.
+    let args = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+    ];
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    let capabilities = json!({"goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}});
+    let Value::Object(capabilities) = capabilities else { unreachable!("an object") };
+    ClientBuilder::rustls().expect("TLS roots").capabilities(capabilities).connect(&driver.url).await.expect("a browser session")
+}
+
+/// Evaluates `script` (an expression) until `done` holds for its value.
+async fn wait_for(page: &Client, what: &str, script: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let value = page.execute(&format!("return {script};"), vec![]).await.expect("script runs");
+        if done(&value) {
+            return value;
+        }
+        assert!(started.elapsed() < JOB_TIMEOUT, "timed out waiting for {what}; last value {value}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn job_status(id: &str) -> String {
+    format!(r#"document.querySelector('#jobs li[data-id="{id}"]')?.dataset.status ?? null"#)
+}
+
+/// The app is on screen and the sign-in form is not.
+const SIGNED_IN: &str = "getComputedStyle(document.querySelector('#app')).display !== 'none' && getComputedStyle(document.querySelector('#sign-in-form')).display === 'none'";
+/// Every listed job's id and status, in order.
+const LISTED: &str = "[...document.querySelectorAll('#jobs li')].map(li => [li.dataset.id, li.dataset.status])";
+/// Thumbnails in the open job's detail that the browser has decoded and drawn.
+const DRAWN_THUMBNAILS: &str =
+    "[...document.querySelectorAll('#detail img.thumbnail')].filter(i => i.complete && i.naturalWidth > 0).length";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_and_reloads_to_the_same_page() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let dashboard = tc.cloud.info.dashboard_url.clone().expect("the local cloud serves the dashboard");
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let page = browser(&driver, profile.path()).await;
+
+    // Sign in: a wrong token is refused with a message, the right one opens the app.
+    page.goto(&dashboard).await.expect("open the dashboard");
+    page.wait().for_element(Locator::Css("#token")).await.expect("sign-in form").send_keys("not-a-token").await.expect("type");
+    page.find(Locator::Css("#sign-in")).await.expect("button").click().await.expect("click");
+    wait_for(&page, "the refusal", "document.querySelector('#sign-in-error').textContent", |v| {
+        v.as_str().is_some_and(|t| t.contains("refused"))
+    })
+    .await;
+    let token_field = page.find(Locator::Css("#token")).await.expect("token field");
+    token_field.clear().await.expect("clear");
+    token_field.send_keys(&tc.token("tester")).await.expect("type");
+    page.find(Locator::Css("#sign-in")).await.expect("button").click().await.expect("click");
+    wait_for(&page, "the app", SIGNED_IN, |v| v == &json!(true)).await;
+    wait_for(&page, "the live connection", "document.querySelector('#connection').textContent", |v| v == "Live").await;
+
+    // Upload an image through the file picker: upload progress, then the job live to completed.
+    let photo = tc.state_dir().join("harbour.jpg");
+    std::fs::write(&photo, images::jpeg(1600, 1200)).expect("write the photo");
+    page.find(Locator::Css("#files")).await.expect("file input").send_keys(&photo.display().to_string()).await.expect("choose the file");
+    let upload = "[document.querySelector('#uploads li')?.dataset.state, document.querySelector('#uploads li .meta')?.textContent]";
+    let uploaded = wait_for(&page, "the upload", upload, |v| v[0].is_string()).await;
+    assert_eq!(uploaded[0], "uploaded", "the upload's note: {}", uploaded[1]);
+    let uploaded = wait_for(&page, "the job id", "document.querySelector('#uploads li')?.dataset.jobId ?? null", Value::is_string).await;
+    let image_id = uploaded.as_str().expect("id").to_owned();
+    let upload_bar =
+        page.execute("const p = document.querySelector('#uploads li progress'); return [p.value, p.max];", vec![]).await.expect("bar");
+    assert_eq!(upload_bar[0], upload_bar[1], "the upload bar is full: {upload_bar}");
+    wait_for(&page, "the image job to complete", &job_status(&image_id), |v| v == "completed").await;
+    let bar = page
+        .execute(&format!(r#"return document.querySelector('#jobs li[data-id="{image_id}"] progress').value;"#), vec![])
+        .await
+        .expect("bar");
+    assert_eq!(bar, json!(100), "the job's bar reached the end");
+
+    // Its results as a person wants them: the thumbnails drawn, the size, the palette.
+    page.find(Locator::Css(&format!(r#"#jobs li[data-id="{image_id}"]"#))).await.expect("row").click().await.expect("open");
+    let drawn = wait_for(&page, "thumbnails drawn", DRAWN_THUMBNAILS, |v| v.as_u64() > Some(0)).await;
+    let facts = page.find(Locator::Css("#detail")).await.expect("detail").text().await.expect("text");
+    assert!(facts.contains("1600×1200"), "{facts}");
+    assert!(facts.contains("completed"), "{facts}");
+
+    // A job waiting for its upload (it would wait twenty minutes) is cancelled from the page.
+    let (waiting, _) = tc.api.create("long-recording.mp4", None).await.expect("create");
+    let waiting_id = waiting.id.to_string();
+    page.find(Locator::Css("#refresh")).await.expect("refresh").click().await.expect("click");
+    wait_for(&page, "the waiting job listed", &job_status(&waiting_id), |v| v == "queued").await;
+    let cancel = format!(r#"#jobs li[data-id="{}"] button.cancel"#, waiting.id);
+    page.find(Locator::Css(&cancel)).await.expect("cancel button").click().await.expect("cancel");
+    wait_for(&page, "the job cancelled", &job_status(&waiting_id), |v| v == "cancelled").await;
+    assert_eq!(tc.api.job(&waiting.id).await.expect("get").status.to_string(), "cancelled", "the API agrees with the page");
+
+    // Reload: the same jobs in the same states, the same job open with its thumbnails.
+    let before = page.execute(&format!("return {LISTED};"), vec![]).await.expect("list");
+    page.refresh().await.expect("reload");
+    wait_for(&page, "the same list after reload", LISTED, |v| v == &before).await;
+    wait_for(&page, "signed in again from the stored token", SIGNED_IN, |v| v == &json!(true)).await;
+    wait_for(&page, "thumbnails drawn after reload", DRAWN_THUMBNAILS, |v| v == &drawn).await;
+    let open =
+        page.execute("return document.querySelector('#jobs li[aria-current=\"true\"]')?.dataset.id ?? null;", vec![]).await.expect("open");
+    assert_eq!(open, json!(image_id), "the job that was open is open again");
+
+    let png = page.screenshot().await.expect("screenshot");
+    std::fs::write(tc.state_dir().join("dashboard.png"), &png).expect("keep the screenshot");
+    if std::env::var_os("PRISM_UPDATE_DOCS").is_some() {
+        std::fs::write(project_dir().join("docs/dashboard.png"), &png).expect("update docs/dashboard.png");
+    }
+    page.close().await.expect("close the browser");
+    tc.finish().await;
+}
