@@ -71,6 +71,19 @@ async fn text_slice(emulator: EmulatorChoice) {
     assert_eq!(types, expected, "the processor's log line is flushed at its next checkpoint");
     let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
     assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+    // The processor wrote the job's end as a CloudWatch embedded metric.
+    let log = tc.log("process-text");
+    let metric: serde_json::Value = log
+        .lines()
+        .filter(|l| l.contains(r#""_aws""#) && l.contains("JobsEnded"))
+        .find_map(|l| serde_json::from_str(&l[l.find('{')?..]).ok())
+        .unwrap_or_else(|| panic!("no JobsEnded metric in process-text's log:\n{log}"));
+    assert_eq!(
+        (metric["Modality"].as_str(), metric["Status"].as_str(), metric["JobsEnded"].as_f64()),
+        (Some("text"), Some("completed"), Some(1.0))
+    );
+    assert_eq!(metric["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Prism");
+    assert!(metric["ProcessingMs"].as_f64().is_some_and(|ms| ms >= 0.0), "{metric}");
 
     // Straight into the bucket: an operator's drop, owner from the key prefix.
     let dropped = drop_into_bucket(&tc, "uploads/alice/report.txt", "one two three\nfour".as_bytes()).await;

@@ -8,6 +8,7 @@ use prism_shared::app::sqs_batch::{self, Backoff};
 use prism_shared::domain::commands::Command;
 use prism_shared::domain::envelope;
 use prism_shared::domain::job::JobFailure;
+use prism_shared::runtime::metrics::{self, Metric};
 use prism_shared::{JobEvent, JobId, app::uploads};
 
 pub const SOURCE: &str = "dead-letter";
@@ -50,6 +51,9 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), LifecycleErr
     let body = msg.body.as_deref().unwrap_or_default();
     let origin = origin(&msg);
     let jobs = jobs_of(deps, body).await?;
+    // Counted once the message is understood: a redelivery after a store
+    // error counts again, which an alarm on "more than zero" does not mind.
+    metrics::emit(&[("Queue", &origin)], &[Metric::count("DeadLetters")]);
     if jobs.is_empty() {
         // Nothing to fail: keep the evidence in the logs, where operators look.
         tracing::error!(%origin, body, "dead letter names no job");
@@ -60,7 +64,14 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), LifecycleErr
         tracing::error!(job_id = %job_id, %origin, "dead letter: failing job");
         match lifecycle::record(deps.jobs.as_ref(), &job_id, SOURCE, JobEvent::Failed(failure)).await {
             // Already terminal (it finished on a late attempt) or gone: nothing to fail.
-            Ok(_) | Err(LifecycleError::Refused { .. } | LifecycleError::NotFound(_)) => {}
+            Ok(recorded) => {
+                let modality = recorded.job().modality.map_or("unknown", <&str>::from);
+                metrics::emit(
+                    &[("Modality", modality), ("Status", "failed"), ("Code", "retries_exhausted")],
+                    &[Metric::count("JobsEnded")],
+                );
+            }
+            Err(LifecycleError::Refused { .. } | LifecycleError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
     }

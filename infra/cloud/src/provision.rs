@@ -135,6 +135,8 @@ pub struct Stack {
     /// Function properties the local cloud does not model, with the
     /// functions that set them: said once at start, never silently ignored.
     pub unmodelled: BTreeMap<&'static str, Vec<String>>,
+    /// Resources accepted but not emulated (CloudWatch alarms).
+    pub not_emulated: Vec<String>,
 }
 
 /// Function properties that change nothing locally: the functions run on
@@ -182,6 +184,7 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
         http_cors: None,
         websocket: None,
         unmodelled: BTreeMap::new(),
+        not_emulated: Vec::new(),
     };
     let mut functions = Vec::new();
     // Integration id to the function it invokes.
@@ -264,8 +267,17 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
                 let name = str_prop(&props, "Name").unwrap_or(&id).to_owned();
                 ctx.values.insert(id.clone(), Value::String(name));
             }
+            // CloudWatch is not emulated: the metrics the alarms watch are in the
+            // functions' logs, where `prism stats` sums them.
+            "AWS::CloudWatch::Alarm" => {
+                ctx.values.insert(id.clone(), Value::String(id.clone()));
+                stack.not_emulated.push(id.clone());
+            }
             other => bail!("the local cloud cannot provision {id}: resource type {other} is not supported yet"),
         }
+    }
+    if !stack.not_emulated.is_empty() {
+        tracing::warn!(resources = %stack.not_emulated.join(", "), "CloudWatch alarms are not emulated locally (`prism stats` sums the metrics they watch)");
     }
     // Functions last: their environment may refer to anything.
     for id in functions {

@@ -23,6 +23,7 @@ use crate::domain::phases::Counts;
 use crate::domain::results::JobResult;
 use crate::ports::error::{BlobError, StoreError};
 use crate::ports::{BlobStore, Deps, JobStore};
+use crate::runtime::metrics::{self, Metric};
 
 /// What a `job.process` command asks for.
 #[derive(Debug, Clone)]
@@ -304,7 +305,26 @@ impl<'a> Run<'a> {
     pub async fn fail(&self, failure: JobFailure) -> Result<(), HandlerError> {
         self.log(LogLevel::Error, format!("failed: {}", failure.message), &[("code", failure.code.clone().into())]);
         self.flush_log(true).await?;
-        self.record(JobEvent::Failed(failure)).await.map(drop)
+        let code = failure.code.clone();
+        if self.record(JobEvent::Failed(failure)).await? {
+            self.emit_ended(&[("Code", &code)]);
+        }
+        Ok(())
+    }
+
+    /// The metrics of the job this run just ended: one per job, by modality
+    /// and status (and `extra` dimensions), with its processing time.
+    fn emit_ended(&self, extra: &[(&str, &str)]) {
+        let known = self.last_known.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(job) = known.as_ref() else { return };
+        let modality = job.modality.map_or("unknown", <&str>::from);
+        let status: &str = job.status.into();
+        let dimensions: Vec<(&str, &str)> = [("Modality", modality), ("Status", status)].into_iter().chain(extra.iter().copied()).collect();
+        let mut measured = vec![Metric::count("JobsEnded")];
+        if let Some(first) = job.phases.all().first() {
+            measured.push(Metric::millis("ProcessingMs", (Utc::now() - first.started_at).num_milliseconds() as f64));
+        }
+        metrics::emit(&dimensions, &measured);
     }
 
     /// Completes the job; a result too large to record fails it instead
@@ -314,6 +334,10 @@ impl<'a> Run<'a> {
         match self.record(JobEvent::Completed { result, outputs }).await {
             Err(HandlerError::Lifecycle(LifecycleError::Store(StoreError::Rejected(reason)))) => {
                 self.fail(JobFailure::new("result_too_large", format!("the result could not be recorded: {reason}"))).await
+            }
+            Ok(true) => {
+                self.emit_ended(&[]);
+                Ok(())
             }
             other => other.map(drop),
         }

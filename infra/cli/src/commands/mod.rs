@@ -4,6 +4,7 @@ mod analyse;
 mod bench;
 mod install;
 mod package;
+mod stats;
 mod submit;
 mod target;
 mod test;
@@ -31,6 +32,8 @@ pub enum Command {
     Status(watch::StatusArgs),
     /// Print a job's log lines; with --follow, as they are written (server-sent events) until the job ends.
     Logs(watch::LogsArgs),
+    /// Sum the metrics the functions logged (CloudWatch Embedded Metric Format) as CloudWatch would.
+    Stats(stats::StatsArgs),
     /// Issue a bearer token for the local cloud.
     Token(target::TokenArgs),
     /// Install the emulators' pinned virtualenvs under .prism/venvs.
@@ -59,6 +62,7 @@ impl Command {
             Self::Watch(args) => watch::watch(project, args).await,
             Self::Status(args) => watch::status(project, args).await,
             Self::Logs(args) => watch::logs(project, args).await,
+            Self::Stats(args) => stats::run(project, &args),
             Self::Token(args) => target::token(project, &args),
             Self::Install => install::run(project),
             Self::Package(args) => package::run(project, &args),
