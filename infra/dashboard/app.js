@@ -130,9 +130,11 @@ function showJob(job) {
   const row = jobRow(job);
   const old = document.querySelector(`#jobs li[data-id="${CSS.escape(job.id)}"]`);
   if (old) {
-    // Updated in place: the row keeps its focus and anything holding it stays valid.
+    // Updated in place, and only where something shows a change: the row
+    // keeps its focus, its buttons stay the ones a person is about to click,
+    // and screen readers hear nothing new when nothing is.
     old.dataset.status = job.status;
-    old.replaceChildren(...row.childNodes);
+    if (old.innerHTML !== row.innerHTML) old.replaceChildren(...row.childNodes);
   } else if (!known) {
     $("jobs").prepend(row);
   }

@@ -70,6 +70,20 @@ async fn wait_for(page: &Client, what: &str, script: &str, done: impl Fn(&Value)
     }
 }
 
+/// Clicks the element `css` selects, finding it again if the page redrew it
+/// between the find and the click (a live update may land at any moment).
+async fn click(page: &Client, css: &str) {
+    for _ in 0..5 {
+        let element = page.wait().for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+        match element.click().await {
+            Ok(()) => return,
+            Err(e) if e.is_stale_element_reference() => {}
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
+    panic!("{css} kept being redrawn");
+}
+
 fn job_status(id: &str) -> String {
     format!(r#"document.querySelector('#jobs li[data-id="{id}"]')?.dataset.status ?? null"#)
 }
@@ -78,9 +92,13 @@ fn job_status(id: &str) -> String {
 const SIGNED_IN: &str = "getComputedStyle(document.querySelector('#app')).display !== 'none' && getComputedStyle(document.querySelector('#sign-in-form')).display === 'none'";
 /// Every listed job's id and status, in order.
 const LISTED: &str = "[...document.querySelectorAll('#jobs li')].map(li => [li.dataset.id, li.dataset.status])";
-/// Thumbnails in the open job's detail that the browser has decoded and drawn.
+/// The open job's thumbnails: how many the browser has decoded and drawn, of how many.
 const DRAWN_THUMBNAILS: &str =
-    "[...document.querySelectorAll('#detail img.thumbnail')].filter(i => i.complete && i.naturalWidth > 0).length";
+    "(t => [t.filter(i => i.complete && i.naturalWidth > 0).length, t.length])([...document.querySelectorAll('#detail img.thumbnail')])";
+/// Every thumbnail there is, drawn.
+fn all_drawn(v: &Value) -> bool {
+    v[1].as_u64() > Some(0) && v[0] == v[1]
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_and_reloads_to_the_same_page() {
@@ -93,7 +111,7 @@ async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_and_reloads_t
     // Sign in: a wrong token is refused with a message, the right one opens the app.
     page.goto(&dashboard).await.expect("open the dashboard");
     page.wait().for_element(Locator::Css("#token")).await.expect("sign-in form").send_keys("not-a-token").await.expect("type");
-    page.find(Locator::Css("#sign-in")).await.expect("button").click().await.expect("click");
+    click(&page, "#sign-in").await;
     wait_for(&page, "the refusal", "document.querySelector('#sign-in-error').textContent", |v| {
         v.as_str().is_some_and(|t| t.contains("refused"))
     })
@@ -101,7 +119,7 @@ async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_and_reloads_t
     let token_field = page.find(Locator::Css("#token")).await.expect("token field");
     token_field.clear().await.expect("clear");
     token_field.send_keys(&tc.token("tester")).await.expect("type");
-    page.find(Locator::Css("#sign-in")).await.expect("button").click().await.expect("click");
+    click(&page, "#sign-in").await;
     wait_for(&page, "the app", SIGNED_IN, |v| v == &json!(true)).await;
     wait_for(&page, "the live connection", "document.querySelector('#connection').textContent", |v| v == "Live").await;
 
@@ -125,8 +143,8 @@ async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_and_reloads_t
     assert_eq!(bar, json!(100), "the job's bar reached the end");
 
     // Its results as a person wants them: the thumbnails drawn, the size, the palette.
-    page.find(Locator::Css(&format!(r#"#jobs li[data-id="{image_id}"]"#))).await.expect("row").click().await.expect("open");
-    let drawn = wait_for(&page, "thumbnails drawn", DRAWN_THUMBNAILS, |v| v.as_u64() > Some(0)).await;
+    click(&page, &format!(r#"#jobs li[data-id="{image_id}"]"#)).await;
+    let drawn = wait_for(&page, "thumbnails drawn", DRAWN_THUMBNAILS, all_drawn).await;
     let facts = page.find(Locator::Css("#detail")).await.expect("detail").text().await.expect("text");
     assert!(facts.contains("1600×1200"), "{facts}");
     assert!(facts.contains("completed"), "{facts}");
@@ -134,10 +152,10 @@ async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_and_reloads_t
     // A job waiting for its upload (it would wait twenty minutes) is cancelled from the page.
     let (waiting, _) = tc.api.create("long-recording.mp4", None).await.expect("create");
     let waiting_id = waiting.id.to_string();
-    page.find(Locator::Css("#refresh")).await.expect("refresh").click().await.expect("click");
+    click(&page, "#refresh").await;
     wait_for(&page, "the waiting job listed", &job_status(&waiting_id), |v| v == "queued").await;
     let cancel = format!(r#"#jobs li[data-id="{}"] button.cancel"#, waiting.id);
-    page.find(Locator::Css(&cancel)).await.expect("cancel button").click().await.expect("cancel");
+    click(&page, &cancel).await;
     wait_for(&page, "the job cancelled", &job_status(&waiting_id), |v| v == "cancelled").await;
     assert_eq!(tc.api.job(&waiting.id).await.expect("get").status.to_string(), "cancelled", "the API agrees with the page");
 
@@ -146,7 +164,7 @@ async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_and_reloads_t
     page.refresh().await.expect("reload");
     wait_for(&page, "the same list after reload", LISTED, |v| v == &before).await;
     wait_for(&page, "signed in again from the stored token", SIGNED_IN, |v| v == &json!(true)).await;
-    wait_for(&page, "thumbnails drawn after reload", DRAWN_THUMBNAILS, |v| v == &drawn).await;
+    wait_for(&page, "the same thumbnails drawn after reload", DRAWN_THUMBNAILS, |v| v == &drawn).await;
     let open =
         page.execute("return document.querySelector('#jobs li[aria-current=\"true\"]')?.dataset.id ?? null;", vec![]).await.expect("open");
     assert_eq!(open, json!(image_id), "the job that was open is open again");
