@@ -2,8 +2,8 @@
 
 use prism_shared::app::auth::AuthError;
 use prism_shared::app::lifecycle::LifecycleError;
+use prism_shared::app::problem::Problem;
 use prism_shared::{BlobError, QueueError, StoreError};
-use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -93,22 +93,6 @@ impl ApiError {
     }
 
     pub fn problem(&self) -> Problem {
-        Problem {
-            kind: format!("https://prism.dev/problems/{}", self.code()),
-            title: self.code().replace('_', " "),
-            status: self.status(),
-            detail: self.to_string(),
-            code: self.code(),
-        }
+        Problem::new(self.code(), self.status(), self.to_string())
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    pub code: &'static str,
 }

@@ -19,6 +19,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
         blobs: Arc::new(MemoryBlobStore::default()),
         queue: queue.clone(),
         schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
+        lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         config,
     };
     (deps, jobs, queue)

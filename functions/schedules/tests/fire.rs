@@ -25,7 +25,14 @@ fn world() -> World {
         Arc::new(MemoryScheduleStore::default()),
     );
     let config = Config { classify_queue_url: "http://sqs/classify".into() };
-    let deps = Deps { jobs: jobs.clone(), blobs: blobs.clone(), queue: queue.clone(), schedules: schedules.clone(), config };
+    let deps = Deps {
+        jobs: jobs.clone(),
+        blobs: blobs.clone(),
+        queue: queue.clone(),
+        schedules: schedules.clone(),
+        lanes: Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
+        config,
+    };
     World { jobs, blobs, queue, schedules, deps }
 }
 

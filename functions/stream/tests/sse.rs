@@ -30,6 +30,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>) {
         blobs: Arc::new(MemoryBlobStore::default()),
         queue: Arc::new(MemoryQueue::default()),
         schedules: Arc::new(MemoryScheduleStore::default()),
+        lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         config,
     };
     (deps, jobs)

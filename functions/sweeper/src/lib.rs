@@ -9,6 +9,10 @@
 //!   send, a function that timed out mid-way, a step that vanished);
 //! - with a cancellation asked for: `cancelled`, as asked.
 //!
+//! A queued job whose lane an operator paused is not stalled: it waits for the
+//! lane, however long, and the sweep leaves it (`held`). Whether a lane is
+//! paused is read from its event-source mapping, the one place that says so.
+//!
 //! The decision is taken on the job as read, and stored only if the job has
 //! not changed since (a conditional write on its sequence number), so a job
 //! that makes progress meanwhile is never ended by the sweep. A stuck job is
@@ -19,6 +23,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use prism_shared::app::lifecycle::{self, LifecycleError};
 use prism_shared::domain::job::JobFailure;
+use prism_shared::domain::lanes::{self, LaneMapping};
+use prism_shared::ports::error::ControlError;
 use prism_shared::{ConfigError, Job, JobEvent, JobStatus, Retryable, runtime::config};
 use serde::Serialize;
 
@@ -32,6 +38,8 @@ pub struct Config {
     pub upload_wait: Duration,
     /// How long a queued or processing job may go without any recorded change.
     pub idle: Duration,
+    /// The lanes an operator may pause (`LANES`, as `ops` reads it).
+    pub lanes: Vec<LaneMapping>,
 }
 
 impl Config {
@@ -39,6 +47,7 @@ impl Config {
         Ok(Self {
             upload_wait: Duration::from_secs(config::parsed_or("UPLOAD_WAIT_SECONDS", 20 * 60)?),
             idle: Duration::from_secs(config::parsed_or("STALLED_AFTER_SECONDS", 60 * 60)?),
+            lanes: lanes::parse(&config::required("LANES")?).map_err(|e| ConfigError::Invalid { name: "LANES", reason: e.to_string() })?,
         })
     }
 }
@@ -51,6 +60,8 @@ pub enum SweepError {
     Lifecycle(#[from] LifecycleError),
     #[error(transparent)]
     Store(#[from] prism_shared::StoreError),
+    #[error(transparent)]
+    Lanes(#[from] ControlError),
 }
 
 impl Retryable for SweepError {
@@ -58,6 +69,7 @@ impl Retryable for SweepError {
         match self {
             Self::Lifecycle(e) => e.is_retryable(),
             Self::Store(e) => e.is_retryable(),
+            Self::Lanes(e) => e.is_retryable(),
         }
     }
 }
@@ -67,6 +79,8 @@ impl Retryable for SweepError {
 pub struct Swept {
     pub examined: usize,
     pub ended: usize,
+    /// Past their budget, but waiting in a paused lane.
+    pub held: usize,
 }
 
 /// What becomes of a job that has been idle: `None` while within its budget.
@@ -94,9 +108,29 @@ pub async fn handle(deps: &Deps) -> Result<Swept, SweepError> {
     let shortest = deps.config.upload_wait.min(deps.config.idle);
     let since = now - chrono::Duration::from_std(shortest).unwrap_or_else(|_| chrono::Duration::zero());
     let idle = deps.jobs.idle(since, PER_SWEEP).await?;
-    let mut swept = Swept { examined: idle.len(), ended: 0 };
+    let mut swept = Swept { examined: idle.len(), ..Swept::default() };
+    let mut paused = PausedLanes::default();
+    let mut unreadable_lane = None;
     for job in idle {
         let Some(event) = verdict(&job, now, &deps.config) else { continue };
+        if matches!(event, JobEvent::Failed(_)) {
+            match paused.holds(deps, &job).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    swept.held += 1;
+                    continue;
+                }
+                // A lane that cannot be read holds its jobs (they may be
+                // waiting on purpose); the sweep goes on with the others and
+                // ends in an error, for the function's error alarm.
+                Err(e) => {
+                    tracing::error!(job_id = %job.id, error = %e, "cannot tell whether the job's lane is paused; leaving it");
+                    swept.held += 1;
+                    unreadable_lane.get_or_insert(e);
+                    continue;
+                }
+            }
+        }
         match lifecycle::record_on(deps.jobs.as_ref(), &job, SOURCE, event.clone()).await {
             Ok(Some(_)) => {
                 tracing::warn!(job_id = %job.id, status = %job.status, phase = %job.phase, ended = event.event_type(), "swept an idle job");
@@ -107,6 +141,28 @@ pub async fn handle(deps: &Deps) -> Result<Swept, SweepError> {
             Err(e) => return Err(e.into()),
         }
     }
-    tracing::info!(examined = swept.examined, ended = swept.ended, "sweep done");
-    Ok(swept)
+    tracing::info!(examined = swept.examined, ended = swept.ended, held = swept.held, "sweep done");
+    match unreadable_lane {
+        Some(e) => Err(e.into()),
+        None => Ok(swept),
+    }
+}
+
+/// Lanes' paused states, each read at most once per sweep.
+#[derive(Debug, Default)]
+struct PausedLanes(std::collections::HashMap<String, bool>);
+
+impl PausedLanes {
+    /// Whether `job` waits in a paused lane: queued, classified, its lane's mapping disabled.
+    async fn holds(&mut self, deps: &Deps, job: &Job) -> Result<bool, ControlError> {
+        let (JobStatus::Queued, Some(modality)) = (job.status, job.modality) else { return Ok(false) };
+        let name = format!("{}-{}", <&str>::from(modality), job.priority.lane().as_str());
+        let Some(lane) = deps.config.lanes.iter().find(|l| l.lane == name) else { return Ok(false) };
+        if let Some(paused) = self.0.get(&name) {
+            return Ok(*paused);
+        }
+        let paused = deps.lanes.state(&lane.mapping_id).await?.paused();
+        self.0.insert(name, paused);
+        Ok(paused)
+    }
 }

@@ -33,6 +33,7 @@ fn world() -> World {
         blobs: Arc::new(MemoryBlobStore::default()),
         queue: queue.clone(),
         schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
+        lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         config: Config { routes, workflow_queue_url: WORKFLOW_QUEUE.into() },
     };
     World { jobs, queue, deps }

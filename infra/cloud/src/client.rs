@@ -161,6 +161,28 @@ impl PrismClient {
         Ok((submitted.job, submitted.upload.url))
     }
 
+    /// Every lane as the operator view shows it (needs an operator's token).
+    pub async fn lanes(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        self.operate(reqwest::Method::GET, "/v1/ops/lanes").await
+    }
+
+    /// Pauses (or resumes) the lanes `target` names: a lane (`text-bulk`) or a
+    /// modality (`text`); answers with their state after the change.
+    pub async fn set_lanes_paused(&self, target: &str, paused: bool) -> anyhow::Result<Vec<serde_json::Value>> {
+        let action = if paused { "pause" } else { "resume" };
+        self.operate(reqwest::Method::POST, &format!("/v1/ops/lanes/{}/{action}", urlencoding::encode(target))).await
+    }
+
+    async fn operate(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let resp = self.request(method.clone(), path).send().await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("{method} {path} answered {status}: {}", resp.text().await.unwrap_or_default());
+        }
+        let body: serde_json::Value = resp.json().await?;
+        Ok(body["lanes"].as_array().cloned().unwrap_or_default())
+    }
+
     pub async fn job(&self, id: &JobId) -> anyhow::Result<Job> {
         let resp = self.request(reqwest::Method::GET, &format!("/v1/jobs/{id}")).send().await?;
         let status = resp.status();

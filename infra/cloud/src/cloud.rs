@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::emulator::{self, ACCOUNT_ID, EmulatorChoice, Emulators};
 use crate::iam::{Account, IamMode};
 use crate::logs::LogSink;
+use crate::mappings::EventSourceMappings;
 use crate::provision::{self, Clients};
 use crate::proxy::{FaultPlan, Proxies, Upstreams};
 use crate::runtime::{self, FunctionHandle, RuntimeEnv};
@@ -152,10 +153,12 @@ impl LocalCloud {
             ("PRISM_LOG_FORMAT".into(), "text".into()),
             ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
         ];
+        let mappings = Arc::new(EventSourceMappings::new(&stack.functions, REGION, ACCOUNT_ID));
         let upstreams = Upstreams {
             main: emulators.endpoint.clone(),
             dynamodb: emulators.dynamodb_endpoint.clone(),
             connections: ws_addr.map(|addr| format!("http://{addr}")),
+            lambda: Some(mappings.clone()),
         };
         let account =
             Account { region: REGION.into(), id: ACCOUNT_ID.into(), websocket_api: stack.websocket.as_ref().map(|api| api.api_id.clone()) };
@@ -191,8 +194,10 @@ impl LocalCloud {
             }
             let handle = runtime::start_function(spec.clone(), &function_env).await?;
             for source in &spec.sqs_sources {
-                let pollers = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);
-                esm::start(source.clone(), handle.clone(), pollers, clients.sqs.clone(), REGION.into(), delivery, shutdown.clone());
+                let count = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);
+                let enabled = mappings.enabled(&source.mapping_id).context("an SQS source without its mapping")?;
+                let pollers = esm::Pollers { sqs: clients.sqs.clone(), region: REGION.into(), delivery, enabled };
+                esm::start(source.clone(), handle.clone(), count, pollers, shutdown.clone());
             }
             for schedule in &spec.schedules {
                 schedules::start(schedule.clone(), handle.clone(), shutdown.clone());

@@ -30,30 +30,39 @@ pub enum Delivery {
     Twice,
 }
 
+/// How a mapping's pollers run: the queue's client and region, how batches
+/// are delivered, and the mapping's `Enabled` flag (see [`crate::mappings`]).
+#[derive(Debug, Clone)]
+pub struct Pollers {
+    pub sqs: aws_sdk_sqs::Client,
+    pub region: String,
+    pub delivery: Delivery,
+    pub enabled: tokio::sync::watch::Receiver<bool>,
+}
+
 /// Starts the pollers of one event source: as many as the function may run at once.
-pub fn start(
-    source: SqsSource,
-    function: FunctionHandle,
-    pollers: usize,
-    sqs: aws_sdk_sqs::Client,
-    region: String,
-    delivery: Delivery,
-    shutdown: CancellationToken,
-) {
-    for _ in 0..pollers.max(1) {
-        let (source, function, sqs, region, shutdown) = (source.clone(), function.clone(), sqs.clone(), region.clone(), shutdown.clone());
+pub fn start(source: SqsSource, function: FunctionHandle, count: usize, pollers: Pollers, shutdown: CancellationToken) {
+    for _ in 0..count.max(1) {
+        let (source, function, pollers, shutdown) = (source.clone(), function.clone(), pollers.clone(), shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
-                () = poll(&source, &function, &sqs, &region, delivery) => {}
+                () = poll(&source, &function, pollers) => {}
                 () = shutdown.cancelled() => {}
             }
         });
     }
 }
 
-async fn poll(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::Client, region: &str, delivery: Delivery) {
+async fn poll(source: &SqsSource, function: &FunctionHandle, pollers: Pollers) {
+    let Pollers { sqs, region, delivery, mut enabled } = pollers;
+    let (sqs, region) = (&sqs, region.as_str());
     let mut failures = 0u32;
     loop {
+        // A disabled mapping receives nothing until it is enabled again (a
+        // receive already under way still delivers, as on Lambda).
+        if enabled.wait_for(|on| *on).await.is_err() {
+            return;
+        }
         match receive_batch(source, sqs).await {
             Ok(batch) if batch.is_empty() => failures = 0,
             Ok(batch) => {

@@ -279,6 +279,14 @@ pub fn required(call: &Call, body: Option<&[u8]>, account: &Account) -> Option<(
             let api = account.websocket_api.as_deref()?;
             Some(("execute-api:ManageConnections".into(), format!("arn:aws:execute-api:{region}:{id}:{api}/{stage}/{method}/{rest}")))
         }
+        "lambda" => {
+            let path = call.uri.split('?').next().unwrap_or_default();
+            let uuid = path.strip_prefix("/2015-03-31/event-source-mappings").map(|rest| rest.trim_matches('/')).unwrap_or_default();
+            // Listing and creating name no mapping: IAM knows them only as `*`.
+            let resource =
+                if uuid.is_empty() { "*".to_owned() } else { format!("arn:aws:lambda:{region}:{id}:event-source-mapping:{uuid}") };
+            Some((format!("lambda:{}", call.operation), resource))
+        }
         _ => None,
     }
 }

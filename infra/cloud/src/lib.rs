@@ -17,6 +17,7 @@ pub mod install;
 pub mod live;
 pub mod load;
 pub mod logs;
+pub mod mappings;
 pub mod process;
 pub mod provision;
 pub mod proxy;

@@ -31,6 +31,10 @@ pub struct Clients {
 /// Where the functions' SQS events come from, as the template's `SQS` events say.
 #[derive(Debug, Clone)]
 pub struct SqsSource {
+    /// The event-source mapping's UUID (what `!Ref <Function><Event>` gives, as SAM names it).
+    pub mapping_id: String,
+    /// The template's `Enabled` (default true); `UpdateEventSourceMapping` changes it at run time.
+    pub enabled: bool,
     pub queue_url: String,
     pub queue_arn: String,
     pub batch_size: usize,
@@ -191,7 +195,13 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
     let mut integrations: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for id in template.creation_order()? {
         let r = &template.resources[&id];
-        let props = ctx.resolve(&r.properties).with_context(|| format!("resolving {id}"))?;
+        // A function is resolved last (below): its environment and policies may
+        // name what other functions' events create.
+        let props = if r.kind == "AWS::Serverless::Function" {
+            Value::Null
+        } else {
+            ctx.resolve(&r.properties).with_context(|| format!("resolving {id}"))?
+        };
         match r.kind.as_str() {
             "AWS::SQS::Queue" => create_queue(clients, &mut ctx, r, &props).await?,
             "AWS::SQS::QueuePolicy" => set_queue_policy(clients, &props).await?,
@@ -204,7 +214,17 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
                 stack.tables.push(name);
             }
             "AWS::Serverless::Function" => {
-                let name = str_prop(&props, "FunctionName").unwrap_or(&id).to_owned();
+                let name = match r.properties.get("FunctionName") {
+                    Some(v) => ctx.resolve_string(v).with_context(|| format!("{id}: FunctionName"))?,
+                    None => id.clone(),
+                };
+                // SAM creates an event-source mapping per SQS event, `<Function><Event>`,
+                // whose Ref is its UUID.
+                for (event, spec) in r.properties.get("Events").and_then(Value::as_object).into_iter().flatten() {
+                    if spec.get("Type").and_then(Value::as_str) == Some("SQS") {
+                        ctx.values.insert(format!("{id}{event}"), Value::String(uuid::Uuid::new_v4().to_string()));
+                    }
+                }
                 let pseudo = |k: &str| ctx.values.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
                 let arn = format!("arn:aws:lambda:{}:{}:function:{name}", pseudo("AWS::Region"), pseudo("AWS::AccountId"));
                 ctx.values.insert(id.clone(), Value::String(name.clone()));
@@ -598,7 +618,10 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
                 let queue_url =
                     queue_url_for_arn(ctx, &queue_arn).ok_or_else(|| anyhow!("no queue in the template has ARN {queue_arn}"))?;
                 let n = |key: &str| p.get(key).map(string_of).and_then(|s| s.parse::<u64>().ok());
+                let mapping_id = ctx.values.get(&format!("{}{event_name}", r.logical_id)).map(string_of).unwrap_or_default();
                 sqs_sources.push(SqsSource {
+                    mapping_id,
+                    enabled: p.get("Enabled").is_none_or(|e| string_of(e) != "false"),
                     queue_url,
                     queue_arn,
                     batch_size: n("BatchSize").unwrap_or(10) as usize,

@@ -167,6 +167,8 @@ pub struct Upstreams {
     pub dynamodb: String,
     /// The WebSocket gateway (`http://host:port`), for `execute-api`.
     pub connections: Option<String>,
+    /// Lambda's event-source mappings, answered here (no emulator runs Lambda).
+    pub lambda: Option<Arc<crate::mappings::EventSourceMappings>>,
 }
 
 /// A function behind its own listener.
@@ -273,7 +275,8 @@ async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, reques
     let mut call = identify(&parts.method, &parts.uri, &parts.headers, None);
     // Bodies are streamed through, except where they must be looked into.
     // DynamoDB and SQS name their resource in a JSON body, which IAM checks need.
-    let names_in_body = proxies.iam != IamMode::Off && matches!(call.service.as_str(), "dynamodb" | "sqs");
+    // Lambda's calls are answered here, so their bodies are read whole too.
+    let names_in_body = (proxies.iam != IamMode::Off && matches!(call.service.as_str(), "dynamodb" | "sqs")) || call.service == "lambda";
     let (body, whole) = if is_form(&parts.headers) || names_in_body || proxies.inspects_body(&caller, &call) {
         match axum::body::to_bytes(body, MAX_INSPECTED_BODY).await {
             Ok(bytes) => {
@@ -309,6 +312,16 @@ async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, reques
             }
             None => {}
         }
+    }
+    if call.service == "lambda" {
+        let Some(mappings) = &proxies.upstreams.lambda else {
+            return (StatusCode::BAD_GATEWAY, "this cloud serves no Lambda API").into_response();
+        };
+        let body = match whole {
+            Some(bytes) => bytes,
+            None => return (StatusCode::INTERNAL_SERVER_ERROR, "a Lambda call's body was not read").into_response(),
+        };
+        return mappings.answer(&parts.method, parts.uri.path(), parts.uri.query().unwrap_or_default(), &body);
     }
     let upstream = match call.service.as_str() {
         "dynamodb" => proxies.upstreams.dynamodb.clone(),
@@ -362,6 +375,7 @@ pub fn identify(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, bod
                 _ => "GetConnection",
             }
             .to_owned(),
+            "lambda" => lambda_operation(method, uri.path()).to_owned(),
             _ => method.as_str().to_owned(),
         }
     };
@@ -400,10 +414,23 @@ fn s3_operation(method: &Method, path: &str, query: &str, headers: &HeaderMap) -
     }
 }
 
+/// Lambda's REST operations the local cloud serves, by method and path.
+fn lambda_operation(method: &Method, path: &str) -> &'static str {
+    let mapping = path.strip_prefix("/2015-03-31/event-source-mappings").map(|rest| rest.trim_matches('/'));
+    match (method.as_str(), mapping) {
+        ("GET", Some("")) => "ListEventSourceMappings",
+        ("GET", Some(_)) => "GetEventSourceMapping",
+        ("PUT", Some(_)) => "UpdateEventSourceMapping",
+        ("DELETE", Some(_)) => "DeleteEventSourceMapping",
+        ("POST", Some("")) => "CreateEventSourceMapping",
+        _ => "Unknown",
+    }
+}
+
 /// The code each service answers a denied call with.
 fn access_denied_code(call: &Call) -> &'static str {
     match call.service.as_str() {
-        "dynamodb" => "AccessDeniedException",
+        "dynamodb" | "lambda" => "AccessDeniedException",
         "sns" => "AuthorizationError",
         "execute-api" => "Forbidden",
         _ => "AccessDenied",
@@ -473,6 +500,10 @@ mod tests {
         assert_eq!(get.operation, "GetObject");
         let head = identify(&Method::HEAD, &uri("/bucket/k"), &signed("s3", &[]), None);
         assert_eq!(head.operation, "HeadObject");
+        let pause = identify(&Method::PUT, &uri("/2015-03-31/event-source-mappings/u-1"), &signed("lambda", &[]), None);
+        assert_eq!((pause.service.as_str(), pause.operation.as_str()), ("lambda", "UpdateEventSourceMapping"));
+        let list = identify(&Method::GET, &uri("/2015-03-31/event-source-mappings/?FunctionName=f"), &signed("lambda", &[]), None);
+        assert_eq!(list.operation, "ListEventSourceMappings");
         let push = identify(&Method::POST, &uri("/test/@connections/abc%3D"), &signed("execute-api", &[]), None);
         assert_eq!((push.service.as_str(), push.operation.as_str()), ("execute-api", "PostToConnection"));
         let presigned = identify(
@@ -498,7 +529,7 @@ mod tests {
             action: FaultAction::Fail { status: None, code: None },
         };
         let proxies = Proxies::new(
-            Upstreams { main: String::new(), dynamodb: String::new(), connections: None },
+            Upstreams { main: String::new(), dynamodb: String::new(), connections: None, lambda: None },
             &FaultPlan { faults: vec![rule], ..FaultPlan::default() },
             IamMode::Off,
             account(),

@@ -1,5 +1,6 @@
 //! Bearer tokens: compact JWTs signed with HMAC-SHA256 (`HS256`, by
-//! `jsonwebtoken`), carrying the owner (`sub`) and an expiry (`exp`). The secret comes from
+//! `jsonwebtoken`), carrying the owner (`sub`), an expiry (`exp`) and, for an
+//! operator, the scope [`OPERATOR_SCOPE`]. The secret comes from
 //! configuration; nothing here holds one.
 
 use chrono::{DateTime, Duration, Utc};
@@ -9,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 /// Shortest secret accepted: 256 bits, the size of the HMAC.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The `scope` (RFC 8693's space-separated list) that lets a token use the
+/// operator routes: pausing lanes, reading and redriving dead letters.
+pub const OPERATOR_SCOPE: &str = "prism:operate";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -32,6 +37,15 @@ pub struct Claims {
     pub sub: String,
     pub iat: i64,
     pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl Claims {
+    /// Whether the token was issued to an operator.
+    pub fn is_operator(&self) -> bool {
+        self.scope.as_deref().is_some_and(|s| s.split(' ').any(|granted| granted == OPERATOR_SCOPE))
+    }
 }
 
 /// Whether `owner` can be used as a key segment in S3 and DynamoDB.
@@ -65,11 +79,21 @@ impl TokenKey {
         Ok(Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation })
     }
 
+    /// An owner's token.
     pub fn issue(&self, owner: &str, ttl: Duration, now: DateTime<Utc>) -> Result<String, AuthError> {
+        self.issue_scoped(owner, None, ttl, now)
+    }
+
+    /// An operator's token: `subject` names the operator in logs.
+    pub fn issue_operator(&self, subject: &str, ttl: Duration, now: DateTime<Utc>) -> Result<String, AuthError> {
+        self.issue_scoped(subject, Some(OPERATOR_SCOPE), ttl, now)
+    }
+
+    fn issue_scoped(&self, owner: &str, scope: Option<&str>, ttl: Duration, now: DateTime<Utc>) -> Result<String, AuthError> {
         if !valid_owner(owner) {
             return Err(AuthError::BadOwner);
         }
-        let claims = Claims { sub: owner.to_owned(), iat: now.timestamp(), exp: (now + ttl).timestamp() };
+        let claims = Claims { sub: owner.to_owned(), iat: now.timestamp(), exp: (now + ttl).timestamp(), scope: scope.map(str::to_owned) };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| AuthError::Malformed)
     }
 
@@ -113,6 +137,19 @@ mod tests {
         assert_eq!(key().verify(&t, now).expect("valid").sub, "alice");
         assert_eq!(key().verify(&t, now + Duration::hours(2)), Err(AuthError::Expired));
         assert_eq!(key().verify_header(Some(&format!("Bearer {t}")), now).map(|c| c.sub), Ok("alice".into()));
+    }
+
+    #[test]
+    fn only_tokens_issued_to_operators_carry_the_operator_scope() {
+        let now = Utc::now();
+        let owner = key().issue("alice", Duration::hours(1), now).expect("issue");
+        let operator = key().issue_operator("oncall", Duration::hours(1), now).expect("issue");
+        assert!(!key().verify(&owner, now).expect("valid").is_operator());
+        let claims = key().verify(&operator, now).expect("valid");
+        assert!(claims.is_operator());
+        assert_eq!(claims.sub, "oncall");
+        let near_miss = Claims { scope: Some("prism:operated read".into()), ..claims };
+        assert!(!near_miss.is_operator(), "scopes match whole words only");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod lifecycle;
+pub mod problem;
 pub mod processing;
 pub mod realtime;
 pub mod sqs_batch;

@@ -4,6 +4,7 @@ mod blob_store;
 mod connection_store;
 mod event_bus;
 mod job_store;
+mod lane_control;
 mod notifier;
 mod queue;
 mod schedule_store;
@@ -12,6 +13,7 @@ pub use blob_store::S3BlobStore;
 pub use connection_store::DynamoConnectionStore;
 pub use event_bus::SnsEventBus;
 pub use job_store::DynamoJobStore;
+pub use lane_control::LambdaLaneControl;
 pub use notifier::ApiGatewayNotifier;
 pub use queue::SqsQueue;
 pub use schedule_store::DynamoScheduleStore;
@@ -52,6 +54,7 @@ pub struct AwsPorts {
     pub blobs: std::sync::Arc<dyn crate::ports::BlobStore>,
     pub queue: std::sync::Arc<dyn crate::ports::Queue>,
     pub schedules: std::sync::Arc<dyn crate::ports::ScheduleStore>,
+    pub lanes: std::sync::Arc<dyn crate::ports::LaneControl>,
 }
 
 impl AwsPorts {
@@ -69,12 +72,14 @@ impl AwsPorts {
             schedules: std::sync::Arc::new(DynamoScheduleStore::new(dynamodb, table)),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
             queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
+            // A client is only configuration until its first call: free for the functions that never make one.
+            lanes: std::sync::Arc::new(LambdaLaneControl::new(aws_sdk_lambda::Client::new(sdk), aws_sdk_sqs::Client::new(sdk))),
         })
     }
 
     /// The handler dependencies of a function with settings `config`.
     pub fn with_config<C>(self, config: C) -> crate::ports::Deps<C> {
-        crate::ports::Deps { jobs: self.jobs, blobs: self.blobs, queue: self.queue, schedules: self.schedules, config }
+        crate::ports::Deps { jobs: self.jobs, blobs: self.blobs, queue: self.queue, schedules: self.schedules, lanes: self.lanes, config }
     }
 }
 
@@ -134,5 +139,22 @@ impl RealtimePorts {
 
     pub fn with_config<C>(self, config: C) -> crate::ports::RealtimeDeps<C> {
         crate::ports::RealtimeDeps { jobs: self.jobs, connections: self.connections, notifier: self.notifier, queue: self.queue, config }
+    }
+}
+
+/// What `ops` is built with: the lanes' controls.
+#[derive(Debug, Clone)]
+pub struct OpsPorts {
+    pub lanes: std::sync::Arc<dyn crate::ports::LaneControl>,
+}
+
+impl OpsPorts {
+    pub async fn from_env() -> Result<Self, crate::ports::error::ConfigError> {
+        let sdk = sdk_config().await;
+        Ok(Self { lanes: std::sync::Arc::new(LambdaLaneControl::new(aws_sdk_lambda::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk))) })
+    }
+
+    pub fn with_config<C>(self, config: C) -> crate::ports::OpsDeps<C> {
+        crate::ports::OpsDeps { lanes: self.lanes, config }
     }
 }

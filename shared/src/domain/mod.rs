@@ -5,6 +5,7 @@ pub mod commands;
 pub mod envelope;
 pub mod job;
 pub mod joblog;
+pub mod lanes;
 pub mod limits;
 pub mod phases;
 pub mod results;

@@ -62,6 +62,25 @@ impl Retryable for QueueError {
     }
 }
 
+/// Pausing, resuming or reading a lane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No mapping or queue by that id: the configuration names one that is gone.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// The role may not do this: a permission missing from template.yaml.
+    #[error("not allowed: {0}")]
+    Denied(String),
+    #[error("lane control unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+}
+
+impl Retryable for ControlError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 /// A required setting that is missing or malformed: the function must not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

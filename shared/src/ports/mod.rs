@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use self::error::{BlobError, NotifyError, PublishError, QueueError, StoreError};
+use self::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Job, JobId, JobStatus, Modality};
+use crate::domain::lanes::{MappingState, QueueDepth};
 use crate::domain::schedule::Schedule;
 use crate::domain::uri::S3Uri;
 
@@ -228,6 +229,15 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
     async fn send(&self, connection_id: &str, message: Bytes) -> Result<(), NotifyError>;
 }
 
+/// Pauses and resumes lanes (their event-source mappings) and reads their queues' depth.
+#[async_trait]
+pub trait LaneControl: Send + Sync + std::fmt::Debug {
+    async fn state(&self, mapping_id: &str) -> Result<MappingState, ControlError>;
+    /// Enables or disables the mapping; returns the state Lambda reports right after.
+    async fn set_enabled(&self, mapping_id: &str, enabled: bool) -> Result<MappingState, ControlError>;
+    async fn depth(&self, queue_url: &str) -> Result<QueueDepth, ControlError>;
+}
+
 /// What a function that keeps jobs, reads and writes blobs and sends
 /// commands is handed at start: the three ports and its own typed settings.
 /// Each such function crate names it `pub type Deps = ports::Deps<Config>;`.
@@ -238,6 +248,8 @@ pub struct Deps<C> {
     pub queue: Arc<dyn Queue>,
     /// On the same table as the jobs; only `api` and `schedules` use it.
     pub schedules: Arc<dyn ScheduleStore>,
+    /// Only `sweeper` uses it: a job waiting in a paused lane is not stalled.
+    pub lanes: Arc<dyn LaneControl>,
     pub config: C,
 }
 
@@ -259,5 +271,13 @@ pub struct RealtimeDeps<C> {
 pub struct PublishDeps<C> {
     pub bus: Arc<dyn EventBus>,
     pub queue: Arc<dyn Queue>,
+    pub config: C,
+}
+
+/// What `ops`, the operator API, is handed: the lanes' controls and its settings.
+/// (`sweeper` reads lanes too, through [`Deps::lanes`].)
+#[derive(Debug, Clone)]
+pub struct OpsDeps<C> {
+    pub lanes: Arc<dyn LaneControl>,
     pub config: C,
 }

@@ -10,12 +10,13 @@ use bytes::Bytes;
 
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Applied, Job, JobId};
+use crate::domain::lanes::{MappingState, QueueDepth};
 use crate::domain::schedule::Schedule;
 use crate::domain::uri::S3Uri;
-use crate::ports::error::{BlobError, NotifyError, PublishError, QueueError, StoreError};
+use crate::ports::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
 use crate::ports::{
-    BlobStore, Connection, ConnectionStore, Created, EventBus, JobStore, ListQuery, Notifier, ObjectHead, ObjectMeta, Page, Queue,
-    ScheduleStore, Subscription, owner_sort_key,
+    BlobStore, Connection, ConnectionStore, Created, EventBus, JobStore, LaneControl, ListQuery, Notifier, ObjectHead, ObjectMeta, Page,
+    Queue, ScheduleStore, Subscription, owner_sort_key,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -437,5 +438,54 @@ impl ScheduleStore for MemoryScheduleStore {
             }
             _ => Ok(false),
         }
+    }
+}
+
+/// Event-source mappings (enabled unless disabled) and queue depths set by the test.
+#[derive(Debug, Default)]
+pub struct MemoryLaneControl {
+    disabled: Mutex<std::collections::HashSet<String>>,
+    depths: Mutex<HashMap<String, QueueDepth>>,
+    /// Mapping ids that answer `NotFound`.
+    missing: Mutex<std::collections::HashSet<String>>,
+}
+
+impl MemoryLaneControl {
+    pub fn set_depth(&self, queue_url: &str, depth: QueueDepth) {
+        lock(&self.depths).insert(queue_url.to_owned(), depth);
+    }
+
+    /// The mapping is deleted: every call about it fails.
+    pub fn remove(&self, mapping_id: &str) {
+        lock(&self.missing).insert(mapping_id.to_owned());
+    }
+
+    fn check(&self, mapping_id: &str) -> Result<(), ControlError> {
+        if lock(&self.missing).contains(mapping_id) { Err(ControlError::NotFound(mapping_id.to_owned())) } else { Ok(()) }
+    }
+}
+
+#[async_trait]
+impl LaneControl for MemoryLaneControl {
+    async fn state(&self, mapping_id: &str) -> Result<MappingState, ControlError> {
+        self.check(mapping_id)?;
+        Ok(if lock(&self.disabled).contains(mapping_id) { MappingState::Disabled } else { MappingState::Enabled })
+    }
+
+    async fn set_enabled(&self, mapping_id: &str, enabled: bool) -> Result<MappingState, ControlError> {
+        self.check(mapping_id)?;
+        let mut disabled = lock(&self.disabled);
+        // Lambda answers an update with the transition under way.
+        Ok(if enabled {
+            disabled.remove(mapping_id);
+            MappingState::Enabling
+        } else {
+            disabled.insert(mapping_id.to_owned());
+            MappingState::Disabling
+        })
+    }
+
+    async fn depth(&self, queue_url: &str) -> Result<QueueDepth, ControlError> {
+        Ok(lock(&self.depths).get(queue_url).copied().unwrap_or_default())
     }
 }

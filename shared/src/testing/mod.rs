@@ -55,6 +55,7 @@ pub fn memory_deps<C>(
         blobs,
         queue: std::sync::Arc::new(crate::testing::memory::MemoryQueue::default()),
         schedules: std::sync::Arc::new(crate::testing::memory::MemoryScheduleStore::default()),
+        lanes: std::sync::Arc::new(crate::testing::memory::MemoryLaneControl::default()),
         config,
     }
 }

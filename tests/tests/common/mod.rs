@@ -85,6 +85,12 @@ impl TestCloud {
         self.key.issue(owner, chrono::Duration::hours(1), issued).expect("token")
     }
 
+    /// A client with an operator's token (the operator routes).
+    pub fn operator(&self) -> PrismClient {
+        let token = self.key.issue_operator("oncall", chrono::Duration::hours(1), chrono::Utc::now()).expect("token");
+        client(&self.cloud.info.http_url, Some(token))
+    }
+
     /// A client with no token at all.
     pub fn anonymous(&self) -> PrismClient {
         client(&self.cloud.info.http_url, None)

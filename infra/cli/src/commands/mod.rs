@@ -3,6 +3,7 @@
 mod analyse;
 mod bench;
 mod install;
+mod lanes;
 mod package;
 mod stats;
 mod submit;
@@ -36,6 +37,8 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// Issue a bearer token for the local cloud.
     Token(target::TokenArgs),
+    /// List, pause and resume priority lanes (operator routes; an operator's token).
+    Lanes(lanes::LanesArgs),
     /// Install the emulators' pinned virtualenvs under .prism/venvs.
     Install,
     /// Build each function's deployable bootstrap.zip for Lambda on arm64 (cargo-lambda, installed on
@@ -64,6 +67,7 @@ impl Command {
             Self::Logs(args) => watch::logs(project, args).await,
             Self::Stats(args) => stats::run(project, &args),
             Self::Token(args) => target::token(project, &args),
+            Self::Lanes(args) => lanes::run(project, args).await,
             Self::Install => install::run(project),
             Self::Package(args) => package::run(project, &args),
             Self::Bench(args) => bench::run(project, args).await,

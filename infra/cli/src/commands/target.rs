@@ -37,10 +37,14 @@ pub struct AuthArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct TokenArgs {
+    /// The owner the token acts for (with --operator: the operator's name in logs).
     #[arg(long)]
     owner: String,
     #[arg(long, default_value_t = 24)]
     ttl_hours: i64,
+    /// An operator's token: the operator routes (lanes), none of an owner's jobs.
+    #[arg(long)]
+    operator: bool,
 }
 
 /// A Prism API and the WebSocket API beside it, with the token for both.
@@ -92,7 +96,16 @@ pub fn issue_token(project: &Path, owner: &str, ttl_hours: i64) -> anyhow::Resul
     Ok(key.issue(owner, chrono::Duration::hours(ttl_hours), chrono::Utc::now())?)
 }
 
+/// An operator's token signed with the local cloud's secret.
+pub fn issue_operator_token(project: &Path, ttl_hours: i64) -> anyhow::Result<String> {
+    let key = prism_shared::app::auth::TokenKey::new(cloud::local_token_secret(project)?.as_bytes())?;
+    Ok(key.issue_operator("local-operator", chrono::Duration::hours(ttl_hours), chrono::Utc::now())?)
+}
+
 pub fn token(project: &Path, args: &TokenArgs) -> anyhow::Result<()> {
-    println!("{}", issue_token(project, &args.owner, args.ttl_hours)?);
+    let key = prism_shared::app::auth::TokenKey::new(cloud::local_token_secret(project)?.as_bytes())?;
+    let (ttl, now) = (chrono::Duration::hours(args.ttl_hours), chrono::Utc::now());
+    let token = if args.operator { key.issue_operator(&args.owner, ttl, now)? } else { key.issue(&args.owner, ttl, now)? };
+    println!("{token}");
     Ok(())
 }

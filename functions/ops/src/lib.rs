@@ -1,0 +1,152 @@
+//! ops: the operator API behind the same HTTP API as `api`. Its routes need
+//! a token with the operator scope; an owner's token is refused (403). It is
+//! its own function so that only it holds the permissions to pause lanes:
+//! the owner-facing `api` cannot.
+//!
+//! `GET /v1/health` is public; with an operator's token it also shows every
+//! lane: paused or not, messages waiting and in flight.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use chrono::Utc;
+use http::HeaderMap;
+use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use prism_shared::app::auth::{AuthError, Claims, TokenKey};
+use prism_shared::app::problem::Problem;
+use prism_shared::domain::lanes::{self, LaneMapping, LaneStatus, LanesError};
+use prism_shared::ports::error::ControlError;
+use prism_shared::{ConfigError, Retryable, runtime::config};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub lanes: Vec<LaneMapping>,
+    pub token_key: TokenKey,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let secret = config::required("TOKEN_SECRET")?;
+        Ok(Self {
+            lanes: lanes::parse(&config::required("LANES")?).map_err(|e| ConfigError::Invalid { name: "LANES", reason: e.to_string() })?,
+            token_key: TokenKey::new(secret.as_bytes())
+                .map_err(|e| ConfigError::Invalid { name: "TOKEN_SECRET", reason: e.to_string() })?,
+        })
+    }
+}
+
+pub type Deps = prism_shared::ports::OpsDeps<Config>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("this route needs an operator's token")]
+    NotOperator,
+    #[error("{0}")]
+    NoLane(#[from] LanesError),
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+impl OpsError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Unauthorized(_) => 401,
+            Self::NotOperator => 403,
+            Self::NoLane(_) | Self::NoRoute(_) => 404,
+            // A mapping the configuration names is gone, or the role may not
+            // touch it: the deployment is wrong, not the request.
+            Self::Control(e) if !e.is_retryable() => 500,
+            Self::Control(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::NotOperator => "forbidden",
+            Self::NoLane(_) => "lane_not_found",
+            Self::NoRoute(_) => "no_route",
+            Self::Control(e) if !e.is_retryable() => "misconfigured",
+            Self::Control(_) => "unavailable",
+        }
+    }
+}
+
+pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    let route = req.route_key.clone().unwrap_or_default();
+    match route_request(deps, &route, &req).await {
+        Ok(body) => response(200, "application/json", body.to_string()),
+        Err(e) => {
+            if e.status() >= 500 {
+                tracing::error!(error = %e, error_chain = ?e, %route, "operator request failed");
+            }
+            let problem = Problem::new(e.code(), e.status(), e.to_string());
+            let body = serde_json::to_string(&problem).unwrap_or_else(|e| unreachable!("problem serialisation: {e}"));
+            let mut resp = response(e.status(), "application/problem+json", body);
+            if e.status() == 401 {
+                resp.headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            resp
+        }
+    }
+}
+
+fn claims(deps: &Deps, req: &ApiGatewayV2httpRequest) -> Result<Claims, AuthError> {
+    let authorization = req.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    deps.config.token_key.verify_header(authorization, Utc::now())
+}
+
+async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) -> Result<Value, OpsError> {
+    if route == "GET /v1/health" {
+        // Anyone may ask whether the API is up; only an operator sees the lanes.
+        return Ok(match claims(deps, req) {
+            Ok(c) if c.is_operator() => json!({"status": "ok", "lanes": statuses(deps, deps.config.lanes.iter()).await?}),
+            _ => json!({"status": "ok"}),
+        });
+    }
+    let operator = claims(deps, req)?;
+    if !operator.is_operator() {
+        return Err(OpsError::NotOperator);
+    }
+    let lane = || req.path_parameters.get("lane").map(String::as_str).unwrap_or_default();
+    match route {
+        "GET /v1/ops/lanes" => Ok(json!({"lanes": statuses(deps, deps.config.lanes.iter()).await?})),
+        "POST /v1/ops/lanes/{lane}/pause" => set_enabled(deps, &operator, lane(), false).await,
+        "POST /v1/ops/lanes/{lane}/resume" => set_enabled(deps, &operator, lane(), true).await,
+        other => Err(OpsError::NoRoute(other.to_owned())),
+    }
+}
+
+/// Pauses or resumes every lane `target` names (a lane or a whole modality).
+async fn set_enabled(deps: &Deps, operator: &Claims, target: &str, enabled: bool) -> Result<Value, OpsError> {
+    let chosen = lanes::select(&deps.config.lanes, target)?;
+    let changes = chosen.iter().map(|lane| async move {
+        let state = deps.lanes.set_enabled(&lane.mapping_id, enabled).await?;
+        tracing::info!(operator = %operator.sub, lane = %lane.lane, ?state, enabled, "lane {}", if enabled { "resumed" } else { "paused" });
+        Ok::<_, OpsError>(())
+    });
+    futures::future::try_join_all(changes).await?;
+    Ok(json!({"lanes": statuses(deps, chosen.into_iter()).await?}))
+}
+
+async fn statuses(deps: &Deps, chosen: impl Iterator<Item = &LaneMapping>) -> Result<Vec<LaneStatus>, OpsError> {
+    let reads = chosen.map(|lane| async move {
+        let (state, depth) = futures::try_join!(deps.lanes.state(&lane.mapping_id), deps.lanes.depth(&lane.queue_url))?;
+        Ok::<_, OpsError>(LaneStatus { lane: lane.lane.clone(), state, paused: state.paused(), depth })
+    });
+    futures::future::try_join_all(reads).await
+}
+
+fn response(status: u16, content_type: &'static str, body: String) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut resp = ApiGatewayV2httpResponse::default();
+    resp.status_code = i64::from(status);
+    resp.headers = headers;
+    resp.body = Some(Body::Text(body));
+    resp
+}
