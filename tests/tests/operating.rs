@@ -1,6 +1,8 @@
 //! The operator surface end to end (issue 18): a paused lane holds its jobs
-//! queued while another lane keeps completing, and resuming drains it; an
-//! owner's token is refused on the operator routes.
+//! queued while another lane keeps completing, and resuming drains it; a job
+//! whose message went to the DLQ is listed with its reason, redriven after
+//! the cause is removed, and completes once; an owner's token is refused on
+//! the operator routes.
 
 mod common;
 
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::openapi::OpenApi;
 use common::{JOB_TIMEOUT, TestCloud};
+use prism_cloud::proxy::{FaultAction, FaultPlan, FaultRule};
 use prism_cloud::{EmulatorChoice, PrismClient};
 use prism_shared::{JobStatus, Modality};
 use serde_json::Value;
@@ -86,4 +89,54 @@ async fn an_owner_token_is_refused_on_operator_routes() {
     let lanes = tc.operator().lanes().await.expect("lanes");
     assert!(lanes.iter().all(|l| l["paused"] == false), "{lanes:?}");
     tc.finish().await;
+}
+
+fn count(events: &[Value], event_type: &str) -> usize {
+    events.iter().filter(|e| e["event_type"] == event_type).count()
+}
+
+#[tokio::test]
+async fn a_dead_lettered_job_is_listed_with_its_reason_redriven_after_the_fix_and_completes_once() {
+    // Reading the input keeps failing, as while a bucket policy is wrong.
+    let broken_reads = FaultRule {
+        function: Some("process-text".into()),
+        operation: "s3:GetObject".into(),
+        body_contains: None,
+        uri_contains: Some("poison.txt".into()),
+        after: 0,
+        times: 10_000,
+        action: FaultAction::Fail { status: Some(403), code: Some("AccessDenied".into()) },
+    };
+    let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { faults: vec![broken_reads], ..FaultPlan::default() }).await;
+    let operator = tc.operator();
+    let poison = tc.api.submit("poison.txt", b"fine text, unreadable for now".to_vec(), None).await.expect("submit");
+    let failed = tc.api.wait(&poison.id, JOB_TIMEOUT).await.expect("ends through the DLQ");
+    assert_eq!(failed.error.as_ref().map(|e| e.code.as_str()), Some("retries_exhausted"), "{:?}", failed.error);
+
+    let listed = operator.dead_letters(Some("text")).await.expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let letter = &listed[0];
+    assert_eq!(letter["jobs"], serde_json::json!([poison.id.as_str()]));
+    assert_eq!(letter["owner"], "tester");
+    let reason = letter["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("attempt ") && reason.contains("failed") && reason.contains("AccessDenied"), "{reason}");
+    assert!(letter["source_queue"].as_str().is_some_and(|q| q.ends_with("-text-normal")), "{letter}");
+    assert!(letter["receive_count"].as_u64().is_some_and(|n| n >= 1), "{letter}");
+    OpenApi::load().check("GET", "/v1/ops/dead-letters", 200, "application/json", &serde_json::json!({ "dead_letters": listed }));
+
+    tc.cloud.proxies.clear_faults();
+    let outcome = operator.redrive("text", Some(poison.id.as_str())).await.expect("redrive");
+    assert_eq!(outcome["redriven"].as_array().map(Vec::len), Some(1), "{outcome}");
+    OpenApi::load().check("POST", "/v1/ops/dead-letters/{queue}/redrive", 200, "application/json", &outcome);
+    let done = tc.api.wait(&poison.id, JOB_TIMEOUT).await.expect("ends after the redrive");
+    assert_eq!(done.status, JobStatus::Completed, "{:?}", done.error);
+
+    // Once: a second redrive finds nothing, and the log has one of each end.
+    let again = operator.redrive("text", None).await.expect("redrive again");
+    assert_eq!(again["redriven"], serde_json::json!([]), "{again}");
+    assert!(operator.dead_letters(None).await.expect("list").is_empty());
+    let events = tc.api.events(&poison.id, 0).await.expect("events");
+    let ends = [count(&events, "job.failed"), count(&events, "job.redriven"), count(&events, "job.completed")];
+    assert_eq!(ends, [1, 1, 1], "failed, redriven, completed: {events:#?}");
+    tc.finish_denying(|(function, action, _)| function.ends_with("process-text") && action == "s3:GetObject").await;
 }

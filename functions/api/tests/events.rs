@@ -31,6 +31,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
         queue: queue.clone(),
         schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
+        dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         config: Config {
             bucket: "prism-dev-000000000000-uploads".into(),
             classify_queue_url: "http://sqs/classify".into(),

@@ -20,6 +20,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
         queue: queue.clone(),
         schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
+        dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         config,
     };
     (deps, jobs, queue)

@@ -5,6 +5,13 @@
 //!
 //! `GET /v1/health` is public; with an operator's token it also shows every
 //! lane: paused or not, messages waiting and in flight.
+//!
+//! Dead letters: the `dead-letter` function keeps each one in the table
+//! before it fails the jobs; they are listed here, and a redrive queues the
+//! jobs again (`job.redriven`) and sends the message back to the queue it
+//! failed in. A job that ended another way meanwhile is not run again.
+
+mod dead_letters;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -14,13 +21,19 @@ use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use prism_shared::app::auth::{AuthError, Claims, TokenKey};
 use prism_shared::app::problem::Problem;
 use prism_shared::domain::lanes::{self, LaneMapping, LaneStatus, LanesError};
+use std::collections::BTreeMap;
+
+use prism_shared::app::lifecycle::LifecycleError;
 use prism_shared::ports::error::ControlError;
 use prism_shared::{ConfigError, Retryable, runtime::config};
+use prism_shared::{QueueError, StoreError};
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub lanes: Vec<LaneMapping>,
+    /// The queues a dead letter may be sent back to, by name: the queue URL.
+    pub redrive_queues: BTreeMap<String, String>,
     pub token_key: TokenKey,
 }
 
@@ -29,6 +42,8 @@ impl Config {
         let secret = config::required("TOKEN_SECRET")?;
         Ok(Self {
             lanes: lanes::parse(&config::required("LANES")?).map_err(|e| ConfigError::Invalid { name: "LANES", reason: e.to_string() })?,
+            redrive_queues: dead_letters::parse_queues(&config::required("REDRIVE_QUEUES")?)
+                .map_err(|reason| ConfigError::Invalid { name: "REDRIVE_QUEUES", reason })?,
             token_key: TokenKey::new(secret.as_bytes())
                 .map_err(|e| ConfigError::Invalid { name: "TOKEN_SECRET", reason: e.to_string() })?,
         })
@@ -49,6 +64,12 @@ pub enum OpsError {
     NoRoute(String),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 impl OpsError {
@@ -61,6 +82,10 @@ impl OpsError {
             // touch it: the deployment is wrong, not the request.
             Self::Control(e) if !e.is_retryable() => 500,
             Self::Control(_) => 503,
+            Self::Store(e) if !e.is_retryable() => 500,
+            Self::Lifecycle(e) if !e.is_retryable() => 500,
+            Self::Queue(e) if !e.is_retryable() => 500,
+            Self::Store(_) | Self::Lifecycle(_) | Self::Queue(_) => 503,
         }
     }
 
@@ -71,7 +96,10 @@ impl OpsError {
             Self::NoLane(_) => "lane_not_found",
             Self::NoRoute(_) => "no_route",
             Self::Control(e) if !e.is_retryable() => "misconfigured",
-            Self::Control(_) => "unavailable",
+            Self::Store(e) if !e.is_retryable() => "corrupt",
+            Self::Lifecycle(e) if !e.is_retryable() => "corrupt",
+            Self::Queue(e) if !e.is_retryable() => "misconfigured",
+            Self::Control(_) | Self::Store(_) | Self::Lifecycle(_) | Self::Queue(_) => "unavailable",
         }
     }
 }
@@ -117,8 +145,17 @@ async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) 
         "GET /v1/ops/lanes" => Ok(json!({"lanes": statuses(deps, deps.config.lanes.iter()).await?})),
         "POST /v1/ops/lanes/{lane}/pause" => set_enabled(deps, &operator, lane(), false).await,
         "POST /v1/ops/lanes/{lane}/resume" => set_enabled(deps, &operator, lane(), true).await,
+        "GET /v1/ops/dead-letters" => dead_letters::list(deps, query(req, "queue")).await,
+        "POST /v1/ops/dead-letters/{queue}/redrive" => {
+            let queue = req.path_parameters.get("queue").map(String::as_str).unwrap_or_default();
+            dead_letters::redrive(deps, &operator, queue, query(req, "job")).await
+        }
         other => Err(OpsError::NoRoute(other.to_owned())),
     }
+}
+
+fn query<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
+    req.query_string_parameters.first(name).filter(|v| !v.is_empty())
 }
 
 /// Pauses or resumes every lane `target` names (a lane or a whole modality).

@@ -8,8 +8,15 @@ use aws_lambda_events::encodings::Body;
 use chrono::Utc;
 use ops::{Config, Deps, handle};
 use prism_shared::app::auth::TokenKey;
+use prism_shared::app::lifecycle;
+use prism_shared::domain::dead_letters::DeadLetter;
+use prism_shared::domain::job::JobFailure;
 use prism_shared::domain::lanes::{self, QueueDepth};
-use prism_shared::testing::memory::MemoryLaneControl;
+use prism_shared::domain::results::{JobResult, TextResult};
+use prism_shared::ports::{DeadLetterStore, JobStore};
+use prism_shared::testing::memory::{MemoryDeadLetters, MemoryJobStore, MemoryLaneControl, MemoryQueue};
+use prism_shared::testing::queued_job;
+use prism_shared::{JobEvent, JobId, JobStatus};
 use serde_json::Value;
 
 const LANES: &str = "
@@ -24,9 +31,29 @@ fn key() -> TokenKey {
 }
 
 fn deps() -> (Deps, Arc<MemoryLaneControl>) {
-    let control = Arc::new(MemoryLaneControl::default());
-    let config = Config { lanes: lanes::parse(LANES).expect("lanes"), token_key: key() };
-    (Deps { lanes: control.clone(), config }, control)
+    let world = world();
+    (world.deps, world.lanes)
+}
+
+struct World {
+    deps: Deps,
+    lanes: Arc<MemoryLaneControl>,
+    jobs: Arc<MemoryJobStore>,
+    queue: Arc<MemoryQueue>,
+    letters: Arc<MemoryDeadLetters>,
+}
+
+fn world() -> World {
+    let (lanes, jobs, queue, letters) = (
+        Arc::new(MemoryLaneControl::default()),
+        Arc::new(MemoryJobStore::default()),
+        Arc::new(MemoryQueue::default()),
+        Arc::new(MemoryDeadLetters::default()),
+    );
+    let redrive_queues = [("prism-dev-text-bulk", "http://sqs/text-bulk")].map(|(k, v)| (k.to_owned(), v.to_owned())).into();
+    let config = Config { lanes: lanes::parse(LANES).expect("lanes"), redrive_queues, token_key: key() };
+    let deps = Deps { lanes: lanes.clone(), dead_letters: letters.clone(), jobs: jobs.clone(), queue: queue.clone(), config };
+    World { deps, lanes, jobs, queue, letters }
 }
 
 enum As {
@@ -39,7 +66,9 @@ fn request(route: &str, lane: Option<&str>, who: As) -> ApiGatewayV2httpRequest 
     let mut req = ApiGatewayV2httpRequest::default();
     req.route_key = Some(route.to_owned());
     if let Some(lane) = lane {
-        req.path_parameters.insert("lane".into(), lane.into());
+        // Each route has one path parameter: a lane, or a dead-letter queue.
+        let name = if route.contains("{queue}") { "queue" } else { "lane" };
+        req.path_parameters.insert(name.into(), lane.into());
     }
     let token = match who {
         As::Nobody => None,
@@ -77,6 +106,8 @@ async fn an_owner_token_is_refused_on_every_operator_route() {
         ("GET /v1/ops/lanes", None),
         ("POST /v1/ops/lanes/{lane}/pause", Some("text-bulk")),
         ("POST /v1/ops/lanes/{lane}/resume", Some("text-bulk")),
+        ("GET /v1/ops/dead-letters", None),
+        ("POST /v1/ops/dead-letters/{queue}/redrive", Some("text")),
     ] {
         let (status, problem) = call(&deps, request(route, lane, As::Owner)).await;
         assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")), "{route}");
@@ -129,4 +160,78 @@ async fn a_mapping_that_is_gone_is_a_server_error_not_a_missing_lane() {
     control.remove("m-text-fast");
     let (status, problem) = call(&deps, request("POST /v1/ops/lanes/{lane}/pause", Some("text-fast"), As::Operator)).await;
     assert_eq!((status, problem["code"].as_str()), (500, Some("misconfigured")));
+}
+
+/// A job whose message went to the DLQ, ended by `end` (as `dead-letter`
+/// fails it, or as a late attempt completed it), and its kept dead letter.
+async fn dead_lettered(world: &World, id: &str, message_id: &str, end: JobEvent) -> JobId {
+    let (id, _) = queued_job(world.jobs.as_ref(), id, "poison.txt").await;
+    lifecycle::record(world.jobs.as_ref(), &id, "t", JobEvent::Started { phase: "reading".into() }).await.expect("started");
+    lifecycle::record(world.jobs.as_ref(), &id, "t", end).await.expect("ended");
+    let letter = DeadLetter {
+        message_id: message_id.into(),
+        dlq: "prism-dev-text-dlq".into(),
+        source_queue: Some("prism-dev-text-bulk".into()),
+        jobs: vec![id.clone()],
+        owner: Some("default".into()),
+        reason: "attempt 3 failed: S3 said SlowDown".into(),
+        receive_count: 3,
+        dead_lettered_at: Utc::now(),
+        body: format!("{{\"job\": \"{id}\"}}"),
+    };
+    world.letters.keep(&letter).await.expect("kept");
+    id
+}
+
+fn given_up() -> JobEvent {
+    JobEvent::Failed(JobFailure::new(JobFailure::RETRIES_EXHAUSTED, "gave up"))
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_with_their_job_owner_and_reason_by_queue() {
+    let world = world();
+    let id = dead_lettered(&world, "0196f0a0-0000-7000-8000-0000000000d1", "m-1", given_up()).await;
+    let (status, body) = call(&world.deps, request("GET /v1/ops/dead-letters", None, As::Operator)).await;
+    assert_eq!(status, 200);
+    let listed = &body["dead_letters"][0];
+    assert_eq!(listed["jobs"], serde_json::json!([id.as_str()]));
+    assert_eq!((listed["owner"].as_str(), listed["reason"].as_str()), (Some("default"), Some("attempt 3 failed: S3 said SlowDown")));
+    assert_eq!((listed["receive_count"].as_u64(), listed["source_queue"].as_str()), (Some(3), Some("prism-dev-text-bulk")));
+    assert!(listed.get("body").is_none(), "the message body is not shown");
+    let mut other_queue = request("GET /v1/ops/dead-letters", None, As::Operator);
+    other_queue.query_string_parameters =
+        [("queue".to_owned(), "image".to_owned())].into_iter().collect::<std::collections::HashMap<_, _>>().into();
+    assert_eq!(call(&world.deps, other_queue).await.1["dead_letters"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn a_redrive_queues_the_job_again_sends_the_letter_back_and_forgets_it_once() {
+    let world = world();
+    let id = dead_lettered(&world, "0196f0a0-0000-7000-8000-0000000000d2", "m-2", given_up()).await;
+    let (status, body) = call(&world.deps, request("POST /v1/ops/dead-letters/{queue}/redrive", Some("text"), As::Operator)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["redriven"].as_array().map(Vec::len), Some(1), "{body}");
+    let job = world.jobs.get(&id).await.expect("get").expect("job");
+    assert_eq!((job.status, job.error), (JobStatus::Queued, None));
+    let sent = world.queue.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].queue_url, "http://sqs/text-bulk");
+    assert!(world.letters.list(10).await.expect("list").is_empty(), "forgotten once sent");
+    // A second redrive finds nothing: the message is not sent twice.
+    let (_, again) = call(&world.deps, request("POST /v1/ops/dead-letters/{queue}/redrive", Some("text"), As::Operator)).await;
+    assert_eq!(again["redriven"], serde_json::json!([]));
+    assert_eq!(world.queue.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_letter_whose_job_ended_another_way_is_discarded_without_running_it_again() {
+    let world = world();
+    // A late attempt completed it while a duplicate of its message went to the DLQ.
+    let completed = JobEvent::Completed { result: JobResult::Text(TextResult::default()), outputs: Vec::new() };
+    let id = dead_lettered(&world, "0196f0a0-0000-7000-8000-0000000000d3", "m-3", completed).await;
+    let (_, body) = call(&world.deps, request("POST /v1/ops/dead-letters/{queue}/redrive", Some("text"), As::Operator)).await;
+    assert_eq!(body["discarded"].as_array().map(Vec::len), Some(1), "{body}");
+    assert!(world.queue.sent().is_empty(), "nothing sent");
+    assert_eq!(world.jobs.get(&id).await.expect("get").expect("job").status, JobStatus::Completed);
+    assert!(world.letters.list(10).await.expect("list").is_empty());
 }

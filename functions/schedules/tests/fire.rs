@@ -31,6 +31,7 @@ fn world() -> World {
         queue: queue.clone(),
         schedules: schedules.clone(),
         lanes: Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
+        dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         config,
     };
     World { jobs, blobs, queue, schedules, deps }

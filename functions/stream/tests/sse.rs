@@ -31,6 +31,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>) {
         queue: Arc::new(MemoryQueue::default()),
         schedules: Arc::new(MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
+        dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         config,
     };
     (deps, jobs)

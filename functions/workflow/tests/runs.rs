@@ -34,6 +34,7 @@ fn world() -> World {
         queue: queue.clone(),
         schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
+        dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         config: Config { routes, workflow_queue_url: WORKFLOW_QUEUE.into() },
     };
     World { jobs, queue, deps }

@@ -173,14 +173,32 @@ impl PrismClient {
         self.operate(reqwest::Method::POST, &format!("/v1/ops/lanes/{}/{action}", urlencoding::encode(target))).await
     }
 
+    /// The dead letters kept for operators, of one queue (`text`, or a DLQ's full name) or all.
+    pub async fn dead_letters(&self, queue: Option<&str>) -> anyhow::Result<Vec<serde_json::Value>> {
+        let query = queue.map(|q| format!("?queue={}", urlencoding::encode(q))).unwrap_or_default();
+        let body = self.operate_raw(reqwest::Method::GET, &format!("/v1/ops/dead-letters{query}")).await?;
+        Ok(body["dead_letters"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Sends a queue's dead letters (or only `job`'s) back; answers what was
+    /// redriven, discarded (its job ended another way) and skipped, with why.
+    pub async fn redrive(&self, queue: &str, job: Option<&str>) -> anyhow::Result<serde_json::Value> {
+        let query = job.map(|j| format!("?job={}", urlencoding::encode(j))).unwrap_or_default();
+        self.operate_raw(reqwest::Method::POST, &format!("/v1/ops/dead-letters/{}/redrive{query}", urlencoding::encode(queue))).await
+    }
+
     async fn operate(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let body = self.operate_raw(method, path).await?;
+        Ok(body["lanes"].as_array().cloned().unwrap_or_default())
+    }
+
+    async fn operate_raw(&self, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
         let resp = self.request(method.clone(), path).send().await?;
         let status = resp.status();
         if !status.is_success() {
             bail!("{method} {path} answered {status}: {}", resp.text().await.unwrap_or_default());
         }
-        let body: serde_json::Value = resp.json().await?;
-        Ok(body["lanes"].as_array().cloned().unwrap_or_default())
+        Ok(resp.json().await?)
     }
 
     pub async fn job(&self, id: &JobId) -> anyhow::Result<Job> {

@@ -244,6 +244,11 @@ impl Proxies {
         self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(rules.into_iter().map(|r| (r, 0)));
     }
 
+    /// Removes every fault rule: the cause of the failures is gone.
+    pub fn clear_faults(&self) {
+        self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
     /// The action of the first rule that applies to this call, spending its budget.
     fn fault_for(&self, caller: &Caller, call: &Call, body: Option<&[u8]>) -> Option<FaultAction> {
         let mut faults = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -21,7 +21,7 @@ use crate::domain::job::{InputObject, Job, JobEvent, JobFailure, JobId, Output};
 use crate::domain::joblog::{LogBuffer, LogLevel, LogLine};
 use crate::domain::phases::Counts;
 use crate::domain::results::JobResult;
-use crate::ports::error::{BlobError, StoreError};
+use crate::ports::error::{BlobError, Retryable, StoreError};
 use crate::ports::{BlobStore, Deps, JobStore};
 use crate::runtime::metrics::{self, Metric};
 
@@ -54,9 +54,16 @@ where
 {
     let work = &work;
     sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |message: SqsMessage| async move {
+        let attempt = sqs_batch::receive_count(&message);
         let command = ProcessCommand::decode(message.body.as_deref().unwrap_or_default())?;
         let Some(run) = Run::for_command(deps, source, &command, first_phase).await? else { return Ok(()) };
-        work(&run, &command).await
+        let outcome = work(&run, &command).await;
+        if let Err(error) = &outcome
+            && error.is_retryable()
+        {
+            run.note_failed_attempt(attempt, error).await;
+        }
+        outcome
     })
     .await
 }
@@ -178,6 +185,16 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         self.record(JobEvent::Logged { lines }).await.map(drop)
+    }
+
+    /// Writes why an attempt failed into the job's log, where its owner sees
+    /// the retries and a dead letter finds its reason. Best effort: the
+    /// attempt's own error is what goes back to the queue either way.
+    async fn note_failed_attempt(&self, attempt: u32, error: &HandlerError) {
+        self.log(LogLevel::Warn, format!("attempt {attempt} failed: {}", with_causes(error)), &[("attempt", attempt.into())]);
+        if let Err(e) = self.flush_log(false).await {
+            tracing::warn!(error = %e, "could not write the failed attempt into the job's log");
+        }
     }
 
     /// The whole input, or `None` once the job has been failed because it is
@@ -426,6 +443,23 @@ impl Progress {
     }
 }
 
+/// An error and each of its causes, `: `-separated, skipping a cause whose
+/// text its effect already shows. The SDK's errors say only "service error"
+/// themselves; their causes carry the service's code and message.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = e.source();
+    }
+    text
+}
+
 /// The text of a panic payload.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     let text = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned());
@@ -496,6 +530,43 @@ mod tests {
         assert_eq!(job.status, JobStatus::Cancelled);
         let phases = jobs.events(&id, 0, 1000).await.expect("events");
         assert!(phases.len() > 3, "progress was reported while the work ran");
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_is_written_into_the_jobs_log_and_the_message_retried() {
+        let jobs = std::sync::Arc::new(MemoryJobStore::default());
+        let event: SqsEvent = crate::testing::sample_event("sqs-process-text-command.json");
+        let (id, _) = crate::testing::queued_job(jobs.as_ref(), "0196f0a0-0000-7000-8000-00000000c1a5", "notes.txt").await;
+        let deps = crate::testing::memory_deps(jobs.clone(), std::sync::Arc::new(MemoryBlobStore::default()), ());
+        let unavailable = async |_: &Run<'_>, _: &ProcessCommand| -> Result<(), HandlerError> {
+            Err(HandlerError::Blob(BlobError::Unavailable("S3 said SlowDown".into())))
+        };
+        let response = process_commands(&deps, event, "test", "reading", unavailable).await;
+        assert_eq!(response.batch_item_failures.len(), 1, "the message goes back to be retried");
+        let lines: Vec<LogLine> = jobs
+            .events(&id, 0, 100)
+            .await
+            .expect("events")
+            .into_iter()
+            .filter_map(|e| match e.body {
+                JobEvent::Logged { lines } => Some(lines),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0].level, LogLevel::Warn);
+        assert!(lines[0].message.starts_with("attempt 1 failed: ") && lines[0].message.contains("SlowDown"), "{}", lines[0].message);
+        assert_eq!(jobs.get(&id).await.expect("get").expect("job").status, JobStatus::Processing, "not failed: retried");
+    }
+
+    #[test]
+    fn an_error_is_told_with_the_causes_it_does_not_already_show() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("service error")]
+        struct Sdk(#[source] std::io::Error);
+        let error = HandlerError::Blob(BlobError::Unavailable(Box::new(Sdk(std::io::Error::other("AccessDenied: no")))));
+        assert_eq!(with_causes(&error), "blob store unavailable: service error: AccessDenied: no");
     }
 
     #[tokio::test]

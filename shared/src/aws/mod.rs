@@ -2,6 +2,7 @@
 
 mod blob_store;
 mod connection_store;
+mod dead_letter_store;
 mod event_bus;
 mod job_store;
 mod lane_control;
@@ -11,6 +12,7 @@ mod schedule_store;
 
 pub use blob_store::S3BlobStore;
 pub use connection_store::DynamoConnectionStore;
+pub use dead_letter_store::DynamoDeadLetterStore;
 pub use event_bus::SnsEventBus;
 pub use job_store::DynamoJobStore;
 pub use lane_control::LambdaLaneControl;
@@ -55,6 +57,7 @@ pub struct AwsPorts {
     pub queue: std::sync::Arc<dyn crate::ports::Queue>,
     pub schedules: std::sync::Arc<dyn crate::ports::ScheduleStore>,
     pub lanes: std::sync::Arc<dyn crate::ports::LaneControl>,
+    pub dead_letters: std::sync::Arc<dyn crate::ports::DeadLetterStore>,
 }
 
 impl AwsPorts {
@@ -69,7 +72,8 @@ impl AwsPorts {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Ok(Self {
             jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
-            schedules: std::sync::Arc::new(DynamoScheduleStore::new(dynamodb, table)),
+            schedules: std::sync::Arc::new(DynamoScheduleStore::new(dynamodb.clone(), table.clone())),
+            dead_letters: std::sync::Arc::new(DynamoDeadLetterStore::new(dynamodb, table)),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
             queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
             // A client is only configuration until its first call: free for the functions that never make one.
@@ -79,7 +83,15 @@ impl AwsPorts {
 
     /// The handler dependencies of a function with settings `config`.
     pub fn with_config<C>(self, config: C) -> crate::ports::Deps<C> {
-        crate::ports::Deps { jobs: self.jobs, blobs: self.blobs, queue: self.queue, schedules: self.schedules, lanes: self.lanes, config }
+        crate::ports::Deps {
+            jobs: self.jobs,
+            blobs: self.blobs,
+            queue: self.queue,
+            schedules: self.schedules,
+            lanes: self.lanes,
+            dead_letters: self.dead_letters,
+            config,
+        }
     }
 }
 
@@ -142,19 +154,29 @@ impl RealtimePorts {
     }
 }
 
-/// What `ops` is built with: the lanes' controls.
+/// What `ops` is built with: the lanes' controls, the dead letters, the jobs and a queue.
 #[derive(Debug, Clone)]
 pub struct OpsPorts {
     pub lanes: std::sync::Arc<dyn crate::ports::LaneControl>,
+    pub dead_letters: std::sync::Arc<dyn crate::ports::DeadLetterStore>,
+    pub jobs: std::sync::Arc<dyn crate::ports::JobStore>,
+    pub queue: std::sync::Arc<dyn crate::ports::Queue>,
 }
 
 impl OpsPorts {
     pub async fn from_env() -> Result<Self, crate::ports::error::ConfigError> {
         let sdk = sdk_config().await;
-        Ok(Self { lanes: std::sync::Arc::new(LambdaLaneControl::new(aws_sdk_lambda::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk))) })
+        let table = crate::runtime::config::required("TABLE_NAME")?;
+        let (dynamodb, sqs) = (aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
+        Ok(Self {
+            lanes: std::sync::Arc::new(LambdaLaneControl::new(aws_sdk_lambda::Client::new(&sdk), sqs.clone())),
+            dead_letters: std::sync::Arc::new(DynamoDeadLetterStore::new(dynamodb.clone(), table.clone())),
+            jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb, table)),
+            queue: std::sync::Arc::new(SqsQueue::new(sqs)),
+        })
     }
 
     pub fn with_config<C>(self, config: C) -> crate::ports::OpsDeps<C> {
-        crate::ports::OpsDeps { lanes: self.lanes, config }
+        crate::ports::OpsDeps { lanes: self.lanes, dead_letters: self.dead_letters, jobs: self.jobs, queue: self.queue, config }
     }
 }

@@ -209,6 +209,10 @@ pub struct JobFailure {
 }
 
 impl JobFailure {
+    /// The code of a job failed because its message exhausted its retries:
+    /// the one failure an operator may undo by redriving the dead letter.
+    pub const RETRIES_EXHAUSTED: &'static str = "retries_exhausted";
+
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self { code: code.into(), message: message.into() }
     }
@@ -334,6 +338,10 @@ pub enum JobEvent {
     CancelRequested,
     #[serde(rename = "job.cancelled")]
     Cancelled,
+    /// An operator sent the job's dead letter back to `queue`: a job failed
+    /// as `retries_exhausted` is queued again.
+    #[serde(rename = "job.redriven")]
+    Redriven { queue: String },
 }
 
 impl JobEvent {
@@ -351,6 +359,7 @@ impl JobEvent {
             Self::Failed(_) => "job.failed",
             Self::CancelRequested => "job.cancel_requested",
             Self::Cancelled => "job.cancelled",
+            Self::Redriven { .. } => "job.redriven",
         }
     }
 }
@@ -430,6 +439,9 @@ impl Job {
     pub fn apply(&mut self, event: &JobEvent, now: DateTime<Utc>) -> Result<Applied, TransitionError> {
         use JobStatus::*;
         let status = self.status;
+        if let JobEvent::Redriven { .. } = event {
+            return self.redrive(now);
+        }
         if status.is_terminal() {
             // Repeating the event that ended the job is a redelivery, not an error.
             let same_end = matches!(
@@ -559,10 +571,32 @@ impl Job {
                 self.phase = "cancelled".into();
                 self.phases.end(PhaseStatus::Cancelled, now);
             }
+            JobEvent::Redriven { .. } => unreachable!("handled before the terminal check"),
         }
         self.seq += 1;
         self.updated_at = now;
         Ok(Applied::Changed)
+    }
+
+    /// The one way back from an end: a job its dead letter failed is queued
+    /// again. Any other end stands (a job that completed on a late attempt
+    /// is not run twice); a job already queued again is a repeated redrive.
+    fn redrive(&mut self, now: DateTime<Utc>) -> Result<Applied, TransitionError> {
+        use JobStatus::*;
+        match (self.status, &self.error) {
+            (Failed, Some(e)) if e.code == JobFailure::RETRIES_EXHAUSTED => {
+                self.status = Queued;
+                self.error = None;
+                self.phase = "redriven".into();
+                self.eta_s = self.estimated_s;
+                self.seq += 1;
+                self.updated_at = now;
+                Ok(Applied::Changed)
+            }
+            (Queued | Processing, _) => Ok(Applied::AlreadyApplied),
+            (status, _) if status.is_terminal() => Err(TransitionError::Terminal { status }),
+            (status, _) => Err(TransitionError::NotAllowed { status, event: "job.redriven" }),
+        }
     }
 }
 
@@ -590,6 +624,32 @@ mod tests {
         assert_eq!(j.status, JobStatus::Completed);
         assert_eq!(j.progress, 100);
         assert_eq!(j.seq, 3);
+    }
+
+    #[test]
+    fn only_a_job_its_dead_letter_failed_is_queued_again_by_a_redrive() {
+        let redrive = JobEvent::Redriven { queue: "prism-dev-text-normal".into() };
+        let now = Utc::now();
+        let mut dead = job();
+        dead.apply(&JobEvent::Started { phase: "p".into() }, now).expect("start");
+        dead.apply(&JobEvent::Failed(JobFailure::new(JobFailure::RETRIES_EXHAUSTED, "gave up")), now).expect("fail");
+        assert_eq!(dead.apply(&redrive, now), Ok(Applied::Changed));
+        assert_eq!((dead.status, dead.error.as_ref(), dead.phase.as_str()), (JobStatus::Queued, None, "redriven"));
+        assert_eq!(dead.apply(&redrive, now), Ok(Applied::AlreadyApplied), "a repeated redrive");
+        dead.apply(&JobEvent::Started { phase: "p".into() }, now).expect("runs again");
+
+        for end in [
+            JobEvent::Completed { result: text_result(), outputs: Vec::new() },
+            JobEvent::Failed(JobFailure::new("unreadable", "bad input")),
+            JobEvent::Cancelled,
+        ] {
+            let mut j = job();
+            j.apply(&JobEvent::Started { phase: "p".into() }, now).expect("start");
+            j.apply(&end, now).expect("end");
+            let before = j.clone();
+            assert!(matches!(j.apply(&redrive, now), Err(TransitionError::Terminal { .. })), "{end:?}");
+            assert_eq!(j, before);
+        }
     }
 
     #[test]

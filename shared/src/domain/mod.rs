@@ -2,6 +2,7 @@
 //! Plain data and rules; nothing here knows of AWS.
 
 pub mod commands;
+pub mod dead_letters;
 pub mod envelope;
 pub mod job;
 pub mod joblog;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use self::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
+use crate::domain::dead_letters::DeadLetter;
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Job, JobId, JobStatus, Modality};
 use crate::domain::lanes::{MappingState, QueueDepth};
@@ -229,6 +230,17 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
     async fn send(&self, connection_id: &str, message: Bytes) -> Result<(), NotifyError>;
 }
 
+/// Dead letters kept for operators (see [`crate::domain::dead_letters`]).
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync + std::fmt::Debug {
+    /// Keeps `letter`; `false` when one with its message id is already kept (a redelivery).
+    async fn keep(&self, letter: &DeadLetter) -> Result<bool, StoreError>;
+    /// Every kept letter, oldest first, up to `limit`.
+    async fn list(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Forgets a letter (redriven or moot); forgetting one already gone is not an error.
+    async fn forget(&self, letter: &DeadLetter) -> Result<(), StoreError>;
+}
+
 /// Pauses and resumes lanes (their event-source mappings) and reads their queues' depth.
 #[async_trait]
 pub trait LaneControl: Send + Sync + std::fmt::Debug {
@@ -250,6 +262,8 @@ pub struct Deps<C> {
     pub schedules: Arc<dyn ScheduleStore>,
     /// Only `sweeper` uses it: a job waiting in a paused lane is not stalled.
     pub lanes: Arc<dyn LaneControl>,
+    /// Only `dead-letter` uses it: it keeps each dead letter for operators.
+    pub dead_letters: Arc<dyn DeadLetterStore>,
     pub config: C,
 }
 
@@ -274,10 +288,14 @@ pub struct PublishDeps<C> {
     pub config: C,
 }
 
-/// What `ops`, the operator API, is handed: the lanes' controls and its settings.
-/// (`sweeper` reads lanes too, through [`Deps::lanes`].)
+/// What `ops`, the operator API, is handed: the lanes' controls, the kept
+/// dead letters, the jobs they name and a queue to send them back to, and its
+/// settings. (`sweeper` reads lanes too, through [`Deps::lanes`].)
 #[derive(Debug, Clone)]
 pub struct OpsDeps<C> {
     pub lanes: Arc<dyn LaneControl>,
+    pub dead_letters: Arc<dyn DeadLetterStore>,
+    pub jobs: Arc<dyn JobStore>,
+    pub queue: Arc<dyn Queue>,
     pub config: C,
 }

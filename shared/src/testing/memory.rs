@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::domain::dead_letters::DeadLetter;
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Applied, Job, JobId};
 use crate::domain::lanes::{MappingState, QueueDepth};
@@ -15,8 +16,8 @@ use crate::domain::schedule::Schedule;
 use crate::domain::uri::S3Uri;
 use crate::ports::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
 use crate::ports::{
-    BlobStore, Connection, ConnectionStore, Created, EventBus, JobStore, LaneControl, ListQuery, Notifier, ObjectHead, ObjectMeta, Page,
-    Queue, ScheduleStore, Subscription, owner_sort_key,
+    BlobStore, Connection, ConnectionStore, Created, DeadLetterStore, EventBus, JobStore, LaneControl, ListQuery, Notifier, ObjectHead,
+    ObjectMeta, Page, Queue, ScheduleStore, Subscription, owner_sort_key,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -487,5 +488,36 @@ impl LaneControl for MemoryLaneControl {
 
     async fn depth(&self, queue_url: &str) -> Result<QueueDepth, ControlError> {
         Ok(lock(&self.depths).get(queue_url).copied().unwrap_or_default())
+    }
+}
+
+/// Dead letters in memory, keyed as the table keys them.
+#[derive(Debug, Default)]
+pub struct MemoryDeadLetters {
+    letters: Mutex<BTreeMap<(String, String), DeadLetter>>,
+}
+
+#[async_trait]
+impl DeadLetterStore for MemoryDeadLetters {
+    async fn keep(&self, letter: &DeadLetter) -> Result<bool, StoreError> {
+        let key = (letter.dlq.clone(), letter.message_id.clone());
+        let mut letters = lock(&self.letters);
+        if letters.contains_key(&key) {
+            return Ok(false);
+        }
+        letters.insert(key, letter.clone());
+        Ok(true)
+    }
+
+    async fn list(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut all: Vec<DeadLetter> = lock(&self.letters).values().cloned().collect();
+        all.sort_by(|a, b| a.dead_lettered_at.cmp(&b.dead_lettered_at).then_with(|| a.message_id.cmp(&b.message_id)));
+        all.truncate(limit as usize);
+        Ok(all)
+    }
+
+    async fn forget(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        lock(&self.letters).remove(&(letter.dlq.clone(), letter.message_id.clone()));
+        Ok(())
     }
 }

@@ -56,6 +56,7 @@ pub fn memory_deps<C>(
         queue: std::sync::Arc::new(crate::testing::memory::MemoryQueue::default()),
         schedules: std::sync::Arc::new(crate::testing::memory::MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(crate::testing::memory::MemoryLaneControl::default()),
+        dead_letters: std::sync::Arc::new(crate::testing::memory::MemoryDeadLetters::default()),
         config,
     }
 }

@@ -3,7 +3,7 @@
 mod analyse;
 mod bench;
 mod install;
-mod lanes;
+mod operate;
 mod package;
 mod stats;
 mod submit;
@@ -38,7 +38,9 @@ pub enum Command {
     /// Issue a bearer token for the local cloud.
     Token(target::TokenArgs),
     /// List, pause and resume priority lanes (operator routes; an operator's token).
-    Lanes(lanes::LanesArgs),
+    Lanes(operate::LanesArgs),
+    /// List dead letters (job, owner, reason, age) and send them back to their queues (an operator's token).
+    Dlq(operate::DlqArgs),
     /// Install the emulators' pinned virtualenvs under .prism/venvs.
     Install,
     /// Build each function's deployable bootstrap.zip for Lambda on arm64 (cargo-lambda, installed on
@@ -67,7 +69,8 @@ impl Command {
             Self::Logs(args) => watch::logs(project, args).await,
             Self::Stats(args) => stats::run(project, &args),
             Self::Token(args) => target::token(project, &args),
-            Self::Lanes(args) => lanes::run(project, args).await,
+            Self::Lanes(args) => operate::lanes(project, args).await,
+            Self::Dlq(args) => operate::dlq(project, args).await,
             Self::Install => install::run(project),
             Self::Package(args) => package::run(project, &args),
             Self::Bench(args) => bench::run(project, args).await,
