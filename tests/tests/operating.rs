@@ -140,3 +140,38 @@ async fn a_dead_lettered_job_is_listed_with_its_reason_redriven_after_the_fix_an
     assert_eq!(ends, [1, 1, 1], "failed, redriven, completed: {events:#?}");
     tc.finish_denying(|(function, action, _)| function.ends_with("process-text") && action == "s3:GetObject").await;
 }
+
+#[tokio::test]
+async fn an_owner_over_its_own_bytes_quota_gets_429_while_another_owner_is_served() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let spec = OpenApi::load();
+    let set = tc
+        .operator()
+        .request(reqwest::Method::PUT, "/v1/ops/quotas/alice")
+        .json(&serde_json::json!({"max_bytes_per_day": 100}))
+        .send()
+        .await
+        .expect("set quota");
+    assert_eq!(set.status(), 200);
+    let view: Value = set.json().await.expect("json");
+    spec.check("PUT", "/v1/ops/quotas/{owner}", 200, "application/json", &view);
+    assert_eq!(view["in_force"]["max_bytes_per_day"], 100);
+
+    let (alice, bob) = (tc.client_for("alice"), tc.client_for("bob"));
+    let sixty = serde_json::json!({"text": "x".repeat(60)});
+    let post = |client: &PrismClient| client.request(reqwest::Method::POST, "/v1/jobs").json(&sixty).send();
+    assert_eq!(post(&alice).await.expect("first").status(), 201);
+    let over = post(&alice).await.expect("second");
+    assert_eq!(over.status(), 429);
+    let retry_after = over.headers()["retry-after"].to_str().expect("ascii").parse::<u64>().expect("seconds");
+    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    let problem: Value = over.json().await.expect("problem");
+    spec.check("POST", "/v1/jobs", 429, "application/problem+json", &problem);
+    assert_eq!(problem["code"], "quota_exceeded");
+    assert_eq!(post(&bob).await.expect("bob").status(), 201, "another owner is served");
+
+    let seen: Value =
+        tc.operator().request(reqwest::Method::GET, "/v1/ops/quotas/alice").send().await.expect("get").json().await.expect("json");
+    assert_eq!(seen["bytes_today"], 60, "{seen}");
+    tc.finish().await;
+}

@@ -18,6 +18,7 @@ use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use prism_shared::app::auth::TokenKey;
 use prism_shared::domain::limits::SizeLimits;
+use prism_shared::domain::quotas::Quotas;
 use prism_shared::domain::workflow;
 use prism_shared::{ConfigError, runtime::config};
 use serde::Serialize;
@@ -41,8 +42,8 @@ pub struct Config {
     pub sync_text_max_bytes: u64,
     pub limits: SizeLimits,
     pub token_key: TokenKey,
-    /// The most jobs one owner may have queued or processing at once; 0: no quota.
-    pub max_active_jobs: u32,
+    /// The owners' quotas where an operator set none of their own (0: no limit).
+    pub quotas: Quotas,
 }
 
 impl Config {
@@ -54,7 +55,10 @@ impl Config {
             upload_url_ttl: Duration::from_secs(config::parsed_or("UPLOAD_URL_TTL_SECONDS", 900)?),
             sync_text_max_bytes: config::parsed_or("SYNC_TEXT_MAX_BYTES", 256 * 1024)?,
             limits: SizeLimits::from_env()?,
-            max_active_jobs: config::parsed_or("MAX_ACTIVE_JOBS_PER_OWNER", 1000)?,
+            quotas: Quotas {
+                max_active_jobs: config::parsed_or("MAX_ACTIVE_JOBS_PER_OWNER", 1000)?,
+                max_bytes_per_day: config::parsed_or("MAX_BYTES_PER_DAY_PER_OWNER", 0)?,
+            },
             token_key: TokenKey::new(secret.as_bytes())
                 .map_err(|e| ConfigError::Invalid { name: "TOKEN_SECRET", reason: e.to_string() })?,
         })
@@ -62,9 +66,6 @@ impl Config {
 }
 
 pub type Deps = prism_shared::ports::Deps<Config>;
-
-/// When an owner over its quota should try again: small jobs finish in seconds.
-const QUOTA_RETRY_AFTER_S: &str = "10";
 
 /// A successful answer: status and JSON body.
 type Answer = (u16, serde_json::Value);
@@ -81,8 +82,8 @@ pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2ht
             if e.status() == 401 {
                 resp.headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            if let ApiError::QuotaExceeded { .. } = e {
-                resp.headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static(QUOTA_RETRY_AFTER_S));
+            if let Some(seconds) = e.retry_after_s() {
+                resp.headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
             }
             resp
         }

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The owner has as many jobs queued or processing as its quota allows.
     #[error("{active} jobs are queued or processing, the most an owner may have; retry when some have finished")]
     QuotaExceeded { active: u32 },
+    /// The submission would take the owner past its bytes for today.
+    #[error("{bytes} more bytes would pass the owner's quota of {limit} bytes per day (UTC); retry after {retry_after_s} s")]
+    BytesQuotaExceeded { bytes: u64, limit: u64, retry_after_s: u64 },
     /// Well-formed, but asks for something that cannot be done.
     #[error("{0}")]
     Invalid(String),
@@ -61,7 +64,7 @@ impl ApiError {
             Self::Conflict(_) => 409,
             Self::TooLarge { .. } => 413,
             Self::Unsupported(_) => 415,
-            Self::QuotaExceeded { .. } => 429,
+            Self::QuotaExceeded { .. } | Self::BytesQuotaExceeded { .. } => 429,
             Self::Invalid(_) => 422,
             Self::Store(_) | Self::Blob(_) | Self::Queue(_) => 503,
         }
@@ -78,9 +81,19 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::TooLarge { .. } => "payload_too_large",
             Self::Unsupported(_) => "unsupported_format",
-            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::QuotaExceeded { .. } | Self::BytesQuotaExceeded { .. } => "quota_exceeded",
             Self::Invalid(_) => "invalid_request",
             Self::Store(_) | Self::Blob(_) | Self::Queue(_) => "unavailable",
+        }
+    }
+
+    /// When to try again (`Retry-After`, seconds), for a quota.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            // Small jobs finish in seconds.
+            Self::QuotaExceeded { .. } => Some(10),
+            Self::BytesQuotaExceeded { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
         }
     }
 

@@ -8,6 +8,7 @@ use prism_shared::app::lifecycle::{self, LifecycleError};
 use prism_shared::domain::commands::Command;
 use prism_shared::domain::envelope::new_trace_id;
 use prism_shared::domain::job::{InputObject, JobFailure};
+use prism_shared::domain::quotas::{self, Quotas};
 use prism_shared::domain::results::JobResult;
 use prism_shared::domain::workflow;
 use prism_shared::ports::Created;
@@ -161,16 +162,7 @@ pub async fn submit(
         return Err(ApiError::Unsupported(reason));
     }
     let id = job_id_for(owner, idempotency_key)?;
-    // The quota holds back new jobs; a retry whose key names a job already
-    // made is answered as before.
-    let limit = deps.config.max_active_jobs;
-    let retried = limit > 0 && idempotency_key.is_some() && deps.jobs.get(&id).await?.is_some();
-    if limit > 0 && !retried {
-        let active = deps.jobs.active_count(owner, limit).await?;
-        if active >= limit {
-            return Err(ApiError::QuotaExceeded { active });
-        }
-    }
+    enforce_quotas(deps, owner, &req, &id, idempotency_key).await?;
     let bucket = &deps.config.bucket;
     let name = sanitise_file_name(req.file_name.as_deref().unwrap_or(if req.text.is_some() { "inline.txt" } else { "upload" }));
     let source = req.source.as_deref().map(|s| owned_source(deps, owner, s)).transpose()?;
@@ -201,6 +193,54 @@ pub async fn submit(
     }
     let upload = upload_target(deps, &job).await?;
     Ok((201, SubmitResponse { job, upload }))
+}
+
+/// Holds back a new job past the owner's quotas (its own, else the stack's):
+/// jobs queued or processing, and bytes submitted today. A retry whose key
+/// names a job already made is answered as before and counted once.
+async fn enforce_quotas(deps: &Deps, owner: &str, req: &SubmitRequest, id: &JobId, key: Option<&str>) -> Result<(), ApiError> {
+    let quotas = Quotas::for_owner(deps.config.quotas, deps.quotas.quota(owner).await?);
+    if quotas == Quotas::default() || (key.is_some() && deps.jobs.get(id).await?.is_some()) {
+        return Ok(());
+    }
+    let limit = quotas.max_active_jobs;
+    if limit > 0 {
+        let active = deps.jobs.active_count(owner, limit).await?;
+        if active >= limit {
+            return Err(ApiError::QuotaExceeded { active });
+        }
+    }
+    let limit = quotas.max_bytes_per_day;
+    if limit > 0 {
+        let bytes = submitted_bytes(deps, owner, req).await?;
+        let now = Utc::now();
+        // Counted when the job is asked for: a job whose creation then fails
+        // has been counted (the owner's loss, never the quota's).
+        if !deps.quotas.charge_bytes(owner, quotas::day_of(now), bytes, limit).await? {
+            return Err(ApiError::BytesQuotaExceeded { bytes, limit, retry_after_s: quotas::seconds_to_next_day(now) });
+        }
+    }
+    Ok(())
+}
+
+/// The bytes a submission brings: inline text's, the declared size of an
+/// upload (which its presigned URL is then signed for, so it cannot be
+/// passed), or the size of a `source` object.
+async fn submitted_bytes(deps: &Deps, owner: &str, req: &SubmitRequest) -> Result<u64, ApiError> {
+    if let Some(text) = &req.text {
+        return Ok(text.len() as u64);
+    }
+    if let Some(source) = &req.source {
+        let uri = owned_source(deps, owner, source)?;
+        return match deps.blobs.stat(&uri).await {
+            Ok(meta) => Ok(meta.size),
+            Err(prism_shared::BlobError::NotFound(_)) => Err(ApiError::Invalid(format!("no object at {uri}"))),
+            Err(e) => Err(e.into()),
+        };
+    }
+    req.size.ok_or_else(|| {
+        ApiError::Invalid("this owner has a daily bytes quota: an upload must declare its `size` (the upload URL is signed for it)".into())
+    })
 }
 
 fn awaiting_upload(job: &Job) -> bool {

@@ -32,6 +32,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
         schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
+        quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         config: Config {
             bucket: "prism-dev-000000000000-uploads".into(),
             classify_queue_url: "http://sqs/classify".into(),
@@ -39,7 +40,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
             sync_text_max_bytes: 100,
             limits,
             token_key: key(),
-            max_active_jobs: 3,
+            quotas: prism_shared::domain::quotas::Quotas { max_active_jobs: 3, max_bytes_per_day: 0 },
         },
     };
     (deps, jobs, queue)
@@ -348,4 +349,27 @@ async fn an_owner_at_its_quota_of_active_jobs_gets_429_with_retry_after_while_ot
     let job = jobs.get(&made[0]).await.expect("store").expect("job");
     prism_shared::app::lifecycle::request_cancel(jobs.as_ref(), &job, "test").await.expect("cancelled");
     assert_eq!(submit("alice").await.status_code, 201);
+}
+
+#[tokio::test]
+async fn an_owner_past_its_own_daily_bytes_gets_429_until_midnight_while_others_are_served() {
+    let (deps, _, _) = deps();
+    let own = prism_shared::domain::quotas::OwnerQuota { max_active_jobs: None, max_bytes_per_day: Some(100) };
+    deps.quotas.set_quota("alice", &own).await.expect("set");
+    let submit = |owner: &str, body: Value| handle(&deps, with_body(event("apigw-submit-job.json", Some(owner)), body));
+    let sixty = serde_json::json!({"file_name": "a.txt", "size": 60});
+
+    assert_eq!(submit("alice", sixty.clone()).await.status_code, 201);
+    let over = submit("alice", sixty.clone()).await;
+    assert_eq!((over.status_code, body(&over)["code"].as_str()), (429, Some("quota_exceeded")));
+    let retry_after: u64 = over.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=86_400).contains(&retry_after), "until the next UTC day: {retry_after}");
+    assert_eq!(submit("bob", sixty.clone()).await.status_code, 201, "another owner is served");
+    // Within what is left, it passes; an upload that does not say its size cannot be counted.
+    assert_eq!(submit("alice", serde_json::json!({"file_name": "b.txt", "size": 40})).await.status_code, 201);
+    let undeclared = submit("alice", serde_json::json!({"file_name": "c.txt"})).await;
+    assert_eq!(undeclared.status_code, 422);
+    assert!(body(&undeclared)["detail"].as_str().is_some_and(|d| d.contains("size")));
+    let used = deps.quotas.bytes_used("alice", prism_shared::domain::quotas::day_of(Utc::now())).await.expect("used");
+    assert_eq!(used, 100, "the refused submissions counted nothing");
 }

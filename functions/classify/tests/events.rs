@@ -40,6 +40,7 @@ async fn run_declared(
         schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
+        quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         config: Config {
             routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
             workflow_queue_url: Some("http://sqs/workflow".into()),

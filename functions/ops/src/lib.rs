@@ -18,9 +18,10 @@ use aws_lambda_events::encodings::Body;
 use chrono::Utc;
 use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use prism_shared::app::auth::{AuthError, Claims, TokenKey};
+use prism_shared::app::auth::{AuthError, Claims, TokenKey, valid_owner};
 use prism_shared::app::problem::Problem;
 use prism_shared::domain::lanes::{self, LaneMapping, LaneStatus, LanesError};
+use prism_shared::domain::quotas::{self, OwnerQuota, Quotas};
 use std::collections::BTreeMap;
 
 use prism_shared::app::lifecycle::LifecycleError;
@@ -34,6 +35,8 @@ pub struct Config {
     pub lanes: Vec<LaneMapping>,
     /// The queues a dead letter may be sent back to, by name: the queue URL.
     pub redrive_queues: BTreeMap<String, String>,
+    /// The owners' quotas where an operator set none of their own (as `api` reads them).
+    pub quota_defaults: Quotas,
     pub token_key: TokenKey,
 }
 
@@ -44,6 +47,10 @@ impl Config {
             lanes: lanes::parse(&config::required("LANES")?).map_err(|e| ConfigError::Invalid { name: "LANES", reason: e.to_string() })?,
             redrive_queues: dead_letters::parse_queues(&config::required("REDRIVE_QUEUES")?)
                 .map_err(|reason| ConfigError::Invalid { name: "REDRIVE_QUEUES", reason })?,
+            quota_defaults: Quotas {
+                max_active_jobs: config::parsed_or("MAX_ACTIVE_JOBS_PER_OWNER", 1000)?,
+                max_bytes_per_day: config::parsed_or("MAX_BYTES_PER_DAY_PER_OWNER", 0)?,
+            },
             token_key: TokenKey::new(secret.as_bytes())
                 .map_err(|e| ConfigError::Invalid { name: "TOKEN_SECRET", reason: e.to_string() })?,
         })
@@ -62,6 +69,8 @@ pub enum OpsError {
     NoLane(#[from] LanesError),
     #[error("no route for {0}")]
     NoRoute(String),
+    #[error("{0}")]
+    BadRequest(String),
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error(transparent)]
@@ -78,6 +87,7 @@ impl OpsError {
             Self::Unauthorized(_) => 401,
             Self::NotOperator => 403,
             Self::NoLane(_) | Self::NoRoute(_) => 404,
+            Self::BadRequest(_) => 422,
             // A mapping the configuration names is gone, or the role may not
             // touch it: the deployment is wrong, not the request.
             Self::Control(e) if !e.is_retryable() => 500,
@@ -95,6 +105,7 @@ impl OpsError {
             Self::NotOperator => "forbidden",
             Self::NoLane(_) => "lane_not_found",
             Self::NoRoute(_) => "no_route",
+            Self::BadRequest(_) => "invalid_request",
             Self::Control(e) if !e.is_retryable() => "misconfigured",
             Self::Store(e) if !e.is_retryable() => "corrupt",
             Self::Lifecycle(e) if !e.is_retryable() => "corrupt",
@@ -145,6 +156,15 @@ async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) 
         "GET /v1/ops/lanes" => Ok(json!({"lanes": statuses(deps, deps.config.lanes.iter()).await?})),
         "POST /v1/ops/lanes/{lane}/pause" => set_enabled(deps, &operator, lane(), false).await,
         "POST /v1/ops/lanes/{lane}/resume" => set_enabled(deps, &operator, lane(), true).await,
+        "GET /v1/ops/quotas/{owner}" => quota(deps, owner(req)?).await,
+        "PUT /v1/ops/quotas/{owner}" => {
+            let body = req.body.as_deref().unwrap_or("{}");
+            let own: OwnerQuota = serde_json::from_str(body).map_err(|e| OpsError::BadRequest(format!("not a quota: {e}")))?;
+            let owner = owner(req)?;
+            deps.quotas.set_quota(owner, &own).await?;
+            tracing::info!(operator = %operator.sub, owner, ?own, "quota set");
+            quota(deps, owner).await
+        }
         "GET /v1/ops/dead-letters" => dead_letters::list(deps, query(req, "queue")).await,
         "POST /v1/ops/dead-letters/{queue}/redrive" => {
             let queue = req.path_parameters.get("queue").map(String::as_str).unwrap_or_default();
@@ -152,6 +172,19 @@ async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) 
         }
         other => Err(OpsError::NoRoute(other.to_owned())),
     }
+}
+
+fn owner(req: &ApiGatewayV2httpRequest) -> Result<&str, OpsError> {
+    let owner = req.path_parameters.get("owner").map(String::as_str).unwrap_or_default();
+    if valid_owner(owner) { Ok(owner) } else { Err(OpsError::BadRequest(format!("{owner:?} is not an owner name"))) }
+}
+
+/// An owner's quotas: its own settings, those in force, and its bytes today.
+async fn quota(deps: &Deps, owner: &str) -> Result<Value, OpsError> {
+    let own = deps.quotas.quota(owner).await?;
+    let in_force = Quotas::for_owner(deps.config.quota_defaults, own);
+    let bytes_today = deps.quotas.bytes_used(owner, quotas::day_of(Utc::now())).await?;
+    Ok(json!({"owner": owner, "own": own.unwrap_or_default(), "in_force": in_force, "bytes_today": bytes_today}))
 }
 
 fn query<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {

@@ -12,9 +12,10 @@ use prism_shared::app::lifecycle;
 use prism_shared::domain::dead_letters::DeadLetter;
 use prism_shared::domain::job::JobFailure;
 use prism_shared::domain::lanes::{self, QueueDepth};
+use prism_shared::domain::quotas::Quotas;
 use prism_shared::domain::results::{JobResult, TextResult};
 use prism_shared::ports::{DeadLetterStore, JobStore};
-use prism_shared::testing::memory::{MemoryDeadLetters, MemoryJobStore, MemoryLaneControl, MemoryQueue};
+use prism_shared::testing::memory::{MemoryDeadLetters, MemoryJobStore, MemoryLaneControl, MemoryQueue, MemoryQuotas};
 use prism_shared::testing::queued_job;
 use prism_shared::{JobEvent, JobId, JobStatus};
 use serde_json::Value;
@@ -51,8 +52,10 @@ fn world() -> World {
         Arc::new(MemoryDeadLetters::default()),
     );
     let redrive_queues = [("prism-dev-text-bulk", "http://sqs/text-bulk")].map(|(k, v)| (k.to_owned(), v.to_owned())).into();
-    let config = Config { lanes: lanes::parse(LANES).expect("lanes"), redrive_queues, token_key: key() };
-    let deps = Deps { lanes: lanes.clone(), dead_letters: letters.clone(), jobs: jobs.clone(), queue: queue.clone(), config };
+    let quota_defaults = Quotas { max_active_jobs: 1000, max_bytes_per_day: 0 };
+    let config = Config { lanes: lanes::parse(LANES).expect("lanes"), redrive_queues, quota_defaults, token_key: key() };
+    let quotas = Arc::new(MemoryQuotas::default());
+    let deps = Deps { lanes: lanes.clone(), dead_letters: letters.clone(), jobs: jobs.clone(), queue: queue.clone(), quotas, config };
     World { deps, lanes, jobs, queue, letters }
 }
 
@@ -67,7 +70,7 @@ fn request(route: &str, lane: Option<&str>, who: As) -> ApiGatewayV2httpRequest 
     req.route_key = Some(route.to_owned());
     if let Some(lane) = lane {
         // Each route has one path parameter: a lane, or a dead-letter queue.
-        let name = if route.contains("{queue}") { "queue" } else { "lane" };
+        let name = ["queue", "owner"].into_iter().find(|p| route.contains(&format!("{{{p}}}"))).unwrap_or("lane");
         req.path_parameters.insert(name.into(), lane.into());
     }
     let token = match who {
@@ -108,6 +111,8 @@ async fn an_owner_token_is_refused_on_every_operator_route() {
         ("POST /v1/ops/lanes/{lane}/resume", Some("text-bulk")),
         ("GET /v1/ops/dead-letters", None),
         ("POST /v1/ops/dead-letters/{queue}/redrive", Some("text")),
+        ("GET /v1/ops/quotas/{owner}", Some("alice")),
+        ("PUT /v1/ops/quotas/{owner}", Some("alice")),
     ] {
         let (status, problem) = call(&deps, request(route, lane, As::Owner)).await;
         assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")), "{route}");
@@ -234,4 +239,21 @@ async fn a_letter_whose_job_ended_another_way_is_discarded_without_running_it_ag
     assert!(world.queue.sent().is_empty(), "nothing sent");
     assert_eq!(world.jobs.get(&id).await.expect("get").expect("job").status, JobStatus::Completed);
     assert!(world.letters.list(10).await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn an_operator_sets_an_owners_quota_and_a_field_left_out_keeps_the_default() {
+    let world = world();
+    let mut put = request("PUT /v1/ops/quotas/{owner}", Some("alice"), As::Operator);
+    put.body = Some(r#"{"max_bytes_per_day": 5000000}"#.into());
+    let (status, body) = call(&world.deps, put).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["in_force"], serde_json::json!({"max_active_jobs": 1000, "max_bytes_per_day": 5_000_000}));
+    assert_eq!(body["own"], serde_json::json!({"max_bytes_per_day": 5_000_000}));
+    let (_, bob) = call(&world.deps, request("GET /v1/ops/quotas/{owner}", Some("bob"), As::Operator)).await;
+    assert_eq!(bob["in_force"], serde_json::json!({"max_active_jobs": 1000, "max_bytes_per_day": 0}), "another owner keeps the defaults");
+    let mut misspelt = request("PUT /v1/ops/quotas/{owner}", Some("alice"), As::Operator);
+    misspelt.body = Some(r#"{"max_bytes": 1}"#.into());
+    assert_eq!(call(&world.deps, misspelt).await.0, 422);
+    assert_eq!(call(&world.deps, request("GET /v1/ops/quotas/{owner}", Some("../x"), As::Operator)).await.0, 422);
 }

@@ -45,6 +45,7 @@ async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
         schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
+        quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         config: Config { max_bytes },
     };
     let response = handle(&deps, event).await;

@@ -32,6 +32,7 @@ fn world() -> World {
         schedules: schedules.clone(),
         lanes: Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
+        quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         config,
     };
     World { jobs, blobs, queue, schedules, deps }

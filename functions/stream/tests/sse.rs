@@ -32,6 +32,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>) {
         schedules: Arc::new(MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
+        quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         config,
     };
     (deps, jobs)

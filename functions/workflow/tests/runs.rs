@@ -35,6 +35,7 @@ fn world() -> World {
         schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
+        quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         config: Config { routes, workflow_queue_url: WORKFLOW_QUEUE.into() },
     };
     World { jobs, queue, deps }

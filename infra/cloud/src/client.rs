@@ -187,6 +187,22 @@ impl PrismClient {
         self.operate_raw(reqwest::Method::POST, &format!("/v1/ops/dead-letters/{}/redrive{query}", urlencoding::encode(queue))).await
     }
 
+    /// An owner's quotas (its own, those in force, its bytes today); with
+    /// `own`, first sets the owner's own (`max_active_jobs`, `max_bytes_per_day`).
+    pub async fn quota(&self, owner: &str, own: Option<&serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+        let path = format!("/v1/ops/quotas/{}", urlencoding::encode(owner));
+        let request = match own {
+            Some(own) => self.request(reqwest::Method::PUT, &path).json(own),
+            None => self.request(reqwest::Method::GET, &path),
+        };
+        let resp = request.send().await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("{path} answered {status}: {}", resp.text().await.unwrap_or_default());
+        }
+        Ok(resp.json().await?)
+    }
+
     async fn operate(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         let body = self.operate_raw(method, path).await?;
         Ok(body["lanes"].as_array().cloned().unwrap_or_default())

@@ -8,6 +8,7 @@ mod job_store;
 mod lane_control;
 mod notifier;
 mod queue;
+mod quota_store;
 mod schedule_store;
 
 pub use blob_store::S3BlobStore;
@@ -18,6 +19,7 @@ pub use job_store::DynamoJobStore;
 pub use lane_control::LambdaLaneControl;
 pub use notifier::ApiGatewayNotifier;
 pub use queue::SqsQueue;
+pub use quota_store::DynamoQuotaStore;
 pub use schedule_store::DynamoScheduleStore;
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -58,6 +60,7 @@ pub struct AwsPorts {
     pub schedules: std::sync::Arc<dyn crate::ports::ScheduleStore>,
     pub lanes: std::sync::Arc<dyn crate::ports::LaneControl>,
     pub dead_letters: std::sync::Arc<dyn crate::ports::DeadLetterStore>,
+    pub quotas: std::sync::Arc<dyn crate::ports::QuotaStore>,
 }
 
 impl AwsPorts {
@@ -73,7 +76,8 @@ impl AwsPorts {
         Ok(Self {
             jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
             schedules: std::sync::Arc::new(DynamoScheduleStore::new(dynamodb.clone(), table.clone())),
-            dead_letters: std::sync::Arc::new(DynamoDeadLetterStore::new(dynamodb, table)),
+            dead_letters: std::sync::Arc::new(DynamoDeadLetterStore::new(dynamodb.clone(), table.clone())),
+            quotas: std::sync::Arc::new(DynamoQuotaStore::new(dynamodb, table)),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
             queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
             // A client is only configuration until its first call: free for the functions that never make one.
@@ -90,6 +94,7 @@ impl AwsPorts {
             schedules: self.schedules,
             lanes: self.lanes,
             dead_letters: self.dead_letters,
+            quotas: self.quotas,
             config,
         }
     }
@@ -154,13 +159,14 @@ impl RealtimePorts {
     }
 }
 
-/// What `ops` is built with: the lanes' controls, the dead letters, the jobs and a queue.
+/// What `ops` is built with: the lanes' controls, the dead letters, the jobs, a queue and the quotas.
 #[derive(Debug, Clone)]
 pub struct OpsPorts {
     pub lanes: std::sync::Arc<dyn crate::ports::LaneControl>,
     pub dead_letters: std::sync::Arc<dyn crate::ports::DeadLetterStore>,
     pub jobs: std::sync::Arc<dyn crate::ports::JobStore>,
     pub queue: std::sync::Arc<dyn crate::ports::Queue>,
+    pub quotas: std::sync::Arc<dyn crate::ports::QuotaStore>,
 }
 
 impl OpsPorts {
@@ -171,12 +177,20 @@ impl OpsPorts {
         Ok(Self {
             lanes: std::sync::Arc::new(LambdaLaneControl::new(aws_sdk_lambda::Client::new(&sdk), sqs.clone())),
             dead_letters: std::sync::Arc::new(DynamoDeadLetterStore::new(dynamodb.clone(), table.clone())),
-            jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb, table)),
+            jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
+            quotas: std::sync::Arc::new(DynamoQuotaStore::new(dynamodb, table)),
             queue: std::sync::Arc::new(SqsQueue::new(sqs)),
         })
     }
 
     pub fn with_config<C>(self, config: C) -> crate::ports::OpsDeps<C> {
-        crate::ports::OpsDeps { lanes: self.lanes, dead_letters: self.dead_letters, jobs: self.jobs, queue: self.queue, config }
+        crate::ports::OpsDeps {
+            lanes: self.lanes,
+            dead_letters: self.dead_letters,
+            jobs: self.jobs,
+            queue: self.queue,
+            quotas: self.quotas,
+            config,
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod joblog;
 pub mod lanes;
 pub mod limits;
 pub mod phases;
+pub mod quotas;
 pub mod results;
 pub mod schedule;
 pub mod uri;

@@ -10,10 +10,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use self::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
+use chrono::NaiveDate;
+
 use crate::domain::dead_letters::DeadLetter;
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Job, JobId, JobStatus, Modality};
 use crate::domain::lanes::{MappingState, QueueDepth};
+use crate::domain::quotas::OwnerQuota;
 use crate::domain::schedule::Schedule;
 use crate::domain::uri::S3Uri;
 
@@ -230,6 +233,19 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
     async fn send(&self, connection_id: &str, message: Bytes) -> Result<(), NotifyError>;
 }
 
+/// Per-owner quotas and the bytes each owner submitted per day (see [`crate::domain::quotas`]).
+#[async_trait]
+pub trait QuotaStore: Send + Sync + std::fmt::Debug {
+    /// The owner's own quota, when an operator set one.
+    async fn quota(&self, owner: &str) -> Result<Option<OwnerQuota>, StoreError>;
+    async fn set_quota(&self, owner: &str, quota: &OwnerQuota) -> Result<(), StoreError>;
+    /// Counts `bytes` against the owner's `day` unless that would take it past
+    /// `limit`: `false` (nothing counted) when it would.
+    async fn charge_bytes(&self, owner: &str, day: NaiveDate, bytes: u64, limit: u64) -> Result<bool, StoreError>;
+    /// The bytes counted against the owner's `day`.
+    async fn bytes_used(&self, owner: &str, day: NaiveDate) -> Result<u64, StoreError>;
+}
+
 /// Dead letters kept for operators (see [`crate::domain::dead_letters`]).
 #[async_trait]
 pub trait DeadLetterStore: Send + Sync + std::fmt::Debug {
@@ -264,6 +280,8 @@ pub struct Deps<C> {
     pub lanes: Arc<dyn LaneControl>,
     /// Only `dead-letter` uses it: it keeps each dead letter for operators.
     pub dead_letters: Arc<dyn DeadLetterStore>,
+    /// Only `api` uses it: per-owner quotas and the bytes submitted per day.
+    pub quotas: Arc<dyn QuotaStore>,
     pub config: C,
 }
 
@@ -289,13 +307,14 @@ pub struct PublishDeps<C> {
 }
 
 /// What `ops`, the operator API, is handed: the lanes' controls, the kept
-/// dead letters, the jobs they name and a queue to send them back to, and its
-/// settings. (`sweeper` reads lanes too, through [`Deps::lanes`].)
+/// dead letters, the jobs they name and a queue to send them back to, the
+/// owners' quotas, and its settings. (`sweeper` reads lanes too, through [`Deps::lanes`].)
 #[derive(Debug, Clone)]
 pub struct OpsDeps<C> {
     pub lanes: Arc<dyn LaneControl>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub jobs: Arc<dyn JobStore>,
     pub queue: Arc<dyn Queue>,
+    pub quotas: Arc<dyn QuotaStore>,
     pub config: C,
 }

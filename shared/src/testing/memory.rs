@@ -8,12 +8,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use chrono::NaiveDate;
+
 use crate::domain::dead_letters::DeadLetter;
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Applied, Job, JobId};
 use crate::domain::lanes::{MappingState, QueueDepth};
+use crate::domain::quotas::OwnerQuota;
 use crate::domain::schedule::Schedule;
 use crate::domain::uri::S3Uri;
+use crate::ports::QuotaStore;
 use crate::ports::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
 use crate::ports::{
     BlobStore, Connection, ConnectionStore, Created, DeadLetterStore, EventBus, JobStore, LaneControl, ListQuery, Notifier, ObjectHead,
@@ -519,5 +523,38 @@ impl DeadLetterStore for MemoryDeadLetters {
     async fn forget(&self, letter: &DeadLetter) -> Result<(), StoreError> {
         lock(&self.letters).remove(&(letter.dlq.clone(), letter.message_id.clone()));
         Ok(())
+    }
+}
+
+/// Quotas and daily byte counts in memory.
+#[derive(Debug, Default)]
+pub struct MemoryQuotas {
+    quotas: Mutex<HashMap<String, OwnerQuota>>,
+    bytes: Mutex<HashMap<(String, NaiveDate), u64>>,
+}
+
+#[async_trait]
+impl QuotaStore for MemoryQuotas {
+    async fn quota(&self, owner: &str) -> Result<Option<OwnerQuota>, StoreError> {
+        Ok(lock(&self.quotas).get(owner).copied())
+    }
+
+    async fn set_quota(&self, owner: &str, quota: &OwnerQuota) -> Result<(), StoreError> {
+        lock(&self.quotas).insert(owner.to_owned(), *quota);
+        Ok(())
+    }
+
+    async fn charge_bytes(&self, owner: &str, day: NaiveDate, bytes: u64, limit: u64) -> Result<bool, StoreError> {
+        let mut counts = lock(&self.bytes);
+        let used = counts.entry((owner.to_owned(), day)).or_default();
+        if used.saturating_add(bytes) > limit {
+            return Ok(false);
+        }
+        *used += bytes;
+        Ok(true)
+    }
+
+    async fn bytes_used(&self, owner: &str, day: NaiveDate) -> Result<u64, StoreError> {
+        Ok(lock(&self.bytes).get(&(owner.to_owned(), day)).copied().unwrap_or_default())
     }
 }

@@ -57,6 +57,7 @@ pub fn memory_deps<C>(
         schedules: std::sync::Arc::new(crate::testing::memory::MemoryScheduleStore::default()),
         lanes: std::sync::Arc::new(crate::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(crate::testing::memory::MemoryDeadLetters::default()),
+        quotas: std::sync::Arc::new(crate::testing::memory::MemoryQuotas::default()),
         config,
     }
 }

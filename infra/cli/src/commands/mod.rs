@@ -41,6 +41,8 @@ pub enum Command {
     Lanes(operate::LanesArgs),
     /// List dead letters (job, owner, reason, age) and send them back to their queues (an operator's token).
     Dlq(operate::DlqArgs),
+    /// Show an owner's quotas and bytes today, or set its own (an operator's token).
+    Quota(operate::QuotaArgs),
     /// Install the emulators' pinned virtualenvs under .prism/venvs.
     Install,
     /// Build each function's deployable bootstrap.zip for Lambda on arm64 (cargo-lambda, installed on
@@ -71,6 +73,7 @@ impl Command {
             Self::Token(args) => target::token(project, &args),
             Self::Lanes(args) => operate::lanes(project, args).await,
             Self::Dlq(args) => operate::dlq(project, args).await,
+            Self::Quota(args) => operate::quota(project, args).await,
             Self::Install => install::run(project),
             Self::Package(args) => package::run(project, &args),
             Self::Bench(args) => bench::run(project, args).await,

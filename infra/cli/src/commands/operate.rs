@@ -1,7 +1,7 @@
 //! The operator commands, through the operator API with an operator's token
 //! (`--token`, or one issued with the local cloud's secret): `prism lanes`
 //! lists, pauses and resumes priority lanes; `prism dlq` lists and redrives
-//! dead letters.
+//! dead letters; `prism quota` shows and sets an owner's quotas.
 
 use std::path::Path;
 
@@ -128,6 +128,38 @@ pub async fn dlq(project: &Path, args: DlqArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct QuotaArgs {
+    /// The owner.
+    owner: String,
+    /// The owner's own limit of jobs queued or processing (0: none). Setting either limit replaces
+    /// the owner's own quotas (a limit not given goes back to the default); with neither, they are shown.
+    #[arg(long)]
+    max_active_jobs: Option<u32>,
+    /// Set the owner's own limit of bytes submitted per UTC day (0: none).
+    #[arg(long)]
+    max_bytes_per_day: Option<u64>,
+    #[command(flatten)]
+    operator: OperatorArgs,
+}
+
+pub async fn quota(project: &Path, args: QuotaArgs) -> anyhow::Result<()> {
+    let client = args.operator.client(project)?;
+    let own = (args.max_active_jobs.is_some() || args.max_bytes_per_day.is_some()).then(|| {
+        let mut own = serde_json::Map::new();
+        if let Some(n) = args.max_active_jobs {
+            own.insert("max_active_jobs".into(), n.into());
+        }
+        if let Some(n) = args.max_bytes_per_day {
+            own.insert("max_bytes_per_day".into(), n.into());
+        }
+        Value::Object(own)
+    });
+    let body = client.quota(&args.owner, own.as_ref()).await?;
+    println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(())
 }
 
