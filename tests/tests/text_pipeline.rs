@@ -79,8 +79,14 @@ async fn text_slice(emulator: EmulatorChoice) {
         .find_map(|l| serde_json::from_str(&l[l.find('{')?..]).ok())
         .unwrap_or_else(|| panic!("no JobsEnded metric in process-text's log:\n{log}"));
     assert_eq!(
-        (metric["Modality"].as_str(), metric["Status"].as_str(), metric["JobsEnded"].as_f64()),
-        (Some("text"), Some("completed"), Some(1.0))
+        (metric["Modality"].as_str(), metric["Status"].as_str(), metric["Lane"].as_str(), metric["JobsEnded"].as_f64()),
+        (Some("text"), Some("completed"), Some("text-normal"), Some(1.0))
+    );
+    // And classify counted it into its lane.
+    let classify = tc.log("classify");
+    assert!(
+        classify.lines().any(|l| l.contains(r#""_aws""#) && l.contains(r#""JobsQueued":1"#) && l.contains(r#""Lane":"text-normal""#)),
+        "no JobsQueued metric for text-normal in classify's log"
     );
     assert_eq!(metric["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Prism");
     assert!(metric["ProcessingMs"].as_f64().is_some_and(|ms| ms >= 0.0), "{metric}");

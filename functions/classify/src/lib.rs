@@ -9,8 +9,10 @@ use prism_shared::content::sniff::{self, SNIFF_BYTES};
 use prism_shared::domain::commands::Command;
 use prism_shared::domain::envelope::{self};
 use prism_shared::domain::job::{InputObject, JobFailure};
+use prism_shared::domain::lanes;
 use prism_shared::domain::limits::SizeLimits;
 use prism_shared::domain::workflow;
+use prism_shared::runtime::metrics::{self, Metric};
 use prism_shared::runtime::{config, routes::ProcessorQueues};
 use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus};
 
@@ -121,6 +123,10 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
     let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, body);
     deps.queue.send(queue_url, command.to_json()).await?;
     tracing::info!(%modality, workflow = ?job.workflow, "routed");
+    if job.workflow.is_none() {
+        // Jobs into each lane; the processors count them out (`JobsEnded` by `Lane`).
+        metrics::emit(&[("Lane", &lanes::lane_name(modality, job.priority.lane()))], &[Metric::count("JobsQueued")]);
+    }
     Ok(())
 }
 

@@ -156,7 +156,7 @@ impl PausedLanes {
     /// Whether `job` waits in a paused lane: queued, classified, its lane's mapping disabled.
     async fn holds(&mut self, deps: &Deps, job: &Job) -> Result<bool, ControlError> {
         let (JobStatus::Queued, Some(modality)) = (job.status, job.modality) else { return Ok(false) };
-        let name = format!("{}-{}", <&str>::from(modality), job.priority.lane().as_str());
+        let name = lanes::lane_name(modality, job.priority.lane());
         let Some(lane) = deps.config.lanes.iter().find(|l| l.lane == name) else { return Ok(false) };
         if let Some(paused) = self.0.get(&name) {
             return Ok(*paused);

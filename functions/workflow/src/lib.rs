@@ -19,12 +19,14 @@ use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::domain::commands::Command;
 use prism_shared::domain::envelope::{self, RunRef};
 use prism_shared::domain::job::{InputObject, Job, JobFailure};
+use prism_shared::domain::lanes;
 use prism_shared::domain::results::JobResult;
 use prism_shared::domain::workflow::{
     self, Action, Decision, InputRef, RunEnd, RunState, StepDef, StepEnd, StepOf, StepOutcome, StepState, StepStatus, WorkflowDef,
 };
 use prism_shared::ports::Created;
 use prism_shared::runtime::config;
+use prism_shared::runtime::metrics::{self, Metric};
 use prism_shared::runtime::routes::ProcessorQueues;
 use prism_shared::{ConfigError, Envelope, JobEvent, JobEventEnvelope, JobId, JobStatus, StoreError};
 use serde::Deserialize;
@@ -277,6 +279,7 @@ async fn ensure_step(deps: &Deps, def: &WorkflowDef, root: &Job, state: &StepSta
     let command = Envelope::new(SOURCE, &root.trace_id, Some(job_id.clone()), None, Command::Process { input, modality, mime });
     deps.queue.send_after(url, command.to_json(), delay).await?;
     tracing::info!(step = %step.name, attempt = state.attempt, %job_id, delay_s = delay.as_secs_f64(), "step started");
+    metrics::emit(&[("Lane", &lanes::lane_name(modality, root.priority.lane()))], &[Metric::count("JobsQueued")]);
     // The step's timeout is enforced by a message to this function at its
     // deadline; a step that ended by then makes it a no-op.
     if let Some(due_at) = run.deadline(def, &state.name) {

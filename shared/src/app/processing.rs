@@ -19,6 +19,7 @@ use crate::domain::commands::Command;
 use crate::domain::envelope::{self, Envelope};
 use crate::domain::job::{InputObject, Job, JobEvent, JobFailure, JobId, Output};
 use crate::domain::joblog::{LogBuffer, LogLevel, LogLine};
+use crate::domain::lanes;
 use crate::domain::phases::Counts;
 use crate::domain::results::JobResult;
 use crate::ports::error::{BlobError, Retryable, StoreError};
@@ -329,14 +330,16 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// The metrics of the job this run just ended: one per job, by modality
-    /// and status (and `extra` dimensions), with its processing time.
+    /// The metrics of the job this run just ended: one per job, by modality,
+    /// status and lane (and `extra` dimensions), with its processing time.
     fn emit_ended(&self, extra: &[(&str, &str)]) {
         let known = self.last_known.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(job) = known.as_ref() else { return };
         let modality = job.modality.map_or("unknown", <&str>::from);
+        let lane = job.modality.map_or_else(|| "unknown".to_owned(), |m| lanes::lane_name(m, job.priority.lane()));
         let status: &str = job.status.into();
-        let dimensions: Vec<(&str, &str)> = [("Modality", modality), ("Status", status)].into_iter().chain(extra.iter().copied()).collect();
+        let dimensions: Vec<(&str, &str)> =
+            [("Modality", modality), ("Status", status), ("Lane", lane.as_str())].into_iter().chain(extra.iter().copied()).collect();
         let mut measured = vec![Metric::count("JobsEnded")];
         if let Some(first) = job.phases.all().first() {
             measured.push(Metric::millis("ProcessingMs", (Utc::now() - first.started_at).num_milliseconds() as f64));

@@ -5,6 +5,13 @@
 
 use serde::Serialize;
 
+use crate::domain::job::{Lane, Modality};
+
+/// A lane's name: its modality and priority lane, `text-bulk`.
+pub fn lane_name(modality: Modality, lane: Lane) -> String {
+    format!("{}-{}", <&str>::from(modality), lane.as_str())
+}
+
 /// A lane (`text-bulk`), the mapping that drains it and its queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LaneMapping {
@@ -105,6 +112,11 @@ mod tests {
         assert_eq!(names("text"), Ok(vec!["text-fast".to_owned(), "text-bulk".to_owned()]));
         assert_eq!(names("tex"), Err(LanesError::Unknown("tex".into())));
         assert_eq!(names("bulk"), Err(LanesError::Unknown("bulk".into())), "a priority alone is not a modality");
+    }
+
+    #[test]
+    fn a_lane_is_named_by_its_modality_and_priority_lane() {
+        assert_eq!(lane_name(Modality::Document, Lane::Fast), "document-fast");
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Command {
             Self::Watch(args) => watch::watch(project, args).await,
             Self::Status(args) => watch::status(project, args).await,
             Self::Logs(args) => watch::logs(project, args).await,
-            Self::Stats(args) => stats::run(project, &args),
+            Self::Stats(args) => stats::run(project, &args).await,
             Self::Token(args) => target::token(project, &args),
             Self::Lanes(args) => operate::lanes(project, args).await,
             Self::Dlq(args) => operate::dlq(project, args).await,

@@ -1,6 +1,9 @@
 //! `prism stats`: the metrics the functions wrote (CloudWatch Embedded Metric
 //! Format lines in their logs) summed as CloudWatch would: counts added up,
-//! durations as percentiles, per metric and dimension values.
+//! durations as percentiles, per metric and dimension values; then per lane:
+//! jobs in and out per minute and failures (from the same metrics) beside
+//! the messages waiting and in flight (from the operator API, when a local
+//! cloud is running).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,13 +32,11 @@ pub struct Values {
     pub values: Vec<f64>,
 }
 
-pub fn run(project: &Path, args: &StatsArgs) -> anyhow::Result<()> {
+pub async fn run(project: &Path, args: &StatsArgs) -> anyhow::Result<()> {
+    let local = std::fs::read_to_string(LocalInfo::path(project)).ok().and_then(|info| serde_json::from_str::<LocalInfo>(&info).ok());
     let dir = match &args.logs {
         Some(dir) => dir.clone(),
-        None => std::fs::read_to_string(LocalInfo::path(project))
-            .ok()
-            .and_then(|info| serde_json::from_str::<LocalInfo>(&info).ok())
-            .map_or_else(|| project.join(".prism/logs"), |info| PathBuf::from(info.logs_dir)),
+        None => local.as_ref().map_or_else(|| project.join(".prism/logs"), |info| PathBuf::from(&info.logs_dir)),
     };
     let mut lines = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -70,16 +71,95 @@ pub fn run(project: &Path, args: &StatsArgs) -> anyhow::Result<()> {
             println!("{:<16} {:<48} {:>8} {:>10}", series.metric, series.dimensions, sorted.len(), sum);
         }
     }
+    let flows = lane_flows(&summary);
+    // The queues as they are now, when the local cloud answers.
+    let depths = match &local {
+        Some(info) if args.logs.is_none() => live_depths(project, &info.http_url).await,
+        _ => BTreeMap::new(),
+    };
+    if flows.is_empty() && depths.is_empty() {
+        return Ok(());
+    }
+    let minutes = span_ms(lines.iter().map(String::as_str)).map_or(1.0, |ms| (ms as f64 / 60_000.0).max(1.0 / 60.0));
+    println!();
+    println!("per lane, over {minutes:.1} min of logs:");
+    println!("{:<16} {:>9} {:>9} {:>9} {:>8} {:>10}", "lane", "in/min", "out/min", "failed", "waiting", "in flight");
+    let names: std::collections::BTreeSet<&String> = flows.keys().chain(depths.keys()).collect();
+    for lane in names {
+        let flow = flows.get(lane).copied().unwrap_or_default();
+        let (waiting, in_flight) = depths.get(lane).map_or(("-".to_owned(), "-".to_owned()), |(w, f)| (w.to_string(), f.to_string()));
+        println!("{lane:<16} {:>9.1} {:>9.1} {:>9} {waiting:>8} {in_flight:>10}", flow.queued / minutes, flow.ended / minutes, flow.failed);
+    }
     Ok(())
+}
+
+/// Jobs into a lane (`JobsQueued`), out of it (`JobsEnded`) and failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LaneFlow {
+    pub queued: f64,
+    pub ended: f64,
+    pub failed: f64,
+}
+
+/// The lane metrics in `summary`, by lane.
+pub fn lane_flows(summary: &BTreeMap<Series, Values>) -> BTreeMap<String, LaneFlow> {
+    let mut flows: BTreeMap<String, LaneFlow> = BTreeMap::new();
+    for (series, values) in summary {
+        let dimension = |name: &str| series.dimensions.split(',').find_map(|d| d.strip_prefix(&format!("{name}=")));
+        let Some(lane) = dimension("Lane") else { continue };
+        let count: f64 = values.values.iter().sum();
+        let flow = flows.entry(lane.to_owned()).or_default();
+        match series.metric.as_str() {
+            "JobsQueued" => flow.queued += count,
+            "JobsEnded" => {
+                flow.ended += count;
+                if dimension("Status") == Some("failed") {
+                    flow.failed += count;
+                }
+            }
+            _ => {}
+        }
+    }
+    flows
+}
+
+/// Milliseconds from the first metric to the last.
+pub fn span_ms<'a>(lines: impl Iterator<Item = &'a str>) -> Option<i64> {
+    let stamps: Vec<i64> =
+        lines.filter_map(emf_document).filter_map(|doc| doc.pointer("/_aws/Timestamp").and_then(Value::as_i64)).collect();
+    Some(stamps.iter().max()? - stamps.iter().min()?)
+}
+
+/// Each lane's messages waiting and in flight, from the operator API; none
+/// when the cloud does not answer (a finished run's logs).
+async fn live_depths(project: &Path, api: &str) -> BTreeMap<String, (u64, u64)> {
+    let Ok(token) = super::target::issue_operator_token(project, 1) else { return BTreeMap::new() };
+    let Ok(client) = prism_cloud::PrismClient::new(api, Some(token)) else { return BTreeMap::new() };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), client.lanes()).await {
+        Ok(Ok(lanes)) => lanes
+            .iter()
+            .filter_map(|l| Some((l["lane"].as_str()?.to_owned(), (l["waiting"].as_u64()?, l["in_flight"].as_u64()?))))
+            .collect(),
+        Ok(Err(e)) => {
+            eprintln!("(no live queue depths: {e:#})");
+            BTreeMap::new()
+        }
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// The EMF document of a log line: the rest of the line from its first brace
+/// (keys in any order), when it has `_aws`.
+fn emf_document(line: &str) -> Option<Value> {
+    let start = line.find('{').filter(|_| line.contains(r#""_aws""#))?;
+    serde_json::from_str(&line[start..]).ok()
 }
 
 /// Every EMF document in `lines` (after any log prefix), by series.
 pub fn summarise<'a>(lines: impl Iterator<Item = &'a str>) -> BTreeMap<Series, Values> {
     let mut out: BTreeMap<Series, Values> = BTreeMap::new();
     for line in lines {
-        // The document is the rest of the line from its first brace (keys in any order).
-        let Some(start) = line.find('{').filter(|_| line.contains(r#""_aws""#)) else { continue };
-        let Ok(doc) = serde_json::from_str::<Value>(&line[start..]) else { continue };
+        let Some(doc) = emf_document(line) else { continue };
         let Some(directives) = doc.pointer("/_aws/CloudWatchMetrics").and_then(Value::as_array) else { continue };
         for directive in directives {
             let names = directive.pointer("/Dimensions/0").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -105,6 +185,18 @@ pub fn summarise<'a>(lines: impl Iterator<Item = &'a str>) -> BTreeMap<Series, V
 mod tests {
     use super::*;
     use prism_shared::runtime::metrics::{Metric, line};
+
+    #[test]
+    fn lanes_count_jobs_in_out_and_failed_over_the_span_of_the_logs() {
+        let queued = |ms| line(&[("Lane", "text-bulk")], &[Metric::count("JobsQueued")], ms);
+        let ended =
+            |status, ms| line(&[("Modality", "text"), ("Status", status), ("Lane", "text-bulk")], &[Metric::count("JobsEnded")], ms);
+        let logs = [queued(0), queued(1_000), ended("completed", 60_000), ended("failed", 120_000), queued(5)];
+        let summary = summarise(logs.iter().map(String::as_str));
+        let flows = lane_flows(&summary);
+        assert_eq!(flows["text-bulk"], LaneFlow { queued: 3.0, ended: 2.0, failed: 1.0 });
+        assert_eq!(span_ms(logs.iter().map(String::as_str)), Some(120_000));
+    }
 
     #[test]
     fn emf_lines_are_found_behind_log_prefixes_and_summed_per_series() {
