@@ -52,6 +52,7 @@ async fn a_paused_lane_holds_its_jobs_queued_while_another_lane_completes_and_re
     assert_eq!((bulk["paused"].as_bool(), bulk["in_flight"].as_u64()), (Some(true), Some(0)), "{bulk}");
     let waiting = tc.api.job(&held.id).await.expect("job");
     assert_eq!((waiting.status, waiting.modality), (JobStatus::Queued, Some(Modality::Text)));
+    assert_eq!(waiting.phase, "waiting: lane text-bulk is paused");
     let health: Value = tc.operator().request(reqwest::Method::GET, "/v1/health").send().await.expect("health").json().await.expect("json");
     assert_eq!(lane(health["lanes"].as_array().expect("operator view"), "text-bulk")["paused"], true);
     let spec = OpenApi::load();

@@ -5,6 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Utc};
 use prism_shared::app::lifecycle;
+use prism_shared::domain::lanes;
 use prism_shared::ports::ListQuery;
 use prism_shared::{Job, JobEvent, JobId};
 
@@ -43,7 +44,28 @@ where
 
 /// The job's snapshot, with a short-lived download link for each output.
 pub async fn get(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Result<Answer, ApiError> {
-    snapshot(deps, owned_job(deps, owner, req).await?).await
+    let mut job = owned_job(deps, owner, req).await?;
+    if let Some(lane) = paused_lane(deps, &job).await {
+        job.phase = format!("waiting: lane {lane} is paused");
+    }
+    snapshot(deps, job).await
+}
+
+/// The lane a queued job waits in, when an operator paused it. Read from the
+/// lane's event-source mapping (one call, only for a classified queued job);
+/// a lane that cannot be read leaves the phase as stored rather than fail
+/// the read of the job.
+async fn paused_lane(deps: &Deps, job: &Job) -> Option<String> {
+    let (prism_shared::JobStatus::Queued, Some(modality), None) = (job.status, job.modality, &job.workflow) else { return None };
+    let name = lanes::lane_name(modality, job.priority.lane());
+    let lane = deps.config.lanes.iter().find(|l| l.lane == name)?;
+    match deps.lanes.state(&lane.mapping_id).await {
+        Ok(state) => state.paused().then_some(name),
+        Err(e) => {
+            tracing::warn!(error = %e, lane = %name, "cannot tell whether the job's lane is paused");
+            None
+        }
+    }
 }
 
 /// A workflow run: its root job's snapshot, whose `run` lists every step

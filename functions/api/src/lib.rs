@@ -17,6 +17,7 @@ use chrono::Utc;
 use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use prism_shared::app::auth::TokenKey;
+use prism_shared::domain::lanes::{self, LaneMapping};
 use prism_shared::domain::limits::SizeLimits;
 use prism_shared::domain::quotas::Quotas;
 use prism_shared::domain::workflow;
@@ -44,6 +45,8 @@ pub struct Config {
     pub token_key: TokenKey,
     /// The owners' quotas where an operator set none of their own (0: no limit).
     pub quotas: Quotas,
+    /// The lanes, so a job waiting in a paused one says so (`LANES`, as `ops` reads it).
+    pub lanes: Vec<LaneMapping>,
 }
 
 impl Config {
@@ -55,6 +58,8 @@ impl Config {
             upload_url_ttl: Duration::from_secs(config::parsed_or("UPLOAD_URL_TTL_SECONDS", 900)?),
             sync_text_max_bytes: config::parsed_or("SYNC_TEXT_MAX_BYTES", 256 * 1024)?,
             limits: SizeLimits::from_env()?,
+            lanes: lanes::parse(&config::optional("LANES").unwrap_or_default())
+                .map_err(|e| ConfigError::Invalid { name: "LANES", reason: e.to_string() })?,
             quotas: Quotas {
                 max_active_jobs: config::parsed_or("MAX_ACTIVE_JOBS_PER_OWNER", 1000)?,
                 max_bytes_per_day: config::parsed_or("MAX_BYTES_PER_DAY_PER_OWNER", 0)?,

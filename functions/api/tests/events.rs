@@ -41,6 +41,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
             limits,
             token_key: key(),
             quotas: prism_shared::domain::quotas::Quotas { max_active_jobs: 3, max_bytes_per_day: 0 },
+            lanes: prism_shared::domain::lanes::parse("text-bulk m-text-bulk http://sqs/text-bulk").expect("lanes"),
         },
     };
     (deps, jobs, queue)
@@ -372,4 +373,26 @@ async fn an_owner_past_its_own_daily_bytes_gets_429_until_midnight_while_others_
     assert!(body(&undeclared)["detail"].as_str().is_some_and(|d| d.contains("size")));
     let used = deps.quotas.bytes_used("alice", prism_shared::domain::quotas::day_of(Utc::now())).await.expect("used");
     assert_eq!(used, 100, "the refused submissions counted nothing");
+}
+
+#[tokio::test]
+async fn a_job_waiting_in_a_paused_lane_says_so_in_its_phase() {
+    use prism_shared::app::lifecycle;
+    use prism_shared::domain::job::{Classification, InputObject};
+    let (deps, jobs, _) = deps();
+    let job = stored_job(&jobs, "alice").await;
+    let input = InputObject { uri: job.upload.clone(), size: 3, etag: "e".into() };
+    lifecycle::record(jobs.as_ref(), &job.id, "t", prism_shared::JobEvent::Uploaded { input }).await.expect("uploaded");
+    let classified =
+        Classification { modality: prism_shared::Modality::Text, mime: "text/plain".into(), confidence: 1.0, estimated_seconds: 1.0 };
+    lifecycle::record(jobs.as_ref(), &job.id, "t", prism_shared::JobEvent::Classified(classified)).await.expect("classified");
+    async fn phase(deps: &Deps) -> String {
+        let request = event("apigw-get-job.json", Some("alice"));
+        body(&handle(deps, request).await)["phase"].as_str().expect("phase").to_owned()
+    }
+    assert_eq!(phase(&deps).await, "classified");
+    deps.lanes.set_enabled("m-text-bulk", false).await.expect("pause");
+    assert_eq!(phase(&deps).await, "waiting: lane text-bulk is paused");
+    deps.lanes.set_enabled("m-text-bulk", true).await.expect("resume");
+    assert_eq!(phase(&deps).await, "classified");
 }
