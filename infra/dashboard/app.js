@@ -70,8 +70,43 @@ async function signIn(config, token) {
   $("sign-out").hidden = false;
   live = prism.live(onLive, { onState: (s) => ($("connection").textContent = s === "live" ? "Live" : "Reconnecting…") });
   wireControls();
+  // An operator's token also sees the lanes; an owner's sees none.
+  loadLanes().then((operator) => operator && setInterval(loadLanes, 10_000));
   await loadJobs();
-  if (view().job) await openJob(view().job);
+  if (view().job) {
+    // The page may name a job this token cannot see (signed in as someone else).
+    await openJob(view().job).catch((e) => {
+      if (e.status !== 404) throw e;
+      setView({ job: "" });
+      $("detail").hidden = true;
+    });
+  }
+}
+
+/** Shows the lanes when the token is an operator's; whether it is. */
+async function loadLanes() {
+  let lanes;
+  try {
+    ({ lanes } = await prism.health());
+  } catch (e) {
+    $("lanes-error").textContent = `Cannot read the lanes: ${e.message}`;
+    return true;
+  }
+  $("lanes-section").hidden = !lanes;
+  if (!lanes) return false;
+  $("lanes-error").textContent = "";
+  $("lanes").replaceChildren(
+    ...lanes.map((lane) =>
+      el(
+        "li",
+        { class: `lane${lane.paused ? " paused" : ""}`, dataset: { lane: lane.lane, paused: lane.paused } },
+        el("span", { class: "name" }, lane.lane),
+        el("span", { class: "state" }, lane.paused ? "paused" : lane.state),
+        el("span", { class: "meta" }, `${lane.waiting} waiting · ${lane.in_flight} in flight`),
+      ),
+    ),
+  );
+  return true;
 }
 
 function wireControls() {
@@ -80,7 +115,7 @@ function wireControls() {
   $("filter-modality").value = modality;
   $("filter-status").onchange = () => { setView({ status: $("filter-status").value }); loadJobs(); };
   $("filter-modality").onchange = () => { setView({ modality: $("filter-modality").value }); loadJobs(); };
-  $("refresh").onclick = () => loadJobs();
+  $("refresh").onclick = () => { loadJobs(); loadLanes(); };
   $("more").onclick = () => loadJobs(nextCursor);
   $("files").onchange = () => submitFiles([...$("files").files]);
   const drop = $("drop");

@@ -43,6 +43,11 @@ export class PrismClient {
     return value;
   }
 
+  /** `{ status }`; for an operator's token, `lanes` too: each lane's state, `paused`, `waiting`, `in_flight`. */
+  health() {
+    return this.request("GET", "/v1/health");
+  }
+
   /** `{ jobs, next_cursor }`, newest first; filters: status, modality, limit, cursor. */
   listJobs(filters = {}) {
     const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v !== undefined && v !== ""));

@@ -101,7 +101,7 @@ fn all_drawn(v: &Value) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_and_reloads_to_the_same_page() {
+async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_reloads_to_the_same_page_and_an_operator_sees_paused_lanes() {
     let tc = TestCloud::start(EmulatorChoice::Localstack).await;
     let dashboard = tc.cloud.info.dashboard_url.clone().expect("the local cloud serves the dashboard");
     let driver = chromedriver().await;
@@ -174,6 +174,22 @@ async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_and_reloads_t
     if std::env::var_os("PRISM_UPDATE_DOCS").is_some() {
         std::fs::write(project_dir().join("docs/dashboard.png"), &png).expect("update docs/dashboard.png");
     }
+    // An owner sees no lanes; an operator sees them, a paused one marked.
+    let lanes_shown = "getComputedStyle(document.querySelector('#lanes-section')).display !== 'none'";
+    assert_eq!(page.execute(&format!("return {lanes_shown};"), vec![]).await.expect("lanes"), json!(false), "an owner sees no lanes");
+    tc.operator().set_lanes_paused("video-bulk", true).await.expect("pause");
+    click(&page, "#sign-out").await;
+    wait_for(&page, "signed out", "getComputedStyle(document.querySelector('#sign-in-form')).display !== 'none'", |v| v == &json!(true))
+        .await;
+    let token_field = page.find(Locator::Css("#token")).await.expect("sign-in form");
+    token_field.send_keys(&tc.operator_token()).await.expect("type");
+    click(&page, "#sign-in").await;
+    wait_for(&page, "the app for an operator", SIGNED_IN, |v| v == &json!(true)).await;
+    let shown = format!("[{lanes_shown}, document.querySelector('#lanes-error').textContent]");
+    wait_for(&page, "the lanes for an operator", &shown, |v| v[0] == json!(true)).await;
+    let paused = "[...document.querySelectorAll('#lanes li.paused')].map((li) => li.dataset.lane)";
+    wait_for(&page, "video-bulk marked paused", paused, |v| v == &json!(["video-bulk"])).await;
+
     page.close().await.expect("close the browser");
     tc.finish().await;
 }

@@ -87,8 +87,12 @@ impl TestCloud {
 
     /// A client with an operator's token (the operator routes).
     pub fn operator(&self) -> PrismClient {
-        let token = self.key.issue_operator("oncall", chrono::Duration::hours(1), chrono::Utc::now()).expect("token");
-        client(&self.cloud.info.http_url, Some(token))
+        client(&self.cloud.info.http_url, Some(self.operator_token()))
+    }
+
+    /// An operator's token.
+    pub fn operator_token(&self) -> String {
+        self.key.issue_operator("oncall", chrono::Duration::hours(1), chrono::Utc::now()).expect("token")
     }
 
     /// A client with no token at all.
