@@ -17,7 +17,7 @@ use chrono::Utc;
 use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use prism_shared::app::auth::TokenKey;
-use prism_shared::domain::lanes::{self, LaneMapping};
+use prism_shared::domain::lanes::LaneMapping;
 use prism_shared::domain::limits::SizeLimits;
 use prism_shared::domain::quotas::Quotas;
 use prism_shared::domain::workflow;
@@ -51,21 +51,15 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let secret = config::required("TOKEN_SECRET")?;
         Ok(Self {
             bucket: config::required("BUCKET_NAME")?,
             classify_queue_url: config::required("CLASSIFY_QUEUE_URL")?,
             upload_url_ttl: Duration::from_secs(config::parsed_or("UPLOAD_URL_TTL_SECONDS", 900)?),
             sync_text_max_bytes: config::parsed_or("SYNC_TEXT_MAX_BYTES", 256 * 1024)?,
             limits: SizeLimits::from_env()?,
-            lanes: lanes::parse(&config::optional("LANES").unwrap_or_default())
-                .map_err(|e| ConfigError::Invalid { name: "LANES", reason: e.to_string() })?,
-            quotas: Quotas {
-                max_active_jobs: config::parsed_or("MAX_ACTIVE_JOBS_PER_OWNER", 1000)?,
-                max_bytes_per_day: config::parsed_or("MAX_BYTES_PER_DAY_PER_OWNER", 0)?,
-            },
-            token_key: TokenKey::new(secret.as_bytes())
-                .map_err(|e| ConfigError::Invalid { name: "TOKEN_SECRET", reason: e.to_string() })?,
+            lanes: config::lanes()?,
+            quotas: config::quota_defaults()?,
+            token_key: config::token_key()?,
         })
     }
 }

@@ -42,17 +42,12 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let secret = config::required("TOKEN_SECRET")?;
         Ok(Self {
-            lanes: lanes::parse(&config::required("LANES")?).map_err(|e| ConfigError::Invalid { name: "LANES", reason: e.to_string() })?,
+            lanes: config::lanes()?,
             redrive_queues: dead_letters::parse_queues(&config::required("REDRIVE_QUEUES")?)
                 .map_err(|reason| ConfigError::Invalid { name: "REDRIVE_QUEUES", reason })?,
-            quota_defaults: Quotas {
-                max_active_jobs: config::parsed_or("MAX_ACTIVE_JOBS_PER_OWNER", 1000)?,
-                max_bytes_per_day: config::parsed_or("MAX_BYTES_PER_DAY_PER_OWNER", 0)?,
-            },
-            token_key: TokenKey::new(secret.as_bytes())
-                .map_err(|e| ConfigError::Invalid { name: "TOKEN_SECRET", reason: e.to_string() })?,
+            quota_defaults: config::quota_defaults()?,
+            token_key: config::token_key()?,
         })
     }
 }

@@ -42,10 +42,8 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let secret = config::required("TOKEN_SECRET")?;
         Ok(Self {
-            token_key: TokenKey::new(secret.as_bytes())
-                .map_err(|e| ConfigError::Invalid { name: "TOKEN_SECRET", reason: e.to_string() })?,
+            token_key: config::token_key()?,
             poll: Duration::from_millis(config::parsed_or("STREAM_POLL_MS", 500)?),
             heartbeat: Duration::from_secs(config::parsed_or("STREAM_HEARTBEAT_SECONDS", 15)?),
         })

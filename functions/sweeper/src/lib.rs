@@ -47,7 +47,7 @@ impl Config {
         Ok(Self {
             upload_wait: Duration::from_secs(config::parsed_or("UPLOAD_WAIT_SECONDS", 20 * 60)?),
             idle: Duration::from_secs(config::parsed_or("STALLED_AFTER_SECONDS", 60 * 60)?),
-            lanes: lanes::parse(&config::required("LANES")?).map_err(|e| ConfigError::Invalid { name: "LANES", reason: e.to_string() })?,
+            lanes: config::lanes()?,
         })
     }
 }

@@ -29,10 +29,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let secret = config::required("TOKEN_SECRET")?;
-        let token_key =
-            TokenKey::new(secret.as_bytes()).map_err(|e| ConfigError::Invalid { name: "TOKEN_SECRET", reason: e.to_string() })?;
-        Ok(Self { token_key })
+        Ok(Self { token_key: config::token_key()? })
     }
 }
 
