@@ -83,6 +83,16 @@ async function signIn(config, token) {
   }
 }
 
+async function toggleLane(lane) {
+  try {
+    await prism.setLanePaused(lane.lane, !lane.paused);
+  } catch (e) {
+    $("lanes-error").textContent = `Cannot ${lane.paused ? "resume" : "pause"} ${lane.lane}: ${e.message}`;
+    return;
+  }
+  await loadLanes();
+}
+
 /** Shows the lanes when the token is an operator's; whether it is. */
 async function loadLanes() {
   let lanes;
@@ -103,6 +113,7 @@ async function loadLanes() {
         el("span", { class: "name" }, lane.lane),
         el("span", { class: "state" }, lane.paused ? "paused" : lane.state),
         el("span", { class: "meta" }, `${lane.waiting} waiting · ${lane.in_flight} in flight`),
+        el("button", { type: "button", class: "toggle", onclick: () => toggleLane(lane) }, lane.paused ? "Resume" : "Pause"),
       ),
     ),
   );

@@ -48,6 +48,11 @@ export class PrismClient {
     return this.request("GET", "/v1/health");
   }
 
+  /** Pauses or resumes a lane (`video-bulk`) or a modality's lanes (an operator's token): `{ lanes }` after the change. */
+  setLanePaused(lane, paused) {
+    return this.request("POST", `/v1/ops/lanes/${encodeURIComponent(lane)}/${paused ? "pause" : "resume"}`);
+  }
+
   /** `{ jobs, next_cursor }`, newest first; filters: status, modality, limit, cursor. */
   listJobs(filters = {}) {
     const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v !== undefined && v !== ""));

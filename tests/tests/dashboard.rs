@@ -101,7 +101,7 @@ fn all_drawn(v: &Value) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_reloads_to_the_same_page_and_an_operator_sees_paused_lanes() {
+async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_reloads_to_the_same_page_and_an_operator_resumes_a_paused_lane() {
     let tc = TestCloud::start(EmulatorChoice::Localstack).await;
     let dashboard = tc.cloud.info.dashboard_url.clone().expect("the local cloud serves the dashboard");
     let driver = chromedriver().await;
@@ -189,6 +189,11 @@ async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_reloads_to_th
     wait_for(&page, "the lanes for an operator", &shown, |v| v[0] == json!(true)).await;
     let paused = "[...document.querySelectorAll('#lanes li.paused')].map((li) => li.dataset.lane)";
     wait_for(&page, "video-bulk marked paused", paused, |v| v == &json!(["video-bulk"])).await;
+    // Resumed from the page: the API agrees.
+    click(&page, r#"#lanes li[data-lane="video-bulk"] button.toggle"#).await;
+    wait_for(&page, "no lane paused", paused, |v| v == &json!([])).await;
+    let lanes = tc.operator().lanes().await.expect("lanes");
+    assert!(lanes.iter().all(|l| l["paused"] == false), "{lanes:?}");
 
     page.close().await.expect("close the browser");
     tc.finish().await;
