@@ -4,6 +4,7 @@ pub mod auth;
 pub mod lifecycle;
 pub mod problem;
 pub mod processing;
+pub mod quota_cache;
 pub mod realtime;
 pub mod sqs_batch;
 pub mod uploads;

@@ -77,7 +77,11 @@ impl AwsPorts {
             jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
             schedules: std::sync::Arc::new(DynamoScheduleStore::new(dynamodb.clone(), table.clone())),
             dead_letters: std::sync::Arc::new(DynamoDeadLetterStore::new(dynamodb.clone(), table.clone())),
-            quotas: std::sync::Arc::new(DynamoQuotaStore::new(dynamodb, table)),
+            // Read by `api` on every submission: at most once per half-minute per owner.
+            quotas: std::sync::Arc::new(crate::app::quota_cache::CachedQuotas::new(
+                std::sync::Arc::new(DynamoQuotaStore::new(dynamodb, table)),
+                std::time::Duration::from_secs(30),
+            )),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
             queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
             // A client is only configuration until its first call: free for the functions that never make one.
