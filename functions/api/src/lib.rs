@@ -12,10 +12,8 @@ pub mod submit;
 use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use aws_lambda_events::encodings::Body;
 use chrono::Utc;
-use http::HeaderMap;
-use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use prism_shared::app::auth::TokenKey;
 use prism_shared::domain::lanes::LaneMapping;
 use prism_shared::domain::limits::SizeLimits;
@@ -26,6 +24,7 @@ use serde::Serialize;
 
 use crate::problem::ApiError;
 use crate::submit::{BatchRequest, MAX_BATCH, SubmitRequest};
+use prism_shared::app::problem::response;
 
 pub const SOURCE: &str = "api";
 /// The OpenAPI 3.1 description of this API, served at `/v1/openapi.json`.
@@ -72,12 +71,12 @@ type Answer = (u16, serde_json::Value);
 pub async fn handle(deps: &Deps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     let route = req.route_key.clone().unwrap_or_default();
     match route_request(deps, &route, &req).await {
-        Ok((status, body)) => json_response(status, "application/json", body.to_string()),
+        Ok((status, body)) => response(status, "application/json", body.to_string()),
         Err(e) => {
             if e.status() >= 500 {
                 tracing::error!(error = %e, error_chain = ?e, %route, "request failed");
             }
-            let mut resp = json_response(e.status(), "application/problem+json", to_value(&e.problem()).to_string());
+            let mut resp = response(e.status(), "application/problem+json", to_value(&e.problem()).to_string());
             if e.status() == 401 {
                 resp.headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
@@ -176,16 +175,6 @@ fn parse_body<T: serde::de::DeserializeOwned>(req: &ApiGatewayV2httpRequest, emp
         return Err(ApiError::BadRequest("a JSON body is required".into()));
     }
     serde_json::from_slice(&body).map_err(ApiError::from_json)
-}
-
-fn json_response(status: u16, content_type: &'static str, body: String) -> ApiGatewayV2httpResponse {
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    let mut resp = ApiGatewayV2httpResponse::default();
-    resp.status_code = i64::from(status);
-    resp.headers = headers;
-    resp.body = Some(Body::Text(body));
-    resp
 }
 
 #[cfg(test)]

@@ -14,12 +14,10 @@
 mod dead_letters;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use aws_lambda_events::encodings::Body;
 use chrono::Utc;
-use http::HeaderMap;
-use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use prism_shared::app::auth::{AuthError, Claims, TokenKey, valid_owner};
-use prism_shared::app::problem::Problem;
+use prism_shared::app::problem::{Problem, response};
 use prism_shared::domain::lanes::{self, LaneMapping, LaneStatus, LanesError};
 use prism_shared::domain::quotas::{self, OwnerQuota, Quotas};
 use std::collections::BTreeMap;
@@ -204,14 +202,4 @@ async fn statuses(deps: &Deps, chosen: impl Iterator<Item = &LaneMapping>) -> Re
         Ok::<_, OpsError>(LaneStatus { lane: lane.lane.clone(), state, paused: state.paused(), depth })
     });
     futures::future::try_join_all(reads).await
-}
-
-fn response(status: u16, content_type: &'static str, body: String) -> ApiGatewayV2httpResponse {
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    let mut resp = ApiGatewayV2httpResponse::default();
-    resp.status_code = i64::from(status);
-    resp.headers = headers;
-    resp.body = Some(Body::Text(body));
-    resp
 }
