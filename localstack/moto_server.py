@@ -1,6 +1,7 @@
-"""moto_server, with two changes for the local cloud: a DynamoDB Query on a
-table's own keys reads the queried partition instead of the whole table, and
-a stream's shard iterator is forgotten once GetRecords has used it.
+"""moto_server, with three changes for the local cloud: a DynamoDB Query on a
+table's own keys reads the queried partition instead of the whole table, a
+stream's shard iterator is forgotten once GetRecords has used it, and a
+conditional write is atomic.
 
 moto 5.2.5 (pinned in moto.txt) answers every Query by sorting every item
 of the table and then keeping those with the asked-for partition key:
@@ -22,11 +23,21 @@ new one (~650 bytes). The local cloud reads the table's stream ten times a
 second per shard, as Lambda's event source reads it, and never reuses an
 iterator, so without this moto would grow by megabytes an hour while idle.
 
+moto serves requests on threads and checks a write's condition, then
+writes, with nothing in between to stop another thread: two `PutItem`s with
+`attribute_not_exists(pk)` on the same key could both pass, the second
+overwriting the first, where DynamoDB lets exactly one through. Prism's job
+log relies on that (two processors writing the same sequence number: one
+wins, the other re-reads); under duplicate deliveries the race let both
+"win" and a job recorded `job.completed` twice. Every DynamoDB write here
+takes one lock, as every write to an item is serialised in DynamoDB.
+
 Started by `prism` as `python moto_server.py -H HOST -p PORT`.
 """
 
 import threading
 
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.server import main
@@ -96,6 +107,20 @@ def _get_records_once(self, iterator_arn, limit):
     finally:
         self.shard_iterators.pop(iterator_arn, None)
 
+
+_writes = threading.RLock()
+
+
+def _atomic(write):
+    def locked(self, *args, **kwargs):
+        with _writes:
+            return write(self, *args, **kwargs)
+
+    return locked
+
+
+for _write in ("put_item", "update_item", "delete_item", "batch_write_item", "transact_write_items"):
+    setattr(DynamoDBBackend, _write, _atomic(getattr(DynamoDBBackend, _write)))
 
 Table.all_items = _partition_items
 Table.query = _partition_query
