@@ -56,13 +56,12 @@ pub async fn get(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Res
 /// a lane that cannot be read leaves the phase as stored rather than fail
 /// the read of the job.
 async fn paused_lane(deps: &Deps, job: &Job) -> Option<String> {
-    let (prism_shared::JobStatus::Queued, Some(modality), None) = (job.status, job.modality, &job.workflow) else { return None };
-    let name = lanes::lane_name(modality, job.priority.lane());
-    let lane = deps.config.lanes.iter().find(|l| l.lane == name)?;
+    // A workflow's root waits for the workflow function, not in a lane.
+    let lane = lanes::lane_of(&deps.config.lanes, job).filter(|_| job.workflow.is_none())?;
     match deps.lanes.state(&lane.mapping_id).await {
-        Ok(state) => state.paused().then_some(name),
+        Ok(state) => state.paused().then(|| lane.lane.clone()),
         Err(e) => {
-            tracing::warn!(error = %e, lane = %name, "cannot tell whether the job's lane is paused");
+            tracing::warn!(error = %e, lane = %lane.lane, "cannot tell whether the job's lane is paused");
             None
         }
     }

@@ -155,14 +155,12 @@ struct PausedLanes(std::collections::HashMap<String, bool>);
 impl PausedLanes {
     /// Whether `job` waits in a paused lane: queued, classified, its lane's mapping disabled.
     async fn holds(&mut self, deps: &Deps, job: &Job) -> Result<bool, ControlError> {
-        let (JobStatus::Queued, Some(modality)) = (job.status, job.modality) else { return Ok(false) };
-        let name = lanes::lane_name(modality, job.priority.lane());
-        let Some(lane) = deps.config.lanes.iter().find(|l| l.lane == name) else { return Ok(false) };
-        if let Some(paused) = self.0.get(&name) {
+        let Some(lane) = lanes::lane_of(&deps.config.lanes, job) else { return Ok(false) };
+        if let Some(paused) = self.0.get(&lane.lane) {
             return Ok(*paused);
         }
         let paused = deps.lanes.state(&lane.mapping_id).await?.paused();
-        self.0.insert(name, paused);
+        self.0.insert(lane.lane.clone(), paused);
         Ok(paused)
     }
 }

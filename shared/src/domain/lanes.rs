@@ -5,11 +5,18 @@
 
 use serde::Serialize;
 
-use crate::domain::job::{Lane, Modality};
+use crate::domain::job::{Job, JobStatus, Lane, Modality};
 
 /// A lane's name: its modality and priority lane, `text-bulk`.
 pub fn lane_name(modality: Modality, lane: Lane) -> String {
     format!("{}-{}", <&str>::from(modality), lane.as_str())
+}
+
+/// The lane a queued, classified job waits in, when `lanes` has it.
+pub fn lane_of<'a>(lanes: &'a [LaneMapping], job: &Job) -> Option<&'a LaneMapping> {
+    let (JobStatus::Queued, Some(modality)) = (job.status, job.modality) else { return None };
+    let name = lane_name(modality, job.priority.lane());
+    lanes.iter().find(|l| l.lane == name)
 }
 
 /// A lane (`text-bulk`), the mapping that drains it and its queue.
