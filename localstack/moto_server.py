@@ -1,7 +1,7 @@
-"""moto_server, with three changes for the local cloud: a DynamoDB Query on a
+"""moto_server, with four changes for the local cloud: a DynamoDB Query on a
 table's own keys reads the queried partition instead of the whole table, a
-stream's shard iterator is forgotten once GetRecords has used it, and a
-conditional write is atomic.
+stream's shard iterator is forgotten once GetRecords has used it, a
+conditional write is atomic, and a cancelled transaction writes nothing.
 
 moto 5.2.5 (pinned in moto.txt) answers every Query by sorting every item
 of the table and then keeping those with the asked-for partition key:
@@ -32,11 +32,29 @@ wins, the other re-reads); under duplicate deliveries the race let both
 "win" and a job recorded `job.completed` twice. Every DynamoDB write here
 takes one lock, as every write to an item is serialised in DynamoDB.
 
+moto applies a transaction's items one by one and, when one fails its
+condition, puts back deep copies of every table it touched: a copy of the
+whole table per item (Prism keeps every job in one table), the failed
+transaction's writes already on the stream, and the stream's readers left on
+the discarded table's stream, never to see another record (the publisher
+would go silent; reproduced by moto_transaction_stream.py). DynamoDB checks
+every condition against the items as they were and then writes all or
+nothing; here the conditions are checked first, under the write lock, and
+only a transaction whose conditions all hold is written.
+
 Started by `prism` as `python moto_server.py -H HOST -p PORT`.
 """
 
 import threading
 
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
@@ -119,6 +137,53 @@ def _atomic(write):
     return locked
 
 
+def _transact_write_items(self, transact_items):
+    """All conditions checked against the items as they are, then every write or none."""
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    ops, targets = [], set()
+    for item in transact_items:
+        if len(item) != 1:
+            raise TransactWriteSingleOpException()
+        op_type, op = next(iter(item.items()))
+        if op_type not in ("ConditionCheck", "Put", "Delete", "Update"):
+            raise MockValidationException(f"Unsupported transaction operation {op_type}")
+        table = self.get_table(op["TableName"])
+        if op_type == "Put":
+            keys = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+            key = {k: op["Item"][k] for k in keys}
+        else:
+            key = op["Key"]
+        target = (op["TableName"], str(dict(sorted(key.items()))))
+        if target in targets:
+            raise MultipleTransactionsException()
+        targets.add(target)
+        ops.append((op_type, op, key))
+    reasons = []
+    for op_type, op, key in ops:
+        condition = op.get("ConditionExpression")
+        current = self.get_item(op["TableName"], key)
+        if condition is None or get_filter_expression(
+            condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+        ).expr(current):
+            reasons.append((None, None, None))
+            continue
+        old = current.to_json()["Attributes"] if current and op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" else None
+        reasons.append(("ConditionalCheckFailed", "The conditional request failed", old))
+    if any(code is not None for code, _, _ in reasons):
+        raise TransactionCanceledException(reasons)
+    for op_type, op, key in ops:
+        names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+        if op_type == "Put":
+            self.put_item(op["TableName"], op["Item"])
+        elif op_type == "Delete":
+            self.delete_item(op["TableName"], key)
+        elif op_type == "Update":
+            self.update_item(op["TableName"], key, update_expression=op["UpdateExpression"],
+                             expression_attribute_names=names, expression_attribute_values=values)
+
+
+DynamoDBBackend.transact_write_items = _transact_write_items
 for _write in ("put_item", "update_item", "delete_item", "batch_write_item", "transact_write_items"):
     setattr(DynamoDBBackend, _write, _atomic(getattr(DynamoDBBackend, _write)))
 

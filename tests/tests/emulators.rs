@@ -1,22 +1,36 @@
 //! The emulators as the local cloud runs them behave as AWS does where Prism
-//! relies on it.
+//! relies on it. Each case is a script under `localstack/` that drives moto's
+//! backend as `moto_server.py` patches it (`plain` shows moto as it ships).
 
 mod common;
 
 use std::process::Command;
+
+/// What `localstack/{script}` printed after its mode, run on the patched moto.
+fn patched(script: &str) -> String {
+    let project = common::project_dir();
+    let python = project.join(".prism/venvs/moto/bin/python");
+    assert!(python.exists(), "the moto virtualenv is installed by the test command: {}", python.display());
+    let out = Command::new(&python).arg(project.join("localstack").join(script)).arg("patched").output().expect("run the script");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    text.trim().strip_prefix("patched ").unwrap_or_else(|| panic!("unexpected output {text:?}")).to_owned()
+}
 
 /// Processors racing for one slot of a job's log rely on DynamoDB letting
 /// exactly one conditional write through. moto checks and writes on its
 /// request threads with nothing between; `moto_server.py` serialises writes.
 #[test]
 fn conditional_writes_on_the_emulated_dynamodb_let_exactly_one_writer_through() {
-    let project = common::project_dir();
-    let python = project.join(".prism/venvs/moto/bin/python");
-    assert!(python.exists(), "the moto virtualenv is installed by the test command: {}", python.display());
-    let script = project.join("localstack/moto_conditional_race.py");
-    let out = Command::new(&python).arg(&script).arg("patched").output().expect("run the race");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let through: u32 = text.trim().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected output {text:?}"));
+    let text = patched("moto_conditional_race.py");
+    let through: u32 = text.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected output {text:?}"));
     assert_eq!(through, 1, "writers let through on one key by the patched moto: {text}");
+}
+
+/// A schedule's slot starts its job in a transaction that a delete cancels.
+/// moto wrote the cancelled items, rolled the table back to a copy, and left
+/// the stream's readers on the discarded table: the publisher went silent.
+#[test]
+fn a_cancelled_transaction_on_the_emulated_dynamodb_writes_nothing_and_its_stream_reads_on() {
+    assert_eq!(patched("moto_transaction_stream.py"), "stored: after stream read: after");
 }
