@@ -223,6 +223,19 @@ async fn jobs_of_schedule(tc: &TestCloud, name: &str) -> Vec<Value> {
     page["jobs"].as_array().expect("jobs").iter().filter(|j| j["metadata"]["schedule"] == name).cloned().collect()
 }
 
+/// Waits until schedule `name` has started at least `n` jobs; returns them.
+async fn wait_for_jobs(tc: &TestCloud, name: &str, n: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let jobs = jobs_of_schedule(tc, name).await;
+        if jobs.len() >= n {
+            return jobs;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "schedule {name} started {} jobs of {n}", jobs.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_schedule_due_in_two_seconds_fires_one_job_and_a_deleted_one_fires_no_more() {
     let tc =
@@ -248,31 +261,32 @@ async fn a_schedule_due_in_two_seconds_fires_one_job_and_a_deleted_one_fires_no_
     assert_eq!(recurring.status(), 201);
 
     // Fired once, two seconds on, and the job runs like any other.
-    let started = Instant::now();
-    let job = loop {
-        if let [job] = &jobs_of_schedule(&tc, "soon").await[..] {
-            break job.clone();
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "the schedule did not fire");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(started.elapsed() >= Duration::from_millis(1200), "fired early: {:?}", started.elapsed());
+    let job = wait_for_jobs(&tc, "soon", 1).await.remove(0);
     let id: JobId = job["id"].as_str().expect("id").parse().expect("uuid");
+    let slot: chrono::DateTime<chrono::Utc> = job["metadata"]["schedule_slot"].as_str().expect("slot").parse().expect("time");
+    let created: chrono::DateTime<chrono::Utc> = job["created_at"].as_str().expect("created").parse().expect("time");
+    let asked: chrono::DateTime<chrono::Utc> = schedule["next_at"].as_str().expect("next_at").parse().expect("time");
+    assert_eq!(slot.timestamp_millis(), asked.timestamp_millis(), "fired for the slot it was asked for");
+    assert!(created >= slot, "fired early: created {created}, due {slot}");
     let done = tc.api.wait(&id, JOB_TIMEOUT).await.expect("job ended");
     assert_eq!(done.status, JobStatus::Completed, "{:?}", done.error);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(jobs_of_schedule(&tc, "soon").await.len(), 1, "one job for its one slot");
     let fired: Value = tc.api.request(reqwest::Method::GET, "/v1/schedules/soon").send().await.expect("get").json().await.expect("json");
     assert_eq!((fired["fired"].as_u64(), fired["last_job"].as_str()), (Some(1), Some(id.as_str())));
     assert!(fired.get("next_at").is_none(), "a one-time schedule is done: {fired}");
 
-    // The recurring one fired at its rate; once deleted it fires no more.
+    // The recurring one fires at its rate; once its delete has returned, no
+    // firing starts a job for it, even one that read it before the delete.
+    wait_for_jobs(&tc, "often", 2).await;
     let deleted = tc.api.request(reqwest::Method::DELETE, "/v1/schedules/often").send().await.expect("delete");
     assert_eq!(deleted.status(), 200);
     let so_far = jobs_of_schedule(&tc, "often").await.len();
-    assert!(so_far >= 2, "every 2 s for over 3 s: {so_far} jobs");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(jobs_of_schedule(&tc, "often").await.len(), so_far, "nothing fired after the delete");
+    // Ticks run one after another: once a schedule created after the delete
+    // has fired, every tick that began before the delete has ended.
+    let marker = create(serde_json::json!({"name": "after-delete", "delay_s": 1, "job": {"source": source}})).await.expect("create");
+    assert_eq!(marker.status(), 201);
+    wait_for_jobs(&tc, "after-delete", 1).await;
+    assert_eq!(jobs_of_schedule(&tc, "often").await.len(), so_far, "a job started after the delete");
+    assert_eq!(jobs_of_schedule(&tc, "soon").await.len(), 1, "one job for its one slot");
     let gone = tc.api.request(reqwest::Method::GET, "/v1/schedules/often").send().await.expect("get");
     assert_eq!(gone.status(), 404);
     tc.finish().await;

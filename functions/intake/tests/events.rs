@@ -18,7 +18,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>, Arc<MemoryQueue>) {
         jobs: jobs.clone(),
         blobs: Arc::new(MemoryBlobStore::default()),
         queue: queue.clone(),
-        schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
+        schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::new(jobs.clone())),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),

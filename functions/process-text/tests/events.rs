@@ -42,7 +42,7 @@ async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
         jobs: jobs.clone(),
         blobs,
         queue: Arc::new(MemoryQueue::default()),
-        schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::default()),
+        schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::new(jobs.clone())),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),

@@ -4,7 +4,9 @@
 //!
 //! 1. creates the slot's job, its id derived from the schedule and the slot,
 //!    so a slot fired twice (two ticks racing, a tick retried) finds the job
-//!    the first firing made;
+//!    the first firing made, and only while the schedule still waits for the
+//!    slot, in the same write: once a delete has returned, no firing that
+//!    read the schedule before it can start a job;
 //! 2. attaches the stored object and sends the job to classify, as
 //!    `POST /v1/jobs` with a `source` does (an object gone by then fails the
 //!    job as `input_missing`);
@@ -20,7 +22,7 @@ use prism_shared::domain::commands::Command;
 use prism_shared::domain::envelope::new_trace_id;
 use prism_shared::domain::job::{InputObject, JobFailure};
 use prism_shared::domain::schedule::Schedule;
-use prism_shared::ports::Created;
+use prism_shared::ports::SlotStart;
 use prism_shared::{
     BlobError, ConfigError, Envelope, Job, JobEvent, JobEventEnvelope, JobStatus, QueueError, Retryable, StoreError, runtime::config,
 };
@@ -95,16 +97,18 @@ pub async fn handle(deps: &Deps) -> Result<Tick, StoreError> {
     Ok(tick)
 }
 
-/// Fires `schedule`'s due slot; `false` when another firing moved it on first.
+/// Fires `schedule`'s due slot; `false` when another firing moved it on
+/// first or the schedule was deleted.
 async fn fire(deps: &Deps, schedule: &Schedule, now: DateTime<Utc>) -> Result<bool, FireError> {
     let Some(slot) = schedule.next_at else { return Ok(false) };
-    let job = start_job(deps, schedule, slot, now).await?;
+    let Some(job) = start_job(deps, schedule, slot, now).await? else { return Ok(false) };
     tracing::info!(owner = %schedule.owner, name = %schedule.name, %slot, job_id = %job.id, "fired");
     Ok(deps.schedules.advance(&schedule.fired_at(slot, job.id, now), slot).await?)
 }
 
-/// The slot's job, created once, with its object attached and on its way to classify.
-async fn start_job(deps: &Deps, schedule: &Schedule, slot: DateTime<Utc>, now: DateTime<Utc>) -> Result<Job, FireError> {
+/// The slot's job, created once, with its object attached and on its way to
+/// classify; `None` when the schedule no longer waits for the slot.
+async fn start_job(deps: &Deps, schedule: &Schedule, slot: DateTime<Utc>, now: DateTime<Utc>) -> Result<Option<Job>, FireError> {
     let spec = &schedule.job;
     let mut job = Job::new(schedule.job_id(slot), schedule.owner.clone(), spec.priority, spec.source.clone(), new_trace_id(), now);
     job.workflow = spec.workflow.clone();
@@ -112,12 +116,13 @@ async fn start_job(deps: &Deps, schedule: &Schedule, slot: DateTime<Utc>, now: D
     job.metadata.insert("schedule".into(), schedule.name.clone());
     job.metadata.insert("schedule_slot".into(), slot.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     let envelope = JobEventEnvelope::for_job(SOURCE, &job, job.created_event());
-    let job = match lifecycle::create(deps.jobs.as_ref(), &job, &envelope).await? {
-        Created::New => job,
-        Created::Existing(existing) => *existing,
+    let job = match deps.schedules.start_slot(schedule, slot, &job, &envelope).await? {
+        SlotStart::New => job,
+        SlotStart::Existing => deps.jobs.get(&job.id).await?.ok_or_else(|| StoreError::Conflict(job.id.clone()))?,
+        SlotStart::Withdrawn => return Ok(None),
     };
     if job.status != JobStatus::Queued || job.modality.is_some() {
-        return Ok(job);
+        return Ok(Some(job));
     }
     let job = match &job.input {
         Some(_) => job,
@@ -141,5 +146,5 @@ async fn start_job(deps: &Deps, schedule: &Schedule, slot: DateTime<Utc>, now: D
         let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input: input.clone() });
         deps.queue.send(&deps.config.classify_queue_url, command.to_json()).await?;
     }
-    Ok(job)
+    Ok(Some(job))
 }

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use prism_shared::domain::schedule::{Schedule, ScheduledJob, When};
-use prism_shared::ports::{JobStore, ScheduleStore};
+use prism_shared::ports::{JobStore, ScheduleStore, SlotStart};
 use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue, MemoryScheduleStore};
-use prism_shared::{JobStatus, Priority, S3Uri};
+use prism_shared::{Job, JobEventEnvelope, JobStatus, Priority, S3Uri, StoreError};
 use schedules::{Config, Deps, Tick, handle};
 
 struct World {
@@ -18,12 +18,9 @@ struct World {
 }
 
 fn world() -> World {
-    let (jobs, blobs, queue, schedules) = (
-        Arc::new(MemoryJobStore::default()),
-        Arc::new(MemoryBlobStore::default()),
-        Arc::new(MemoryQueue::default()),
-        Arc::new(MemoryScheduleStore::default()),
-    );
+    let jobs = Arc::new(MemoryJobStore::default());
+    let (blobs, queue, schedules) =
+        (Arc::new(MemoryBlobStore::default()), Arc::new(MemoryQueue::default()), Arc::new(MemoryScheduleStore::new(jobs.clone())));
     let config = Config { classify_queue_url: "http://sqs/classify".into() };
     let deps = Deps {
         jobs: jobs.clone(),
@@ -89,5 +86,51 @@ async fn an_object_gone_by_its_slot_fails_that_job_and_the_schedule_goes_on() {
     let job = w.jobs.get(&s.job_id(at)).await.expect("store").expect("job");
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.error.map(|e| e.code), Some("input_missing".into()));
+    assert!(w.queue.sent().is_empty());
+}
+
+/// The schedule store with a delete landing between a tick's read of the
+/// due schedules and its firing of them.
+#[derive(Debug)]
+struct DeletedAfterRead(Arc<MemoryScheduleStore>);
+
+#[async_trait::async_trait]
+impl ScheduleStore for DeletedAfterRead {
+    async fn create(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        self.0.create(schedule).await
+    }
+    async fn get(&self, owner: &str, name: &str) -> Result<Option<Schedule>, StoreError> {
+        self.0.get(owner, name).await
+    }
+    async fn list(&self, owner: &str) -> Result<Vec<Schedule>, StoreError> {
+        self.0.list(owner).await
+    }
+    async fn delete(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
+        self.0.delete(owner, name).await
+    }
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>, StoreError> {
+        let due = self.0.due(now, limit).await?;
+        for s in &due {
+            assert!(self.0.delete(&s.owner, &s.name).await?, "deleted");
+        }
+        Ok(due)
+    }
+    async fn start_slot(&self, s: &Schedule, slot: DateTime<Utc>, job: &Job, created: &JobEventEnvelope) -> Result<SlotStart, StoreError> {
+        self.0.start_slot(s, slot, job, created).await
+    }
+    async fn advance(&self, next: &Schedule, slot: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.0.advance(next, slot).await
+    }
+}
+
+#[tokio::test]
+async fn a_schedule_deleted_after_a_tick_read_it_starts_no_job() {
+    let mut w = world();
+    w.blobs.insert(&source(), b"numbers".to_vec());
+    let start = Utc::now() - Duration::seconds(5);
+    let s = schedule(&w, When::Every { start, every_s: 10 }).await;
+    w.deps.schedules = Arc::new(DeletedAfterRead(w.schedules.clone()));
+    assert_eq!(handle(&w.deps).await.expect("tick"), Tick { due: 1, fired: 0, failed: 0 });
+    assert_eq!(w.jobs.get(&s.job_id(start)).await.expect("store"), None, "no job for a deleted schedule");
     assert!(w.queue.sent().is_empty());
 }

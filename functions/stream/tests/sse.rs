@@ -29,7 +29,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>) {
         jobs: jobs.clone(),
         blobs: Arc::new(MemoryBlobStore::default()),
         queue: Arc::new(MemoryQueue::default()),
-        schedules: Arc::new(MemoryScheduleStore::default()),
+        schedules: Arc::new(MemoryScheduleStore::new(jobs.clone())),
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),

@@ -12,9 +12,8 @@
 //! forward from the log before trying again, so a crash between the two
 //! writes heals on the next write and the two never stay apart.
 //!
-//! Two conditional puts instead of one `TransactWriteItems`: half the write
-//! cost on DynamoDB, and the emulators' transactions copy whole tables and
-//! race under load, which the local cloud cannot afford.
+//! Two conditional puts instead of one `TransactWriteItems`: a transaction
+//! costs twice the writes on DynamoDB, and every change of every job pays it.
 
 use std::collections::HashMap;
 
@@ -44,7 +43,7 @@ fn event_sk(seq: u64) -> String {
     format!("EVT#{seq:010}")
 }
 
-fn job_item(job: &Job) -> Result<Item, StoreError> {
+pub(super) fn job_item(job: &Job) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::to_item(job).map_err(|e| StoreError::Corrupt { what: "job", reason: e.to_string() })?;
     let sort = owner_sort_key(job);
     item.insert("pk".into(), s(job_pk(&job.id)));
@@ -79,7 +78,7 @@ fn activity_sort_key(at: chrono::DateTime<chrono::Utc>, id: Option<&JobId>) -> S
     }
 }
 
-fn event_item(job: &Job, event: &JobEventEnvelope) -> Result<Item, StoreError> {
+pub(super) fn event_item(job: &Job, event: &JobEventEnvelope) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::to_item(event).map_err(|e| StoreError::Corrupt { what: "event", reason: e.to_string() })?;
     item.insert("pk".into(), s(job_pk(&job.id)));
     item.insert("sk".into(), s(event_sk(job.seq)));

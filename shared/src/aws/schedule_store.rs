@@ -8,17 +8,27 @@
 //! are one sparse index partition in time order (the `schedules` function
 //! reads it, never a scan). A firing moves `next_at` on only if it is still
 //! the slot it fired, so two firings of one slot cannot both advance it.
+//!
+//! A slot's job is created in one `TransactWriteItems` with a check that the
+//! schedule still waits for the slot, so a delete and a firing cannot both
+//! win: the one write that spans items, paid once per fired slot (the job
+//! store's hot path stays on single conditional puts, see `job_store`).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::job_store::{event_item, job_item};
 use super::{Item, boxed, s};
+use crate::domain::envelope::JobEventEnvelope;
+use crate::domain::job::Job;
 use crate::domain::schedule::Schedule;
-use crate::ports::ScheduleStore;
 use crate::ports::error::StoreError;
+use crate::ports::{ScheduleStore, SlotStart};
 
 #[derive(Debug, Clone)]
 pub struct DynamoScheduleStore {
@@ -66,9 +76,19 @@ fn item(schedule: &Schedule) -> Result<Item, StoreError> {
     item.insert("sk".into(), s(schedule.name.clone()));
     if let Some(next) = schedule.next_at {
         item.insert("gsi4pk".into(), s("DUE"));
-        item.insert("gsi4sk".into(), s(format!("{}#{}#{}", time(next), schedule.owner, schedule.name)));
+        item.insert("gsi4sk".into(), s(due_key(schedule, next)));
     }
     Ok(item)
+}
+
+/// The due index's sort key of `schedule`'s `slot`.
+fn due_key(schedule: &Schedule, slot: DateTime<Utc>) -> String {
+    format!("{}#{}#{}", time(slot), schedule.owner, schedule.name)
+}
+
+/// A request the SDK refuses to build names a bug here, never a retry.
+fn unbuildable(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Rejected(format!("malformed request: {e}"))
 }
 
 fn read(item: Item) -> Result<Schedule, StoreError> {
@@ -142,8 +162,60 @@ impl ScheduleStore for DynamoScheduleStore {
         out.items.unwrap_or_default().into_iter().map(read).collect()
     }
 
+    async fn start_slot(
+        &self,
+        schedule: &Schedule,
+        slot: DateTime<Utc>,
+        job: &Job,
+        created: &JobEventEnvelope,
+    ) -> Result<SlotStart, StoreError> {
+        crate::domain::limits::check_event_size(created)?;
+        let waiting = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(pk(&schedule.owner)))
+            .key("sk", s(schedule.name.clone()))
+            .condition_expression("gsi4sk = :slot")
+            .expression_attribute_values(":slot", s(due_key(schedule, slot)))
+            .build()
+            .map_err(unbuildable)?;
+        let new_item = |item: Item| {
+            Put::builder().table_name(&self.table).set_item(Some(item)).condition_expression("attribute_not_exists(pk)").build()
+        };
+        // Log first, as every change (the stream publishes `job.created` from it).
+        let first_event = new_item(event_item(job, created)?).map_err(unbuildable)?;
+        let job_item = new_item(job_item(job)?).map_err(unbuildable)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(waiting).build())
+            .transact_items(TransactWriteItem::builder().put(first_event).build())
+            .transact_items(TransactWriteItem::builder().put(job_item).build())
+            .send()
+            .await;
+        let e = match result {
+            Ok(_) => return Ok(SlotStart::New),
+            Err(e) => e,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = e.as_service_error() {
+            // One reason per item, in order: the check, the event, the job.
+            let failed = |i: usize| cancelled.cancellation_reasons().get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+            if failed(1) || failed(2) {
+                return Ok(SlotStart::Existing);
+            }
+            if failed(0) {
+                return Ok(SlotStart::Withdrawn);
+            }
+        }
+        match e.as_service_error().and_then(|s| s.meta().code()) {
+            Some("ValidationException") => {
+                Err(StoreError::Rejected(e.into_service_error().meta().message().unwrap_or("refused").to_owned()))
+            }
+            // Conflicts with another transaction, throttling, the service: retried.
+            _ => Err(StoreError::Unavailable(boxed(e))),
+        }
+    }
+
     async fn advance(&self, next: &Schedule, slot: DateTime<Utc>) -> Result<bool, StoreError> {
-        let slot_key = format!("{}#{}#{}", time(slot), next.owner, next.name);
-        self.put(item(next)?, "gsi4sk = :slot", vec![(":slot", s(slot_key))]).await
+        self.put(item(next)?, "gsi4sk = :slot", vec![(":slot", s(due_key(next, slot)))]).await
     }
 }

@@ -28,6 +28,17 @@ pub enum Created {
     Existing(Box<Job>),
 }
 
+/// What [`ScheduleStore::start_slot`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlotStart {
+    /// The slot's job was created.
+    New,
+    /// An earlier firing of the slot created it: carry on with that job.
+    Existing,
+    /// The schedule was deleted, or moved past the slot, first: no job.
+    Withdrawn,
+}
+
 /// What `GET /v1/jobs` asks for: an owner's jobs, newest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListQuery {
@@ -149,6 +160,18 @@ pub trait ScheduleStore: Send + Sync + std::fmt::Debug {
     /// Schedules due at `now`, soonest first, at most `limit`, through an
     /// index that holds only schedules with a next firing (never a scan).
     async fn due(&self, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Schedule>, StoreError>;
+
+    /// Creates `job`, the job of `schedule`'s `slot`, with its first event,
+    /// only while the stored schedule still waits for that slot, as one
+    /// write: a schedule deleted before it starts no job, and one deleted
+    /// after it had fired (a delete never races a job into existence).
+    async fn start_slot(
+        &self,
+        schedule: &Schedule,
+        slot: chrono::DateTime<chrono::Utc>,
+        job: &Job,
+        created: &JobEventEnvelope,
+    ) -> Result<SlotStart, StoreError>;
 
     /// Stores `next` only if the stored schedule still waits for `slot`:
     /// `false` when another firing took the slot first, or it was deleted.

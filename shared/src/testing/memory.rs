@@ -21,7 +21,7 @@ use crate::ports::QuotaStore;
 use crate::ports::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
 use crate::ports::{
     BlobStore, Connection, ConnectionStore, Created, DeadLetterStore, EventBus, JobStore, LaneControl, ListQuery, Notifier, ObjectHead,
-    ObjectMeta, Page, Queue, ScheduleStore, Subscription, owner_sort_key,
+    ObjectMeta, Page, Queue, ScheduleStore, SlotStart, Subscription, owner_sort_key,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,13 +85,7 @@ impl MemoryJobStore {
 #[async_trait]
 impl JobStore for MemoryJobStore {
     async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
-        crate::domain::limits::check_event_size(event)?;
-        let mut jobs = lock(&self.jobs);
-        if let Some((existing, _)) = jobs.get(&job.id) {
-            return Ok(Created::Existing(Box::new(existing.clone())));
-        }
-        jobs.insert(job.id.clone(), (job.clone(), BTreeMap::from([(job.seq, event.clone())])));
-        Ok(Created::New)
+        self.create_now(job, event)
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
@@ -397,10 +391,29 @@ impl Notifier for MemoryNotifier {
     }
 }
 
-/// Schedules by owner and name.
-#[derive(Debug, Default)]
+impl MemoryJobStore {
+    fn create_now(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
+        crate::domain::limits::check_event_size(event)?;
+        let mut jobs = lock(&self.jobs);
+        if let Some((existing, _)) = jobs.get(&job.id) {
+            return Ok(Created::Existing(Box::new(existing.clone())));
+        }
+        jobs.insert(job.id.clone(), (job.clone(), BTreeMap::from([(job.seq, event.clone())])));
+        Ok(Created::New)
+    }
+}
+
+/// Schedules by owner and name, starting their slots' jobs in `jobs`.
+#[derive(Debug)]
 pub struct MemoryScheduleStore {
     schedules: Mutex<BTreeMap<(String, String), Schedule>>,
+    jobs: std::sync::Arc<MemoryJobStore>,
+}
+
+impl MemoryScheduleStore {
+    pub fn new(jobs: std::sync::Arc<MemoryJobStore>) -> Self {
+        Self { schedules: Mutex::default(), jobs }
+    }
 }
 
 #[async_trait]
@@ -432,6 +445,28 @@ impl ScheduleStore for MemoryScheduleStore {
         due.sort_by_key(|s| s.next_at);
         due.truncate(limit as usize);
         Ok(due)
+    }
+
+    async fn start_slot(
+        &self,
+        schedule: &Schedule,
+        slot: chrono::DateTime<chrono::Utc>,
+        job: &Job,
+        created: &JobEventEnvelope,
+    ) -> Result<SlotStart, StoreError> {
+        // Held across the job's creation: a delete waits for it, as in one transaction.
+        let all = lock(&self.schedules);
+        let waiting = all.get(&(schedule.owner.clone(), schedule.name.clone())).is_some_and(|s| s.next_at == Some(slot));
+        if lock(&self.jobs.jobs).contains_key(&job.id) {
+            return Ok(SlotStart::Existing);
+        }
+        if !waiting {
+            return Ok(SlotStart::Withdrawn);
+        }
+        Ok(match self.jobs.create_now(job, created)? {
+            Created::New => SlotStart::New,
+            Created::Existing(_) => SlotStart::Existing,
+        })
     }
 
     async fn advance(&self, next: &Schedule, slot: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {

@@ -51,10 +51,10 @@ pub fn memory_deps<C>(
     config: C,
 ) -> crate::ports::Deps<C> {
     crate::ports::Deps {
-        jobs,
+        jobs: jobs.clone(),
         blobs,
         queue: std::sync::Arc::new(crate::testing::memory::MemoryQueue::default()),
-        schedules: std::sync::Arc::new(crate::testing::memory::MemoryScheduleStore::default()),
+        schedules: std::sync::Arc::new(crate::testing::memory::MemoryScheduleStore::new(jobs.clone())),
         lanes: std::sync::Arc::new(crate::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(crate::testing::memory::MemoryDeadLetters::default()),
         quotas: std::sync::Arc::new(crate::testing::memory::MemoryQuotas::default()),
