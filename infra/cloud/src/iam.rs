@@ -228,6 +228,41 @@ pub struct Account {
     pub websocket_api: Option<String>,
 }
 
+/// Every IAM action and resource ARN a call needs: DynamoDB's batch and
+/// transaction calls need, as on AWS, the permission of each item's own
+/// operation on its table (there is no `dynamodb:TransactWriteItems`
+/// action); any other call needs what [`required`] names.
+pub fn required_all(call: &Call, body: Option<&[u8]>, account: &Account) -> Vec<(String, String)> {
+    let table = |name: &str| format!("arn:aws:dynamodb:{}:{}:table/{name}", account.region, account.id);
+    let json = || body.and_then(|b| serde_json::from_slice::<Value>(b).ok()).unwrap_or_default();
+    match (call.service.as_str(), call.operation.as_str()) {
+        ("dynamodb", "TransactWriteItems" | "TransactGetItems") => {
+            let items = json().get("TransactItems").and_then(Value::as_array).cloned().unwrap_or_default();
+            items
+                .iter()
+                .filter_map(Value::as_object)
+                .flat_map(|item| item.iter())
+                .filter_map(|(kind, op)| {
+                    let action = match kind.as_str() {
+                        "ConditionCheck" => "ConditionCheckItem",
+                        "Put" => "PutItem",
+                        "Update" => "UpdateItem",
+                        "Delete" => "DeleteItem",
+                        "Get" => "GetItem",
+                        _ => return None,
+                    };
+                    Some((format!("dynamodb:{action}"), table(op.get("TableName")?.as_str()?)))
+                })
+                .collect()
+        }
+        ("dynamodb", operation @ ("BatchWriteItem" | "BatchGetItem")) => {
+            let tables = json().get("RequestItems").and_then(Value::as_object).map(|t| t.keys().cloned().collect::<Vec<_>>());
+            tables.unwrap_or_default().iter().map(|name| (format!("dynamodb:{operation}"), table(name))).collect()
+        }
+        _ => required(call, body, account).into_iter().collect(),
+    }
+}
+
 /// The IAM action and resource ARN a call needs; `None` for calls the local
 /// cloud does not know how to name (they go through unchecked).
 pub fn required(call: &Call, body: Option<&[u8]>, account: &Account) -> Option<(String, String)> {
@@ -358,6 +393,30 @@ mod tests {
         assert!(publish.is_some_and(|(action, arn)| !policy.allows(&action, &arn)));
         let push = required(&call("execute-api", "PostToConnection", "/test/@connections/abc="), None, &a).expect("named");
         assert_eq!(push.1, "arn:aws:execute-api:us-east-1:000000000000:local-ws/test/POST/@connections/abc=");
+    }
+
+    #[test]
+    fn each_item_of_a_transaction_or_batch_needs_its_own_permission() {
+        let a = account();
+        let transaction = br#"{"TransactItems":[
+            {"ConditionCheck":{"TableName":"jobs","Key":{}}},
+            {"Put":{"TableName":"jobs","Item":{}}},
+            {"Update":{"TableName":"other","Key":{}}}]}"#;
+        let needed = required_all(&call("dynamodb", "TransactWriteItems", "/"), Some(transaction), &a);
+        let arn = |t: &str| format!("arn:aws:dynamodb:us-east-1:000000000000:table/{t}");
+        assert_eq!(
+            needed,
+            vec![
+                ("dynamodb:ConditionCheckItem".to_owned(), arn("jobs")),
+                ("dynamodb:PutItem".to_owned(), arn("jobs")),
+                ("dynamodb:UpdateItem".to_owned(), arn("other")),
+            ]
+        );
+        let batch = br#"{"RequestItems":{"jobs":[{"PutRequest":{"Item":{}}}]}}"#;
+        let needed = required_all(&call("dynamodb", "BatchWriteItem", "/"), Some(batch), &a);
+        assert_eq!(needed, vec![("dynamodb:BatchWriteItem".to_owned(), arn("jobs"))]);
+        let single = required_all(&call("dynamodb", "GetItem", "/"), Some(br#"{"TableName":"jobs"}"#), &a);
+        assert_eq!(single, vec![("dynamodb:GetItem".to_owned(), arn("jobs"))]);
     }
 
     #[test]

@@ -225,14 +225,15 @@ impl Proxies {
         if self.iam == IamMode::Off {
             return Ok(());
         }
-        let Some((action, resource)) = iam::required(call, body, &self.account) else { return Ok(()) };
-        let revoked = self.revoked.iter().any(|r| {
-            (r.function == caller.name || r.function == caller.binary)
-                && iam::glob(&r.action.to_ascii_lowercase(), &action.to_ascii_lowercase())
-        });
-        if !revoked && caller.policy.allows(&action, &resource) {
-            return Ok(());
-        }
+        let allowed = |action: &str, resource: &str| {
+            let revoked = self.revoked.iter().any(|r| {
+                (r.function == caller.name || r.function == caller.binary)
+                    && iam::glob(&r.action.to_ascii_lowercase(), &action.to_ascii_lowercase())
+            });
+            !revoked && caller.policy.allows(action, resource)
+        };
+        let needed = iam::required_all(call, body, &self.account);
+        let Some((action, resource)) = needed.into_iter().find(|(action, resource)| !allowed(action, resource)) else { return Ok(()) };
         tracing::warn!(function = %caller.name, %action, %resource, mode = ?self.iam, "the function's policy does not allow this call");
         let denial = (caller.name.clone(), action.clone(), resource.clone());
         self.denials.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(denial);
