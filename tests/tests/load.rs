@@ -1,4 +1,4 @@
-//! A scaled-down load run (the benchmark runs 10,000): 250 small jobs, half
+//! A scaled-down load run (the benchmark runs 10,000): 120 small jobs, half
 //! through the API and half dropped into the bucket, on the default local
 //! cloud. Every job ends, none is lost, none is duplicated, no event is
 //! recorded twice and no log has a gap. (The emulators bound this machine at
@@ -14,7 +14,7 @@ use prism_cloud::load;
 
 /// `PRISM_LOAD_JOBS` scales it when measuring by hand.
 fn jobs() -> usize {
-    std::env::var("PRISM_LOAD_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(250)
+    std::env::var("PRISM_LOAD_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(120)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
