@@ -41,6 +41,8 @@ async fn run_declared(
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
+        breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
+        breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
         config: Config {
             routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
             workflow_queue_url: Some("http://sqs/workflow".into()),

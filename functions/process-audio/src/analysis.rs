@@ -16,6 +16,7 @@ use crate::loudness::Loudness;
 use crate::opus::OggOpus;
 use prism_shared::app::processing::{Progress, WorkError};
 use prism_shared::content::ffmpeg::{self, FfmpegError};
+use prism_shared::domain::breakers::Dependency;
 use prism_shared::domain::results::{AudioLevels, AudioResult, SilenceReport, TimeSpan, Waveform};
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, CodecType, DecoderOptions};
@@ -62,6 +63,11 @@ impl WorkError for AudioError {
             Self::Cancelled => "cancelled",
             Self::Ffmpeg(_) => "decoder_failed",
         }
+    }
+
+    /// An ffmpeg that will not start is down, not this recording's fault.
+    fn unavailable(&self) -> Option<Dependency> {
+        matches!(self, Self::Ffmpeg(FfmpegError::Spawn(_))).then_some(Dependency::Ffmpeg)
     }
 }
 

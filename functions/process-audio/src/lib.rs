@@ -13,6 +13,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use prism_shared::app::processing::{self, ProcessCommand, Run};
 use prism_shared::app::sqs_batch::HandlerError;
 use prism_shared::bytes::Bytes;
+use prism_shared::domain::breakers::Dependency;
 use prism_shared::domain::joblog::LogLevel;
 use prism_shared::domain::results::JobResult;
 use prism_shared::{ConfigError, runtime::config};
@@ -20,6 +21,8 @@ use prism_shared::{ConfigError, runtime::config};
 use crate::analysis::analyse;
 
 pub const SOURCE: &str = "process-audio";
+/// What this processor's work needs beyond the job table, each behind its circuit breaker.
+pub const USES: [Dependency; 2] = [Dependency::S3, Dependency::Ffmpeg];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -41,7 +44,7 @@ impl Config {
 pub type Deps = prism_shared::ports::Deps<Config>;
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    processing::process_commands(deps, event, SOURCE, "reading", async |run, command| process(deps, run, command).await).await
+    processing::process_commands(deps, event, SOURCE, "reading", &USES, async |run, command| process(deps, run, command).await).await
 }
 
 async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result<(), HandlerError> {

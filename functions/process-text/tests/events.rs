@@ -46,6 +46,8 @@ async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
+        breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
+        breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
         config: Config { max_bytes },
     };
     let response = handle(&deps, event).await;

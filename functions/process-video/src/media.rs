@@ -9,6 +9,7 @@ use std::time::Instant;
 use image::{ImageEncoder, RgbImage};
 use prism_shared::app::processing::{Progress, WorkError};
 use prism_shared::content::ffmpeg::{self, FfmpegError, FfmpegReport, StreamTypeSpecificData};
+use prism_shared::domain::breakers::Dependency;
 use prism_shared::domain::results::{ContactSheet, Thumbnail, VideoAudioTrack, VideoResult};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -58,6 +59,11 @@ impl WorkError for VideoError {
             Self::Scratch(_) => "scratch_failed",
             Self::Dimensions { .. } => "unsupported_dimensions",
         }
+    }
+
+    /// An ffmpeg that will not start is down, not this video's fault.
+    fn unavailable(&self) -> Option<Dependency> {
+        matches!(self, Self::Ffmpeg(FfmpegError::Spawn(_))).then_some(Dependency::Ffmpeg)
     }
 }
 

@@ -33,6 +33,8 @@ fn deps() -> (Deps, Arc<MemoryJobStore>) {
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
+        breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
+        breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
         config,
     };
     (deps, jobs)

@@ -36,6 +36,8 @@ fn world() -> World {
         lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
+        breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
+        breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
         config: Config { routes, workflow_queue_url: WORKFLOW_QUEUE.into() },
     };
     World { jobs, queue, deps }

@@ -1,6 +1,7 @@
 //! Application services: what the functions are made of, written against the ports.
 
 pub mod auth;
+pub mod breakers;
 pub mod lifecycle;
 pub mod problem;
 pub mod processing;

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use crate::app::lifecycle::{self, LifecycleError};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
+use crate::app::breakers::{self, Gate};
 use crate::app::sqs_batch::{self, Backoff, HandlerError};
+use crate::domain::breakers::Dependency;
 use crate::domain::commands::Command;
 use crate::domain::envelope::{self, Envelope};
 use crate::domain::job::{InputObject, Job, JobEvent, JobFailure, JobId, Output};
@@ -23,7 +25,7 @@ use crate::domain::lanes;
 use crate::domain::phases::Counts;
 use crate::domain::results::JobResult;
 use crate::ports::error::{BlobError, Retryable, StoreError};
-use crate::ports::{BlobStore, Deps, JobStore};
+use crate::ports::{BlobStore, Deps, JobStore, Queue};
 use crate::runtime::metrics::{self, Metric};
 
 /// What a `job.process` command asks for.
@@ -48,8 +50,17 @@ impl ProcessCommand {
 /// A processor's handler: every `job.process` command in the batch decoded,
 /// its job started in `first_phase` (skipped when it already ended or was
 /// cancelled), and handed with its [`Run`] to `work`; failures go back to the
-/// queue or on to the DLQ as [`sqs_batch::process_batch`] decides.
-pub async fn process_commands<C, F>(deps: &Deps<C>, event: SqsEvent, source: &'static str, first_phase: &str, work: F) -> SqsBatchResponse
+/// queue or on to the DLQ as [`sqs_batch::process_batch`] decides. Work that
+/// needs a dependency in `uses` whose circuit breaker is open is put back
+/// until the breaker lets it through, spending none of its retries.
+pub async fn process_commands<C, F>(
+    deps: &Deps<C>,
+    event: SqsEvent,
+    source: &'static str,
+    first_phase: &str,
+    uses: &[Dependency],
+    work: F,
+) -> SqsBatchResponse
 where
     F: AsyncFn(&Run<'_>, &ProcessCommand) -> Result<(), HandlerError>,
 {
@@ -57,12 +68,22 @@ where
     sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |message: SqsMessage| async move {
         let attempt = sqs_batch::receive_count(&message);
         let command = ProcessCommand::decode(message.body.as_deref().unwrap_or_default())?;
+        let gate = breakers::admit(deps.breakers.as_ref(), &deps.breaker_policy, uses).await;
         let Some(run) = Run::for_command(deps, source, &command, first_phase).await? else { return Ok(()) };
+        let probes = match gate {
+            Gate::Wait { dependency, until } => return run.wait_for(deps.queue.as_ref(), &message, dependency, until).await,
+            Gate::Go { probes } => probes,
+        };
         let outcome = work(&run, &command).await;
-        if let Err(error) = &outcome
-            && error.is_retryable()
-        {
-            run.note_failed_attempt(attempt, error).await;
+        match &outcome {
+            Err(error) if error.is_retryable() => {
+                if let Some(dependency) = error.dependency() {
+                    breakers::failed(deps.breakers.as_ref(), &deps.breaker_policy, dependency, &with_causes(error)).await;
+                }
+                run.note_failed_attempt(attempt, error).await;
+            }
+            // The dependencies answered, even if the input was bad.
+            _ => breakers::succeeded(deps.breakers.as_ref(), &probes).await,
         }
         outcome
     })
@@ -198,6 +219,30 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Puts the message's work back until `until`, when `dependency`'s breaker
+    /// lets it through: sent again as a new message, so waiting spends none
+    /// of its receives. The job's phase says what it waits for.
+    async fn wait_for(
+        &self,
+        queue: &dyn Queue,
+        message: &SqsMessage,
+        dependency: Dependency,
+        until: chrono::DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
+        let queue_arn = message.event_source_arn.as_deref().ok_or_else(|| HandlerError::Malformed("no event source ARN".into()))?;
+        let delay = (until - Utc::now()).to_std().unwrap_or_default().max(Duration::from_secs(1));
+        self.log(
+            LogLevel::Warn,
+            format!("waiting {} s: {dependency} unavailable (its circuit breaker is open); no attempt spent", delay.as_secs()),
+            &[("dependency", dependency.to_string().into())],
+        );
+        if !self.checkpoint(&format!("waiting: {dependency} unavailable"), 0, None).await? {
+            return Ok(());
+        }
+        queue.send_again(queue_arn, message.body.clone().unwrap_or_default(), delay).await?;
+        Ok(())
+    }
+
     /// The whole input, or `None` once the job has been failed because it is
     /// over `limit` bytes or gone.
     pub async fn read_input(&self, input: &InputObject, limit: u64, what: &str) -> Result<Option<Bytes>, HandlerError> {
@@ -309,7 +354,10 @@ impl<'a> Run<'a> {
             }
             // The work saw a cancellation that a checkpoint has already recorded.
             Ok(Err(e)) if e.is_cancellation() => return Ok(None),
-            Ok(Err(e)) => JobFailure::new(e.code(), e.to_string()),
+            Ok(Err(e)) => match e.unavailable() {
+                Some(dependency) => return Err(HandlerError::Unavailable { dependency, reason: e.to_string() }),
+                None => JobFailure::new(e.code(), e.to_string()),
+            },
             Err(e) => match e.try_into_panic() {
                 Ok(panic) => JobFailure::new(E::PANIC_CODE, panic_message(panic.as_ref())),
                 // Only a runtime shutting down cancels a blocking task: let the message come back.
@@ -397,6 +445,13 @@ pub trait WorkError: std::error::Error {
     /// so with the code `cancelled`.
     fn is_cancellation(&self) -> bool {
         self.code() == "cancelled"
+    }
+
+    /// The dependency this error says is unavailable (a tool that cannot be
+    /// started): the work is retried and the dependency's breaker told,
+    /// instead of failing the job for what is not its input's fault.
+    fn unavailable(&self) -> Option<Dependency> {
+        None
     }
 }
 
@@ -544,7 +599,7 @@ mod tests {
         let unavailable = async |_: &Run<'_>, _: &ProcessCommand| -> Result<(), HandlerError> {
             Err(HandlerError::Blob(BlobError::Unavailable("S3 said SlowDown".into())))
         };
-        let response = process_commands(&deps, event, "test", "reading", unavailable).await;
+        let response = process_commands(&deps, event, "test", "reading", &[], unavailable).await;
         assert_eq!(response.batch_item_failures.len(), 1, "the message goes back to be retried");
         let lines: Vec<LogLine> = jobs
             .events(&id, 0, 100)
@@ -561,6 +616,96 @@ mod tests {
         assert_eq!(lines[0].level, LogLevel::Warn);
         assert!(lines[0].message.starts_with("attempt 1 failed: ") && lines[0].message.contains("SlowDown"), "{}", lines[0].message);
         assert_eq!(jobs.get(&id).await.expect("get").expect("job").status, JobStatus::Processing, "not failed: retried");
+    }
+
+    /// The sample `job.process` command, for job `id`.
+    fn command_for(id: &str) -> SqsEvent {
+        let mut event: SqsEvent = crate::testing::sample_event("sqs-process-text-command.json");
+        let body = event.records[0].body.take().expect("body");
+        event.records[0].body = Some(body.replace("0196f0a0-0000-7000-8000-00000000c1a5", id));
+        event
+    }
+
+    #[tokio::test]
+    async fn an_outage_opens_the_breaker_later_work_waits_without_spending_a_retry_and_a_probe_closes_it() {
+        use crate::domain::breakers::{BreakerPolicy, BreakerState};
+        use crate::ports::BreakerStore;
+        use crate::testing::memory::{MemoryBreakers, MemoryQueue};
+        use std::sync::atomic::AtomicU32;
+
+        let jobs = Arc::new(MemoryJobStore::default());
+        let (queue, breakers) = (Arc::new(MemoryQueue::default()), Arc::new(MemoryBreakers::default()));
+        let mut deps = crate::testing::memory_deps(jobs.clone(), Arc::new(MemoryBlobStore::default()), ());
+        (deps.queue, deps.breakers) = (queue.clone(), breakers.clone());
+        deps.breaker_policy = BreakerPolicy { threshold: 2, cool_down: Duration::from_secs(30), ..BreakerPolicy::default() };
+        let ids = ["0196f0a0-0000-7000-8000-0000000000b1", "0196f0a0-0000-7000-8000-0000000000b2", "0196f0a0-0000-7000-8000-0000000000b3"];
+        for id in ids {
+            crate::testing::queued_job(jobs.as_ref(), id, "notes.txt").await;
+        }
+        let attempts = AtomicU32::new(0);
+        let s3_down = async |_: &Run<'_>, _: &ProcessCommand| -> Result<(), HandlerError> {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            Err(HandlerError::Blob(BlobError::Unavailable("S3 said InternalError".into())))
+        };
+        let uses = [Dependency::S3];
+
+        for id in &ids[..2] {
+            let response = process_commands(&deps, command_for(id), "test", "reading", &uses, s3_down).await;
+            assert_eq!(response.batch_item_failures.len(), 1, "failures before it opens are retried as usual");
+        }
+        let open = breakers.get(Dependency::S3).await.expect("get").expect("stored");
+        assert_eq!(open.state, BreakerState::Open);
+        assert!(open.last_error.as_deref().is_some_and(|e| e.contains("InternalError")), "{open:?}");
+
+        let waiting = command_for(ids[2]);
+        let body = waiting.records[0].body.clone();
+        let response = process_commands(&deps, waiting, "test", "reading", &uses, s3_down).await;
+        assert!(response.batch_item_failures.is_empty(), "acknowledged: waiting spends no receive");
+        assert_eq!(attempts.load(Ordering::Relaxed), 2, "the work did not run");
+        let sent = queue.sent();
+        assert_eq!(sent.len(), 1, "put back as a new message");
+        assert_eq!((sent[0].queue_url.as_str(), Some(&sent[0].body)), ("arn:aws:sqs:us-east-1:000000000000:prism-dev-text", body.as_ref()));
+        assert!(
+            (Duration::from_secs(28)..=Duration::from_secs(30)).contains(&sent[0].delay),
+            "until the cool-down ends: {:?}",
+            sent[0].delay
+        );
+        let job = jobs.get(&ids[2].parse().expect("id")).await.expect("get").expect("job");
+        assert_eq!(job.phase, "waiting: s3 unavailable");
+
+        // The cool-down is over: the next work probes, and its success closes the breaker.
+        let over =
+            crate::domain::breakers::Breaker { until: Some(Utc::now() - chrono::Duration::seconds(1)), version: open.version + 1, ..open };
+        assert!(breakers.put(&over).await.expect("put"));
+        let s3_back = async |_: &Run<'_>, _: &ProcessCommand| -> Result<(), HandlerError> { Ok(()) };
+        let response = process_commands(&deps, command_for(ids[2]), "test", "reading", &uses, s3_back).await;
+        assert!(response.batch_item_failures.is_empty());
+        let closed = breakers.get(Dependency::S3).await.expect("get").expect("stored");
+        assert_eq!((closed.state, closed.opened), (BreakerState::Closed, 0));
+    }
+
+    #[tokio::test]
+    async fn a_tool_that_will_not_start_retries_the_work_instead_of_failing_the_job() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("ffmpeg could not be started")]
+        struct NoTool;
+        impl WorkError for NoTool {
+            const PANIC_CODE: &'static str = "corrupt_test";
+            fn code(&self) -> &'static str {
+                "decoder_failed"
+            }
+            fn unavailable(&self) -> Option<Dependency> {
+                Some(Dependency::Ffmpeg)
+            }
+        }
+        let (jobs, blobs) = (MemoryJobStore::default(), MemoryBlobStore::default());
+        let id = queued_job(&jobs).await;
+        let run = Run::start(&jobs, &blobs, "test", id.clone(), "working").await.expect("start").expect("started");
+        let outcome = run.blocking("working", (10, 90), Duration::ZERO, |_: &Progress| Err::<(), _>(NoTool)).await;
+        let error = outcome.expect_err("retried");
+        assert!(error.is_retryable());
+        assert_eq!(error.dependency(), Some(Dependency::Ffmpeg));
+        assert_eq!(jobs.get(&id).await.expect("get").expect("job").status, JobStatus::Processing, "not failed");
     }
 
     #[test]

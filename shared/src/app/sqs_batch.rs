@@ -36,6 +36,21 @@ pub enum HandlerError {
     /// (the runtime shutting down): the message comes back.
     #[error("the work was interrupted: {0}")]
     Interrupted(String),
+    /// A dependency the work needs could not be used (a tool that will not
+    /// start): not the input's fault, so retried.
+    #[error("{dependency} is unavailable: {reason}")]
+    Unavailable { dependency: crate::domain::breakers::Dependency, reason: String },
+}
+
+impl HandlerError {
+    /// The dependency whose failure this is, for its circuit breaker.
+    pub fn dependency(&self) -> Option<crate::domain::breakers::Dependency> {
+        match self {
+            Self::Blob(e) if e.is_retryable() => Some(crate::domain::breakers::Dependency::S3),
+            Self::Unavailable { dependency, .. } => Some(*dependency),
+            _ => None,
+        }
+    }
 }
 
 impl From<crate::domain::envelope::EnvelopeError> for HandlerError {
@@ -58,7 +73,7 @@ impl Retryable for HandlerError {
             Self::Lifecycle(e) => e.is_retryable(),
             Self::Blob(e) => e.is_retryable(),
             Self::Queue(e) => e.is_retryable(),
-            Self::Interrupted(_) => true,
+            Self::Interrupted(_) | Self::Unavailable { .. } => true,
         }
     }
 }

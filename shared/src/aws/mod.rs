@@ -1,6 +1,7 @@
 //! The AWS adapters of the ports, and the one place SDK clients are configured.
 
 mod blob_store;
+mod breaker_store;
 mod connection_store;
 mod dead_letter_store;
 mod event_bus;
@@ -12,6 +13,7 @@ mod quota_store;
 mod schedule_store;
 
 pub use blob_store::S3BlobStore;
+pub use breaker_store::DynamoBreakerStore;
 pub use connection_store::DynamoConnectionStore;
 pub use dead_letter_store::DynamoDeadLetterStore;
 pub use event_bus::SnsEventBus;
@@ -61,6 +63,8 @@ pub struct AwsPorts {
     pub lanes: std::sync::Arc<dyn crate::ports::LaneControl>,
     pub dead_letters: std::sync::Arc<dyn crate::ports::DeadLetterStore>,
     pub quotas: std::sync::Arc<dyn crate::ports::QuotaStore>,
+    pub breakers: std::sync::Arc<dyn crate::ports::BreakerStore>,
+    pub breaker_policy: crate::domain::breakers::BreakerPolicy,
 }
 
 impl AwsPorts {
@@ -77,6 +81,11 @@ impl AwsPorts {
             jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
             schedules: std::sync::Arc::new(DynamoScheduleStore::new(dynamodb.clone(), table.clone())),
             dead_letters: std::sync::Arc::new(DynamoDeadLetterStore::new(dynamodb.clone(), table.clone())),
+            breakers: std::sync::Arc::new(crate::app::breakers::CachedBreakers::new(std::sync::Arc::new(DynamoBreakerStore::new(
+                dynamodb.clone(),
+                table.clone(),
+            )))),
+            breaker_policy: crate::domain::breakers::BreakerPolicy::from_env()?,
             // Read by `api` on every submission: at most once per half-minute per owner.
             quotas: std::sync::Arc::new(crate::app::quota_cache::CachedQuotas::new(
                 std::sync::Arc::new(DynamoQuotaStore::new(dynamodb, table)),
@@ -99,6 +108,8 @@ impl AwsPorts {
             lanes: self.lanes,
             dead_letters: self.dead_letters,
             quotas: self.quotas,
+            breakers: self.breakers,
+            breaker_policy: self.breaker_policy,
             config,
         }
     }
@@ -171,6 +182,7 @@ pub struct OpsPorts {
     pub jobs: std::sync::Arc<dyn crate::ports::JobStore>,
     pub queue: std::sync::Arc<dyn crate::ports::Queue>,
     pub quotas: std::sync::Arc<dyn crate::ports::QuotaStore>,
+    pub breakers: std::sync::Arc<dyn crate::ports::BreakerStore>,
 }
 
 impl OpsPorts {
@@ -182,7 +194,8 @@ impl OpsPorts {
             lanes: std::sync::Arc::new(LambdaLaneControl::new(aws_sdk_lambda::Client::new(&sdk), sqs.clone())),
             dead_letters: std::sync::Arc::new(DynamoDeadLetterStore::new(dynamodb.clone(), table.clone())),
             jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
-            quotas: std::sync::Arc::new(DynamoQuotaStore::new(dynamodb, table)),
+            quotas: std::sync::Arc::new(DynamoQuotaStore::new(dynamodb.clone(), table.clone())),
+            breakers: std::sync::Arc::new(DynamoBreakerStore::new(dynamodb, table)),
             queue: std::sync::Arc::new(SqsQueue::new(sqs)),
         })
     }
@@ -194,6 +207,7 @@ impl OpsPorts {
             jobs: self.jobs,
             queue: self.queue,
             quotas: self.quotas,
+            breakers: self.breakers,
             config,
         }
     }

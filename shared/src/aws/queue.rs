@@ -57,6 +57,11 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
+    async fn send_again(&self, queue_arn: &str, body: String, delay: Duration) -> Result<(), QueueError> {
+        let url = self.url_of(queue_arn).await?;
+        self.send_after(&url, body, delay).await
+    }
+
     async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
         let url = self.url_of(queue_arn).await?;
         self.client

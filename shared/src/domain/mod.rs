@@ -1,6 +1,7 @@
 //! The domain: what a job is and how it changes, and the messages about it.
 //! Plain data and rules; nothing here knows of AWS.
 
+pub mod breakers;
 pub mod commands;
 pub mod dead_letters;
 pub mod envelope;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use self::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
 use chrono::NaiveDate;
 
+use crate::domain::breakers::{Breaker, Dependency};
 use crate::domain::dead_letters::DeadLetter;
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Job, JobId, JobStatus, Modality};
@@ -178,6 +179,20 @@ pub trait ScheduleStore: Send + Sync + std::fmt::Debug {
     async fn advance(&self, next: &Schedule, slot: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError>;
 }
 
+/// The dependencies' circuit breakers, shared by every instance.
+#[async_trait]
+pub trait BreakerStore: Send + Sync + std::fmt::Debug {
+    async fn get(&self, dependency: Dependency) -> Result<Option<Breaker>, StoreError>;
+
+    /// Every breaker ever changed, closed ones included.
+    async fn all(&self) -> Result<Vec<Breaker>, StoreError>;
+
+    /// Stores `next` only over the version it was made from
+    /// (`next.version - 1`; none stored for version 1): `false` when another
+    /// instance changed the breaker first.
+    async fn put(&self, next: &Breaker) -> Result<bool, StoreError>;
+}
+
 /// Message queues (SQS).
 #[async_trait]
 pub trait Queue: Send + Sync + std::fmt::Debug {
@@ -191,6 +206,11 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 
     /// Makes a received message visible again after `delay`: the backoff of a failed attempt.
     async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError>;
+
+    /// Sends `body` again to the queue `queue_arn`, visible after `delay` (at
+    /// most 15 minutes), as a new message: work put back without spending
+    /// one of its receives.
+    async fn send_again(&self, queue_arn: &str, body: String, delay: Duration) -> Result<(), QueueError>;
 }
 
 /// Where stored job events are published: an SNS topic that the progress
@@ -305,6 +325,9 @@ pub struct Deps<C> {
     pub dead_letters: Arc<dyn DeadLetterStore>,
     /// Only `api` uses it: per-owner quotas and the bytes submitted per day.
     pub quotas: Arc<dyn QuotaStore>,
+    /// The processors' circuit breakers, and when they open.
+    pub breakers: Arc<dyn BreakerStore>,
+    pub breaker_policy: crate::domain::breakers::BreakerPolicy,
     pub config: C,
 }
 
@@ -339,5 +362,6 @@ pub struct OpsDeps<C> {
     pub jobs: Arc<dyn JobStore>,
     pub queue: Arc<dyn Queue>,
     pub quotas: Arc<dyn QuotaStore>,
+    pub breakers: Arc<dyn BreakerStore>,
     pub config: C,
 }

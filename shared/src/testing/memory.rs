@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use chrono::NaiveDate;
 
+use crate::domain::breakers::{Breaker, Dependency};
 use crate::domain::dead_letters::DeadLetter;
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Applied, Job, JobId};
@@ -20,8 +21,8 @@ use crate::domain::uri::S3Uri;
 use crate::ports::QuotaStore;
 use crate::ports::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
 use crate::ports::{
-    BlobStore, Connection, ConnectionStore, Created, DeadLetterStore, EventBus, JobStore, LaneControl, ListQuery, Notifier, ObjectHead,
-    ObjectMeta, Page, Queue, ScheduleStore, SlotStart, Subscription, owner_sort_key,
+    BlobStore, BreakerStore, Connection, ConnectionStore, Created, DeadLetterStore, EventBus, JobStore, LaneControl, ListQuery, Notifier,
+    ObjectHead, ObjectMeta, Page, Queue, ScheduleStore, SlotStart, Subscription, owner_sort_key,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -257,6 +258,38 @@ impl Queue for MemoryQueue {
     async fn retry_later(&self, _queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
         lock(&self.retries).push((receipt_handle.to_owned(), delay));
         Ok(())
+    }
+
+    /// Recorded as sent to the queue's ARN.
+    async fn send_again(&self, queue_arn: &str, body: String, delay: Duration) -> Result<(), QueueError> {
+        self.send_after(queue_arn, body, delay.min(Duration::from_secs(900))).await
+    }
+}
+
+/// Circuit breakers by dependency, with the store's version check.
+#[derive(Debug, Default)]
+pub struct MemoryBreakers {
+    breakers: Mutex<BTreeMap<Dependency, Breaker>>,
+}
+
+#[async_trait]
+impl BreakerStore for MemoryBreakers {
+    async fn get(&self, dependency: Dependency) -> Result<Option<Breaker>, StoreError> {
+        Ok(lock(&self.breakers).get(&dependency).cloned())
+    }
+
+    async fn all(&self) -> Result<Vec<Breaker>, StoreError> {
+        Ok(lock(&self.breakers).values().cloned().collect())
+    }
+
+    async fn put(&self, next: &Breaker) -> Result<bool, StoreError> {
+        let mut all = lock(&self.breakers);
+        let stored = all.get(&next.dependency).map_or(0, |b| b.version);
+        if stored + 1 != next.version {
+            return Ok(false);
+        }
+        all.insert(next.dependency, next.clone());
+        Ok(true)
     }
 }
 

@@ -58,6 +58,8 @@ pub fn memory_deps<C>(
         lanes: std::sync::Arc::new(crate::testing::memory::MemoryLaneControl::default()),
         dead_letters: std::sync::Arc::new(crate::testing::memory::MemoryDeadLetters::default()),
         quotas: std::sync::Arc::new(crate::testing::memory::MemoryQuotas::default()),
+        breakers: std::sync::Arc::new(crate::testing::memory::MemoryBreakers::default()),
+        breaker_policy: crate::domain::breakers::BreakerPolicy::default(),
         config,
     }
 }
