@@ -2,7 +2,9 @@
 //! queued while another lane keeps completing, and resuming drains it; a job
 //! whose message went to the DLQ is listed with its reason, redriven after
 //! the cause is removed, and completes once; an owner's token is refused on
-//! the operator routes.
+//! the operator routes. And (issue 14) a dependency's circuit breaker opens
+//! on its failures, holds work back without spending retries, and closes
+//! through a probe.
 
 mod common;
 
@@ -174,5 +176,84 @@ async fn an_owner_over_its_own_bytes_quota_gets_429_while_another_owner_is_serve
     let seen: Value =
         tc.operator().request(reqwest::Method::GET, "/v1/ops/quotas/alice").send().await.expect("get").json().await.expect("json");
     assert_eq!(seen["bytes_today"], 60, "{seen}");
+    tc.finish().await;
+}
+
+#[tokio::test]
+async fn a_breaker_opened_by_a_failing_dependency_makes_work_wait_then_recovers_through_half_open() {
+    // S3 answers process-text's reads with 503s for two attempts (the SDK
+    // tries each read 3 times): two failures within the window open the S3
+    // breaker (the threshold is set to 2).
+    let outage = FaultRule {
+        function: Some("process-text".into()),
+        operation: "s3:GetObject".into(),
+        body_contains: None,
+        uri_contains: None,
+        after: 0,
+        times: 6,
+        action: FaultAction::Fail { status: Some(503), code: Some("ServiceUnavailable".into()) },
+    };
+    let parameters = [("BreakerThreshold", "2"), ("BreakerCoolDownSeconds", "8")].map(|(k, v)| (k.to_owned(), v.to_owned())).into();
+    let tc = TestCloud::with(EmulatorChoice::Localstack, FaultPlan { faults: vec![outage], ..FaultPlan::default() }, parameters).await;
+    let operator = tc.operator();
+    let s3_breaker = async || -> Value {
+        let health: Value = operator.request(reqwest::Method::GET, "/v1/health").send().await.expect("health").json().await.expect("json");
+        OpenApi::load().check("GET", "/v1/health", 200, "application/json", &health);
+        health["breakers"].as_array().expect("breakers").iter().find(|b| b["dependency"] == "s3").expect("s3").clone()
+    };
+    assert_eq!(s3_breaker().await["state"], "closed");
+
+    let first = tc.api.submit("first.txt", b"read while S3 is down".to_vec(), None).await.expect("submit");
+    let started = Instant::now();
+    let open = loop {
+        let breaker = s3_breaker().await;
+        if breaker["state"] == "open" {
+            break breaker;
+        }
+        assert!(started.elapsed() < JOB_TIMEOUT, "the breaker never opened: {breaker}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(open["last_error"].as_str().is_some_and(|e| e.contains("ServiceUnavailable")), "{open}");
+    let second = tc.api.submit("second.txt", b"arrives while the breaker is open".to_vec(), None).await.expect("submit");
+
+    for job in [&first, &second] {
+        let done = tc.api.wait(&job.id, JOB_TIMEOUT).await.expect("ends once S3 is back");
+        assert_eq!(done.status, JobStatus::Completed, "{:?}", done.error);
+    }
+    let closed = s3_breaker().await;
+    assert_eq!((closed["state"].as_str(), closed["opened"].as_u64()), (Some("closed"), Some(0)), "{closed}");
+    // Stored versions: failed, opened, half-open (the probe), closed.
+    let stored = tc
+        .cloud
+        .clients()
+        .dynamodb
+        .get_item()
+        .table_name(&tc.cloud.info.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("BREAKER".into()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("s3".into()))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("the breaker is stored");
+    assert_eq!(stored["version"].as_n().map(String::as_str), Ok("4"), "closed -> open -> half_open -> closed: {stored:?}");
+
+    // The failed attempts are the outage's two; waiting spent none, and each
+    // job's phase said what it waited for (the first job's next attempt came
+    // 4 s after its second failure, within the 8 s cool-down).
+    for job in [&first, &second] {
+        let events = tc.api.events(&job.id, 0).await.expect("events");
+        let lines: Vec<String> = events
+            .iter()
+            .filter(|e| e["event_type"] == "job.log")
+            .flat_map(|e| e["payload"]["lines"].as_array().cloned().unwrap_or_default())
+            .filter_map(|l| l["message"].as_str().map(str::to_owned))
+            .collect();
+        let failed = if job.id == first.id { 2 } else { 0 };
+        assert_eq!(lines.iter().filter(|l| l.contains(" failed: ")).count(), failed, "{lines:#?}");
+        let phases: Vec<&str> = events.iter().filter_map(|e| e["payload"]["phase"].as_str()).collect();
+        assert!(phases.contains(&"waiting: s3 unavailable"), "{phases:?}");
+    }
+    assert!(operator.dead_letters(None).await.expect("list").is_empty(), "nothing dead-lettered");
     tc.finish().await;
 }

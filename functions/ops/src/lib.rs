@@ -4,7 +4,8 @@
 //! the owner-facing `api` cannot.
 //!
 //! `GET /v1/health` is public; with an operator's token it also shows every
-//! lane: paused or not, messages waiting and in flight.
+//! lane (paused or not, messages waiting and in flight) and every
+//! dependency's circuit breaker.
 //!
 //! Dead letters: the `dead-letter` function keeps each one in the table
 //! before it fails the jobs; they are listed here, and a redrive queues the
@@ -18,6 +19,7 @@ use chrono::Utc;
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use prism_shared::app::auth::{AuthError, Claims, TokenKey, valid_owner};
 use prism_shared::app::problem::{Problem, response};
+use prism_shared::domain::breakers::{Breaker, Dependency};
 use prism_shared::domain::lanes::{self, LaneMapping, LaneStatus, LanesError};
 use prism_shared::domain::quotas::{self, OwnerQuota, Quotas};
 use std::collections::BTreeMap;
@@ -136,7 +138,9 @@ async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) 
     if route == "GET /v1/health" {
         // Anyone may ask whether the API is up; only an operator sees the lanes.
         return Ok(match claims(deps, req) {
-            Ok(c) if c.is_operator() => json!({"status": "ok", "lanes": statuses(deps, deps.config.lanes.iter()).await?}),
+            Ok(c) if c.is_operator() => {
+                json!({"status": "ok", "lanes": statuses(deps, deps.config.lanes.iter()).await?, "breakers": breakers(deps).await?})
+            }
             _ => json!({"status": "ok"}),
         });
     }
@@ -165,6 +169,19 @@ async fn route_request(deps: &Deps, route: &str, req: &ApiGatewayV2httpRequest) 
         }
         other => Err(OpsError::NoRoute(other.to_owned())),
     }
+}
+
+/// Every dependency's breaker; one never changed is closed.
+async fn breakers(deps: &Deps) -> Result<Value, OpsError> {
+    let stored = deps.breakers.all().await?;
+    let all: Vec<Value> = Dependency::ALL
+        .iter()
+        .map(|&d| {
+            let b = stored.iter().find(|b| b.dependency == d).cloned().unwrap_or_else(|| Breaker::closed(d));
+            json!({"dependency": d.to_string(), "state": b.state.to_string(), "until": b.until, "opened": b.opened, "last_error": b.last_error})
+        })
+        .collect();
+    Ok(Value::Array(all))
 }
 
 fn owner(req: &ApiGatewayV2httpRequest) -> Result<&str, OpsError> {

@@ -55,7 +55,9 @@ fn world() -> World {
     let quota_defaults = Quotas { max_active_jobs: 1000, max_bytes_per_day: 0 };
     let config = Config { lanes: lanes::parse(LANES).expect("lanes"), redrive_queues, quota_defaults, token_key: key() };
     let quotas = Arc::new(MemoryQuotas::default());
-    let deps = Deps { lanes: lanes.clone(), dead_letters: letters.clone(), jobs: jobs.clone(), queue: queue.clone(), quotas, config };
+    let breakers = Arc::new(prism_shared::testing::memory::MemoryBreakers::default());
+    let deps =
+        Deps { lanes: lanes.clone(), dead_letters: letters.clone(), jobs: jobs.clone(), queue: queue.clone(), quotas, breakers, config };
     World { deps, lanes, jobs, queue, letters }
 }
 
@@ -157,6 +159,13 @@ async fn health_is_public_and_shows_lanes_with_their_depth_only_to_an_operator()
     let (_, body) = call(&deps, request("GET /v1/health", None, As::Operator)).await;
     let bulk = body["lanes"].as_array().expect("lanes").iter().find(|l| l["lane"] == "text-bulk").expect("text-bulk").clone();
     assert_eq!(bulk, serde_json::json!({"lane": "text-bulk", "state": "disabled", "paused": true, "waiting": 7, "in_flight": 2}));
+    let states: Vec<(&str, &str)> = body["breakers"]
+        .as_array()
+        .expect("breakers")
+        .iter()
+        .map(|b| (b["dependency"].as_str().expect("d"), b["state"].as_str().expect("s")))
+        .collect();
+    assert_eq!(states, [("s3", "closed"), ("ffmpeg", "closed")], "every dependency, closed until one opens");
 }
 
 #[tokio::test]
