@@ -90,6 +90,28 @@ async fn text_slice(emulator: EmulatorChoice) {
     );
     assert_eq!(metric["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Prism");
     assert!(metric["ProcessingMs"].as_f64().is_some_and(|ms| ms >= 0.0), "{metric}");
+    // Each invocation wrote the AWS calls it made (after posting its
+    // response): together, every call the local cloud saw at its endpoint.
+    let counted = || {
+        tc.cloud
+            .proxies
+            .calls()
+            .into_iter()
+            .filter(|((function, _, _), _)| function == "prism-test-process-text")
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let written = || -> u64 {
+        let log = tc.log("process-text");
+        let lines = log.lines().filter(|l| l.contains(r#""_aws""#) && l.contains("AwsCalls"));
+        lines.filter_map(|l| serde_json::from_str::<serde_json::Value>(&l[l.find('{')?..]).ok()?["AwsCalls"].as_f64()).sum::<f64>() as u64
+    };
+    let started = Instant::now();
+    while written() != counted() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(written(), counted(), "calls written as metrics, calls seen by the endpoint");
+    assert!(counted() > 0);
 
     // Straight into the bucket: an operator's drop, owner from the key prefix.
     let dropped = drop_into_bucket(&tc, "uploads/alice/report.txt", "one two three\nfour".as_bytes()).await;

@@ -186,7 +186,10 @@ where
         }
         let event = JobEvent::RunAdvanced { changes: decision.changes.clone() };
         match lifecycle::record_on(deps.jobs.as_ref(), &root, SOURCE, event).await {
-            Ok(Some(root)) => return carry_out(deps, def, &root, &decision, result, resend).await,
+            Ok(Some(root)) => {
+                emit_step_metrics(&run.workflow, &decision.changes);
+                return carry_out(deps, def, &root, &decision, result, resend).await;
+            }
             Ok(None) => tracing::info!(%run_id, "run changed meanwhile; deciding again"),
             Err(LifecycleError::Refused { error, .. }) => {
                 tracing::info!(%error, "root job moved on");
@@ -196,6 +199,26 @@ where
         }
     }
     Err(StoreError::Conflict(run_id.clone()).into())
+}
+
+/// The metrics of recorded step changes: each ended step's duration by
+/// workflow, step and status; each retry started. Written once per change:
+/// only the writer whose decision was recorded writes them.
+fn emit_step_metrics(workflow: &str, changes: &[StepState]) {
+    for step in changes {
+        let dimensions = [("Workflow", workflow), ("Step", step.name.as_str())];
+        match (step.status, step.started_at, step.finished_at) {
+            (StepStatus::Running, ..) if step.attempt > 1 => metrics::emit(&dimensions, &[Metric::count("StepRetries")]),
+            (status, Some(started), Some(finished)) if status.is_finished() => {
+                let ms = (finished - started).num_milliseconds().max(0) as f64;
+                metrics::emit(
+                    &[("Workflow", workflow), ("Step", step.name.as_str()), ("Status", status.into())],
+                    &[Metric::millis("StepMs", ms)],
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Does what a recorded decision asks: stop the jobs it cancels, start the

@@ -77,6 +77,7 @@ where
         let outcome = work(&run, &command).await;
         match &outcome {
             Err(error) if error.is_retryable() => {
+                metrics::emit(&[("Function", source)], &[Metric::count("AttemptsFailed")]);
                 if let Some(dependency) = error.dependency() {
                     breakers::failed(deps.breakers.as_ref(), &deps.breaker_policy, dependency, &with_causes(error)).await;
                 }

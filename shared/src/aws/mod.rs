@@ -26,6 +26,8 @@ pub use schedule_store::DynamoScheduleStore;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
+use crate::runtime::calls::CountCalls;
+
 /// One `SdkConfig` from the environment: region, credentials, and endpoint
 /// overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`) for local clouds.
 pub async fn sdk_config() -> SdkConfig {
@@ -36,8 +38,15 @@ pub async fn sdk_config() -> SdkConfig {
 /// since emulators on loopback have no per-bucket host names.
 pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     let overridden = sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-    let conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(overridden).build();
+    let conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(overridden).interceptor(CountCalls).build();
     aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// A client of SDK crate `$sdk` from `SdkConfig` `$config`, counting its calls.
+macro_rules! client {
+    ($sdk:ident, $config:expr) => {
+        $sdk::Client::from_conf($sdk::config::Builder::from($config).interceptor(CountCalls).build())
+    };
 }
 
 /// A DynamoDB item.
@@ -76,7 +85,7 @@ impl AwsPorts {
     /// [`Self::from_env`] with an `SdkConfig` the caller also uses for other clients.
     pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::ports::error::ConfigError> {
         let table = crate::runtime::config::required("TABLE_NAME")?;
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let dynamodb = client!(aws_sdk_dynamodb, sdk);
         Ok(Self {
             jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
             schedules: std::sync::Arc::new(DynamoScheduleStore::new(dynamodb.clone(), table.clone())),
@@ -92,9 +101,9 @@ impl AwsPorts {
                 std::time::Duration::from_secs(30),
             )),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
-            queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
+            queue: std::sync::Arc::new(SqsQueue::new(client!(aws_sdk_sqs, sdk))),
             // A client is only configuration until its first call: free for the functions that never make one.
-            lanes: std::sync::Arc::new(LambdaLaneControl::new(aws_sdk_lambda::Client::new(sdk), aws_sdk_sqs::Client::new(sdk))),
+            lanes: std::sync::Arc::new(LambdaLaneControl::new(client!(aws_sdk_lambda, sdk), client!(aws_sdk_sqs, sdk))),
         })
     }
 
@@ -128,8 +137,8 @@ impl PublishPorts {
         let sdk = sdk_config().await;
         let topic = crate::runtime::config::required("EVENTS_TOPIC_ARN")?;
         Ok(Self {
-            bus: std::sync::Arc::new(SnsEventBus::new(aws_sdk_sns::Client::new(&sdk), topic)),
-            queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
+            bus: std::sync::Arc::new(SnsEventBus::new(client!(aws_sdk_sns, &sdk), topic)),
+            queue: std::sync::Arc::new(SqsQueue::new(client!(aws_sdk_sqs, &sdk))),
         })
     }
 
@@ -160,12 +169,12 @@ impl RealtimePorts {
             Some(local) => local,
             None => crate::runtime::config::required("WEBSOCKET_ENDPOINT")?,
         };
-        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let dynamodb = client!(aws_sdk_dynamodb, &sdk);
         Ok(Self {
             jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
             connections: std::sync::Arc::new(DynamoConnectionStore::new(dynamodb, table)),
             notifier: std::sync::Arc::new(ApiGatewayNotifier::new(&sdk, &endpoint)),
-            queue: std::sync::Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk))),
+            queue: std::sync::Arc::new(SqsQueue::new(client!(aws_sdk_sqs, &sdk))),
         })
     }
 
@@ -189,9 +198,9 @@ impl OpsPorts {
     pub async fn from_env() -> Result<Self, crate::ports::error::ConfigError> {
         let sdk = sdk_config().await;
         let table = crate::runtime::config::required("TABLE_NAME")?;
-        let (dynamodb, sqs) = (aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
+        let (dynamodb, sqs) = (client!(aws_sdk_dynamodb, &sdk), client!(aws_sdk_sqs, &sdk));
         Ok(Self {
-            lanes: std::sync::Arc::new(LambdaLaneControl::new(aws_sdk_lambda::Client::new(&sdk), sqs.clone())),
+            lanes: std::sync::Arc::new(LambdaLaneControl::new(client!(aws_sdk_lambda, &sdk), sqs.clone())),
             dead_letters: std::sync::Arc::new(DynamoDeadLetterStore::new(dynamodb.clone(), table.clone())),
             jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
             quotas: std::sync::Arc::new(DynamoQuotaStore::new(dynamodb.clone(), table.clone())),

@@ -18,7 +18,10 @@ pub struct ApiGatewayNotifier {
 impl ApiGatewayNotifier {
     /// `endpoint` is the WebSocket stage's `https://{api}.execute-api.{region}.amazonaws.com/{stage}`.
     pub fn new(sdk: &aws_config::SdkConfig, endpoint: &str) -> Self {
-        let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk).endpoint_url(endpoint).build();
+        let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
+            .endpoint_url(endpoint)
+            .interceptor(crate::runtime::calls::CountCalls)
+            .build();
         Self { client: Client::from_conf(conf) }
     }
 }

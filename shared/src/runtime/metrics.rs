@@ -26,6 +26,11 @@ impl<'a> Metric<'a> {
         Self { name, unit: Unit::Count, value: 1.0 }
     }
 
+    /// A count of `value` things at once (the AWS calls of one invocation).
+    pub fn counted(name: &'a str, value: f64) -> Self {
+        Self { name, unit: Unit::Count, value }
+    }
+
     pub fn millis(name: &'a str, value: f64) -> Self {
         Self { name, unit: Unit::Milliseconds, value }
     }

@@ -1,5 +1,6 @@
 //! What every function's `main` sets up: configuration and tracing.
 
+pub mod calls;
 pub mod config;
 pub mod metrics;
 pub mod routes;

@@ -1,6 +1,6 @@
 //! `prism stats`: the metrics the functions wrote (CloudWatch Embedded Metric
 //! Format lines in their logs) summed as CloudWatch would: counts added up,
-//! durations as percentiles, per metric and dimension values; then per lane:
+//! durations and each invocation's AWS calls as percentiles, per metric and dimension values; then per lane:
 //! jobs in and out per minute and failures (from the same metrics) beside
 //! the messages waiting and in flight (from the operator API, when a local
 //! cloud is running).
@@ -56,17 +56,14 @@ pub async fn run(project: &Path, args: &StatsArgs) -> anyhow::Result<()> {
         let mut sorted = values.values.clone();
         sorted.sort_by(f64::total_cmp);
         let sum: f64 = sorted.iter().sum();
+        let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
         if values.unit == "Milliseconds" {
-            let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
-            println!(
-                "{:<16} {:<48} {:>8} {:>8.0}ms {:>8.0}ms {:>8.0}ms",
-                series.metric,
-                series.dimensions,
-                sorted.len(),
-                at(0.5),
-                at(0.95),
-                at(1.0)
-            );
+            let (p50, p95, max) = (at(0.5), at(0.95), at(1.0));
+            println!("{:<16} {:<48} {:>8} {p50:>8.0}ms {p95:>8.0}ms {max:>8.0}ms", series.metric, series.dimensions, sorted.len());
+        } else if series.metric == "AwsCalls" {
+            // One value per invocation: its calls, as a distribution.
+            let (p50, p95, max) = (at(0.5), at(0.95), at(1.0));
+            println!("{:<16} {:<48} {:>8} {p50:>10} {p95:>10} {max:>10}", series.metric, series.dimensions, sorted.len());
         } else {
             println!("{:<16} {:<48} {:>8} {:>10}", series.metric, series.dimensions, sorted.len(), sum);
         }
