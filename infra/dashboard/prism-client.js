@@ -36,7 +36,14 @@ export class PrismClient {
   async request(method, path, body) {
     const headers = { authorization: `Bearer ${this.token}` };
     if (body !== undefined) headers["content-type"] = "application/json";
-    const resp = await fetch(this.apiUrl + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const send = () => fetch(this.apiUrl + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    let resp = await send();
+    // A function throttled past its concurrency reaches us as API Gateway's
+    // 500 (or a 429/503): reads are safe to send again after a backoff.
+    for (let delay = 200; method === "GET" && [429, 500, 502, 503, 504].includes(resp.status) && delay <= 1600; delay *= 2) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      resp = await send();
+    }
     const text = await resp.text();
     const value = text ? JSON.parse(text) : null;
     if (!resp.ok) throw new PrismError(resp.status, value);

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{JOB_TIMEOUT, TestCloud};
 use prism_cloud::EmulatorChoice;
@@ -192,5 +192,42 @@ async fn server_sent_events_follow_a_document_job_resume_after_a_drop_and_match_
     assert!(phases.windows(2).all(|w| w[0].finished_at.is_some_and(|f| f <= w[1].started_at)), "one after another: {phases:?}");
     let counted = phases.iter().find(|p| p.name == "extracting text").expect("the page phase");
     assert_eq!((counted.processed_count, counted.total_count, counted.percent), (Some(pages), Some(pages), Some(100)), "{counted:?}");
+    tc.finish().await;
+}
+
+#[tokio::test]
+async fn streams_past_the_functions_reserved_concurrency_are_throttled_as_lambda_throttles_them() {
+    // StreamFunction's ReservedConcurrentExecutions in template.yaml: one
+    // instance per open stream.
+    const RESERVED: usize = 8;
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let stream_url = tc.cloud.info.stream_url.clone().expect("the template has a streaming function URL");
+    // A job awaiting its upload: its streams stay open, heartbeating.
+    let (job, _upload_url) = tc.api.create("later.txt", None).await.expect("create");
+    let mut open = Vec::new();
+    for _ in 0..RESERVED {
+        open.push(tc.api.stream(&stream_url, &job.id, None, false).await.expect("within the reserved concurrency"));
+    }
+    let throttled = tc.api.stream(&stream_url, &job.id, None, false).await.expect_err("one stream too many");
+    let throttled = throttled.downcast_ref::<prism_cloud::client::StreamRefused>().expect("refused by status");
+    assert_eq!(throttled.status, 429, "{throttled}");
+    assert!(throttled.body.contains("Rate Exceeded"), "{throttled}");
+
+    // A client leaves: its instance is free once the function's next
+    // heartbeat finds nobody reading, and the next stream opens.
+    drop(open.pop());
+    let started = Instant::now();
+    let reopened = loop {
+        match tc.api.stream(&stream_url, &job.id, None, false).await {
+            Ok(stream) => break stream,
+            Err(e) => {
+                let refused = e.downcast_ref::<prism_cloud::client::StreamRefused>().unwrap_or_else(|| panic!("{e:#}"));
+                assert_eq!(refused.status, 429, "{refused}");
+                assert!(started.elapsed() < Duration::from_secs(40), "the left stream's instance was never freed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    drop((reopened, open));
     tc.finish().await;
 }

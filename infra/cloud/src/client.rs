@@ -102,6 +102,26 @@ impl PrismClient {
         }
     }
 
+    /// Sends `request`, again after a backoff while the answer says the
+    /// function was throttled or the gateway could not reach it (429, 500,
+    /// 502, 503, 504: API Gateway answers a throttled Lambda with a 500).
+    /// For reads and keyed writes only: each is safe to repeat.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+        let mut delays = crate::backoff::delays(Duration::from_millis(200), Duration::from_secs(3)).take(MAX_ATTEMPTS - 1);
+        loop {
+            let Some(again) = request.try_clone() else { return request.send().await };
+            let sent = again.send().await;
+            let retryable = match &sent {
+                Ok(r) => matches!(r.status().as_u16(), 429 | 500 | 502 | 503 | 504),
+                Err(e) => e.is_connect(),
+            };
+            match delays.next() {
+                Some(delay) if retryable => tokio::time::sleep(delay).await,
+                _ => return sent,
+            }
+        }
+    }
+
     /// Creates a job and uploads `bytes` to it; processing starts when the upload lands.
     pub async fn submit(&self, file_name: &str, bytes: Vec<u8>, priority: Option<&str>) -> anyhow::Result<Job> {
         let options = SubmitOptions { priority: priority.map(str::to_owned), ..SubmitOptions::default() };
@@ -144,7 +164,8 @@ impl PrismClient {
         let resp = loop {
             let sent = self.request(reqwest::Method::POST, "/v1/jobs").header("Idempotency-Key", &key).json(&request).send().await;
             let retryable = match &sent {
-                Ok(r) => matches!(r.status().as_u16(), 429 | 502 | 503 | 504),
+                // A throttled function reaches the caller as API Gateway's 500.
+                Ok(r) => matches!(r.status().as_u16(), 429 | 500 | 502 | 503 | 504),
                 Err(e) => e.is_connect() || e.is_timeout(),
             };
             match delays.next() {
@@ -195,7 +216,7 @@ impl PrismClient {
             Some(own) => self.request(reqwest::Method::PUT, &path).json(own),
             None => self.request(reqwest::Method::GET, &path),
         };
-        let resp = request.send().await?;
+        let resp = self.send(request).await?;
         let status = resp.status();
         if !status.is_success() {
             bail!("{path} answered {status}: {}", resp.text().await.unwrap_or_default());
@@ -209,7 +230,8 @@ impl PrismClient {
     }
 
     async fn operate_raw(&self, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
-        let resp = self.request(method.clone(), path).send().await?;
+        // Pausing, resuming and redriving are idempotent (a redriven job is not redriven again).
+        let resp = self.send(self.request(method.clone(), path)).await?;
         let status = resp.status();
         if !status.is_success() {
             bail!("{method} {path} answered {status}: {}", resp.text().await.unwrap_or_default());
@@ -218,7 +240,7 @@ impl PrismClient {
     }
 
     pub async fn job(&self, id: &JobId) -> anyhow::Result<Job> {
-        let resp = self.request(reqwest::Method::GET, &format!("/v1/jobs/{id}")).send().await?;
+        let resp = self.send(self.request(reqwest::Method::GET, &format!("/v1/jobs/{id}"))).await?;
         let status = resp.status();
         if !status.is_success() {
             bail!("GET /v1/jobs/{id} answered {status}: {}", resp.text().await.unwrap_or_default());
@@ -228,7 +250,7 @@ impl PrismClient {
 
     /// The job's event log after `after`.
     pub async fn events(&self, id: &JobId, after: u64) -> anyhow::Result<Vec<serde_json::Value>> {
-        let resp = self.request(reqwest::Method::GET, &format!("/v1/jobs/{id}/events?after={after}")).send().await?;
+        let resp = self.send(self.request(reqwest::Method::GET, &format!("/v1/jobs/{id}/events?after={after}"))).await?;
         let status = resp.status();
         if !status.is_success() {
             bail!("GET /v1/jobs/{id}/events answered {status}");
@@ -240,7 +262,7 @@ impl PrismClient {
     /// One page of the job's log lines after event `after`, and the `after`
     /// of the next page when there is one.
     pub async fn logs(&self, id: &JobId, after: u64) -> anyhow::Result<(Vec<serde_json::Value>, Option<u64>)> {
-        let resp = self.request(reqwest::Method::GET, &format!("/v1/jobs/{id}/logs?after={after}")).send().await?;
+        let resp = self.send(self.request(reqwest::Method::GET, &format!("/v1/jobs/{id}/logs?after={after}"))).await?;
         let status = resp.status();
         if !status.is_success() {
             bail!("GET /v1/jobs/{id}/logs answered {status}");

@@ -51,7 +51,7 @@ async fn handle(State(url): State<Arc<FunctionUrl>>, req: Request) -> Response {
         Ok(p) => Bytes::from(p),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    match url.function.invoke_streaming(payload).await {
+    match url.function.invoke_streaming_unqueued(payload).await {
         Ok(Answer::Streamed(chunks)) if url.mode == InvokeMode::ResponseStream => streamed(chunks).await,
         Ok(Answer::Streamed(mut chunks)) => {
             // A buffered URL reads a streaming function's answer whole.
@@ -63,6 +63,11 @@ async fn handle(State(url): State<Arc<FunctionUrl>>, req: Request) -> Response {
         }
         Ok(Answer::Buffered(body)) => buffered(&body),
         Err(InvokeError::Timeout(_)) => (StatusCode::BAD_GATEWAY, r#"{"Message":"Task timed out"}"#).into_response(),
+        // A function URL passes Lambda's throttle on (API Gateway turns it into a 500).
+        Err(InvokeError::Throttled { .. }) => {
+            (StatusCode::TOO_MANY_REQUESTS, [("x-amzn-errortype", "TooManyRequestsException")], r#"{"Message":"Rate Exceeded."}"#)
+                .into_response()
+        }
         Err(e) => {
             tracing::warn!(function = %url.function.name, error = %e, "function URL invocation failed");
             (StatusCode::BAD_GATEWAY, r#"{"Message":null}"#).into_response()

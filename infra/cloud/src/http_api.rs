@@ -214,13 +214,14 @@ async fn handle_route(routed: &Routed, req: Request) -> Response {
         Ok(p) => Bytes::from(p),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    match function.invoke(payload).await {
+    match function.invoke_unqueued(payload).await {
         Ok(body) => from_lambda(&body),
         Err(InvokeError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, r#"{"message":"Endpoint request timed out"}"#).into_response(),
         // The event (body, headers and all) is over Lambda's 6 MB, though under API Gateway's 10 MB.
         Err(InvokeError::RequestTooLarge { .. }) => {
             (StatusCode::PAYLOAD_TOO_LARGE, r#"{"message":"Request Entity Too Large"}"#).into_response()
         }
+        // Lambda's throttle too: API Gateway answers it with a 500, as any failed integration.
         Err(e) => {
             tracing::warn!(function = %function.name, error = %e, "integration failed");
             (StatusCode::INTERNAL_SERVER_ERROR, r#"{"message":"Internal Server Error"}"#).into_response()

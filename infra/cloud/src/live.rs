@@ -23,6 +23,8 @@ const GAP_WAIT: Duration = Duration::from_secs(2);
 const QUIET_WAIT: Duration = Duration::from_secs(10);
 /// Pings keep the connection under API Gateway's 10-minute idle limit.
 const PING_EVERY: Duration = Duration::from_secs(5 * 60);
+/// Tries of a connection the gateway refused for a throttled `$connect`.
+const CONNECT_ATTEMPTS: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -56,10 +58,19 @@ impl LiveConnection {
             Some(t) => format!("{url}?token={}", urlencoding::encode(t)),
             None => url.to_owned(),
         };
-        match tokio_tungstenite::connect_async(url).await {
-            Ok((socket, _)) => Ok(Self { socket, last_sent: Instant::now() }),
-            Err(tungstenite::Error::Http(resp)) => Err(LiveError::Refused(resp.status().as_u16())),
-            Err(e) => Err(e.into()),
+        // `$connect` throttled past the ws function's concurrency reaches the
+        // client as API Gateway's 500: connect again after a backoff.
+        let mut delays = crate::backoff::delays(Duration::from_millis(100), Duration::from_secs(2)).take(CONNECT_ATTEMPTS - 1);
+        loop {
+            let refused = match tokio_tungstenite::connect_async(url.as_str()).await {
+                Ok((socket, _)) => return Ok(Self { socket, last_sent: Instant::now() }),
+                Err(tungstenite::Error::Http(resp)) => LiveError::Refused(resp.status().as_u16()),
+                Err(e) => return Err(e.into()),
+            };
+            match delays.next() {
+                Some(delay) if matches!(refused, LiveError::Refused(429 | 500 | 502 | 503)) => tokio::time::sleep(delay).await,
+                _ => return Err(refused),
+            }
         }
     }
 

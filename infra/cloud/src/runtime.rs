@@ -13,7 +13,7 @@
 //! and the instance stays busy until the body ends, as on Lambda.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,6 +56,10 @@ pub enum InvokeError {
     /// Lambda's `Function.ResponseSizeTooLarge`.
     #[error("the response payload of {size} bytes is over Lambda's {MAX_SYNC_PAYLOAD}")]
     ResponseTooLarge { size: usize },
+    /// Lambda's `TooManyRequestsException`: every instance the function's
+    /// concurrency allows is busy, and a synchronous caller is not queued.
+    #[error("throttled: all {limit} instances are busy")]
+    Throttled { limit: usize },
 }
 
 /// Lambda's limit on a synchronous invocation's request and (buffered)
@@ -78,6 +82,18 @@ struct Invocation {
     request_id: String,
     payload: Bytes,
     reply: Reply,
+    busy: Busy,
+}
+
+/// One invocation counted against the function's concurrency from when it
+/// is sent until its instance is done with it (a streamed answer to its
+/// end), or it is dropped unanswered.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Invokes one function; cheap to clone.
@@ -85,6 +101,10 @@ struct Invocation {
 pub struct FunctionHandle {
     pub name: String,
     tx: mpsc::UnboundedSender<Invocation>,
+    /// Invocations sent and not yet done, queued or running.
+    busy: Arc<AtomicUsize>,
+    /// The function's concurrency: its instances.
+    limit: usize,
 }
 
 impl std::fmt::Debug for FunctionHandle {
@@ -97,7 +117,48 @@ impl FunctionHandle {
     /// Queues an invocation for the next free instance and waits for its
     /// whole answer (a streamed one is read to its end).
     pub async fn invoke(&self, payload: Bytes) -> Result<Bytes, InvokeError> {
-        match self.invoke_streaming(payload).await? {
+        Self::whole(self.invoke_streaming(payload).await?).await
+    }
+
+    /// Queues an invocation and waits for the start of its answer: all of a
+    /// buffered one, the first chunks of a streamed one. Event sources and
+    /// schedules invoke so: past the function's concurrency they wait, as
+    /// Lambda's pollers slow down when throttled.
+    pub async fn invoke_streaming(&self, payload: Bytes) -> Result<Answer, InvokeError> {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.send(payload, Busy(self.busy.clone())).await
+    }
+
+    /// [`Self::invoke`] as a gateway invokes: refused with
+    /// [`InvokeError::Throttled`] when every instance the function's
+    /// concurrency allows is busy, as Lambda refuses a synchronous
+    /// invocation past its reserved concurrency.
+    pub async fn invoke_unqueued(&self, payload: Bytes) -> Result<Bytes, InvokeError> {
+        Self::whole(self.invoke_streaming_unqueued(payload).await?).await
+    }
+
+    /// [`Self::invoke_streaming`], refused past the function's concurrency.
+    pub async fn invoke_streaming_unqueued(&self, payload: Bytes) -> Result<Answer, InvokeError> {
+        let limit = self.limit;
+        self.busy
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+            .map_err(|_| InvokeError::Throttled { limit })?;
+        self.send(payload, Busy(self.busy.clone())).await
+    }
+
+    async fn send(&self, payload: Bytes, busy: Busy) -> Result<Answer, InvokeError> {
+        if payload.len() > MAX_SYNC_PAYLOAD {
+            return Err(InvokeError::RequestTooLarge { size: payload.len() });
+        }
+        let (reply, answer) = oneshot::channel();
+        let invocation = Invocation { request_id: uuid::Uuid::new_v4().to_string(), payload, reply, busy };
+        self.tx.send(invocation).map_err(|_| InvokeError::ShuttingDown)?;
+        answer.await.unwrap_or(Err(InvokeError::ShuttingDown))
+    }
+
+    /// An answer read to its end, within Lambda's response limit.
+    async fn whole(answer: Answer) -> Result<Bytes, InvokeError> {
+        match answer {
             Answer::Buffered(body) if body.len() > MAX_SYNC_PAYLOAD => Err(InvokeError::ResponseTooLarge { size: body.len() }),
             Answer::Buffered(body) => Ok(body),
             Answer::Streamed(mut chunks) => {
@@ -109,18 +170,6 @@ impl FunctionHandle {
             }
         }
     }
-
-    /// Queues an invocation and waits for the start of its answer: all of a
-    /// buffered one, the first chunks of a streamed one.
-    pub async fn invoke_streaming(&self, payload: Bytes) -> Result<Answer, InvokeError> {
-        if payload.len() > MAX_SYNC_PAYLOAD {
-            return Err(InvokeError::RequestTooLarge { size: payload.len() });
-        }
-        let (reply, answer) = oneshot::channel();
-        let invocation = Invocation { request_id: uuid::Uuid::new_v4().to_string(), payload, reply };
-        self.tx.send(invocation).map_err(|_| InvokeError::ShuttingDown)?;
-        answer.await.unwrap_or(Err(InvokeError::ShuttingDown))
-    }
 }
 
 struct InFlight {
@@ -130,6 +179,8 @@ struct InFlight {
     /// Taken when a streamed answer starts; the invocation stays in flight
     /// until its body ends.
     reply: Option<Reply>,
+    /// Counted against the function's concurrency until this is dropped.
+    _busy: Busy,
 }
 
 impl InFlight {
@@ -243,7 +294,7 @@ pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Res
         });
         tokio::spawn(supervise(instance, index, addr.to_string(), binary.clone(), env.clone()));
     }
-    Ok(FunctionHandle { name: spec.name, tx })
+    Ok(FunctionHandle { name: spec.name, tx, busy: Arc::new(AtomicUsize::new(0)), limit: spec.concurrency })
 }
 
 fn runtime_api(instance: Arc<Instance>) -> Router {
@@ -287,6 +338,7 @@ async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
         started,
         deadline: started + instance.spec.timeout,
         reply: Some(invocation.reply),
+        _busy: invocation.busy,
     });
     (StatusCode::OK, headers, invocation.payload).into_response()
 }

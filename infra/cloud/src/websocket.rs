@@ -167,7 +167,7 @@ impl WsGateway {
             Ok(p) => Bytes::from(p),
             Err(e) => return Some(Err(e.to_string())),
         };
-        let result = match function.invoke(payload).await {
+        let result = match function.invoke_unqueued(payload).await {
             Ok(body) => {
                 serde_json::from_slice::<ApiGatewayProxyResponse>(&body).map_err(|e| format!("malformed integration response: {e}"))
             }

@@ -137,3 +137,27 @@ async fn crashes_are_restarted_and_overruns_killed() {
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_concurrency_a_gateway_is_throttled_while_an_event_source_waits_its_turn() {
+    let dir = runtime_dir("throttled-runtime", SHELL_RUNTIME);
+    let shutdown = CancellationToken::new();
+    let f = start_function(spec("throttled-runtime"), &env_for(&dir, &shutdown)).await.expect("start");
+    assert_eq!(f.invoke_unqueued(Bytes::from_static(b"\"free\"")).await, Ok(Bytes::from_static(b"\"free\"")));
+
+    // The one instance hangs until its 1 s timeout; a poller's invocation queues behind it.
+    let (hung, queued) = (f.clone(), f.clone());
+    let hang = tokio::spawn(async move { hung.invoke(Bytes::from_static(b"\"hang\"")).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waits = tokio::spawn(async move { queued.invoke(Bytes::from_static(b"\"queued\"")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    assert_eq!(f.invoke_unqueued(Bytes::from_static(b"\"gateway\"")).await, Err(InvokeError::Throttled { limit: 1 }));
+    assert!(started.elapsed() < Duration::from_millis(100), "refused at once, not queued");
+
+    assert_eq!(hang.await.expect("join"), Err(InvokeError::Timeout(Duration::from_secs(1))));
+    assert_eq!(waits.await.expect("join"), Ok(Bytes::from_static(b"\"queued\"")), "the queued one ran once the instance was free");
+    assert_eq!(f.invoke_unqueued(Bytes::from_static(b"\"again\"")).await, Ok(Bytes::from_static(b"\"again\"")), "free again");
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}
