@@ -222,6 +222,11 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + s, 0).expect("time")
     }
 
+    /// `dependency`'s breaker opened by failures at seconds 0, 1 and 2.
+    fn opened(dependency: Dependency, p: &BreakerPolicy) -> Breaker {
+        (0..3).fold(Breaker::closed(dependency), |b, s| b.failed(at(s), p, "down").expect("counted"))
+    }
+
     #[test]
     fn failures_within_the_window_open_it_and_scattered_ones_do_not() {
         let p = policy();
@@ -240,10 +245,8 @@ mod tests {
     #[test]
     fn after_the_cool_down_one_probe_goes_and_its_outcome_closes_or_reopens_it_for_longer() {
         let p = policy();
-        let mut b = Breaker::closed(Dependency::Ffmpeg);
-        for s in 0..3 {
-            b = b.failed(at(s), &p, "spawn").expect("counted");
-        }
+        let b = opened(Dependency::Ffmpeg, &p);
+        assert_eq!((b.state, b.until), (BreakerState::Open, Some(at(32))));
         let (admission, probing) = b.admit(at(40), &p);
         let probing = probing.expect("the probe takes its lease");
         assert_eq!((admission, probing.state, probing.version), (Admission::Probe, BreakerState::HalfOpen, b.version + 1));
@@ -255,7 +258,7 @@ mod tests {
             Admission::Wait { until: at(71) },
             "within a cool-down, not the lease"
         );
-        let reopened = probing.failed(at(42), &p, "spawn").expect("reopened");
+        let reopened = probing.failed(at(42), &p, "still down").expect("reopened");
         assert_eq!((reopened.state, reopened.until), (BreakerState::Open, Some(at(42 + 60))), "twice the cool-down");
         let (_, probing) = reopened.admit(at(102), &p);
         let closed = probing.expect("probe").succeeded(at(103)).expect("closed");
@@ -266,11 +269,7 @@ mod tests {
     #[test]
     fn a_probe_that_never_reports_is_replaced_after_its_lease() {
         let p = policy();
-        let mut b = Breaker::closed(Dependency::S3);
-        for s in 0..3 {
-            b = b.failed(at(s), &p, "503").expect("counted");
-        }
-        let (_, probing) = b.admit(at(40), &p);
+        let (_, probing) = opened(Dependency::S3, &p).admit(at(40), &p);
         let (admission, again) = probing.expect("probe").admit(at(51), &p);
         assert_eq!(admission, Admission::Probe);
         assert!(again.is_some());
