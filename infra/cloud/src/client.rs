@@ -8,8 +8,10 @@ use anyhow::{Context, bail};
 use prism_shared::{Job, JobId};
 use serde::{Deserialize, Serialize};
 
-/// Attempts of a request that failed with throttling or a passing outage.
-const MAX_ATTEMPTS: usize = 4;
+/// Attempts of a request that failed with throttling or a passing outage:
+/// about 20 s of backoff in all, so a client among more than the function
+/// has instances gets its turn.
+const MAX_ATTEMPTS: usize = 8;
 
 /// What a submission asks for beside its file.
 #[derive(Debug, Clone, Default)]
