@@ -85,7 +85,7 @@ impl AwsPorts {
     /// [`Self::from_env`] with an `SdkConfig` the caller also uses for other clients.
     pub fn from_sdk(sdk: &SdkConfig) -> Result<Self, crate::ports::error::ConfigError> {
         let table = crate::runtime::config::required("TABLE_NAME")?;
-        let dynamodb = client!(aws_sdk_dynamodb, sdk);
+        let (dynamodb, sqs) = (client!(aws_sdk_dynamodb, sdk), client!(aws_sdk_sqs, sdk));
         Ok(Self {
             jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
             schedules: std::sync::Arc::new(DynamoScheduleStore::new(dynamodb.clone(), table.clone())),
@@ -101,9 +101,9 @@ impl AwsPorts {
                 std::time::Duration::from_secs(30),
             )),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
-            queue: std::sync::Arc::new(SqsQueue::new(client!(aws_sdk_sqs, sdk))),
+            queue: std::sync::Arc::new(SqsQueue::new(sqs.clone())),
             // A client is only configuration until its first call: free for the functions that never make one.
-            lanes: std::sync::Arc::new(LambdaLaneControl::new(client!(aws_sdk_lambda, sdk), client!(aws_sdk_sqs, sdk))),
+            lanes: std::sync::Arc::new(LambdaLaneControl::new(client!(aws_sdk_lambda, sdk), sqs)),
         })
     }
 

@@ -62,10 +62,13 @@ pub struct CountedInvocations<S> {
     inner: S,
 }
 
+/// The function's name, read once: it never changes in an instance's life.
+static FUNCTION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "unknown".into()));
+
 fn write_calls(_: &Result<(), BoxError>) {
     let calls = take();
-    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "unknown".into());
-    metrics::emit(&[("Function", &function)], &[Metric::count("Invocations"), Metric::counted("AwsCalls", calls as f64)]);
+    metrics::emit(&[("Function", FUNCTION.as_str())], &[Metric::count("Invocations"), Metric::counted("AwsCalls", calls as f64)]);
 }
 
 impl<S> Service<LambdaInvocation> for CountedInvocations<S>
