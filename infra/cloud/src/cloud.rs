@@ -93,6 +93,8 @@ pub struct LocalCloud {
     pub functions: Vec<FunctionHandle>,
     /// The functions' endpoints: AWS calls counted, faults injected.
     pub proxies: Arc<Proxies>,
+    /// Each function as its instances are started, for [`LocalCloud::cold_start`].
+    launches: Vec<(provision::FunctionSpec, RuntimeEnv)>,
     shutdown: CancellationToken,
     // Dropped last: the emulators outlive the functions that use them.
     emulators: Option<Emulators>,
@@ -181,6 +183,7 @@ impl LocalCloud {
             shutdown: shutdown.clone(),
         };
         let mut functions = Vec::new();
+        let mut launches = Vec::new();
         let mut routes = Vec::new();
         let (mut stream_url, mut function_urls) = (None, std::collections::BTreeMap::new());
         for spec in &stack.functions {
@@ -193,6 +196,7 @@ impl LocalCloud {
                 function_env.overrides.push(("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI".into(), format!("{endpoint}/{}", api.stage)));
             }
             let handle = runtime::start_function(spec.clone(), &function_env).await?;
+            launches.push((spec.clone(), function_env));
             for source in &spec.sqs_sources {
                 let count = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);
                 let enabled = mappings.enabled(&source.mapping_id).context("an SQS source without its mapping")?;
@@ -299,12 +303,32 @@ impl LocalCloud {
             logs_dir: logs.dir().display().to_string(),
             pid: std::process::id(),
         };
-        Ok(Self { info, functions, proxies, shutdown, emulators: Some(emulators) })
+        Ok(Self { info, functions, proxies, launches, shutdown, emulators: Some(emulators) })
     }
 
     /// SDK clients pointed at this cloud's emulators.
     pub fn clients(&self) -> Clients {
         clients_for(&self.info.endpoint, &self.info.dynamodb_endpoint)
+    }
+
+    /// One cold start of `function`: a fresh process with the environment its
+    /// instances get, timed from its start to its first request for work
+    /// (Lambda's `Init Duration`, see [`runtime::cold_start`]). `binary`, when
+    /// given, is started in the function's place: a reference build measured
+    /// under the same conditions.
+    pub async fn cold_start(&self, function: &str, binary: Option<&Path>) -> anyhow::Result<std::time::Duration> {
+        let (spec, env) = self
+            .launches
+            .iter()
+            .find(|(spec, _)| spec.name == function || spec.binary == function)
+            .with_context(|| format!("no function {function}"))?;
+        let own = env.bin_dir.join(&spec.binary);
+        runtime::cold_start(binary.unwrap_or(&own), spec, env).await
+    }
+
+    /// The functions' cargo binaries, in the template's order.
+    pub fn binaries(&self) -> impl Iterator<Item = &str> {
+        self.launches.iter().map(|(spec, _)| spec.binary.as_str())
     }
 
     /// Stops functions, pollers and gateways, then the emulators.

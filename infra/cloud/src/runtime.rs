@@ -210,11 +210,16 @@ struct Instance {
     ready: std::sync::atomic::AtomicBool,
     /// What the current process reported through `/init/error`.
     init_failure: Mutex<Option<(String, String)>>,
+    /// When the current process was started.
+    spawned: Mutex<Option<Instant>>,
+    /// The current process's init (start to its first `next`), until the
+    /// `REPORT` of its first invocation carries it, as on Lambda.
+    init_unreported: Mutex<Option<Duration>>,
 }
 
 impl Instance {
     fn take_in_flight(&self, request_id: Option<&str>) -> Option<InFlight> {
-        let mut slot = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = lock(&self.in_flight);
         match (slot.as_ref(), request_id) {
             (Some(f), Some(id)) if f.request_id != id => None,
             (Some(_), _) => slot.take(),
@@ -224,7 +229,7 @@ impl Instance {
 
     /// The caller of the invocation `request_id`, leaving it in flight.
     fn take_reply(&self, request_id: &str) -> Option<Reply> {
-        let mut slot = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = lock(&self.in_flight);
         slot.as_mut().filter(|f| f.request_id == request_id).and_then(|f| f.reply.take())
     }
 
@@ -234,15 +239,18 @@ impl Instance {
         let now = (pid != 0).then(|| tree_memory_bytes(pid)).flatten().unwrap_or(0);
         let used_mb = self.peak_memory.load(Ordering::Relaxed).max(now) / (1024 * 1024);
         let duration_ms = flight.started.elapsed().as_secs_f64() * 1e3;
-        let line = format!(
+        let mut line = format!(
             "REPORT RequestId: {}\tDuration: {duration_ms:.2} ms\tMemory Size: {} MB\tMax Memory Used: {used_mb} MB",
             flight.request_id, self.spec.memory_mb
         );
+        if let Some(init) = lock(&self.init_unreported).take() {
+            line.push_str(&format!("\tInit Duration: {:.2} ms", init.as_secs_f64() * 1e3));
+        }
         self.logs.line(&self.spec.binary, &self.label, &line);
     }
 
     fn overran(&self) -> bool {
-        let slot = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = lock(&self.in_flight);
         slot.as_ref().is_some_and(|f| Instant::now() > f.deadline)
     }
 }
@@ -281,6 +289,8 @@ pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Res
             label,
             ready: std::sync::atomic::AtomicBool::new(false),
             init_failure: Mutex::new(None),
+            spawned: Mutex::new(None),
+            init_unreported: Mutex::new(None),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -307,7 +317,11 @@ fn runtime_api(instance: Arc<Instance>) -> Router {
 }
 
 async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
-    instance.ready.store(true, Ordering::Relaxed);
+    if !instance.ready.swap(true, Ordering::Relaxed)
+        && let Some(spawned) = lock(&instance.spawned).take()
+    {
+        *lock(&instance.init_unreported) = Some(spawned.elapsed());
+    }
     let invocation = {
         let mut queue = instance.queue.lock().await;
         queue.recv().await
@@ -333,7 +347,7 @@ async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
     set("content-type", "application/json".into());
     instance.peak_memory.store(0, Ordering::Relaxed);
     let started = Instant::now();
-    *instance.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(InFlight {
+    *lock(&instance.in_flight) = Some(InFlight {
         request_id: invocation.request_id,
         started,
         deadline: started + instance.spec.timeout,
@@ -400,7 +414,7 @@ async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> Statu
     tracing::error!(function = %instance.spec.name, error = %String::from_utf8_lossy(&body), "function failed to initialise");
     let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let field = |k: &str| error.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-    *instance.init_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((field("errorType"), field("errorMessage")));
+    *lock(&instance.init_failure) = Some((field("errorType"), field("errorMessage")));
     StatusCode::ACCEPTED
 }
 
@@ -409,7 +423,7 @@ async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> Statu
 /// runtime reported, or `Runtime.ExitError`) instead of waiting for a
 /// process that may never start.
 fn fail_waiting_invocation(instance: &Instance, exit: &str) {
-    let reported = instance.init_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let reported = lock(&instance.init_failure).take();
     // Another instance waiting in `next` holds the queue and will take the invocation itself.
     let Ok(mut queue) = instance.queue.try_lock() else { return };
     let Ok(invocation) = queue.try_recv() else { return };
@@ -425,25 +439,82 @@ fn fail_waiting_invocation(instance: &Instance, exit: &str) {
     let _ = invocation.reply.send(Err(error));
 }
 
+/// An instance's process as Lambda starts it: the function's environment
+/// over the cloud's, and the runtime's own variables.
+fn instance_command(
+    binary: &std::path::Path,
+    spec: &FunctionSpec,
+    env: &RuntimeEnv,
+    runtime_api: &str,
+    index: usize,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.base_env.iter().map(|(k, v)| (k, v)))
+        .envs(spec.environment.iter().map(|(k, v)| (k, v)))
+        .envs(env.overrides.iter().map(|(k, v)| (k, v)))
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/{index}"))
+        .env("_HANDLER", "bootstrap");
+    cmd
+}
+
+/// How long one fresh process of `binary`, started as an instance of `spec`
+/// is, takes from its start to its first `GET …/invocation/next`: its cold
+/// start, Lambda's `Init Duration`. The process is killed then, having done
+/// no work. Logs go to `env.logs`.
+pub async fn cold_start(binary: &std::path::Path, spec: &FunctionSpec, env: &RuntimeEnv) -> anyhow::Result<Duration> {
+    let (ready_tx, ready_rx) = oneshot::channel::<Instant>();
+    let ready_tx = Arc::new(Mutex::new(Some(ready_tx)));
+    let app = Router::new().route(
+        "/2018-06-01/runtime/invocation/next",
+        get(move || {
+            if let Some(tx) = lock(&ready_tx).take() {
+                let _ = tx.send(Instant::now());
+            }
+            // Never answered: the process is killed while it waits.
+            std::future::pending::<StatusCode>()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut cmd = instance_command(binary, spec, env, &addr, 0);
+    let started = Instant::now();
+    let mut child = spawn_owned(&mut cmd)?;
+    let label = format!("{}#cold-start", spec.binary);
+    forward(child.stdout.take(), &env.logs, &spec.binary, &label);
+    forward(child.stderr.take(), &env.logs, &spec.binary, &label);
+    let outcome = tokio::select! {
+        ready = ready_rx => ready.map(|at| at - started).map_err(|_| anyhow::anyhow!("the runtime API stopped")),
+        status = child.wait() => Err(anyhow::anyhow!("{} exited before asking for work ({})", spec.binary, status.map_or_else(|e| e.to_string(), |s| s.to_string()))),
+        () = tokio::time::sleep(COLD_START_LIMIT) => Err(anyhow::anyhow!("{} did not ask for work within {COLD_START_LIMIT:?}", spec.binary)),
+    };
+    let _ = child.kill().await;
+    server.abort();
+    outcome
+}
+
+/// Lambda's init phase limit.
+const COLD_START_LIMIT: Duration = Duration::from_secs(10);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Runs one instance's process for as long as the cloud runs.
 async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, binary: PathBuf, env: RuntimeEnv) {
     let (spec, label) = (&instance.spec, &instance.label);
     let mut quick_failures = 0u32;
     loop {
-        let mut cmd = tokio::process::Command::new(&binary);
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(env.base_env.iter().map(|(k, v)| (k, v)))
-            .envs(spec.environment.iter().map(|(k, v)| (k, v)))
-            .envs(env.overrides.iter().map(|(k, v)| (k, v)))
-            .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
-            .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name))
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/{index}"))
-            .env("_HANDLER", "bootstrap");
+        let mut cmd = instance_command(&binary, spec, &env, &runtime_api, index);
         let started = Instant::now();
+        *lock(&instance.spawned) = Some(started);
         let mut child = match spawn_owned(&mut cmd) {
             Ok(c) => c,
             Err(e) => {

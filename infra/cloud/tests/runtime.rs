@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prism_cloud::logs::LogSink;
 use prism_cloud::provision::FunctionSpec;
-use prism_cloud::runtime::{InvokeError, RuntimeEnv, start_function};
+use prism_cloud::runtime::{InvokeError, RuntimeEnv, cold_start, start_function};
 use tokio_util::sync::CancellationToken;
 
 /// A Lambda runtime client in bash and curl: echoes its event, or does what the event says.
@@ -131,8 +131,13 @@ async fn crashes_are_restarted_and_overruns_killed() {
     let reports: Vec<&str> = log.lines().filter(|l| l.contains("REPORT RequestId: ")).collect();
     assert_eq!(reports.len(), 8, "{log}");
     assert!(reports.iter().all(|r| r.contains("Memory Size: 128 MB")), "{reports:?}");
-    let most = |r: &str| r.split("Max Memory Used: ").nth(1).and_then(|m| m.trim_end_matches(" MB").parse::<u64>().ok());
+    let most = |r: &str| r.split("Max Memory Used: ").nth(1).and_then(|m| m.split(' ').next()?.parse::<u64>().ok());
     assert!(reports.iter().filter_map(|r| most(r)).any(|mb| mb >= 128), "{reports:?}");
+    // As on Lambda, the first invocation of each process (four were started:
+    // at first, after the crash, the hang and the hog) reports its init.
+    let inits = reports.iter().filter(|r| r.contains("\tInit Duration: ")).count();
+    assert_eq!(inits, 4, "{reports:?}");
+    assert!(reports[0].contains("\tInit Duration: ") && !reports[1].contains("Init Duration"), "{reports:?}");
 
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(dir);
@@ -160,4 +165,20 @@ async fn past_its_concurrency_a_gateway_is_throttled_while_an_event_source_waits
     assert_eq!(f.invoke_unqueued(Bytes::from_static(b"\"again\"")).await, Ok(Bytes::from_static(b"\"again\"")), "free again");
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_is_timed_to_the_first_request_for_work_and_a_runtime_dying_first_is_an_error() {
+    let shutdown = CancellationToken::new();
+    let dir = runtime_dir("cold-echo", SHELL_RUNTIME);
+    let env = env_for(&dir, &shutdown);
+    let took = cold_start(&dir.join("cold-echo"), &spec("cold-echo"), &env).await.expect("timed");
+    assert!(took > Duration::ZERO && took < Duration::from_secs(10), "{took:?}");
+
+    let dying = runtime_dir("cold-dying", DYING_AT_START);
+    let error = cold_start(&dying.join("cold-dying"), &spec("cold-dying"), &env).await.expect_err("it never asked for work");
+    assert!(error.to_string().contains("exited before asking for work"), "{error}");
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(dying);
 }

@@ -11,8 +11,10 @@
 //!   event's creation to its arrival at each subscribed client, against a
 //!   bare `@connections` push through the same gateway;
 //! * audio, PDF text and video thumbnails: see [`media`];
-//! * load: many small jobs through the whole pipeline, see [`prism_cloud::load`].
+//! * load: many small jobs through the whole pipeline, see [`prism_cloud::load`];
+//! * cold starts: see [`cold_start`].
 
+pub mod cold_start;
 pub mod media;
 
 use std::fmt::Write as _;

@@ -19,6 +19,9 @@ pub struct BenchArgs {
     /// WebSocket connections open during the live-progress benchmark.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
+    /// Starts of each function in the cold-start benchmark.
+    #[arg(long, default_value_t = 20)]
+    starts: usize,
     /// Jobs in the load benchmark.
     #[arg(long, default_value_t = 10_000)]
     jobs: usize,
@@ -40,10 +43,11 @@ pub enum BenchKind {
     Priority,
     Live,
     Load,
+    ColdStart,
 }
 
 pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
-    let BenchArgs { batch, connections, jobs, only, out } = args;
+    let BenchArgs { batch, connections, starts, jobs, only, out } = args;
     let wanted = |kind| only.is_empty() || only.contains(&kind);
     let scratch = project.join("target/prism-bench");
     let exe = std::env::current_exe()?;
@@ -67,8 +71,11 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
     if wanted(BenchKind::Video) {
         bench::media::video(&scratch, &exe, &mut report)?;
     }
-    if wanted(BenchKind::Priority) || wanted(BenchKind::Live) || wanted(BenchKind::Load) {
+    if [BenchKind::Priority, BenchKind::Live, BenchKind::Load, BenchKind::ColdStart].into_iter().any(wanted) {
         build_functions(project, true)?;
+        if wanted(BenchKind::ColdStart) {
+            build_cold_start_references(project)?;
+        }
         let secret = cloud::new_token_secret();
         let cloud = LocalCloud::start(CloudOptions {
             project_dir: project.to_owned(),
@@ -94,6 +101,11 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 let url = cloud.info.websocket_url.clone().context("the template has no WebSocket API")?;
                 bench::push_latency(&api, &url, &token, connections, connections.div_ceil(10), &mut report).await?;
             }
+            if wanted(BenchKind::ColdStart) {
+                let release = target_dir(project).join(LOCAL_RELEASE);
+                let zips = target_dir(project).join("lambda");
+                bench::cold_start::cold_starts(&cloud, &release.join("examples"), &zips, starts, &mut report).await?;
+            }
             if wanted(BenchKind::Load) {
                 let owner_token = key.issue(load::OWNER, chrono::Duration::hours(4), chrono::Utc::now())?;
                 let load_api = PrismClient::new(&cloud.info.http_url, Some(owner_token))?;
@@ -112,5 +124,17 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = out {
         std::fs::write(&path, &report)?;
     }
+    Ok(())
+}
+
+/// The cold-start benchmark's references, built with the functions' profile.
+fn build_cold_start_references(project: &Path) -> anyhow::Result<()> {
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(project).args(["build", "--profile", LOCAL_RELEASE, "-p", "prism-cloud"]);
+    for example in bench::cold_start::REFERENCES {
+        cmd.args(["--example", example]);
+    }
+    let status = cmd.status().context("running cargo build")?;
+    anyhow::ensure!(status.success(), "building the cold-start references failed");
     Ok(())
 }
