@@ -10,15 +10,16 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::provision::SqsSource;
 use crate::runtime::FunctionHandle;
 
-/// Long-poll wait per receive: short enough to stop promptly on shutdown.
-const WAIT_SECONDS: i32 = 1;
+/// Long-poll wait per receive, Lambda's: an idle poller costs the queue one
+/// request every 20 s. (Stopping does not wait for it: the poll is dropped.)
+const WAIT_SECONDS: i32 = 20;
 
 /// How an event source hands batches to its function.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,6 +66,13 @@ async fn poll(source: &SqsSource, function: &FunctionHandle, pollers: Pollers) {
         }
         match receive_batch(source, sqs).await {
             Ok(batch) if batch.is_empty() => failures = 0,
+            // Disabled while the receive waited (it waits up to 20 s): what it
+            // brought goes back to the queue at once, undelivered, so a pause
+            // holds everything that arrives after it.
+            Ok(batch) if !*enabled.borrow() => {
+                failures = 0;
+                release(source, sqs, &batch).await;
+            }
             Ok(batch) => {
                 failures = 0;
                 if delivery == Delivery::Twice {
@@ -174,6 +182,29 @@ async fn deliver(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sq
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "delete failed; the batch will be redelivered"),
+    }
+}
+
+/// Makes `batch` visible again now instead of after its visibility timeout.
+async fn release(source: &SqsSource, sqs: &aws_sdk_sqs::Client, batch: &[Message]) {
+    let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .set_receipt_handle(m.receipt_handle.clone())
+                .visibility_timeout(0)
+                .build()
+                .ok()
+        })
+        .collect();
+    match sqs.change_message_visibility_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await {
+        Ok(out) if !out.failed.is_empty() => {
+            tracing::warn!(failed = out.failed.len(), "some messages of a paused mapping return after their visibility timeout")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "a paused mapping's batch returns after its visibility timeout"),
     }
 }
 

@@ -12,9 +12,10 @@
 //!   bare `@connections` push through the same gateway;
 //! * audio, PDF text and video thumbnails: see [`media`];
 //! * load: many small jobs through the whole pipeline, see [`prism_cloud::load`];
-//! * cold starts: see [`cold_start`].
+//! * cold starts: see [`cold_start`]; idle load: see [`idle`].
 
 pub mod cold_start;
+pub mod idle;
 pub mod media;
 
 use std::fmt::Write as _;

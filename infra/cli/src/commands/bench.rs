@@ -44,6 +44,7 @@ pub enum BenchKind {
     Live,
     Load,
     ColdStart,
+    Idle,
 }
 
 pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
@@ -71,7 +72,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
     if wanted(BenchKind::Video) {
         bench::media::video(&scratch, &exe, &mut report)?;
     }
-    if [BenchKind::Priority, BenchKind::Live, BenchKind::Load, BenchKind::ColdStart].into_iter().any(wanted) {
+    if [BenchKind::Priority, BenchKind::Live, BenchKind::Load, BenchKind::ColdStart, BenchKind::Idle].into_iter().any(wanted) {
         build_functions(project, true)?;
         if wanted(BenchKind::ColdStart) {
             build_cold_start_references(project)?;
@@ -94,6 +95,10 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
         let token = key.issue("bench", chrono::Duration::hours(4), chrono::Utc::now())?;
         let api = PrismClient::new(&cloud.info.http_url, Some(token.clone()))?;
         let measured = async {
+            // First, while nothing has been asked of the cloud.
+            if wanted(BenchKind::Idle) {
+                bench::idle::idle_requests(Path::new(&cloud.info.logs_dir), &mut report).await?;
+            }
             if wanted(BenchKind::Priority) {
                 bench::priority(&api, batch, &mut report).await?;
             }
