@@ -5,8 +5,7 @@
 //!   libmagic's `file --mime-type` over the same generated corpus;
 //! * priority lanes: with N batch jobs queued, how many of them start before
 //!   an urgent job submitted afterwards;
-//! * thumbnails: images per second and peak memory of prism's image path
-//!   against `vipsthumbnail` and ImageMagick on the same generated photos;
+//! * thumbnails: per format, prism's image path against `vipsthumbnail`, see [`thumbnails`];
 //! * live progress: with many WebSocket connections open, the latency from an
 //!   event's creation to its arrival at each subscribed client, against a
 //!   bare `@connections` push through the same gateway;
@@ -17,6 +16,7 @@
 pub mod cold_start;
 pub mod idle;
 pub mod media;
+pub mod thumbnails;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -304,105 +304,5 @@ pub async fn push_latency(
         bare.last().copied().unwrap_or(f64::NAN)
     )?;
     writeln!(out, "\np99 ratio to the reference: {:.1}x; goal p99 < 1000 ms (stretch < 100 ms).\n", p99 / percentile(&bare, 99.0))?;
-    Ok(())
-}
-
-/// A photo-like picture: smooth gradients with fine noise, so it compresses
-/// like a camera image rather than a flat test card.
-fn photo(width: u32, height: u32, seed: u64) -> image::RgbImage {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    image::RgbImage::from_fn(width, height, |x, y| {
-        let n = rng.i32(-12..12);
-        let c = |v: u32| u8::try_from((v as i32 + n).clamp(0, 255)).unwrap_or(0);
-        image::Rgb([c(x * 255 / width), c(y * 255 / height), c((x + y) * 127 / (width + height) + 64)])
-    })
-}
-
-/// Runs `cmd` under `/usr/bin/time`: (seconds, peak resident set in MB).
-fn timed(cmd: &mut std::process::Command) -> anyhow::Result<(f64, f64)> {
-    let mut timed = std::process::Command::new("/usr/bin/time");
-    timed.arg("-f").arg("PRISM_TIME %e %M").arg(cmd.get_program()).args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            timed.env(k, v);
-        }
-    }
-    let out = timed.stdout(std::process::Stdio::null()).output().with_context(|| format!("running {:?}", cmd.get_program()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(out.status.success(), "{:?} failed: {stderr}", cmd.get_program());
-    let line = stderr.lines().rev().find_map(|l| l.strip_prefix("PRISM_TIME ")).context("no timing from /usr/bin/time")?;
-    let mut parts = line.split_whitespace();
-    let secs: f64 = parts.next().context("time")?.parse()?;
-    let kb: f64 = parts.next().context("rss")?.parse()?;
-    Ok((secs, kb / 1024.0))
-}
-
-/// Thumbnails at 256 px of the same generated photos by prism (the
-/// process-image code, one thread), `vipsthumbnail` and ImageMagick, each as
-/// one process over all files, best of three rounds.
-pub fn thumbnails(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Result<()> {
-    let dir = scratch.join("images");
-    std::fs::create_dir_all(&dir)?;
-    let mut files = Vec::new();
-    for i in 0..12u64 {
-        let path = dir.join(format!("photo-{i}.jpg"));
-        if !path.exists() {
-            let img = image::DynamicImage::ImageRgb8(photo(3000, 2000, 0x5eed + i));
-            let mut bytes = std::io::Cursor::new(Vec::new());
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90).encode_image(&img)?;
-            std::fs::write(&path, bytes.into_inner())?;
-        }
-        files.push(path);
-    }
-    for i in 0..4u64 {
-        let path = dir.join(format!("graphic-{i}.png"));
-        if !path.exists() {
-            image::DynamicImage::ImageRgb8(photo(2000, 1500, 0xface + i)).save(&path)?;
-        }
-        files.push(path);
-    }
-    let outputs = scratch.join("thumbnails");
-    let names = ["prism (image + fast_image_resize)", "vipsthumbnail (libvips, reference)", "ImageMagick mogrify -thumbnail"];
-    let command = |tool: usize| {
-        let mut c;
-        match tool {
-            0 => {
-                c = std::process::Command::new(prism_exe);
-                c.arg("thumbnail").arg("--size").arg("256").arg("--out").arg(outputs.join("prism"));
-            }
-            1 => {
-                c = std::process::Command::new("vipsthumbnail");
-                c.env("VIPS_CONCURRENCY", "1").arg("--size").arg("256").arg("-o").arg(outputs.join("vips/%s.jpg"));
-            }
-            _ => {
-                c = std::process::Command::new("mogrify");
-                c.args(["-limit", "thread", "1", "-format", "jpg", "-thumbnail", "256x256", "-path"]).arg(outputs.join("magick"));
-            }
-        }
-        c.args(&files);
-        c
-    };
-    for sub in ["prism", "vips", "magick"] {
-        std::fs::create_dir_all(outputs.join(sub))?;
-    }
-    let mut rows = Vec::new();
-    for (tool, name) in names.iter().enumerate() {
-        let mut best = (f64::INFINITY, 0.0f64);
-        for _ in 0..3 {
-            let (secs, mb) = timed(&mut command(tool))?;
-            if secs < best.0 {
-                best = (secs, mb);
-            }
-        }
-        rows.push((*name, files.len() as f64 / best.0.max(1e-3), best.1));
-    }
-    let (vips_rate, vips_mb) = (rows[1].1, rows[1].2);
-    writeln!(out, "## Thumbnails\n")?;
-    writeln!(out, "{} images (12 JPEG 3000x2000, 4 PNG 2000x1500) to 256 px, one thread each, best of 3.\n", files.len())?;
-    writeln!(out, "| tool | images/s | speed vs libvips | peak RSS | memory vs libvips |\n|---|---:|---:|---:|---:|")?;
-    for (name, rate, mb) in &rows {
-        writeln!(out, "| {name} | {rate:.1} | {:.2}x | {mb:.0} MB | {:.2}x |", rate / vips_rate, mb / vips_mb)?;
-    }
-    writeln!(out, "\nGoals: speed >= 0.8x libvips, peak memory <= 2x libvips.\n")?;
     Ok(())
 }

@@ -58,7 +58,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted(BenchKind::Thumbnails) {
         install::ensure_commands(REFERENCE_TOOLS)?;
-        bench::thumbnails(&scratch, &exe, &mut report)?;
+        bench::thumbnails::thumbnails(&scratch, &exe, &mut report)?;
     }
     if wanted(BenchKind::Audio) || wanted(BenchKind::Documents) || wanted(BenchKind::Video) {
         install::ensure_commands(&[PROCESSOR_TOOLS, CORPUS_TOOLS].concat())?;
