@@ -108,11 +108,15 @@ struct Decoded {
 /// Decodes the first frame; with `at_least`, a JPEG may come out smaller,
 /// but never under `at_least` pixels on its longest edge.
 fn decode(bytes: &[u8], limits: &ImageLimits, at_least: Option<u32>) -> Result<Decoded, ImageError> {
-    if let Some(edge) = at_least
-        && image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg)
-        && let Some(decoded) = decode_jpeg_scaled(bytes, limits, edge)?
-    {
-        return Ok(decoded);
+    if let Some(edge) = at_least {
+        let shrunk = match image::guess_format(bytes).ok() {
+            Some(ImageFormat::Jpeg) => decode_jpeg_scaled(bytes, limits, edge)?,
+            Some(ImageFormat::Png) => decode_png_shrunk(bytes, limits, edge)?,
+            _ => None,
+        };
+        if let Some(decoded) = shrunk {
+            return Ok(decoded);
+        }
     }
     let mut reader = reader(bytes)?;
     let mut decoder_limits = Limits::default();
@@ -164,16 +168,62 @@ fn decode_jpeg_scaled(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<O
         }
     };
     let exif = decoder.exif_data().map(<[u8]>::to_vec);
-    let orientation = exif
-        .as_ref()
-        .and_then(|raw| exif::Reader::new().read_raw(raw.clone()).ok())
-        .and_then(|e| e.get_field(exif::Tag::Orientation, exif::In::PRIMARY).and_then(|f| f.value.get_uint(0)))
-        .and_then(|o| u8::try_from(o).ok())
-        .and_then(image::metadata::Orientation::from_exif)
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = exif_orientation(exif.as_deref());
     img.apply_orientation(orientation);
     let source = DynamicImage::ImageRgb8(img.into_rgb8());
     Ok(Some(Decoded { source, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))
+}
+
+/// PNGs shrink on load too: rows are averaged in blocks as they are
+/// inflated (see [`crate::shrink`]), so neither the whole picture nor a
+/// second copy of it in another pixel type is ever held; 16-bit samples are
+/// cut to 8 as they are read. A picture under twice the thumbnail's size is
+/// read at full size the same way, into RGB(A) directly. `None` for an
+/// interlaced file, whose rows arrive out of order: it takes the full decode.
+fn decode_png_shrunk(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<Option<Decoded>, ImageError> {
+    let corrupt = |e: png::DecodingError| ImageError::Corrupt(e.to_string());
+    let bytes_limit = png::Limits { bytes: usize::try_from(limits.max_alloc).unwrap_or(usize::MAX) };
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), bytes_limit);
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(corrupt)?;
+    let info = reader.info();
+    let (width, height) = (info.width, info.height);
+    let factor = crate::shrink::factor(width.max(height), edge);
+    if info.interlaced {
+        return Ok(None);
+    }
+    let sixteen = info.bit_depth == png::BitDepth::Sixteen;
+    let exif = info.exif_metadata.as_deref().map(<[u8]>::to_vec);
+    let (output, _) = reader.output_color_type();
+    // As the `image` crate reports it (its decoder expands, keeping 16 bits).
+    let color_type = match (output, sixteen) {
+        (png::ColorType::Grayscale, false) => image::ColorType::L8,
+        (png::ColorType::Grayscale, true) => image::ColorType::L16,
+        (png::ColorType::GrayscaleAlpha, false) => image::ColorType::La8,
+        (png::ColorType::GrayscaleAlpha, true) => image::ColorType::La16,
+        (png::ColorType::Rgb | png::ColorType::Indexed, false) => image::ColorType::Rgb8,
+        (png::ColorType::Rgb | png::ColorType::Indexed, true) => image::ColorType::Rgb16,
+        (png::ColorType::Rgba, false) => image::ColorType::Rgba8,
+        (png::ColorType::Rgba, true) => image::ColorType::Rgba16,
+    };
+    let channels = output.samples();
+    let mut shrink = crate::shrink::BoxShrink::new(width, height, factor, color_type.has_alpha());
+    while let Some(row) = reader.next_row().map_err(corrupt)? {
+        shrink.push(row.data(), channels);
+    }
+    let mut img = shrink.finish().ok_or_else(|| ImageError::Corrupt("the PNG ended before its last row".into()))?;
+    let orientation = exif_orientation(exif.as_deref());
+    img.apply_orientation(orientation);
+    Ok(Some(Decoded { source: img, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))
+}
+
+/// The orientation an EXIF block gives, upright when it gives none.
+fn exif_orientation(exif: Option<&[u8]>) -> image::metadata::Orientation {
+    exif.and_then(|raw| exif::Reader::new().read_raw(raw.to_vec()).ok())
+        .and_then(|e| e.get_field(exif::Tag::Orientation, exif::In::PRIMARY).and_then(|f| f.value.get_uint(0)))
+        .and_then(|o| u8::try_from(o).ok())
+        .and_then(image::metadata::Orientation::from_exif)
+        .unwrap_or(image::metadata::Orientation::NoTransforms)
 }
 
 fn turns(orientation: image::metadata::Orientation) -> bool {

@@ -5,6 +5,7 @@
 //! allocating it; the decoder itself runs under a memory limit.
 
 pub mod analysis;
+pub mod shrink;
 
 use std::time::Duration;
 

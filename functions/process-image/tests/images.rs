@@ -217,3 +217,99 @@ fn large_jpegs_shrink_on_load_but_report_and_size_from_the_full_image() {
     // The palette is the picture's, whatever size the JPEG was decoded at.
     assert!(near(&r.palette[0].hex, RED_BAND, 8), "the red band comes first: {:?}", r.palette);
 }
+
+/// `png` with an `eXIf` chunk (the TIFF block of [`exif_app1`]) right after its header.
+fn png_with_exif(png: &[u8]) -> Vec<u8> {
+    let app1 = exif_app1();
+    let tiff = &app1[10..];
+    let mut chunk = b"eXIf".to_vec();
+    chunk.extend(tiff);
+    let mut out = png[..33].to_vec();
+    out.extend(u32::try_from(tiff.len()).expect("len").to_be_bytes());
+    out.extend(&chunk);
+    out.extend(crc32(&chunk).to_be_bytes());
+    out.extend(&png[33..]);
+    out
+}
+
+/// `picture` as an indexed PNG (a palette of its distinct colours, 8 bits).
+fn palette_png(width: u32, height: u32) -> Vec<u8> {
+    let rgb = DynamicImage::ImageRgb8(picture(width, height)).resize_exact(width, height, image::imageops::FilterType::Nearest);
+    let quantised = RgbImage::from_fn(width, height, |x, y| {
+        let p = rgb.as_rgb8().expect("rgb").get_pixel(x, y).0;
+        Rgb([p[0] & 0xF0, p[1] & 0xF0, p[2] & 0xF0])
+    });
+    let mut palette: Vec<[u8; 3]> = Vec::new();
+    let indices: Vec<u8> = quantised
+        .pixels()
+        .map(|p| {
+            let at = palette.iter().position(|c| *c == p.0).unwrap_or_else(|| {
+                palette.push(p.0);
+                palette.len() - 1
+            });
+            u8::try_from(at).expect("at most 256 colours")
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Indexed);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_palette(palette.concat());
+    encoder.write_header().expect("header").write_image_data(&indices).expect("pixels");
+    out
+}
+
+/// Mean absolute difference per channel of two RGB pictures of one size.
+fn mean_difference(a: &RgbImage, b: &RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let total: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    total as f64 / a.as_raw().len() as f64
+}
+
+#[test]
+fn pngs_of_every_colour_type_shrink_on_load_to_the_thumbnail_a_full_decode_makes() {
+    let (width, height) = (1200, 800);
+    let base = DynamicImage::ImageRgb8(picture(width, height));
+    let opaque = |img: DynamicImage| encoded(&img, ImageFormat::Png);
+    let translucent = RgbaImage::from_fn(width, height, |x, y| {
+        let p = base.as_rgb8().expect("rgb").get_pixel(x, y).0;
+        Rgba([p[0], p[1], p[2], 255 - (x * 128 / width) as u8])
+    });
+    let cases = [
+        ("rgb8", opaque(base.clone())),
+        ("rgb16", opaque(DynamicImage::ImageRgb16(base.to_rgb16()))),
+        ("l8", opaque(DynamicImage::ImageLuma8(base.to_luma8()))),
+        ("l16", opaque(DynamicImage::ImageLuma16(base.to_luma16()))),
+        ("la8", opaque(DynamicImage::ImageLumaA8(DynamicImage::ImageRgba8(translucent.clone()).to_luma_alpha8()))),
+        ("rgba8", opaque(DynamicImage::ImageRgba8(translucent.clone()))),
+        ("rgba16", opaque(DynamicImage::ImageRgba16(DynamicImage::ImageRgba8(translucent).to_rgba16()))),
+        ("indexed", palette_png(width, height)),
+    ];
+    for (name, png) in cases {
+        let full = image::load_from_memory(&png).expect("decodes");
+        let analysed = analyse(&png).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(analysed.result.color_type, format!("{:?}", full.color()).to_lowercase(), "{name}");
+        assert_eq!(analysed.result.has_alpha, full.color().has_alpha(), "{name}");
+        let thumb = process_image::analysis::thumbnail(&png, &ImageLimits::default(), 256).expect("thumbnail");
+        let ours = image::load_from_memory(&thumb.bytes).expect("thumbnail decodes").to_rgb8();
+        assert_eq!(ours.dimensions(), (256, 171), "{name}");
+        // Against the whole picture resized in one go (colour only: alpha
+        // thumbnails are lossless WebP, opaque ones JPEG).
+        let reference = full.resize_exact(256, 171, image::imageops::FilterType::Lanczos3).to_rgb8();
+        let difference = mean_difference(&ours, &reference);
+        assert!(difference < 4.0, "{name}: mean difference {difference:.2} from a full decode's thumbnail");
+    }
+}
+
+#[test]
+fn a_png_turned_by_its_exif_is_shrunk_upright_and_a_truncated_one_is_corrupt() {
+    let png = encoded(&DynamicImage::ImageRgb8(picture(1500, 1000)), ImageFormat::Png);
+    let turned = png_with_exif(&png);
+    let analysed = analyse(&turned).expect("analyse");
+    let r = &analysed.result;
+    assert_eq!((r.width, r.height, r.display_width, r.display_height), (1500, 1000, 1000, 1500));
+    let sizes: Vec<(u32, u32)> = analysed.thumbnails.iter().map(|t| (t.meta.width, t.meta.height)).collect();
+    assert_eq!(sizes, vec![(683, 1024), (171, 256)]);
+    let err = analyse(&png[..png.len() / 2]).expect_err("half a PNG");
+    assert_eq!(err.code(), "corrupt_image", "{err}");
+}
