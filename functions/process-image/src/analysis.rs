@@ -112,6 +112,7 @@ fn decode(bytes: &[u8], limits: &ImageLimits, at_least: Option<u32>) -> Result<D
         let shrunk = match image::guess_format(bytes).ok() {
             Some(ImageFormat::Jpeg) => decode_jpeg_scaled(bytes, limits, edge)?,
             Some(ImageFormat::Png) => decode_png_shrunk(bytes, limits, edge)?,
+            Some(ImageFormat::WebP) => decode_webp_scaled(bytes, limits, edge)?,
             _ => None,
         };
         if let Some(decoded) = shrunk {
@@ -212,6 +213,30 @@ fn decode_png_shrunk(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<Op
         shrink.push(row.data(), channels);
     }
     let mut img = shrink.finish().ok_or_else(|| ImageError::Corrupt("the PNG ended before its last row".into()))?;
+    let orientation = exif_orientation(exif.as_deref());
+    img.apply_orientation(orientation);
+    Ok(Some(Decoded { source: img, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))
+}
+
+/// Still WebPs shrink on load through libwebp's scaling decoder (see
+/// [`crate::webp`]), by the same factor as PNGs. The header, colour type and
+/// EXIF come from the `image` crate's reader, which decodes no pixels for
+/// them. `None` for an animated WebP: its first frame takes the full decode.
+fn decode_webp_scaled(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<Option<Decoded>, ImageError> {
+    let mut decoder = image::codecs::webp::WebPDecoder::new(Cursor::new(bytes))?;
+    if decoder.has_animation() {
+        return Ok(None);
+    }
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImageError::TooManyPixels { width, height, limit: limits.max_pixels });
+    }
+    let color_type = decoder.color_type();
+    let exif = decoder.exif_metadata().ok().flatten();
+    let factor = crate::shrink::factor(width.max(height), edge);
+    let (scaled_width, scaled_height) = (width.div_ceil(factor), height.div_ceil(factor));
+    let mut img = crate::webp::decode_scaled(bytes, scaled_width, scaled_height, color_type.has_alpha())
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let orientation = exif_orientation(exif.as_deref());
     img.apply_orientation(orientation);
     Ok(Some(Decoded { source: img, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))

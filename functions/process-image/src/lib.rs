@@ -6,6 +6,7 @@
 
 pub mod analysis;
 pub mod shrink;
+pub mod webp;
 
 use std::time::Duration;
 

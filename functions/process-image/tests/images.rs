@@ -313,3 +313,29 @@ fn a_png_turned_by_its_exif_is_shrunk_upright_and_a_truncated_one_is_corrupt() {
     let err = analyse(&png[..png.len() / 2]).expect_err("half a PNG");
     assert_eq!(err.code(), "corrupt_image", "{err}");
 }
+
+#[test]
+fn webps_shrink_on_load_through_libwebp_to_the_thumbnail_a_full_decode_makes() {
+    let fixture =
+        |name: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).expect(name);
+    let translucent = RgbaImage::from_fn(1200, 800, |x, y| Rgba([(x % 256) as u8, 90, (y % 256) as u8, 255 - (x * 128 / 1200) as u8]));
+    let cases = [
+        ("lossy", fixture("lossy.webp")),
+        ("lossy with alpha", fixture("lossy-alpha.webp")),
+        ("lossless", encoded(&DynamicImage::ImageRgb8(picture(1200, 800)), ImageFormat::WebP)),
+        ("lossless with alpha", encoded(&DynamicImage::ImageRgba8(translucent), ImageFormat::WebP)),
+    ];
+    for (name, webp) in cases {
+        let full = image::load_from_memory(&webp).expect("decodes");
+        let analysed = analyse(&webp).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(analysed.result.color_type, format!("{:?}", full.color()).to_lowercase(), "{name}");
+        let thumb = process_image::analysis::thumbnail(&webp, &ImageLimits::default(), 256).expect("thumbnail");
+        let ours = image::load_from_memory(&thumb.bytes).expect("thumbnail decodes").to_rgb8();
+        assert_eq!(ours.dimensions(), (256, 171), "{name}");
+        let reference = full.resize_exact(256, 171, image::imageops::FilterType::Lanczos3).to_rgb8();
+        let difference = mean_difference(&ours, &reference);
+        assert!(difference < 4.0, "{name}: mean difference {difference:.2} from a full decode's thumbnail");
+        let err = analyse(&webp[..webp.len() / 2]).expect_err("half a WebP");
+        assert_eq!(err.code(), "corrupt_image", "{name}: {err}");
+    }
+}
