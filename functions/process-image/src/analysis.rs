@@ -113,6 +113,7 @@ fn decode(bytes: &[u8], limits: &ImageLimits, at_least: Option<u32>) -> Result<D
             Some(ImageFormat::Jpeg) => decode_jpeg_scaled(bytes, limits, edge)?,
             Some(ImageFormat::Png) => decode_png_shrunk(bytes, limits, edge)?,
             Some(ImageFormat::WebP) => decode_webp_scaled(bytes, limits, edge)?,
+            Some(ImageFormat::Tiff) => decode_tiff_shrunk(bytes, limits, edge)?,
             _ => None,
         };
         if let Some(decoded) = shrunk {
@@ -238,6 +239,59 @@ fn decode_webp_scaled(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<O
     let mut img = crate::webp::decode_scaled(bytes, scaled_width, scaled_height, color_type.has_alpha())
         .map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let orientation = exif_orientation(exif.as_deref());
+    img.apply_orientation(orientation);
+    Ok(Some(Decoded { source: img, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))
+}
+
+/// TIFFs stored in strips shrink on load like PNGs: each strip is decoded
+/// and its rows averaged into the smaller picture before the next is read.
+/// Orientation and EXIF come from the `image` crate's reader, as on the full
+/// path. `None` (the full decode) for tiled or planar files and for sample
+/// types other than 8- or 16-bit grey, grey and alpha, RGB and RGBA.
+fn decode_tiff_shrunk(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<Option<Decoded>, ImageError> {
+    use tiff::ColorType as Tiff;
+    use tiff::decoder::{ChunkType, DecodingResult};
+    let corrupt = |e: tiff::TiffError| ImageError::Corrupt(e.to_string());
+    let mut header = image::codecs::tiff::TiffDecoder::new(Cursor::new(bytes))?;
+    let orientation = header.orientation()?;
+    let exif = header.exif_metadata().ok().flatten();
+    let mut tiff_limits = tiff::decoder::Limits::default();
+    tiff_limits.decoding_buffer_size = usize::try_from(limits.max_alloc).unwrap_or(usize::MAX);
+    let mut decoder = tiff::decoder::Decoder::new(Cursor::new(bytes)).map_err(corrupt)?.with_limits(tiff_limits);
+    let (width, height) = decoder.dimensions().map_err(corrupt)?;
+    let (color_type, channels) = match decoder.colortype().map_err(corrupt)? {
+        Tiff::Gray(8) => (image::ColorType::L8, 1),
+        Tiff::Gray(16) => (image::ColorType::L16, 1),
+        Tiff::GrayA(8) => (image::ColorType::La8, 2),
+        Tiff::GrayA(16) => (image::ColorType::La16, 2),
+        Tiff::RGB(8) => (image::ColorType::Rgb8, 3),
+        Tiff::RGB(16) => (image::ColorType::Rgb16, 3),
+        Tiff::RGBA(8) => (image::ColorType::Rgba8, 4),
+        Tiff::RGBA(16) => (image::ColorType::Rgba16, 4),
+        _ => return Ok(None),
+    };
+    let planar = decoder.find_tag_unsigned::<u16>(tiff::tags::Tag::PlanarConfiguration).map_err(corrupt)?;
+    if decoder.get_chunk_type() != ChunkType::Strip || planar == Some(2) {
+        return Ok(None);
+    }
+    let factor = crate::shrink::factor(width.max(height), edge);
+    let mut shrink = crate::shrink::BoxShrink::new(width, height, factor, color_type.has_alpha());
+    let row_samples = width as usize * channels;
+    let mut narrowed = Vec::with_capacity(row_samples);
+    for strip in 0..decoder.strip_count().map_err(corrupt)? {
+        match decoder.read_chunk(strip).map_err(corrupt)? {
+            DecodingResult::U8(samples) => samples.chunks_exact(row_samples).for_each(|row| shrink.push(row, channels)),
+            DecodingResult::U16(samples) => {
+                for row in samples.chunks_exact(row_samples) {
+                    narrowed.clear();
+                    narrowed.extend(row.iter().map(|v| (v >> 8) as u8));
+                    shrink.push(&narrowed, channels);
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+    let mut img = shrink.finish().ok_or_else(|| ImageError::Corrupt("the TIFF ended before its last row".into()))?;
     img.apply_orientation(orientation);
     Ok(Some(Decoded { source: img, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))
 }

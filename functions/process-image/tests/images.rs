@@ -339,3 +339,34 @@ fn webps_shrink_on_load_through_libwebp_to_the_thumbnail_a_full_decode_makes() {
         assert_eq!(err.code(), "corrupt_image", "{name}: {err}");
     }
 }
+
+#[test]
+fn tiffs_in_strips_shrink_on_load_to_the_thumbnail_a_full_decode_makes() {
+    let base = DynamicImage::ImageRgb8(picture(1200, 800));
+    let translucent = DynamicImage::ImageRgba8(RgbaImage::from_fn(1200, 800, |x, y| {
+        let p = base.as_rgb8().expect("rgb").get_pixel(x, y).0;
+        Rgba([p[0], p[1], p[2], 255 - (x * 128 / 1200) as u8])
+    }));
+    let cases = [
+        ("rgb8", base.clone()),
+        ("rgb16", DynamicImage::ImageRgb16(base.to_rgb16())),
+        ("l8", DynamicImage::ImageLuma8(base.to_luma8())),
+        ("l16", DynamicImage::ImageLuma16(base.to_luma16())),
+        ("rgba8", translucent.clone()),
+        ("rgba16", DynamicImage::ImageRgba16(translucent.to_rgba16())),
+    ];
+    for (name, img) in cases {
+        let tiff = encoded(&img, ImageFormat::Tiff);
+        let full = image::load_from_memory(&tiff).expect("decodes");
+        let analysed = analyse(&tiff).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(analysed.result.color_type, format!("{:?}", full.color()).to_lowercase(), "{name}");
+        let thumb = process_image::analysis::thumbnail(&tiff, &ImageLimits::default(), 256).expect("thumbnail");
+        let ours = image::load_from_memory(&thumb.bytes).expect("thumbnail decodes").to_rgb8();
+        assert_eq!(ours.dimensions(), (256, 171), "{name}");
+        let reference = full.resize_exact(256, 171, image::imageops::FilterType::Lanczos3).to_rgb8();
+        let difference = mean_difference(&ours, &reference);
+        assert!(difference < 4.0, "{name}: mean difference {difference:.2} from a full decode's thumbnail");
+        let err = analyse(&tiff[..tiff.len() / 2]).expect_err("half a TIFF");
+        assert_eq!(err.code(), "corrupt_image", "{name}: {err}");
+    }
+}
