@@ -14,6 +14,7 @@
 //! * cold starts: see [`cold_start`]; idle load: see [`idle`].
 
 pub mod cold_start;
+pub mod emulator_bound;
 pub mod idle;
 pub mod media;
 pub mod thumbnails;

@@ -115,9 +115,11 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 let owner_token = key.issue(load::OWNER, chrono::Duration::hours(4), chrono::Utc::now())?;
                 let load_api = PrismClient::new(&cloud.info.http_url, Some(owner_token))?;
                 let deadline = Duration::from_secs(600 + jobs as u64);
+                let rates = bench::emulator_bound::measure(&cloud.clients()).await?;
                 let result = load::run(&cloud, &load_api, jobs, deadline).await?;
                 let command = format!("cargo run --profile local-release -p prism -- bench --only load --jobs {jobs}");
                 load::write(&result, &command, &mut report)?;
+                bench::emulator_bound::write(rates, &result.calls_per_job, result.jobs_per_second, &mut report)?;
             }
             anyhow::Ok(())
         }
