@@ -266,6 +266,23 @@ fn mean_difference(a: &RgbImage, b: &RgbImage) -> f64 {
     total as f64 / a.as_raw().len() as f64
 }
 
+/// `bytes` (a 1200x800 picture) analysed with the colour type
+/// and alpha a full decode reports, and thumbnailed at 256 px to nearly the
+/// picture a full decode resized in one go makes (colour only: alpha
+/// thumbnails are lossless WebP, opaque ones JPEG).
+fn assert_shrinks_like_a_full_decode(name: &str, bytes: &[u8]) {
+    let full = image::load_from_memory(bytes).expect("decodes");
+    let analysed = analyse(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(analysed.result.color_type, format!("{:?}", full.color()).to_lowercase(), "{name}");
+    assert_eq!(analysed.result.has_alpha, full.color().has_alpha(), "{name}");
+    let thumb = process_image::analysis::thumbnail(bytes, &ImageLimits::default(), 256).expect("thumbnail");
+    let ours = image::load_from_memory(&thumb.bytes).expect("thumbnail decodes").to_rgb8();
+    assert_eq!(ours.dimensions(), (256, 171), "{name}");
+    let reference = full.resize_exact(256, 171, image::imageops::FilterType::Lanczos3).to_rgb8();
+    let difference = mean_difference(&ours, &reference);
+    assert!(difference < 4.0, "{name}: mean difference {difference:.2} from a full decode's thumbnail");
+}
+
 #[test]
 fn pngs_of_every_colour_type_shrink_on_load_to_the_thumbnail_a_full_decode_makes() {
     let (width, height) = (1200, 800);
@@ -286,18 +303,7 @@ fn pngs_of_every_colour_type_shrink_on_load_to_the_thumbnail_a_full_decode_makes
         ("indexed", palette_png(width, height)),
     ];
     for (name, png) in cases {
-        let full = image::load_from_memory(&png).expect("decodes");
-        let analysed = analyse(&png).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(analysed.result.color_type, format!("{:?}", full.color()).to_lowercase(), "{name}");
-        assert_eq!(analysed.result.has_alpha, full.color().has_alpha(), "{name}");
-        let thumb = process_image::analysis::thumbnail(&png, &ImageLimits::default(), 256).expect("thumbnail");
-        let ours = image::load_from_memory(&thumb.bytes).expect("thumbnail decodes").to_rgb8();
-        assert_eq!(ours.dimensions(), (256, 171), "{name}");
-        // Against the whole picture resized in one go (colour only: alpha
-        // thumbnails are lossless WebP, opaque ones JPEG).
-        let reference = full.resize_exact(256, 171, image::imageops::FilterType::Lanczos3).to_rgb8();
-        let difference = mean_difference(&ours, &reference);
-        assert!(difference < 4.0, "{name}: mean difference {difference:.2} from a full decode's thumbnail");
+        assert_shrinks_like_a_full_decode(name, &png);
     }
 }
 
@@ -326,15 +332,7 @@ fn webps_shrink_on_load_through_libwebp_to_the_thumbnail_a_full_decode_makes() {
         ("lossless with alpha", encoded(&DynamicImage::ImageRgba8(translucent), ImageFormat::WebP)),
     ];
     for (name, webp) in cases {
-        let full = image::load_from_memory(&webp).expect("decodes");
-        let analysed = analyse(&webp).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(analysed.result.color_type, format!("{:?}", full.color()).to_lowercase(), "{name}");
-        let thumb = process_image::analysis::thumbnail(&webp, &ImageLimits::default(), 256).expect("thumbnail");
-        let ours = image::load_from_memory(&thumb.bytes).expect("thumbnail decodes").to_rgb8();
-        assert_eq!(ours.dimensions(), (256, 171), "{name}");
-        let reference = full.resize_exact(256, 171, image::imageops::FilterType::Lanczos3).to_rgb8();
-        let difference = mean_difference(&ours, &reference);
-        assert!(difference < 4.0, "{name}: mean difference {difference:.2} from a full decode's thumbnail");
+        assert_shrinks_like_a_full_decode(name, &webp);
         let err = analyse(&webp[..webp.len() / 2]).expect_err("half a WebP");
         assert_eq!(err.code(), "corrupt_image", "{name}: {err}");
     }
@@ -357,15 +355,7 @@ fn tiffs_in_strips_shrink_on_load_to_the_thumbnail_a_full_decode_makes() {
     ];
     for (name, img) in cases {
         let tiff = encoded(&img, ImageFormat::Tiff);
-        let full = image::load_from_memory(&tiff).expect("decodes");
-        let analysed = analyse(&tiff).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(analysed.result.color_type, format!("{:?}", full.color()).to_lowercase(), "{name}");
-        let thumb = process_image::analysis::thumbnail(&tiff, &ImageLimits::default(), 256).expect("thumbnail");
-        let ours = image::load_from_memory(&thumb.bytes).expect("thumbnail decodes").to_rgb8();
-        assert_eq!(ours.dimensions(), (256, 171), "{name}");
-        let reference = full.resize_exact(256, 171, image::imageops::FilterType::Lanczos3).to_rgb8();
-        let difference = mean_difference(&ours, &reference);
-        assert!(difference < 4.0, "{name}: mean difference {difference:.2} from a full decode's thumbnail");
+        assert_shrinks_like_a_full_decode(name, &tiff);
         let err = analyse(&tiff[..tiff.len() / 2]).expect_err("half a TIFF");
         assert_eq!(err.code(), "corrupt_image", "{name}: {err}");
     }
