@@ -46,6 +46,9 @@ pub struct CloudOptions {
     pub parameters: Vec<(String, String)>,
     /// Whether each function's AWS calls are checked against its policy.
     pub iam: IamMode,
+    /// Give each function the CPU share its memory size buys on Lambda
+    /// (cgroup CFS quotas; needs root, see [`crate::cpu`]).
+    pub cpu_by_memory: bool,
 }
 
 /// What clients need to use a running local cloud (`.prism/local.json`).
@@ -181,6 +184,13 @@ impl LocalCloud {
             region: REGION.into(),
             logs: logs.clone(),
             shutdown: shutdown.clone(),
+            cpu: match opts.cpu_by_memory {
+                true => Some(Arc::new(
+                    crate::cpu::CpuGroups::create()
+                        .context("CPU shares by memory size need root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu")?,
+                )),
+                false => None,
+            },
         };
         let mut functions = Vec::new();
         let mut launches = Vec::new();

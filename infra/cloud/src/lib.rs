@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod client;
 pub mod cloud;
+pub mod cpu;
 pub mod dashboard;
 pub mod emulator;
 pub mod esm;

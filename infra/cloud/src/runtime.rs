@@ -267,6 +267,8 @@ pub struct RuntimeEnv {
     pub region: String,
     pub logs: LogSink,
     pub shutdown: CancellationToken,
+    /// CPU shares by memory size, when asked for (see [`crate::cpu`]).
+    pub cpu: Option<Arc<crate::cpu::CpuGroups>>,
 }
 
 /// Starts `spec.concurrency` instances of a function.
@@ -487,6 +489,7 @@ pub async fn cold_start(binary: &std::path::Path, spec: &FunctionSpec, env: &Run
     let mut cmd = instance_command(binary, spec, env, &addr, 0);
     let started = Instant::now();
     let mut child = spawn_owned(&mut cmd)?;
+    limit_cpu(env, spec, child.id());
     let label = format!("{}#cold-start", spec.binary);
     forward(child.stdout.take(), &env.logs, &spec.binary, &label);
     forward(child.stderr.take(), &env.logs, &spec.binary, &label);
@@ -498,6 +501,16 @@ pub async fn cold_start(binary: &std::path::Path, spec: &FunctionSpec, env: &Run
     let _ = child.kill().await;
     server.abort();
     outcome
+}
+
+/// Moves a new instance's process into its function's CPU share (its first
+/// instructions run before it is moved: a few hundred microseconds, not
+/// worth a `pre_exec` hook).
+fn limit_cpu(env: &RuntimeEnv, spec: &FunctionSpec, pid: Option<u32>) {
+    let (Some(groups), Some(pid)) = (&env.cpu, pid) else { return };
+    if let Err(e) = groups.limit(&spec.name, spec.memory_mb, pid) {
+        tracing::warn!(function = %spec.name, error = %e, "could not limit the instance's CPU; it runs unlimited");
+    }
 }
 
 /// Lambda's init phase limit.
@@ -525,6 +538,7 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
         forward(child.stdout.take(), &env.logs, &spec.binary, label);
         forward(child.stderr.take(), &env.logs, &spec.binary, label);
         let pid = child.id();
+        limit_cpu(&env, spec, pid);
         instance.pid.store(pid.unwrap_or(0), Ordering::Relaxed);
         instance.ready.store(false, Ordering::Relaxed);
         let (error, note) = tokio::select! {

@@ -23,6 +23,11 @@ while true; do
     '"hang"') sleep 30 ;;
     # A child process holding 200 MB: it counts against the function's memory.
     '"hog"') python3 -c 'import time; b = bytearray(200 << 20); time.sleep(30)' ;;
+    # Busy for 2 s of wall time, then answers with the CPU time it got.
+    '"spin"') end=$((SECONDS + 2)); while [ $SECONDS -lt $end ]; do :; done
+      # `times` in this shell, not a subshell: a pipe would time the subshell.
+      times > "$headers.cpu"; cpu=$(head -1 "$headers.cpu"); rm -f "$headers.cpu"
+      curl -sS -X POST -d "\"$cpu\"" "$api/invocation/$id/response" >/dev/null ;;
     '"fail"') curl -sS -X POST -d '{"errorType":"Boom","errorMessage":"asked to fail"}' "$api/invocation/$id/error" >/dev/null ;;
     *) curl -sS -X POST -d "$body" "$api/invocation/$id/response" >/dev/null ;;
   esac
@@ -77,6 +82,7 @@ fn env_for(dir: &std::path::Path, shutdown: &CancellationToken) -> RuntimeEnv {
         region: "us-east-1".into(),
         logs: LogSink::new(&dir.join("logs"), false).expect("logs"),
         shutdown: shutdown.clone(),
+        cpu: None,
     }
 }
 
@@ -181,4 +187,39 @@ async fn a_cold_start_is_timed_to_the_first_request_for_work_and_a_runtime_dying
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(dying);
+}
+
+/// Seconds from a `times` line: "0m1.990s 0m0.010s" (user, system).
+fn cpu_seconds(line: &str) -> f64 {
+    line.trim_matches('"')
+        .split_whitespace()
+        .map(|t| {
+            let (m, s) = t.trim_end_matches('s').split_once('m').expect("NmN.NNNs");
+            m.parse::<f64>().expect("minutes") * 60.0 + s.parse::<f64>().expect("seconds")
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_gets_the_cpu_share_its_memory_size_buys_on_lambda() {
+    let dir = runtime_dir("spin-runtime", SHELL_RUNTIME);
+    let shutdown = CancellationToken::new();
+    let spin = |cpu: Option<std::sync::Arc<prism_cloud::cpu::CpuGroups>>| {
+        let (dir, shutdown) = (dir.clone(), shutdown.clone());
+        async move {
+            // 177 MB buys a tenth of a vCPU on Lambda.
+            let spec = FunctionSpec { memory_mb: 177, timeout: Duration::from_secs(10), ..spec("spin-runtime") };
+            let f = start_function(spec, &RuntimeEnv { cpu, ..env_for(&dir, &shutdown) }).await.expect("start");
+            let answer = f.invoke(Bytes::from_static(b"\"spin\"")).await.expect("spun");
+            cpu_seconds(&String::from_utf8_lossy(&answer))
+        }
+    };
+    let groups = std::sync::Arc::new(prism_cloud::cpu::CpuGroups::create().expect("root and the cgroup v1 cpu controller"));
+    let limited = spin(Some(groups.clone())).await;
+    let unlimited = spin(None).await;
+    assert!(limited < 0.4, "a tenth of a CPU for 2 s, yet {limited:.2} s of CPU");
+    assert!(unlimited > 2.0 * limited, "unlimited {unlimited:.2} s against limited {limited:.2} s");
+    shutdown.cancel();
+    drop(groups);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -61,6 +61,7 @@ impl TestCloud {
             faults,
             parameters,
             iam: prism_cloud::iam::IamMode::Enforce,
+            cpu_by_memory: false,
         })
         .await
         .unwrap_or_else(|e| panic!("local cloud did not start: {e:#} (logs in {})", state_dir.display()));

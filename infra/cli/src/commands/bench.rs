@@ -89,6 +89,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
             faults: FaultPlan::default(),
             parameters: Vec::new(),
             iam: prism_cloud::iam::IamMode::Enforce,
+            cpu_by_memory: false,
         })
         .await?;
         let key = prism_shared::app::auth::TokenKey::new(secret.as_bytes())?;

@@ -41,6 +41,11 @@ pub struct UpArgs {
     /// would; `warn` lets it through and says so; `off` checks nothing.
     #[arg(long, default_value = "enforce")]
     iam: prism_cloud::iam::IamMode,
+    /// Give each function the CPU share its `MemorySize` buys on Lambda (one
+    /// vCPU at 1,769 MB) with cgroup CPU quotas, so local timings and
+    /// timeouts mean what they would there (needs root; slower on purpose).
+    #[arg(long)]
+    cpu_by_memory: bool,
 }
 
 pub async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> {
@@ -67,6 +72,7 @@ pub async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> 
         },
         parameters: Vec::new(),
         iam: args.iam,
+        cpu_by_memory: args.cpu_by_memory,
     })
     .await?;
     let info = serde_json::to_string_pretty(&cloud.info)?;
@@ -149,6 +155,9 @@ fn detach(project: &Path, args: &UpArgs, demo: bool) -> anyhow::Result<()> {
         cmd.arg("--faults").arg(faults);
     }
     cmd.arg("--iam").arg(args.iam.to_string());
+    if args.cpu_by_memory {
+        cmd.arg("--cpu-by-memory");
+    }
     // Its own process group: a Ctrl-C in this terminal must not stop it.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn()?;
