@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use prism_cloud::proxy::FaultPlan;
 use prism_cloud::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient, cloud, install, load};
 
-use super::up::{build_functions, target_dir};
+use super::up::{build_functions, build_workspace_bins, target_dir};
 use crate::bench;
 use crate::tools::{CORPUS_TOOLS, LOCAL_RELEASE, PROCESSOR_TOOLS, REFERENCE_TOOLS};
 
@@ -135,14 +135,9 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cold-start benchmark's references, built with the functions' profile.
+/// The cold-start benchmark's references, built with the functions' profile
+/// and features (with the workspace's binaries, which are then up to date).
 fn build_cold_start_references(project: &Path) -> anyhow::Result<()> {
-    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(project).args(["build", "--profile", LOCAL_RELEASE, "-p", "prism-cloud"]);
-    for example in bench::cold_start::REFERENCES {
-        cmd.args(["--example", example]);
-    }
-    let status = cmd.status().context("running cargo build")?;
-    anyhow::ensure!(status.success(), "building the cold-start references failed");
-    Ok(())
+    let examples: Vec<&str> = bench::cold_start::REFERENCES.iter().flat_map(|example| ["--example", example]).collect();
+    build_workspace_bins(project, true, &examples)
 }

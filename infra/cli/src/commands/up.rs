@@ -103,18 +103,20 @@ pub fn target_dir(project: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project.join("target"))
 }
 
-/// Builds the function binaries the template names.
+/// Builds the function binaries, as the whole workspace's binaries: cargo
+/// resolves features per selection, so building just the template's
+/// function packages (`-p …`) would compile most dependencies again with
+/// other features than the test command's `cargo build --workspace` did.
 pub fn build_functions(project: &Path, release: bool) -> anyhow::Result<()> {
-    let template = prism_cloud::template::Template::load(&project.join("template.yaml"))?;
+    build_workspace_bins(project, release, &[])
+}
+
+/// `cargo build --workspace --bins`, plus `extra` arguments (examples).
+pub fn build_workspace_bins(project: &Path, release: bool, extra: &[&str]) -> anyhow::Result<()> {
     let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(project).arg("build");
+    cmd.current_dir(project).args(["build", "--workspace", "--bins"]).args(extra);
     if release {
         cmd.args(["--profile", LOCAL_RELEASE]);
-    }
-    for r in template.resources.values().filter(|r| r.kind == "AWS::Serverless::Function") {
-        if let Some(bin) = r.metadata.pointer("/BuildProperties/Binary").and_then(|b| b.as_str()) {
-            cmd.args(["-p", bin]);
-        }
     }
     let status = cmd.status().context("running cargo build")?;
     if !status.success() {
