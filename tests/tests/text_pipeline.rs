@@ -13,7 +13,7 @@ use prism_cloud::EmulatorChoice;
 use prism_shared::aws::DynamoJobStore;
 use prism_shared::domain::commands::Command;
 use prism_shared::domain::job::InputObject;
-use prism_shared::ports::JobStore;
+use prism_shared::ports::{EstimateStore, JobStore};
 use prism_shared::{Envelope, Job, JobId, JobStatus, Modality, S3Uri};
 use serde_json::Value;
 
@@ -112,6 +112,17 @@ async fn text_slice(emulator: EmulatorChoice) {
     }
     assert_eq!(written(), counted(), "calls written as metrics, calls seen by the endpoint");
     assert!(counted() > 0);
+    // Its time went into the day's text totals that calibrate the classifier's estimates.
+    let estimates = prism_shared::aws::DynamoEstimateStore::new(tc.cloud.clients().dynamodb, tc.cloud.info.table.clone());
+    let text_jobs = || async {
+        let calibration = estimates.calibration(chrono::Utc::now().date_naive()).await.expect("calibration");
+        calibration.totals(Modality::Text).jobs
+    };
+    let started = Instant::now();
+    while text_jobs().await == 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(text_jobs().await, 1, "one completed text job counted once");
 
     // Straight into the bucket: an operator's drop, owner from the key prefix.
     let dropped = drop_into_bucket(&tc, "uploads/alice/report.txt", "one two three\nfour".as_bytes()).await;

@@ -14,7 +14,7 @@ use prism_shared::domain::limits::SizeLimits;
 use prism_shared::domain::workflow;
 use prism_shared::runtime::metrics::{self, Metric};
 use prism_shared::runtime::{config, routes::ProcessorQueues};
-use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus};
+use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality};
 
 pub const SOURCE: &str = "classify";
 
@@ -37,6 +37,20 @@ impl Config {
 }
 
 pub type Deps = prism_shared::ports::Deps<Config>;
+
+/// The classifier's guess for `size` bytes of `modality`, scaled by what
+/// the last week's finished jobs of that modality took against their
+/// guesses (see [`prism_shared::domain::estimates`]); the plain guess when
+/// the calibration cannot be read: an estimate is advice, the job goes on.
+async fn calibrated_estimate(deps: &Deps, modality: Modality, size: u64, guessed: f64) -> f64 {
+    match deps.estimates.calibration(chrono::Utc::now().date_naive()).await {
+        Ok(calibration) => calibration.estimate(modality, size),
+        Err(e) => {
+            tracing::warn!(error = %e, "the estimate calibration could not be read; the uncalibrated estimate stands");
+            guessed
+        }
+    }
+}
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |msg| handle_message(deps, msg)).await
@@ -66,10 +80,12 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
         }
         Err(e) => return Err(e.into()),
     };
-    let classification = match sniff::classify(&head.bytes, head.size) {
+    let mut classification = match sniff::classify(&head.bytes, head.size) {
         Ok(c) => c,
         Err(e) => return fail(deps, job_id, JobFailure::new(e.code(), e.to_string())).await,
     };
+    classification.estimated_seconds =
+        calibrated_estimate(deps, classification.modality, head.size, classification.estimated_seconds).await;
     let (modality, mime) = (classification.modality, classification.mime.clone());
     // Recorded first, so even a job that fails below says what it was.
     let recorded = match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {

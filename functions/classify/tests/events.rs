@@ -9,7 +9,7 @@ use prism_shared::domain::commands::Command;
 use prism_shared::domain::job::Lane;
 use prism_shared::domain::limits::SizeLimits;
 use prism_shared::ports::JobStore;
-use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
+use prism_shared::testing::memory::{MemoryBlobStore, MemoryEstimates, MemoryJobStore, MemoryQueue};
 use prism_shared::testing::sample_event;
 use prism_shared::{Envelope, Job, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri, domain::envelope};
 
@@ -23,6 +23,15 @@ async fn run_declared(
     content: &[u8],
     declared_size: Option<u64>,
     priority: Priority,
+) -> (Job, Vec<prism_shared::testing::memory::SentMessage>) {
+    run_with(content, declared_size, priority, Arc::default()).await
+}
+
+async fn run_with(
+    content: &[u8],
+    declared_size: Option<u64>,
+    priority: Priority,
+    estimates: Arc<MemoryEstimates>,
 ) -> (Job, Vec<prism_shared::testing::memory::SentMessage>) {
     let event: SqsEvent = sample_event("sqs-classify-command.json");
     let (jobs, blobs, queue) =
@@ -43,6 +52,7 @@ async fn run_declared(
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
         breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
+        estimates,
         config: Config {
             routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
             workflow_queue_url: Some("http://sqs/workflow".into()),
@@ -113,4 +123,26 @@ async fn priorities_pick_their_lane() {
         let (_, sent) = run_declared(b"some text", None, priority).await;
         assert_eq!(sent[0].queue_url, format!("http://sqs/text-{lane}"), "{priority}");
     }
+}
+
+#[tokio::test]
+async fn a_job_is_estimated_from_what_its_modalitys_finished_jobs_took_against_their_guesses() {
+    use prism_shared::content::sniff::estimate_seconds;
+    use prism_shared::domain::estimates::{EstimateTotals, MIN_JOBS};
+    use prism_shared::ports::EstimateStore;
+    let content = b"hello world, this is text\n";
+    let guess = estimate_seconds(Modality::Text, content.len() as u64);
+    let (uncalibrated, _) = run(content).await;
+    assert_eq!(uncalibrated.estimated_s, Some(guess), "no finished jobs yet: the plain guess");
+
+    // Text jobs have been taking four times their guesses this week; images as guessed.
+    let estimates = Arc::new(MemoryEstimates::default());
+    let today = Utc::now().date_naive();
+    for _ in 0..MIN_JOBS {
+        estimates.add(Modality::Text, today, EstimateTotals::one(0.5, 2.0)).await.expect("add");
+        estimates.add(Modality::Image, today, EstimateTotals::one(1.0, 1.0)).await.expect("add");
+    }
+    let (calibrated, _) = run_with(content, None, Priority::Normal, estimates).await;
+    let estimated = calibrated.estimated_s.expect("estimated");
+    assert!((estimated - 4.0 * guess).abs() < 1e-9, "{estimated} against 4 x {guess}");
 }

@@ -8,7 +8,7 @@ use prism_shared::app::lifecycle;
 use prism_shared::domain::job::{Classification, InputObject};
 use prism_shared::domain::results::{JobResult, TextEncoding};
 use prism_shared::ports::JobStore;
-use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue};
+use prism_shared::testing::memory::{MemoryBlobStore, MemoryEstimates, MemoryJobStore, MemoryQueue};
 use prism_shared::testing::sample_event;
 use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri};
 use process_text::{Config, Deps, handle};
@@ -16,6 +16,11 @@ use process_text::{Config, Deps, handle};
 const JOB: &str = "0196f0a0-0000-7000-8000-00000000c1a5";
 
 async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
+    run_calibrating(content, max_bytes, cancel).await.0
+}
+
+/// [`run`], with the store the completed job's time was added to.
+async fn run_calibrating(content: &[u8], max_bytes: u64, cancel: bool) -> (Job, Arc<MemoryEstimates>) {
     let event: SqsEvent = sample_event("sqs-process-text-command.json");
     let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
     let id: JobId = JOB.parse().expect("id");
@@ -38,6 +43,7 @@ async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
         lifecycle::record(jobs.as_ref(), &id, "test", JobEvent::CancelRequested).await.expect("cancel");
     }
     blobs.insert(&upload, content.to_vec());
+    let estimates = Arc::new(MemoryEstimates::default());
     let deps = Deps {
         jobs: jobs.clone(),
         blobs,
@@ -48,11 +54,12 @@ async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
         breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
+        estimates: estimates.clone(),
         config: Config { max_bytes },
     };
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
-    jobs.get(&id).await.expect("store").expect("job")
+    (jobs.get(&id).await.expect("store").expect("job"), estimates)
 }
 
 #[tokio::test]
@@ -73,4 +80,26 @@ async fn too_large_texts_fail_with_a_reason_and_cancelled_jobs_stop() {
     assert_eq!(big.error.map(|e| e.code), Some("too_large".into()));
     let cancelled = run(b"text", 1 << 20, true).await;
     assert_eq!(cancelled.status, JobStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_completed_job_adds_its_time_against_its_sizes_plain_guess_to_the_calibration() {
+    use prism_shared::ports::EstimateStore;
+    let content = b"words to count\n";
+    let (job, estimates) = run_calibrating(content, 1 << 20, false).await;
+    assert_eq!(job.status, JobStatus::Completed);
+    let totals = estimates.calibration(Utc::now().date_naive()).await.expect("calibration").totals(Modality::Text);
+    assert_eq!(totals.jobs, 1);
+    // The plain guess for its size, not the 0.1 s it was classified with (which may have been calibrated already).
+    assert_eq!(totals.estimated_s, prism_shared::content::sniff::estimate_seconds(Modality::Text, content.len() as u64));
+    let took = job.estimated_s.expect("estimate") + job.estimate_error_s.expect("error");
+    assert!((totals.actual_s - took).abs() < 1e-9, "{} against {took}", totals.actual_s);
+
+    let (cancelled, estimates) = run_calibrating(content, 1 << 20, true).await;
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert_eq!(
+        estimates.calibration(Utc::now().date_naive()).await.expect("calibration").totals(Modality::Text).jobs,
+        0,
+        "only completed jobs count"
+    );
 }

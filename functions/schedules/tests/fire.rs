@@ -32,6 +32,7 @@ fn world() -> World {
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
         breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
+        estimates: std::sync::Arc::new(prism_shared::testing::memory::MemoryEstimates::default()),
         config,
     };
     World { jobs, blobs, queue, schedules, deps }

@@ -35,6 +35,7 @@ fn deps() -> (Deps, Arc<MemoryJobStore>) {
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
         breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
+        estimates: std::sync::Arc::new(prism_shared::testing::memory::MemoryEstimates::default()),
         config,
     };
     (deps, jobs)

@@ -38,6 +38,7 @@ fn world() -> World {
         quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
         breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
         breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
+        estimates: std::sync::Arc::new(prism_shared::testing::memory::MemoryEstimates::default()),
         config: Config { routes, workflow_queue_url: WORKFLOW_QUEUE.into() },
     };
     World { jobs, queue, deps }

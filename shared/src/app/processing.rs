@@ -25,7 +25,7 @@ use crate::domain::lanes;
 use crate::domain::phases::Counts;
 use crate::domain::results::JobResult;
 use crate::ports::error::{BlobError, Retryable, StoreError};
-use crate::ports::{BlobStore, Deps, JobStore, Queue};
+use crate::ports::{BlobStore, Deps, EstimateStore, JobStore, Queue};
 use crate::runtime::metrics::{self, Metric};
 
 /// What a `job.process` command asks for.
@@ -104,6 +104,8 @@ pub struct Run<'a> {
     last_known: Mutex<Option<Job>>,
     /// Log lines written since the last flush, within the job's log cap.
     log: Mutex<LogBuffer>,
+    /// Where a completed job's time goes to calibrate the classifier's estimates.
+    estimates: Option<&'a dyn EstimateStore>,
 }
 
 impl<'a> Run<'a> {
@@ -116,7 +118,8 @@ impl<'a> Run<'a> {
     ) -> Result<Option<Self>, HandlerError> {
         let input = &command.input;
         tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, source, "processing");
-        Self::start(deps.jobs.as_ref(), deps.blobs.as_ref(), source, command.job_id.clone(), phase).await
+        let run = Self::start(deps.jobs.as_ref(), deps.blobs.as_ref(), source, command.job_id.clone(), phase).await?;
+        Ok(run.map(|run| Self { estimates: Some(deps.estimates.as_ref()), ..run }))
     }
 
     /// Starts the job in `phase`. `None` means there is nothing to do: the job
@@ -129,7 +132,8 @@ impl<'a> Run<'a> {
         job_id: JobId,
         phase: &str,
     ) -> Result<Option<Self>, HandlerError> {
-        let run = Self { jobs, blobs, source, job_id, last_known: Mutex::new(None), log: Mutex::new(LogBuffer::default()) };
+        let run =
+            Self { jobs, blobs, source, job_id, last_known: Mutex::new(None), log: Mutex::new(LogBuffer::default()), estimates: None };
         let job = run.job().await?;
         *run.log.lock().unwrap_or_else(PoisonError::into_inner) = LogBuffer::for_job(job.log_lines);
         if job.status.is_terminal() {
@@ -406,9 +410,29 @@ impl<'a> Run<'a> {
             }
             Ok(true) => {
                 self.emit_ended(&[]);
+                self.calibrate().await;
                 Ok(())
             }
             other => other.map(drop),
+        }
+    }
+
+    /// Adds the completed job's time, against what the uncalibrated guess
+    /// for its size said, to its modality's totals. The job is done whatever
+    /// happens here: a failed write costs the calibration one sample (and
+    /// says so), never the job.
+    async fn calibrate(&self) {
+        let Some(store) = self.estimates else { return };
+        let Some(job) = self.last_known.lock().unwrap_or_else(PoisonError::into_inner).clone() else { return };
+        let (Some(modality), Some(input), Some(estimated), Some(error)) =
+            (job.modality, job.input.as_ref(), job.estimated_s, job.estimate_error_s)
+        else {
+            return;
+        };
+        let guessed = crate::content::sniff::estimate_seconds(modality, input.size);
+        let sample = crate::domain::estimates::EstimateTotals::one(guessed, (estimated + error).max(0.0));
+        if let Err(e) = store.add(modality, Utc::now().date_naive(), sample).await {
+            tracing::warn!(error = %e, %modality, "the job's time was not added to the estimate calibration");
         }
     }
 

@@ -4,6 +4,7 @@ mod blob_store;
 mod breaker_store;
 mod connection_store;
 mod dead_letter_store;
+mod estimate_store;
 mod event_bus;
 mod job_store;
 mod lane_control;
@@ -16,6 +17,7 @@ pub use blob_store::S3BlobStore;
 pub use breaker_store::DynamoBreakerStore;
 pub use connection_store::DynamoConnectionStore;
 pub use dead_letter_store::DynamoDeadLetterStore;
+pub use estimate_store::DynamoEstimateStore;
 pub use event_bus::SnsEventBus;
 pub use job_store::DynamoJobStore;
 pub use lane_control::LambdaLaneControl;
@@ -74,6 +76,7 @@ pub struct AwsPorts {
     pub quotas: std::sync::Arc<dyn crate::ports::QuotaStore>,
     pub breakers: std::sync::Arc<dyn crate::ports::BreakerStore>,
     pub breaker_policy: crate::domain::breakers::BreakerPolicy,
+    pub estimates: std::sync::Arc<dyn crate::ports::EstimateStore>,
 }
 
 impl AwsPorts {
@@ -95,6 +98,10 @@ impl AwsPorts {
                 table.clone(),
             )))),
             breaker_policy: crate::domain::breakers::BreakerPolicy::from_env()?,
+            estimates: std::sync::Arc::new(crate::app::estimates::CachedEstimates::new(
+                std::sync::Arc::new(DynamoEstimateStore::new(dynamodb.clone(), table.clone())),
+                crate::app::estimates::cache_from_env()?,
+            )),
             // Read by `api` on every submission: at most once per half-minute per owner.
             quotas: std::sync::Arc::new(crate::app::quota_cache::CachedQuotas::new(
                 std::sync::Arc::new(DynamoQuotaStore::new(dynamodb, table)),
@@ -119,6 +126,7 @@ impl AwsPorts {
             quotas: self.quotas,
             breakers: self.breakers,
             breaker_policy: self.breaker_policy,
+            estimates: self.estimates,
             config,
         }
     }

@@ -5,6 +5,7 @@ pub mod breakers;
 pub mod commands;
 pub mod dead_letters;
 pub mod envelope;
+pub mod estimates;
 pub mod job;
 pub mod joblog;
 pub mod lanes;

@@ -179,6 +179,22 @@ pub trait ScheduleStore: Send + Sync + std::fmt::Debug {
     async fn advance(&self, next: &Schedule, slot: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError>;
 }
 
+/// Finished jobs' processing times against the classifier's uncalibrated
+/// estimates, per modality and day (see [`crate::domain::estimates`]).
+#[async_trait]
+pub trait EstimateStore: Send + Sync + std::fmt::Debug {
+    /// Adds a finished job to its modality's totals of `day`.
+    async fn add(
+        &self,
+        modality: crate::domain::job::Modality,
+        day: chrono::NaiveDate,
+        job: crate::domain::estimates::EstimateTotals,
+    ) -> Result<(), StoreError>;
+
+    /// The calibration the window of days up to `today` gives.
+    async fn calibration(&self, today: chrono::NaiveDate) -> Result<crate::domain::estimates::Calibration, StoreError>;
+}
+
 /// The dependencies' circuit breakers, shared by every instance.
 #[async_trait]
 pub trait BreakerStore: Send + Sync + std::fmt::Debug {
@@ -328,6 +344,9 @@ pub struct Deps<C> {
     /// The processors' circuit breakers, and when they open.
     pub breakers: Arc<dyn BreakerStore>,
     pub breaker_policy: crate::domain::breakers::BreakerPolicy,
+    /// `classify` reads the calibration of its estimates from it; the
+    /// processors add each job they complete.
+    pub estimates: Arc<dyn EstimateStore>,
     pub config: C,
 }
 

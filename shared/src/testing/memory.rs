@@ -266,6 +266,36 @@ impl Queue for MemoryQueue {
     }
 }
 
+/// Estimate totals by modality and day.
+#[derive(Debug, Default)]
+pub struct MemoryEstimates {
+    days: Mutex<BTreeMap<(String, chrono::NaiveDate), crate::domain::estimates::EstimateTotals>>,
+}
+
+#[async_trait]
+impl crate::ports::EstimateStore for MemoryEstimates {
+    async fn add(
+        &self,
+        modality: crate::domain::job::Modality,
+        day: chrono::NaiveDate,
+        job: crate::domain::estimates::EstimateTotals,
+    ) -> Result<(), StoreError> {
+        let mut days = lock(&self.days);
+        let totals = days.entry((modality.to_string(), day)).or_default();
+        totals.estimated_s += job.estimated_s;
+        totals.actual_s += job.actual_s;
+        totals.jobs += job.jobs;
+        Ok(())
+    }
+
+    async fn calibration(&self, today: chrono::NaiveDate) -> Result<crate::domain::estimates::Calibration, StoreError> {
+        let first = today - chrono::Duration::days(crate::domain::estimates::WINDOW_DAYS as i64 - 1);
+        let days = lock(&self.days);
+        let within = days.iter().filter(|((_, day), _)| (first..=today).contains(day));
+        Ok(crate::domain::estimates::Calibration::from_totals(within.filter_map(|((m, _), t)| Some((m.parse().ok()?, *t)))))
+    }
+}
+
 /// Circuit breakers by dependency, with the store's version check.
 #[derive(Debug, Default)]
 pub struct MemoryBreakers {

@@ -60,6 +60,7 @@ pub fn memory_deps<C>(
         quotas: std::sync::Arc::new(crate::testing::memory::MemoryQuotas::default()),
         breakers: std::sync::Arc::new(crate::testing::memory::MemoryBreakers::default()),
         breaker_policy: crate::domain::breakers::BreakerPolicy::default(),
+        estimates: std::sync::Arc::new(crate::testing::memory::MemoryEstimates::default()),
         config,
     }
 }

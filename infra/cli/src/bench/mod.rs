@@ -11,10 +11,11 @@
 //!   bare `@connections` push through the same gateway;
 //! * audio, PDF text and video thumbnails: see [`media`];
 //! * load: many small jobs through the whole pipeline, see [`prism_cloud::load`];
-//! * cold starts: see [`cold_start`]; idle load: see [`idle`].
+//! * cold starts: see [`cold_start`]; idle load: see [`idle`]; estimates: see [`eta`].
 
 pub mod cold_start;
 pub mod emulator_bound;
+pub mod eta;
 pub mod idle;
 pub mod media;
 pub mod thumbnails;

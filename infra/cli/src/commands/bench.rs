@@ -45,6 +45,7 @@ pub enum BenchKind {
     Load,
     ColdStart,
     Idle,
+    Eta,
 }
 
 pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
@@ -77,22 +78,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
         if wanted(BenchKind::ColdStart) {
             build_cold_start_references(project)?;
         }
-        let secret = cloud::new_token_secret();
-        let cloud = LocalCloud::start(CloudOptions {
-            project_dir: project.to_owned(),
-            emulator: Some(EmulatorChoice::Localstack),
-            bin_dir: target_dir(project).join(LOCAL_RELEASE),
-            state_dir: scratch.join("cloud"),
-            echo_logs: false,
-            stage: "bench".into(),
-            token_secret: secret.clone(),
-            faults: FaultPlan::default(),
-            parameters: Vec::new(),
-            iam: prism_cloud::iam::IamMode::Enforce,
-            cpu_by_memory: false,
-        })
-        .await?;
-        let key = prism_shared::app::auth::TokenKey::new(secret.as_bytes())?;
+        let (cloud, key) = start_cloud(project, &scratch.join("cloud"), Vec::new()).await?;
         let token = key.issue("bench", chrono::Duration::hours(4), chrono::Utc::now())?;
         let api = PrismClient::new(&cloud.info.http_url, Some(token.clone()))?;
         let measured = async {
@@ -128,6 +114,18 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
         cloud.stop().await;
         measured?;
     }
+    if wanted(BenchKind::Eta) {
+        build_functions(project, true)?;
+        install::ensure_commands(&[PROCESSOR_TOOLS, CORPUS_TOOLS, REFERENCE_TOOLS].concat())?;
+        // A cloud of its own: nothing learned yet, and classify reading the
+        // calibration for every job, so the second round sees the first's.
+        let parameters = vec![("EstimateCalibrationCacheSeconds".to_owned(), "0".to_owned())];
+        let (cloud, key) = start_cloud(project, &scratch.join("cloud-eta"), parameters).await?;
+        let api = PrismClient::new(&cloud.info.http_url, Some(key.issue("bench", chrono::Duration::hours(4), chrono::Utc::now())?))?;
+        let measured = bench::eta::eta(&api, &scratch, &mut report).await;
+        cloud.stop().await;
+        measured?;
+    }
     print!("{report}");
     if let Some(path) = out {
         std::fs::write(&path, &report)?;
@@ -140,4 +138,28 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
 fn build_cold_start_references(project: &Path) -> anyhow::Result<()> {
     let examples: Vec<&str> = bench::cold_start::REFERENCES.iter().flat_map(|example| ["--example", example]).collect();
     build_workspace_bins(project, true, &examples)
+}
+
+/// A fresh local cloud of `local-release` builds for a benchmark, and the key its tokens are signed with.
+async fn start_cloud(
+    project: &Path,
+    state_dir: &Path,
+    parameters: Vec<(String, String)>,
+) -> anyhow::Result<(LocalCloud, prism_shared::app::auth::TokenKey)> {
+    let secret = cloud::new_token_secret();
+    let cloud = LocalCloud::start(CloudOptions {
+        project_dir: project.to_owned(),
+        emulator: Some(EmulatorChoice::Localstack),
+        bin_dir: target_dir(project).join(LOCAL_RELEASE),
+        state_dir: state_dir.to_owned(),
+        echo_logs: false,
+        stage: "bench".into(),
+        token_secret: secret.clone(),
+        faults: FaultPlan::default(),
+        parameters,
+        iam: prism_cloud::iam::IamMode::Enforce,
+        cpu_by_memory: false,
+    })
+    .await?;
+    Ok((cloud, prism_shared::app::auth::TokenKey::new(secret.as_bytes())?))
 }
