@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{JOB_TIMEOUT, TestCloud, images, project_dir};
+use common::{JOB_TIMEOUT, TestCloud, ffmpeg, images, project_dir};
 use fantoccini::{Client, ClientBuilder, Locator};
 use prism_cloud::EmulatorChoice;
 use serde_json::{Value, json};
@@ -194,6 +194,97 @@ async fn a_person_uploads_an_image_watches_it_finish_cancels_a_job_reloads_to_th
     wait_for(&page, "no lane paused", paused, |v| v == &json!([])).await;
     let lanes = tc.operator().lanes().await.expect("lanes");
     assert!(lanes.iter().all(|l| l["paused"] == false), "{lanes:?}");
+
+    page.close().await.expect("close the browser");
+    tc.finish().await;
+}
+
+/// Opens the job `id` in the dashboard and waits until `script` (run in the
+/// page) says its results are drawn; the detail pane's text.
+async fn open_job(page: &Client, id: &str, what: &str, script: &str, drawn: impl Fn(&Value) -> bool) -> String {
+    wait_for(page, &format!("{what} listed"), &job_status(id), |v| v == "completed").await;
+    click(page, &format!(r#"#jobs li[data-id="{id}"]"#)).await;
+    wait_for(page, what, script, drawn).await;
+    page.find(Locator::Css("#detail")).await.expect("detail").text().await.expect("text")
+}
+
+/// The open job's pictures (thumbnails, poster, contact sheet, preview) the browser has decoded and drawn, by their alt text.
+const DRAWN_PICTURES: &str = "[...document.querySelectorAll('#detail img')].filter(i => i.complete && i.naturalWidth > 0).map(i => i.alt)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audio_video_document_and_workflow_views_draw_their_results() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let dir = tc.state_dir();
+    let tone = ffmpeg(&dir, "tone.wav", &["-f", "lavfi", "-i", "sine=frequency=440:duration=3", "-c:a", "pcm_s16le"]);
+    let clip_args = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=4",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+    ];
+    let clip = ffmpeg(&dir, "clip.mp4", &clip_args);
+    let pdf = dir.join("ls.pdf");
+    let script = format!("zcat -f /usr/share/man/man1/ls.1* | groff -Tpdf -man -P-pa4 > '{}'", pdf.display());
+    assert!(std::process::Command::new("sh").args(["-c", &script]).status().expect("groff runs").success());
+    let read = |path: &std::path::Path| std::fs::read(path).expect("read");
+    let audio = tc.api.submit("tone.wav", read(&tone), None).await.expect("submit audio");
+    let video = tc.api.submit("clip.mp4", read(&clip), None).await.expect("submit video");
+    let document = tc.api.submit("ls.pdf", read(&pdf), None).await.expect("submit document");
+    let workflow = prism_cloud::client::SubmitOptions { workflow: Some("video_analysis".into()), ..Default::default() };
+    let run = tc.api.submit_with("clip-run.mp4", read(&clip), &workflow).await.expect("submit run");
+    let mut finished = Vec::new();
+    for job in [&audio, &video, &document, &run] {
+        let done = tc.api.wait(&job.id, JOB_TIMEOUT).await.expect("wait");
+        assert_eq!(done.status.to_string(), "completed", "{:?}: {:?}", done.modality, done.error);
+        finished.push(done);
+    }
+
+    let dashboard = tc.cloud.info.dashboard_url.clone().expect("the local cloud serves the dashboard");
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let page = browser(&driver, profile.path()).await;
+    page.goto(&dashboard).await.expect("open the dashboard");
+    page.wait().for_element(Locator::Css("#token")).await.expect("sign-in form").send_keys(&tc.token("tester")).await.expect("type");
+    click(&page, "#sign-in").await;
+    wait_for(&page, "the app", SIGNED_IN, |v| v == &json!(true)).await;
+
+    // Audio: the waveform drawn from its peaks, one bar per bucket.
+    let waveform = "Number(document.querySelector('#detail canvas.waveform')?.dataset.drawn ?? 0)";
+    let facts = open_job(&page, &audio.id.to_string(), "the waveform", waveform, |v| v.as_u64() > Some(0)).await;
+    let result = serde_json::to_value(&finished[0].result).expect("json");
+    let (codec, rate) = (result["codec"].as_str().expect("codec"), result["sample_rate"].as_u64().expect("rate"));
+    assert!(facts.contains(codec) && facts.contains(&format!("{rate} Hz")), "{codec}, {rate} Hz: {facts}");
+    // Video: its poster frame and contact sheet.
+    let both = |v: &Value| v == &json!(["poster frame", "contact sheet"]);
+    let facts = open_job(&page, &video.id.to_string(), "the poster and contact sheet", DRAWN_PICTURES, both).await;
+    assert!(facts.contains("320×240"), "{facts}");
+    // Document: the first page drawn, and its text.
+    let preview = format!("[{DRAWN_PICTURES}, document.querySelector('#detail pre.text')?.textContent ?? '']");
+    let drawn = |v: &Value| v[0] == json!(["first page"]) && v[1].as_str().is_some_and(|t| t.contains("list directory contents"));
+    open_job(&page, &document.id.to_string(), "the preview and text", &preview, drawn).await;
+    // A workflow run: every step with its status.
+    let heading = "document.querySelector('#detail h3')?.textContent ?? ''";
+    let facts = open_job(&page, &run.id.to_string(), "the run's steps", heading, |v| v == "Workflow video_analysis").await;
+    let steps = finished[3].run.as_ref().expect("a run").steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    assert!(steps.len() >= 3, "{steps:?}");
+    for name in &steps {
+        assert!(facts.lines().any(|l| l.contains(name.as_str()) && l.contains("completed")), "step {name} not shown completed:\n{facts}");
+    }
 
     page.close().await.expect("close the browser");
     tc.finish().await;
