@@ -215,7 +215,7 @@ const DRAWN_PICTURES: &str = "[...document.querySelectorAll('#detail img')].filt
 async fn the_audio_video_document_and_workflow_views_draw_their_results() {
     let tc = TestCloud::start(EmulatorChoice::Localstack).await;
     let dir = tc.state_dir();
-    let tone = ffmpeg(&dir, "tone.wav", &["-f", "lavfi", "-i", "sine=frequency=440:duration=3", "-c:a", "pcm_s16le"]);
+    let tone = ffmpeg(dir, "tone.wav", &["-f", "lavfi", "-i", "sine=frequency=440:duration=3", "-c:a", "pcm_s16le"]);
     let clip_args = [
         "-f",
         "lavfi",
@@ -237,7 +237,7 @@ async fn the_audio_video_document_and_workflow_views_draw_their_results() {
         "aac",
         "-shortest",
     ];
-    let clip = ffmpeg(&dir, "clip.mp4", &clip_args);
+    let clip = ffmpeg(dir, "clip.mp4", &clip_args);
     let pdf = dir.join("ls.pdf");
     let script = format!("zcat -f /usr/share/man/man1/ls.1* | groff -Tpdf -man -P-pa4 > '{}'", pdf.display());
     assert!(std::process::Command::new("sh").args(["-c", &script]).status().expect("groff runs").success());
