@@ -237,7 +237,7 @@ async fn wait_for_jobs(tc: &TestCloud, name: &str, n: usize) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn a_schedule_due_in_two_seconds_fires_one_job_and_a_deleted_one_fires_no_more() {
+async fn a_schedule_due_in_two_seconds_fires_one_job_a_deleted_one_fires_no_more_and_a_cron_one_is_due_at_its_zones_time() {
     let tc =
         TestCloud::with(EmulatorChoice::Localstack, FaultPlan::default(), vec![("ScheduleTick".into(), "rate(1 second)".into())]).await;
     let key = "uploads/tester/report.txt";
@@ -259,6 +259,30 @@ async fn a_schedule_due_in_two_seconds_fires_one_job_and_a_deleted_one_fires_no_
     let recurring =
         create(serde_json::json!({"name": "often", "rate": "rate(2 seconds)", "job": {"source": source}})).await.expect("create");
     assert_eq!(recurring.status(), 201);
+    // Weekday mornings in London: the first slot is the next one, in UTC, as the wall clock there reads it.
+    let cron =
+        serde_json::json!({"name": "weekdays", "cron": "cron(0 9 ? * MON-FRI *)", "timezone": "Europe/London", "job": {"source": source}});
+    let weekdays = create(cron).await.expect("create");
+    assert_eq!(weekdays.status(), 201);
+    let weekdays: Value = weekdays.json().await.expect("json");
+    common::openapi::OpenApi::load().check("POST", "/v1/schedules", 201, "application/json", &weekdays);
+    let next: chrono::DateTime<chrono::Utc> = weekdays["next_at"].as_str().expect("next_at").parse().expect("time");
+    let expected = prism_shared::domain::schedule::CronSchedule::parse("cron(0 9 ? * MON-FRI *)", "Europe/London")
+        .expect("valid")
+        .next_after(chrono::Utc::now() - chrono::Duration::minutes(1));
+    assert_eq!(Some(next), expected);
+    for (body, says) in [
+        (serde_json::json!({"name": "both-days", "cron": "cron(0 9 * * MON *)", "job": {"source": source}}), "only one"),
+        (
+            serde_json::json!({"name": "nowhere", "cron": "cron(0 9 ? * MON *)", "timezone": "Mars/Olympus", "job": {"source": source}}),
+            "IANA",
+        ),
+    ] {
+        let refused = create(body).await.expect("create");
+        assert_eq!(refused.status(), 422);
+        let problem: Value = refused.json().await.expect("problem");
+        assert!(problem["detail"].as_str().is_some_and(|d| d.contains(says)), "{problem}");
+    }
 
     // Fired once, two seconds on, and the job runs like any other.
     let job = wait_for_jobs(&tc, "soon", 1).await.remove(0);

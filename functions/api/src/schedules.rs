@@ -29,6 +29,13 @@ pub struct ScheduleRequest {
     pub rate: Option<String>,
     #[serde(default)]
     pub start_at: Option<DateTime<Utc>>,
+    /// Again and again at the times `cron(minutes hours day-of-month month
+    /// day-of-week year)` names, as EventBridge Scheduler reads it, in `timezone`.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// An IANA time zone for `cron` (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
     pub job: ScheduledJobRequest,
 }
 
@@ -46,25 +53,30 @@ pub struct ScheduledJobRequest {
 }
 
 fn when(req: &ScheduleRequest, now: DateTime<Utc>) -> Result<When, ApiError> {
-    let when = match (req.at, req.delay_s, &req.rate) {
-        (Some(at), None, None) => When::At(at),
-        (None, Some(delay), None) => {
+    let when = match (req.at, req.delay_s, &req.rate, &req.cron) {
+        (Some(at), None, None, None) => When::At(at),
+        (None, Some(delay), None, None) => {
             let delay = i64::try_from(delay).ok().and_then(Duration::try_seconds).unwrap_or(MAX_AHEAD + Duration::days(1));
             When::At(now + delay)
         }
-        (None, None, Some(rate)) => {
+        (None, None, Some(rate), None) => {
             let every_s = schedule::parse_rate(rate).map_err(|e| ApiError::Invalid(e.to_string()))?;
             When::Every { start: req.start_at.unwrap_or(now), every_s }
         }
-        _ => return Err(ApiError::Invalid("give exactly one of at, delay_s and rate".into())),
+        (None, None, None, Some(cron)) => {
+            let timezone = req.timezone.clone().unwrap_or_else(|| "UTC".to_owned());
+            schedule::CronSchedule::parse(cron, &timezone).map_err(|e| ApiError::Invalid(e.to_string()))?;
+            When::Cron { expression: cron.clone(), timezone }
+        }
+        _ => return Err(ApiError::Invalid("give exactly one of at, delay_s, rate and cron".into())),
     };
     if req.start_at.is_some() && req.rate.is_none() {
         return Err(ApiError::Invalid("start_at goes with rate".into()));
     }
-    let first = match &when {
-        When::At(at) => *at,
-        When::Every { start, .. } => *start,
-    };
+    if req.timezone.is_some() && req.cron.is_none() {
+        return Err(ApiError::Invalid("timezone goes with cron".into()));
+    }
+    let first = when.first(now).ok_or_else(|| ApiError::Invalid("the cron expression names no time to come".into()))?;
     if first > now + MAX_AHEAD {
         return Err(ApiError::Invalid("a schedule starts within a year".into()));
     }

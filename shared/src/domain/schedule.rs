@@ -20,6 +20,64 @@ pub enum When {
     At(DateTime<Utc>),
     /// From `start`, every `every_s` seconds (`rate(...)` in the API).
     Every { start: DateTime<Utc>, every_s: u64 },
+    /// At the times an EventBridge Scheduler `cron(...)` expression names,
+    /// read as wall-clock times in `timezone` (IANA), so that 09:00 stays
+    /// 09:00 across daylight-saving changes.
+    Cron { expression: String, timezone: String },
+}
+
+impl When {
+    /// The first slot at or after `now` (`None`: a cron expression that
+    /// names no time to come, or one that no longer parses).
+    pub fn first(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            When::At(at) => Some(*at),
+            When::Every { start, .. } => Some(*start),
+            When::Cron { expression, timezone } => {
+                CronSchedule::parse(expression, timezone).ok()?.next_after(now - Duration::milliseconds(1))
+            }
+        }
+    }
+}
+
+/// A checked `cron(minutes hours day-of-month month day-of-week year)`
+/// expression in a time zone, with EventBridge Scheduler's reading: days of
+/// the week 1–7 from Sunday (or `SUN`–`SAT`), one of the two day fields `?`,
+/// and `L`, `W` and `#` as Quartz has them.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    cron: croner::Cron,
+    zone: chrono_tz::Tz,
+}
+
+impl CronSchedule {
+    pub fn parse(expression: &str, timezone: &str) -> Result<Self, ScheduleError> {
+        let bad = |why: &str| ScheduleError::BadCron(expression.to_owned(), why.to_owned());
+        let inner = expression.trim().strip_prefix("cron(").and_then(|r| r.strip_suffix(')')).ok_or_else(|| bad("write cron(...)"))?;
+        let fields: Vec<&str> = inner.split_whitespace().collect();
+        let [_, _, day_of_month, _, day_of_week, _] = fields[..] else {
+            return Err(bad("six fields: minutes hours day-of-month month day-of-week year"));
+        };
+        if (day_of_month == "?") == (day_of_week == "?") {
+            return Err(bad("one of day-of-month and day-of-week is ?, and only one"));
+        }
+        let zone: chrono_tz::Tz = timezone.parse().map_err(|_| ScheduleError::BadTimezone(timezone.to_owned()))?;
+        // croner's fields: seconds first, then the same six; Quartz weekdays.
+        let parser = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .year(croner::parser::Year::Required)
+            .alternative_weekdays(true)
+            .build();
+        let cron = parser.parse(&format!("0 {}", fields.join(" "))).map_err(|e| bad(&e.to_string()))?;
+        Ok(Self { cron, zone })
+    }
+
+    /// The first time after `after` the expression names, as UTC.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Slots are whole seconds: croner keeps the fraction it is given.
+        let after = chrono::DurationRound::duration_trunc(after, Duration::seconds(1)).ok()?;
+        self.cron.find_next_occurrence(&after.with_timezone(&self.zone), false).ok().map(|t| t.with_timezone(&Utc))
+    }
 }
 
 /// What each firing starts: a job on `source`, as `POST /v1/jobs` with a source would.
@@ -52,10 +110,7 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn new(owner: String, name: String, when: When, job: ScheduledJob, now: DateTime<Utc>) -> Self {
-        let next_at = Some(match &when {
-            When::At(at) => *at,
-            When::Every { start, .. } => *start,
-        });
+        let next_at = when.first(now);
         Self { owner, name, when, job, next_at, fired: 0, last_job: None, created_at: now }
     }
 
@@ -76,6 +131,9 @@ impl Schedule {
                 let behind = ((now - slot).num_milliseconds() / every.num_milliseconds()).max(0);
                 Some(slot + every * i32::try_from(behind + 1).unwrap_or(i32::MAX))
             }
+            When::Cron { expression, timezone } => {
+                CronSchedule::parse(expression, timezone).ok().and_then(|cron| cron.next_after(slot.max(now)))
+            }
         };
         Self { next_at, fired: self.fired + 1, last_job: Some(job), ..self.clone() }
     }
@@ -88,6 +146,10 @@ pub enum ScheduleError {
     BadRate(String),
     #[error("a schedule name is 1 to 64 letters, digits, `-` and `_`")]
     BadName,
+    #[error("`{0}` is not a cron expression: {1}")]
+    BadCron(String, String),
+    #[error("`{0}` is not an IANA time zone (e.g. Europe/London, America/New_York, UTC)")]
+    BadTimezone(String),
 }
 
 /// Reads `rate(N unit)` as seconds.
@@ -160,6 +222,58 @@ mod tests {
         assert_eq!(next.next_at, Some(start + Duration::seconds(40)));
         let on_time = every.fired_at(start, every.job_id(start), start);
         assert_eq!(on_time.next_at, Some(start + Duration::seconds(10)));
+    }
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().expect("an RFC 3339 time")
+    }
+
+    #[test]
+    fn cron_times_are_wall_clock_times_in_their_zone_across_daylight_saving() {
+        let weekdays = CronSchedule::parse("cron(0 9 ? * MON-FRI *)", "Europe/London").expect("valid");
+        // GMT before the clocks go forward on Sunday 28 March 2027, BST after.
+        assert_eq!(weekdays.next_after(utc("2027-03-21T12:00:00.250Z")), Some(utc("2027-03-22T09:00:00Z")), "Monday, GMT, on the second");
+        assert_eq!(weekdays.next_after(utc("2027-03-26T12:00:00Z")), Some(utc("2027-03-29T08:00:00Z")), "next Monday, BST");
+        assert_eq!(weekdays.next_after(utc("2027-03-29T08:00:00Z")), Some(utc("2027-03-30T08:00:00Z")), "strictly after");
+        assert_eq!(weekdays.next_after(utc("2027-03-29T07:59:59.999Z")), Some(utc("2027-03-29T08:00:00Z")));
+    }
+
+    #[test]
+    fn cron_reads_eventbridge_fields_weekdays_from_sunday_last_days_and_years() {
+        let at = |expression: &str, after: &str| CronSchedule::parse(expression, "UTC").expect(expression).next_after(utc(after));
+        // Day 2 is Monday (1 is Sunday), as in EventBridge and Quartz.
+        assert_eq!(at("cron(30 6 ? * 2 *)", "2027-01-03T00:00:00Z"), Some(utc("2027-01-04T06:30:00Z")));
+        assert_eq!(at("cron(0 12 L * ? *)", "2027-02-10T00:00:00Z"), Some(utc("2027-02-28T12:00:00Z")), "the month's last day");
+        assert_eq!(at("cron(0 0 1 1 ? 2028)", "2027-06-01T00:00:00Z"), Some(utc("2028-01-01T00:00:00Z")), "the year field");
+        assert_eq!(at("cron(0 0 1 1 ? 2020)", "2027-06-01T00:00:00Z"), None, "a past year names nothing to come");
+    }
+
+    #[test]
+    fn cron_refuses_what_eventbridge_refuses_with_the_reason() {
+        for (expression, zone) in [
+            ("cron(0 9 * * MON *)", "UTC"),
+            ("cron(0 9 ? * ? *)", "UTC"),
+            ("cron(0 9 * * ?)", "UTC"),
+            ("rate(5 minutes)", "UTC"),
+            ("cron(61 9 ? * MON *)", "UTC"),
+        ] {
+            assert!(matches!(CronSchedule::parse(expression, zone), Err(ScheduleError::BadCron(..))), "{expression}");
+        }
+        assert_eq!(
+            CronSchedule::parse("cron(0 9 ? * MON *)", "Mars/Olympus").err(),
+            Some(ScheduleError::BadTimezone("Mars/Olympus".into()))
+        );
+    }
+
+    #[test]
+    fn a_cron_schedule_fires_at_its_next_time_and_skips_the_ones_it_missed() {
+        let when = When::Cron { expression: "cron(0 9 ? * * *)".into(), timezone: "UTC".into() };
+        let monday = utc("2027-01-04T09:00:00Z");
+        let s = Schedule { next_at: Some(monday), ..schedule(when) };
+        // Fired on Wednesday at 10:00, two days late: the next is Thursday's, not Tuesday's.
+        let next = s.fired_at(monday, s.job_id(monday), utc("2027-01-06T10:00:00Z"));
+        assert_eq!(next.next_at, Some(utc("2027-01-07T09:00:00Z")));
+        assert_eq!(s.fired_at(monday, s.job_id(monday), monday).next_at, Some(utc("2027-01-05T09:00:00Z")));
     }
 
     #[test]
