@@ -51,16 +51,7 @@ impl BreakerStore for DynamoBreakerStore {
     }
 
     async fn all(&self) -> Result<Vec<Breaker>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(PK))
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(boxed(e)))?;
-        out.items.unwrap_or_default().into_iter().map(read).collect()
+        super::partition(&self.client, &self.table, PK).await?.into_iter().map(read).collect()
     }
 
     async fn put(&self, next: &Breaker) -> Result<bool, StoreError> {

@@ -65,18 +65,7 @@ impl DeadLetterStore for DynamoDeadLetterStore {
     }
 
     async fn list(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
-        let items: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(PK))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(|e| StoreError::Unavailable(boxed(e)))?;
+        let items = super::partition(&self.client, &self.table, PK).await?;
         let mut letters = items.into_iter().map(read).collect::<Result<Vec<_>, _>>()?;
         letters.sort_by(|a, b| a.dead_lettered_at.cmp(&b.dead_lettered_at).then_with(|| a.message_id.cmp(&b.message_id)));
         letters.truncate(limit as usize);

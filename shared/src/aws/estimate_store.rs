@@ -60,18 +60,7 @@ impl EstimateStore for DynamoEstimateStore {
 
     async fn calibration(&self, today: NaiveDate) -> Result<Calibration, StoreError> {
         let first = today.checked_sub_days(Days::new(WINDOW_DAYS - 1)).unwrap_or(today);
-        let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(PK))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| StoreError::Unavailable(boxed(e)))?;
+        let items = super::partition(&self.client, &self.table, PK).await?;
         let corrupt = |reason: String| StoreError::Corrupt { what: "estimate totals", reason };
         let mut days = Vec::new();
         for item in items {

@@ -59,6 +59,26 @@ pub(crate) fn s(v: impl Into<String>) -> aws_sdk_dynamodb::types::AttributeValue
     aws_sdk_dynamodb::types::AttributeValue::S(v.into())
 }
 
+/// Every item of the partition `pk`, through the SDK's paginator: the small
+/// partitions (breakers, dead letters, estimate totals) read whole.
+pub(crate) async fn partition(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+) -> Result<Vec<Item>, crate::ports::error::StoreError> {
+    client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", s(pk))
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| crate::ports::error::StoreError::Unavailable(boxed(e)))
+}
+
 /// Keeps an SDK error whole (its source chain names the service's error code).
 pub(crate) fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> crate::ports::error::BoxError {
     Box::new(e)
