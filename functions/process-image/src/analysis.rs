@@ -157,7 +157,7 @@ fn decode_jpeg_scaled(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<O
     let info = decoder.info().ok_or_else(|| ImageError::Corrupt("no JPEG frame header".into()))?;
     let (width, height) = (u32::from(info.width), u32::from(info.height));
     let wrong_size = || ImageError::Corrupt("the decoded JPEG is not the size its header gives".into());
-    let (mut img, color_type) = match info.pixel_format {
+    let (img, color_type) = match info.pixel_format {
         PixelFormat::L8 => {
             (DynamicImage::ImageLuma8(image::GrayImage::from_raw(width, height, pixels).ok_or_else(wrong_size)?), image::ColorType::L8)
         }
@@ -171,9 +171,7 @@ fn decode_jpeg_scaled(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<O
     };
     let exif = decoder.exif_data().map(<[u8]>::to_vec);
     let orientation = exif_orientation(exif.as_deref());
-    img.apply_orientation(orientation);
-    let source = DynamicImage::ImageRgb8(img.into_rgb8());
-    Ok(Some(Decoded { source, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))
+    Ok(Some(Decoded::upright(DynamicImage::ImageRgb8(img.into_rgb8()), orientation, color_type, exif)))
 }
 
 /// PNGs shrink on load too: rows are averaged in blocks as they are
@@ -190,10 +188,10 @@ fn decode_png_shrunk(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<Op
     let mut reader = decoder.read_info().map_err(corrupt)?;
     let info = reader.info();
     let (width, height) = (info.width, info.height);
-    let factor = crate::shrink::factor(width.max(height), edge);
     if info.interlaced {
         return Ok(None);
     }
+    let factor = crate::shrink::factor(width.max(height), edge);
     let sixteen = info.bit_depth == png::BitDepth::Sixteen;
     let exif = info.exif_metadata.as_deref().map(<[u8]>::to_vec);
     let (output, _) = reader.output_color_type();
@@ -213,10 +211,8 @@ fn decode_png_shrunk(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<Op
     while let Some(row) = reader.next_row().map_err(corrupt)? {
         shrink.push(row.data(), channels);
     }
-    let mut img = shrink.finish().ok_or_else(|| ImageError::Corrupt("the PNG ended before its last row".into()))?;
-    let orientation = exif_orientation(exif.as_deref());
-    img.apply_orientation(orientation);
-    Ok(Some(Decoded { source: img, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))
+    let img = shrink.finish().ok_or_else(|| ImageError::Corrupt("the PNG ended before its last row".into()))?;
+    Ok(Some(Decoded::upright(img, exif_orientation(exif.as_deref()), color_type, exif)))
 }
 
 /// Still WebPs shrink on load through libwebp's scaling decoder (see
@@ -236,11 +232,9 @@ fn decode_webp_scaled(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<O
     let exif = decoder.exif_metadata().ok().flatten();
     let factor = crate::shrink::factor(width.max(height), edge);
     let (scaled_width, scaled_height) = (width.div_ceil(factor), height.div_ceil(factor));
-    let mut img = crate::webp::decode_scaled(bytes, scaled_width, scaled_height, color_type.has_alpha())
+    let img = crate::webp::decode_scaled(bytes, scaled_width, scaled_height, color_type.has_alpha())
         .map_err(|e| ImageError::Corrupt(e.to_string()))?;
-    let orientation = exif_orientation(exif.as_deref());
-    img.apply_orientation(orientation);
-    Ok(Some(Decoded { source: img, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))
+    Ok(Some(Decoded::upright(img, exif_orientation(exif.as_deref()), color_type, exif)))
 }
 
 /// TIFFs stored in strips shrink on load like PNGs: each strip is decoded
@@ -291,9 +285,8 @@ fn decode_tiff_shrunk(bytes: &[u8], limits: &ImageLimits, edge: u32) -> Result<O
             _ => return Ok(None),
         }
     }
-    let mut img = shrink.finish().ok_or_else(|| ImageError::Corrupt("the TIFF ended before its last row".into()))?;
-    img.apply_orientation(orientation);
-    Ok(Some(Decoded { source: img, turned: turns(orientation), color_type, exif, warnings: Vec::new() }))
+    let img = shrink.finish().ok_or_else(|| ImageError::Corrupt("the TIFF ended before its last row".into()))?;
+    Ok(Some(Decoded::upright(img, orientation, color_type, exif)))
 }
 
 /// The orientation an EXIF block gives, upright when it gives none.
@@ -303,6 +296,19 @@ fn exif_orientation(exif: Option<&[u8]>) -> image::metadata::Orientation {
         .and_then(|o| u8::try_from(o).ok())
         .and_then(image::metadata::Orientation::from_exif)
         .unwrap_or(image::metadata::Orientation::NoTransforms)
+}
+
+impl Decoded {
+    /// A first frame decoded by one of the shrink-on-load paths, turned upright.
+    fn upright(
+        mut img: DynamicImage,
+        orientation: image::metadata::Orientation,
+        color_type: image::ColorType,
+        exif: Option<Vec<u8>>,
+    ) -> Self {
+        img.apply_orientation(orientation);
+        Self { source: img, turned: turns(orientation), color_type, exif, warnings: Vec::new() }
+    }
 }
 
 fn turns(orientation: image::metadata::Orientation) -> bool {

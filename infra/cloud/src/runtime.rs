@@ -319,9 +319,9 @@ fn runtime_api(instance: Arc<Instance>) -> Router {
 }
 
 async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
-    if !instance.ready.swap(true, Ordering::Relaxed)
-        && let Some(spawned) = lock(&instance.spawned).take()
-    {
+    instance.ready.store(true, Ordering::Relaxed);
+    // Set at each start and taken here: only a process's first `next` ends its init.
+    if let Some(spawned) = lock(&instance.spawned).take() {
         *lock(&instance.init_unreported) = Some(spawned.elapsed());
     }
     let invocation = {
@@ -467,8 +467,8 @@ fn instance_command(
 }
 
 /// How long one fresh process of `binary`, started as an instance of `spec`
-/// is, takes from its start to its first `GET …/invocation/next`: its cold
-/// start, Lambda's `Init Duration`. The process is killed then, having done
+/// would be, takes from its start to its first `GET …/invocation/next`: its
+/// cold start, Lambda's `Init Duration`. The process is killed then, having done
 /// no work. Logs go to `env.logs`.
 pub async fn cold_start(binary: &std::path::Path, spec: &FunctionSpec, env: &RuntimeEnv) -> anyhow::Result<Duration> {
     let (ready_tx, ready_rx) = oneshot::channel::<Instant>();

@@ -12,10 +12,10 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{Days, NaiveDate};
+use chrono::NaiveDate;
 
 use super::{boxed, s};
-use crate::domain::estimates::{Calibration, EstimateTotals, WINDOW_DAYS};
+use crate::domain::estimates::{Calibration, EstimateTotals, WINDOW_DAYS, in_window};
 use crate::domain::job::Modality;
 use crate::ports::EstimateStore;
 use crate::ports::error::StoreError;
@@ -59,7 +59,6 @@ impl EstimateStore for DynamoEstimateStore {
     }
 
     async fn calibration(&self, today: NaiveDate) -> Result<Calibration, StoreError> {
-        let first = today.checked_sub_days(Days::new(WINDOW_DAYS - 1)).unwrap_or(today);
         let items = super::partition(&self.client, &self.table, PK).await?;
         let corrupt = |reason: String| StoreError::Corrupt { what: "estimate totals", reason };
         let mut days = Vec::new();
@@ -69,7 +68,7 @@ impl EstimateStore for DynamoEstimateStore {
             let day: NaiveDate = day.parse().map_err(|_| corrupt(sk.clone()))?;
             // Past the window (its expiry may not have run yet), or a modality this build does not know.
             let Ok(modality) = modality.parse::<Modality>() else { continue };
-            if day < first || day > today {
+            if !in_window(day, today) {
                 continue;
             }
             let field = |name: &str| match item.get(name) {

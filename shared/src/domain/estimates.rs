@@ -19,6 +19,12 @@ use crate::domain::job::Modality;
 pub const MIN_JOBS: u64 = 3;
 /// The days of finished jobs a calibration learns from, today included.
 pub const WINDOW_DAYS: u64 = 7;
+/// Whether `day`'s totals count in the calibration of `today`: the last
+/// [`WINDOW_DAYS`] days, today included.
+pub fn in_window(day: chrono::NaiveDate, today: chrono::NaiveDate) -> bool {
+    today.checked_sub_days(chrono::Days::new(WINDOW_DAYS - 1)).is_none_or(|first| day >= first) && day <= today
+}
+
 /// How far a correction may scale the uncalibrated guess, either way.
 const MAX_FACTOR: f64 = 20.0;
 

@@ -289,9 +289,8 @@ impl crate::ports::EstimateStore for MemoryEstimates {
     }
 
     async fn calibration(&self, today: chrono::NaiveDate) -> Result<crate::domain::estimates::Calibration, StoreError> {
-        let first = today - chrono::Duration::days(crate::domain::estimates::WINDOW_DAYS as i64 - 1);
         let days = lock(&self.days);
-        let within = days.iter().filter(|((_, day), _)| (first..=today).contains(day));
+        let within = days.iter().filter(|((_, day), _)| crate::domain::estimates::in_window(*day, today));
         Ok(crate::domain::estimates::Calibration::from_totals(within.filter_map(|((m, _), t)| Some((m.parse().ok()?, *t)))))
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use prism_cloud::proxy::FaultPlan;
 use prism_cloud::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient, cloud, install, load};
 
-use super::up::{build_functions, build_workspace_bins, target_dir};
+use super::up::{build_workspace_bins, target_dir};
 use crate::bench;
 use crate::tools::{CORPUS_TOOLS, LOCAL_RELEASE, PROCESSOR_TOOLS, REFERENCE_TOOLS};
 
@@ -73,11 +73,16 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
     if wanted(BenchKind::Video) {
         bench::media::video(&scratch, &exe, &mut report)?;
     }
-    if [BenchKind::Priority, BenchKind::Live, BenchKind::Load, BenchKind::ColdStart, BenchKind::Idle].into_iter().any(wanted) {
-        build_functions(project, true)?;
-        if wanted(BenchKind::ColdStart) {
-            build_cold_start_references(project)?;
-        }
+    let on_cloud = [BenchKind::Priority, BenchKind::Live, BenchKind::Load, BenchKind::ColdStart, BenchKind::Idle];
+    if on_cloud.into_iter().chain([BenchKind::Eta]).any(wanted) {
+        // One build for every benchmark on a cloud, with the cold-start references when they are measured.
+        let references: Vec<&str> = match wanted(BenchKind::ColdStart) {
+            true => bench::cold_start::REFERENCES.iter().flat_map(|example| ["--example", example]).collect(),
+            false => Vec::new(),
+        };
+        build_workspace_bins(project, true, &references)?;
+    }
+    if on_cloud.into_iter().any(wanted) {
         let (cloud, key) = start_cloud(project, &scratch.join("cloud"), Vec::new()).await?;
         let token = key.issue("bench", chrono::Duration::hours(4), chrono::Utc::now())?;
         let api = PrismClient::new(&cloud.info.http_url, Some(token.clone()))?;
@@ -115,7 +120,6 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
         measured?;
     }
     if wanted(BenchKind::Eta) {
-        build_functions(project, true)?;
         install::ensure_commands(&[PROCESSOR_TOOLS, CORPUS_TOOLS, REFERENCE_TOOLS].concat())?;
         // A cloud of its own: nothing learned yet, and classify reading the
         // calibration for every job, so the second round sees the first's.
@@ -131,13 +135,6 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
         std::fs::write(&path, &report)?;
     }
     Ok(())
-}
-
-/// The cold-start benchmark's references, built with the functions' profile
-/// and features (with the workspace's binaries, which are then up to date).
-fn build_cold_start_references(project: &Path) -> anyhow::Result<()> {
-    let examples: Vec<&str> = bench::cold_start::REFERENCES.iter().flat_map(|example| ["--example", example]).collect();
-    build_workspace_bins(project, true, &examples)
 }
 
 /// A fresh local cloud of `local-release` builds for a benchmark, and the key its tokens are signed with.
