@@ -532,3 +532,31 @@ pub fn dhash(img: &DynamicImage) -> u64 {
 pub fn hash_distance(a: u64, b: u64) -> u32 {
     (a ^ b).count_ones()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1200x800 gradient in `format`.
+    fn encoded(format: ImageFormat) -> Vec<u8> {
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(1200, 800, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).expect("encode");
+        out.into_inner()
+    }
+
+    #[test]
+    fn png_webp_and_tiff_are_shrunk_while_they_are_decoded() {
+        for format in [ImageFormat::Png, ImageFormat::WebP, ImageFormat::Tiff] {
+            let bytes = encoded(format);
+            let shrunk = decode(&bytes, &ImageLimits::default(), Some(256)).expect("decoded");
+            assert_eq!(
+                (shrunk.source.width(), shrunk.source.height()),
+                (600, 400),
+                "{format:?}: shrunk by 2 on its way to a 256 px thumbnail"
+            );
+            let whole = decode(&bytes, &ImageLimits::default(), None).expect("decoded");
+            assert_eq!((whole.source.width(), whole.source.height()), (1200, 800), "{format:?}: no thumbnail, no shrink");
+        }
+    }
+}
