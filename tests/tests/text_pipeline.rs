@@ -196,7 +196,17 @@ async fn text_slice(emulator: EmulatorChoice) {
     let noise = tc.api.wait(&noise.id, JOB_TIMEOUT).await.expect("wait");
     assert_eq!(noise.error.as_ref().map(|e| e.code.as_str()), Some("unsupported_content"));
 
-    tc.finish().await;
+    // Stopped as Lambda stops instances: each runtime registered its
+    // graceful-shutdown extension, so each got SIGTERM, ran its hook and exited.
+    let binaries: Vec<String> = tc.cloud.binaries().map(str::to_owned).collect();
+    let dir = tc.stop_keeping_state().await;
+    for binary in binaries {
+        let log = std::fs::read_to_string(dir.join("logs").join(format!("{binary}.log"))).unwrap_or_default();
+        let hooks = log.lines().filter(|l| l.contains("SIGTERM: stopping")).count();
+        let exits = log.lines().filter(|l| l.contains("[prism] instance stopped after SIGTERM")).count();
+        assert!(hooks > 0 && exits == hooks, "{binary}: {hooks} hooks ran, {exits} instances exited on SIGTERM\n{log}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,6 +241,7 @@ async fn failing_messages_end_in_the_dlq_and_fail_their_job() {
             input: InputObject { uri: S3Uri::new("no-such-bucket-anywhere", "uploads/x.txt"), size: 1, etag: "e".into() },
             modality: Modality::Text,
             mime: "text/plain".into(),
+            action: None,
         },
     );
     sqs.send_message().queue_url(&text_url).message_body(command.to_json()).send().await.expect("send");

@@ -8,5 +8,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = classify::Config::from_env()?;
     let deps = AwsPorts::from_env().await?.with_config(config);
     let handler = |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(classify::handle(&deps, event.payload).await) };
-    prism_shared::runtime::calls::run(service_fn(handler)).await
+    prism_shared::runtime::run(service_fn(handler)).await
 }

@@ -8,5 +8,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = AwsPorts::from_env().await?.with_config(());
     let handler =
         |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(dead_letter::handle(&deps, event.payload).await) };
-    prism_shared::runtime::calls::run(service_fn(handler)).await
+    prism_shared::runtime::run(service_fn(handler)).await
 }

@@ -9,5 +9,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = OpsPorts::from_env().await?.with_config(config);
     let handler =
         |event: LambdaEvent<ApiGatewayV2httpRequest>| async { Ok::<_, std::convert::Infallible>(ops::handle(&deps, event.payload).await) };
-    prism_shared::runtime::calls::run(service_fn(handler)).await
+    prism_shared::runtime::run(service_fn(handler)).await
 }

@@ -9,5 +9,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = AwsPorts::from_env().await?.with_config(config);
     let handler =
         |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(process_audio::handle(&deps, event.payload).await) };
-    prism_shared::runtime::calls::run(service_fn(handler)).await
+    prism_shared::runtime::run(service_fn(handler)).await
 }

@@ -7,5 +7,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     prism_shared::runtime::telemetry::init();
     let deps = RealtimePorts::from_env().await?.with_config(());
     let handler = |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(progress::handle(&deps, event.payload).await) };
-    prism_shared::runtime::calls::run(service_fn(handler)).await
+    prism_shared::runtime::run(service_fn(handler)).await
 }

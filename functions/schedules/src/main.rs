@@ -7,5 +7,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = schedules::Config::from_env()?;
     let deps = AwsPorts::from_env().await?.with_config(config);
     let handler = |_: LambdaEvent<serde_json::Value>| async { schedules::handle(&deps).await.map_err(lambda_runtime::Error::from) };
-    prism_shared::runtime::calls::run(service_fn(handler)).await
+    prism_shared::runtime::run(service_fn(handler)).await
 }

@@ -13,5 +13,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let deps = Arc::clone(&deps);
         async move { Ok::<_, std::convert::Infallible>(stream::handle(deps, event.payload, event.context.deadline()).await) }
     };
-    prism_shared::runtime::calls::run(service_fn(handler)).await
+    prism_shared::runtime::run(service_fn(handler)).await
 }

@@ -10,5 +10,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let handler = |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async {
         ws::handle(&deps, event.payload).await.map_err(lambda_runtime::Error::from)
     };
-    prism_shared::runtime::calls::run(service_fn(handler)).await
+    prism_shared::runtime::run(service_fn(handler)).await
 }

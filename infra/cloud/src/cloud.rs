@@ -98,7 +98,14 @@ pub struct LocalCloud {
     pub proxies: Arc<Proxies>,
     /// Each function as its instances are started, for [`LocalCloud::cold_start`].
     launches: Vec<(provision::FunctionSpec, RuntimeEnv)>,
+    /// Cancelled first: event sources stop and function instances finish
+    /// their invocations and stop (Lambda's shutdown phase).
     shutdown: CancellationToken,
+    /// The instances' supervisors, done when every process has stopped.
+    instances: tokio_util::task::TaskTracker,
+    /// Cancelled once the instances stopped: the gateways and the functions'
+    /// endpoints, which a stopping instance still calls.
+    closed: CancellationToken,
     // Dropped last: the emulators outlive the functions that use them.
     emulators: Option<Emulators>,
 }
@@ -106,6 +113,7 @@ pub struct LocalCloud {
 impl Drop for LocalCloud {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        self.closed.cancel();
     }
 }
 
@@ -147,7 +155,8 @@ impl LocalCloud {
         let values: Vec<(&str, &str)> = pseudo.into_iter().chain(opts.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str()))).collect();
         let stack = provision::provision(&template, &clients, &values).await.context("provisioning template.yaml")?;
 
-        let shutdown = CancellationToken::new();
+        let (shutdown, closed) = (CancellationToken::new(), CancellationToken::new());
+        let instances = tokio_util::task::TaskTracker::new();
         // Bound before the functions start: their management endpoint is this port.
         let ws_listener = match &stack.websocket {
             Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
@@ -184,6 +193,7 @@ impl LocalCloud {
             region: REGION.into(),
             logs: logs.clone(),
             shutdown: shutdown.clone(),
+            tasks: instances.clone(),
             cpu: match opts.cpu_by_memory {
                 true => Some(Arc::new(
                     crate::cpu::CpuGroups::create()
@@ -198,7 +208,7 @@ impl LocalCloud {
         let (mut stream_url, mut function_urls) = (None, std::collections::BTreeMap::new());
         for spec in &stack.functions {
             // Every AWS call of the function goes through its own endpoint.
-            let endpoint = proxies.listen(&spec.name, &spec.binary, spec.policy.clone(), shutdown.clone()).await?;
+            let endpoint = proxies.listen(&spec.name, &spec.binary, spec.policy.clone(), closed.clone()).await?;
             let mut function_env = env.clone();
             function_env.overrides.push(("AWS_ENDPOINT_URL".into(), endpoint.clone()));
             function_env.overrides.push(("AWS_ENDPOINT_URL_DYNAMODB".into(), endpoint.clone()));
@@ -229,7 +239,7 @@ impl LocalCloud {
                 }
                 function_urls.insert(spec.logical_id.clone(), url);
                 let app = function_url::router(function_url::FunctionUrl { function: handle.clone(), mode, account_id: ACCOUNT_ID.into() });
-                let stop = shutdown.clone();
+                let stop = closed.clone();
                 tokio::spawn(async move {
                     let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
                     if let Err(e) = serve.await {
@@ -252,7 +262,7 @@ impl LocalCloud {
             throttle: stack.http_throttle.map(|(rate, burst)| http_api::TokenBucket::new(rate, burst)),
             cors: stack.http_cors.clone(),
         })?;
-        let stop = shutdown.clone();
+        let stop = closed.clone();
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
@@ -265,16 +275,10 @@ impl LocalCloud {
             let addr = listener.local_addr()?;
             websocket_url = Some(format!("ws://{addr}/{}", api.stage));
             let handles = functions.iter().map(|f: &FunctionHandle| (f.name.clone(), f.clone())).collect();
-            let gateway = websocket::WsGateway::new(
-                api,
-                handles,
-                ACCOUNT_ID.into(),
-                addr.to_string(),
-                websocket::Limits::default(),
-                shutdown.clone(),
-            );
+            let gateway =
+                websocket::WsGateway::new(api, handles, ACCOUNT_ID.into(), addr.to_string(), websocket::Limits::default(), closed.clone());
             let app = std::sync::Arc::new(gateway).router();
-            let stop = shutdown.clone();
+            let stop = closed.clone();
             tokio::spawn(async move {
                 let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
                 if let Err(e) = serve.await {
@@ -290,7 +294,7 @@ impl LocalCloud {
             websocket_url: websocket_url.clone(),
             stream_url: stream_url.clone(),
         });
-        let stop = shutdown.clone();
+        let stop = closed.clone();
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
@@ -313,7 +317,7 @@ impl LocalCloud {
             logs_dir: logs.dir().display().to_string(),
             pid: std::process::id(),
         };
-        Ok(Self { info, functions, proxies, launches, shutdown, emulators: Some(emulators) })
+        Ok(Self { info, functions, proxies, launches, shutdown, instances, closed, emulators: Some(emulators) })
     }
 
     /// SDK clients pointed at this cloud's emulators.
@@ -341,11 +345,19 @@ impl LocalCloud {
         self.launches.iter().map(|(spec, _)| spec.binary.as_str())
     }
 
-    /// Stops functions, pollers and gateways, then the emulators.
+    /// Stops as Lambda would: event sources stop receiving (what they hold
+    /// goes back to its queue), instances finish the invocations they run
+    /// (up to [`runtime::DRAIN_LIMIT`]), runtimes that registered an
+    /// extension get `SIGTERM` and [`runtime::SHUTDOWN_LIMIT`] to exit; then
+    /// the gateways and the emulators stop.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        // Let supervisors kill their processes before the emulators go.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.instances.close();
+        let limit = runtime::DRAIN_LIMIT + runtime::SHUTDOWN_LIMIT + std::time::Duration::from_secs(1);
+        if tokio::time::timeout(limit, self.instances.wait()).await.is_err() {
+            tracing::warn!("function instances still running {limit:?} after the stop; they are killed with the cloud");
+        }
+        self.closed.cancel();
         if let Some(emulators) = self.emulators.take() {
             emulators.stop().await;
         }

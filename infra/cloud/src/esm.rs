@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::provision::SqsSource;
-use crate::runtime::FunctionHandle;
+use crate::runtime::{FunctionHandle, InvokeError};
 
 /// Long-poll wait per receive, Lambda's: an idle poller costs the queue one
 /// request every 20 s. (Stopping does not wait for it: the poll is dropped.)
@@ -42,29 +42,38 @@ pub struct Pollers {
 }
 
 /// Starts the pollers of one event source: as many as the function may run at once.
+///
+/// At shutdown a poller stops receiving, but a batch it holds is still
+/// delivered and settled (deleted, or released when the function took no
+/// more work), so stopping loses nothing and delays nothing.
 pub fn start(source: SqsSource, function: FunctionHandle, count: usize, pollers: Pollers, shutdown: CancellationToken) {
     for _ in 0..count.max(1) {
         let (source, function, pollers, shutdown) = (source.clone(), function.clone(), pollers.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                () = poll(&source, &function, pollers) => {}
-                () = shutdown.cancelled() => {}
-            }
-        });
+        tokio::spawn(async move { poll(&source, &function, pollers, &shutdown).await });
     }
 }
 
-async fn poll(source: &SqsSource, function: &FunctionHandle, pollers: Pollers) {
+async fn poll(source: &SqsSource, function: &FunctionHandle, pollers: Pollers, shutdown: &CancellationToken) {
     let Pollers { sqs, region, delivery, mut enabled } = pollers;
     let (sqs, region) = (&sqs, region.as_str());
     let mut failures = 0u32;
     loop {
         // A disabled mapping receives nothing until it is enabled again (a
         // receive already under way still delivers, as on Lambda).
-        if enabled.wait_for(|on| *on).await.is_err() {
+        let enabled_now = tokio::select! {
+            () = shutdown.cancelled() => return,
+            // Only whether it is: the watch's value is not held across the receive.
+            on = enabled.wait_for(|on| *on) => on.is_ok(),
+        };
+        if !enabled_now {
             return;
         }
-        match receive_batch(source, sqs).await {
+        let received = tokio::select! {
+            // A long poll given up: what SQS hands it later returns after the visibility timeout.
+            () = shutdown.cancelled() => return,
+            received = receive_batch(source, sqs) => received,
+        };
+        match received {
             Ok(batch) if batch.is_empty() => failures = 0,
             // Disabled while the receive waited (it waits up to 20 s): what it
             // brought goes back to the queue at once, undelivered, so a pause
@@ -151,6 +160,11 @@ async fn deliver(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sq
         }
     };
     let keep: HashSet<String> = match function.invoke(payload).await {
+        Err(InvokeError::ShuttingDown) => {
+            // Nothing of it ran: back to the queue at once for the next start.
+            release(source, sqs, &batch).await;
+            return;
+        }
         Err(e) => {
             // Lambda deletes nothing when an invocation fails.
             tracing::warn!(function = %function.name, error = %e, messages = batch.len(), "invocation failed; batch returns after its visibility timeout");
@@ -201,10 +215,10 @@ async fn release(source: &SqsSource, sqs: &aws_sdk_sqs::Client, batch: &[Message
         .collect();
     match sqs.change_message_visibility_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await {
         Ok(out) if !out.failed.is_empty() => {
-            tracing::warn!(failed = out.failed.len(), "some messages of a paused mapping return after their visibility timeout")
+            tracing::warn!(failed = out.failed.len(), "some released messages return only after their visibility timeout")
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "a paused mapping's batch returns after its visibility timeout"),
+        Err(e) => tracing::warn!(error = %e, "a released batch returns only after its visibility timeout"),
     }
 }
 

@@ -7,6 +7,14 @@
 //! (with backoff if it keeps dying at start-up). Each invocation ends with a
 //! `REPORT` log line, as on Lambda: duration and the most memory used.
 //!
+//! Stopping is Lambda's shutdown phase: an instance finishes the invocation
+//! it is running (or is killed at its deadline), takes no more, and then, if
+//! its runtime registered an extension (`POST /2020-01-01/extension/register`,
+//! as `lambda_runtime`'s graceful shutdown does), gets `SIGTERM` and
+//! [`SHUTDOWN_LIMIT`] to exit before `SIGKILL`. Invocations still queued are
+//! answered [`InvokeError::ShuttingDown`], so their callers can give their
+//! work back (an event source releases its messages).
+//!
 //! A function may answer in Lambda's streaming response mode
 //! (`Lambda-Runtime-Function-Response-Mode: streaming`, a chunked body): the
 //! chunks reach the caller as they come ([`FunctionHandle::invoke_streaming`]),
@@ -48,6 +56,8 @@ pub enum InvokeError {
     /// Lambda's `Runtime.OutOfMemory`.
     #[error("the runtime used {used_mb} MB, over its {limit_mb} MB")]
     OutOfMemory { limit_mb: u64, used_mb: u64 },
+    /// The function is stopping and took no more work: nothing of the
+    /// invocation ran, so the caller may hand it to the next start.
     #[error("the local cloud is shutting down")]
     ShuttingDown,
     /// Lambda's `RequestEntityTooLargeException`: the event is over the synchronous limit.
@@ -105,6 +115,7 @@ pub struct FunctionHandle {
     busy: Arc<AtomicUsize>,
     /// The function's concurrency: its instances.
     limit: usize,
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for FunctionHandle {
@@ -147,6 +158,9 @@ impl FunctionHandle {
     }
 
     async fn send(&self, payload: Bytes, busy: Busy) -> Result<Answer, InvokeError> {
+        if self.shutdown.is_cancelled() {
+            return Err(InvokeError::ShuttingDown);
+        }
         if payload.len() > MAX_SYNC_PAYLOAD {
             return Err(InvokeError::RequestTooLarge { size: payload.len() });
         }
@@ -215,6 +229,10 @@ struct Instance {
     /// The current process's init (start to its first `next`), until the
     /// `REPORT` of its first invocation carries it, as on Lambda.
     init_unreported: Mutex<Option<Duration>>,
+    /// Whether the current process registered an extension: only then does
+    /// Lambda send `SIGTERM` before it stops the process.
+    extension: std::sync::atomic::AtomicBool,
+    shutdown: CancellationToken,
 }
 
 impl Instance {
@@ -266,7 +284,11 @@ pub struct RuntimeEnv {
     pub account_id: String,
     pub region: String,
     pub logs: LogSink,
+    /// Cancelled to stop: instances finish what they run, then stop.
     pub shutdown: CancellationToken,
+    /// Every instance's supervisor: waiting on it (closed) waits until every
+    /// process has stopped.
+    pub tasks: tokio_util::task::TaskTracker,
     /// CPU shares by memory size, when asked for (see [`crate::cpu`]).
     pub cpu: Option<Arc<crate::cpu::CpuGroups>>,
 }
@@ -293,20 +315,29 @@ pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Res
             init_failure: Mutex::new(None),
             spawned: Mutex::new(None),
             init_unreported: Mutex::new(None),
+            extension: std::sync::atomic::AtomicBool::new(false),
+            shutdown: env.shutdown.clone(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = runtime_api(instance.clone());
-        let shutdown = env.shutdown.clone();
+        // The API outlives the shutdown signal: a stopping instance still
+        // answers its last invocation through it. It ends with the supervisor.
+        let stopped = CancellationToken::new();
+        let served = stopped.clone();
         tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { served.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "runtime API server failed");
             }
         });
-        tokio::spawn(supervise(instance, index, addr.to_string(), binary.clone(), env.clone()));
+        let supervisor = supervise(instance, index, addr.to_string(), binary.clone(), env.clone());
+        env.tasks.spawn(async move {
+            supervisor.await;
+            stopped.cancel();
+        });
     }
-    Ok(FunctionHandle { name: spec.name, tx, busy: Arc::new(AtomicUsize::new(0)), limit: spec.concurrency })
+    Ok(FunctionHandle { name: spec.name, tx, busy: Arc::new(AtomicUsize::new(0)), limit: spec.concurrency, shutdown: env.shutdown.clone() })
 }
 
 fn runtime_api(instance: Arc<Instance>) -> Router {
@@ -315,8 +346,63 @@ fn runtime_api(instance: Arc<Instance>) -> Router {
         .route("/2018-06-01/runtime/invocation/{id}/response", post(invocation_response))
         .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
+        .route(EXTENSION_REGISTER, post(register_extension))
+        .route("/2020-01-01/extension/event/next", get(next_extension_event))
         .with_state(instance)
 }
+
+const EXTENSION_REGISTER: &str = "/2020-01-01/extension/register";
+
+/// The Extensions API's registration: noted, so the instance gets `SIGTERM`
+/// when it is stopped. The events asked for are kept in the identifier.
+async fn register_extension(State(instance): State<Arc<Instance>>, headers: HeaderMap, body: Bytes) -> Response {
+    instance.extension.store(true, Ordering::Relaxed);
+    extension_registered(&instance.spec.name, &headers, &body)
+}
+
+fn extension_registered(function: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+    let name = headers.get("lambda-extension-name").and_then(|v| v.to_str().ok()).unwrap_or("extension");
+    let events: Vec<String> = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["events"].clone()).ok())
+        .unwrap_or_default();
+    // `SHUTDOWN` in the identifier: `event/next` tells such an extension of the shutdown.
+    let shutdown = if events.iter().any(|e| e == "SHUTDOWN") { "shutdown" } else { "none" };
+    let id = format!("{name}.{shutdown}.{}", uuid::Uuid::new_v4().simple());
+    let body = serde_json::json!({ "functionName": function, "functionVersion": "$LATEST", "handler": "bootstrap" });
+    let mut response = axum::Json(body).into_response();
+    if let Ok(id) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("lambda-extension-identifier", id);
+    }
+    response
+}
+
+/// An extension's wait for its next event. `INVOKE` events are not sent (no
+/// extension of Prism's asks for them); one that asked for `SHUTDOWN` gets it
+/// when the instance stops, and one that asked for nothing waits for ever,
+/// as on Lambda.
+async fn next_extension_event(State(instance): State<Arc<Instance>>, headers: HeaderMap) -> Response {
+    let wants_shutdown =
+        headers.get("lambda-extension-identifier").and_then(|v| v.to_str().ok()).is_some_and(|id| id.contains(".shutdown."));
+    instance.shutdown.cancelled().await;
+    if !wants_shutdown {
+        return std::future::pending().await;
+    }
+    let deadline_ms = SystemTime::now()
+        .checked_add(SHUTDOWN_LIMIT)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    axum::Json(serde_json::json!({ "eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": deadline_ms })).into_response()
+}
+
+/// How long a stopping instance whose runtime registered an (internal)
+/// extension has after `SIGTERM`, as on Lambda.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_millis(500);
+
+/// The longest a stop waits for an instance's running invocation; one that
+/// would take longer is killed (its work returns to its source, as after a crash).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(25);
 
 async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
     instance.ready.store(true, Ordering::Relaxed);
@@ -326,7 +412,19 @@ async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
     }
     let invocation = {
         let mut queue = instance.queue.lock().await;
-        queue.recv().await
+        tokio::select! {
+            biased;
+            () = instance.shutdown.cancelled() => {
+                // A stopping instance takes no more work: what is queued is
+                // given back, and the runtime waits here until it is stopped.
+                while let Ok(queued) = queue.try_recv() {
+                    let _ = queued.reply.send(Err(InvokeError::ShuttingDown));
+                }
+                drop(queue);
+                return std::future::pending().await;
+            }
+            invocation = queue.recv() => invocation,
+        }
     };
     let Some(invocation) = invocation else {
         return StatusCode::GONE.into_response();
@@ -473,16 +571,27 @@ fn instance_command(
 pub async fn cold_start(binary: &std::path::Path, spec: &FunctionSpec, env: &RuntimeEnv) -> anyhow::Result<Duration> {
     let (ready_tx, ready_rx) = oneshot::channel::<Instant>();
     let ready_tx = Arc::new(Mutex::new(Some(ready_tx)));
-    let app = Router::new().route(
-        "/2018-06-01/runtime/invocation/next",
-        get(move || {
-            if let Some(tx) = lock(&ready_tx).take() {
-                let _ = tx.send(Instant::now());
-            }
-            // Never answered: the process is killed while it waits.
-            std::future::pending::<StatusCode>()
-        }),
-    );
+    let function = spec.name.clone();
+    let app = Router::new()
+        .route(
+            "/2018-06-01/runtime/invocation/next",
+            get(move || {
+                if let Some(tx) = lock(&ready_tx).take() {
+                    let _ = tx.send(Instant::now());
+                }
+                // Never answered: the process is killed while it waits.
+                std::future::pending::<StatusCode>()
+            }),
+        )
+        // Registering an extension is part of a runtime's init, and timed with it.
+        .route(
+            EXTENSION_REGISTER,
+            post(move |headers: HeaderMap, body: Bytes| {
+                let function = function.clone();
+                async move { extension_registered(&function, &headers, &body) }
+            }),
+        )
+        .route("/2020-01-01/extension/event/next", get(std::future::pending::<StatusCode>));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -535,12 +644,13 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
                 return;
             }
         };
-        forward(child.stdout.take(), &env.logs, &spec.binary, label);
-        forward(child.stderr.take(), &env.logs, &spec.binary, label);
+        let output =
+            [forward(child.stdout.take(), &env.logs, &spec.binary, label), forward(child.stderr.take(), &env.logs, &spec.binary, label)];
         let pid = child.id();
         limit_cpu(&env, spec, pid);
         instance.pid.store(pid.unwrap_or(0), Ordering::Relaxed);
         instance.ready.store(false, Ordering::Relaxed);
+        instance.extension.store(false, Ordering::Relaxed);
         let (error, note) = tokio::select! {
             status = child.wait() => {
                 let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
@@ -560,7 +670,11 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
                 }
             }
             () = env.shutdown.cancelled() => {
-                let _ = child.kill().await;
+                shut_down(&instance, &mut child, pid).await;
+                // Its last words (the shutdown hook's) are in the log before the stop ends.
+                for copy in output.into_iter().flatten() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), copy).await;
+                }
                 return;
             }
         };
@@ -581,6 +695,54 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
             () = env.shutdown.cancelled() => return,
         }
     }
+}
+
+/// Lambda's shutdown phase for one instance: the invocation it is running
+/// ends as it would have (answered, or killed at its deadline; at most
+/// [`DRAIN_LIMIT`] is waited for), then a runtime with an extension gets
+/// `SIGTERM` and [`SHUTDOWN_LIMIT`] to exit, and whatever is left is killed.
+async fn shut_down(instance: &Instance, child: &mut tokio::process::Child, pid: Option<u32>) {
+    let (spec, label) = (&instance.spec, &instance.label);
+    let drain_ends = Instant::now() + DRAIN_LIMIT;
+    while lock(&instance.in_flight).is_some() {
+        let overran = instance.overran();
+        if overran || Instant::now() > drain_ends {
+            let _ = child.kill().await;
+            if let Some(mut f) = instance.take_in_flight(None) {
+                instance.report(&f);
+                f.answer(Err(if overran { InvokeError::Timeout(spec.timeout) } else { InvokeError::ShuttingDown }));
+            }
+            instance.logs.line(&spec.binary, label, "[prism] instance killed while stopping: its invocation ran on");
+            return;
+        }
+        tokio::select! {
+            status = child.wait() => {
+                if let Some(mut f) = instance.take_in_flight(None) {
+                    instance.report(&f);
+                    f.answer(Err(InvokeError::Crashed));
+                }
+                let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                instance.logs.line(&spec.binary, label, &format!("[prism] instance exited ({how}) while stopping"));
+                return;
+            }
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    let terminated = match (instance.extension.load(Ordering::Relaxed), pid.and_then(|p| i32::try_from(p).ok())) {
+        (true, Some(pid)) => {
+            rustix::process::Pid::from_raw(pid).is_some_and(|pid| rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok())
+        }
+        _ => false,
+    };
+    if terminated {
+        if let Ok(status) = tokio::time::timeout(SHUTDOWN_LIMIT, child.wait()).await {
+            let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            instance.logs.line(&spec.binary, label, &format!("[prism] instance stopped after SIGTERM ({how})"));
+            return;
+        }
+        instance.logs.line(&spec.binary, label, &format!("[prism] instance still running {SHUTDOWN_LIMIT:?} after SIGTERM; killed"));
+    }
+    let _ = child.kill().await;
 }
 
 /// Why the watchdog stopped an instance.
@@ -606,13 +768,20 @@ async fn watchdog(instance: &Instance, pid: Option<u32>) -> Stop {
     }
 }
 
-fn forward<R: AsyncRead + Unpin + Send + 'static>(stream: Option<R>, logs: &LogSink, function: &str, label: &str) {
-    let Some(stream) = stream else { return };
+/// Copies a process's output into its function's log, line by line, until
+/// the process closes it.
+fn forward<R: AsyncRead + Unpin + Send + 'static>(
+    stream: Option<R>,
+    logs: &LogSink,
+    function: &str,
+    label: &str,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let stream = stream?;
     let (logs, function, label) = (logs.clone(), function.to_owned(), label.to_owned());
-    tokio::spawn(async move {
+    Some(tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             logs.line(&function, &label, &line);
         }
-    });
+    }))
 }

@@ -21,6 +21,7 @@ while true; do
   case "$body" in
     '"crash"') exit 3 ;;
     '"hang"') sleep 30 ;;
+    '"slow"') sleep 1; curl -sS -X POST -d '"slow done"' "$api/invocation/$id/response" >/dev/null ;;
     # A child process holding 200 MB: it counts against the function's memory.
     '"hog"') python3 -c 'import time; b = bytearray(200 << 20); time.sleep(30)' ;;
     # Busy for 2 s of wall time, then answers with the CPU time it got.
@@ -29,6 +30,26 @@ while true; do
       times > "$headers.cpu"; cpu=$(head -1 "$headers.cpu"); rm -f "$headers.cpu"
       curl -sS -X POST -d "\"$cpu\"" "$api/invocation/$id/response" >/dev/null ;;
     '"fail"') curl -sS -X POST -d '{"errorType":"Boom","errorMessage":"asked to fail"}' "$api/invocation/$id/error" >/dev/null ;;
+    *) curl -sS -X POST -d "$body" "$api/invocation/$id/response" >/dev/null ;;
+  esac
+done
+"#;
+
+/// A runtime that registers an extension during its init, as
+/// `lambda_runtime`'s graceful shutdown does, and writes a line on SIGTERM.
+/// Each wait runs in the background so bash runs its trap at once.
+const GRACEFUL_RUNTIME: &str = r#"#!/usr/bin/env bash
+base="http://$AWS_LAMBDA_RUNTIME_API"
+curl -sS -X POST -H 'Lambda-Extension-Name: graceful' -d '{"events":[]}' "$base/2020-01-01/extension/register" >/dev/null
+trap 'echo "shutdown hook ran"; kill $(jobs -p) 2>/dev/null; exit 0' TERM
+api="$base/2018-06-01/runtime"
+while true; do
+  headers=$(mktemp)
+  curl -sS -D "$headers" -o "$headers.body" "$api/invocation/next" & wait $!
+  id=$(grep -i '^lambda-runtime-aws-request-id:' "$headers" | cut -d' ' -f2 | tr -d '\r')
+  body=$(cat "$headers.body"); rm -f "$headers" "$headers.body"
+  case "$body" in
+    '"slow"') sleep 1 & wait $!; curl -sS -X POST -d '"slow done"' "$api/invocation/$id/response" >/dev/null ;;
     *) curl -sS -X POST -d "$body" "$api/invocation/$id/response" >/dev/null ;;
   esac
 done
@@ -82,6 +103,7 @@ fn env_for(dir: &std::path::Path, shutdown: &CancellationToken) -> RuntimeEnv {
         region: "us-east-1".into(),
         logs: LogSink::new(&dir.join("logs"), false).expect("logs"),
         shutdown: shutdown.clone(),
+        tasks: tokio_util::task::TaskTracker::new(),
         cpu: None,
     }
 }
@@ -110,7 +132,9 @@ async fn an_init_failure_fails_the_waiting_invocations_instead_of_leaving_them_w
 async fn crashes_are_restarted_and_overruns_killed() {
     let dir = runtime_dir("echo-runtime", SHELL_RUNTIME);
     let shutdown = CancellationToken::new();
-    let f = start_function(spec("echo-runtime"), &env_for(&dir, &shutdown)).await.expect("start");
+    // A deadline that a loaded machine's Python still allocates the hog's 200 MB within.
+    let deadline = Duration::from_secs(3);
+    let f = start_function(FunctionSpec { timeout: deadline, ..spec("echo-runtime") }, &env_for(&dir, &shutdown)).await.expect("start");
     let invoke = |body: &'static str| f.invoke(Bytes::from_static(body.as_bytes()));
 
     assert_eq!(invoke("\"hello\"").await, Ok(Bytes::from_static(b"\"hello\"")));
@@ -120,8 +144,8 @@ async fn crashes_are_restarted_and_overruns_killed() {
     assert_eq!(invoke("\"after crash\"").await, Ok(Bytes::from_static(b"\"after crash\"")), "the instance was restarted");
 
     let started = Instant::now();
-    assert_eq!(invoke("\"hang\"").await, Err(InvokeError::Timeout(Duration::from_secs(1))));
-    assert!(started.elapsed() < Duration::from_secs(5), "killed at its deadline, not when it finished");
+    assert_eq!(invoke("\"hang\"").await, Err(InvokeError::Timeout(deadline)));
+    assert!(started.elapsed() < Duration::from_secs(10), "killed at its deadline, not when it finished (30 s)");
     assert_eq!(invoke("\"after hang\"").await, Ok(Bytes::from_static(b"\"after hang\"")));
 
     let started = Instant::now();
@@ -129,7 +153,7 @@ async fn crashes_are_restarted_and_overruns_killed() {
         Err(InvokeError::OutOfMemory { limit_mb: 128, used_mb }) => assert!((128..400).contains(&used_mb), "{used_mb} MB"),
         other => panic!("not stopped for its memory: {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "killed as it passed its memory, not at its deadline");
+    assert!(started.elapsed() < deadline, "killed as it passed its memory, not at its deadline");
     assert_eq!(invoke("\"after hog\"").await, Ok(Bytes::from_static(b"\"after hog\"")));
 
     // Every invocation ended with Lambda's REPORT line; the hog's shows its memory.
@@ -222,4 +246,40 @@ async fn an_instance_gets_the_cpu_share_its_memory_size_buys_on_lambda() {
     shutdown.cancel();
     drop(groups);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_instance_finishes_its_invocation_refuses_more_and_gets_sigterm_if_it_registered_an_extension() {
+    for (name, script, sigterm) in [("graceful-runtime", GRACEFUL_RUNTIME, true), ("plain-runtime", SHELL_RUNTIME, false)] {
+        let dir = runtime_dir(name, script);
+        let shutdown = CancellationToken::new();
+        let env = env_for(&dir, &shutdown);
+        let spec = FunctionSpec { timeout: Duration::from_secs(10), concurrency: 2, ..spec(name) };
+        let f = start_function(spec, &env).await.expect("start");
+        assert_eq!(f.invoke(Bytes::from_static(b"\"warm\"")).await, Ok(Bytes::from_static(b"\"warm\"")), "{name}");
+
+        // One instance is 1 s into nothing when the stop comes; the other is idle.
+        let running = f.clone();
+        let slow = tokio::spawn(async move { running.invoke(Bytes::from_static(b"\"slow\"")).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stopping = Instant::now();
+        shutdown.cancel();
+        assert_eq!(f.invoke(Bytes::from_static(b"\"late\"")).await, Err(InvokeError::ShuttingDown), "{name}: no work after the stop");
+        env.tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), env.tasks.wait()).await.expect("every instance stopped");
+        let stopped = stopping.elapsed();
+
+        let slow = slow.await.expect("join");
+        assert_eq!(slow, Ok(Bytes::from_static(b"\"slow done\"")), "{name}: the invocation in flight finished");
+        assert!(stopped >= Duration::from_millis(500), "{name}: the stop waited for it ({stopped:?})");
+        let log = std::fs::read_to_string(dir.join("logs").join(format!("{name}.log"))).expect("log");
+        let hooks = log.lines().filter(|l| l.contains("shutdown hook ran")).count();
+        let stopped_by_signal = log.lines().filter(|l| l.contains("[prism] instance stopped after SIGTERM")).count();
+        if sigterm {
+            assert_eq!((hooks, stopped_by_signal), (2, 2), "{name}: both instances ran their hook and exited\n{log}");
+        } else {
+            assert_eq!((hooks, stopped_by_signal), (0, 0), "{name}: no extension, no SIGTERM (as on Lambda)\n{log}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

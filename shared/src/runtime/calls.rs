@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use futures::FutureExt as _;
+use lambda_runtime::LambdaInvocation;
 use lambda_runtime::tower::{Layer, Service};
-use lambda_runtime::{LambdaEvent, LambdaInvocation};
 
 use super::metrics::{self, Metric};
 
@@ -88,22 +88,6 @@ where
         take();
         self.inner.call(invocation).inspect(write_calls as fn(&Result<(), BoxError>))
     }
-}
-
-/// `lambda_runtime::run` with each invocation's AWS calls written as metrics.
-pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>
-where
-    F: Service<LambdaEvent<A>, Response = R>,
-    F::Future: Future<Output = Result<R, F::Error>>,
-    F::Error: Into<lambda_runtime::Diagnostic> + std::fmt::Debug,
-    A: for<'de> serde::Deserialize<'de>,
-    R: lambda_runtime::IntoFunctionResponse<B, S>,
-    B: serde::Serialize,
-    S: futures::Stream<Item = Result<D, E>> + Unpin + Send + 'static,
-    D: Into<bytes::Bytes> + Send,
-    E: Into<lambda_runtime::Error> + Send + std::fmt::Debug,
-{
-    lambda_runtime::Runtime::new(handler).layer(lambda_runtime::layers::TracingLayer::new()).layer(CallsPerInvocation).run().await
 }
 
 #[cfg(test)]

@@ -120,11 +120,22 @@ impl TestCloud {
     /// [`Self::finish`] for a test whose scenario is a call the policy
     /// denies (as AWS would): only the denials `expected` names may happen.
     pub async fn finish_denying(self, expected: impl Fn(&prism_cloud::proxy::Denial) -> bool) {
+        let dir = self.stop_denying(expected).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// [`Self::finish`], keeping the state (and logs) for the caller to read
+    /// and remove.
+    pub async fn stop_keeping_state(self) -> PathBuf {
+        self.stop_denying(|_| false).await
+    }
+
+    async fn stop_denying(self, expected: impl Fn(&prism_cloud::proxy::Denial) -> bool) -> PathBuf {
         let denials: Vec<_> = self.cloud.proxies.denials().into_iter().filter(|d| !expected(d)).collect();
         assert!(self.revokes || denials.is_empty(), "calls template.yaml does not allow: {denials:#?}");
         let dir = self.state_dir.clone();
         self.cloud.stop().await;
-        let _ = std::fs::remove_dir_all(dir);
+        dir
     }
 }
 

@@ -93,8 +93,10 @@ pub async fn up(project: &Path, args: UpArgs, demo: bool) -> anyhow::Result<()> 
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    remove_local_info(project);
+    println!("prism: stopping (instances finish their invocations, then get SIGTERM)");
     cloud.stop().await;
+    // Last: `prism down` waits for this file to go.
+    remove_local_info(project);
     Ok(())
 }
 
@@ -186,13 +188,16 @@ pub fn down(project: &Path) -> anyhow::Result<()> {
         remove_local_info(project);
         bail!("no prism process {} ({e}; removed the stale .prism/local.json)", info.pid);
     }
+    // A stop waits for running invocations (up to the drain limit) and the
+    // runtimes' shutdown hooks, then stops the emulators.
+    let limit = prism_cloud::runtime::DRAIN_LIMIT + Duration::from_secs(15);
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
+    while started.elapsed() < limit {
         if !LocalInfo::path(project).exists() {
             println!("prism: stopped");
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    bail!("prism {} did not stop within 10 s", info.pid)
+    bail!("prism {} did not stop within {limit:?}", info.pid)
 }
