@@ -62,6 +62,9 @@ async fn video_analysis_runs_every_step_once_and_its_timeline_matches_the_audio_
     // Beside it, a PDF through the document workflow its modality defaults to.
     let default = SubmitOptions { workflow: Some("default".into()), ..SubmitOptions::default() };
     let document = tc.api.submit_with("ls.pdf", man_page_pdf(dir.path()), &default).await.expect("submit");
+    // And a photo through image_analysis: two steps from the upload side by side, then the join.
+    let image_analysis = SubmitOptions { workflow: Some("image_analysis".into()), ..SubmitOptions::default() };
+    let photo = tc.api.submit_with("photo.jpg", common::images::jpeg(1200, 800), &image_analysis).await.expect("submit");
     let done = tc.api.wait(&root.id, JOB_TIMEOUT).await.expect("run ended");
     assert_eq!(done.status, JobStatus::Completed, "{:?} {:?}", done.error, done.run);
     assert_eq!(
@@ -116,6 +119,30 @@ async fn video_analysis_runs_every_step_once_and_its_timeline_matches_the_audio_
     assert_eq!(facts.keywords, text_result.keywords, "the text step's keywords");
     assert_eq!(facts.reading_time_s, Some(text_result.reading_time_s));
 
+    let pictured = tc.api.wait(&photo.id, JOB_TIMEOUT).await.expect("image run ended");
+    assert_eq!(pictured.status, JobStatus::Completed, "{:?} {:?}", pictured.error, pictured.run);
+    let mut outputs: Vec<&str> = pictured.outputs.iter().map(|o| o.name.as_str()).collect();
+    outputs.sort_unstable();
+    assert_eq!(outputs, ["thumbnails.thumbnail_1024", "thumbnails.thumbnail_256"], "only the thumbnails step writes files");
+    let (thumbs, palette) = (step(&pictured, "thumbnails"), step(&pictured, "palette"));
+    let (Some(thumbs_started), Some(palette_started), Some(thumbs_ended)) = (thumbs.started_at, palette.started_at, thumbs.finished_at)
+    else {
+        panic!("step times: {thumbs:?} / {palette:?}")
+    };
+    assert!(palette_started < thumbs_ended && thumbs_started < palette.finished_at.expect("ended"), "started together from the upload");
+    let thumbs = tc.api.job(&step_job_id(&photo.id, "thumbnails", 1)).await.expect("thumbnails step");
+    let palette = tc.api.job(&step_job_id(&photo.id, "palette", 1)).await.expect("palette step");
+    let (Some(JobResult::Image(thumbs)), Some(JobResult::Image(palette)), Some(JobResult::Workflow(combined))) =
+        (&thumbs.result, &palette.result, &pictured.result)
+    else {
+        panic!("results: {:?} / {:?} / {:?}", thumbs.result, palette.result, pictured.result)
+    };
+    assert!(thumbs.perceptual_hash.is_none() && palette.thumbnails.is_empty(), "each step did its part only");
+    let summary = combined.image.as_ref().expect("image summary");
+    assert_eq!((summary.width, summary.height, summary.thumbnails), (1200, 800, 2));
+    assert_eq!(summary.perceptual_hash, palette.perceptual_hash, "the palette step's hash");
+    assert_eq!(summary.dominant_color.as_ref(), palette.palette.first().map(|c| &c.hex), "and its dominant colour");
+
     // GET /v1/runs/{id} is the root's snapshot; a plain job is not a run.
     let path = format!("/v1/runs/{}", root.id);
     let run: Value = tc.api.request(reqwest::Method::GET, &path).send().await.expect("get").json().await.expect("json");
@@ -128,9 +155,9 @@ async fn video_analysis_runs_every_step_once_and_its_timeline_matches_the_audio_
     common::openapi::OpenApi::load().check("GET", "/v1/runs", 200, "application/json", &runs);
     let mut listed: Vec<&str> = runs["runs"].as_array().expect("runs").iter().filter_map(|r| r["id"].as_str()).collect();
     listed.sort_unstable();
-    let mut expected = vec![root.id.as_str(), document.id.as_str()];
+    let mut expected = vec![root.id.as_str(), document.id.as_str(), photo.id.as_str()];
     expected.sort_unstable();
-    assert_eq!(listed, expected, "the two runs, not the plain job nor the steps");
+    assert_eq!(listed, expected, "the three runs, not the plain job nor the steps");
     tc.finish().await;
 }
 

@@ -133,7 +133,7 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
             let Some(url) = deps.config.routes.get(modality, lane) else {
                 return fail(deps, job_id, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
             };
-            (url, Command::Process { input, modality, mime })
+            (url, Command::Process { input, modality, mime, action: None })
         }
     };
     let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, body);

@@ -8,6 +8,7 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use prism_shared::app::processing::{Progress, WorkError};
 use prism_shared::domain::results::{ExifSummary, ImageResult, PaletteColor, Thumbnail};
+use prism_shared::domain::workflow::Action;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -316,10 +317,45 @@ fn turns(orientation: image::metadata::Orientation) -> bool {
     matches!(orientation, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
 }
 
-/// Reads the image and makes a thumbnail for each longest-edge size in
-/// `sizes`, reporting to `progress` after each step and stopping at the next
-/// one once the job is cancelled.
-pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32], progress: &Progress) -> Result<Analysed, ImageError> {
+/// Which of the work a job asks for: all of it, or one workflow step's part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parts {
+    All,
+    /// The thumbnails and the image's facts, without palette and hash.
+    Thumbnails,
+    /// The palette and hash (and the facts), without thumbnails.
+    Palette,
+}
+
+impl Parts {
+    /// The part a command's workflow action names; a plain job does all.
+    pub fn for_action(action: Option<Action>) -> Self {
+        match action {
+            Some(Action::ImageThumbnails) => Self::Thumbnails,
+            Some(Action::ImagePalette) => Self::Palette,
+            _ => Self::All,
+        }
+    }
+
+    fn thumbnails(self) -> bool {
+        self != Self::Palette
+    }
+
+    fn palette(self) -> bool {
+        self != Self::Thumbnails
+    }
+}
+
+/// The longest edge of the copy the palette and hash are found in: the same
+/// answer as from the whole image at a fraction of the work.
+const PALETTE_EDGE: u32 = 64;
+
+/// Reads the image and makes what `parts` asks for: a thumbnail for each
+/// longest-edge size in `sizes`, the palette and the hash, reporting to
+/// `progress` after each step and stopping at the next one once the job is
+/// cancelled. Decoding shrinks on load to the largest size needed.
+pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32], parts: Parts, progress: &Progress) -> Result<Analysed, ImageError> {
+    let sizes = if parts.thumbnails() { sizes } else { &[] };
     let steps = sizes.len() as f32 + 2.0;
     let step = |done: usize| {
         if progress.cancelled() {
@@ -329,7 +365,8 @@ pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32], progress: &Pro
         Ok(())
     };
     let (format, width, height) = check_header(bytes, limits)?;
-    let Decoded { source, turned, color_type, exif, mut warnings } = decode(bytes, limits, sizes.iter().copied().max())?;
+    let at_least = sizes.iter().copied().max().unwrap_or(PALETTE_EDGE);
+    let Decoded { source, turned, color_type, exif, mut warnings } = decode(bytes, limits, Some(at_least))?;
     step(1)?;
     let exif = exif.and_then(|raw| exif_summary(raw, &mut warnings));
     let animated = is_animated(bytes, format);
@@ -342,9 +379,13 @@ pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32], progress: &Pro
         thumbnails.push(make_thumbnail(&mut resizer, &source, (display_width, display_height), size)?);
         step(i + 2)?;
     }
-    // Palette and hash from a small copy: the same answer at a fraction of the work.
-    let (sw, sh) = fit(source.width(), source.height(), 64);
-    let small = resize(&mut resizer, &source, sw, sh)?.into_rgb8();
+    let (palette, perceptual_hash) = if parts.palette() {
+        let (sw, sh) = fit(source.width(), source.height(), PALETTE_EDGE);
+        let small = resize(&mut resizer, &source, sw, sh)?.into_rgb8();
+        (self::palette(&small, 5), Some(format!("{:016x}", dhash(&DynamicImage::ImageRgb8(small)))))
+    } else {
+        (Vec::new(), None)
+    };
     let result = ImageResult {
         schema_version: SCHEMA_VERSION,
         format: format_name(format).to_owned(),
@@ -356,8 +397,8 @@ pub fn analyse(bytes: &[u8], limits: &ImageLimits, sizes: &[u32], progress: &Pro
         has_alpha,
         animated,
         exif,
-        palette: palette(&small, 5),
-        perceptual_hash: format!("{:016x}", dhash(&DynamicImage::ImageRgb8(small))),
+        palette,
+        perceptual_hash,
         thumbnails: thumbnails.iter().map(|t| t.meta.clone()).collect(),
         warnings,
     };

@@ -1,6 +1,7 @@
 //! process-image: format, dimensions, EXIF, thumbnails (256 and 1024 px on
 //! the longest edge, orientation applied, no metadata copied), a dominant
-//! colour palette and a perceptual hash. Pixel counts are checked from the
+//! colour palette and a perceptual hash; a workflow step may ask for the
+//! thumbnails or the palette and hash alone. Pixel counts are checked from the
 //! header before decoding, so a 60,000 × 60,000 PNG is refused without
 //! allocating it; the decoder itself runs under a memory limit.
 
@@ -20,7 +21,7 @@ use prism_shared::domain::joblog::LogLevel;
 use prism_shared::domain::results::JobResult;
 use prism_shared::{ConfigError, runtime::config};
 
-use crate::analysis::{ImageLimits, analyse, check_header};
+use crate::analysis::{ImageLimits, Parts, analyse, check_header};
 
 pub const SOURCE: &str = "process-image";
 /// What this processor's work needs beyond the job table, each behind its circuit breaker.
@@ -62,8 +63,8 @@ async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result
     if !run.checkpoint("decoding", 20, None).await? {
         return Ok(());
     }
-    let limits = deps.config.limits;
-    let work = move |progress: &_| analyse(&bytes, &limits, &THUMBNAIL_SIZES, progress);
+    let (limits, parts) = (deps.config.limits, Parts::for_action(command.action));
+    let work = move |progress: &_| analyse(&bytes, &limits, &THUMBNAIL_SIZES, parts, progress);
     let Some(analysed) = run.blocking("decoding", (20, 80), Duration::from_secs(1), work).await? else { return Ok(()) };
     let result = &analysed.result;
     run.log(

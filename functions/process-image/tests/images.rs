@@ -13,12 +13,12 @@ use prism_shared::ports::JobStore;
 use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore};
 use prism_shared::testing::{memory_deps, sample_event};
 use prism_shared::{Job, JobEventEnvelope, JobId, JobStatus, Priority, S3Uri};
-use process_image::analysis::{Analysed, ImageError, ImageLimits, check_header, dhash, hash_distance};
+use process_image::analysis::{Analysed, ImageError, ImageLimits, Parts, check_header, dhash, hash_distance};
 use process_image::{Config, THUMBNAIL_SIZES, handle};
 
 /// The analysis outside a job.
 fn analyse(bytes: &[u8]) -> Result<Analysed, ImageError> {
-    process_image::analysis::analyse(bytes, &ImageLimits::default(), &THUMBNAIL_SIZES, &Progress::detached())
+    process_image::analysis::analyse(bytes, &ImageLimits::default(), &THUMBNAIL_SIZES, Parts::All, &Progress::detached())
 }
 
 /// Two colour bands with a gradient, so resizing and hashing have something to see.
@@ -119,6 +119,35 @@ fn reads_dimensions_applies_orientation_and_never_copies_exif() {
     assert!((r.palette.iter().map(|c| c.share).sum::<f32>() - 1.0).abs() < 0.01);
     let first = &r.palette[0];
     assert!(near(&first.hex, RED_BAND, 8) && first.share >= 0.25, "the red band (a third of the picture) comes first: {:?}", r.palette);
+}
+
+#[test]
+fn a_workflow_step_does_only_its_part_and_the_palette_step_matches_the_whole() {
+    use prism_shared::domain::workflow::Action;
+    let jpeg = encoded(&DynamicImage::ImageRgb8(picture(1600, 800)), ImageFormat::Jpeg);
+    let part = |action| {
+        let parts = Parts::for_action(action);
+        process_image::analysis::analyse(&jpeg, &ImageLimits::default(), &THUMBNAIL_SIZES, parts, &Progress::detached()).expect("analyse")
+    };
+    let whole = part(None);
+    let thumbnails = part(Some(Action::ImageThumbnails));
+    let palette = part(Some(Action::ImagePalette));
+    assert_eq!(Parts::for_action(Some(Action::ProcessImage)), Parts::All);
+
+    assert_eq!(thumbnails.thumbnails.len(), 2);
+    assert_eq!(thumbnails.result.thumbnails, whole.result.thumbnails);
+    assert!(thumbnails.result.palette.is_empty() && thumbnails.result.perceptual_hash.is_none(), "{:?}", thumbnails.result);
+
+    assert!(palette.thumbnails.is_empty() && palette.result.thumbnails.is_empty(), "no thumbnails: {:?}", palette.result.thumbnails);
+    assert_eq!(palette.result.palette.len(), 5);
+    assert!(near(&palette.result.palette[0].hex, RED_BAND, 8), "{:?}", palette.result.palette);
+    let (alone, with_all) = (palette.result.perceptual_hash.as_deref(), whole.result.perceptual_hash.as_deref());
+    let distance = hash_distance(
+        u64::from_str_radix(alone.expect("hash"), 16).expect("hex"),
+        u64::from_str_radix(with_all.expect("hash"), 16).expect("hex"),
+    );
+    assert!(distance <= 4, "the hash of a copy shrunk on load is the whole decode's, near enough: {alone:?} / {with_all:?}");
+    assert_eq!((palette.result.width, palette.result.display_height), (1600, 800), "the facts are the whole image's");
 }
 
 #[test]

@@ -299,7 +299,13 @@ async fn ensure_step(deps: &Deps, def: &WorkflowDef, root: &Job, state: &StepSta
         .get(modality, root.priority.lane())
         .ok_or_else(|| HandlerError::Malformed(format!("no {modality} queue is configured")))?;
     let delay = state.not_before.map(|t| (t - Utc::now()).to_std().unwrap_or_default()).unwrap_or_default();
-    let command = Envelope::new(SOURCE, &root.trace_id, Some(job_id.clone()), None, Command::Process { input, modality, mime });
+    let command = Envelope::new(
+        SOURCE,
+        &root.trace_id,
+        Some(job_id.clone()),
+        None,
+        Command::Process { input, modality, mime, action: Some(step.action) },
+    );
     deps.queue.send_after(url, command.to_json(), delay).await?;
     tracing::info!(step = %step.name, attempt = state.attempt, %job_id, delay_s = delay.as_secs_f64(), "step started");
     metrics::emit(&[("Lane", &lanes::lane_name(modality, root.priority.lane()))], &[Metric::count("JobsQueued")]);

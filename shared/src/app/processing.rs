@@ -24,6 +24,7 @@ use crate::domain::joblog::{LogBuffer, LogLevel, LogLine};
 use crate::domain::lanes;
 use crate::domain::phases::Counts;
 use crate::domain::results::JobResult;
+use crate::domain::workflow::Action;
 use crate::ports::error::{BlobError, Retryable, StoreError};
 use crate::ports::{BlobStore, Deps, EstimateStore, JobStore, Queue};
 use crate::runtime::metrics::{self, Metric};
@@ -35,13 +36,17 @@ pub struct ProcessCommand {
     pub trace_id: String,
     pub input: InputObject,
     pub mime: String,
+    /// The workflow step's action, when the command names one.
+    pub action: Option<Action>,
 }
 
 impl ProcessCommand {
     pub fn decode(body: &str) -> Result<Self, HandlerError> {
         let env: Envelope<Command> = envelope::decode(body)?;
         match (env.job_id, env.body) {
-            (Some(job_id), Command::Process { input, mime, .. }) => Ok(Self { job_id, trace_id: env.trace_id, input, mime }),
+            (Some(job_id), Command::Process { input, mime, action, .. }) => {
+                Ok(Self { job_id, trace_id: env.trace_id, input, mime, action })
+            }
             _ => Err(HandlerError::Malformed("expected a job.process command with a job_id".into())),
         }
     }

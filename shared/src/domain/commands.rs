@@ -14,7 +14,15 @@ pub enum Command {
     Classify { input: InputObject },
     /// classify → a processor queue: do the work.
     #[serde(rename = "job.process")]
-    Process { input: InputObject, modality: Modality, mime: String },
+    Process {
+        input: InputObject,
+        modality: Modality,
+        mime: String,
+        /// For a workflow step: the action, when it asks for part of the
+        /// processor's work (`image-thumbnails`); absent, all of it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<crate::domain::workflow::Action>,
+    },
     /// classify → workflow: run the named workflow on the classified job
     /// (its input and type are on the job).
     #[serde(rename = "run.start")]

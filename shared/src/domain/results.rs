@@ -37,11 +37,14 @@ pub struct ImageResult {
     pub animated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exif: Option<ExifSummary>,
-    /// Dominant colours, most common first, with the share of pixels each stands for.
+    /// Dominant colours, most common first, with the share of pixels each
+    /// stands for; empty from a workflow step that only made thumbnails.
     pub palette: Vec<PaletteColor>,
     /// 64-bit difference hash (dHash) as 16 hex digits; a Hamming distance of
-    /// up to ~10 bits between two hashes means near-duplicate images.
-    pub perceptual_hash: String,
+    /// up to ~10 bits between two hashes means near-duplicate images. `null`
+    /// from a workflow step that only made thumbnails.
+    pub perceptual_hash: Option<String>,
+    /// Empty from a workflow step that only found the palette and hash.
     pub thumbnails: Vec<Thumbnail>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -351,6 +354,6 @@ pub struct ImageSummary {
     pub width: u32,
     pub height: u32,
     pub dominant_color: Option<String>,
-    pub perceptual_hash: String,
+    pub perceptual_hash: Option<String>,
     pub thumbnails: u32,
 }

@@ -49,6 +49,11 @@ pub enum Action {
     ProcessAudio,
     ProcessVideo,
     ProcessDocument,
+    /// Part of process-image's work: the thumbnails (and the image's facts).
+    ImageThumbnails,
+    /// Part of process-image's work: the dominant colours and the perceptual
+    /// hash, from a copy shrunk as it is decoded.
+    ImagePalette,
     /// The join: gathers its parents' results into the run's result (done by
     /// the `workflow` function itself, no queue hop).
     Combine,
@@ -59,7 +64,7 @@ impl Action {
     pub fn modality(self) -> Option<Modality> {
         match self {
             Self::ProcessText => Some(Modality::Text),
-            Self::ProcessImage => Some(Modality::Image),
+            Self::ProcessImage | Self::ImageThumbnails | Self::ImagePalette => Some(Modality::Image),
             Self::ProcessAudio => Some(Modality::Audio),
             Self::ProcessVideo => Some(Modality::Video),
             Self::ProcessDocument => Some(Modality::Document),
@@ -72,7 +77,8 @@ impl Action {
     pub fn outputs(self) -> &'static [&'static str] {
         match self {
             Self::ProcessText => &["text"],
-            Self::ProcessImage => &["thumbnail_256", "thumbnail_1024"],
+            Self::ProcessImage | Self::ImageThumbnails => &["thumbnail_256", "thumbnail_1024"],
+            Self::ImagePalette => &[],
             Self::ProcessAudio => &["waveform"],
             Self::ProcessVideo => &["poster", "contact_sheet", "audio"],
             Self::ProcessDocument => &["text", "pages", "preview"],
@@ -768,13 +774,21 @@ pub fn combine(def: &WorkflowDef, run: &RunState, join: &StepDef, results: &BTre
             reading_time_s: text.map(|t| t.reading_time_s),
         });
     }
-    if let Some(JobResult::Image(image)) = find(|r| matches!(r, JobResult::Image(_))) {
+    // An image's facts may come from several steps (thumbnails apart from palette and hash).
+    let images: Vec<_> = join
+        .parents()
+        .filter_map(|p| match results.get(p) {
+            Some(JobResult::Image(image)) => Some(image),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = images.first() {
         combined.image = Some(ImageSummary {
-            width: image.display_width,
-            height: image.display_height,
-            dominant_color: image.palette.first().map(|c| c.hex.clone()),
-            perceptual_hash: image.perceptual_hash.clone(),
-            thumbnails: image.thumbnails.len() as u32,
+            width: first.display_width,
+            height: first.display_height,
+            dominant_color: images.iter().find_map(|i| i.palette.first()).map(|c| c.hex.clone()),
+            perceptual_hash: images.iter().find_map(|i| i.perceptual_hash.clone()),
+            thumbnails: images.iter().map(|i| i.thumbnails.len() as u32).sum(),
         });
     }
     combined
@@ -1003,5 +1017,31 @@ mod tests {
         let combined = combine(d, &failed, d.result_step(), &results);
         assert_eq!(combined.missing, ["audio: corrupt_audio: x"]);
         assert!(combined.timeline.expect("timeline").silence.is_empty());
+    }
+
+    #[test]
+    fn image_analysis_runs_its_two_parts_side_by_side_and_its_summary_takes_each_from_its_step() {
+        use crate::domain::results::{ImageResult, PaletteColor, Thumbnail};
+        let (d, id, now) = (def("image_analysis"), run_id(), Utc::now());
+        let mut run = RunState::start(d, &id, now);
+        let running: Vec<&str> = run.steps.iter().filter(|s| s.status == StepStatus::Running).map(|s| s.name.as_str()).collect();
+        assert_eq!(running, ["thumbnails", "palette"], "both read the upload: started together");
+        let thumb = |name: &str| Thumbnail { name: name.into(), width: 1, height: 1, content_type: "image/jpeg".into() };
+        let facts = ImageResult { display_width: 1200, display_height: 800, ..Default::default() };
+        let thumbnails = ImageResult { thumbnails: vec![thumb("thumbnail_1024"), thumb("thumbnail_256")], ..facts.clone() };
+        let palette = ImageResult {
+            palette: vec![PaletteColor { hex: "#c81e1e".into(), share: 0.4 }],
+            perceptual_hash: Some("00ff00ff00ff00ff".into()),
+            ..facts
+        };
+        settle(&mut run, d, &id, "thumbnails", StepOutcome::Completed { outputs: vec![output("thumbnail_256"), output("thumbnail_1024")] });
+        settle(&mut run, d, &id, "palette", StepOutcome::Completed { outputs: vec![] });
+        let results = BTreeMap::from([
+            ("thumbnails".to_owned(), JobResult::Image(Box::new(thumbnails))),
+            ("palette".to_owned(), JobResult::Image(Box::new(palette))),
+        ]);
+        let summary = combine(d, &run, d.result_step(), &results).image.expect("image summary");
+        assert_eq!((summary.width, summary.height, summary.thumbnails), (1200, 800, 2));
+        assert_eq!((summary.dominant_color.as_deref(), summary.perceptual_hash.as_deref()), (Some("#c81e1e"), Some("00ff00ff00ff00ff")));
     }
 }

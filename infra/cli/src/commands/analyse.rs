@@ -120,8 +120,14 @@ pub fn file(path: &Path, preview: bool) -> Result<(Modality, JobResult, Vec<Loca
         Modality::Image => {
             let limits = process_image::analysis::ImageLimits::default();
             process_image::analysis::check_header(&bytes, &limits).map_err(|e| Failure::new(e.code(), e))?;
-            let a = process_image::analysis::analyse(&bytes, &limits, &process_image::THUMBNAIL_SIZES, &progress)
-                .map_err(|e| Failure::new(e.code(), e))?;
+            let a = process_image::analysis::analyse(
+                &bytes,
+                &limits,
+                &process_image::THUMBNAIL_SIZES,
+                process_image::analysis::Parts::All,
+                &progress,
+            )
+            .map_err(|e| Failure::new(e.code(), e))?;
             let outputs = a.thumbnails.into_iter().map(|t| LocalOutput { file: t.file, bytes: t.bytes }).collect();
             (JobResult::Image(Box::new(a.result)), outputs)
         }
