@@ -159,17 +159,18 @@ async fn server_sent_events_follow_a_document_job_resume_after_a_drop_and_match_
     drop(first);
     tc.api.upload(&upload_url, manual_pdf()).await.expect("upload");
     // Second: resumes after the last id, takes two more, and drops mid-job.
-    let mut second = tc.api.stream(&stream_url, &id, seen.last().and_then(|e| e.id), true).await.expect("resume");
+    let mut second = tc.api.stream(&stream_url, &id, seen.last().and_then(prism_cloud::client::SseEvent::seq), true).await.expect("resume");
     read_sse(&mut second, Some(2), &mut seen).await;
     drop(second);
     // Third: resumes again and reads until the server closes after the end.
-    let mut third = tc.api.stream(&stream_url, &id, seen.last().and_then(|e| e.id), true).await.expect("resume again");
+    let mut third =
+        tc.api.stream(&stream_url, &id, seen.last().and_then(prism_cloud::client::SseEvent::seq), true).await.expect("resume again");
     read_sse(&mut third, None, &mut seen).await;
 
     let log = tc.api.events(&id, 0).await.expect("log");
     let logged: Vec<(u64, String)> =
         log.iter().map(|e| (e["seq"].as_u64().expect("seq"), e["event_type"].as_str().expect("type").to_owned())).collect();
-    let streamed: Vec<(u64, String)> = seen.iter().map(|e| (e.id.expect("every event has an id"), e.event.clone())).collect();
+    let streamed: Vec<(u64, String)> = seen.iter().map(|e| (e.seq().expect("every event has an id"), e.event.clone())).collect();
     assert_eq!(streamed, logged, "the three streams together are the job's log: no gap, no duplicate");
     for (event, logged) in seen.iter().zip(&log) {
         let data: Value = serde_json::from_str(&event.data).expect("data is the envelope");
@@ -192,6 +193,48 @@ async fn server_sent_events_follow_a_document_job_resume_after_a_drop_and_match_
     assert!(phases.windows(2).all(|w| w[0].finished_at.is_some_and(|f| f <= w[1].started_at)), "one after another: {phases:?}");
     let counted = phases.iter().find(|p| p.name == "extracting text").expect("the page phase");
     assert_eq!((counted.processed_count, counted.total_count, counted.percent), (Some(pages), Some(pages), Some(100)), "{counted:?}");
+    tc.finish().await;
+}
+
+/// Whether every job in `ids` has its `job.completed` among `seen`.
+fn all_completed(seen: &[prism_cloud::client::SseEvent], ids: &[&JobId]) -> bool {
+    ids.iter().all(|id| {
+        seen.iter().any(|e| e.event == "job.completed" && serde_json::from_str::<Value>(&e.data).is_ok_and(|d| d["job_id"] == id.as_str()))
+    })
+}
+
+#[tokio::test]
+async fn an_owners_stream_carries_all_of_their_jobs_and_no_one_elses_and_resumes_without_gap_or_repeat() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let stream_url = tc.cloud.info.stream_url.clone().expect("the template has a streaming function URL");
+    let mut seen = Vec::new();
+    let mut first = tc.api.stream_all(&stream_url, None, false).await.expect("open");
+    let a = tc.api.submit("a.txt", b"one small text".to_vec(), None).await.expect("submit");
+    let other = tc.client_for("mallory").submit("m.txt", b"someone else's".to_vec(), None).await.expect("submit");
+    read_sse(&mut first, Some(2), &mut seen).await;
+    drop(first);
+    let b = tc.api.submit("b.txt", b"another small text".to_vec(), None).await.expect("submit");
+    let mut resumed = tc.api.stream_all(&stream_url, seen.last().and_then(|e| e.id.as_deref()), false).await.expect("resume");
+    while !all_completed(&seen, &[&a.id, &b.id]) {
+        read_sse(&mut resumed, Some(1), &mut seen).await;
+    }
+    drop(resumed);
+
+    let data: Vec<Value> = seen.iter().map(|e| serde_json::from_str(&e.data).expect("data is the envelope")).collect();
+    assert!(data.iter().all(|d| d["job_id"] != other.id.as_str()), "nothing of mallory's");
+    for id in [&a.id, &b.id] {
+        let streamed: Vec<u64> = data.iter().filter(|d| d["job_id"] == id.as_str()).filter_map(|d| d["seq"].as_u64()).collect();
+        let logged: Vec<u64> = tc
+            .api
+            .events(id, 0)
+            .await
+            .expect("log")
+            .iter()
+            .filter(|e| e["event_type"] != "job.log")
+            .filter_map(|e| e["seq"].as_u64())
+            .collect();
+        assert_eq!(streamed, logged, "{id}: its whole log across the two connections, no gap, no repeat");
+    }
     tc.finish().await;
 }
 

@@ -13,6 +13,10 @@
 //! `Last-Event-ID` and loses nothing). `job.log` events only with `?logs=true`.
 //! Same bearer tokens and owner isolation as the REST API; the token may also
 //! come as `?access_token=` because browsers' `EventSource` sets no headers.
+//!
+//! `GET /v1/stream` streams all of the caller's jobs ([`owner`]).
+
+pub mod owner;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,6 +40,9 @@ pub struct Config {
     pub token_key: TokenKey,
     /// How often the job's log is read while nothing new is in it.
     pub poll: Duration,
+    /// How often an owner's stream looks for changed jobs (three index
+    /// queries per poll, see [`owner`]).
+    pub owner_poll: Duration,
     /// How long the stream may be silent before a heartbeat comment.
     pub heartbeat: Duration,
 }
@@ -45,6 +52,7 @@ impl Config {
         Ok(Self {
             token_key: config::token_key()?,
             poll: Duration::from_millis(config::parsed_or("STREAM_POLL_MS", 500)?),
+            owner_poll: Duration::from_millis(config::parsed_or("STREAM_OWNER_POLL_MS", 1000)?),
             heartbeat: Duration::from_secs(config::parsed_or("STREAM_HEARTBEAT_SECONDS", 15)?),
         })
     }
@@ -59,9 +67,9 @@ pub type Body = Pin<Box<dyn Stream<Item = Result<Bytes, std::convert::Infallible
 /// cleanly rather than being cut off.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 /// Events read per query of the job's log.
-const PAGE: u32 = 100;
+pub(crate) const PAGE: u32 = 100;
 /// What the client waits before reconnecting (the SSE `retry:` field).
-const RETRY_MS: u64 = 1000;
+pub(crate) const RETRY_MS: u64 = 1000;
 /// Chunks written ahead of a slow client.
 const BUFFER: usize = 32;
 
@@ -130,6 +138,22 @@ impl Refusal {
 
 pub async fn handle(deps: Arc<Deps>, req: LambdaFunctionUrlRequest, deadline: std::time::SystemTime) -> StreamResponse<Body> {
     let until = Instant::now() + deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default().saturating_sub(DEADLINE_MARGIN);
+    if req.raw_path.as_deref() == Some(owner::PATH) {
+        return match open_owner(&deps, &req) {
+            Ok(follow) => {
+                tracing::info!(owner = %follow.owner, resumed = follow.from.is_some(), logs = follow.logs, "streaming the owner's jobs");
+                let (tx, rx) = mpsc::channel(BUFFER);
+                tokio::spawn(async move {
+                    let owner = follow.owner.clone();
+                    if let Err(e) = owner::stream_owner(deps.jobs.as_ref(), follow, &deps.config, until, &tx).await {
+                        tracing::warn!(%owner, error = %e, "stream ended early; the client resumes from its last id");
+                    }
+                });
+                response(StatusCode::OK, "text/event-stream", receiver_body(rx))
+            }
+            Err(refusal) => refused(&refusal),
+        };
+    }
     match open(&deps, &req).await {
         Ok((job_id, follow)) => {
             tracing::info!(job_id = %job_id, after = follow.after, logs = follow.logs, "streaming");
@@ -141,21 +165,24 @@ pub async fn handle(deps: Arc<Deps>, req: LambdaFunctionUrlRequest, deadline: st
             });
             response(StatusCode::OK, "text/event-stream", receiver_body(rx))
         }
-        Err(refusal) => {
-            if refusal.status().is_server_error() {
-                tracing::error!(error = %refusal, "stream refused");
-            }
-            let problem = serde_json::json!({
-                "type": "about:blank", "title": refusal.to_string(), "status": refusal.status().as_u16(), "code": refusal.code(),
-            });
-            let body: Body = Box::pin(futures::stream::once(async move { Ok(Bytes::from(problem.to_string())) }));
-            let mut resp = response(refusal.status(), "application/problem+json", body);
-            if matches!(refusal, Refusal::Unauthorized(_)) {
-                resp.metadata_prelude.headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            resp
-        }
+        Err(refusal) => refused(&refusal),
     }
+}
+
+/// A refusal as a problem document.
+fn refused(refusal: &Refusal) -> StreamResponse<Body> {
+    if refusal.status().is_server_error() {
+        tracing::error!(error = %refusal, "stream refused");
+    }
+    let problem = serde_json::json!({
+        "type": "about:blank", "title": refusal.to_string(), "status": refusal.status().as_u16(), "code": refusal.code(),
+    });
+    let body: Body = Box::pin(futures::stream::once(async move { Ok(Bytes::from(problem.to_string())) }));
+    let mut resp = response(refusal.status(), "application/problem+json", body);
+    if matches!(refusal, Refusal::Unauthorized(_)) {
+        resp.metadata_prelude.headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    resp
 }
 
 fn response(status: StatusCode, content_type: &'static str, stream: Body) -> StreamResponse<Body> {
@@ -169,8 +196,8 @@ fn receiver_body(rx: mpsc::Receiver<Bytes>) -> Body {
     Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (Ok(chunk), rx)) }))
 }
 
-/// Checks the caller and finds the job to stream and where to start.
-pub async fn open(deps: &Deps, req: &LambdaFunctionUrlRequest) -> Result<(JobId, Follow), Refusal> {
+/// The caller, from the bearer token (or `?access_token=`), of a GET.
+fn caller(deps: &Deps, req: &LambdaFunctionUrlRequest) -> Result<String, Refusal> {
     let query = |name: &str| req.query_string_parameters.get(name).map(String::as_str);
     let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
     let authorization = header("authorization").map(str::to_owned).or_else(|| query("access_token").map(|t| format!("Bearer {t}")));
@@ -178,6 +205,27 @@ pub async fn open(deps: &Deps, req: &LambdaFunctionUrlRequest) -> Result<(JobId,
     if req.request_context.http.method.as_deref().is_some_and(|m| m != "GET") {
         return Err(Refusal::BadRequest("streams are read with GET".into()));
     }
+    Ok(owner)
+}
+
+/// Checks the caller of `GET /v1/stream` and where its stream resumes.
+pub fn open_owner(deps: &Deps, req: &LambdaFunctionUrlRequest) -> Result<owner::OwnerFollow, Refusal> {
+    let owner = caller(deps, req)?;
+    let from = match req.headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        Some(id) => {
+            Some(owner::Position::decode(id).ok_or_else(|| Refusal::BadRequest("Last-Event-ID is not a position of this stream".into()))?)
+        }
+        None => None,
+    };
+    let logs = matches!(req.query_string_parameters.get("logs").map(String::as_str), Some("true" | "1"));
+    Ok(owner::OwnerFollow { owner, from, logs, opened: Utc::now() })
+}
+
+/// Checks the caller and finds the job to stream and where to start.
+pub async fn open(deps: &Deps, req: &LambdaFunctionUrlRequest) -> Result<(JobId, Follow), Refusal> {
+    let query = |name: &str| req.query_string_parameters.get(name).map(String::as_str);
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let owner = caller(deps, req)?;
     let target = target(req.raw_path.as_deref().unwrap_or_default()).ok_or(Refusal::NotFound)?;
     let (Target::Job(id) | Target::Run(id)) = &target;
     let job = match deps.jobs.get(id).await? {

@@ -14,7 +14,8 @@ use prism_shared::domain::results::{JobResult, TextResult};
 use prism_shared::ports::JobStore;
 use prism_shared::testing::memory::{MemoryBlobStore, MemoryJobStore, MemoryQueue, MemoryScheduleStore};
 use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, Priority};
-use stream::{Config, Deps, Follow, Refusal, open, stream_events};
+use stream::owner::{OwnerFollow, Position, stream_owner};
+use stream::{Config, Deps, Follow, Refusal, open, open_owner, stream_events};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -24,7 +25,12 @@ fn key() -> TokenKey {
 
 fn deps() -> (Deps, Arc<MemoryJobStore>) {
     let jobs = Arc::new(MemoryJobStore::default());
-    let config = Config { token_key: key(), poll: Duration::from_millis(10), heartbeat: Duration::from_millis(40) };
+    let config = Config {
+        token_key: key(),
+        poll: Duration::from_millis(10),
+        owner_poll: Duration::from_millis(10),
+        heartbeat: Duration::from_millis(40),
+    };
     let deps = Deps {
         jobs: jobs.clone(),
         blobs: Arc::new(MemoryBlobStore::default()),
@@ -165,4 +171,84 @@ async fn only_the_owner_may_open_a_stream_and_the_last_event_id_says_where_it_st
     let token = key().issue("alice", chrono::Duration::hours(1), Utc::now()).expect("token");
     browser.query_string_parameters.insert("access_token".into(), token);
     assert_eq!(open(&deps, &browser).await.expect("open").1, Follow { after: 0, logs: false });
+}
+
+/// An owner's stream, run for `for_ms`: each event's id and its job and seq.
+async fn collect_owner(jobs: &MemoryJobStore, follow: OwnerFollow, config: &Config, for_ms: u64) -> Vec<(String, String, u64)> {
+    let (tx, mut rx) = mpsc::channel(1000);
+    stream_owner(jobs, follow, config, Instant::now() + Duration::from_millis(for_ms), &tx).await.expect("stream");
+    drop(tx);
+    let mut events = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        let frame = String::from_utf8(chunk.to_vec()).expect("utf-8");
+        let Some(id) = frame.strip_prefix("id: ").and_then(|f| f.lines().next()) else { continue };
+        let data = frame.lines().find_map(|l| l.strip_prefix("data: ")).expect("data");
+        let data: serde_json::Value = serde_json::from_str(data).expect("json");
+        events.push((id.to_owned(), data["job_id"].as_str().expect("job").to_owned(), data["seq"].as_u64().expect("seq")));
+    }
+    events
+}
+
+fn follow(owner: &str, from: Option<&str>) -> OwnerFollow {
+    OwnerFollow { owner: owner.into(), from: from.map(|id| Position::decode(id).expect("a position")), logs: false, opened: Utc::now() }
+}
+
+#[tokio::test]
+async fn an_owners_stream_carries_each_of_their_jobs_and_no_one_elses_and_resumes_from_any_id_without_gap_or_repeat() {
+    let (deps, jobs) = deps();
+    let before = stored_job(&jobs, "alice").await;
+    // Created long before the stream and still queued: found as unfinished, not by its creation.
+    let old = {
+        let id = JobId::new_random();
+        let upload = format!("s3://b/uploads/alice/{id}/f").parse().expect("uri");
+        let job = Job::new(id.clone(), "alice".into(), Priority::Normal, upload, "t".into(), Utc::now() - chrono::Duration::minutes(5));
+        jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+        id
+    };
+    let writer = {
+        let jobs = jobs.clone();
+        let (before, old) = (before.clone(), old.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            finish(&jobs, &before).await;
+            let new = stored_job(&jobs, "alice").await;
+            finish(&jobs, &new).await;
+            finish(&jobs, &stored_job(&jobs, "bob").await).await;
+            finish(&jobs, &old).await;
+            new
+        }
+    };
+    let (events, new) = tokio::join!(collect_owner(&jobs, follow("alice", None), &deps.config, 400), writer);
+    let of = |job: &JobId| events.iter().filter(|(_, j, _)| j == job.as_str()).map(|(_, _, seq)| *seq).collect::<Vec<_>>();
+    assert_eq!(of(&before), [2, 4, 5], "a new stream starts from now; log lines only when asked for");
+    assert_eq!(of(&new), [1, 2, 4, 5], "a job created after the start, from its first event");
+    assert_eq!(of(&old), [2, 4, 5], "an old job followed to its end after it left the unfinished index");
+    assert_eq!(events.len(), 10, "nobody else's: {events:?}");
+
+    // Resuming from each id gives exactly the events after it (each job's in
+    // order; across jobs the order is the poll's).
+    for (i, (id, _, _)) in events.iter().enumerate() {
+        let resumed = collect_owner(&jobs, follow("alice", Some(id)), &deps.config, 60).await;
+        let mut resumed: Vec<(&str, u64)> = resumed.iter().map(|(_, j, s)| (j.as_str(), *s)).collect();
+        assert!(resumed.windows(2).all(|w| w[0].0 != w[1].0 || w[0].1 < w[1].1), "each job in order: {resumed:?}");
+        let mut expected: Vec<(&str, u64)> = events[i + 1..].iter().map(|(_, j, s)| (j.as_str(), *s)).collect();
+        resumed.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(resumed, expected, "resumed after event {i}: no gap, no repeat");
+    }
+}
+
+#[tokio::test]
+async fn an_owners_stream_needs_a_token_and_refuses_a_last_event_id_it_did_not_write() {
+    let (deps, _) = deps();
+    assert!(matches!(open_owner(&deps, &request("/v1/stream", None)), Err(Refusal::Unauthorized(_))));
+    let mut req = request("/v1/stream", Some("alice"));
+    req.query_string_parameters.insert("logs".into(), "true".into());
+    let opened = open_owner(&deps, &req).expect("open");
+    assert_eq!((opened.owner.as_str(), opened.from, opened.logs), ("alice", None, true));
+    req.headers.insert("last-event-id", "7".parse().expect("header"));
+    assert!(matches!(open_owner(&deps, &req), Err(Refusal::BadRequest(_))), "a job stream's id is not a position");
+    let position = Position { polled_ms: 1_700_000_000_000, sent: [("j".to_owned(), 3)].into() };
+    req.headers.insert("last-event-id", position.encode().parse().expect("header"));
+    assert_eq!(open_owner(&deps, &req).expect("open").from, Some(position));
 }

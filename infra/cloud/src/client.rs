@@ -277,12 +277,23 @@ impl PrismClient {
     /// from after `last_event_id`; `job.log` events too with `logs`.
     pub async fn stream(&self, stream_url: &str, id: &JobId, last_event_id: Option<u64>, logs: bool) -> anyhow::Result<SseStream> {
         let url = format!("{}/v1/jobs/{id}/stream{}", stream_url.trim_end_matches('/'), if logs { "?logs=true" } else { "" });
+        self.open_stream(url, last_event_id.map(|seq| seq.to_string())).await
+    }
+
+    /// All of the caller's jobs' events as server-sent events (`GET
+    /// /v1/stream`), from after `last_event_id` (an id this stream sent).
+    pub async fn stream_all(&self, stream_url: &str, last_event_id: Option<&str>, logs: bool) -> anyhow::Result<SseStream> {
+        let url = format!("{}/v1/stream{}", stream_url.trim_end_matches('/'), if logs { "?logs=true" } else { "" });
+        self.open_stream(url, last_event_id.map(str::to_owned)).await
+    }
+
+    async fn open_stream(&self, url: String, last_event_id: Option<String>) -> anyhow::Result<SseStream> {
         let mut req = self.streaming.get(url).header("accept", "text/event-stream");
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
-        if let Some(seq) = last_event_id {
-            req = req.header("last-event-id", seq.to_string());
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
         }
         let resp = req.send().await.context("opening the event stream")?;
         let status = resp.status();
@@ -320,9 +331,18 @@ pub struct StreamRefused {
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
-    pub id: Option<u64>,
+    /// A job stream's ids are sequence numbers ([`Self::seq`]); an owner
+    /// stream's are opaque positions, handed back as they came.
+    pub id: Option<String>,
     pub event: String,
     pub data: String,
+}
+
+impl SseEvent {
+    /// The id as a job stream writes it: the event's sequence number.
+    pub fn seq(&self) -> Option<u64> {
+        self.id.as_deref()?.parse().ok()
+    }
 }
 
 /// An open `text/event-stream` response, read event by event.
@@ -357,7 +377,7 @@ fn parse_sse_block(block: &str) -> Option<SseEvent> {
     for line in block.lines() {
         let (field, value) = line.split_once(':').map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
         match field {
-            "id" => id = value.parse().ok(),
+            "id" => id = Some(value.to_owned()),
             "event" => event = value.to_owned(),
             "data" => data.push(value),
             _ => {}
@@ -375,7 +395,8 @@ mod sse_tests {
         assert_eq!(parse_sse_block(": keep-alive\n\n"), None);
         assert_eq!(parse_sse_block("retry: 1000\n\n"), None);
         let event = parse_sse_block("id: 7\nevent: job.progress\ndata: {\"a\":1}\n\n").expect("event");
-        assert_eq!(event, SseEvent { id: Some(7), event: "job.progress".into(), data: r#"{"a":1}"#.into() });
+        assert_eq!(event, SseEvent { id: Some("7".into()), event: "job.progress".into(), data: r#"{"a":1}"#.into() });
+        assert_eq!(event.seq(), Some(7));
         assert_eq!(parse_sse_block("data: a\ndata: b\n\n").map(|e| e.data), Some("a\nb".into()));
     }
 }

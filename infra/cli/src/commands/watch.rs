@@ -95,7 +95,7 @@ pub async fn logs(project: &Path, args: LogsArgs) -> anyhow::Result<()> {
     for _ in 0..MAX_RESUMES {
         let mut stream = target.api.stream(stream_url, &id, last_id, true).await?;
         while let Some(event) = stream.next().await? {
-            last_id = event.id.or(last_id);
+            last_id = event.seq().or(last_id);
             let data: Value = serde_json::from_str(&event.data).context("an event that is not JSON")?;
             match event.event.as_str() {
                 "job.log" => data["payload"]["lines"].as_array().into_iter().flatten().for_each(print),
