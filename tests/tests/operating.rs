@@ -44,6 +44,7 @@ async fn a_paused_lane_holds_its_jobs_queued_while_another_lane_completes_and_re
     assert_eq!(paused.len(), 1);
     assert_eq!(paused[0]["paused"], true, "{paused:?}");
 
+    let submitted = std::time::SystemTime::now();
     let held = tc.api.submit("held.txt", b"waits for its lane".to_vec(), Some("batch")).await.expect("submit bulk");
     let served = tc.api.submit("served.txt", b"goes through".to_vec(), Some("normal")).await.expect("submit normal");
     let done = tc.api.wait(&served.id, JOB_TIMEOUT).await.expect("normal lane job ends");
@@ -55,6 +56,12 @@ async fn a_paused_lane_holds_its_jobs_queued_while_another_lane_completes_and_re
     let waiting = tc.api.job(&held.id).await.expect("job");
     assert_eq!((waiting.status, waiting.modality), (JobStatus::Queued, Some(Modality::Text)));
     assert_eq!(waiting.phase, "waiting: lane text-bulk is paused");
+    // `prism stats`'s oldest message: the held one's, no older than its submission.
+    let queue_url = bulk["queue_url"].as_str().expect("the lane's queue");
+    let oldest = |now| prism_cloud::emulator::oldest_message_age(&tc.cloud.info.endpoint, queue_url, now);
+    let now = std::time::SystemTime::now();
+    let age = oldest(now).await.expect("listed").expect("one message waits");
+    assert!(age <= now.duration_since(submitted).expect("later"), "{age:?} is older than the submission");
     let health: Value = tc.operator().request(reqwest::Method::GET, "/v1/health").send().await.expect("health").json().await.expect("json");
     assert_eq!(lane(health["lanes"].as_array().expect("operator view"), "text-bulk")["paused"], true);
     let spec = OpenApi::load();
@@ -67,6 +74,7 @@ async fn a_paused_lane_holds_its_jobs_queued_while_another_lane_completes_and_re
     let drained = tc.api.wait(&held.id, JOB_TIMEOUT).await.expect("bulk job ends after resume");
     assert_eq!(drained.status, JobStatus::Completed, "{:?}", drained.error);
     until_waiting(&operator, "text-bulk", 0).await;
+    assert_eq!(oldest(std::time::SystemTime::now()).await.expect("listed"), None, "a drained lane has no oldest message");
     tc.finish().await;
 }
 

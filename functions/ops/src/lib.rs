@@ -216,7 +216,7 @@ async fn set_enabled(deps: &Deps, operator: &Claims, target: &str, enabled: bool
 async fn statuses(deps: &Deps, chosen: impl Iterator<Item = &LaneMapping>) -> Result<Vec<LaneStatus>, OpsError> {
     let reads = chosen.map(|lane| async move {
         let (state, depth) = futures::try_join!(deps.lanes.state(&lane.mapping_id), deps.lanes.depth(&lane.queue_url))?;
-        Ok::<_, OpsError>(LaneStatus { lane: lane.lane.clone(), state, paused: state.paused(), depth })
+        Ok::<_, OpsError>(LaneStatus { lane: lane.lane.clone(), queue_url: lane.queue_url.clone(), state, paused: state.paused(), depth })
     });
     futures::future::try_join_all(reads).await
 }

@@ -242,9 +242,67 @@ async fn launch(
     Ok(None)
 }
 
+/// The age of the oldest message in `queue_url` (waiting or in flight),
+/// `None` for an empty queue. SQS's API has no attribute for it (CloudWatch
+/// computes `ApproximateAgeOfOldestMessage`), and receiving to look would
+/// spend the messages' receives toward their DLQ; LocalStack's developer
+/// endpoint (`GET /_aws/sqs/messages`) lists a queue's messages with their
+/// `SentTimestamp` and changes nothing. moto has no such endpoint: an error.
+pub async fn oldest_message_age(endpoint: &str, queue_url: &str, now: std::time::SystemTime) -> anyhow::Result<Option<Duration>> {
+    let url = format!("{}/_aws/sqs/messages", endpoint.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .get(url)
+        // In flight too: CloudWatch's age is of the oldest message not yet deleted.
+        .query(&[("QueueUrl", queue_url), ("ShowInvisible", "true")])
+        .header("accept", "application/json")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .context("asking the emulator for the queue's messages")?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("the emulator cannot list a queue's messages without receiving them ({status})");
+    }
+    let listed: serde_json::Value = resp.json().await.context("the message listing is not JSON")?;
+    let oldest_ms = sent_timestamps(&listed).into_iter().min();
+    let now_ms = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    Ok(oldest_ms.map(|sent| Duration::from_millis(now_ms.saturating_sub(sent))))
+}
+
+/// Every `SentTimestamp` in a message listing, whatever its shape (a map of
+/// attributes, or XML turned JSON: `{"Name": "SentTimestamp", "Value": …}`).
+fn sent_timestamps(listed: &serde_json::Value) -> Vec<u64> {
+    use serde_json::Value;
+    let number = |v: &Value| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_u64());
+    match listed {
+        Value::Object(fields) => {
+            let named = (fields.get("Name").and_then(Value::as_str) == Some("SentTimestamp")).then(|| fields.get("Value").and_then(number));
+            let keyed = fields.get("SentTimestamp").map(number);
+            let nested = fields.values().flat_map(sent_timestamps);
+            named.flatten().into_iter().chain(keyed.flatten()).chain(nested).collect()
+        }
+        Value::Array(items) => items.iter().flat_map(sent_timestamps).collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_timestamps_are_found_in_either_listing_shape() {
+        let xml_as_json = serde_json::json!({"ReceiveMessageResponse": {"ReceiveMessageResult": {"Message": [
+            {"MessageId": "a", "Attribute": [{"Name": "SenderId", "Value": "x"}, {"Name": "SentTimestamp", "Value": "1700000000500"}]},
+            {"MessageId": "b", "Attribute": {"Name": "SentTimestamp", "Value": "1700000000100"}},
+        ]}}});
+        let mut found = sent_timestamps(&xml_as_json);
+        found.sort_unstable();
+        assert_eq!(found, [1_700_000_000_100, 1_700_000_000_500]);
+        let keyed = serde_json::json!({"messages": [{"Attributes": {"SentTimestamp": "42", "ApproximateReceiveCount": "0"}}]});
+        assert_eq!(sent_timestamps(&keyed), [42]);
+        assert!(sent_timestamps(&serde_json::json!({"ReceiveMessageResponse": {"ReceiveMessageResult": null}})).is_empty());
+    }
 
     #[test]
     fn free_ports_lie_below_the_ephemeral_range() -> anyhow::Result<()> {

@@ -95,6 +95,9 @@ pub struct QueueDepth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LaneStatus {
     pub lane: String,
+    /// The lane's queue: where an operator looks further (its oldest
+    /// message's age is CloudWatch's `ApproximateAgeOfOldestMessage`).
+    pub queue_url: String,
     pub state: MappingState,
     pub paused: bool,
     #[serde(flatten)]

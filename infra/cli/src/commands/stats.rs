@@ -3,7 +3,8 @@
 //! durations and each invocation's AWS calls as percentiles, per metric and dimension values; then per lane:
 //! jobs in and out per minute and failures (from the same metrics) beside
 //! the messages waiting and in flight (from the operator API, when a local
-//! cloud is running).
+//! cloud is running) and the age of each lane's oldest message (from
+//! LocalStack, which lists a queue without receiving from it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,7 +72,7 @@ pub async fn run(project: &Path, args: &StatsArgs) -> anyhow::Result<()> {
     let flows = lane_flows(&summary);
     // The queues as they are now, when the local cloud answers.
     let depths = match &local {
-        Some(info) if args.logs.is_none() => live_depths(project, &info.http_url).await,
+        Some(info) if args.logs.is_none() => live_depths(project, info).await,
         _ => BTreeMap::new(),
     };
     if flows.is_empty() && depths.is_empty() {
@@ -80,12 +81,21 @@ pub async fn run(project: &Path, args: &StatsArgs) -> anyhow::Result<()> {
     let minutes = span_ms(lines.iter().map(String::as_str)).map_or(1.0, |ms| (ms as f64 / 60_000.0).max(1.0 / 60.0));
     println!();
     println!("per lane, over {minutes:.1} min of logs:");
-    println!("{:<16} {:>9} {:>9} {:>9} {:>8} {:>10}", "lane", "in/min", "out/min", "failed", "waiting", "in flight");
+    println!("{:<16} {:>9} {:>9} {:>9} {:>8} {:>10} {:>8}", "lane", "in/min", "out/min", "failed", "waiting", "in flight", "oldest");
     let names: std::collections::BTreeSet<&String> = flows.keys().chain(depths.keys()).collect();
     for lane in names {
         let flow = flows.get(lane).copied().unwrap_or_default();
-        let (waiting, in_flight) = depths.get(lane).map_or(("-".to_owned(), "-".to_owned()), |(w, f)| (w.to_string(), f.to_string()));
-        println!("{lane:<16} {:>9.1} {:>9.1} {:>9} {waiting:>8} {in_flight:>10}", flow.queued / minutes, flow.ended / minutes, flow.failed);
+        let dash = || "-".to_owned();
+        let (waiting, in_flight, oldest) = depths.get(lane).map_or((dash(), dash(), dash()), |d| {
+            let oldest = d.oldest.map_or_else(dash, |age| format!("{:.0}s", age.as_secs_f64()));
+            (d.waiting.to_string(), d.in_flight.to_string(), oldest)
+        });
+        println!(
+            "{lane:<16} {:>9.1} {:>9.1} {:>9} {waiting:>8} {in_flight:>10} {oldest:>8}",
+            flow.queued / minutes,
+            flow.ended / minutes,
+            flow.failed
+        );
     }
     Ok(())
 }
@@ -127,22 +137,45 @@ pub fn span_ms<'a>(lines: impl Iterator<Item = &'a str>) -> Option<i64> {
     Some(stamps.iter().max()? - stamps.iter().min()?)
 }
 
-/// Each lane's messages waiting and in flight, from the operator API; none
-/// when the cloud does not answer (a finished run's logs).
-async fn live_depths(project: &Path, api: &str) -> BTreeMap<String, (u64, u64)> {
+/// A lane's queue as it is now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LiveDepth {
+    waiting: u64,
+    in_flight: u64,
+    /// The oldest message's age, where the emulator can tell it.
+    oldest: Option<std::time::Duration>,
+}
+
+/// Each lane's messages waiting and in flight, from the operator API, and
+/// its oldest message's age, from the emulator (LocalStack lists a queue's
+/// messages without receiving them; on AWS, CloudWatch's
+/// `ApproximateAgeOfOldestMessage` and the `OldestMessageAlarm`); none when
+/// the cloud does not answer (a finished run's logs).
+async fn live_depths(project: &Path, local: &LocalInfo) -> BTreeMap<String, LiveDepth> {
     let Ok(token) = super::target::issue_operator_token(project, 1) else { return BTreeMap::new() };
-    let Ok(client) = prism_cloud::PrismClient::new(api, Some(token)) else { return BTreeMap::new() };
-    match tokio::time::timeout(std::time::Duration::from_secs(5), client.lanes()).await {
-        Ok(Ok(lanes)) => lanes
-            .iter()
-            .filter_map(|l| Some((l["lane"].as_str()?.to_owned(), (l["waiting"].as_u64()?, l["in_flight"].as_u64()?))))
-            .collect(),
+    let Ok(client) = prism_cloud::PrismClient::new(&local.http_url, Some(token)) else { return BTreeMap::new() };
+    let lanes = match tokio::time::timeout(std::time::Duration::from_secs(5), client.lanes()).await {
+        Ok(Ok(lanes)) => lanes,
         Ok(Err(e)) => {
             eprintln!("(no live queue depths: {e:#})");
-            BTreeMap::new()
+            return BTreeMap::new();
         }
-        Err(_) => BTreeMap::new(),
-    }
+        Err(_) => return BTreeMap::new(),
+    };
+    let now = std::time::SystemTime::now();
+    let depths = lanes.iter().filter_map(|l| {
+        let (lane, queue_url) = (l["lane"].as_str()?.to_owned(), l["queue_url"].as_str()?.to_owned());
+        let (waiting, in_flight) = (l["waiting"].as_u64()?, l["in_flight"].as_u64()?);
+        Some(async move {
+            let held = waiting + in_flight > 0;
+            let oldest = match held {
+                true => prism_cloud::emulator::oldest_message_age(&local.endpoint, &queue_url, now).await.ok().flatten(),
+                false => None,
+            };
+            (lane, LiveDepth { waiting, in_flight, oldest })
+        })
+    });
+    futures::future::join_all(depths).await.into_iter().collect()
 }
 
 /// The EMF document of a log line: the rest of the line from its first brace
