@@ -286,6 +286,28 @@ async fn the_audio_video_document_and_workflow_views_draw_their_results() {
         assert!(facts.lines().any(|l| l.contains(name.as_str()) && l.contains("completed")), "step {name} not shown completed:\n{facts}");
     }
 
+    // The same page deployed to the bucket (`prism dashboard-deploy`), served
+    // by S3 from another origin, signs in and lists the jobs over the API.
+    let info = &tc.cloud.info;
+    let config = prism_cloud::dashboard::DashboardConfig {
+        api_url: info.http_url.clone(),
+        websocket_url: info.websocket_url.clone(),
+        stream_url: info.stream_url.clone(),
+    };
+    let keys = prism_cloud::dashboard::deploy(&tc.cloud.clients().s3, &info.bucket, "dashboard", &config).await.expect("deploy");
+    assert_eq!(keys.len(), prism_cloud::dashboard::files().count() + 1, "the files and config.json: {keys:?}");
+    page.goto(&format!("{}/{}/dashboard/index.html", info.endpoint.trim_end_matches('/'), info.bucket))
+        .await
+        .expect("open the deployed page");
+    page.wait().for_element(Locator::Css("#token")).await.expect("sign-in form").send_keys(&tc.token("tester")).await.expect("type");
+    click(&page, "#sign-in").await;
+    wait_for(&page, "the deployed app", SIGNED_IN, |v| v == &json!(true)).await;
+    let ids: Vec<String> = finished.iter().map(|j| j.id.to_string()).collect();
+    wait_for(&page, "the jobs listed by the deployed page", LISTED, |v| {
+        ids.iter().all(|id| v.as_array().is_some_and(|rows| rows.iter().any(|r| r[0] == id.as_str() && r[1] == "completed")))
+    })
+    .await;
+
     page.close().await.expect("close the browser");
     tc.finish().await;
 }

@@ -17,7 +17,7 @@ const FILES: &[(&str, &str, &str)] = &[
 ];
 
 /// Where the page finds the APIs (`config.json`, the same shape a deployment writes beside the files).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DashboardConfig {
     pub api_url: String,
     pub websocket_url: Option<String>,
@@ -47,4 +47,47 @@ fn serve(name: &str) -> Response {
         }
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// Deploys the page to a bucket: its files and a `config.json` naming the
+/// APIs, under `prefix`, each with its content type and `no-cache` (a new
+/// `app.js` must not meet an old `index.html`). Returns the keys written.
+/// Serve them from any static host in front of the bucket (CloudFront with
+/// an origin access control, say); the HTTP API allows cross-origin calls.
+pub async fn deploy(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, config: &DashboardConfig) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let prefix = prefix.trim_matches('/');
+    let key = |name: &str| if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") };
+    let config = serde_json::to_vec_pretty(config)?;
+    let files = FILES.iter().map(|(name, content_type, body)| (*name, *content_type, body.as_bytes().to_vec())).chain(std::iter::once((
+        "config.json",
+        "application/json",
+        config,
+    )));
+    let mut written = Vec::new();
+    for (name, content_type, body) in files {
+        let key = key(name);
+        s3.put_object()
+            .bucket(bucket)
+            .key(&key)
+            .content_type(content_type)
+            .cache_control("no-cache")
+            .body(body.into())
+            .send()
+            .await
+            .with_context(|| format!("writing s3://{bucket}/{key}"))?;
+        written.push(key);
+    }
+    Ok(written)
+}
+
+/// An S3 client for a real deployment: credentials and region from the
+/// environment, as the AWS CLI finds them.
+pub async fn s3_from_environment() -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::new(&aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await)
+}
+
+/// The page's files as `deploy` writes them: name and contents.
+pub fn files() -> impl Iterator<Item = (&'static str, &'static str)> {
+    FILES.iter().map(|(name, _, body)| (*name, *body))
 }

@@ -2,6 +2,7 @@
 
 mod analyse;
 mod bench;
+mod dashboard;
 mod install;
 mod operate;
 mod package;
@@ -43,6 +44,8 @@ pub enum Command {
     Dlq(operate::DlqArgs),
     /// Show an owner's quotas and bytes today, or set its own (an operator's token).
     Quota(operate::QuotaArgs),
+    /// Deploy the web dashboard to a bucket (default: the running local cloud's), with the config.json naming the APIs.
+    DashboardDeploy(dashboard::DeployArgs),
     /// Install the emulators' pinned virtualenvs under .prism/venvs.
     Install,
     /// Build each function's deployable bootstrap.zip for Lambda on arm64 (cargo-lambda, installed on
@@ -74,6 +77,7 @@ impl Command {
             Self::Lanes(args) => operate::lanes(project, args).await,
             Self::Dlq(args) => operate::dlq(project, args).await,
             Self::Quota(args) => operate::quota(project, args).await,
+            Self::DashboardDeploy(args) => dashboard::deploy(project, args).await,
             Self::Install => install::run(project),
             Self::Package(args) => package::run(project, &args),
             Self::Bench(args) => bench::run(project, args).await,
