@@ -302,19 +302,34 @@ pub async fn stream_events(
                 return Ok(());
             }
         }
-        let now = Instant::now();
-        if now + config.poll >= until {
+        if !until_next_poll(out, config.poll, config.heartbeat, until, &mut last_sent).await {
             return Ok(());
         }
-        if now.duration_since(last_sent) >= config.heartbeat {
-            if !send(Bytes::from_static(b": keep-alive\n\n")).await {
-                return Ok(());
-            }
-            last_sent = now;
+    }
+}
+
+/// The wait between two polls of a stream: `false` when the stream should
+/// end instead (its deadline is nearer than `poll`, or the client went
+/// away); a heartbeat comment once it has been quiet for `heartbeat`.
+pub(crate) async fn until_next_poll(
+    out: &mpsc::Sender<Bytes>,
+    poll: Duration,
+    heartbeat: Duration,
+    until: Instant,
+    last_sent: &mut Instant,
+) -> bool {
+    let now = Instant::now();
+    if now + poll >= until {
+        return false;
+    }
+    if now.duration_since(*last_sent) >= heartbeat {
+        if out.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+            return false;
         }
-        tokio::select! {
-            () = tokio::time::sleep(config.poll) => {}
-            () = out.closed() => return Ok(()),
-        }
+        *last_sent = now;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(poll) => true,
+        () = out.closed() => false,
     }
 }

@@ -194,19 +194,8 @@ pub async fn stream_owner(
         position.polled_ms = poll_began.timestamp_millis();
         starting = false;
 
-        let now = Instant::now();
-        if now + config.owner_poll >= until {
+        if !crate::until_next_poll(out, config.owner_poll, config.heartbeat, until, &mut last_sent).await {
             return Ok(());
-        }
-        if now.duration_since(last_sent) >= config.heartbeat {
-            if !send(Bytes::from_static(b": keep-alive\n\n")).await {
-                return Ok(());
-            }
-            last_sent = now;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(config.owner_poll) => {}
-            () = out.closed() => return Ok(()),
         }
     }
 }
