@@ -298,3 +298,32 @@ async fn an_upload_presigned_for_a_declared_size_takes_exactly_that_many_bytes()
     assert_eq!(job.status.to_string(), "completed", "{job:?}");
     tc.finish().await;
 }
+
+/// schemathesis on the OpenAPI document: requests generated from every
+/// operation's schema (the documented examples, then fuzzed values), each
+/// answer checked to be no server error, a documented status and a body
+/// that matches its schema. The operator routes with an operator's token.
+#[tokio::test]
+async fn requests_generated_from_the_openapi_document_get_documented_answers_and_no_server_error() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let venv = prism_cloud::install::ensure(&common::project_dir(), prism_cloud::install::Venv::Schemathesis).expect("schemathesis");
+    let spec = common::project_dir().join("functions/api/openapi.json");
+    let operator = tc.operator_token();
+    for (token, routes) in [(tc.token("fuzzer"), ["--exclude-path-regex", "^/v1/ops"]), (operator, ["--include-path-regex", "^/v1/ops"])] {
+        let out = tokio::process::Command::new(venv.join("bin/st"))
+            .arg("run")
+            .arg(&spec)
+            .args(["--url", &tc.cloud.info.http_url, "-H", &format!("Authorization: Bearer {token}")])
+            .args(["--checks", "not_a_server_error,status_code_conformance,response_schema_conformance"])
+            .args(["--phases", "examples,fuzzing", "--max-examples", "25", "--seed", "20261128", "--no-color"])
+            .args(routes)
+            .env("SCHEMATHESIS_TELEMETRY", "false")
+            .output()
+            .await
+            .expect("st runs");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{routes:?}: schemathesis found failures\n{report}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(report.contains("Tested:"), "it tested operations:\n{report}");
+    }
+    tc.finish().await;
+}

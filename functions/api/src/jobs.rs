@@ -156,7 +156,9 @@ pub async fn list(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest) -> Re
 
 async fn page(deps: &Deps, owner: &str, req: &ApiGatewayV2httpRequest, runs_only: bool) -> Result<(Vec<Job>, Option<String>), ApiError> {
     let cursor = query(req, "cursor")
-        .map(|c| B64.decode(c).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| ApiError::Invalid("cursor is not valid".into())))
+        .map(|c| {
+            B64.decode(c).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| ApiError::BadRequest("cursor is not valid".into()))
+        })
         .transpose()?;
     let list = ListQuery {
         status: parsed(req, "status")?,

@@ -17,6 +17,8 @@ pub enum Venv {
     LocalStack,
     /// cargo-lambda with the Zig toolchain it cross-links with.
     CargoLambda,
+    /// schemathesis: requests generated from the OpenAPI document.
+    Schemathesis,
 }
 
 impl Venv {
@@ -25,6 +27,7 @@ impl Venv {
             Self::Moto => "moto",
             Self::LocalStack => "localstack",
             Self::CargoLambda => "cargo-lambda",
+            Self::Schemathesis => "schemathesis",
         }
     }
 
@@ -33,6 +36,7 @@ impl Venv {
             Self::Moto => "moto.txt",
             Self::LocalStack => "localstack-host.txt",
             Self::CargoLambda => "cargo-lambda.txt",
+            Self::Schemathesis => "schemathesis.txt",
         }
     }
 }
@@ -71,7 +75,7 @@ pub fn ensure(project: &Path, venv: Venv) -> anyhow::Result<PathBuf> {
 /// The interpreter a venv is made with: LocalStack's pins need Python 3.13.
 fn python_for(venv: Venv) -> anyhow::Result<Command> {
     match venv {
-        Venv::Moto | Venv::CargoLambda => Ok(Command::new("python3")),
+        Venv::Moto | Venv::CargoLambda | Venv::Schemathesis => Ok(Command::new("python3")),
         Venv::LocalStack => {
             if Command::new("python3.13").arg("--version").output().is_ok_and(|o| o.status.success()) {
                 return Ok(Command::new("python3.13"));

@@ -19,6 +19,8 @@ pub fn run(project: &Path, extra: &[String]) -> anyhow::Result<()> {
     install::ensure_commands(&[PROCESSOR_TOOLS, CORPUS_TOOLS, REFERENCE_TOOLS, BROWSER_TOOLS].concat())?;
     let moto = install::ensure(project, Venv::Moto)?;
     install::ensure(project, Venv::LocalStack)?;
+    // The generated-requests test runs schemathesis: installed once, here, not by the tests in parallel.
+    install::ensure(project, Venv::Schemathesis)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let step = |name: &str, cmd: &mut Command| -> anyhow::Result<()> {
         eprintln!("prism test: {name}");
