@@ -116,6 +116,7 @@ pub struct FunctionHandle {
     /// The function's concurrency: its instances.
     limit: usize,
     shutdown: CancellationToken,
+    instances: Arc<[Arc<Instance>]>,
 }
 
 impl std::fmt::Debug for FunctionHandle {
@@ -168,6 +169,16 @@ impl FunctionHandle {
         let invocation = Invocation { request_id: uuid::Uuid::new_v4().to_string(), payload, reply, busy };
         self.tx.send(invocation).map_err(|_| InvokeError::ShuttingDown)?;
         answer.await.unwrap_or(Err(InvokeError::ShuttingDown))
+    }
+
+    /// Kills every running instance's process at once, as a host failure
+    /// would: a fault to inject. The supervisors start them again; the
+    /// invocations they ran fail as crashed, and their event sources'
+    /// messages come back after their visibility timeout. Returns how many
+    /// were killed.
+    pub fn kill_instances(&self) -> usize {
+        let pids = self.instances.iter().filter_map(|i| rustix::process::Pid::from_raw(i32::try_from(i.pid.load(Ordering::Relaxed)).ok()?));
+        pids.filter(|&pid| rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok()).count()
     }
 
     /// An answer read to its end, within Lambda's response limit.
@@ -232,6 +243,10 @@ struct Instance {
     /// Whether the current process registered an extension: only then does
     /// Lambda send `SIGTERM` before it stops the process.
     extension: std::sync::atomic::AtomicBool,
+    /// Cancelled when the current process is gone: a `next` it left waiting
+    /// must let go of the queue, or it would take the next invocation for a
+    /// process that can never answer it.
+    process: Mutex<CancellationToken>,
     shutdown: CancellationToken,
 }
 
@@ -300,6 +315,7 @@ pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Res
     let (tx, rx) = mpsc::unbounded_channel();
     let queue = Arc::new(tokio::sync::Mutex::new(rx));
     let arn = format!("arn:aws:lambda:{}:{}:function:{}", env.region, env.account_id, spec.name);
+    let mut instances = Vec::with_capacity(spec.concurrency);
     for index in 0..spec.concurrency {
         let label = if spec.concurrency > 1 { format!("{}#{index}", spec.binary) } else { spec.binary.clone() };
         let instance = Arc::new(Instance {
@@ -316,6 +332,7 @@ pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Res
             spawned: Mutex::new(None),
             init_unreported: Mutex::new(None),
             extension: std::sync::atomic::AtomicBool::new(false),
+            process: Mutex::new(CancellationToken::new()),
             shutdown: env.shutdown.clone(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -331,13 +348,21 @@ pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Res
                 tracing::error!(error = %e, "runtime API server failed");
             }
         });
+        instances.push(instance.clone());
         let supervisor = supervise(instance, index, addr.to_string(), binary.clone(), env.clone());
         env.tasks.spawn(async move {
             supervisor.await;
             stopped.cancel();
         });
     }
-    Ok(FunctionHandle { name: spec.name, tx, busy: Arc::new(AtomicUsize::new(0)), limit: spec.concurrency, shutdown: env.shutdown.clone() })
+    Ok(FunctionHandle {
+        name: spec.name,
+        tx,
+        busy: Arc::new(AtomicUsize::new(0)),
+        limit: spec.concurrency,
+        shutdown: env.shutdown.clone(),
+        instances: instances.into(),
+    })
 }
 
 fn runtime_api(instance: Arc<Instance>) -> Router {
@@ -410,10 +435,17 @@ async fn next_invocation(State(instance): State<Arc<Instance>>) -> Response {
     if let Some(spawned) = lock(&instance.spawned).take() {
         *lock(&instance.init_unreported) = Some(spawned.elapsed());
     }
+    // The process this request came from: once it is gone, the request's
+    // waiting ends (nobody reads the answer).
+    let process = lock(&instance.process).clone();
     let invocation = {
-        let mut queue = instance.queue.lock().await;
+        let mut queue = tokio::select! {
+            queue = instance.queue.lock() => queue,
+            () = process.cancelled() => return StatusCode::GONE.into_response(),
+        };
         tokio::select! {
             biased;
+            () = process.cancelled() => return StatusCode::GONE.into_response(),
             () = instance.shutdown.cancelled() => {
                 // A stopping instance takes no more work: what is queued is
                 // given back, and the runtime waits here until it is stopped.
@@ -637,6 +669,10 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
         let mut cmd = instance_command(&binary, spec, &env, &runtime_api, index);
         let started = Instant::now();
         *lock(&instance.spawned) = Some(started);
+        let process = CancellationToken::new();
+        *lock(&instance.process) = process.clone();
+        // However the process ends (or this supervisor), what it left waiting ends with it.
+        let gone = process.drop_guard();
         let mut child = match spawn_owned(&mut cmd) {
             Ok(c) => c,
             Err(e) => {
@@ -678,6 +714,7 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
                 return;
             }
         };
+        drop(gone);
         if env.shutdown.is_cancelled() {
             // Stopping: the instance went with the rest, nothing to restart.
             return;

@@ -283,3 +283,19 @@ async fn a_stopping_instance_finishes_its_invocation_refuses_more_and_gets_sigte
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_killed_while_they_wait_for_work_are_started_again_and_take_the_next_invocation() {
+    let dir = runtime_dir("killed-runtime", SHELL_RUNTIME);
+    let shutdown = CancellationToken::new();
+    let f = start_function(FunctionSpec { concurrency: 2, ..spec("killed-runtime") }, &env_for(&dir, &shutdown)).await.expect("start");
+    assert_eq!(f.invoke(Bytes::from_static(b"\"before\"")).await, Ok(Bytes::from_static(b"\"before\"")));
+    // Both wait in `next`, one of them holding the queue, when they die.
+    assert_eq!(f.kill_instances(), 2);
+    // Time to be seen dead and started again (a restart waits 100 ms).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = tokio::time::timeout(Duration::from_secs(10), f.invoke(Bytes::from_static(b"\"after\""))).await;
+    assert_eq!(after.expect("answered, not left with a dead process's request"), Ok(Bytes::from_static(b"\"after\"")));
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}
