@@ -2,7 +2,7 @@
 //!
 //! | item | pk | sk | |
 //! |------|----|----|-|
-//! | a modality's day | `ESTIMATES` | `{modality}#{yyyy-mm-dd}` | `estimated_s`, `actual_s`, `jobs`, and for the line `estimated_sq`, `cross`, `paired`: added to by each completed job; expires after the window |
+//! | a modality's day | `ESTIMATES` | `{modality}#{yyyy-mm-dd}` | `estimated_s`, `actual_s`, `jobs`: added to by each completed job; expires after the window |
 //!
 //! Each completion is one `UpdateItem` of `ADD`s, so concurrent processors
 //! never conflict; the calibration is one Query of at most five modalities
@@ -34,10 +34,8 @@ impl DynamoEstimateStore {
     }
 }
 
-/// The shortest decimal that reads back as `value` (never an exponent):
-/// squares of millisecond guesses must not round to zero.
 fn number(value: f64) -> AttributeValue {
-    AttributeValue::N(if value.is_finite() { value.to_string() } else { "0".into() })
+    AttributeValue::N(format!("{value:.6}"))
 }
 
 #[async_trait]
@@ -49,16 +47,10 @@ impl EstimateStore for DynamoEstimateStore {
             .table_name(&self.table)
             .key("pk", s(PK))
             .key("sk", s(format!("{modality}#{day}")))
-            .update_expression(
-                "ADD estimated_s :estimated, actual_s :actual, jobs :jobs, estimated_sq :sq, cross :cross, paired :paired \
-                 SET expires_at = :expires",
-            )
+            .update_expression("ADD estimated_s :estimated, actual_s :actual, jobs :jobs SET expires_at = :expires")
             .expression_attribute_values(":estimated", number(job.estimated_s))
             .expression_attribute_values(":actual", number(job.actual_s))
             .expression_attribute_values(":jobs", AttributeValue::N(job.jobs.to_string()))
-            .expression_attribute_values(":sq", number(job.estimated_sq))
-            .expression_attribute_values(":cross", number(job.cross))
-            .expression_attribute_values(":paired", AttributeValue::N(job.paired.to_string()))
             .expression_attribute_values(":expires", AttributeValue::N(expires.to_string()))
             .send()
             .await
@@ -83,14 +75,7 @@ impl EstimateStore for DynamoEstimateStore {
                 Some(AttributeValue::N(v)) => v.parse::<f64>().map_err(|_| corrupt(format!("{sk}: {name} = {v}"))),
                 _ => Ok(0.0),
             };
-            let totals = EstimateTotals {
-                estimated_s: field("estimated_s")?,
-                actual_s: field("actual_s")?,
-                jobs: field("jobs")? as u64,
-                estimated_sq: field("estimated_sq")?,
-                cross: field("cross")?,
-                paired: field("paired")? as u64,
-            };
+            let totals = EstimateTotals { estimated_s: field("estimated_s")?, actual_s: field("actual_s")?, jobs: field("jobs")? as u64 };
             days.push((modality, totals));
         }
         Ok(Calibration::from_totals(days))

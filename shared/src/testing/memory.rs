@@ -281,7 +281,10 @@ impl crate::ports::EstimateStore for MemoryEstimates {
         job: crate::domain::estimates::EstimateTotals,
     ) -> Result<(), StoreError> {
         let mut days = lock(&self.days);
-        days.entry((modality.to_string(), day)).or_default().add(&job);
+        let totals = days.entry((modality.to_string(), day)).or_default();
+        totals.estimated_s += job.estimated_s;
+        totals.actual_s += job.actual_s;
+        totals.jobs += job.jobs;
         Ok(())
     }
 
