@@ -61,7 +61,7 @@ pub async fn cold_starts(cloud: &LocalCloud, examples: &Path, zips: &Path, round
     let verdict = if missed.is_empty() { "met by every function".to_owned() } else { format!("missed by {}", missed.join(", ")) };
     writeln!(
         out,
-        "\nGoal: p50 <= {GOAL}x the hello-world's: {verdict}. (`bootstrap.zip`: `prism package`'s release zips, where built.)\n"
+        "\nGoal: p50 <= {GOAL}x the hello-world's: {verdict}. (`bootstrap.zip`: the zips found under target/lambda/, release ones from `prism package` or the test command's unoptimised arm64 check, whichever was built last.)\n"
     )?;
     Ok(())
 }
