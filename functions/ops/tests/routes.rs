@@ -158,7 +158,10 @@ async fn health_is_public_and_shows_lanes_with_their_depth_only_to_an_operator()
     }
     let (_, body) = call(&deps, request("GET /v1/health", None, As::Operator)).await;
     let bulk = body["lanes"].as_array().expect("lanes").iter().find(|l| l["lane"] == "text-bulk").expect("text-bulk").clone();
-    assert_eq!(bulk, serde_json::json!({"lane": "text-bulk", "state": "disabled", "paused": true, "waiting": 7, "in_flight": 2}));
+    assert_eq!(
+        bulk,
+        serde_json::json!({"lane": "text-bulk", "queue_url": "http://sqs/text-bulk", "state": "disabled", "paused": true, "waiting": 7, "in_flight": 2})
+    );
     let states: Vec<(&str, &str)> = body["breakers"]
         .as_array()
         .expect("breakers")

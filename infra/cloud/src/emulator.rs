@@ -337,7 +337,10 @@ mod tests {
         kill_group(&mut child);
         assert_eq!(offered.len(), 2, "one refused port, then one that worked: {offered:?}");
         assert!(!url.ends_with(&format!(":{taken}")), "{url}");
-        assert!(took < START_BOUND / 2, "noticed the taken port only after {took:?}");
+        // Not noticed, the first try would have waited out all of START_BOUND
+        // before the second began; a loaded machine's two starts take long
+        // enough (46 s once) that half of it is too tight a bound.
+        assert!(took < START_BOUND, "noticed the taken port only after {took:?}");
         Ok(())
     }
 }
