@@ -260,6 +260,15 @@ impl Instance {
         }
     }
 
+    /// Ends the invocation in flight, if any, with `error` and its `REPORT`
+    /// line: its process died or was stopped.
+    fn fail_in_flight(&self, error: InvokeError) {
+        if let Some(mut f) = self.take_in_flight(None) {
+            self.report(&f);
+            f.answer(Err(error));
+        }
+    }
+
     /// The caller of the invocation `request_id`, leaving it in flight.
     fn take_reply(&self, request_id: &str) -> Option<Reply> {
         let mut slot = lock(&self.in_flight);
@@ -720,10 +729,7 @@ async fn supervise(instance: Arc<Instance>, index: usize, runtime_api: String, b
             return;
         }
         env.logs.line(&spec.binary, label, &format!("[prism] instance {note}; restarting"));
-        if let Some(mut f) = instance.take_in_flight(None) {
-            instance.report(&f);
-            f.answer(Err(error));
-        }
+        instance.fail_in_flight(error);
         instance.pid.store(0, Ordering::Relaxed);
         quick_failures = if started.elapsed() < Duration::from_secs(2) { quick_failures + 1 } else { 0 };
         let delay = crate::backoff::before_retry(quick_failures + 1, Duration::from_millis(100), Duration::from_millis(12_800));
@@ -745,19 +751,13 @@ async fn shut_down(instance: &Instance, child: &mut tokio::process::Child, pid: 
         let overran = instance.overran();
         if overran || Instant::now() > drain_ends {
             let _ = child.kill().await;
-            if let Some(mut f) = instance.take_in_flight(None) {
-                instance.report(&f);
-                f.answer(Err(if overran { InvokeError::Timeout(spec.timeout) } else { InvokeError::ShuttingDown }));
-            }
+            instance.fail_in_flight(if overran { InvokeError::Timeout(spec.timeout) } else { InvokeError::ShuttingDown });
             instance.logs.line(&spec.binary, label, "[prism] instance killed while stopping: its invocation ran on");
             return;
         }
         tokio::select! {
             status = child.wait() => {
-                if let Some(mut f) = instance.take_in_flight(None) {
-                    instance.report(&f);
-                    f.answer(Err(InvokeError::Crashed));
-                }
+                instance.fail_in_flight(InvokeError::Crashed);
                 let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 instance.logs.line(&spec.binary, label, &format!("[prism] instance exited ({how}) while stopping"));
                 return;
