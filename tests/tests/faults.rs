@@ -181,3 +181,38 @@ async fn every_message_delivered_twice_records_nothing_twice() {
     }
     tc.finish().await;
 }
+
+#[tokio::test]
+async fn a_function_killed_mid_job_has_its_message_redelivered_and_the_job_ends_once() {
+    // process-text dies as it writes its outputs: the job is `processing`,
+    // its invocation gone with the process.
+    let rule = FaultRule { action: FaultAction::Crash, ..fail("process-text", "s3:PutObject", 1) };
+    let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
+    // The lane's messages come back 5 s after a failed delivery instead of
+    // the template's 180, so the redelivery happens within the test.
+    let sqs = tc.cloud.clients().sqs;
+    let lane = sqs.get_queue_url().queue_name("prism-test-text-normal").send().await.expect("queue").queue_url.expect("url");
+    sqs.set_queue_attributes()
+        .queue_url(&lane)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "5")
+        .send()
+        .await
+        .expect("visibility timeout");
+    // A receive takes the queue's timeout when it starts: the pollers' long
+    // polls already waiting would hand the message out with the old one.
+    tokio::time::sleep(Duration::from_secs(prism_cloud::esm::WAIT_SECONDS as u64 + 1)).await;
+
+    let id = tc.api.submit("notes.txt", TEXT.to_vec(), None).await.expect("submit").id;
+    let job = tc.api.wait(&id, JOB_TIMEOUT).await.expect("ended in time");
+    assert_eq!(job.status.as_str(), "completed", "{:?}", job.error);
+    let events = tc.api.events(&id, 0).await.expect("events");
+    let completed = events.iter().filter(|e| e["event_type"] == "job.completed").count();
+    assert_eq!(completed, 1, "one end: {events:?}");
+    let outputs: Vec<&str> = job.outputs.iter().map(|o| o.name.as_str()).collect();
+    let distinct: BTreeSet<&str> = outputs.iter().copied().collect();
+    assert_eq!(outputs.len(), distinct.len(), "outputs listed once: {outputs:?}");
+    // The fault was met: the first attempt's process died by SIGKILL.
+    let log = tc.log("process-text");
+    assert!(log.contains("signal: 9"), "process-text was killed: {log}");
+    tc.finish().await;
+}

@@ -216,6 +216,7 @@ impl LocalCloud {
                 function_env.overrides.push(("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI".into(), format!("{endpoint}/{}", api.stage)));
             }
             let handle = runtime::start_function(spec.clone(), &function_env).await?;
+            proxies.attach(&handle);
             launches.push((spec.clone(), function_env));
             for source in &spec.sqs_sources {
                 let count = source.max_concurrency.unwrap_or(spec.concurrency).min(spec.concurrency);

@@ -19,7 +19,7 @@ use crate::runtime::{FunctionHandle, InvokeError};
 
 /// Long-poll wait per receive, Lambda's: an idle poller costs the queue one
 /// request every 20 s. (Stopping does not wait for it: the poll is dropped.)
-const WAIT_SECONDS: i32 = 20;
+pub const WAIT_SECONDS: i32 = 20;
 
 /// How an event source hands batches to its function.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

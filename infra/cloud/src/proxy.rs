@@ -47,6 +47,11 @@ pub enum FaultAction {
     },
     /// Hold the call this long, then forward it.
     Delay { ms: u64 },
+    /// Kill the calling function's instances (SIGKILL) as a host failure
+    /// would, mid-invocation: the call is never forwarded, the invocation
+    /// fails as crashed, and its event source's messages come back after
+    /// their visibility timeout.
+    Crash,
 }
 
 /// A fault: which calls, which of them, and what happens to them.
@@ -158,6 +163,8 @@ pub struct Proxies {
     faults: Mutex<Vec<(FaultRule, u64)>>,
     upstreams: Upstreams,
     http: reqwest::Client,
+    /// The functions behind the endpoints, by name: what a crash kills.
+    functions: Mutex<BTreeMap<String, crate::runtime::FunctionHandle>>,
 }
 
 /// Where calls go, by service.
@@ -192,6 +199,7 @@ impl Proxies {
             revoked: plan.revoke.clone(),
             upstreams,
             http,
+            functions: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -208,6 +216,12 @@ impl Proxies {
             }
         });
         Ok(format!("http://{addr}"))
+    }
+
+    /// Makes `function`'s instances the ones a [`FaultAction::Crash`] on its
+    /// endpoint kills (its endpoint is listening before it starts).
+    pub fn attach(&self, function: &crate::runtime::FunctionHandle) {
+        self.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(function.name.clone(), function.clone());
     }
 
     /// The calls counted so far.
@@ -315,6 +329,12 @@ async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, reques
             Some(FaultAction::Delay { ms }) => {
                 tracing::info!(function = %caller.name, service = %call.service, operation = %call.operation, ms, "fault injected: delaying the call");
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Some(FaultAction::Crash) => {
+                let function = proxies.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&caller.name).cloned();
+                let killed = function.map_or(0, |f| f.kill_instances());
+                tracing::warn!(function = %caller.name, service = %call.service, operation = %call.operation, killed, "fault injected: killing the caller's instances");
+                return error_response(&call, 503, None, "fault injected by the local cloud: the caller was killed");
             }
             None => {}
         }
@@ -560,11 +580,13 @@ mod tests {
     fn fault_plans_read_from_json() {
         let plan: FaultPlan = serde_json::from_str(
             r#"{"faults": [{"operation": "execute-api:PostToConnection", "times": 3, "action": {"kind": "fail", "status": 429}},
-                           {"function": "classify", "operation": "dynamodb:*", "action": {"kind": "delay", "ms": 200}}]}"#,
+                           {"function": "classify", "operation": "dynamodb:*", "action": {"kind": "delay", "ms": 200}},
+                           {"function": "process-audio", "operation": "s3:PutObject", "action": {"kind": "crash"}}]}"#,
         )
         .expect("plan");
-        assert_eq!(plan.faults.len(), 2);
+        assert_eq!(plan.faults.len(), 3);
         assert_eq!(plan.faults[0].action, FaultAction::Fail { status: Some(429), code: None });
-        assert_eq!(plan.faults[1].times, 1);
+        assert_eq!((plan.faults[1].times, &plan.faults[1].action), (1, &FaultAction::Delay { ms: 200 }));
+        assert_eq!(plan.faults[2].action, FaultAction::Crash);
     }
 }

@@ -299,3 +299,22 @@ async fn instances_killed_while_they_wait_for_work_are_started_again_and_take_th
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_killed_mid_invocation_fail_it_as_crashed_and_take_the_next_invocation() {
+    let dir = runtime_dir("killed-busy-runtime", SHELL_RUNTIME);
+    let shutdown = CancellationToken::new();
+    let f = start_function(FunctionSpec { concurrency: 2, ..spec("killed-busy-runtime") }, &env_for(&dir, &shutdown)).await.expect("start");
+    let running = f.clone();
+    let slow = tokio::spawn(async move { running.invoke(Bytes::from_static(b"\"slow\"")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One runs the slow invocation, the other waits in `next`, when both die.
+    assert_eq!(f.kill_instances(), 2);
+    assert_eq!(slow.await.expect("join"), Err(InvokeError::Crashed));
+    for attempt in ["\"after\"", "\"again\""] {
+        let after = tokio::time::timeout(Duration::from_secs(10), f.invoke(Bytes::from(attempt))).await;
+        assert_eq!(after.expect("answered, not left with a dead process's request"), Ok(Bytes::from(attempt)));
+    }
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}
