@@ -30,6 +30,9 @@ fn media_folder(dir: &Path) -> Vec<PathBuf> {
     let mp4 = ffmpeg(dir, "clip.mp4", &[&video[..], &["-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-c:a", "aac"]].concat());
     let silent = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=3", "-c:v", "libvpx-vp9", "-deadline", "realtime"];
     let webm = ffmpeg(dir, "silent.webm", &[&silent[..], &["-cpu-used", "8", "-b:v", "300k"]].concat());
+    // A camcorder's transport stream: MPEG-2 video and MP2 audio in 188-byte packets.
+    let broadcast = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=3", "-f", "lavfi", "-i", "sine=duration=3"];
+    let ts = ffmpeg(dir, "camcorder.ts", &[&broadcast[..], &["-c:v", "mpeg2video", "-c:a", "mp2", "-f", "mpegts"]].concat());
     let pdf = dir.join("ls.pdf");
     let script = format!("zcat -f /usr/share/man/man1/ls.1* | groff -Tpdf -man -P-pa4 > '{}'", pdf.display());
     assert!(Command::new("sh").args(["-c", &script]).status().expect("groff runs").success());
@@ -62,7 +65,7 @@ fn media_folder(dir: &Path) -> Vec<PathBuf> {
         "# Release notes\n\nPrism processes files.\n\n## Audio\n\nOpus decodes in process.\n\n## Documents\n\nPreviews have fonts.\n",
     )
     .expect("written");
-    vec![mp3, opus, mp4, webm, pdf, lying, cut_mp3, cut_mp4, junk_pdf, photo, overlay, gif, cut_jpg, csv, markdown]
+    vec![mp3, opus, mp4, webm, ts, pdf, lying, cut_mp3, cut_mp4, junk_pdf, photo, overlay, gif, cut_jpg, csv, markdown]
 }
 
 fn words_by_pdftotext(path: &Path) -> usize {
@@ -125,6 +128,9 @@ async fn a_media_folder_goes_through_prism_submit() {
     assert_eq!((mp4["has_audio"].as_bool(), mp4["audio"]["codec"].as_str()), (Some(true), Some("aac")));
     let webm = completed("silent.webm");
     assert_eq!((webm["video_codec"].as_str(), webm["width"].as_u64(), webm["has_audio"].as_bool()), (Some("vp9"), Some(320), Some(false)));
+    let ts = completed("camcorder.ts");
+    assert_eq!((ts["container"].as_str(), ts["video_codec"].as_str()), (Some("mpegts"), Some("mpeg2video")), "{ts}");
+    assert_eq!((ts["has_audio"].as_bool(), ts["audio"]["codec"].as_str()), (Some(true), Some("mp2")), "{ts}");
 
     let pdf = completed("ls.pdf");
     assert_eq!(pdf["kind"], "document");

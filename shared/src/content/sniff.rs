@@ -149,7 +149,20 @@ fn binary_signature(h: &[u8]) -> Option<Sniffed> {
     if at(0, b"%PDF-") {
         return Some(found(Document, "application/pdf", 1.0));
     }
+    if let Some(ts) = mpeg_transport_stream(h) {
+        return Some(ts);
+    }
     mpeg_audio_frame(h)
+}
+
+/// MPEG transport streams (broadcast `.ts`, camcorders' and Blu-ray's
+/// `.mts`/`.m2ts`): 188-byte packets each starting with the sync byte 0x47,
+/// or 192-byte ones with a 4-byte timecode before it. One 0x47 is a
+/// letter `G`, so four packets in step are asked for.
+fn mpeg_transport_stream(h: &[u8]) -> Option<Sniffed> {
+    const SYNC: u8 = 0x47;
+    let in_step = |first: usize, stride: usize| (0..4).all(|i| h.get(first + i * stride) == Some(&SYNC));
+    (in_step(0, 188) || in_step(4, 192)).then_some(found(Modality::Video, "video/mp2t", 0.9))
 }
 
 /// MP4, MOV, M4A, HEIC and AVIF all start with an `ftyp` box; its brands say which.
@@ -288,6 +301,20 @@ mod tests {
         assert_eq!(m(b"\xFF\xF1\x50\x80\x02\x1F\xFC"), (Audio, "audio/aac"));
         assert_eq!(m(b"fLaC\0\0\0\x22"), (Audio, "audio/flac"));
         assert_eq!(m(b"%PDF-1.7\n"), (Document, "application/pdf"));
+        let packets = |stride: usize, sync_at: usize| {
+            let mut ts = vec![0xFFu8; 4 * stride];
+            (0..4).for_each(|i| ts[i * stride + sync_at] = 0x47);
+            ts
+        };
+        assert_eq!(m(&packets(188, 0)), (Video, "video/mp2t"), "a transport stream");
+        assert_eq!(m(&packets(192, 4)), (Video, "video/mp2t"), "M2TS: a timecode before each packet");
+    }
+
+    #[test]
+    fn a_text_starting_with_g_is_not_a_transport_stream() {
+        let mut text = b"Good morning. ".repeat(60);
+        text[188] = b'G';
+        assert_eq!(m(&text), (Text, "text/plain"), "one packet's worth of G is not four in step");
     }
 
     #[test]

@@ -5,25 +5,15 @@
 //!
 //! * audio: `prism analyse` (decode + levels, loudness, waveform, silence)
 //!   against `ffmpeg -threads 1 -i F -f null -` (decode only), per codec;
-//! * documents: pages per second of `prism analyse` (text of every page plus
-//!   the preview) against `pdftotext`, and how many of the PDFs pdftotext
-//!   reads prism reads too;
-//! * video thumbnails: prism's keyframe contact sheet (and poster) against a
-//!   naive contact sheet that decodes every frame through an `fps=` filter.
+//! * video thumbnails, per container and codec: prism's keyframe contact
+//!   sheet (and poster) against a naive contact sheet that decodes every
+//!   frame through an `fps=` filter.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::Context;
-
-/// Wall time of a command, and whether it succeeded.
-fn wall(cmd: &mut Command) -> anyhow::Result<(f64, bool)> {
-    let started = Instant::now();
-    let out = cmd.output().with_context(|| format!("running {:?}", cmd.get_program()))?;
-    Ok((started.elapsed().as_secs_f64(), out.status.success()))
-}
 
 /// Wall and CPU (user + system) seconds of a command that must succeed.
 fn cpu_timed(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
@@ -36,18 +26,6 @@ fn cpu_timed(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
     let numbers: Vec<f64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
     anyhow::ensure!(numbers.len() == 3, "unexpected timing line {line:?}");
     Ok((numbers[0], numbers[1] + numbers[2]))
-}
-
-/// The best of three runs of `make()`, which must succeed.
-fn best_of_three(mut make: impl FnMut() -> Command) -> anyhow::Result<f64> {
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let mut cmd = make();
-        let (secs, ok) = wall(&mut cmd)?;
-        anyhow::ensure!(ok, "{cmd:?} failed");
-        best = best.min(secs);
-    }
-    Ok(best)
 }
 
 fn ffmpeg(out: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -128,123 +106,95 @@ pub fn audio(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Resu
     Ok(())
 }
 
-/// Manual pages typeset as PDFs, plus the PDFs Debian's documentation ships.
-fn pdf_corpus(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
-    let mut pages: Vec<PathBuf> = std::fs::read_dir("/usr/share/man/man1")?.flatten().map(|e| e.path()).collect();
-    pages.sort();
-    let mut files = Vec::new();
-    for page in pages.iter().take(60) {
-        let name = page.file_name().unwrap_or_default().to_string_lossy().split(".1").next().unwrap_or("page").to_owned();
-        let pdf = dir.join(format!("{name}.pdf"));
-        if !pdf.exists() {
-            let script = format!("zcat -f '{}' | groff -Tpdf -man -P-pa4 > '{}' 2>/dev/null", page.display(), pdf.display());
-            if !Command::new("sh").args(["-c", &script]).status()?.success() {
-                continue;
-            }
-        }
-        files.push(pdf);
-    }
-    for shipped in std::fs::read_dir("/usr/share/doc")?.flatten().flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-    {
-        let path = shipped.path();
-        if path.extension().is_some_and(|e| e == "pdf") {
-            files.push(path);
-        }
-    }
-    Ok(files)
+/// A video format of the benchmark: its container and codec, and the ffmpeg
+/// arguments that encode the test picture into it.
+struct VideoFormat {
+    name: &'static str,
+    file: &'static str,
+    encode: &'static [&'static str],
 }
 
-fn pdf_pages(path: &Path) -> Option<u64> {
-    let out = Command::new("pdfinfo").arg(path).output().ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("Pages:")?.trim().parse().ok())
-}
-
-pub fn documents(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Result<()> {
-    let files = pdf_corpus(&scratch.join("pdfs"))?;
-    // What pdftotext handles is the baseline; each tool's time is its best of three passes.
-    let mut handled = Vec::new();
-    let mut poppler = f64::INFINITY;
-    for round in 0..3 {
-        let mut total = 0.0;
-        for path in &files {
-            let (secs, ok) = wall(Command::new("pdftotext").arg("-q").arg(path).arg("/dev/null"))?;
-            total += secs;
-            if round == 0 && ok {
-                handled.push(path.clone());
-            }
-        }
-        poppler = poppler.min(total);
-    }
-    let pages: u64 = handled.iter().filter_map(|p| pdf_pages(p)).sum();
-    let prism = |extra: &[&str]| -> anyhow::Result<(f64, usize)> {
-        let (mut best, mut read) = (f64::INFINITY, 0);
-        for _ in 0..3 {
-            let (mut total, mut ok) = (0.0, 0);
-            for path in &handled {
-                let (secs, success) = wall(Command::new(prism_exe).arg("analyse").args(extra).arg(path))?;
-                total += secs;
-                ok += usize::from(success);
-            }
-            (best, read) = (best.min(total), ok);
-        }
-        Ok((best, read))
-    };
-    let (text_only, read) = prism(&["--no-preview"])?;
-    let (with_preview, _) = prism(&[])?;
-    let rate = |secs: f64| pages as f64 / secs;
-    let poppler_rate = rate(poppler);
-    writeln!(out, "## PDF text\n")?;
-    writeln!(
-        out,
-        "{} PDFs pdftotext reads ({} manual pages typeset by groff, the rest shipped by Debian), {pages} pages; \
-         a process per file, one thread, best of 3.\n",
-        handled.len(),
-        handled.iter().filter(|p| p.starts_with(scratch)).count()
-    )?;
-    writeln!(out, "| tool | pages/s | vs pdftotext | PDFs read without error |\n|---|---:|---:|---:|")?;
-    let share = format!("{read}/{} ({:.0}%)", handled.len(), 100.0 * read as f64 / handled.len().max(1) as f64);
-    writeln!(out, "| prism text (pdf_oxide) | {:.0} | {:.2}x | {share} |", rate(text_only), rate(text_only) / poppler_rate)?;
-    writeln!(out, "| prism text + first-page preview | {:.0} | {:.2}x | |", rate(with_preview), rate(with_preview) / poppler_rate)?;
-    writeln!(out, "| pdftotext (poppler, reference) | {poppler_rate:.0} | 1.00x | {0}/{0} |", handled.len())?;
-    writeln!(out, "\nGoals: >= 0.5x pdftotext's pages/s; >= 95% of the PDFs it reads.\n")?;
-    Ok(())
-}
+/// Every container and codec measured: a keyframe every 2 s where the codec
+/// has inter frames (ProRes has only key frames).
+const VIDEO_FORMATS: &[VideoFormat] = &[
+    VideoFormat { name: "MP4 / H.264", file: "h264.mp4", encode: &["-c:v", "libx264", "-preset", "veryfast", "-g", "50"] },
+    VideoFormat {
+        name: "MP4 / H.265",
+        file: "h265.mp4",
+        encode: &["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=50:log-level=error", "-tag:v", "hvc1"],
+    },
+    VideoFormat { name: "Matroska / H.264", file: "h264.mkv", encode: &["-c:v", "libx264", "-preset", "veryfast", "-g", "50"] },
+    VideoFormat {
+        name: "WebM / VP9",
+        file: "vp9.webm",
+        encode: &["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1", "-b:v", "2M", "-g", "50"],
+    },
+    VideoFormat { name: "WebM / AV1", file: "av1.webm", encode: &["-c:v", "libsvtav1", "-preset", "12", "-g", "50"] },
+    VideoFormat { name: "QuickTime / ProRes 422 Proxy", file: "prores.mov", encode: &["-c:v", "prores_ks", "-profile:v", "0"] },
+    VideoFormat { name: "AVI / MPEG-4 Part 2", file: "mpeg4.avi", encode: &["-c:v", "mpeg4", "-q:v", "5", "-g", "50"] },
+    VideoFormat { name: "MPEG-TS / MPEG-2", file: "mpeg2.ts", encode: &["-c:v", "mpeg2video", "-q:v", "5", "-g", "50"] },
+];
 
 pub fn video(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Result<()> {
     let dir = scratch.join("video");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join("movie.mp4");
     let (seconds, width, height) = (120, 1280, 720);
     let source = format!("testsrc2=size={width}x{height}:rate=25:duration={seconds}");
-    ffmpeg(&path, &["-f", "lavfi", "-i", &source, "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p"])?;
-    let sheet = dir.join("naive-sheet.jpg");
-    let ours = best_of_three(|| {
-        let mut c = Command::new(prism_exe);
-        c.arg("analyse").arg(&path);
-        c
-    })?;
-    // The same 4x3 sheet of 320 px tiles, by decoding everything and keeping one frame in ten
-    // seconds. Both sides use ffmpeg's default threading.
-    let naive = best_of_three(|| {
-        let mut c = Command::new("ffmpeg");
-        c.args(["-hide_banner", "-v", "error", "-y", "-i"]).arg(&path);
-        c.args(["-vf", &format!("fps=12/{seconds},scale=320:-2,tile=4x3"), "-frames:v", "1"]).arg(&sheet);
-        c
-    })?;
     writeln!(out, "## Video thumbnails\n")?;
     writeln!(
         out,
-        "{seconds} s of {width}x{height} H.264 at 25 fps, a keyframe every 2 s; a 4x3 contact sheet of 320 px tiles, best of 3.\n"
+        "Per container and codec, {seconds} s of {width}x{height} at 25 fps (ffmpeg's `testsrc2`), a keyframe every 2 s: \
+         prism's poster and 4x3 contact sheet of 320 px tiles (`prism analyse`) against a naive sheet that decodes \
+         every frame through `fps=` and `tile` (ffmpeg's default threading on both sides), best of 3 by wall time; \
+         CPU is user + system time, memory the peak resident set of the process and the ffmpeg runs it waits for.\n"
     )?;
-    writeln!(out, "| method | time | speed-up |\n|---|---:|---:|")?;
     writeln!(
         out,
-        "| prism: probe, then poster and 12 keyframes by seeking before the input (two ffmpeg runs side by side) | {:.0} ms | {:.1}x |",
-        ours * 1e3,
-        naive / ours
+        "| format | prism | naive | speed-up | prism CPU | naive CPU | CPU saved | prism peak | naive peak | goal (>= 10x) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )?;
-    writeln!(out, "| naive: decode every frame through `fps=` and `tile` | {:.0} ms | 1.0x |", naive * 1e3)?;
-    writeln!(out, "\nGoal: >= 10x faster than the naive full decode.\n")?;
+    for format in VIDEO_FORMATS {
+        let path = dir.join(format.file);
+        let mut args = vec!["-f", "lavfi", "-i", source.as_str(), "-pix_fmt", "yuv420p"];
+        if format.file == "prores.mov" {
+            args.pop();
+            args.push("yuv422p10le");
+        }
+        args.extend_from_slice(format.encode);
+        ffmpeg(&path, &args)?;
+        let ours = super::timing::best(|| {
+            let mut c = Command::new(prism_exe);
+            c.arg("analyse").arg(&path);
+            c
+        });
+        let ours = match ours {
+            Ok(run) => run,
+            Err(e) => {
+                writeln!(out, "| {} | failed: {} | | | | | | | | missed |", format.name, e.to_string().lines().last().unwrap_or_default())?;
+                continue;
+            }
+        };
+        let sheet = dir.join(format!("naive-{}.jpg", format.file.replace('.', "-")));
+        let naive = super::timing::best(|| {
+            let mut c = Command::new("ffmpeg");
+            c.args(["-hide_banner", "-v", "error", "-y", "-i"]).arg(&path);
+            c.args(["-vf", &format!("fps=12/{seconds},scale=320:-2,tile=4x3"), "-frames:v", "1"]).arg(&sheet);
+            c
+        })?;
+        let speed_up = naive.wall / ours.wall;
+        let goal = if speed_up >= 10.0 { "met".to_owned() } else { format!("missed: {speed_up:.1}x") };
+        writeln!(
+            out,
+            "| {} | {:.0} ms | {:.0} ms | {speed_up:.1}x | {:.0} ms | {:.0} ms | {:.1}x | {:.0} MB | {:.0} MB | {goal} |",
+            format.name,
+            ours.wall * 1e3,
+            naive.wall * 1e3,
+            ours.cpu * 1e3,
+            naive.cpu * 1e3,
+            naive.cpu / ours.cpu,
+            ours.peak_mb,
+            naive.peak_mb,
+        )?;
+    }
+    writeln!(out, "\nGoal: >= 10x faster than the naive full decode, per format.\n")?;
     Ok(())
 }

@@ -9,16 +9,18 @@
 //! * live progress: with many WebSocket connections open, the latency from an
 //!   event's creation to its arrival at each subscribed client, against a
 //!   bare `@connections` push through the same gateway;
-//! * audio, PDF text and video thumbnails: see [`media`];
+//! * PDF text per kind of PDF: see [`documents`]; audio and video thumbnails: see [`media`];
 //! * load: many small jobs through the whole pipeline, see [`prism_cloud::load`];
 //! * cold starts: see [`cold_start`]; idle load: see [`idle`]; estimates: see [`eta`].
 
 pub mod cold_start;
+pub mod documents;
 pub mod emulator_bound;
 pub mod eta;
 pub mod idle;
 pub mod media;
 pub mod thumbnails;
+pub mod timing;
 
 use std::fmt::Write as _;
 use std::path::Path;

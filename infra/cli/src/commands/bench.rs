@@ -68,7 +68,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
         bench::media::audio(&scratch, &exe, &mut report)?;
     }
     if wanted(BenchKind::Documents) {
-        bench::media::documents(&scratch, &exe, &mut report)?;
+        bench::documents::documents(&scratch, &exe, &mut report)?;
     }
     if wanted(BenchKind::Video) {
         bench::media::video(&scratch, &exe, &mut report)?;
