@@ -37,7 +37,10 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             max_bytes: config::parsed_or("DOCUMENT_MAX_BYTES", 200 * 1024 * 1024)?,
-            limits: DocumentLimits { max_pages: config::parsed_or("DOCUMENT_MAX_PAGES", DocumentLimits::default().max_pages)? },
+            limits: DocumentLimits {
+                max_pages: config::parsed_or("DOCUMENT_MAX_PAGES", DocumentLimits::default().max_pages)?,
+                ..DocumentLimits::default()
+            },
             deadline: Duration::from_secs(config::parsed_or("DOCUMENT_DEADLINE_SECONDS", 240)?),
             fallback_fonts_dir: fonts::fallback_dir_from_env()?,
         })

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use pdf_oxide::converters::ConversionOptions;
@@ -60,13 +61,20 @@ impl WorkError for DocumentError {
 #[derive(Debug, Clone, Copy)]
 pub struct DocumentLimits {
     pub max_pages: usize,
+    /// Pages read at once. Pages are independent, and Lambda's memory sizes
+    /// above 1,769 MB bring a second vCPU; `available_parallelism` reads the
+    /// CPU quota, so a one-vCPU function reads one page at a time.
+    pub workers: usize,
 }
 
 impl Default for DocumentLimits {
     fn default() -> Self {
-        Self { max_pages: 5_000 }
+        Self { max_pages: 5_000, workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)) }
     }
 }
+
+/// Lambda's largest functions have six vCPUs.
+const MAX_WORKERS: usize = 6;
 
 #[derive(Debug, Clone)]
 pub struct Analysed {
@@ -113,18 +121,13 @@ pub fn analyse(
     // aligned columns, which costs a third more time for the same words.
     let text_options = ConversionOptions::default();
     let mut warnings = Vec::new();
+    let texts = read_pages(&doc, page_count, &text_options, limits.workers, deadline, progress)?;
     let mut pages = Vec::with_capacity(page_count);
     let (mut failed, mut empty, mut words, mut chars) = (0u32, 0u32, 0u64, 0u64);
-    for index in 0..page_count {
-        if Instant::now() > deadline {
-            return Err(DocumentError::Deadline);
-        }
-        if progress.cancelled() {
-            return Err(DocumentError::Cancelled);
-        }
-        let text = match fenced(|| doc.extract_text_with_options(index, &text_options)) {
-            Ok(text) => text,
-            Err(reason) => {
+    for (index, text) in texts.into_iter().enumerate() {
+        let text = match text {
+            PageRead::Text(text) => text,
+            PageRead::Unreadable(reason) => {
                 failed += 1;
                 if warnings.len() < 20 {
                     warnings.push(format!("page {}: the text could not be read: {reason}", index + 1));
@@ -139,7 +142,6 @@ pub fn analyse(
         words += page_words;
         chars += text.chars().count() as u64;
         pages.push(PageText { page: index as u32 + 1, words: page_words, text });
-        progress.report_count(index as u64 + 1, page_count as u64);
     }
     if failed as usize == page_count {
         return Err(DocumentError::Corrupt(format!("no page's text could be read ({})", warnings.first().map_or("", String::as_str))));
@@ -175,6 +177,68 @@ pub fn analyse(
         warnings,
     };
     Ok(Analysed { result, pages: DocumentPages { schema_version: SCHEMA_VERSION, pages }, preview: preview.map(|p| p.data) })
+}
+
+/// One page's text, or why the library could not read it.
+enum PageRead {
+    Text(String),
+    Unreadable(String),
+}
+
+/// Every page's text, in page order, `workers` pages at a time (each
+/// worker takes the next unread page). The first deadline or cancellation a
+/// worker sees stops them all.
+fn read_pages(
+    doc: &PdfDocument,
+    page_count: usize,
+    options: &ConversionOptions,
+    workers: usize,
+    deadline: Instant,
+    progress: &Progress,
+) -> Result<Vec<PageRead>, DocumentError> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let read = || -> Result<Vec<(usize, PageRead)>, DocumentError> {
+        let mut mine = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            if index >= page_count {
+                return Ok(mine);
+            }
+            let stop = if Instant::now() > deadline {
+                Some(DocumentError::Deadline)
+            } else if progress.cancelled() {
+                Some(DocumentError::Cancelled)
+            } else {
+                None
+            };
+            if let Some(error) = stop {
+                next.store(page_count, Ordering::Relaxed);
+                return Err(error);
+            }
+            let text = fenced(|| doc.extract_text_with_options(index, options)).map_or_else(PageRead::Unreadable, PageRead::Text);
+            mine.push((index, text));
+            progress.report_count(done.fetch_add(1, Ordering::Relaxed) as u64 + 1, page_count as u64);
+        }
+    };
+    let mut texts: Vec<PageRead> = Vec::new();
+    texts.resize_with(page_count, || PageRead::Text(String::new()));
+    let mut outcomes = Vec::new();
+    if workers <= 1 {
+        outcomes.push(read());
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers.min(page_count)).map(|_| scope.spawn(read)).collect();
+            // The library's panics are fenced page by page; one of this code's goes on up.
+            outcomes.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
+        });
+    }
+    for outcome in outcomes {
+        for (index, text) in outcome? {
+            texts[index] = text;
+        }
+    }
+    Ok(texts)
 }
 
 /// The information dictionary's text entries.

@@ -79,10 +79,29 @@ fn damaged_pdfs_end_in_bounded_time_without_panicking() {
 }
 
 #[test]
+fn pages_read_side_by_side_come_out_as_one_reader_reads_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bytes = std::fs::read(manual_pdf(dir.path(), "bash")).expect("pdf");
+    let read = |workers| {
+        let limits = DocumentLimits { workers, ..DocumentLimits::default() };
+        analyse(bytes.clone(), &limits, false, soon(), &Progress::detached()).expect("read")
+    };
+    let (one, four) = (read(1), read(4));
+    assert!(one.pages.pages.len() > 8, "enough pages for the readers to interleave");
+    assert_eq!(four.pages, one.pages, "the same text, page by page, in page order");
+    assert_eq!((four.result.words, four.result.chars), (one.result.words, one.result.chars));
+    let e =
+        analyse(bytes.clone(), &DocumentLimits { workers: 4, ..DocumentLimits::default() }, false, Instant::now(), &Progress::detached())
+            .expect_err("past the deadline");
+    assert_eq!(e.code(), "deadline_exceeded", "every reader stops at the deadline");
+}
+
+#[test]
 fn page_and_time_limits_hold() {
     let dir = tempfile::tempdir().expect("temp dir");
     let bytes = std::fs::read(manual_pdf(dir.path(), "bash")).expect("pdf");
-    let e = analyse(bytes.clone(), &DocumentLimits { max_pages: 3 }, true, soon(), &Progress::detached()).expect_err("too many pages");
+    let e = analyse(bytes.clone(), &DocumentLimits { max_pages: 3, ..DocumentLimits::default() }, true, soon(), &Progress::detached())
+        .expect_err("too many pages");
     assert_eq!(e.code(), "too_many_pages");
     let e = analyse(bytes, &DocumentLimits::default(), true, Instant::now(), &Progress::detached()).expect_err("past the deadline");
     assert_eq!(e.code(), "deadline_exceeded");

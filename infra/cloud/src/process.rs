@@ -31,6 +31,19 @@ fn die_with_parent(_cmd: &mut tokio::process::Command) {}
 /// not missed. `None` when the root has gone or /proc cannot tell.
 #[cfg(target_os = "linux")]
 pub fn tree_memory_bytes(root: u32) -> Option<u64> {
+    tree_bytes(root, true)
+}
+
+/// The memory `root` and its descendants hold now: every process's resident
+/// set, the root's included (where the root has run other work before, its
+/// high-water mark would count that work's peak).
+#[cfg(target_os = "linux")]
+pub fn tree_resident_bytes(root: u32) -> Option<u64> {
+    tree_bytes(root, false)
+}
+
+#[cfg(target_os = "linux")]
+fn tree_bytes(root: u32, root_peak: bool) -> Option<u64> {
     use procfs::process::Process;
     fn process(pid: u32) -> Option<Process> {
         Process::new(i32::try_from(pid).ok()?).ok()
@@ -40,7 +53,8 @@ pub fn tree_memory_bytes(root: u32) -> Option<u64> {
         tasks.flatten().filter_map(|task| task.children().ok()).flatten().collect()
     }
     let root = process(root)?;
-    let mut total = root.status().ok()?.vmhwm? * 1024;
+    let status = root.status().ok()?;
+    let mut total = if root_peak { status.vmhwm? } else { status.vmrss? } * 1024;
     let mut pending = children(&root);
     // Bounded, in case /proc shows a process tree being rebuilt under it.
     let mut seen = 0;
@@ -59,5 +73,10 @@ pub fn tree_memory_bytes(root: u32) -> Option<u64> {
 
 #[cfg(not(target_os = "linux"))]
 pub fn tree_memory_bytes(_root: u32) -> Option<u64> {
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn tree_resident_bytes(_root: u32) -> Option<u64> {
     None
 }

@@ -146,7 +146,7 @@ pub fn video(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Resu
         "Per container and codec, {seconds} s of {width}x{height} at 25 fps (ffmpeg's `testsrc2`), a keyframe every 2 s: \
          prism's poster and 4x3 contact sheet of 320 px tiles (`prism analyse`) against a naive sheet that decodes \
          every frame through `fps=` and `tile` (ffmpeg's default threading on both sides), best of 3 by wall time; \
-         CPU is user + system time, memory the peak resident set of the process and the ffmpeg runs it waits for.\n"
+         CPU is user + system time, memory the largest peak among the process and the ffmpeg runs it waits for.\n"
     )?;
     writeln!(
         out,

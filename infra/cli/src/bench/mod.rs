@@ -11,6 +11,7 @@
 //!   bare `@connections` push through the same gateway;
 //! * PDF text per kind of PDF: see [`documents`]; audio and video thumbnails: see [`media`];
 //! * load: many small jobs through the whole pipeline, see [`prism_cloud::load`];
+//! * memory at the limits, per processor and format: see [`memory`];
 //! * cold starts: see [`cold_start`]; idle load: see [`idle`]; estimates: see [`eta`].
 
 pub mod cold_start;
@@ -19,6 +20,7 @@ pub mod emulator_bound;
 pub mod eta;
 pub mod idle;
 pub mod media;
+pub mod memory;
 pub mod thumbnails;
 pub mod timing;
 

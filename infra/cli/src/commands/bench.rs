@@ -40,6 +40,7 @@ pub enum BenchKind {
     Audio,
     Documents,
     Video,
+    Memory,
     Priority,
     Live,
     Load,
@@ -72,6 +73,9 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted(BenchKind::Video) {
         bench::media::video(&scratch, &exe, &mut report)?;
+    }
+    if wanted(BenchKind::Memory) {
+        bench::memory::memory(project, &scratch, &exe, &mut report)?;
     }
     let on_cloud = [BenchKind::Priority, BenchKind::Live, BenchKind::Load, BenchKind::ColdStart, BenchKind::Idle];
     if on_cloud.into_iter().chain([BenchKind::Eta]).any(wanted) {

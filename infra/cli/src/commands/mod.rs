@@ -1,6 +1,6 @@
 //! The `prism` commands, one module each.
 
-mod analyse;
+pub(crate) mod analyse;
 mod bench;
 mod dashboard;
 mod install;
