@@ -97,9 +97,18 @@ fn assert_covers_the_log(pushed: &[Value], log: &[Value]) {
 
 #[tokio::test]
 async fn a_terminal_event_whose_publish_fails_still_reaches_subscribers() {
+    terminal_event_whose_publish_fails(EmulatorChoice::Localstack).await;
+}
+
+#[tokio::test]
+async fn a_terminal_event_whose_publish_fails_still_reaches_subscribers_on_the_moto_only_cloud() {
+    terminal_event_whose_publish_fails(EmulatorChoice::Moto).await;
+}
+
+async fn terminal_event_whose_publish_fails(emulator: EmulatorChoice) {
     // Three failures: the SDK's own three attempts, so the function sees the throttled topic.
     let rule = FaultRule { body_contains: Some("job.completed".into()), ..fail("publish", "sns:PublishBatch", 3) };
-    let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
+    let tc = TestCloud::with_faults(emulator, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
     let (pushed, log) = follow_one_job(&tc).await;
     assert_eq!(log.last().map(|e| e["event_type"].clone()), Some("job.completed".into()));
     assert_covers_the_log(&pushed, &log);
@@ -214,5 +223,35 @@ async fn a_function_killed_mid_job_has_its_message_redelivered_and_the_job_ends_
     // The fault was met: the first attempt's process died by SIGKILL.
     let log = tc.log("process-text");
     assert!(log.contains("signal: 9"), "process-text was killed: {log}");
+    tc.finish().await;
+}
+
+#[tokio::test]
+async fn a_dynamodb_outage_under_a_processor_delays_its_job_which_still_ends_once() {
+    dynamodb_outage_under_a_processor(EmulatorChoice::Localstack).await;
+}
+
+#[tokio::test]
+async fn a_dynamodb_outage_under_a_processor_delays_its_job_which_still_ends_once_on_the_moto_only_cloud() {
+    dynamodb_outage_under_a_processor(EmulatorChoice::Moto).await;
+}
+
+async fn dynamodb_outage_under_a_processor(emulator: EmulatorChoice) {
+    // DynamoDB answers process-text nothing but 503 for 4 s from its first
+    // call. Whether the SDK's own retries outlast it or a delivery fails and
+    // comes back after its backoff depends on their jitter; either way the
+    // job cannot complete before the outage ends, and must complete once.
+    let outage = Duration::from_secs(4);
+    let rule = FaultRule { action: FaultAction::Outage { ms: outage.as_millis() as u64 }, ..fail("process-text", "dynamodb:*", 1) };
+    let tc = TestCloud::with_faults(emulator, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
+    let submitted = std::time::Instant::now();
+    let id = tc.api.submit("notes.txt", TEXT.to_vec(), None).await.expect("submit").id;
+    let job = tc.api.wait(&id, JOB_TIMEOUT).await.expect("ended in time");
+    assert_eq!(job.status.as_str(), "completed", "{:?}", job.error);
+    assert!(submitted.elapsed() >= outage, "the job waited out the outage: ended after {:?}", submitted.elapsed());
+    let events = tc.api.events(&id, 0).await.expect("events");
+    for once in ["job.started", "job.completed"] {
+        assert_eq!(events.iter().filter(|e| e["event_type"] == once).count(), 1, "{once} once: {events:?}");
+    }
     tc.finish().await;
 }

@@ -47,6 +47,11 @@ pub enum FaultAction {
     },
     /// Hold the call this long, then forward it.
     Delay { ms: u64 },
+    /// From the first matching call (past `after`), fail every matching
+    /// call with 503 for this long: a service down for a while, as callers
+    /// see an emulator restart or a regional disruption. `times` is not
+    /// counted.
+    Outage { ms: u64 },
     /// Kill the calling function's instances (SIGKILL) as a host failure
     /// would, mid-invocation: the call is never forwarded, the invocation
     /// fails as crashed, and its event source's messages come back after
@@ -159,12 +164,27 @@ pub struct Proxies {
     revoked: Vec<Revocation>,
     iam: IamMode,
     account: Account,
-    /// Each rule with how many matching calls it has seen.
-    faults: Mutex<Vec<(FaultRule, u64)>>,
+    /// Each rule with how many matching calls it has seen (and, for an
+    /// outage, when it began).
+    faults: Mutex<Vec<RuleState>>,
     upstreams: Upstreams,
     http: reqwest::Client,
     /// The functions behind the endpoints, by name: what a crash kills.
     functions: Mutex<BTreeMap<String, crate::runtime::FunctionHandle>>,
+}
+
+/// A fault rule and what it has met so far.
+#[derive(Debug)]
+struct RuleState {
+    rule: FaultRule,
+    seen: u64,
+    outage_began: Option<std::time::Instant>,
+}
+
+impl RuleState {
+    fn new(rule: FaultRule) -> Self {
+        Self { rule, seen: 0, outage_began: None }
+    }
 }
 
 /// Where calls go, by service.
@@ -195,7 +215,7 @@ impl Proxies {
             denials: Mutex::new(Vec::new()),
             iam,
             account,
-            faults: Mutex::new(plan.faults.iter().cloned().map(|f| (f, 0)).collect()),
+            faults: Mutex::new(plan.faults.iter().cloned().map(RuleState::new).collect()),
             revoked: plan.revoke.clone(),
             upstreams,
             http,
@@ -256,7 +276,7 @@ impl Proxies {
 
     /// Adds fault rules to a running cloud.
     pub fn add_faults(&self, rules: impl IntoIterator<Item = FaultRule>) {
-        self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(rules.into_iter().map(|r| (r, 0)));
+        self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(rules.into_iter().map(RuleState::new));
     }
 
     /// Removes every fault rule: the cause of the failures is gone.
@@ -267,13 +287,23 @@ impl Proxies {
     /// The action of the first rule that applies to this call, spending its budget.
     fn fault_for(&self, caller: &Caller, call: &Call, body: Option<&[u8]>) -> Option<FaultAction> {
         let mut faults = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (rule, seen) in faults.iter_mut() {
-            if !rule.matches(caller, call, body) {
+        for state in faults.iter_mut() {
+            if !state.rule.matches(caller, call, body) {
                 continue;
             }
-            *seen += 1;
-            if *seen > rule.after && *seen <= rule.after + rule.times {
-                return Some(rule.action.clone());
+            state.seen += 1;
+            if state.seen <= state.rule.after {
+                continue;
+            }
+            if let FaultAction::Outage { ms } = state.rule.action {
+                let began = *state.outage_began.get_or_insert_with(std::time::Instant::now);
+                if began.elapsed() < Duration::from_millis(ms) {
+                    return Some(FaultAction::Fail { status: Some(503), code: None });
+                }
+                continue;
+            }
+            if state.seen <= state.rule.after + state.rule.times {
+                return Some(state.rule.action.clone());
             }
         }
         None
@@ -282,7 +312,7 @@ impl Proxies {
     /// Whether some rule must look into this call's body to know if it applies.
     fn inspects_body(&self, caller: &Caller, call: &Call) -> bool {
         let faults = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        faults.iter().any(|(rule, _)| rule.body_contains.is_some() && rule.matches_call(caller, call))
+        faults.iter().any(|state| state.rule.body_contains.is_some() && state.rule.matches_call(caller, call))
     }
 }
 
@@ -329,6 +359,10 @@ async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, reques
             Some(FaultAction::Delay { ms }) => {
                 tracing::info!(function = %caller.name, service = %call.service, operation = %call.operation, ms, "fault injected: delaying the call");
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            // An outage answers as a failure (`fault_for` turns it into one).
+            Some(FaultAction::Outage { .. }) => {
+                return error_response(&call, 503, None, "fault injected by the local cloud: the service is down");
             }
             Some(FaultAction::Crash) => {
                 let function = proxies.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&caller.name).cloned();
@@ -572,6 +606,30 @@ mod tests {
         assert_eq!(proxies.fault_for(&caller, &call, Some(b"job.progress")), None, "other bodies never match");
     }
 
+    #[test]
+    fn an_outage_fails_every_matching_call_for_its_length_then_none() {
+        let rule = FaultRule {
+            function: None,
+            operation: "dynamodb:*".into(),
+            body_contains: None,
+            uri_contains: None,
+            after: 1,
+            times: 1,
+            action: FaultAction::Outage { ms: 300 },
+        };
+        let upstreams = Upstreams { main: String::new(), dynamodb: String::new(), connections: None, lambda: None };
+        let plan = FaultPlan { faults: vec![rule], ..FaultPlan::default() };
+        let proxies = Proxies::new(upstreams, &plan, IamMode::Off, account()).expect("proxies");
+        let caller = Caller { name: "prism-test-classify".into(), binary: "classify".into(), policy: Arc::default() };
+        let call = |operation: &str| Call { service: "dynamodb".into(), operation: operation.into(), presigned: false, uri: "/".into() };
+        assert_eq!(proxies.fault_for(&caller, &call("GetItem"), None), None, "the first is let through");
+        let during: Vec<bool> =
+            ["PutItem", "Query", "GetItem"].iter().map(|op| proxies.fault_for(&caller, &call(op), None).is_some()).collect();
+        assert_eq!(during, [true, true, true], "every call while it lasts, whatever `times` says");
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(proxies.fault_for(&caller, &call("PutItem"), None), None, "over once its time is up");
+    }
+
     fn account() -> Account {
         Account { region: "us-east-1".into(), id: "000000000000".into(), websocket_api: None }
     }
@@ -581,10 +639,12 @@ mod tests {
         let plan: FaultPlan = serde_json::from_str(
             r#"{"faults": [{"operation": "execute-api:PostToConnection", "times": 3, "action": {"kind": "fail", "status": 429}},
                            {"function": "classify", "operation": "dynamodb:*", "action": {"kind": "delay", "ms": 200}},
-                           {"function": "process-audio", "operation": "s3:PutObject", "action": {"kind": "crash"}}]}"#,
+                           {"function": "process-audio", "operation": "s3:PutObject", "action": {"kind": "crash"}},
+                           {"operation": "dynamodb:*", "action": {"kind": "outage", "ms": 4000}}]}"#,
         )
         .expect("plan");
-        assert_eq!(plan.faults.len(), 3);
+        assert_eq!(plan.faults.len(), 4);
+        assert_eq!(plan.faults[3].action, FaultAction::Outage { ms: 4000 });
         assert_eq!(plan.faults[0].action, FaultAction::Fail { status: Some(429), code: None });
         assert_eq!((plan.faults[1].times, &plan.faults[1].action), (1, &FaultAction::Delay { ms: 200 }));
         assert_eq!(plan.faults[2].action, FaultAction::Crash);
