@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The emulators the benchmarks on a cloud run against.
+    #[arg(long, value_enum, default_value_t = EmulatorChoice::Localstack)]
+    emulator: EmulatorChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -50,7 +53,7 @@ pub enum BenchKind {
 }
 
 pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
-    let BenchArgs { batch, connections, starts, jobs, only, out } = args;
+    let BenchArgs { batch, connections, starts, jobs, only, out, emulator } = args;
     let wanted = |kind| only.is_empty() || only.contains(&kind);
     let scratch = project.join("target/prism-bench");
     let exe = std::env::current_exe()?;
@@ -87,7 +90,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
         build_workspace_bins(project, true, &references)?;
     }
     if on_cloud.into_iter().any(wanted) {
-        let (cloud, key) = start_cloud(project, &scratch.join("cloud"), Vec::new()).await?;
+        let (cloud, key) = start_cloud(project, emulator, &scratch.join("cloud"), Vec::new()).await?;
         let token = key.issue("bench", chrono::Duration::hours(4), chrono::Utc::now())?;
         let api = PrismClient::new(&cloud.info.http_url, Some(token.clone()))?;
         let measured = async {
@@ -113,7 +116,8 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 let deadline = Duration::from_secs(600 + jobs as u64);
                 let rates = bench::emulator_bound::measure(&cloud.clients()).await?;
                 let result = load::run(&cloud, &load_api, jobs, deadline).await?;
-                let command = format!("cargo run --profile local-release -p prism -- bench --only load --jobs {jobs}");
+                let choice = format!("{emulator:?}").to_lowercase();
+                let command = format!("cargo run --profile local-release -p prism -- bench --only load --jobs {jobs} --emulator {choice}");
                 load::write(&result, &command, &mut report)?;
                 bench::emulator_bound::write(rates, &result.calls_per_job, result.jobs_per_second, &mut report)?;
             }
@@ -128,7 +132,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
         // A cloud of its own: nothing learned yet, and classify reading the
         // calibration for every job, so the second round sees the first's.
         let parameters = vec![("EstimateCalibrationCacheSeconds".to_owned(), "0".to_owned())];
-        let (cloud, key) = start_cloud(project, &scratch.join("cloud-eta"), parameters).await?;
+        let (cloud, key) = start_cloud(project, emulator, &scratch.join("cloud-eta"), parameters).await?;
         let api = PrismClient::new(&cloud.info.http_url, Some(key.issue("bench", chrono::Duration::hours(4), chrono::Utc::now())?))?;
         let measured = bench::eta::eta(&api, &scratch, &mut report).await;
         cloud.stop().await;
@@ -144,13 +148,14 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
 /// A fresh local cloud of `local-release` builds for a benchmark, and the key its tokens are signed with.
 async fn start_cloud(
     project: &Path,
+    emulator: EmulatorChoice,
     state_dir: &Path,
     parameters: Vec<(String, String)>,
 ) -> anyhow::Result<(LocalCloud, prism_shared::app::auth::TokenKey)> {
     let secret = cloud::new_token_secret();
     let cloud = LocalCloud::start(CloudOptions {
         project_dir: project.to_owned(),
-        emulator: Some(EmulatorChoice::Localstack),
+        emulator: Some(emulator),
         bin_dir: target_dir(project).join(LOCAL_RELEASE),
         state_dir: state_dir.to_owned(),
         echo_logs: false,
