@@ -247,7 +247,7 @@ pub fn write(report: &LoadReport, command: &str, out: &mut String) -> std::fmt::
     writeln!(out, "## Load\n")?;
     writeln!(
         out,
-        "{} jobs ({} through the API, {} dropped into the bucket; texts and small PNGs) on the default local cloud, `{command}`.\n",
+        "{} jobs ({} through the API, {} dropped into the bucket; texts and small PNGs) on the local cloud, `{command}`.\n",
         report.jobs, report.through_api, report.dropped
     )?;
     writeln!(out, "| measure | value |\n|---|---:|")?;
