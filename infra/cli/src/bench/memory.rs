@@ -37,6 +37,8 @@ enum Make {
 
 const TEST_PICTURE: &str = "testsrc2=size=10000x10000";
 
+// Kept as written: rustfmt would stand each ffmpeg argument on a line of its own.
+#[rustfmt::skip]
 const CASES: &[Case] = &[
     Case {
         function: "ProcessImageFunction",
@@ -110,18 +112,7 @@ const CASES: &[Case] = &[
         file: "limit-16k-2fps.mp4",
         worst: true,
         make: Make::Ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=16384x4096:rate=2:duration=10",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "2",
-            "-pix_fmt",
-            "yuv420p",
+            "-f", "lavfi", "-i", "testsrc2=size=16384x4096:rate=2:duration=10", "-c:v", "libx264", "-preset", "ultrafast", "-g", "2", "-pix_fmt", "yuv420p",
         ]),
     },
     Case {
@@ -130,22 +121,7 @@ const CASES: &[Case] = &[
         file: "limit-16k-2fps.webm",
         worst: false,
         make: Make::Ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=16384x4096:rate=2:duration=10",
-            "-c:v",
-            "libvpx-vp9",
-            "-deadline",
-            "realtime",
-            "-cpu-used",
-            "8",
-            "-row-mt",
-            "1",
-            "-b:v",
-            "8M",
-            "-g",
-            "2",
+            "-f", "lavfi", "-i", "testsrc2=size=16384x4096:rate=2:duration=10", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1", "-b:v", "8M", "-g", "2",
         ]),
     },
 ];
