@@ -18,6 +18,34 @@ use prism_shared::JobId;
 use prism_shared::app::realtime::ClientMessage;
 use serde_json::Value;
 
+/// Each fault test runs on both emulator setups, as its own two tests:
+/// `name::on_localstack` (LocalStack with moto's DynamoDB, the default) and
+/// `name::on_the_moto_only_cloud`.
+macro_rules! on_both_setups {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn on_localstack() {
+                super::$name(prism_cloud::EmulatorChoice::Localstack).await;
+            }
+
+            #[tokio::test]
+            async fn on_the_moto_only_cloud() {
+                super::$name(prism_cloud::EmulatorChoice::Moto).await;
+            }
+        }
+    )*};
+}
+
+on_both_setups!(
+    a_terminal_event_whose_publish_fails_still_reaches_subscribers,
+    a_throttled_connection_still_gets_every_event,
+    a_message_that_always_fails_ends_its_job_through_the_dlq_while_the_rest_complete,
+    every_message_delivered_twice_records_nothing_twice,
+    a_function_killed_mid_job_has_its_message_redelivered_and_the_job_ends_once,
+    a_dynamodb_outage_under_a_processor_delays_its_job_which_still_ends_once,
+);
+
 const TEXT: &[u8] = b"Faults are injected into this job's path. It must still end, once, and be seen ending.\n";
 
 fn fail(function: &str, operation: &str, times: u64) -> FaultRule {
@@ -95,17 +123,7 @@ fn assert_covers_the_log(pushed: &[Value], log: &[Value]) {
     );
 }
 
-#[tokio::test]
-async fn a_terminal_event_whose_publish_fails_still_reaches_subscribers() {
-    terminal_event_whose_publish_fails(EmulatorChoice::Localstack).await;
-}
-
-#[tokio::test]
-async fn a_terminal_event_whose_publish_fails_still_reaches_subscribers_on_the_moto_only_cloud() {
-    terminal_event_whose_publish_fails(EmulatorChoice::Moto).await;
-}
-
-async fn terminal_event_whose_publish_fails(emulator: EmulatorChoice) {
+async fn a_terminal_event_whose_publish_fails_still_reaches_subscribers(emulator: EmulatorChoice) {
     // Three failures: the SDK's own three attempts, so the function sees the throttled topic.
     let rule = FaultRule { body_contains: Some("job.completed".into()), ..fail("publish", "sns:PublishBatch", 3) };
     let tc = TestCloud::with_faults(emulator, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
@@ -116,8 +134,7 @@ async fn terminal_event_whose_publish_fails(emulator: EmulatorChoice) {
     tc.finish().await;
 }
 
-#[tokio::test]
-async fn a_throttled_connection_still_gets_every_event() {
+async fn a_throttled_connection_still_gets_every_event(emulator: EmulatorChoice) {
     // The push of the job's last event gets a bare 429, which the SDK does not
     // retry itself: nothing after it could bring that event along.
     let rule = FaultRule {
@@ -125,17 +142,16 @@ async fn a_throttled_connection_still_gets_every_event() {
         action: FaultAction::Fail { status: Some(429), code: None },
         ..fail("progress", "execute-api:PostToConnection", 1)
     };
-    let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
+    let tc = TestCloud::with_faults(emulator, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
     let (pushed, log) = follow_one_job(&tc).await;
     assert_covers_the_log(&pushed, &log);
     assert!(tc.log("progress").contains("fan-out failed"), "the fault was met: {:?}", tc.cloud.proxies.calls());
     tc.finish().await;
 }
 
-#[tokio::test]
-async fn a_message_that_always_fails_ends_its_job_through_the_dlq_while_the_rest_complete() {
+async fn a_message_that_always_fails_ends_its_job_through_the_dlq_while_the_rest_complete(emulator: EmulatorChoice) {
     let rule = FaultRule { uri_contains: Some("poison.txt".into()), ..fail("process-text", "s3:GetObject", 1000) };
-    let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
+    let tc = TestCloud::with_faults(emulator, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
     let mut ids = Vec::new();
     for name in ["a.txt", "poison.txt", "b.txt", "c.txt"] {
         ids.push((name, tc.api.submit(name, TEXT.to_vec(), None).await.expect("submit").id));
@@ -157,10 +173,9 @@ async fn a_message_that_always_fails_ends_its_job_through_the_dlq_while_the_rest
     tc.finish().await;
 }
 
-#[tokio::test]
-async fn every_message_delivered_twice_records_nothing_twice() {
+async fn every_message_delivered_twice_records_nothing_twice(emulator: EmulatorChoice) {
     let plan = FaultPlan { duplicate_deliveries: true, ..FaultPlan::default() };
-    let tc = TestCloud::with_faults(EmulatorChoice::Localstack, plan).await;
+    let tc = TestCloud::with_faults(emulator, plan).await;
     let png = images::png(640, 480);
     let files: Vec<(&str, Vec<u8>)> = vec![("one.txt", TEXT.to_vec()), ("two.txt", TEXT.repeat(3)), ("picture.png", png)];
     let mut ids = Vec::new();
@@ -191,12 +206,11 @@ async fn every_message_delivered_twice_records_nothing_twice() {
     tc.finish().await;
 }
 
-#[tokio::test]
-async fn a_function_killed_mid_job_has_its_message_redelivered_and_the_job_ends_once() {
+async fn a_function_killed_mid_job_has_its_message_redelivered_and_the_job_ends_once(emulator: EmulatorChoice) {
     // process-text dies as it writes its outputs: the job is `processing`,
     // its invocation gone with the process.
     let rule = FaultRule { action: FaultAction::Crash, ..fail("process-text", "s3:PutObject", 1) };
-    let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
+    let tc = TestCloud::with_faults(emulator, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
     // The lane's messages come back 5 s after a failed delivery instead of
     // the template's 180, so the redelivery happens within the test.
     let sqs = tc.cloud.clients().sqs;
@@ -226,17 +240,7 @@ async fn a_function_killed_mid_job_has_its_message_redelivered_and_the_job_ends_
     tc.finish().await;
 }
 
-#[tokio::test]
-async fn a_dynamodb_outage_under_a_processor_delays_its_job_which_still_ends_once() {
-    dynamodb_outage_under_a_processor(EmulatorChoice::Localstack).await;
-}
-
-#[tokio::test]
-async fn a_dynamodb_outage_under_a_processor_delays_its_job_which_still_ends_once_on_the_moto_only_cloud() {
-    dynamodb_outage_under_a_processor(EmulatorChoice::Moto).await;
-}
-
-async fn dynamodb_outage_under_a_processor(emulator: EmulatorChoice) {
+async fn a_dynamodb_outage_under_a_processor_delays_its_job_which_still_ends_once(emulator: EmulatorChoice) {
     // DynamoDB answers process-text nothing but 503 for 4 s from its first
     // call. Whether the SDK's own retries outlast it or a delivery fails and
     // comes back after its backoff depends on their jitter; either way the
