@@ -298,7 +298,7 @@ impl Proxies {
             if let FaultAction::Outage { ms } = state.rule.action {
                 let began = *state.outage_began.get_or_insert_with(std::time::Instant::now);
                 if began.elapsed() < Duration::from_millis(ms) {
-                    return Some(FaultAction::Fail { status: Some(503), code: None });
+                    return Some(state.rule.action.clone());
                 }
                 continue;
             }
@@ -360,8 +360,8 @@ async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, reques
                 tracing::info!(function = %caller.name, service = %call.service, operation = %call.operation, ms, "fault injected: delaying the call");
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            // An outage answers as a failure (`fault_for` turns it into one).
             Some(FaultAction::Outage { .. }) => {
+                tracing::info!(function = %caller.name, service = %call.service, operation = %call.operation, "fault injected: the service is down");
                 return error_response(&call, 503, None, "fault injected by the local cloud: the service is down");
             }
             Some(FaultAction::Crash) => {

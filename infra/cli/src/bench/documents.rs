@@ -26,23 +26,25 @@ struct Kind {
 
 /// A page to write: its size in points, lines of Helvetica, and an optional
 /// greyscale JPEG covering it.
-struct Page {
+struct Page<'a> {
     width: f32,
     height: f32,
     font_size: f32,
     lines: Vec<String>,
-    scan: Option<Scan>,
+    scan: Option<Scan<'a>>,
 }
 
-struct Scan {
-    jpeg: Vec<u8>,
+/// A JPEG drawn over a whole page; pages that show the same picture share its bytes.
+#[derive(Clone, Copy)]
+struct Scan<'a> {
+    jpeg: &'a [u8],
     width: i32,
     height: i32,
 }
 
 /// A PDF of `pages` with the base-14 Helvetica (no font embedded, as in
 /// most generated documents).
-fn write_pdf(path: &Path, pages: &[Page]) -> anyhow::Result<()> {
+fn write_pdf(path: &Path, pages: &[Page<'_>]) -> anyhow::Result<()> {
     let (catalog, tree, font) = (Ref::new(1), Ref::new(2), Ref::new(3));
     let mut next = 4;
     let mut alloc = || {
@@ -68,7 +70,7 @@ fn write_pdf(path: &Path, pages: &[Page]) -> anyhow::Result<()> {
         writer.finish();
         let mut content = Content::new();
         if let (Some(id), Some(scan)) = (image_id, &page.scan) {
-            let mut image = pdf.image_xobject(id, &scan.jpeg);
+            let mut image = pdf.image_xobject(id, scan.jpeg);
             image.filter(Filter::DctDecode);
             image.width(scan.width).height(scan.height).bits_per_component(8);
             image.color_space().device_gray();
@@ -90,38 +92,22 @@ fn write_pdf(path: &Path, pages: &[Page]) -> anyhow::Result<()> {
     std::fs::write(path, pdf.finish()).with_context(|| format!("writing {}", path.display()))
 }
 
+/// `count` pages the size of a label (200 x 140 pt), eight short lines each.
+fn labels(rng: &mut fastrand::Rng, count: usize) -> Vec<Page<'static>> {
+    (0..count).map(|_| Page { width: 200.0, height: 140.0, font_size: 9.0, lines: prose(rng, 8, 6), scan: None }).collect()
+}
+
+/// A page that is only `scan`, A4.
+fn scanned_page(scan: Scan<'_>) -> Page<'_> {
+    Page { width: 595.0, height: 842.0, font_size: 10.0, lines: Vec::new(), scan: Some(scan) }
+}
+
 /// Lines of `words` words from a small vocabulary, seeded.
 fn prose(rng: &mut fastrand::Rng, lines: usize, words: usize) -> Vec<String> {
+    #[rustfmt::skip]
     const VOCABULARY: &[&str] = &[
-        "the",
-        "job",
-        "pipeline",
-        "reads",
-        "every",
-        "page",
-        "of",
-        "a",
-        "document",
-        "and",
-        "writes",
-        "its",
-        "text",
-        "to",
-        "storage",
-        "while",
-        "events",
-        "tell",
-        "subscribers",
-        "how",
-        "far",
-        "it",
-        "got",
-        "retries",
-        "are",
-        "bounded",
-        "nothing",
-        "is",
-        "lost",
+        "the", "job", "pipeline", "reads", "every", "page", "of", "a", "document", "and", "writes", "its", "text", "to", "storage",
+        "while", "events", "tell", "subscribers", "how", "far", "it", "got", "retries", "are", "bounded", "nothing", "is", "lost",
     ];
     (0..lines).map(|_| (0..words).map(|_| VOCABULARY[rng.usize(..VOCABULARY.len())]).collect::<Vec<_>>().join(" ")).collect()
 }
@@ -174,21 +160,15 @@ fn scanned(dir: &Path, typeset: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         }
         let bytes = std::fs::read(&jpeg)?;
         let (width, height) = image::image_dimensions(&jpeg).with_context(|| format!("reading {}", jpeg.display()))?;
-        scans.push(Scan { jpeg: bytes, width: i32::try_from(width)?, height: i32::try_from(height)? });
+        scans.push((bytes, i32::try_from(width)?, i32::try_from(height)?));
     }
     anyhow::ensure!(scans.len() >= 4, "too few pages to scan: {}", scans.len());
     let mut files = Vec::new();
     for i in 0..16 {
         let path = dir.join(format!("scanned-{i}.pdf"));
-        let pages: Vec<Page> = (0..8)
+        let pages: Vec<Page<'_>> = (0..8)
             .map(|page| &scans[(i * 8 + page) % scans.len()])
-            .map(|s| Page {
-                width: 595.0,
-                height: 842.0,
-                font_size: 10.0,
-                lines: Vec::new(),
-                scan: Some(Scan { jpeg: s.jpeg.clone(), width: s.width, height: s.height }),
-            })
+            .map(|(jpeg, width, height)| scanned_page(Scan { jpeg, width: *width, height: *height }))
             .collect();
         write_pdf(&path, &pages)?;
         files.push(path);
@@ -203,9 +183,7 @@ fn small_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for i in 0..8 {
         let path = dir.join(format!("labels-{i}.pdf"));
-        let pages: Vec<Page> =
-            (0..500).map(|_| Page { width: 200.0, height: 140.0, font_size: 9.0, lines: prose(&mut rng, 8, 6), scan: None }).collect();
-        write_pdf(&path, &pages)?;
+        write_pdf(&path, &labels(&mut rng, 500))?;
         files.push(path);
     }
     Ok(files)
@@ -324,10 +302,7 @@ pub fn documents(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::
 
 /// The page limit (5,000) in labels: for the memory benchmark.
 pub(super) fn write_page_limit(path: &Path) -> anyhow::Result<()> {
-    let mut rng = fastrand::Rng::with_seed(5_000);
-    let pages: Vec<Page> =
-        (0..5_000).map(|_| Page { width: 200.0, height: 140.0, font_size: 9.0, lines: prose(&mut rng, 8, 6), scan: None }).collect();
-    write_pdf(path, &pages)
+    write_pdf(path, &labels(&mut fastrand::Rng::with_seed(5_000), 5_000))
 }
 
 /// Scanned pages up to 190 MiB, just under the document size limit (200
@@ -344,14 +319,6 @@ pub(super) fn write_size_limit(path: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "ffmpeg could not draw a page");
     let jpeg = std::fs::read(&picture)?;
     let count = (190 * 1024 * 1024) / jpeg.len().max(1);
-    let pages: Vec<Page> = (0..count)
-        .map(|_| Page {
-            width: 595.0,
-            height: 842.0,
-            font_size: 10.0,
-            lines: Vec::new(),
-            scan: Some(Scan { jpeg: jpeg.clone(), width, height }),
-        })
-        .collect();
+    let pages: Vec<Page<'_>> = (0..count).map(|_| scanned_page(Scan { jpeg: &jpeg, width, height })).collect();
     write_pdf(path, &pages)
 }

@@ -13,20 +13,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::Context;
-
-/// Wall and CPU (user + system) seconds of a command that must succeed.
-fn cpu_timed(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
-    let mut timed = Command::new("/usr/bin/time");
-    timed.arg("-f").arg("PRISM_TIME %e %U %S").arg(cmd.get_program()).args(cmd.get_args());
-    let out = timed.stdout(std::process::Stdio::null()).output().context("running /usr/bin/time")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(out.status.success(), "{:?} failed: {stderr}", cmd.get_program());
-    let line = stderr.lines().rev().find_map(|l| l.strip_prefix("PRISM_TIME ")).context("no timing from /usr/bin/time")?;
-    let numbers: Vec<f64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
-    anyhow::ensure!(numbers.len() == 3, "unexpected timing line {line:?}");
-    Ok((numbers[0], numbers[1] + numbers[2]))
-}
+use super::timing::{Run, best, measure};
 
 fn ffmpeg(out: &Path, args: &[&str]) -> anyhow::Result<()> {
     if out.exists() {
@@ -82,24 +69,25 @@ pub fn audio(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Resu
     for (codec, file, args) in codecs {
         let path = dir.join(file);
         ffmpeg(&path, &[&mix[..], args].concat())?;
-        let (mut ours, mut reference) = ((f64::INFINITY, 0.0), (f64::INFINITY, 0.0));
+        // Alternately, so both sides meet the same moments of a shared VM.
+        let (mut ours, mut reference): (Option<Run>, Option<Run>) = (None, None);
+        let faster = |best: Option<Run>, run: Run| Some(best.filter(|b| b.wall <= run.wall).unwrap_or(run));
         for _ in 0..AUDIO_RUNS {
-            let run = cpu_timed(Command::new(prism_exe).arg("analyse").arg(&path))?;
-            ours = if run.0 < ours.0 { run } else { ours };
+            ours = faster(ours, measure(Command::new(prism_exe).arg("analyse").arg(&path))?);
             let mut decode = Command::new("ffmpeg");
             decode.args(["-hide_banner", "-v", "error", "-threads", "1", "-i"]).arg(&path).args(["-f", "null", "-"]);
-            let run = cpu_timed(&mut decode)?;
-            reference = if run.0 < reference.0 { run } else { reference };
+            reference = faster(reference, measure(&mut decode)?);
         }
+        let (Some(ours), Some(reference)) = (ours, reference) else { anyhow::bail!("no audio runs") };
         writeln!(
             out,
             "| {codec} | {:.0} ms | {:.0} ms | {:.2}x | {:.0} ms | {:.0} ms | {:.2}x |",
-            ours.0 * 1e3,
-            reference.0 * 1e3,
-            ours.0 / reference.0,
-            ours.1 * 1e3,
-            reference.1 * 1e3,
-            ours.1 / reference.1
+            ours.wall * 1e3,
+            reference.wall * 1e3,
+            ours.wall / reference.wall,
+            ours.cpu * 1e3,
+            reference.cpu * 1e3,
+            ours.cpu / reference.cpu
         )?;
     }
     writeln!(out, "\nGoal: <= 1.1x ffmpeg's time per codec.\n")?;
@@ -111,28 +99,61 @@ pub fn audio(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Resu
 struct VideoFormat {
     name: &'static str,
     file: &'static str,
+    pixel_format: &'static str,
     encode: &'static [&'static str],
 }
 
 /// Every container and codec measured: a keyframe every 2 s where the codec
 /// has inter frames (ProRes has only key frames).
 const VIDEO_FORMATS: &[VideoFormat] = &[
-    VideoFormat { name: "MP4 / H.264", file: "h264.mp4", encode: &["-c:v", "libx264", "-preset", "veryfast", "-g", "50"] },
+    VideoFormat {
+        name: "MP4 / H.264",
+        file: "h264.mp4",
+        pixel_format: "yuv420p",
+        encode: &["-c:v", "libx264", "-preset", "veryfast", "-g", "50"],
+    },
     VideoFormat {
         name: "MP4 / H.265",
         file: "h265.mp4",
+        pixel_format: "yuv420p",
         encode: &["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=50:log-level=error", "-tag:v", "hvc1"],
     },
-    VideoFormat { name: "Matroska / H.264", file: "h264.mkv", encode: &["-c:v", "libx264", "-preset", "veryfast", "-g", "50"] },
+    VideoFormat {
+        name: "Matroska / H.264",
+        file: "h264.mkv",
+        pixel_format: "yuv420p",
+        encode: &["-c:v", "libx264", "-preset", "veryfast", "-g", "50"],
+    },
     VideoFormat {
         name: "WebM / VP9",
         file: "vp9.webm",
+        pixel_format: "yuv420p",
         encode: &["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1", "-b:v", "2M", "-g", "50"],
     },
-    VideoFormat { name: "WebM / AV1", file: "av1.webm", encode: &["-c:v", "libsvtav1", "-preset", "12", "-g", "50"] },
-    VideoFormat { name: "QuickTime / ProRes 422 Proxy", file: "prores.mov", encode: &["-c:v", "prores_ks", "-profile:v", "0"] },
-    VideoFormat { name: "AVI / MPEG-4 Part 2", file: "mpeg4.avi", encode: &["-c:v", "mpeg4", "-q:v", "5", "-g", "50"] },
-    VideoFormat { name: "MPEG-TS / MPEG-2", file: "mpeg2.ts", encode: &["-c:v", "mpeg2video", "-q:v", "5", "-g", "50"] },
+    VideoFormat {
+        name: "WebM / AV1",
+        file: "av1.webm",
+        pixel_format: "yuv420p",
+        encode: &["-c:v", "libsvtav1", "-preset", "12", "-g", "50"],
+    },
+    VideoFormat {
+        name: "QuickTime / ProRes 422 Proxy",
+        file: "prores.mov",
+        pixel_format: "yuv422p10le",
+        encode: &["-c:v", "prores_ks", "-profile:v", "0"],
+    },
+    VideoFormat {
+        name: "AVI / MPEG-4 Part 2",
+        file: "mpeg4.avi",
+        pixel_format: "yuv420p",
+        encode: &["-c:v", "mpeg4", "-q:v", "5", "-g", "50"],
+    },
+    VideoFormat {
+        name: "MPEG-TS / MPEG-2",
+        file: "mpeg2.ts",
+        pixel_format: "yuv420p",
+        encode: &["-c:v", "mpeg2video", "-q:v", "5", "-g", "50"],
+    },
 ];
 
 pub fn video(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Result<()> {
@@ -154,14 +175,8 @@ pub fn video(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Resu
     )?;
     for format in VIDEO_FORMATS {
         let path = dir.join(format.file);
-        let mut args = vec!["-f", "lavfi", "-i", source.as_str(), "-pix_fmt", "yuv420p"];
-        if format.file == "prores.mov" {
-            args.pop();
-            args.push("yuv422p10le");
-        }
-        args.extend_from_slice(format.encode);
-        ffmpeg(&path, &args)?;
-        let ours = super::timing::best(|| {
+        ffmpeg(&path, &[&["-f", "lavfi", "-i", source.as_str(), "-pix_fmt", format.pixel_format], format.encode].concat())?;
+        let ours = best(|| {
             let mut c = Command::new(prism_exe);
             c.arg("analyse").arg(&path);
             c
@@ -169,12 +184,12 @@ pub fn video(scratch: &Path, prism_exe: &Path, out: &mut String) -> anyhow::Resu
         let ours = match ours {
             Ok(run) => run,
             Err(e) => {
-                writeln!(out, "| {} | failed: {} | | | | | | | | missed |", format.name, e.to_string().lines().last().unwrap_or_default())?;
+                writeln!(out, "| {} | failed: {} | | | | | | | | missed |", format.name, e.to_string().lines().next().unwrap_or_default())?;
                 continue;
             }
         };
         let sheet = dir.join(format!("naive-{}.jpg", format.file.replace('.', "-")));
-        let naive = super::timing::best(|| {
+        let naive = best(|| {
             let mut c = Command::new("ffmpeg");
             c.args(["-hide_banner", "-v", "error", "-y", "-i"]).arg(&path);
             c.args(["-vf", &format!("fps=12/{seconds},scale=320:-2,tile=4x3"), "-frames:v", "1"]).arg(&sheet);
