@@ -311,6 +311,10 @@ async fn instances_killed_mid_invocation_fail_it_as_crashed_and_take_the_next_in
     // One runs the slow invocation, the other waits in `next`, when both die.
     assert_eq!(f.kill_instances(), 2);
     assert_eq!(slow.await.expect("join"), Err(InvokeError::Crashed));
+    // Time for the other death to be seen too and both to start again: until
+    // its exit is reaped, a dead process's `next` can still be handed work,
+    // which then fails as crashed, as on a host that has just died.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     for attempt in ["\"after\"", "\"again\""] {
         let after = tokio::time::timeout(Duration::from_secs(10), f.invoke(Bytes::from(attempt))).await;
         assert_eq!(after.expect("answered, not left with a dead process's request"), Ok(Bytes::from(attempt)));
