@@ -171,8 +171,13 @@ pub async fn submit(
     job.declared_size = req.size;
     job.metadata = req.metadata.clone();
     job.workflow = req.workflow.clone();
-    let created = JobEventEnvelope::for_job(SOURCE, &job, job.created_event());
-    if let Created::Existing(existing) = lifecycle::create(deps.jobs.as_ref(), &job, &created).await? {
+    let mut first_events = vec![JobEventEnvelope::for_job(SOURCE, &job, job.created_event())];
+    let inline = req.text.as_ref().filter(|text| text.len() as u64 <= deps.config.sync_text_max_bytes);
+    let is_inline = inline.is_some();
+    if let Some(text) = inline {
+        first_events.extend(inline_text(deps, &mut job, text).await?);
+    }
+    if let Created::Existing(existing) = lifecycle::create(deps.jobs.as_ref(), &job, &first_events).await? {
         if existing.owner != owner {
             return Err(ApiError::Conflict("that Idempotency-Key is in use".into()));
         }
@@ -186,7 +191,11 @@ pub async fn submit(
     }
     tracing::info!(job_id = %job.id, %upload, "job created");
     if let Some(text) = req.text {
-        return inline_text(deps, job, text).await.map(|job| (201, SubmitResponse { job, upload: None }));
+        if !is_inline {
+            // Written under uploads/, the object flows through intake like any upload.
+            deps.blobs.write(&job.upload, bytes::Bytes::from(text.into_bytes()), "text/plain; charset=utf-8").await?;
+        }
+        return Ok((201, SubmitResponse { job, upload: None }));
     }
     if let Some(src) = source {
         return existing_object(deps, job, src).await.map(|job| (201, SubmitResponse { job, upload: None }));
@@ -253,37 +262,44 @@ async fn upload_target(deps: &Deps, job: &Job) -> Result<Option<UploadTarget>, A
     Ok(Some(UploadTarget { method: "PUT".into(), url, expires_in_s: ttl.as_secs() }))
 }
 
-async fn record(deps: &Deps, job: &Job, event: JobEvent) -> Result<Job, ApiError> {
-    match lifecycle::record(deps.jobs.as_ref(), &job.id, SOURCE, event).await {
+/// Records `events` on `job` as this request last wrote it, in one write.
+async fn record(deps: &Deps, job: &Job, events: &[JobEvent]) -> Result<Job, ApiError> {
+    match lifecycle::record_from(deps.jobs.as_ref(), &job.id, Some(job.clone()), SOURCE, events).await {
         Ok(r) => Ok(r.job().clone()),
         Err(LifecycleError::Refused { job, .. }) => Ok(*job),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Small text is processed in this request; larger text takes the upload path.
-async fn inline_text(deps: &Deps, job: Job, text: String) -> Result<Job, ApiError> {
-    let bytes = bytes::Bytes::from(text.into_bytes());
+/// Small text is processed in this request: its object written, and the
+/// whole life of its job applied to `job`, to be stored with its creation in
+/// one write. No moment is left at which a timeout of this request could
+/// leave the job half way: a failure stores no job at all.
+async fn inline_text(deps: &Deps, job: &mut Job, text: &str) -> Result<Vec<JobEventEnvelope>, ApiError> {
+    let bytes = bytes::Bytes::from(text.as_bytes().to_vec());
     let size = bytes.len() as u64;
-    if size > deps.config.sync_text_max_bytes {
-        // Written under uploads/, the object flows through intake like any upload.
-        deps.blobs.write(&job.upload, bytes, "text/plain; charset=utf-8").await?;
-        return Ok(job);
-    }
     let uri = S3Uri::new(&deps.config.bucket, format!("inline/{}/{}.txt", job.owner, job.id));
     deps.blobs.write(&uri, bytes.clone(), "text/plain; charset=utf-8").await?;
     let stat = deps.blobs.stat(&uri).await?;
-    let job = record(deps, &job, JobEvent::Uploaded { input: InputObject { uri, size, etag: stat.etag } }).await?;
-    let classification = match sniff::classify(&bytes[..bytes.len().min(sniff::SNIFF_BYTES)], size) {
-        Ok(c) => c,
-        Err(e) => return record(deps, &job, JobEvent::Failed(JobFailure::new(e.code(), e.to_string()))).await,
-    };
-    let mime = classification.mime.clone();
-    let job = record(deps, &job, JobEvent::Classified(classification)).await?;
-    let job = record(deps, &job, JobEvent::Started { phase: "analysing".into() }).await?;
-    let mut result = text::analyse(&bytes);
-    text::describe(&text::to_utf8(&bytes), &mime, &mut result);
-    record(deps, &job, JobEvent::Completed { result: JobResult::Text(result), outputs: Vec::new() }).await
+    let mut events = vec![JobEvent::Uploaded { input: InputObject { uri, size, etag: stat.etag } }];
+    match sniff::classify(&bytes[..bytes.len().min(sniff::SNIFF_BYTES)], size) {
+        Ok(classification) => {
+            let mut result = text::analyse(&bytes);
+            text::describe(&text::to_utf8(&bytes), &classification.mime, &mut result);
+            events.push(JobEvent::Classified(classification));
+            events.push(JobEvent::Started { phase: "analysing".into() });
+            events.push(JobEvent::Completed { result: JobResult::Text(result), outputs: Vec::new() });
+        }
+        Err(e) => events.push(JobEvent::Failed(JobFailure::new(e.code(), e.to_string()))),
+    }
+    let now = Utc::now();
+    let mut envelopes = Vec::with_capacity(events.len());
+    for event in events {
+        // A new job takes these in this order; a refusal would be a bug, told as one.
+        job.apply(&event, now).map_err(|error| LifecycleError::Refused { id: job.id.clone(), error, job: Box::new(job.clone()) })?;
+        envelopes.push(JobEventEnvelope::for_job(SOURCE, job, event));
+    }
+    Ok(envelopes)
 }
 
 /// An object already uploaded: attach it and send the job to classify.
@@ -294,7 +310,7 @@ async fn existing_object(deps: &Deps, job: Job, uri: S3Uri) -> Result<Job, ApiEr
         Err(e) => return Err(e.into()),
     };
     let input = InputObject { uri, size: meta.size, etag: meta.etag };
-    let job = record(deps, &job, JobEvent::Uploaded { input }).await?;
+    let job = record(deps, &job, &[JobEvent::Uploaded { input }]).await?;
     send_to_classify(deps, &job).await?;
     Ok(job)
 }

@@ -76,7 +76,7 @@ async fn stored_job(jobs: &MemoryJobStore, owner: &str) -> Job {
     let id: JobId = JOB.parse().expect("id");
     let job =
         Job::new(id, owner.into(), Priority::Low, format!("s3://b/uploads/{owner}/{JOB}/y").parse().expect("uri"), "t".into(), Utc::now());
-    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
     job
 }
 
@@ -292,6 +292,7 @@ async fn job_logs_page_by_event_up_to_the_cap_ending_with_the_dropped_count() {
     let (deps, jobs, _) = deps();
     let job = stored_job(&jobs, "alice").await;
     let run = Run::start(jobs.as_ref(), deps.blobs.as_ref(), "test", job.id.clone(), "working").await.expect("start").expect("started");
+    let run = run.writing_every(std::time::Duration::ZERO);
     // Three flushes of 50 lines: the job keeps 99 of them and says how many it dropped.
     for flush in 0..3 {
         for line in 0..50 {

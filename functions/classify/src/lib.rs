@@ -14,7 +14,7 @@ use prism_shared::domain::limits::SizeLimits;
 use prism_shared::domain::workflow;
 use prism_shared::runtime::metrics::{self, Metric};
 use prism_shared::runtime::{config, routes::ProcessorQueues};
-use prism_shared::{BlobError, ConfigError, Envelope, JobEvent, JobId, JobStatus, Modality};
+use prism_shared::{BlobError, ConfigError, Envelope, Job, JobEvent, JobId, JobStatus, Modality};
 
 pub const SOURCE: &str = "classify";
 
@@ -76,19 +76,21 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
     let head = match deps.blobs.read_head(&input.uri, SNIFF_BYTES).await {
         Ok(head) => head,
         Err(BlobError::NotFound(uri)) => {
-            return fail(deps, job_id, JobFailure::new("input_missing", format!("the upload {uri} no longer exists"))).await;
+            return fail(deps, &job, JobFailure::new("input_missing", format!("the upload {uri} no longer exists"))).await;
         }
         Err(e) => return Err(e.into()),
     };
     let mut classification = match sniff::classify(&head.bytes, head.size) {
         Ok(c) => c,
-        Err(e) => return fail(deps, job_id, JobFailure::new(e.code(), e.to_string())).await,
+        Err(e) => return fail(deps, &job, JobFailure::new(e.code(), e.to_string())).await,
     };
     classification.estimated_seconds =
         calibrated_estimate(deps, classification.modality, head.size, classification.estimated_seconds).await;
     let (modality, mime) = (classification.modality, classification.mime.clone());
     // Recorded first, so even a job that fails below says what it was.
-    let recorded = match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Classified(classification)).await {
+    // On the job as read above: no second read unless it moved meanwhile.
+    let classified = [JobEvent::Classified(classification)];
+    let recorded = match lifecycle::record_from(deps.jobs.as_ref(), job_id, Some(job.clone()), SOURCE, &classified).await {
         Ok(r) => r,
         Err(LifecycleError::Refused { error, .. }) => {
             tracing::info!(%error, "job changed meanwhile; not routed");
@@ -101,15 +103,15 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
         && declared != head.size
     {
         let message = format!("the upload has {} bytes but {declared} were declared", head.size);
-        return fail(deps, job_id, JobFailure::new("size_mismatch", message)).await;
+        return fail(deps, job, JobFailure::new("size_mismatch", message)).await;
     }
     let limit = deps.config.limits.for_modality(modality);
     if head.size > limit {
         let message = format!("{modality} of {} bytes is over the limit of {limit}", head.size);
-        return fail(deps, job_id, JobFailure::new("too_large", message)).await;
+        return fail(deps, job, JobFailure::new("too_large", message)).await;
     }
     if let Some(reason) = sniff::undecoded_mime(&mime) {
-        return fail(deps, job_id, JobFailure::new("unsupported_format", reason)).await;
+        return fail(deps, job, JobFailure::new("unsupported_format", reason)).await;
     }
     // A redelivery after a crash between recording and sending routes again;
     // processors and the workflow function ignore a job already past them.
@@ -121,17 +123,17 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
         Some(requested) => {
             let def = match workflow::resolve(requested, modality) {
                 Ok(def) => def,
-                Err(failure) => return fail(deps, job_id, failure).await,
+                Err(failure) => return fail(deps, job, failure).await,
             };
             let Some(url) = &deps.config.workflow_queue_url else {
-                return fail(deps, job_id, JobFailure::new("no_workflow", "workflows are not deployed in this stack")).await;
+                return fail(deps, job, JobFailure::new("no_workflow", "workflows are not deployed in this stack")).await;
             };
             (url.as_str(), Command::StartRun { workflow: def.name.clone() })
         }
         None => {
             let lane = job.priority.lane();
             let Some(url) = deps.config.routes.get(modality, lane) else {
-                return fail(deps, job_id, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
+                return fail(deps, job, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
             };
             (url, Command::Process { input, modality, mime, action: None })
         }
@@ -146,9 +148,10 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
     Ok(())
 }
 
-async fn fail(deps: &Deps, job_id: &JobId, failure: JobFailure) -> Result<(), HandlerError> {
+/// Fails `job`, computed on it as last read or written.
+async fn fail(deps: &Deps, job: &Job, failure: JobFailure) -> Result<(), HandlerError> {
     tracing::warn!(code = %failure.code, reason = %failure.message, "job failed");
-    match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Failed(failure)).await {
+    match lifecycle::record_from(deps.jobs.as_ref(), &job.id, Some(job.clone()), SOURCE, &[JobEvent::Failed(failure)]).await {
         Ok(_) | Err(LifecycleError::Refused { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }

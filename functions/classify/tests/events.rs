@@ -40,7 +40,7 @@ async fn run_with(
     let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt").parse().expect("uri");
     let mut job = Job::new(id.clone(), "default".into(), priority, upload.clone(), "t".into(), Utc::now());
     job.declared_size = declared_size;
-    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
     blobs.insert(&upload, content.to_vec());
     let deps = Deps {
         jobs: jobs.clone(),

@@ -46,7 +46,7 @@ async fn jobs_of(deps: &Deps, body: &str) -> Result<Vec<JobId>, LifecycleError> 
     let Ok(Some(notification)) = uploads::notification(body) else { return Ok(Vec::new()) };
     let mut jobs = Vec::new();
     for upload in notification.records.iter().filter_map(uploads::upload_of) {
-        jobs.push(uploads::job_for(deps.jobs.as_ref(), &upload, SOURCE).await?);
+        jobs.push(uploads::job_for(deps.jobs.as_ref(), &upload, SOURCE).await?.id);
     }
     Ok(jobs)
 }

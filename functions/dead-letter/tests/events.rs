@@ -18,7 +18,7 @@ async fn fails_the_job_a_dead_letter_names() {
     let jobs = Arc::new(MemoryJobStore::default());
     let id: JobId = "0196f0a0-0000-7000-8000-00000000c1a5".parse().expect("id");
     let job = Job::new(id.clone(), "default".into(), Priority::Normal, "s3://b/uploads/k".parse().expect("uri"), "t".into(), Utc::now());
-    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
     let deps: Deps = memory_deps(jobs.clone(), Arc::new(MemoryBlobStore::default()), ());
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
@@ -58,7 +58,7 @@ async fn each_dead_letter_is_kept_once_with_its_source_queue_and_the_last_attemp
     let jobs = Arc::new(MemoryJobStore::default());
     let id: JobId = "0196f0a0-0000-7000-8000-00000000c1a5".parse().expect("id");
     let job = Job::new(id.clone(), "carol".into(), Priority::Low, "s3://b/uploads/k".parse().expect("uri"), "t".into(), Utc::now());
-    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
     let attempt = LogLine::new(LogLevel::Warn, "attempt 3 failed: blob store unavailable: SlowDown", Utc::now());
     lifecycle::record(jobs.as_ref(), &id, "process-text", JobEvent::Started { phase: "reading".into() }).await.expect("started");
     lifecycle::record(jobs.as_ref(), &id, "process-text", JobEvent::Logged { lines: vec![attempt] }).await.expect("logged");

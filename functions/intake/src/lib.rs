@@ -9,10 +9,10 @@ use aws_lambda_events::s3::S3EventRecord;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::app::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
-use prism_shared::app::uploads::{self, Upload};
+use prism_shared::app::uploads;
 use prism_shared::domain::commands::Command;
-use prism_shared::domain::job::{InputObject, Lane};
-use prism_shared::{ConfigError, Envelope, JobEvent, JobId, Priority, runtime::config};
+use prism_shared::domain::job::Lane;
+use prism_shared::{ConfigError, Envelope, JobEvent, Priority, runtime::config};
 
 pub const SOURCE: &str = "intake";
 
@@ -61,10 +61,14 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Handle
         tracing::info!(event = ?record.event_name, key = ?record.s3.object.key, "not an upload; ignored");
         return Ok(());
     };
-    let input = InputObject { uri: upload.uri.clone(), size: upload.size, etag: upload.etag.clone() };
-    let id = job_for(deps, &upload).await?;
+    let input = upload.input();
+    let job = uploads::job_for(deps.jobs.as_ref(), &upload, SOURCE).await?;
+    let id = job.id.clone();
     tracing::info!(job_id = %id, uri = %upload.uri, size = upload.size, "upload received");
-    let recorded = match lifecycle::record(deps.jobs.as_ref(), &id, SOURCE, JobEvent::Uploaded { input: input.clone() }).await {
+    // On the job as just read or created (a drop's job is created uploaded):
+    // no second read.
+    let uploaded = [JobEvent::Uploaded { input: input.clone() }];
+    let recorded = match lifecycle::record_from(deps.jobs.as_ref(), &id, Some(job), SOURCE, &uploaded).await {
         Ok(r) => r,
         // A redelivery for a finished job, or a job cancelled before its upload arrived.
         Err(LifecycleError::Refused { error, .. }) => {
@@ -83,9 +87,4 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Handle
     let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input });
     deps.queue.send(deps.config.classify_queue(job.priority), command.to_json()).await?;
     Ok(())
-}
-
-/// The job this upload belongs to, created if it is a direct drop.
-async fn job_for(deps: &Deps, upload: &Upload) -> Result<JobId, HandlerError> {
-    Ok(uploads::job_for(deps.jobs.as_ref(), upload, SOURCE).await?)
 }

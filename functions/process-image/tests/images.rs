@@ -198,7 +198,7 @@ async fn the_handler_writes_thumbnails_and_a_typed_result() {
     let id: JobId = "0196f0a0-0000-7000-8000-00000000a11a".parse().expect("id");
     let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{id}/photo.jpg").parse().expect("uri");
     let job = Job::new(id.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
-    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
     blobs.insert(&upload, encoded(&DynamicImage::ImageRgb8(picture(2000, 1000)), ImageFormat::Jpeg));
     let deps = memory_deps(jobs.clone(), blobs.clone(), Config { max_bytes: 50 * 1024 * 1024, limits: ImageLimits::default() });
     let response = handle(&deps, event).await;
@@ -222,7 +222,7 @@ async fn the_handler_writes_thumbnails_and_a_typed_result() {
     let huge: JobId = "0196f0a0-0000-7000-8000-00000000b16b".parse().expect("id");
     let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{huge}/huge.png").parse().expect("uri");
     let job = Job::new(huge.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
-    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
     blobs.insert(&upload, huge_png_header());
     let mut event: SqsEvent = sample_event("sqs-process-image-command.json");
     let body = event.records[0].body.clone().expect("body").replace(id.as_str(), huge.as_str()).replace("photo.jpg", "huge.png");

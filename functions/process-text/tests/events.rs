@@ -26,7 +26,7 @@ async fn run_calibrating(content: &[u8], max_bytes: u64, cancel: bool) -> (Job, 
     let id: JobId = JOB.parse().expect("id");
     let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt").parse().expect("uri");
     let job = Job::new(id.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
-    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
     let input = InputObject { uri: upload.clone(), size: content.len() as u64, etag: "e".into() };
     for ev in [
         JobEvent::Uploaded { input },

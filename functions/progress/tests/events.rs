@@ -23,7 +23,7 @@ async fn pushes_a_batch_to_subscribers_and_reports_only_the_malformed_message() 
     );
     let id: JobId = JOB.parse().expect("id");
     let job = Job::new(id.clone(), "alice".into(), Priority::Normal, "s3://b/uploads/k".parse().expect("uri"), "t".into(), Utc::now());
-    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
     lifecycle::record(jobs.as_ref(), &id, "t", JobEvent::Started { phase: "reading".into() }).await.expect("start");
     lifecycle::record(jobs.as_ref(), &id, "t", JobEvent::Progress { phase: "analysing".into(), progress: 40, eta_s: None, counts: None })
         .await

@@ -15,12 +15,15 @@
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use prism_shared::ports::Publication;
 use prism_shared::ports::error::PublishError;
 use prism_shared::{ConfigError, JobEventEnvelope, runtime::config};
 use tracing::Instrument;
 
 /// The sort key prefix of job events in the table.
 pub const EVENT_SK_PREFIX: &str = "EVT#";
+/// The attribute of an event stored while its job was watched.
+const WATCHED_ATTRIBUTE: &str = "watched";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -51,7 +54,7 @@ pub enum RecordError {
 /// one that can never be published.
 enum Read {
     Skip,
-    Event(Box<JobEventEnvelope>),
+    Event(Box<Publication>),
     Poison(RecordError),
 }
 
@@ -67,8 +70,10 @@ fn read(record: &EventRecord) -> Read {
         // The event source's filter keeps these away; defence in depth.
         return Read::Skip;
     }
+    // Stored while the job was watched: for the live fan-out too.
+    let watched = record.change.new_image.get(WATCHED_ATTRIBUTE).is_some_and(|v| matches!(v, serde_dynamo::AttributeValue::Bool(true)));
     match serde_dynamo::from_item::<_, JobEventEnvelope>(record.change.new_image.clone()) {
-        Ok(event) => Read::Event(Box::new(event)),
+        Ok(event) => Read::Event(Box::new(Publication { event, watched })),
         Err(e) => Read::Poison(RecordError::Undecodable { sk, reason: e.to_string() }),
     }
 }
@@ -82,7 +87,7 @@ pub async fn handle(deps: &Deps, event: Event) -> DynamoDbEventResponse {
 /// record that must be retried, if any.
 async fn publish_batch(deps: &Deps, event: Event) -> DynamoDbEventResponse {
     let mut response = DynamoDbEventResponse::default();
-    let mut pending: Vec<(usize, JobEventEnvelope)> = Vec::new();
+    let mut pending: Vec<(usize, Publication)> = Vec::new();
     let mut retry_from = None;
     for (index, record) in event.records.iter().enumerate() {
         match read(record) {
@@ -117,9 +122,9 @@ async fn publish_batch(deps: &Deps, event: Event) -> DynamoDbEventResponse {
 /// Publishes `pending` and empties it; on a retryable failure, the index of
 /// the record to retry from. An event the topic refuses is dead-lettered and
 /// publishing goes on after it.
-async fn publish(deps: &Deps, pending: &mut Vec<(usize, JobEventEnvelope)>) -> Result<(), usize> {
+async fn publish(deps: &Deps, pending: &mut Vec<(usize, Publication)>) -> Result<(), usize> {
     while !pending.is_empty() {
-        let envelopes: Vec<JobEventEnvelope> = pending.iter().map(|(_, e)| e.clone()).collect();
+        let envelopes: Vec<Publication> = pending.iter().map(|(_, e)| e.clone()).collect();
         match deps.bus.publish(&envelopes).await {
             Ok(()) => {
                 tracing::info!(published = envelopes.len(), "published");
@@ -131,7 +136,7 @@ async fn publish(deps: &Deps, pending: &mut Vec<(usize, JobEventEnvelope)>) -> R
                 return Err(index);
             }
             Err(PublishError::Refused { published, reason }) => {
-                let (index, refused) = pending[published].clone();
+                let (index, Publication { event: refused, .. }) = pending[published].clone();
                 let body = refused.to_json();
                 let error = RecordError::Refused {
                     job_id: refused.job_id.map(|j| j.to_string()).unwrap_or_default(),

@@ -64,3 +64,18 @@ async fn an_event_that_can_never_be_published_is_dead_lettered_and_the_batch_goe
     assert!(body["error"].as_str().expect("error").contains("EVT#0000000003"), "{body}");
     assert_eq!(body["record"]["dynamodb"]["SequenceNumber"], "1100000000017454423012");
 }
+
+#[tokio::test]
+async fn an_event_stored_while_its_job_was_watched_is_published_for_the_fan_out_and_only_that_one() {
+    let (bus, queue) = (Arc::new(MemoryEventBus::default()), Arc::new(MemoryQueue::default()));
+    let mut event = sample_event::<Event>(SAMPLE);
+    // The job was watched by the time its terminal event was stored.
+    let cancelled = event
+        .records
+        .iter_mut()
+        .find(|r| r.change.new_image.get("event_type").is_some_and(|t| *t == serde_dynamo::AttributeValue::S("job.cancelled".into())));
+    cancelled.expect("the sample's job.cancelled").change.new_image.insert("watched".into(), serde_dynamo::AttributeValue::Bool(true));
+    assert!(failures(&handle(&deps(&bus, &queue), event).await).is_empty());
+    let marked: Vec<(&str, bool)> = bus.publications().iter().map(|p| (p.event.body.event_type(), p.watched)).collect();
+    assert_eq!(marked, [("job.started", false), ("job.cancelled", true)]);
+}

@@ -51,7 +51,7 @@ async fn stored_job(jobs: &MemoryJobStore, owner: &str) -> JobId {
     let id = JobId::new_random();
     let upload = format!("s3://b/uploads/{owner}/{id}/f").parse().expect("uri");
     let job = Job::new(id.clone(), owner.into(), Priority::Normal, upload, "t".into(), Utc::now());
-    jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
     id
 }
 
@@ -202,7 +202,7 @@ async fn an_owners_stream_carries_each_of_their_jobs_and_no_one_elses_and_resume
         let id = JobId::new_random();
         let upload = format!("s3://b/uploads/alice/{id}/f").parse().expect("uri");
         let job = Job::new(id.clone(), "alice".into(), Priority::Normal, upload, "t".into(), Utc::now() - chrono::Duration::minutes(5));
-        jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+        jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
         id
     };
     let writer = {

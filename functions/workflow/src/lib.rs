@@ -284,7 +284,7 @@ async fn ensure_step(deps: &Deps, def: &WorkflowDef, root: &Job, state: &StepSta
         Err(failure) => return fail_step_job(deps, root, step, state, &job_id, failure).await,
     };
     let job = step_job(root, step, state, &job_id, input.clone(), mime.clone());
-    let created = lifecycle::create(deps.jobs.as_ref(), &job, &JobEventEnvelope::for_job(SOURCE, &job, job.created_event())).await?;
+    let created = lifecycle::create(deps.jobs.as_ref(), &job, &[JobEventEnvelope::for_job(SOURCE, &job, job.created_event())]).await?;
     let waiting = match created {
         Created::New => true,
         Created::Existing(existing) => resend && existing.status == JobStatus::Queued && !existing.cancel_requested,
@@ -375,7 +375,7 @@ async fn fail_step_job(
     failure: JobFailure,
 ) -> Result<(), HandlerError> {
     let job = step_job(root, step, state, job_id, InputObject { uri: root.upload.clone(), size: 0, etag: String::new() }, String::new());
-    lifecycle::create(deps.jobs.as_ref(), &job, &JobEventEnvelope::for_job(SOURCE, &job, job.created_event())).await?;
+    lifecycle::create(deps.jobs.as_ref(), &job, &[JobEventEnvelope::for_job(SOURCE, &job, job.created_event())]).await?;
     match lifecycle::record(deps.jobs.as_ref(), job_id, SOURCE, JobEvent::Failed(failure)).await {
         Ok(_) | Err(LifecycleError::Refused { .. }) => Ok(()),
         Err(e) => Err(e.into()),

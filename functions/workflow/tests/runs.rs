@@ -54,7 +54,7 @@ impl World {
         job.input = Some(InputObject { uri: upload, size: 1000, etag: "e".into() });
         job.modality = Some(Modality::Video);
         job.mime = Some("video/mp4".into());
-        self.jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+        self.jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
         id
     }
 
@@ -85,7 +85,7 @@ impl World {
     async fn end_step(&self, id: &JobId, end: JobEvent) -> String {
         lifecycle::record(self.jobs.as_ref(), id, "processor", JobEvent::Started { phase: "working".into() }).await.expect("start");
         match lifecycle::record(self.jobs.as_ref(), id, "processor", end).await.expect("end") {
-            Recorded::Changed(_, envelope) => envelope.to_json(),
+            Recorded::Changed(_, envelopes) => envelopes.last().expect("one event").to_json(),
             Recorded::AlreadyApplied(job) => panic!("step {} had already ended: {:?}", job.id, job.status),
         }
     }

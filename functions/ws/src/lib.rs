@@ -141,13 +141,15 @@ async fn act(deps: &Deps, connection_id: &str, message: ClientMessage) -> Result
                 Ok(found) => found,
                 Err(refusal) => return Ok(Some(refusal)),
             };
-            // Subscribe before reading the snapshot: an event stored after the
-            // read is then pushed live (one both replayed and pushed live is
-            // dropped by the client as a duplicate).
+            // Subscribe, then mark the job watched, which also reads the
+            // snapshot: every event stored after the mark goes to the fan-out
+            // and finds this subscription; every one before it is in the
+            // replay (one both replayed and pushed live is dropped by the
+            // client as a duplicate).
             let subscription =
                 Subscription { connection_id: connection_id.to_owned(), job_id: job_id.clone(), expires_at: connection.expires_at, logs };
             deps.connections.subscribe(&subscription).await?;
-            let job = deps.jobs.get(&job_id).await?.unwrap_or(job);
+            let job = deps.jobs.watch(&job_id).await?.unwrap_or(job);
             let delivery = delivery(deps);
             delivery.send(connection_id, &ServerMessage::Snapshot { job: Box::new(job.clone()) }).await?;
             delivery.replay(&job_id, connection_id, after_seq, job.seq, logs).await?;

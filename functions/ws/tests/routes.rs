@@ -45,7 +45,7 @@ impl World {
         let id: JobId = id.parse().expect("id");
         let upload = format!("s3://b/uploads/{owner}/{id}/notes.txt").parse().expect("uri");
         let job = Job::new(id, owner.into(), Priority::Normal, upload, "t".into(), Utc::now());
-        self.jobs.create(&job, &JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+        self.jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
         job
     }
 
@@ -107,6 +107,9 @@ async fn subscribing_sends_the_snapshot_and_the_events_after_after_seq() {
     assert!(got[1..].iter().all(|m| m["type"] == "event" && m["schema_version"] == 1 && m["job_id"] == JOB));
     let subs = w.connections.subscribers(&JOB.parse().expect("id")).await.expect("subs");
     assert_eq!(subs.len(), 1, "live events follow");
+    let job = w.jobs.get(&JOB.parse().expect("id")).await.expect("get").expect("job");
+    assert!(job.watched, "the job is marked watched, so its later events reach the fan-out");
+    assert_eq!(got[0]["job"].get("watched"), None, "a mark of the store's, not part of the job's JSON");
 }
 
 #[tokio::test]

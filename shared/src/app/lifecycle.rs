@@ -47,10 +47,12 @@ impl Retryable for LifecycleError {
     }
 }
 
-/// What recording an event did, with the job as it now stands.
+/// What recording events did, with the job as it now stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
-    Changed(Job, Box<JobEventEnvelope>),
+    /// Stored, with the events that changed the job (those already applied
+    /// are left out).
+    Changed(Job, Vec<JobEventEnvelope>),
     AlreadyApplied(Job),
 }
 
@@ -62,35 +64,64 @@ impl Recorded {
     }
 }
 
-/// Stores a new job with its first event; a job that already existed (a
-/// retried request) is returned as it stands.
-pub async fn create(store: &dyn JobStore, job: &Job, event: &JobEventEnvelope) -> Result<Created, LifecycleError> {
-    Ok(store.create(job, event).await?)
+/// Applies `events` in order to a copy of `job`: the job after them and the
+/// envelopes of those that changed it, or the first refusal (and `job`
+/// untouched).
+fn apply_all(job: &Job, source: &str, events: &[JobEvent]) -> Result<(Job, Vec<JobEventEnvelope>), TransitionError> {
+    let (mut next, now) = (job.clone(), Utc::now());
+    let mut envelopes = Vec::with_capacity(events.len());
+    for event in events {
+        if next.apply(event, now)? == Applied::Changed {
+            envelopes.push(JobEventEnvelope::for_job(source, &next, event.clone()));
+        }
+    }
+    Ok((next, envelopes))
+}
+
+/// Stores a new job with its first events (`job` is the job after them); a
+/// job that already existed (a retried request) is returned as it stands.
+pub async fn create(store: &dyn JobStore, job: &Job, events: &[JobEventEnvelope]) -> Result<Created, LifecycleError> {
+    Ok(store.create(job, events).await?)
 }
 
 /// Applies `event` to job `id` and stores the change with its event, retrying
 /// on conflicts with concurrent writers.
 pub async fn record(store: &dyn JobStore, id: &JobId, source: &str, event: JobEvent) -> Result<Recorded, LifecycleError> {
+    record_from(store, id, None, source, &[event]).await
+}
+
+/// Applies `events` to job `id`, in order and all or none, and stores them
+/// with the job in one write, retrying on conflicts with concurrent writers.
+/// `known` is the job as the caller last read or wrote it: the first attempt
+/// is computed on it and reads nothing. If the job moved since, the write
+/// conflicts (or the copy refuses), and the job is read again.
+pub async fn record_from(
+    store: &dyn JobStore,
+    id: &JobId,
+    mut known: Option<Job>,
+    source: &str,
+    events: &[JobEvent],
+) -> Result<Recorded, LifecycleError> {
     let mut last_conflict = None;
     for attempt in 0..MAX_CONFLICTS {
         if last_conflict.is_some() {
             conflict_pause(attempt).await;
         }
-        let mut job = store.get(id).await?.ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
-        match job.apply(&event, Utc::now()) {
-            Ok(Applied::AlreadyApplied) => return Ok(Recorded::AlreadyApplied(job)),
-            Ok(Applied::Changed) => {}
-            // Refused on what may be a stale job (a writer died between its two
-            // writes): decide again on the job caught up with its log. Only
-            // refusals pay for the extra read.
-            Err(_) if store.roll_forward(id).await? => continue,
-            Err(error) => {
-                return Err(LifecycleError::Refused { id: id.clone(), error, job: Box::new(job) });
-            }
+        let (job, read) = match known.take() {
+            Some(job) => (job, false),
+            None => (store.get(id).await?.ok_or_else(|| LifecycleError::NotFound(id.clone()))?, true),
+        };
+        let (next, envelopes) = match apply_all(&job, source, events) {
+            Ok(applied) => applied,
+            // Decided on the caller's copy, which may be stale: decide again on the stored job.
+            Err(_) if !read => continue,
+            Err(error) => return Err(LifecycleError::Refused { id: id.clone(), error, job: Box::new(job) }),
+        };
+        if envelopes.is_empty() {
+            return Ok(Recorded::AlreadyApplied(job));
         }
-        let envelope = JobEventEnvelope::for_job(source, &job, event.clone());
-        match store.commit(&job, &envelope).await {
-            Ok(()) => return Ok(Recorded::Changed(job, Box::new(envelope))),
+        match store.commit(&next, &envelopes).await {
+            Ok(()) => return Ok(Recorded::Changed(next, envelopes)),
             Err(e @ StoreError::Conflict(_)) => last_conflict = Some(e),
             Err(e) => return Err(e.into()),
         }
@@ -103,14 +134,20 @@ pub async fn record(store: &dyn JobStore, id: &JobId, source: &str, event: JobEv
 /// decisions taken on what a job looked like (the sweeper ending a job that
 /// was idle), which must not land on a job that has moved on.
 pub async fn record_on(store: &dyn JobStore, job: &Job, source: &str, event: JobEvent) -> Result<Option<Job>, LifecycleError> {
-    let mut next = job.clone();
-    match next.apply(&event, Utc::now()) {
-        Ok(Applied::AlreadyApplied) => return Ok(None),
-        Ok(Applied::Changed) => {}
-        Err(error) => return Err(LifecycleError::Refused { id: job.id.clone(), error, job: Box::new(job.clone()) }),
+    record_all_on(store, job, source, &[event]).await
+}
+
+/// [`record_on`] for several events, stored together or not at all.
+pub async fn record_all_on(store: &dyn JobStore, job: &Job, source: &str, events: &[JobEvent]) -> Result<Option<Job>, LifecycleError> {
+    let (next, envelopes) = apply_all(job, source, events).map_err(|error| LifecycleError::Refused {
+        id: job.id.clone(),
+        error,
+        job: Box::new(job.clone()),
+    })?;
+    if envelopes.is_empty() {
+        return Ok(None);
     }
-    let envelope = JobEventEnvelope::for_job(source, &next, event);
-    match store.commit(&next, &envelope).await {
+    match store.commit(&next, &envelopes).await {
         Ok(()) => Ok(Some(next)),
         Err(StoreError::Conflict(_)) => Ok(None),
         Err(e) => Err(e.into()),
@@ -142,8 +179,8 @@ mod tests {
         let upload = "s3://b/uploads/o/k".parse().expect("uri");
         let job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
         let ev = JobEventEnvelope::for_job("test", &job, job.created_event());
-        assert_eq!(create(store, &job, &ev).await.expect("create"), Created::New);
-        assert!(matches!(create(store, &job, &ev).await.expect("create"), Created::Existing(_)));
+        assert_eq!(create(store, &job, std::slice::from_ref(&ev)).await.expect("create"), Created::New);
+        assert!(matches!(create(store, &job, &[ev]).await.expect("create"), Created::Existing(_)));
         job
     }
 
@@ -152,19 +189,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_writer_dying_between_its_two_writes_loses_nothing_the_next_writer_rolls_forward() {
+    async fn several_events_are_stored_together_in_order_and_a_refused_one_stores_none() {
         let store = MemoryJobStore::default();
         let job = stored_job(&store).await;
-        store.die_between_writes(1);
-        let died = record(&store, &job.id, "t", JobEvent::Started { phase: "p".into() }).await.expect_err("the writer died");
-        assert!(died.is_retryable(), "{died}");
-        assert_eq!(store.get(&job.id).await.expect("get").expect("job").seq, 1, "the job is behind its log");
-        assert_eq!(logged(&store, &job.id).await.len(), 2, "the event is logged (and so published from the stream)");
+        let started = JobEvent::Started { phase: "p".into() };
         let progress = JobEvent::Progress { phase: "p".into(), progress: 50, eta_s: None, counts: None };
-        let Recorded::Changed(after, _) = record(&store, &job.id, "t", progress).await.expect("next write") else { panic!("not recorded") };
-        assert_eq!((after.seq, after.status), (3, JobStatus::Processing), "rolled forward past the dead writer's event, then written");
-        let seqs: Vec<Option<u64>> = logged(&store, &job.id).await.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, vec![Some(1), Some(2), Some(3)], "one log, no gap, nothing twice");
+        let Recorded::Changed(after, envelopes) =
+            record_from(&store, &job.id, None, "t", &[started.clone(), progress]).await.expect("record")
+        else {
+            panic!("not recorded")
+        };
+        assert_eq!(envelopes.iter().map(|e| e.seq).collect::<Vec<_>>(), [Some(2), Some(3)], "one seq each");
+        assert_eq!((after.seq, after.status, after.progress), (3, JobStatus::Processing, 50));
+        assert_eq!(logged(&store, &job.id).await.len(), 3);
+
+        // A start already applied is left out; a terminal event after it is stored alone.
+        let recorded = record_from(&store, &job.id, Some(after.clone()), "t", &[started, JobEvent::Cancelled]).await.expect("record");
+        let Recorded::Changed(ended, envelopes) = recorded else { panic!("not recorded") };
+        assert_eq!((envelopes.len(), ended.seq, ended.status), (1, 4, JobStatus::Cancelled));
+
+        // On a copy that is behind, the write conflicts, the job is read again and the events refused on it: nothing stored.
+        let later = JobEvent::Progress { phase: "p".into(), progress: 60, eta_s: None, counts: None };
+        let refused = record_from(&store, &job.id, Some(after), "t", &[later]).await.expect_err("refused");
+        assert!(matches!(refused, LifecycleError::Refused { error: TransitionError::Terminal { status: JobStatus::Cancelled }, .. }));
+        assert_eq!(logged(&store, &job.id).await.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_change_computed_before_the_job_was_watched_is_redone_on_the_watched_job() {
+        let store = MemoryJobStore::default();
+        let job = stored_job(&store).await;
+        // A subscription marks the job after this writer read it.
+        assert!(store.watch(&job.id).await.expect("watch").is_some_and(|j| j.watched));
+        assert!(!job.watched);
+        let started = [JobEvent::Started { phase: "p".into() }];
+        assert_eq!(record_all_on(&store, &job, "t", &started).await.expect("record"), None, "the stale write conflicts");
+        let Recorded::Changed(after, _) = record_from(&store, &job.id.clone(), Some(job), "t", &started).await.expect("record") else {
+            panic!("not recorded")
+        };
+        assert!(after.watched, "redone on the job as it now stands, so its event goes to the fan-out");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -96,6 +96,18 @@ where
     .await
 }
 
+/// How often a run writes progress at most. A checkpoint sooner than this
+/// after the last write is held back and written with the next write (a
+/// later checkpoint, or the job's end), phases and counts intact. A job of
+/// milliseconds then costs one write for its start and one for its end
+/// instead of one per checkpoint and one per batch of log lines; what it
+/// costs is that a cancel is noticed up to this much later.
+pub const WRITE_EVERY: Duration = Duration::from_secs(1);
+
+/// How many events a run holds back at most (one write, one transaction,
+/// stays well inside DynamoDB's 100 items).
+const MAX_HELD: usize = 16;
+
 /// A job being processed by `source`.
 #[derive(Debug)]
 pub struct Run<'a> {
@@ -103,12 +115,20 @@ pub struct Run<'a> {
     pub blobs: &'a dyn BlobStore,
     pub source: &'static str,
     pub job_id: JobId,
-    /// The job as this run last read or wrote it: the next event is applied
+    /// The job as this run last read or wrote it: the next events are applied
     /// to it and committed on its seq, with no read first; a conflict (another
-    /// writer got there first) falls back to reading the job again.
+    /// writer got there first: a cancel request, the sweeper) falls back to
+    /// reading the job again, and that read is the cancellation check.
     last_known: Mutex<Option<Job>>,
-    /// Log lines written since the last flush, within the job's log cap.
+    /// Log lines written since the last write, within the job's log cap.
     log: Mutex<LogBuffer>,
+    /// Progress held back since the last write (one event per phase, the
+    /// latest), written with the next one: see [`WRITE_EVERY`].
+    held: Mutex<Vec<JobEvent>>,
+    /// When this run last wrote the job.
+    last_write: Mutex<Instant>,
+    /// How often it writes progress at most: [`WRITE_EVERY`] unless set.
+    write_every: Duration,
     /// Where a completed job's time goes to calibrate the classifier's estimates.
     estimates: Option<&'a dyn EstimateStore>,
 }
@@ -137,8 +157,18 @@ impl<'a> Run<'a> {
         job_id: JobId,
         phase: &str,
     ) -> Result<Option<Self>, HandlerError> {
-        let run =
-            Self { jobs, blobs, source, job_id, last_known: Mutex::new(None), log: Mutex::new(LogBuffer::default()), estimates: None };
+        let run = Self {
+            jobs,
+            blobs,
+            source,
+            job_id,
+            last_known: Mutex::new(None),
+            log: Mutex::new(LogBuffer::default()),
+            held: Mutex::new(Vec::new()),
+            last_write: Mutex::new(Instant::now()),
+            write_every: WRITE_EVERY,
+            estimates: None,
+        };
         let job = run.job().await?;
         *run.log.lock().unwrap_or_else(PoisonError::into_inner) = LogBuffer::for_job(job.log_lines);
         if job.status.is_terminal() {
@@ -150,6 +180,13 @@ impl<'a> Run<'a> {
             return Ok(None);
         }
         Ok(run.record(JobEvent::Started { phase: phase.to_owned() }).await?.then_some(run))
+    }
+
+    /// This run writing progress at most every `every` instead of [`WRITE_EVERY`]
+    /// (`Duration::ZERO`: at every checkpoint).
+    #[must_use]
+    pub fn writing_every(self, every: Duration) -> Self {
+        Self { write_every: every, ..self }
     }
 
     async fn job(&self) -> Result<Job, HandlerError> {
@@ -164,33 +201,90 @@ impl<'a> Run<'a> {
 
     /// Records `event`; `false` when the job had moved on (finished or cancelled elsewhere).
     async fn record(&self, event: JobEvent) -> Result<bool, HandlerError> {
+        self.write(Some(event), false).await
+    }
+
+    /// Writes what is held back (progress, log lines; with `last`, the
+    /// "lines dropped" line) and `event`, as one change. `false` when the
+    /// job moved on: finished elsewhere, or cancelled, which this records
+    /// unless `event` ends the job anyway.
+    async fn write(&self, event: Option<JobEvent>, last: bool) -> Result<bool, HandlerError> {
+        let mut events = std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner));
+        let lines = self.log.lock().unwrap_or_else(PoisonError::into_inner).take(last, Utc::now());
+        if !lines.is_empty() {
+            events.push(JobEvent::Logged { lines });
+        }
+        let ending = event.as_ref().is_some_and(|e| matches!(e, JobEvent::Completed { .. } | JobEvent::Failed(_) | JobEvent::Cancelled));
+        events.extend(event);
+        if events.is_empty() {
+            return Ok(true);
+        }
+        match self.write_events(events.clone(), ending).await {
+            Err(e) => {
+                // Nothing was stored: what was held back waits for the next write.
+                events.retain(|e| matches!(e, JobEvent::Progress { .. } | JobEvent::Logged { .. }));
+                *self.held.lock().unwrap_or_else(PoisonError::into_inner) = events;
+                Err(e)
+            }
+            written => written,
+        }
+    }
+
+    async fn write_events(&self, mut events: Vec<JobEvent>, ending: bool) -> Result<bool, HandlerError> {
         let known = self.last_known.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(known) = known {
             // Committed on the seq it was computed from, so a job that moved
             // meanwhile conflicts (`None`), or refuses on what may be a stale
             // copy, and is read again below. A store error is not retried
-            // here: the write may have half happened, and the message's
-            // redelivery redoes the work from the job as stored.
-            match lifecycle::record_on(self.jobs, &known, self.source, event.clone()).await {
-                Ok(Some(job)) => {
-                    self.remember(Some(job));
-                    return Ok(true);
-                }
+            // here: the message's redelivery redoes the work from the job as
+            // stored (a transaction stores all of it or none).
+            match lifecycle::record_all_on(self.jobs, &known, self.source, &events).await {
+                Ok(Some(job)) => return Ok(self.wrote(job)),
                 Ok(None) | Err(LifecycleError::Refused { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        match lifecycle::record(self.jobs, &self.job_id, self.source, event).await {
-            Ok(recorded) => {
-                self.remember(Some(recorded.job().clone()));
-                Ok(true)
-            }
+        let job = self.job().await?;
+        if job.cancel_requested && !job.status.is_terminal() && !ending {
+            // What was held back is moot; the log lines stay with the job.
+            events.retain(|e| matches!(e, JobEvent::Logged { .. }));
+            events.push(JobEvent::Cancelled);
+        }
+        let cancelling = events.last() == Some(&JobEvent::Cancelled) && !ending;
+        match lifecycle::record_from(self.jobs, &self.job_id, Some(job), self.source, &events).await {
+            Ok(recorded) => Ok(self.wrote(recorded.job().clone()) && !cancelling),
             Err(LifecycleError::Refused { error, .. }) => {
                 tracing::info!(%error, "job moved on");
                 Ok(false)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Remembers `job` as just written; `true`.
+    fn wrote(&self, job: Job) -> bool {
+        self.remember(Some(job));
+        *self.last_write.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        true
+    }
+
+    /// Holds `event` back for the next write, after the log lines written
+    /// before it (so the log keeps the order things happened in); a phase's
+    /// progress replaces the same phase's progress held back just before it.
+    /// `true` when so much is held that it should be written now.
+    fn hold(&self, event: JobEvent) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let lines = self.log.lock().unwrap_or_else(PoisonError::into_inner).take(false, Utc::now());
+        if !lines.is_empty() {
+            held.push(JobEvent::Logged { lines });
+        }
+        if let (JobEvent::Progress { phase, .. }, Some(JobEvent::Progress { phase: last_phase, .. })) = (&event, held.last())
+            && phase == last_phase
+        {
+            held.pop();
+        }
+        held.push(event);
+        held.len() >= MAX_HELD
     }
 
     /// Writes a line to the job's log (and to the function's own log). Lines
@@ -208,15 +302,11 @@ impl<'a> Run<'a> {
         self.log.lock().unwrap_or_else(PoisonError::into_inner).push(line);
     }
 
-    /// Records the buffered log lines as one `job.log` event; with `last`,
-    /// the "N lines dropped" line too. A job that ended meanwhile keeps no
-    /// more lines, which is not an error.
-    async fn flush_log(&self, last: bool) -> Result<(), HandlerError> {
-        let lines = self.log.lock().unwrap_or_else(PoisonError::into_inner).take(last, Utc::now());
-        if lines.is_empty() {
-            return Ok(());
-        }
-        self.record(JobEvent::Logged { lines }).await.map(drop)
+    /// Writes what is held back (progress, log lines) now; with `last`, the
+    /// "N lines dropped" line too. A job that ended meanwhile keeps no more
+    /// lines, which is not an error.
+    async fn flush(&self, last: bool) -> Result<(), HandlerError> {
+        self.write(None, last).await.map(drop)
     }
 
     /// Writes why an attempt failed into the job's log, where its owner sees
@@ -224,7 +314,7 @@ impl<'a> Run<'a> {
     /// attempt's own error is what goes back to the queue either way.
     async fn note_failed_attempt(&self, attempt: u32, error: &HandlerError) {
         self.log(LogLevel::Warn, format!("attempt {attempt} failed: {}", with_causes(error)), &[("attempt", attempt.into())]);
-        if let Err(e) = self.flush_log(false).await {
+        if let Err(e) = self.flush(false).await {
             tracing::warn!(error = %e, "could not write the failed attempt into the job's log");
         }
     }
@@ -246,7 +336,9 @@ impl<'a> Run<'a> {
             format!("waiting {} s: {dependency} unavailable (its circuit breaker is open); no attempt spent", delay.as_secs()),
             &[("dependency", dependency.to_string().into())],
         );
-        if !self.checkpoint(&format!("waiting: {dependency} unavailable"), 0, None).await? {
+        self.hold(JobEvent::Progress { phase: format!("waiting: {dependency} unavailable"), progress: 0, eta_s: None, counts: None });
+        // Written now whatever the interval: the run ends here.
+        if !self.write(None, false).await? {
             return Ok(());
         }
         queue.send_again(queue_arn, message.body.clone().unwrap_or_default(), delay).await?;
@@ -285,8 +377,10 @@ impl<'a> Run<'a> {
         self.fail(failure).await
     }
 
-    /// A checkpoint: stops (recording the cancellation) if a cancel was
-    /// requested, otherwise reports `phase` at `percent`. `false` means stop.
+    /// A checkpoint: reports `phase` at `percent` (held back for the next
+    /// write when the last was under [`WRITE_EVERY`] ago), and stops,
+    /// recording the cancellation, if the write finds a cancel requested.
+    /// `false` means stop.
     pub async fn checkpoint(&self, phase: &str, percent: u8, eta_s: Option<f64>) -> Result<bool, HandlerError> {
         self.checkpoint_counted(phase, percent, eta_s, None).await
     }
@@ -299,12 +393,11 @@ impl<'a> Run<'a> {
         eta_s: Option<f64>,
         counts: Option<Counts>,
     ) -> Result<bool, HandlerError> {
-        if self.job().await?.cancel_requested {
-            self.record(JobEvent::Cancelled).await?;
-            return Ok(false);
+        let full = self.hold(JobEvent::Progress { phase: phase.to_owned(), progress: percent, eta_s, counts });
+        if !full && self.last_write.lock().unwrap_or_else(PoisonError::into_inner).elapsed() < self.write_every {
+            return Ok(true);
         }
-        self.flush_log(false).await?;
-        self.record(JobEvent::Progress { phase: phase.to_owned(), progress: percent, eta_s, counts }).await
+        self.write(None, false).await
     }
 
     /// Runs CPU-bound `work` on a blocking thread while reporting its progress
@@ -380,9 +473,8 @@ impl<'a> Run<'a> {
 
     pub async fn fail(&self, failure: JobFailure) -> Result<(), HandlerError> {
         self.log(LogLevel::Error, format!("failed: {}", failure.message), &[("code", failure.code.clone().into())]);
-        self.flush_log(true).await?;
         let code = failure.code.clone();
-        if self.record(JobEvent::Failed(failure)).await? {
+        if self.write(Some(JobEvent::Failed(failure)), true).await? {
             self.emit_ended(&[("Code", &code)]);
         }
         Ok(())
@@ -408,8 +500,7 @@ impl<'a> Run<'a> {
     /// Completes the job; a result too large to record fails it instead
     /// (`result_too_large`), since storing it again can never succeed.
     pub async fn complete(&self, result: JobResult, outputs: Vec<Output>) -> Result<(), HandlerError> {
-        self.flush_log(true).await?;
-        match self.record(JobEvent::Completed { result, outputs }).await {
+        match self.write(Some(JobEvent::Completed { result, outputs }), true).await {
             Err(HandlerError::Lifecycle(LifecycleError::Store(StoreError::Rejected(reason)))) => {
                 self.fail(JobFailure::new("result_too_large", format!("the result could not be recorded: {reason}"))).await
             }
@@ -588,7 +679,7 @@ mod tests {
         let id = JobId::new_random();
         let upload = format!("s3://b/uploads/o/{id}/f").parse().expect("uri");
         let job = Job::new(id.clone(), "o".into(), Priority::Normal, upload, "t".into(), Utc::now());
-        jobs.create(&job, &crate::JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+        jobs.create(&job, &[crate::JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
         id
     }
 
@@ -616,8 +707,9 @@ mod tests {
         assert!(outcome.expect("no store error").is_none(), "the run reports that the job moved on");
         let job = jobs.get(&id).await.expect("get").expect("job");
         assert_eq!(job.status, JobStatus::Cancelled);
-        let phases = jobs.events(&id, 0, 1000).await.expect("events");
-        assert!(phases.len() > 3, "progress was reported while the work ran");
+        // The progress held back since the start is moot once the job is cancelled.
+        let logged: Vec<&str> = jobs.events(&id, 0, 1000).await.expect("events").iter().map(|e| e.body.event_type()).collect();
+        assert_eq!(logged, ["job.created", "job.started", "job.cancel_requested", "job.cancelled"]);
     }
 
     #[tokio::test]

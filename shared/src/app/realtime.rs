@@ -334,7 +334,7 @@ mod tests {
             let jobs = MemoryJobStore::default();
             let upload = "s3://b/uploads/o/k".parse().expect("uri");
             let job = Job::new(JobId::new_random(), "o".into(), Priority::High, upload, "t".into(), Utc::now());
-            crate::app::lifecycle::create(&jobs, &job, &JobEventEnvelope::for_job("t", &job, job.created_event())).await.expect("create");
+            crate::app::lifecycle::create(&jobs, &job, &[JobEventEnvelope::for_job("t", &job, job.created_event())]).await.expect("create");
             Self { jobs, connections: MemoryConnections::default(), notifier: MemoryNotifier::default(), job }
         }
 
@@ -355,7 +355,7 @@ mod tests {
 
         async fn record(&self, event: JobEvent) -> JobEventEnvelope {
             match record(&self.jobs, &self.job.id, "t", event).await.expect("record") {
-                crate::app::lifecycle::Recorded::Changed(_, envelope) => *envelope,
+                crate::app::lifecycle::Recorded::Changed(_, mut envelopes) => envelopes.pop().expect("one event"),
                 other => panic!("not a change: {other:?}"),
             }
         }

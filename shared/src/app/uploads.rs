@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use crate::app::lifecycle::{self, LifecycleError};
 use crate::domain::envelope::{JobEventEnvelope, new_trace_id};
-use crate::domain::job::{Job, JobId, Priority};
+use crate::domain::job::{InputObject, Job, JobEvent, JobId, Priority};
 use crate::domain::uri::S3Uri;
 use crate::ports::{Created, JobStore};
 
@@ -33,6 +33,13 @@ pub struct Upload {
     pub owner: String,
     /// The job id in the key, when the key has the API's layout.
     pub claimed_job: Option<JobId>,
+}
+
+impl Upload {
+    /// The object as a job's input.
+    pub fn input(&self) -> InputObject {
+        InputObject { uri: self.uri.clone(), size: self.size, etag: self.etag.clone() }
+    }
 }
 
 /// Reads an S3 notification as SQS carries it; `None` for the test message
@@ -82,12 +89,12 @@ pub fn upload_of(record: &S3EventRecord) -> Option<Upload> {
     })
 }
 
-/// The job `upload` belongs to: the API's job its key names, or the job
-/// derived from the object, created by `source` if there is none yet. A
-/// derived job past its retention is another upload's: the same object
-/// dropped again then gets the next generation's id, which every redelivery
-/// of the new notification derives alike.
-pub async fn job_for(store: &dyn JobStore, upload: &Upload, source: &str) -> Result<JobId, LifecycleError> {
+/// The job `upload` belongs to, as stored: the API's job its key names, or
+/// the job derived from the object, created by `source` if there is none
+/// yet. A derived job past its retention is another upload's: the same
+/// object dropped again then gets the next generation's id, which every
+/// redelivery of the new notification derives alike.
+pub async fn job_for(store: &dyn JobStore, upload: &Upload, source: &str) -> Result<Job, LifecycleError> {
     let now = Utc::now();
     if let Some(id) = &upload.claimed_job
         && let Some(job) = store.get(id).await?
@@ -95,17 +102,21 @@ pub async fn job_for(store: &dyn JobStore, upload: &Upload, source: &str) -> Res
         && job.upload == upload.uri
         && job.input.as_ref().is_none_or(|i| i.etag == upload.etag)
     {
-        return Ok(job.id);
+        return Ok(job);
     }
     for generation in 0..MAX_GENERATIONS {
         let id = JobId::for_object_generation(&upload.uri, &upload.etag, generation);
-        let job = Job::new(id.clone(), upload.owner.clone(), Priority::default(), upload.uri.clone(), new_trace_id(), now);
+        let mut job = Job::new(id.clone(), upload.owner.clone(), Priority::default(), upload.uri.clone(), new_trace_id(), now);
+        // A drop's job starts uploaded: its first two events in one write.
         let created = JobEventEnvelope::for_job(source, &job, job.created_event());
-        match lifecycle::create(store, &job, &created).await? {
-            Created::New => return Ok(id),
+        let upload_event = JobEvent::Uploaded { input: upload.input() };
+        job.apply(&upload_event, now).map_err(|error| LifecycleError::Refused { id: id.clone(), error, job: Box::new(job.clone()) })?;
+        let uploaded = JobEventEnvelope::for_job(source, &job, upload_event);
+        match lifecycle::create(store, &job, &[created, uploaded]).await? {
+            Created::New => return Ok(job),
             Created::Existing(existing) if !existing.is_expired(now) => {
                 tracing::info!(job_id = %id, "job for this object exists already");
-                return Ok(id);
+                return Ok(*existing);
             }
             Created::Existing(_) => tracing::info!(job_id = %id, "the job of an earlier upload of this object has expired"),
         }
@@ -116,6 +127,7 @@ pub async fn job_for(store: &dyn JobStore, upload: &Upload, source: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::job::JobStatus;
     use crate::testing::memory::MemoryJobStore;
 
     fn dropped() -> Upload {
@@ -125,14 +137,16 @@ mod tests {
     #[tokio::test]
     async fn a_redelivered_drop_finds_its_job_and_a_drop_after_expiry_starts_a_new_one() {
         let store = MemoryJobStore::default();
-        let first = job_for(&store, &dropped(), "t").await.expect("job");
+        let first = job_for(&store, &dropped(), "t").await.expect("job").id;
         assert_eq!(first, JobId::for_object(&dropped().uri, "e1"), "generation 0 is the plain derived id");
-        assert_eq!(job_for(&store, &dropped(), "t").await.expect("again"), first, "a redelivery finds the same job");
+        assert_eq!(job_for(&store, &dropped(), "t").await.expect("again").id, first, "a redelivery finds the same job");
 
         store.expire(&first);
         let second = job_for(&store, &dropped(), "t").await.expect("new job");
+        assert_eq!((second.status, second.input, second.seq), (JobStatus::Queued, Some(dropped().input()), 2), "created uploaded");
+        let second = second.id;
         assert_ne!(second, first, "the expired job is not reused");
-        assert_eq!(job_for(&store, &dropped(), "t").await.expect("again"), second, "and the new one is found again");
-        assert_eq!(store.events(&second, 0, 10).await.expect("log").len(), 1, "with only its own events");
+        assert_eq!(job_for(&store, &dropped(), "t").await.expect("again").id, second, "and the new one is found again");
+        assert_eq!(store.events(&second, 0, 10).await.expect("log").len(), 2, "with only its own events");
     }
 }

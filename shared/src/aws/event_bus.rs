@@ -1,15 +1,15 @@
 //! The event bus on an SNS topic, published in batches of ten (`PublishBatch`).
-//! Messages carry `event_type` and `job_id` attributes so subscriptions can
-//! filter without reading bodies.
+//! Messages carry `event_type` and `job_id` attributes (and `watched`, `run_id`
+//! and `step` where they apply) so subscriptions can filter without reading
+//! bodies.
 
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 
 use super::boxed;
-use crate::domain::envelope::JobEventEnvelope;
-use crate::ports::EventBus;
 use crate::ports::error::PublishError;
+use crate::ports::{EventBus, Publication};
 
 /// SNS's limit of entries per `PublishBatch`.
 const MAX_BATCH: usize = 10;
@@ -30,13 +30,18 @@ fn attribute(value: &str) -> Result<MessageAttributeValue, aws_sdk_sns::error::B
     MessageAttributeValue::builder().data_type("String").string_value(value).build()
 }
 
-fn entry(index: usize, event: &JobEventEnvelope) -> Result<PublishBatchRequestEntry, aws_sdk_sns::error::BuildError> {
+fn entry(index: usize, publication: &Publication) -> Result<PublishBatchRequestEntry, aws_sdk_sns::error::BuildError> {
+    let event = &publication.event;
     let mut entry = PublishBatchRequestEntry::builder()
         .id(index.to_string())
         .message(event.to_json())
         .message_attributes("event_type", attribute(event.body.event_type())?);
     if let Some(job_id) = &event.job_id {
         entry = entry.message_attributes("job_id", attribute(job_id.as_str())?);
+    }
+    // What the fan-out's subscription filters on: only watched jobs' events reach it.
+    if publication.watched {
+        entry = entry.message_attributes("watched", attribute("true")?);
     }
     // What the workflow queue's subscription filters on: only a run's jobs reach it.
     if let Some(run) = &event.run {
@@ -50,7 +55,7 @@ fn entry(index: usize, event: &JobEventEnvelope) -> Result<PublishBatchRequestEn
 
 #[async_trait]
 impl EventBus for SnsEventBus {
-    async fn publish(&self, events: &[JobEventEnvelope]) -> Result<(), PublishError> {
+    async fn publish(&self, events: &[Publication]) -> Result<(), PublishError> {
         for (chunk_index, chunk) in events.chunks(MAX_BATCH).enumerate() {
             let offset = chunk_index * MAX_BATCH;
             let entries = chunk

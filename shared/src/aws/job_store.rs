@@ -6,26 +6,30 @@
 //! | job event | `JOB#{id}`  | `EVT#{seq:010}`   | |
 //!
 //! The event log is the truth and the job item its projection. A change is
-//! written log first: the event at `EVT#{seq}` (only if that slot is free,
-//! which makes the sequence number a lock), then the job item (only if it is
-//! still at `seq - 1`; a new job only if there is none). A writer that finds the slot taken rolls the job item
-//! forward from the log before trying again, so a crash between the two
-//! writes heals on the next write and the two never stay apart.
+//! one `TransactWriteItems`: the new events at their `EVT#{seq}` slots (only
+//! if free) and the job item (only if it is still at the sequence number the
+//! change was computed from; a new job only if there is none). The sequence
+//! number is the lock, and the log and the job can never disagree: there is
+//! no moment between two writes for a writer to die in.
 //!
-//! Two conditional puts instead of one `TransactWriteItems`: a transaction
-//! costs twice the writes on DynamoDB, and every change of every job pays it.
+//! A transaction costs twice the write units of plain puts. It is still the
+//! cheaper design: one round trip per change instead of two, and one call
+//! for several events (a processor's pending progress, its log lines and its
+//! result go in one), where calls are what a job's latency and the local
+//! cloud's throughput are made of; and no roll-forward path to get wrong.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::{Item, boxed, s};
 use crate::domain::envelope::JobEventEnvelope;
-use crate::domain::job::{Applied, Job, JobId, JobStatus};
+use crate::domain::job::{Job, JobId, JobStatus};
 use crate::ports::error::StoreError;
 use crate::ports::{Created, JobStore, ListQuery, Page, owner_sort_key};
 
@@ -52,6 +56,9 @@ pub(super) fn job_item(job: &Job) -> Result<Item, StoreError> {
     item.insert("gsi1sk".into(), s(sort.clone()));
     item.insert("gsi2pk".into(), s(format!("OWNER#{}#{}", job.owner, job.status)));
     item.insert("gsi2sk".into(), s(sort));
+    if job.watched {
+        item.insert(WATCHED.into(), AttributeValue::Bool(true));
+    }
     // The sweeper's index holds only jobs that can still get stuck: a
     // terminal job's item has no keys for it, so it leaves the index.
     if !job.status.is_terminal() {
@@ -59,6 +66,16 @@ pub(super) fn job_item(job: &Job) -> Result<Item, StoreError> {
         item.insert("gsi3sk".into(), s(activity_sort_key(job.updated_at, Some(&job.id))));
     }
     Ok(item)
+}
+
+/// The attribute that marks a watched job, and each event stored while it is.
+pub(super) const WATCHED: &str = "watched";
+
+/// A job item read back, with its watched mark (which the job's JSON leaves out).
+fn read_job(item: Item) -> Result<Job, StoreError> {
+    let watched = matches!(item.get(WATCHED), Some(AttributeValue::Bool(true)));
+    let job: Job = serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what: "job", reason: e.to_string() })?;
+    Ok(Job { watched, ..job })
 }
 
 /// Active jobs are spread over this many index partitions, so no one
@@ -79,16 +96,25 @@ fn activity_sort_key(at: chrono::DateTime<chrono::Utc>, id: Option<&JobId>) -> S
 }
 
 pub(super) fn event_item(job: &Job, event: &JobEventEnvelope) -> Result<Item, StoreError> {
+    let seq = event.seq.ok_or_else(|| StoreError::Corrupt { what: "event", reason: format!("an event of job {} has no seq", job.id) })?;
     let mut item: Item = serde_dynamo::to_item(event).map_err(|e| StoreError::Corrupt { what: "event", reason: e.to_string() })?;
     item.insert("pk".into(), s(job_pk(&job.id)));
-    item.insert("sk".into(), s(event_sk(job.seq)));
+    item.insert("sk".into(), s(event_sk(seq)));
     item.insert("expires_at".into(), AttributeValue::N(job.expires_at.to_string()));
+    // For the publisher: a watched job's events go to the fan-out.
+    if job.watched {
+        item.insert(WATCHED.into(), AttributeValue::Bool(true));
+    }
     Ok(item)
 }
 
-/// Whether a put failed on its condition (a lost race) rather than on the service.
-fn lost_condition(e: &SdkError<PutItemError>) -> bool {
-    matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_)))
+/// How a change's transaction ended.
+enum Written {
+    Done,
+    /// A condition failed: on the job item (index `events.len()`) or an event slot.
+    LostRace {
+        on_job_item: bool,
+    },
 }
 
 impl DynamoJobStore {
@@ -96,74 +122,78 @@ impl DynamoJobStore {
         Self { client, table: table.into() }
     }
 
-    /// Puts `item` if `condition` holds; `Ok(false)` when it did not.
-    async fn put_if(&self, item: Item, condition: &str, values: Option<Item>) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .put_item()
+    /// Writes `events` (each at its own slot, if free) and `job` (if
+    /// `job_condition` holds) in one transaction.
+    async fn write_change(
+        &self,
+        job: &Job,
+        events: &[JobEventEnvelope],
+        job_condition: &str,
+        values: Option<Item>,
+    ) -> Result<Written, StoreError> {
+        let unbuildable = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Rejected(e.to_string());
+        let mut items = Vec::with_capacity(events.len() + 1);
+        for event in events {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(event_item(job, event)?))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(unbuildable)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
+            .set_item(Some(job_item(job)?))
+            .condition_expression(job_condition)
             .set_expression_attribute_values(values)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if lost_condition(&e) => Ok(false),
-            // An item DynamoDB refuses (too large, an invalid value) stays refused.
-            Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("ValidationException") => {
-                Err(StoreError::Rejected(e.into_service_error().meta().message().unwrap_or("ValidationException").to_owned()))
+            .build()
+            .map_err(unbuildable)?;
+        items.push(TransactWriteItem::builder().put(put).build());
+        let e = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => return Ok(Written::Done),
+            Err(e) => e,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = e.as_service_error() {
+            // One reason per item, in order: the events, then the job.
+            let reasons = cancelled.cancellation_reasons();
+            let failed = |r: &aws_sdk_dynamodb::types::CancellationReason| r.code() == Some("ConditionalCheckFailed");
+            if reasons.iter().any(failed) {
+                return Ok(Written::LostRace { on_job_item: reasons.get(events.len()).is_some_and(failed) });
             }
-            Err(e) => Err(StoreError::Unavailable(boxed(e))),
-        }
-    }
-
-    /// Puts the job item if the stored one is still at `previous`.
-    async fn put_job_after(&self, job: &Job, previous: u64) -> Result<bool, StoreError> {
-        let values = HashMap::from([(":prev".to_owned(), AttributeValue::N(previous.to_string()))]);
-        self.put_if(job_item(job)?, "seq = :prev", Some(values)).await
-    }
-
-    /// Applies logged events the job item has not caught up with (a writer
-    /// that died between its two puts) and stores the result.
-    async fn catch_up(&self, id: &JobId) -> Result<bool, StoreError> {
-        let Some(mut job) = self.get(id).await? else { return Ok(false) };
-        let stored_seq = job.seq;
-        for event in self.events(id, stored_seq, 1000).await? {
-            let corrupt = |reason: String| StoreError::Corrupt { what: "event log", reason };
-            match job.apply(&event.body, event.timestamp) {
-                Ok(Applied::Changed) if Some(job.seq) == event.seq => {}
-                other => return Err(corrupt(format!("event {:?} of job {id} does not replay: {other:?}", event.seq))),
+            // Another transaction on the same items at the same moment: a race too.
+            if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                return Err(StoreError::Conflict(job.id.clone()));
             }
         }
-        if job.seq > stored_seq {
-            tracing::warn!(job_id = %id, from = stored_seq, to = job.seq, "rolled the job forward from its log");
-            // Losing this race means another writer rolled forward first.
-            self.put_job_after(&job, stored_seq).await?;
+        Err(write_error(e))
+    }
+}
+
+/// An item DynamoDB refuses (too large, an invalid value) stays refused;
+/// anything else (throttling, the service) is retried.
+fn write_error(e: SdkError<TransactWriteItemsError>) -> StoreError {
+    match e.as_service_error().and_then(|s| s.meta().code()) {
+        Some("ValidationException") => {
+            StoreError::Rejected(e.into_service_error().meta().message().unwrap_or("ValidationException").to_owned())
         }
-        Ok(job.seq > stored_seq)
+        _ => StoreError::Unavailable(boxed(e)),
     }
 }
 
 #[async_trait]
 impl JobStore for DynamoJobStore {
-    async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
-        crate::domain::limits::check_event_size(event)?;
-        // Log first, as every change: once `EVT#1` is stored the stream
-        // publishes `job.created`, whatever happens to this writer next.
-        let logged = self.put_if(event_item(job, event)?, "attribute_not_exists(pk)", None).await?;
-        if !self.put_if(job_item(job)?, "attribute_not_exists(pk)", None).await? {
-            return match self.get(&job.id).await? {
+    async fn create(&self, job: &Job, events: &[JobEventEnvelope]) -> Result<Created, StoreError> {
+        if crate::ports::first_seq_of_change(job, events)? != 1 {
+            return Err(StoreError::Corrupt { what: "change", reason: format!("a new job {} starts its log at seq 1", job.id) });
+        }
+        match self.write_change(job, events, "attribute_not_exists(pk)", None).await? {
+            Written::Done => Ok(Created::New),
+            Written::LostRace { .. } => match self.get(&job.id).await? {
                 Some(existing) => Ok(Created::Existing(Box::new(existing))),
                 None => Err(StoreError::Conflict(job.id.clone())),
-            };
+            },
         }
-        // The event slot was taken but the job item was not: an earlier
-        // attempt died between its two puts, and this one completed it.
-        if !logged {
-            tracing::warn!(job_id = %job.id, "completed a job whose first write was interrupted");
-        }
-        Ok(Created::New)
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
@@ -177,27 +207,50 @@ impl JobStore for DynamoJobStore {
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(boxed(e)))?;
-        out.item
-            .map(|item| serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { what: "job", reason: e.to_string() }))
-            .transpose()
+        out.item.map(read_job).transpose()
     }
 
-    async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
-        crate::domain::limits::check_event_size(event)?;
-        let previous = job.seq.checked_sub(1).ok_or_else(|| StoreError::Conflict(job.id.clone()))?;
-        if !self.put_if(event_item(job, event)?, "attribute_not_exists(pk)", None).await? {
-            // Someone logged this sequence number first: make sure the job item
-            // shows it, so the caller's re-read sees the winner's change.
-            self.catch_up(&job.id).await?;
-            return Err(StoreError::Conflict(job.id.clone()));
+    async fn commit(&self, job: &Job, events: &[JobEventEnvelope]) -> Result<(), StoreError> {
+        let previous = crate::ports::first_seq_of_change(job, events)? - 1;
+        let mut values = HashMap::from([(":prev".to_owned(), AttributeValue::N(previous.to_string()))]);
+        let condition = if job.watched {
+            values.insert(":watched".to_owned(), AttributeValue::Bool(true));
+            "seq = :prev AND watched = :watched"
+        } else {
+            "seq = :prev AND attribute_not_exists(watched)"
+        };
+        match self.write_change(job, events, condition, Some(values)).await? {
+            Written::Done => Ok(()),
+            // The job moved on since the change was computed (an event slot
+            // taken with the job item still at `previous` cannot happen: the
+            // two are only ever written together).
+            Written::LostRace { on_job_item: true } => Err(StoreError::Conflict(job.id.clone())),
+            Written::LostRace { on_job_item: false } => Err(StoreError::Corrupt {
+                what: "event log",
+                reason: format!("job {} is at seq {previous} but its log already has a later event", job.id),
+            }),
         }
-        // Lost only if another writer rolled our logged event forward already.
-        self.put_job_after(job, previous).await?;
-        Ok(())
     }
 
-    async fn roll_forward(&self, id: &JobId) -> Result<bool, StoreError> {
-        self.catch_up(id).await
+    async fn watch(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(id)))
+            .key("sk", s("META"))
+            .update_expression("SET #watched = :watched")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#watched", WATCHED)
+            .expression_attribute_values(":watched", AttributeValue::Bool(true))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => out.attributes.map(read_job).transpose(),
+            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => Ok(None),
+            Err(e) => Err(StoreError::Unavailable(boxed(e))),
+        }
     }
 
     async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {

@@ -292,6 +292,11 @@ pub struct Job {
     pub seq: u64,
     /// Unix seconds after which DynamoDB TTL may delete the job.
     pub expires_at: i64,
+    /// Whether a live subscription has followed the job: its events then go
+    /// to the fan-out, and a job nobody watches costs the fan-out nothing.
+    /// The store's bookkeeping, never part of the job's JSON.
+    #[serde(skip)]
+    pub watched: bool,
 }
 
 /// Everything that can happen to a job. Each one that changes the job is
@@ -421,6 +426,7 @@ impl Job {
             updated_at: now,
             seq: 1,
             expires_at: (now + RETENTION).timestamp(),
+            watched: false,
         }
     }
 

@@ -66,23 +66,47 @@ pub fn owner_sort_key(job: &Job) -> String {
     format!("{}#{}", job.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), job.id)
 }
 
+/// The seq of the first of a change's `events`, checked as every store
+/// checks a change: each event within the size limit, and the events one by
+/// one in order up to `job.seq`.
+pub fn first_seq_of_change(job: &Job, events: &[JobEventEnvelope]) -> Result<u64, StoreError> {
+    for event in events {
+        crate::domain::limits::check_event_size(event)?;
+    }
+    let first = (job.seq + 1).checked_sub(events.len() as u64).filter(|first| *first >= 1 && !events.is_empty());
+    match first {
+        Some(first) if events.iter().zip(first..).all(|(e, seq)| e.seq == Some(seq)) => Ok(first),
+        _ => Err(StoreError::Corrupt {
+            what: "change",
+            reason: format!("events {:?} do not end job {} at seq {}", events.iter().map(|e| e.seq).collect::<Vec<_>>(), job.id, job.seq),
+        }),
+    }
+}
+
 /// Jobs and their append-only event logs.
 #[async_trait]
 pub trait JobStore: Send + Sync + std::fmt::Debug {
-    /// Stores a new job with its first event, unless a job with its id exists.
-    async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError>;
+    /// Stores a new job with its first events (seq 1 on), unless a job with
+    /// its id exists.
+    async fn create(&self, job: &Job, events: &[JobEventEnvelope]) -> Result<Created, StoreError>;
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError>;
 
-    /// Stores `job` and the event that brought it to `job.seq`, only if the
-    /// stored job is still at `job.seq - 1`; otherwise [`StoreError::Conflict`].
-    /// Two conditional writes, the event first: a writer that dies between
-    /// them leaves the job behind its log until [`JobStore::roll_forward`].
-    async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError>;
+    /// Stores `job` with the events that brought it to `job.seq` (one or
+    /// more, in order), all or nothing, only if the stored job is still at
+    /// the seq before the first of them; otherwise [`StoreError::Conflict`].
+    ///
+    /// The change is also refused if the job's [`Job::watched`] is no longer
+    /// what `job` says: a writer that missed a new subscription reads the
+    /// job again, so every event stored after [`JobStore::watch`] is marked
+    /// for the fan-out.
+    async fn commit(&self, job: &Job, events: &[JobEventEnvelope]) -> Result<(), StoreError>;
 
-    /// Brings the stored job up to its log (events a writer logged but died
-    /// before applying); `true` when it moved.
-    async fn roll_forward(&self, id: &JobId) -> Result<bool, StoreError>;
+    /// Marks the job watched (a live subscription follows it) and returns it
+    /// as it stands after the mark; `None` if there is no such job. Events
+    /// up to the returned `seq` are the subscriber's to replay from the log;
+    /// every later one reaches the fan-out.
+    async fn watch(&self, id: &JobId) -> Result<Option<Job>, StoreError>;
 
     /// The job's events with `seq > after_seq`, in order, at most `limit`.
     async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError>;
@@ -236,7 +260,17 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// Publishes `events` in order, stopping at the first that fails
     /// ([`PublishError::published`] says how many went out before it).
-    async fn publish(&self, events: &[JobEventEnvelope]) -> Result<(), PublishError>;
+    async fn publish(&self, events: &[Publication]) -> Result<(), PublishError>;
+}
+
+/// A job event on its way to the topic, with what subscriptions filter on
+/// beyond the envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    pub event: JobEventEnvelope,
+    /// Whether the job was watched when the event was stored: only these
+    /// reach the live fan-out (see [`Job::watched`]).
+    pub watched: bool,
 }
 
 /// An open WebSocket connection and whose it is.

@@ -13,7 +13,7 @@ use chrono::NaiveDate;
 use crate::domain::breakers::{Breaker, Dependency};
 use crate::domain::dead_letters::DeadLetter;
 use crate::domain::envelope::JobEventEnvelope;
-use crate::domain::job::{Applied, Job, JobId};
+use crate::domain::job::{Job, JobId};
 use crate::domain::lanes::{MappingState, QueueDepth};
 use crate::domain::quotas::OwnerQuota;
 use crate::domain::schedule::Schedule;
@@ -22,7 +22,7 @@ use crate::ports::QuotaStore;
 use crate::ports::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
 use crate::ports::{
     BlobStore, BreakerStore, Connection, ConnectionStore, Created, DeadLetterStore, EventBus, JobStore, LaneControl, ListQuery, Notifier,
-    ObjectHead, ObjectMeta, Page, Queue, ScheduleStore, SlotStart, Subscription, owner_sort_key,
+    ObjectHead, ObjectMeta, Page, Publication, Queue, ScheduleStore, SlotStart, Subscription, owner_sort_key,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -40,8 +40,6 @@ type JobWithLog = (Job, BTreeMap<u64, JobEventEnvelope>);
 #[derive(Debug, Default)]
 pub struct MemoryJobStore {
     jobs: Mutex<HashMap<JobId, JobWithLog>>,
-    /// Commits left that stop after logging their event, as a writer dying there would.
-    dying_writers: Mutex<u32>,
 }
 
 impl MemoryJobStore {
@@ -50,29 +48,6 @@ impl MemoryJobStore {
         if let Some((job, _)) = lock(&self.jobs).get_mut(id) {
             job.expires_at = chrono::Utc::now().timestamp() - 1;
         }
-    }
-
-    /// The next `times` commits log their event and then fail before the job is
-    /// written, leaving the job behind its log until a later writer rolls it forward.
-    pub fn die_between_writes(&self, times: u32) {
-        *lock(&self.dying_writers) = times;
-    }
-
-    /// Applies logged events the job has not caught up with.
-    fn catch_up(&self, id: &JobId) -> Result<bool, StoreError> {
-        let mut jobs = lock(&self.jobs);
-        let Some((job, events)) = jobs.get_mut(id) else { return Ok(false) };
-        let stored_seq = job.seq;
-        for event in events.range(job.seq + 1..).map(|(_, e)| e) {
-            match job.apply(&event.body, event.timestamp) {
-                Ok(Applied::Changed) if Some(job.seq) == event.seq => {}
-                other => {
-                    let reason = format!("event {:?} of job {id} does not replay: {other:?}", event.seq);
-                    return Err(StoreError::Corrupt { what: "event log", reason });
-                }
-            }
-        }
-        Ok(job.seq > stored_seq)
     }
 
     /// Moves a job's last change back by `by`, as if nothing had happened to it since.
@@ -85,53 +60,32 @@ impl MemoryJobStore {
 
 #[async_trait]
 impl JobStore for MemoryJobStore {
-    async fn create(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
-        self.create_now(job, event)
+    async fn create(&self, job: &Job, events: &[JobEventEnvelope]) -> Result<Created, StoreError> {
+        self.create_now(job, events)
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         Ok(lock(&self.jobs).get(id).map(|(job, _)| job.clone()))
     }
 
-    async fn commit(&self, job: &Job, event: &JobEventEnvelope) -> Result<(), StoreError> {
-        crate::domain::limits::check_event_size(event)?;
-        // Step one: the event into its slot, if the slot is free.
-        let slot_taken = {
-            let mut jobs = lock(&self.jobs);
-            let Some((_, events)) = jobs.get_mut(&job.id) else {
-                return Err(StoreError::Conflict(job.id.clone()));
-            };
-            let taken = events.contains_key(&job.seq);
-            if !taken {
-                events.insert(job.seq, event.clone());
-            }
-            taken
-        };
-        if slot_taken {
-            // Someone logged this sequence number first: make the job show it.
-            self.catch_up(&job.id)?;
+    async fn commit(&self, job: &Job, events: &[JobEventEnvelope]) -> Result<(), StoreError> {
+        let previous = crate::ports::first_seq_of_change(job, events)? - 1;
+        // All or nothing, under one lock, as the table's transaction.
+        let mut jobs = lock(&self.jobs);
+        let Some((stored, log)) = jobs.get_mut(&job.id) else { return Err(StoreError::Conflict(job.id.clone())) };
+        if stored.seq != previous || stored.watched != job.watched {
             return Err(StoreError::Conflict(job.id.clone()));
         }
-        {
-            let mut dying = lock(&self.dying_writers);
-            if *dying > 0 {
-                *dying -= 1;
-                return Err(StoreError::Unavailable("the writer died between its two writes".into()));
-            }
-        }
-        // Step two: the job, if it is still at the previous sequence number
-        // (otherwise another writer already rolled this event forward).
-        let mut jobs = lock(&self.jobs);
-        if let Some((stored, _)) = jobs.get_mut(&job.id)
-            && stored.seq + 1 == job.seq
-        {
-            *stored = job.clone();
-        }
+        *stored = job.clone();
+        log.extend(events.iter().map(|e| (e.seq.unwrap_or_default(), e.clone())));
         Ok(())
     }
 
-    async fn roll_forward(&self, id: &JobId) -> Result<bool, StoreError> {
-        self.catch_up(id)
+    async fn watch(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        Ok(lock(&self.jobs).get_mut(id).map(|(job, _)| {
+            job.watched = true;
+            job.clone()
+        }))
     }
 
     async fn events(&self, id: &JobId, after_seq: u64, limit: u32) -> Result<Vec<JobEventEnvelope>, StoreError> {
@@ -324,13 +278,18 @@ impl BreakerStore for MemoryBreakers {
 
 #[derive(Debug, Default)]
 pub struct MemoryEventBus {
-    published: Mutex<Vec<JobEventEnvelope>>,
+    published: Mutex<Vec<Publication>>,
     /// Event type and how many more times offering it fails.
     failing: Mutex<Option<(&'static str, usize)>>,
 }
 
 impl MemoryEventBus {
     pub fn published(&self) -> Vec<JobEventEnvelope> {
+        lock(&self.published).iter().map(|p| p.event.clone()).collect()
+    }
+
+    /// What was published, with the marks subscriptions filter on.
+    pub fn publications(&self) -> Vec<Publication> {
         lock(&self.published).clone()
     }
 
@@ -342,11 +301,11 @@ impl MemoryEventBus {
 
 #[async_trait]
 impl EventBus for MemoryEventBus {
-    async fn publish(&self, events: &[JobEventEnvelope]) -> Result<(), PublishError> {
+    async fn publish(&self, events: &[Publication]) -> Result<(), PublishError> {
         let mut failing = lock(&self.failing);
         for (published, event) in events.iter().enumerate() {
             if let Some((event_type, left)) = failing.as_mut()
-                && *event_type == event.body.event_type()
+                && *event_type == event.event.body.event_type()
                 && *left > 0
             {
                 *left -= 1;
@@ -454,13 +413,15 @@ impl Notifier for MemoryNotifier {
 }
 
 impl MemoryJobStore {
-    fn create_now(&self, job: &Job, event: &JobEventEnvelope) -> Result<Created, StoreError> {
-        crate::domain::limits::check_event_size(event)?;
+    fn create_now(&self, job: &Job, events: &[JobEventEnvelope]) -> Result<Created, StoreError> {
+        if crate::ports::first_seq_of_change(job, events)? != 1 {
+            return Err(StoreError::Corrupt { what: "change", reason: "a new job starts its log at seq 1".into() });
+        }
         let mut jobs = lock(&self.jobs);
         if let Some((existing, _)) = jobs.get(&job.id) {
             return Ok(Created::Existing(Box::new(existing.clone())));
         }
-        jobs.insert(job.id.clone(), (job.clone(), BTreeMap::from([(job.seq, event.clone())])));
+        jobs.insert(job.id.clone(), (job.clone(), events.iter().map(|e| (e.seq.unwrap_or_default(), e.clone())).collect()));
         Ok(Created::New)
     }
 }
@@ -525,7 +486,7 @@ impl ScheduleStore for MemoryScheduleStore {
         if !waiting {
             return Ok(SlotStart::Withdrawn);
         }
-        Ok(match self.jobs.create_now(job, created)? {
+        Ok(match self.jobs.create_now(job, std::slice::from_ref(created))? {
             Created::New => SlotStart::New,
             Created::Existing(_) => SlotStart::Existing,
         })

@@ -33,7 +33,7 @@ pub async fn queued_job(jobs: &dyn crate::ports::JobStore, id: &str, file: &str)
     let upload: crate::S3Uri =
         format!("s3://prism-dev-000000000000-uploads/uploads/default/{id}/{file}").parse().unwrap_or_else(|e| panic!("{file}: {e}"));
     let job = crate::Job::new(id.clone(), "default".into(), crate::Priority::Normal, upload.clone(), "t".into(), chrono::Utc::now());
-    jobs.create(&job, &crate::JobEventEnvelope::for_job("test", &job, job.created_event())).await.expect("create");
+    jobs.create(&job, &[crate::JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
     (id, upload)
 }
 

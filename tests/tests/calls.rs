@@ -1,0 +1,106 @@
+//! What one small text job costs in AWS calls, counted at the functions'
+//! endpoints: every function's calls from submission to the last fan-out,
+//! through the API and dropped into the bucket, with nobody watching. The
+//! job runs alone, so nothing is shared with another job's batches: this is
+//! the most a job costs, where the load run's batches only lower it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::{JOB_TIMEOUT, TestCloud};
+use prism_cloud::EmulatorChoice;
+use prism_shared::aws::DynamoJobStore;
+use prism_shared::ports::JobStore;
+use prism_shared::{JobId, JobStatus, S3Uri};
+
+/// The calls a small text job may make, every function together. The goal
+/// (issue 15) is 20; this is what the pipeline is held to until it gets there.
+const BUDGET: u64 = 45;
+
+type Calls = BTreeMap<(String, String, String), u64>;
+
+/// The calls made since `before`, once they have stopped: the stream's
+/// publisher and the fan-out run after the job ends.
+async fn settled_calls_since(tc: &TestCloud, before: &Calls) -> Calls {
+    let delta = || -> Calls {
+        tc.cloud
+            .proxies
+            .calls()
+            .into_iter()
+            .map(|(key, n)| {
+                let was = before.get(&key).copied().unwrap_or(0);
+                (key, n - was)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    let started = Instant::now();
+    let (mut last, mut since) = (delta(), Instant::now());
+    while since.elapsed() < Duration::from_secs(3) && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = delta();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    last
+}
+
+async fn wait_terminal(store: &DynamoJobStore, id: &JobId) {
+    let started = Instant::now();
+    loop {
+        if let Some(job) = store.get(id).await.expect("get")
+            && job.status.is_terminal()
+        {
+            assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
+            return;
+        }
+        assert!(started.elapsed() < JOB_TIMEOUT, "job {id} did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn table(path: &str, calls: &Calls) -> String {
+    let mut by_function: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+    for ((function, service, operation), n) in calls {
+        let binary = function.strip_prefix("prism-test-").unwrap_or(function);
+        *by_function.entry(binary).or_default().entry(format!("{service}:{operation}")).or_default() += n;
+    }
+    let mut out = format!("\n{path}: {} calls\n", calls.values().sum::<u64>());
+    for (function, operations) in by_function {
+        let line: Vec<String> = operations.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        out.push_str(&format!("  {function} ({}): {}\n", operations.values().sum::<u64>(), line.join(", ")));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_text_job_stays_within_its_call_budget_either_way_it_arrives() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let store = DynamoJobStore::new(tc.cloud.clients().dynamodb, &tc.cloud.info.table);
+    let text = b"A small text job. A few words to count.\nLine two.\n".to_vec();
+
+    let before = tc.cloud.proxies.calls();
+    let (job, url) = tc.api.create("small.txt", None).await.expect("create");
+    tc.api.upload(&url, text.clone()).await.expect("upload");
+    wait_terminal(&store, &job.id).await;
+    let through_api = settled_calls_since(&tc, &before).await;
+
+    let before = tc.cloud.proxies.calls();
+    let key = "uploads/tester/dropped.txt";
+    let s3 = tc.cloud.clients().s3;
+    let put = s3.put_object().bucket(&tc.cloud.info.bucket).key(key).body(ByteStream::from(text)).send().await.expect("put");
+    let id = JobId::for_object(&S3Uri::new(&tc.cloud.info.bucket, key), put.e_tag().expect("etag").trim_matches('"'));
+    wait_terminal(&store, &id).await;
+    let dropped = settled_calls_since(&tc, &before).await;
+
+    let report = table("through the API", &through_api) + &table("dropped into the bucket", &dropped);
+    eprintln!("{report}");
+    for calls in [&through_api, &dropped] {
+        assert!(calls.values().sum::<u64>() <= BUDGET, "over the budget of {BUDGET}:{report}");
+    }
+    tc.finish().await;
+}
