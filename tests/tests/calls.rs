@@ -1,8 +1,13 @@
 //! What one small text job costs in AWS calls, counted at the functions'
 //! endpoints: every function's calls from submission to the last fan-out,
-//! through the API and dropped into the bucket, with nobody watching. The
-//! job runs alone, so nothing is shared with another job's batches: this is
-//! the most a job costs, where the load run's batches only lower it.
+//! through the API and dropped into the bucket, with nobody watching.
+//!
+//! The job runs alone, so nothing is shared with another job's batches, and
+//! it may meet instances that have not yet read what they cache for a while
+//! (the owner's quota, the breakers, the estimate calibration: three reads).
+//! This is the most a small job costs; the load run, with warm instances and
+//! the publisher's batches shared, measures the average (and holds it to the
+//! goal of 20).
 
 mod common;
 
@@ -16,9 +21,12 @@ use prism_shared::aws::DynamoJobStore;
 use prism_shared::ports::JobStore;
 use prism_shared::{JobId, JobStatus, S3Uri};
 
-/// The calls a small text job may make, every function together. The goal
-/// (issue 15) is 20; this is what the pipeline is held to until it gets there.
-const BUDGET: u64 = 45;
+/// The calls a small text job may make alone, every function together:
+/// through the API, and dropped into the bucket. Each path makes one write
+/// per change, and the publisher one `PublishBatch` per change it sees
+/// alone (five through the API, three for a drop).
+const BUDGET_THROUGH_API: u64 = 23;
+const BUDGET_DROPPED: u64 = 17;
 
 type Calls = BTreeMap<(String, String, String), u64>;
 
@@ -78,29 +86,33 @@ fn table(path: &str, calls: &Calls) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_text_job_stays_within_its_call_budget_either_way_it_arrives() {
+async fn a_small_text_job_alone_stays_within_its_call_budget_either_way_it_arrives() {
     let tc = TestCloud::start(EmulatorChoice::Localstack).await;
     let store = DynamoJobStore::new(tc.cloud.clients().dynamodb, &tc.cloud.info.table);
     let text = b"A small text job. A few words to count.\nLine two.\n".to_vec();
 
-    let before = tc.cloud.proxies.calls();
-    let (job, url) = tc.api.create("small.txt", None).await.expect("create");
-    tc.api.upload(&url, text.clone()).await.expect("upload");
-    wait_terminal(&store, &job.id).await;
-    let through_api = settled_calls_since(&tc, &before).await;
-
-    let before = tc.cloud.proxies.calls();
-    let key = "uploads/tester/dropped.txt";
-    let s3 = tc.cloud.clients().s3;
-    let put = s3.put_object().bucket(&tc.cloud.info.bucket).key(key).body(ByteStream::from(text)).send().await.expect("put");
-    let id = JobId::for_object(&S3Uri::new(&tc.cloud.info.bucket, key), put.e_tag().expect("etag").trim_matches('"'));
-    wait_terminal(&store, &id).await;
-    let dropped = settled_calls_since(&tc, &before).await;
+    let through_api = async |name: &str| {
+        let before = tc.cloud.proxies.calls();
+        let (job, url) = tc.api.create(name, None).await.expect("create");
+        tc.api.upload(&url, text.clone()).await.expect("upload");
+        wait_terminal(&store, &job.id).await;
+        settled_calls_since(&tc, &before).await
+    };
+    let dropped = async |name: &str| {
+        let before = tc.cloud.proxies.calls();
+        let key = format!("uploads/tester/{name}");
+        let s3 = tc.cloud.clients().s3;
+        let put = s3.put_object().bucket(&tc.cloud.info.bucket).key(&key).body(ByteStream::from(text.clone())).send().await.expect("put");
+        let id = JobId::for_object(&S3Uri::new(&tc.cloud.info.bucket, key), put.e_tag().expect("etag").trim_matches('"'));
+        wait_terminal(&store, &id).await;
+        settled_calls_since(&tc, &before).await
+    };
+    let (through_api, dropped) = (through_api("small.txt").await, dropped("small.txt").await);
 
     let report = table("through the API", &through_api) + &table("dropped into the bucket", &dropped);
     eprintln!("{report}");
-    for calls in [&through_api, &dropped] {
-        assert!(calls.values().sum::<u64>() <= BUDGET, "over the budget of {BUDGET}:{report}");
+    for (calls, budget) in [(&through_api, BUDGET_THROUGH_API), (&dropped, BUDGET_DROPPED)] {
+        assert!(calls.values().sum::<u64>() <= budget, "over the budget of {budget}:{report}");
     }
     tc.finish().await;
 }

@@ -209,18 +209,19 @@ pub async fn submit(
 /// names a job already made is answered as before and counted once.
 async fn enforce_quotas(deps: &Deps, owner: &str, req: &SubmitRequest, id: &JobId, key: Option<&str>) -> Result<(), ApiError> {
     let quotas = Quotas::for_owner(deps.config.quotas, deps.quotas.quota(owner).await?);
-    if quotas == Quotas::default() || (key.is_some() && deps.jobs.get(id).await?.is_some()) {
-        return Ok(());
-    }
+    // Whether this is a retry of a submission already made: read only when
+    // the answer matters (a quota would refuse it, or bytes would be
+    // charged), not on every submission that names a key.
+    let retry = async || -> Result<bool, ApiError> { Ok(key.is_some() && deps.jobs.get(id).await?.is_some()) };
     let limit = quotas.max_active_jobs;
     if limit > 0 {
         let active = deps.jobs.active_count(owner, limit).await?;
-        if active >= limit {
+        if active >= limit && !retry().await? {
             return Err(ApiError::QuotaExceeded { active });
         }
     }
     let limit = quotas.max_bytes_per_day;
-    if limit > 0 {
+    if limit > 0 && !retry().await? {
         let bytes = submitted_bytes(deps, owner, req).await?;
         let now = Utc::now();
         // Counted when the job is asked for: a job whose creation then fails

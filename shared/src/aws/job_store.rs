@@ -2,7 +2,7 @@
 //!
 //! | item      | pk          | sk                | GSI keys |
 //! |-----------|-------------|-------------------|----------|
-//! | job       | `JOB#{id}`  | `META`            | `gsi1pk = OWNER#{owner}`, `gsi1sk = {created_at}#{id}`; `gsi2pk = OWNER#{owner}#{status}`, same sort key; while not terminal, `gsi3pk = ACTIVE#{shard}`, `gsi3sk = {updated_at}#{id}` |
+//! | job       | `JOB#{id}`  | `META`            | `gsi1pk = OWNER#{owner}`, `gsi1sk = {created_at}#{id}`; `gsi2pk = OWNER#{owner}#{status}`, same sort key; while not terminal, `gsi3pk = ACTIVE#{shard}`, `gsi3sk = {updated_at}#{id}`, and `gsi5pk = ACTIVE#{owner}`, `gsi5sk = {created_at}#{id}` |
 //! | job event | `JOB#{id}`  | `EVT#{seq:010}`   | |
 //!
 //! The event log is the truth and the job item its projection. A change is
@@ -29,7 +29,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::{Item, boxed, s};
 use crate::domain::envelope::JobEventEnvelope;
-use crate::domain::job::{Job, JobId, JobStatus};
+use crate::domain::job::{Job, JobId};
 use crate::ports::error::StoreError;
 use crate::ports::{Created, JobStore, ListQuery, Page, owner_sort_key};
 
@@ -64,6 +64,9 @@ pub(super) fn job_item(job: &Job) -> Result<Item, StoreError> {
     if !job.status.is_terminal() {
         item.insert("gsi3pk".into(), s(active_partition(&job.id)));
         item.insert("gsi3sk".into(), s(activity_sort_key(job.updated_at, Some(&job.id))));
+        // And the owner's active jobs, which the quota counts.
+        item.insert("gsi5pk".into(), s(format!("ACTIVE#{}", job.owner)));
+        item.insert("gsi5sk".into(), s(owner_sort_key(job)));
     }
     Ok(item)
 }
@@ -305,24 +308,22 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn active_count(&self, owner: &str, at_most: u32) -> Result<u32, StoreError> {
+        // COUNT reads no attributes back; each page says how many it matched.
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("by-owner-active")
+            .key_condition_expression("gsi5pk = :pk")
+            .expression_attribute_values(":pk", s(format!("ACTIVE#{owner}")))
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .into_paginator()
+            .page_size(at_most.clamp(1, 1000) as i32)
+            .send();
         let mut count = 0u32;
-        for status in [JobStatus::Queued, JobStatus::Processing] {
-            // COUNT reads no attributes back; each page says how many it matched.
-            let mut pages = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name("by-owner-status")
-                .key_condition_expression("gsi2pk = :pk")
-                .expression_attribute_values(":pk", s(format!("OWNER#{owner}#{status}")))
-                .select(aws_sdk_dynamodb::types::Select::Count)
-                .into_paginator()
-                .page_size(at_most.clamp(1, 1000) as i32)
-                .send();
-            while count < at_most {
-                let Some(page) = pages.next().await else { break };
-                count += page.map_err(|e| StoreError::Unavailable(boxed(e)))?.count.max(0) as u32;
-            }
+        while count < at_most {
+            let Some(page) = pages.next().await else { break };
+            count += page.map_err(|e| StoreError::Unavailable(boxed(e)))?.count.max(0) as u32;
         }
         Ok(count.min(at_most))
     }

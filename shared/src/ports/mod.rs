@@ -117,8 +117,9 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn idle(&self, since: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<Job>, StoreError>;
 
     /// How many of an owner's jobs are queued or processing, counted up to
-    /// `at_most` (the quota it is checked against) through the owner-status
-    /// index: eventually consistent, so a burst may pass a quota by a few.
+    /// `at_most` (the quota it is checked against) through an index of the
+    /// owner's unfinished jobs, in one query: eventually consistent, so a
+    /// burst may pass a quota by a few.
     async fn active_count(&self, owner: &str, at_most: u32) -> Result<u32, StoreError>;
 
     /// An owner's unexpired jobs, newest first, through the owner indexes (never a scan).
