@@ -13,6 +13,7 @@
 //! * `testing` (feature `test-util`): in-memory fakes of every port and sample events.
 
 pub mod app;
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod content;
 pub mod domain;

@@ -1,18 +1,23 @@
 //! What every function's `main` sets up: configuration, tracing, and the
 //! runtime loop with its layers.
 
+#[cfg(feature = "aws")]
 pub mod calls;
 pub mod config;
 pub mod metrics;
 pub mod routes;
+#[cfg(feature = "aws")]
 pub mod shutdown;
 pub mod telemetry;
 
+#[cfg(feature = "aws")]
 use lambda_runtime::LambdaEvent;
+#[cfg(feature = "aws")]
 use lambda_runtime::tower::Service;
 
 /// `lambda_runtime::run` with each invocation's AWS calls written as metrics
 /// ([`calls`]) and Lambda's shutdown phase handled ([`shutdown`]).
+#[cfg(feature = "aws")]
 pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>
 where
     F: Service<LambdaEvent<A>, Response = R>,

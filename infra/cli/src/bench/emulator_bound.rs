@@ -3,13 +3,15 @@
 //! once, a mix like the pipeline's), divided by the calls a job makes of
 //! it. The load run's throughput is read against the lower of the two.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, ScalarAttributeType, TransactWriteItem,
+};
 use prism_cloud::provision::Clients;
 
 /// Clients asking at once, and for how long.
@@ -20,7 +22,7 @@ const SCRATCH: &str = "prism-bench-bound";
 /// Requests per second each emulator served alone.
 #[derive(Debug, Clone, Copy)]
 pub struct EmulatorRates {
-    /// moto: DynamoDB (`PutItem`, `GetItem`, `Query`, two writes to each read of each kind).
+    /// moto: DynamoDB (two `TransactWriteItems` of two items to a `GetItem` and an `UpdateItem`).
     pub dynamodb: f64,
     /// LocalStack: S3 `PutObject`/`GetObject`, SQS `SendMessage`, SNS `Publish`.
     pub others: f64,
@@ -68,23 +70,48 @@ pub async fn measure(clients: &Clients) -> anyhow::Result<EmulatorRates> {
         .attribute_definitions(attribute("sk")?)
         .send()
         .await?;
+    // The pipeline's mix per job: about 4.5 changes (each a transaction of
+    // an event and the job item, conditional), 3 reads and one counter
+    // update; so two transactions, a read and an update.
     let dynamodb_rate = rate(move |client, i| {
         let dynamodb = dynamodb.clone();
         async move {
-            let (pk, sk) = (AttributeValue::S(format!("client-{client}")), AttributeValue::S(format!("{i:08}")));
-            for _ in 0..2 {
-                let item =
-                    [("pk".to_owned(), pk.clone()), ("sk".to_owned(), sk.clone()), ("body".to_owned(), AttributeValue::S("x".repeat(300)))];
-                dynamodb.put_item().table_name(SCRATCH).set_item(Some(item.into_iter().collect())).send().await?;
+            let pk = AttributeValue::S(format!("client-{client}"));
+            let item = |sk: String| -> HashMap<String, AttributeValue> {
+                HashMap::from([
+                    ("pk".to_owned(), pk.clone()),
+                    ("sk".to_owned(), AttributeValue::S(sk)),
+                    ("seq".to_owned(), AttributeValue::N(i.to_string())),
+                    ("body".to_owned(), AttributeValue::S("x".repeat(300))),
+                ])
+            };
+            for half in 0..2 {
+                let event = Put::builder()
+                    .table_name(SCRATCH)
+                    .set_item(Some(item(format!("EVT#{i:08}#{half}"))))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()?;
+                let job = Put::builder()
+                    .table_name(SCRATCH)
+                    .set_item(Some(item("META".into())))
+                    .condition_expression("attribute_not_exists(pk) OR seq <= :seq")
+                    .expression_attribute_values(":seq", AttributeValue::N(i.to_string()))
+                    .build()?;
+                dynamodb
+                    .transact_write_items()
+                    .transact_items(TransactWriteItem::builder().put(event).build())
+                    .transact_items(TransactWriteItem::builder().put(job).build())
+                    .send()
+                    .await?;
             }
-            dynamodb.get_item().table_name(SCRATCH).key("pk", pk.clone()).key("sk", sk).send().await?;
+            dynamodb.get_item().table_name(SCRATCH).key("pk", pk.clone()).key("sk", AttributeValue::S("META".into())).send().await?;
             dynamodb
-                .query()
+                .update_item()
                 .table_name(SCRATCH)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", pk)
-                .scan_index_forward(false)
-                .limit(10)
+                .key("pk", pk)
+                .key("sk", AttributeValue::S("TOTALS".into()))
+                .update_expression("ADD jobs :one")
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
                 .send()
                 .await?;
             Ok(4)
