@@ -1,5 +1,6 @@
-//! Recording job events: read, apply through the state machine, commit
-//! conditionally, and start again if another writer got there first.
+//! Recording job events: apply them through the state machine to the job as
+//! last read or written, commit them with it in one conditional write, and
+//! read and start again if another writer got there first.
 //!
 //! Writers only write the log. Publishing follows from it: the table's stream
 //! hands every stored `EVT#` item to the `publish` function, so an event is

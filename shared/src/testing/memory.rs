@@ -33,10 +33,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A job and its event log by sequence number.
 type JobWithLog = (Job, BTreeMap<u64, JobEventEnvelope>);
 
-/// Writes a change as DynamoDB does, in two conditional steps: the event into
-/// its log slot, then the job if it is still at the previous sequence number;
-/// a writer that finds the slot taken rolls the job forward from the log.
-/// [`MemoryJobStore::die_between_writes`] stops writers between the two.
+/// Writes a change as the table does, all or nothing: the change's events
+/// into their log slots and the job, only if the job is still at the
+/// sequence number before them and its watched mark is what the writer saw.
 #[derive(Debug, Default)]
 pub struct MemoryJobStore {
     jobs: Mutex<HashMap<JobId, JobWithLog>>,
