@@ -254,10 +254,6 @@ pub fn frame(event: &JobEventEnvelope) -> Bytes {
     Bytes::from(format!("id: {seq}\nevent: {}\ndata: {data}\n\n", event.body.event_type()))
 }
 
-fn is_terminal(event: &JobEvent) -> bool {
-    matches!(event, JobEvent::Completed { .. } | JobEvent::Failed(_) | JobEvent::Cancelled)
-}
-
 /// Sends the job's events after `follow.after` to `out` until its terminal
 /// event, `until`, or the client going away; heartbeats while it is quiet.
 pub async fn stream_events(
@@ -286,7 +282,7 @@ pub async fn stream_events(
                 return Ok(());
             }
             last_sent = Instant::now();
-            if is_terminal(&event.body) {
+            if event.body.is_terminal() {
                 return Ok(());
             }
         }

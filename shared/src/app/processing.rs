@@ -214,7 +214,7 @@ impl<'a> Run<'a> {
         if !lines.is_empty() {
             events.push(JobEvent::Logged { lines });
         }
-        let ending = event.as_ref().is_some_and(|e| matches!(e, JobEvent::Completed { .. } | JobEvent::Failed(_) | JobEvent::Cancelled));
+        let ending = event.as_ref().is_some_and(JobEvent::is_terminal);
         events.extend(event);
         if events.is_empty() {
             return Ok(true);
@@ -245,12 +245,12 @@ impl<'a> Run<'a> {
             }
         }
         let job = self.job().await?;
-        if job.cancel_requested && !job.status.is_terminal() && !ending {
+        let cancelling = job.cancel_requested && !job.status.is_terminal() && !ending;
+        if cancelling {
             // What was held back is moot; the log lines stay with the job.
             events.retain(|e| matches!(e, JobEvent::Logged { .. }));
             events.push(JobEvent::Cancelled);
         }
-        let cancelling = events.last() == Some(&JobEvent::Cancelled) && !ending;
         match lifecycle::record_from(self.jobs, &self.job_id, Some(job), self.source, &events).await {
             Ok(recorded) => Ok(self.wrote(recorded.job().clone()) && !cancelling),
             Err(LifecycleError::Refused { error, .. }) => {
@@ -336,9 +336,9 @@ impl<'a> Run<'a> {
             format!("waiting {} s: {dependency} unavailable (its circuit breaker is open); no attempt spent", delay.as_secs()),
             &[("dependency", dependency.to_string().into())],
         );
-        self.hold(JobEvent::Progress { phase: format!("waiting: {dependency} unavailable"), progress: 0, eta_s: None, counts: None });
         // Written now whatever the interval: the run ends here.
-        if !self.write(None, false).await? {
+        let waiting = JobEvent::Progress { phase: format!("waiting: {dependency} unavailable"), progress: 0, eta_s: None, counts: None };
+        if !self.write(Some(waiting), false).await? {
             return Ok(());
         }
         queue.send_again(queue_arn, message.body.clone().unwrap_or_default(), delay).await?;

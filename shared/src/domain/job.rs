@@ -350,6 +350,11 @@ pub enum JobEvent {
 }
 
 impl JobEvent {
+    /// Whether this event ends its job (completed, failed or cancelled).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Completed { .. } | Self::Failed(_) | Self::Cancelled)
+    }
+
     pub fn event_type(&self) -> &'static str {
         match self {
             Self::Created { .. } => "job.created",
