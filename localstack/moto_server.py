@@ -1,27 +1,34 @@
-"""moto_server, with four changes for the local cloud: a DynamoDB Query on a
-table's own keys reads the queried partition instead of the whole table, a
-stream's shard iterator is forgotten once GetRecords has used it, a
-conditional write is atomic, and a cancelled transaction writes nothing.
+"""moto_server, with five changes for the local cloud: a DynamoDB Query
+reads the queried partition (of the table or of an index) instead of the
+whole table, the stream's records and shard iterators are dropped once read,
+a conditional write is atomic, and a cancelled transaction writes nothing.
 
 moto 5.2.5 (pinned in moto.txt) answers every Query by sorting every item
 of the table and then keeping those with the asked-for partition key:
 O(n log n) in the table per query. Prism's single table holds the jobs,
 their event logs and the WebSocket subscriptions, and the progress function
-queries it for every event, so under the 500-job priority benchmark moto
+queried it for every event, so under the 500-job priority benchmark moto
 spent most of a core sorting and the functions timed out waiting on it.
 DynamoDB itself reads one partition. Here `Table.all_items` is narrowed to
 the queried partition for the duration of that one query (per thread: moto
 serves requests on threads); the filtering, ordering, paging and limits are
-moto's own code. A query on an index is narrowed to the items of its index
-partition by one pass over the table, without sorting it (the API's quota
-counts an owner's active jobs through an index on every submission; with
-the whole-table sort that doubled the submit latency of the load test).
-Scans are untouched.
+moto's own code. An index's partitions are kept as DynamoDB keeps an index:
+built by one pass on the index's first query, then moved by every write
+(moto updates items in place). The API's quota counts an owner's active
+jobs through an index on every submission, and a pass over the table per
+count slowed the 10,000-job run to a crawl as its table grew. Scans are
+untouched.
 
 moto keeps every shard iterator it ever issued, and each GetRecords issues a
 new one (~650 bytes). The local cloud reads the table's stream ten times a
 second per shard, as Lambda's event source reads it, and never reuses an
 iterator, so without this moto would grow by megabytes an hour while idle.
+moto also keeps every stream record (each with the item's image) for as
+long as it runs, where DynamoDB Streams keeps 24 hours: the 10,000-job run
+grew by a gigabyte every two minutes. Here records every live reader's
+iterator has been past for five minutes are dropped, and iterators unused
+for fifteen minutes expire, as on DynamoDB Streams (tested by
+moto_growth.py).
 
 moto serves requests on threads and checks a write's condition, then
 writes, with nothing in between to stop another thread: two `PutItem`s with
@@ -46,6 +53,8 @@ Started by `prism` as `python moto_server.py -H HOST -p PORT`.
 """
 
 import threading
+import time
+from collections import deque
 
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
@@ -56,11 +65,13 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.table import Table
-from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+from moto.dynamodb.models.table import StreamShard, Table
+from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
 from moto.server import main
 
 _narrowed = threading.local()
+# Every write to the tables, and every read of what writes change in place.
+_writes = threading.RLock()
 _all_items = Table.all_items
 _query = Table.query
 
@@ -84,16 +95,51 @@ def _index_conditions(self, index_name, hash_key, args, kwargs):
     return [(attrs[0], hash_key)] if len(attrs) == 1 else None
 
 
-def _index_partition(self, conditions):
-    """The table's items in one index partition: one pass, no sorting."""
-    found = []
-    for part in self.items.values():
-        for item in part.values() if isinstance(part, dict) else [part]:
-            # An item without the attribute is not in the index (and moto's
-            # DynamoType cannot be compared with None).
-            if all(item.attrs.get(attr) is not None and item.attrs[attr] == value for attr, value in conditions):
-                found.append(item)
+def _index_partitions(table):
+    """Per index with a partition key: (attribute, {value: {item key: item}},
+    {item key: value}), built by one pass over the table on the first query
+    and kept by every write from then on (`_reindex`)."""
+    found = table.__dict__.get("_prism_index_partitions")
+    if found is None:
+        found = {}
+        for index in table.all_indexes():
+            attrs = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
+            if len(attrs) == 1:
+                found[index.name] = (attrs[0], {}, {})
+        table._prism_index_partitions = found
+        for part in table.items.values():
+            for item in part.values() if isinstance(part, dict) else [part]:
+                _reindex(table, item)
     return found
+
+
+def _reindex(table, item, removed=False):
+    """Move `item` to the index partitions its attributes put it in now."""
+    indexes = table.__dict__.get("_prism_index_partitions")
+    if not indexes or item is None:
+        return
+    key = (item.hash_key, item.range_key)
+    for attr, partitions, placed in indexes.values():
+        before = placed.pop(key, None)
+        if before is not None:
+            partition = partitions[before]
+            partition.pop(key, None)
+            if not partition:
+                del partitions[before]
+        value = None if removed else item.attrs.get(attr)
+        # An item without the attribute is not in the index (sparse indexes).
+        if value is not None:
+            partitions.setdefault(value, {})[key] = item
+            placed[key] = value
+
+
+def _index_partition(self, index_name, conditions):
+    """The table's items in one index partition, read from the kept map."""
+    with _writes:
+        index = _index_partitions(self).get(index_name)
+        if index is None or len(conditions) != 1 or conditions[0][0] != index[0]:
+            return None
+        return list(index[1].get(conditions[0][1], {}).values())
 
 
 def _partition_query(self, hash_key, *args, **kwargs):
@@ -102,12 +148,14 @@ def _partition_query(self, hash_key, *args, **kwargs):
     narrow = False
     if index_name is None and hash_key is not None and self.range_key_attr is not None:
         # `items` maps partition key -> {sort key -> item}; .get creates nothing.
-        _narrowed.table_items = (self, list(self.items.get(hash_key, {}).values()))
+        with _writes:
+            _narrowed.table_items = (self, list(self.items.get(hash_key, {}).values()))
         narrow = True
     elif index_name is not None and self.range_key_attr is not None:
         conditions = _index_conditions(self, index_name, hash_key, args, kwargs)
-        if conditions:
-            _narrowed.table_items = (self, _index_partition(self, conditions))
+        partition = _index_partition(self, index_name, conditions) if conditions else None
+        if partition is not None:
+            _narrowed.table_items = (self, partition)
             narrow = True
     try:
         return _query(self, hash_key, *args, **kwargs)
@@ -117,6 +165,20 @@ def _partition_query(self, hash_key, *args, **kwargs):
 
 
 _get_records = DynamoDBStreamsBackend.get_records
+_iterator_init = ShardIterator.__init__
+_shard_get = StreamShard.get
+
+# How long a record is kept after every reader's iterator was past it, and
+# how long an iterator lives unused (DynamoDB Streams: 15 minutes), and how
+# often the kept records are trimmed, in seconds.
+KEPT_PAST_READERS = 300.0
+ITERATOR_LIFETIME = 900.0
+TRIM_EVERY = 1.0
+
+
+def _stamped_iterator(self, *args, **kwargs):
+    _iterator_init(self, *args, **kwargs)
+    self.issued = time.monotonic()
 
 
 def _get_records_once(self, iterator_arn, limit):
@@ -124,9 +186,44 @@ def _get_records_once(self, iterator_arn, limit):
         return _get_records(self, iterator_arn, limit)
     finally:
         self.shard_iterators.pop(iterator_arn, None)
+        _trim_read_records(self)
 
 
-_writes = threading.RLock()
+def _trim_read_records(streams):
+    """Drop the records every live reader was past KEPT_PAST_READERS ago.
+
+    A reader's position is its newest iterator's. The margin covers a reader
+    that read ahead, failed, and reads again from its last checkpoint (the
+    local cloud's poller does); iterators older than ITERATOR_LIFETIME have
+    expired, as on DynamoDB Streams, and hold nothing back."""
+    now = time.monotonic()
+    if now - streams.__dict__.get("_prism_trimmed_at", float("-inf")) < TRIM_EVERY:
+        return
+    streams._prism_trimmed_at = now
+    with _writes:
+        positions = {}
+        for arn, iterator in list(streams.shard_iterators.items()):
+            if now - getattr(iterator, "issued", now) > ITERATOR_LIFETIME:
+                del streams.shard_iterators[arn]
+                continue
+            shard = iterator.stream_shard
+            positions[shard] = min(positions.get(shard, iterator.sequence_number), iterator.sequence_number)
+        for shard, position in positions.items():
+            marks = shard.__dict__.setdefault("_prism_read_marks", deque())
+            marks.append((now, position))
+            safe = None
+            while marks and now - marks[0][0] >= KEPT_PAST_READERS:
+                safe = marks.popleft()[1]
+            read = 0 if safe is None else min(safe - shard.starting_sequence_number, len(shard.items))
+            if read > 0:
+                del shard.items[:read]
+                shard.starting_sequence_number += read
+
+
+def _kept_records(self, start, quantity):
+    """moto's `get`, on the records kept: a trimmed position reads from the oldest."""
+    with _writes:
+        return _shard_get(self, max(start, self.starting_sequence_number), quantity)
 
 
 def _atomic(write):
@@ -183,6 +280,41 @@ def _transact_write_items(self, transact_items):
                              expression_attribute_names=names, expression_attribute_values=values)
 
 
+_table_put, _table_delete = Table.put_item, Table.delete_item
+_update_item, _update_table = DynamoDBBackend.update_item, DynamoDBBackend.update_table
+
+
+def _put_indexed(self, *args, **kwargs):
+    item = _table_put(self, *args, **kwargs)
+    _reindex(self, item)
+    return item
+
+
+def _delete_indexed(self, hash_key, range_key):
+    item = _table_delete(self, hash_key, range_key)
+    _reindex(self, item, removed=True)
+    return item
+
+
+def _update_indexed(self, table_name, *args, **kwargs):
+    # moto updates the stored item in place: its index partitions move here.
+    item = _update_item(self, table_name, *args, **kwargs)
+    _reindex(self.get_table(table_name), item)
+    return item
+
+
+def _update_table_unindexed(self, name, *args, **kwargs):
+    # New or deleted indexes: the partitions are built again on the next query.
+    with _writes:
+        table = _update_table(self, name, *args, **kwargs)
+        table.__dict__.pop("_prism_index_partitions", None)
+        return table
+
+
+Table.put_item = _put_indexed
+Table.delete_item = _delete_indexed
+DynamoDBBackend.update_item = _update_indexed
+DynamoDBBackend.update_table = _update_table_unindexed
 DynamoDBBackend.transact_write_items = _transact_write_items
 for _write in ("put_item", "update_item", "delete_item", "batch_write_item", "transact_write_items"):
     setattr(DynamoDBBackend, _write, _atomic(getattr(DynamoDBBackend, _write)))
@@ -190,6 +322,8 @@ for _write in ("put_item", "update_item", "delete_item", "batch_write_item", "tr
 Table.all_items = _partition_items
 Table.query = _partition_query
 DynamoDBStreamsBackend.get_records = _get_records_once
+ShardIterator.__init__ = _stamped_iterator
+StreamShard.get = _kept_records
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ mod notifier;
 mod queue;
 mod quota_store;
 mod schedule_store;
+pub mod tls;
 
 pub use blob_store::S3BlobStore;
 pub use breaker_store::DynamoBreakerStore;
@@ -30,10 +31,13 @@ use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::runtime::calls::CountCalls;
 
-/// One `SdkConfig` from the environment: region, credentials, and endpoint
-/// overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`) for local clouds.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+/// One `SdkConfig` from the environment: region, credentials, endpoint
+/// overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`) for local
+/// clouds, and one HTTPS client for every SDK client built from it, trusting
+/// the roots `PRISM_TLS_ROOTS` names ([`tls`]).
+pub async fn sdk_config() -> Result<SdkConfig, crate::ports::error::ConfigError> {
+    let http = tls::https_client(tls::TrustedRoots::from_env()?)?;
+    Ok(aws_config::defaults(BehaviorVersion::latest()).http_client(http).load().await)
 }
 
 /// An S3 client; path-style addressing whenever an endpoint override is set,
@@ -102,7 +106,7 @@ pub struct AwsPorts {
 impl AwsPorts {
     /// Reads `TABLE_NAME` and the SDK's own settings from the environment.
     pub async fn from_env() -> Result<Self, crate::ports::error::ConfigError> {
-        Self::from_sdk(&sdk_config().await)
+        Self::from_sdk(&sdk_config().await?)
     }
 
     /// [`Self::from_env`] with an `SdkConfig` the caller also uses for other clients.
@@ -162,7 +166,7 @@ pub struct PublishPorts {
 
 impl PublishPorts {
     pub async fn from_env() -> Result<Self, crate::ports::error::ConfigError> {
-        let sdk = sdk_config().await;
+        let sdk = sdk_config().await?;
         let topic = crate::runtime::config::required("EVENTS_TOPIC_ARN")?;
         Ok(Self {
             bus: std::sync::Arc::new(SnsEventBus::new(client!(aws_sdk_sns, &sdk), topic)),
@@ -191,7 +195,7 @@ impl RealtimePorts {
     /// as service endpoint variables do for every other client, so a local
     /// cloud can point the unchanged SDK client at itself.
     pub async fn from_env() -> Result<Self, crate::ports::error::ConfigError> {
-        let sdk = sdk_config().await;
+        let sdk = sdk_config().await?;
         let table = crate::runtime::config::required("TABLE_NAME")?;
         let endpoint = match crate::runtime::config::optional("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI") {
             Some(local) => local,
@@ -224,7 +228,7 @@ pub struct OpsPorts {
 
 impl OpsPorts {
     pub async fn from_env() -> Result<Self, crate::ports::error::ConfigError> {
-        let sdk = sdk_config().await;
+        let sdk = sdk_config().await?;
         let table = crate::runtime::config::required("TABLE_NAME")?;
         let (dynamodb, sqs) = (client!(aws_sdk_dynamodb, &sdk), client!(aws_sdk_sqs, &sdk));
         Ok(Self {
