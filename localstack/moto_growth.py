@@ -2,14 +2,17 @@
 table has seen. `python moto_growth.py plain|patched` fills a table with an
 index and a stream, then prints how many passes over the whole table an
 index query made, what it found, how many stream records moto still holds
-once its reader has read them all (and while a second reader lags), and
-what a reader reads next; as moto ships and as `moto_server.py` patches it.
+once its reader has read them all (and while a second reader lags), what a
+reader reads next, and how many item objects moto holds for its dashboard
+(each one ever made, until the process ends); as moto ships and as
+`moto_server.py` patches it.
 An end-to-end test runs it (tests/tests/emulators.rs)."""
 import sys, importlib.util
 from moto import mock_aws
 import boto3
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodbstreams.models import dynamodbstreams_backends
+from moto.dynamodb.models.dynamo_type import Item
 
 ms = None
 if sys.argv[1] == "patched":
@@ -77,8 +80,12 @@ def run():
     kept_once_read = len(table.stream_shard.items)
     db.put_item(TableName="t", Item={"pk": s("after"), "sk": s("x")})
     seen = [r["dynamodb"]["Keys"]["pk"]["S"] for r in streams.get_records(reader, 1000)["Records"]]
+    # moto's BaseModel appends every instance it makes to a class list, for
+    # its dashboard: every item written, copied for a query or projected.
+    tracked = len(Item.instances_tracked)
     print(sys.argv[1], f"passes per index query: {CountedPasses.passes}; found: {','.join(found)};",
-          f"stream records kept while a reader lags: {kept_while_lagging}, once read: {kept_once_read}; next read: {','.join(seen)}")
+          f"stream records kept while a reader lags: {kept_while_lagging}, once read: {kept_once_read}; next read: {','.join(seen)};",
+          f"items held for moto's dashboard: {tracked}")
 
 
 run()

@@ -1,7 +1,16 @@
-"""moto_server, with five changes for the local cloud: a DynamoDB Query
+"""moto_server, with six changes for the local cloud: a DynamoDB Query
 reads the queried partition (of the table or of an index) instead of the
 whole table, the stream's records and shard iterators are dropped once read,
-a conditional write is atomic, and a cancelled transaction writes nothing.
+item objects are not kept for moto's dashboard, a conditional write is
+atomic, and a cancelled transaction writes nothing.
+
+moto's `BaseModel` appends every instance it makes to a list on its class,
+for the dashboard of its server: every item written, every copy a query
+makes of what it read and every projection of it, every stream record and
+iterator, kept until the process ends. The 10,000-job run's quota query
+copied up to a thousand items per submission, and moto grew by about 8 MB a
+second until the run had to stop at 15 GB. Items, stream records and shard
+iterators are no longer tracked (moto_growth.py counts them).
 
 moto 5.2.5 (pinned in moto.txt) answers every Query by sorting every item
 of the table and then keeping those with the asked-for partition key:
@@ -52,8 +61,10 @@ only a transaction whose conditions all hold is written.
 Started by `prism` as `python moto_server.py -H HOST -p PORT`.
 """
 
+import os
 import threading
 import time
+import tracemalloc
 from collections import deque
 
 from moto.dynamodb.comparisons import get_filter_expression
@@ -64,8 +75,10 @@ from moto.dynamodb.exceptions import (
     TransactionCanceledException,
     TransactWriteSingleOpException,
 )
+from moto.core.common_models import BaseModel
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.table import StreamShard, Table
+from moto.dynamodb.models.dynamo_type import Item
+from moto.dynamodb.models.table import StreamRecord, StreamShard, Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
 from moto.server import main
 
@@ -97,15 +110,19 @@ def _index_conditions(self, index_name, hash_key, args, kwargs):
 
 def _index_partitions(table):
     """Per index with a partition key: (attribute, {value: {item key: item}},
-    {item key: value}), built by one pass over the table on the first query
-    and kept by every write from then on (`_reindex`)."""
+    {item key: value}, projection), built by one pass over the table on the
+    first query and kept by every write from then on (`_reindex`). An index
+    that projects only some attributes holds the projected items, as
+    DynamoDB's index does: moto sorts, sizes and deep-copies what a query
+    reads, and the quota's count on a keys-only index read whole jobs."""
     found = table.__dict__.get("_prism_index_partitions")
     if found is None:
         found = {}
         for index in table.all_indexes():
             attrs = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
+            projected = (index.projection or {}).get("ProjectionType") in ("KEYS_ONLY", "INCLUDE")
             if len(attrs) == 1:
-                found[index.name] = (attrs[0], {}, {})
+                found[index.name] = (attrs[0], {}, {}, index.project if projected else None)
         table._prism_index_partitions = found
         for part in table.items.values():
             for item in part.values() if isinstance(part, dict) else [part]:
@@ -119,7 +136,7 @@ def _reindex(table, item, removed=False):
     if not indexes or item is None:
         return
     key = (item.hash_key, item.range_key)
-    for attr, partitions, placed in indexes.values():
+    for attr, partitions, placed, project in indexes.values():
         before = placed.pop(key, None)
         if before is not None:
             partition = partitions[before]
@@ -129,7 +146,7 @@ def _reindex(table, item, removed=False):
         value = None if removed else item.attrs.get(attr)
         # An item without the attribute is not in the index (sparse indexes).
         if value is not None:
-            partitions.setdefault(value, {})[key] = item
+            partitions.setdefault(value, {})[key] = project(item) if project else item
             placed[key] = value
 
 
@@ -311,6 +328,18 @@ def _update_table_unindexed(self, name, *args, **kwargs):
         return table
 
 
+# Instances moto makes by the thousand a second and never keeps itself.
+_UNTRACKED = (Item, StreamRecord, ShardIterator)
+
+
+def _new_model(cls, *args, **kwargs):
+    instance = object.__new__(cls)
+    if not issubclass(cls, _UNTRACKED):
+        cls.instances_tracked.append(instance)
+    return instance
+
+
+BaseModel.__new__ = _new_model
 Table.put_item = _put_indexed
 Table.delete_item = _delete_indexed
 DynamoDBBackend.update_item = _update_indexed
@@ -324,6 +353,21 @@ Table.query = _partition_query
 DynamoDBStreamsBackend.get_records = _get_records_once
 ShardIterator.__init__ = _stamped_iterator
 StreamShard.get = _kept_records
+
+if __name__ == "__main__" and os.environ.get("PRISM_MOTO_MEMORY_REPORT"):
+    # Where moto's memory goes: every minute the largest allocation sites
+    # are written to the file this names (tracing slows moto; for diagnosis).
+    tracemalloc.start(8)
+
+    def _memory_reports():
+        while True:
+            time.sleep(60)
+            stats = tracemalloc.take_snapshot().statistics("traceback")[:10]
+            with open(os.environ["PRISM_MOTO_MEMORY_REPORT"], "w") as report:
+                for stat in stats:
+                    report.write(f"{stat.size / 1e6:.1f} MB in {stat.count} blocks\n  " + "\n  ".join(stat.traceback.format()) + "\n\n")
+
+    threading.Thread(target=_memory_reports, daemon=True).start()
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,12 @@ pub fn delays(first: Duration, max: Duration) -> impl Iterator<Item = Duration> 
     ExponentialBuilder::default().with_min_delay(first).with_max_delay(max).without_max_times().build().map(whole_ms)
 }
 
+/// [`delays`], each with up to as much again added at random, so clients
+/// refused together do not all retry together.
+pub fn jittered_delays(first: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default().with_min_delay(first).with_max_delay(max).with_jitter().without_max_times().build()
+}
+
 /// The delay before retry number `attempt` (counted from 1).
 pub fn before_retry(attempt: u32, first: Duration, max: Duration) -> Duration {
     // Past 32 doublings every delay is the cap anyway.

@@ -23,8 +23,11 @@ const GAP_WAIT: Duration = Duration::from_secs(2);
 const QUIET_WAIT: Duration = Duration::from_secs(10);
 /// Pings keep the connection under API Gateway's 10-minute idle limit.
 const PING_EVERY: Duration = Duration::from_secs(5 * 60);
-/// Tries of a connection the gateway refused for a throttled `$connect`.
-const CONNECT_ATTEMPTS: usize = 5;
+/// Tries of a connection the gateway refused for a throttled `$connect`:
+/// 13–26 s of jittered backoff, as a browser reconnecting would keep trying
+/// (a thousand clients connecting at once, retrying in step, kept some
+/// refused past 1.5 s).
+const CONNECT_ATTEMPTS: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -60,7 +63,7 @@ impl LiveConnection {
         };
         // `$connect` throttled past the ws function's concurrency reaches the
         // client as API Gateway's 500: connect again after a backoff.
-        let mut delays = crate::backoff::delays(Duration::from_millis(100), Duration::from_secs(2)).take(CONNECT_ATTEMPTS - 1);
+        let mut delays = crate::backoff::jittered_delays(Duration::from_millis(100), Duration::from_secs(2)).take(CONNECT_ATTEMPTS - 1);
         loop {
             let refused = match tokio_tungstenite::connect_async(url.as_str()).await {
                 Ok((socket, _)) => return Ok(Self { socket, last_sent: Instant::now() }),

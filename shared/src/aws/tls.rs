@@ -37,10 +37,9 @@ impl TrustedRoots {
         match value {
             None | Some("amazon") => Ok(Self::AmazonTrustServices),
             Some("system") => Ok(Self::System),
-            Some(other) => Err(ConfigError::Invalid {
-                name: "PRISM_TLS_ROOTS",
-                reason: format!("{other:?} is neither \"amazon\" nor \"system\""),
-            }),
+            Some(other) => {
+                Err(ConfigError::Invalid { name: "PRISM_TLS_ROOTS", reason: format!("{other:?} is neither \"amazon\" nor \"system\"") })
+            }
         }
     }
 }
@@ -57,10 +56,7 @@ pub fn https_client(roots: TrustedRoots) -> Result<SharedHttpClient, ConfigError
         .with_trust_store(store)
         .build()
         .map_err(|e| ConfigError::Invalid { name: "PRISM_TLS_ROOTS", reason: e.to_string() })?;
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(context)
-        .build_https())
+    Ok(aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc)).tls_context(context).build_https())
 }
 
 #[cfg(test)]

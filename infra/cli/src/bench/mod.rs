@@ -184,13 +184,15 @@ fn age_ms(message: &serde_json::Value) -> Option<f64> {
 }
 
 /// Opens `connections` WebSocket connections spread over `jobs` jobs, runs
-/// the jobs, and reports how long each pushed event took to arrive.
+/// the jobs, and reports how long each pushed event took to arrive;
+/// `while_loaded` names the load running beside it, if any.
 pub async fn push_latency(
     api: &PrismClient,
     websocket_url: &str,
     token: &str,
     connections: usize,
     jobs: usize,
+    while_loaded: Option<&str>,
     out: &mut String,
 ) -> anyhow::Result<()> {
     use prism_cloud::live::LiveConnection;
@@ -222,7 +224,8 @@ pub async fn push_latency(
                 }
             }
         })
-        .buffer_unordered(32)
+        // Four connects per `ws` instance at a time (its reserved concurrency is 4).
+        .buffer_unordered(16)
         .collect()
         .await;
     let opened: Vec<_> = opened.into_iter().collect::<anyhow::Result<_>>()?;
@@ -287,7 +290,10 @@ pub async fn push_latency(
     }
     latencies.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
-    writeln!(out, "## Live progress over WebSockets\n")?;
+    match while_loaded {
+        None => writeln!(out, "## Live progress over WebSockets\n")?,
+        Some(load) => writeln!(out, "## Live progress over WebSockets while {load} run\n")?,
+    }
     writeln!(
         out,
         "{connections} connections opened and subscribed in {open_secs:.1} s ({} per job over {jobs} jobs); the jobs were then \
