@@ -183,10 +183,35 @@ fn age_ms(message: &serde_json::Value) -> Option<f64> {
     Some((chrono::Utc::now() - sent).num_microseconds()? as f64 / 1000.0)
 }
 
+/// [`push_latency`]'s section of the report, or its failure under the same
+/// heading, so the benchmarks around it still run and report.
+pub async fn push_latency_section(
+    api: &PrismClient,
+    websocket_url: &str,
+    token: &str,
+    connections: usize,
+    jobs: usize,
+    while_loaded: Option<&str>,
+) -> String {
+    let mut section = String::new();
+    match push_latency(api, websocket_url, token, connections, jobs, while_loaded, &mut section).await {
+        Ok(()) => section,
+        Err(e) => format!("{}Failed: {e:#}\n\n", live_heading(while_loaded)),
+    }
+}
+
+/// The live-progress heading, idle or beside the load `while_loaded` names.
+fn live_heading(while_loaded: Option<&str>) -> String {
+    match while_loaded {
+        None => "## Live progress over WebSockets\n\n".to_owned(),
+        Some(load) => format!("## Live progress over WebSockets while {load} run\n\n"),
+    }
+}
+
 /// Opens `connections` WebSocket connections spread over `jobs` jobs, runs
 /// the jobs, and reports how long each pushed event took to arrive;
 /// `while_loaded` names the load running beside it, if any.
-pub async fn push_latency(
+async fn push_latency(
     api: &PrismClient,
     websocket_url: &str,
     token: &str,
@@ -290,10 +315,7 @@ pub async fn push_latency(
     }
     latencies.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
-    match while_loaded {
-        None => writeln!(out, "## Live progress over WebSockets\n")?,
-        Some(load) => writeln!(out, "## Live progress over WebSockets while {load} run\n")?,
-    }
+    out.push_str(&live_heading(while_loaded));
     writeln!(
         out,
         "{connections} connections opened and subscribed in {open_secs:.1} s ({} per job over {jobs} jobs); the jobs were then \

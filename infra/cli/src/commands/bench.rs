@@ -107,12 +107,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
             }
             if wanted(BenchKind::Live) {
                 let url = cloud.info.websocket_url.clone().context("the template has no WebSocket API")?;
-                let mut live = String::new();
-                match bench::push_latency(&api, &url, &token, connections, connections.div_ceil(10), None, &mut live).await {
-                    Ok(()) => report.push_str(&live),
-                    // Reported, and the benchmarks after it still run.
-                    Err(e) => report.push_str(&format!("## Live progress over WebSockets\n\nFailed: {e:#}\n\n")),
-                }
+                report.push_str(&bench::push_latency_section(&api, &url, &token, connections, connections.div_ceil(10), None).await);
             }
             if wanted(BenchKind::ColdStart) {
                 let release = target_dir(project).join(LOCAL_RELEASE);
@@ -134,21 +129,14 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 // With `live` asked for too, its connections are measured again
                 // while the load runs: the push latency a user sees on a busy cloud.
                 let live_under_load = async {
-                    let mut live = String::new();
-                    if let (true, Some(url)) = (wanted(BenchKind::Live), cloud.info.websocket_url.as_deref()) {
-                        tokio::time::sleep(LIVE_AFTER_LOAD_STARTS).await;
-                        let load = format!("{jobs} load jobs");
-                        bench::push_latency(&api, url, &token, connections, connections.div_ceil(10), Some(&load), &mut live).await?;
-                    }
-                    anyhow::Ok(live)
+                    let (true, Some(url)) = (wanted(BenchKind::Live), cloud.info.websocket_url.as_deref()) else { return String::new() };
+                    tokio::time::sleep(LIVE_AFTER_LOAD_STARTS).await;
+                    let load = format!("{jobs} load jobs");
+                    bench::push_latency_section(&api, url, &token, connections, connections.div_ceil(10), Some(&load)).await
                 };
                 let (result, live) = tokio::join!(load::run(&cloud, &load_api, jobs, deadline), live_under_load);
                 let result = result?;
-                match live {
-                    Ok(live) => report.push_str(&live),
-                    // The load's figures stand on their own; the failure is reported beside them.
-                    Err(e) => report.push_str(&format!("## Live progress over WebSockets while {jobs} load jobs run\n\nFailed: {e:#}\n\n")),
-                }
+                report.push_str(&live);
                 let choice = format!("{emulator:?}").to_lowercase();
                 let command = format!("cargo run --profile local-release -p prism -- bench --only load --jobs {jobs} --emulator {choice}");
                 load::write(&result, &command, &mut report)?;
