@@ -37,8 +37,9 @@ pub async fn idle_requests(logs: &Path, out: &mut String) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Requests logged so far, by emulator and operation: LocalStack names each
-/// (`AWS sqs.ReceiveMessage => 200`); moto logs only the HTTP request line.
+/// Requests logged so far, by emulator and operation: each emulator writes
+/// a line per request naming it (`… request.aws : AWS sqs.ReceiveMessage => 200`;
+/// moto's line is Prism's, see `localstack/moto_server.py`).
 fn requests(logs: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut counts = BTreeMap::new();
     for (emulator, file) in [("localstack", "localstack.log"), ("moto", "moto.log")] {
@@ -47,18 +48,30 @@ fn requests(logs: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e.into()),
         };
-        for line in text.lines() {
-            let operation = if let Some(rest) = line.split("localstack.request.aws").nth(1) {
-                rest.split_whitespace().nth(2).map(str::to_owned)
-            } else if line.contains("\"POST ") || line.contains("\"GET ") {
-                Some("all (moto names no operation)".to_owned())
-            } else {
-                None
-            };
-            if let Some(operation) = operation {
-                *counts.entry(format!("{emulator}: {operation}")).or_insert(0) += 1;
-            }
+        for operation in text.lines().filter_map(logged_operation) {
+            *counts.entry(format!("{emulator}: {operation}")).or_insert(0) += 1;
         }
     }
     Ok(counts)
+}
+
+/// The operation a request-log line names, if it is one.
+fn logged_operation(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("request.aws")?;
+    rest.split_whitespace().nth(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logged_operation;
+
+    #[test]
+    fn reads_the_operation_from_either_emulators_request_line() {
+        let localstack =
+            "localstack | 2026-11-28T21:07:47.722  INFO --- [et.reactor-0] localstack.request.aws     : AWS sqs.CreateQueue => 200";
+        let moto = "2026-11-28T21:14:10.305 INFO moto.request.aws : AWS dynamodbstreams.GetRecords => 200";
+        assert_eq!(logged_operation(localstack), Some("sqs.CreateQueue"));
+        assert_eq!(logged_operation(moto), Some("dynamodbstreams.GetRecords"));
+        assert_eq!(logged_operation(" * Running on http://127.0.0.1:5992"), None);
+    }
 }
