@@ -341,6 +341,12 @@ impl LocalCloud {
         runtime::cold_start(binary.unwrap_or(&own), spec, env).await
     }
 
+    /// How many instances of `function` (its name or cargo binary) run at
+    /// once: past that, its synchronous callers are throttled.
+    pub fn concurrency(&self, function: &str) -> Option<usize> {
+        self.launches.iter().find(|(spec, _)| spec.name == function || spec.binary == function).map(|(spec, _)| spec.concurrency)
+    }
+
     /// The functions' cargo binaries, in the template's order.
     pub fn binaries(&self) -> impl Iterator<Item = &str> {
         self.launches.iter().map(|(spec, _)| spec.binary.as_str())

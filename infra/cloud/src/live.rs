@@ -39,6 +39,8 @@ pub enum LiveError {
     Closed,
     #[error("{code}: {message}")]
     Server { code: String, message: String },
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
 }
 
 impl From<tungstenite::Error> for LiveError {
@@ -73,6 +75,35 @@ impl LiveConnection {
             match delays.next() {
                 Some(delay) if matches!(refused, LiveError::Refused(429 | 500 | 502 | 503)) => tokio::time::sleep(delay).await,
                 _ => return Err(refused),
+            }
+        }
+    }
+
+    /// Subscribes to `job_id` from `after_seq` and returns the snapshot the
+    /// server answers with. While the gateway answers the route itself (the
+    /// `ws` function throttled or failing, as API Gateway's "Internal server
+    /// error"), sends it again after a backoff; other messages are skipped.
+    pub async fn subscribe(&mut self, job_id: &JobId, after_seq: u64, within: Duration) -> Result<Value, LiveError> {
+        let subscribe = ClientMessage::Subscribe { job_id: job_id.clone(), after_seq, logs: false };
+        let mut delays = crate::backoff::jittered_delays(Duration::from_millis(100), Duration::from_secs(2)).take(CONNECT_ATTEMPTS - 1);
+        let deadline = Instant::now() + within;
+        self.send(&subscribe).await?;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now()).ok_or(LiveError::NoAnswer(within))?;
+            let message = self.next(left).await?.ok_or(LiveError::NoAnswer(within))?;
+            if message["type"] == "snapshot" && message["job"]["id"].as_str() == Some(job_id.as_str()) {
+                return Ok(message);
+            }
+            if message["type"] == "error" {
+                return Err(server_error(&message));
+            }
+            if is_gateway_error(&message) {
+                let delay = delays.next().ok_or_else(|| LiveError::Server {
+                    code: "gateway".to_owned(),
+                    message: message["message"].as_str().unwrap_or_default().to_owned(),
+                })?;
+                tokio::time::sleep(delay).await;
+                self.send(&subscribe).await?;
             }
         }
     }
@@ -112,6 +143,13 @@ impl LiveConnection {
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
+}
+
+/// Whether a message is API Gateway's own answer to a route it could not
+/// run (`{"message": "Internal server error", "connectionId": …, "requestId": …}`),
+/// not one of the API's, which all have a `type`.
+pub fn is_gateway_error(message: &Value) -> bool {
+    message.get("type").is_none() && message["message"].is_string() && message.get("requestId").is_some()
 }
 
 /// Whether an event ends its job.
@@ -345,6 +383,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn tells_the_gateways_own_answer_from_the_apis_messages() {
+        let throttled = json!({"message": "Internal server error", "connectionId": "abc", "requestId": "r-1"});
+        assert!(is_gateway_error(&throttled));
+        assert!(!is_gateway_error(&json!({"type": "error", "code": "not_found", "message": "no such job"})));
+        assert!(!is_gateway_error(&json!({"type": "snapshot", "job": {"id": "x", "seq": 3}})));
+    }
 
     #[test]
     fn an_event_released_once_is_not_also_counted_superseded_by_a_repeated_push() {

@@ -6,9 +6,7 @@
 //! * priority lanes: with N batch jobs queued, how many of them start before
 //!   an urgent job submitted afterwards;
 //! * thumbnails: per format, prism's image path against `vipsthumbnail`, see [`thumbnails`];
-//! * live progress: with many WebSocket connections open, the latency from an
-//!   event's creation to its arrival at each subscribed client, against a
-//!   bare `@connections` push through the same gateway;
+//! * live progress, idle and under load: see [`live`];
 //! * PDF text per kind of PDF: see [`documents`]; audio and video thumbnails: see [`media`];
 //! * load: many small jobs through the whole pipeline, see [`prism_cloud::load`];
 //! * memory at the limits, per processor and format: see [`memory`];
@@ -19,6 +17,7 @@ pub mod documents;
 pub mod emulator_bound;
 pub mod eta;
 pub mod idle;
+pub mod live;
 pub mod media;
 pub mod memory;
 pub mod thumbnails;
@@ -165,9 +164,6 @@ pub async fn started_at(api: &PrismClient, id: &JobId) -> anyhow::Result<chrono:
     Ok(started["timestamp"].as_str().context("timestamp")?.parse()?)
 }
 
-/// Time between job starts in the live-progress benchmark (4 jobs a second).
-const JOB_INTERVAL: Duration = Duration::from_millis(250);
-
 /// Percentile (0–100) of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -175,168 +171,4 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
-}
-
-/// Milliseconds from an envelope's `timestamp` to now.
-fn age_ms(message: &serde_json::Value) -> Option<f64> {
-    let sent: chrono::DateTime<chrono::Utc> = message["timestamp"].as_str()?.parse().ok()?;
-    Some((chrono::Utc::now() - sent).num_microseconds()? as f64 / 1000.0)
-}
-
-/// [`push_latency`]'s section of the report, or its failure under the same
-/// heading, so the benchmarks around it still run and report.
-pub async fn push_latency_section(
-    api: &PrismClient,
-    websocket_url: &str,
-    token: &str,
-    connections: usize,
-    jobs: usize,
-    while_loaded: Option<&str>,
-) -> String {
-    let mut section = String::new();
-    match push_latency(api, websocket_url, token, connections, jobs, while_loaded, &mut section).await {
-        Ok(()) => section,
-        Err(e) => format!("{}Failed: {e:#}\n\n", live_heading(while_loaded)),
-    }
-}
-
-/// The live-progress heading, idle or beside the load `while_loaded` names.
-fn live_heading(while_loaded: Option<&str>) -> String {
-    match while_loaded {
-        None => "## Live progress over WebSockets\n\n".to_owned(),
-        Some(load) => format!("## Live progress over WebSockets while {load} run\n\n"),
-    }
-}
-
-/// Opens `connections` WebSocket connections spread over `jobs` jobs, runs
-/// the jobs, and reports how long each pushed event took to arrive;
-/// `while_loaded` names the load running beside it, if any.
-async fn push_latency(
-    api: &PrismClient,
-    websocket_url: &str,
-    token: &str,
-    connections: usize,
-    jobs: usize,
-    while_loaded: Option<&str>,
-    out: &mut String,
-) -> anyhow::Result<()> {
-    use prism_cloud::live::LiveConnection;
-    use prism_shared::app::realtime::ClientMessage;
-
-    let jobs = jobs.clamp(1, connections.max(1));
-    let created: Vec<anyhow::Result<(prism_shared::Job, String)>> = futures::stream::iter(0..jobs)
-        .map(|i| async move { api.create(&format!("live-{i}.txt"), None).await })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let created: Vec<(prism_shared::Job, String)> = created.into_iter().collect::<anyhow::Result<_>>()?;
-
-    // Open and subscribe every connection; each remembers the seq its snapshot showed,
-    // so replayed events are not counted as live ones.
-    let opening = Instant::now();
-    let opened: Vec<anyhow::Result<(LiveConnection, JobId, u64)>> = futures::stream::iter(0..connections)
-        .map(|i| {
-            let id = created[i % jobs].0.id.clone();
-            async move {
-                let mut conn = LiveConnection::connect(websocket_url, Some(token)).await?;
-                conn.send(&ClientMessage::Subscribe { job_id: id.clone(), after_seq: 0, logs: false }).await?;
-                loop {
-                    let message = conn.next(Duration::from_secs(30)).await?.context("no snapshot within 30 s")?;
-                    if message["type"] == "snapshot" {
-                        let seq = message["job"]["seq"].as_u64().unwrap_or(0);
-                        return Ok((conn, id, seq));
-                    }
-                }
-            }
-        })
-        // Four connects per `ws` instance at a time (its reserved concurrency is 4).
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let opened: Vec<_> = opened.into_iter().collect::<anyhow::Result<_>>()?;
-    let open_secs = opening.elapsed().as_secs_f64();
-
-    // The reference: a bare push through the gateway's @connections API to one of them.
-    let mut probe = LiveConnection::connect(websocket_url, Some(token)).await?;
-    let mut bare = Vec::new();
-    for _ in 0..220 {
-        let sent = Instant::now();
-        probe.send(&ClientMessage::Ping).await?;
-        probe.next(Duration::from_secs(10)).await?.context("no pong")?;
-        bare.push(sent.elapsed().as_secs_f64() * 1000.0);
-    }
-    bare.drain(..20); // warm-up
-    bare.sort_by(f64::total_cmp);
-    probe.close().await;
-
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
-    let readers: Vec<_> = opened
-        .into_iter()
-        .map(|(mut conn, id, base_seq)| {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let deadline = Instant::now() + Duration::from_secs(180);
-                while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                    let Ok(Some(message)) = conn.next(left).await else { break };
-                    if message["type"] != "event" || message["job_id"].as_str() != Some(id.as_str()) {
-                        continue;
-                    }
-                    if message["seq"].as_u64().is_some_and(|s| s > base_seq)
-                        && let Some(ms) = age_ms(&message)
-                    {
-                        let _ = tx.send(ms);
-                    }
-                    if prism_cloud::live::is_terminal(&message) {
-                        break;
-                    }
-                }
-                conn.close().await;
-            })
-        })
-        .collect();
-    drop(tx);
-
-    let text = b"Live progress benchmark. A few sentences to analyse.\n".repeat(16);
-    let running = Instant::now();
-    // Paced, so the figure is the delivery path's and not the queueing of a
-    // saturated emulator (moto serves ~100 DynamoDB calls a second here).
-    let mut pace = tokio::time::interval(JOB_INTERVAL);
-    for (_, url) in &created {
-        pace.tick().await;
-        api.upload(url, text.clone()).await?;
-    }
-    for reader in readers {
-        reader.await?;
-    }
-    let run_secs = running.elapsed().as_secs_f64();
-    let mut latencies = Vec::new();
-    while let Some(ms) = rx.recv().await {
-        latencies.push(ms);
-    }
-    latencies.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
-    out.push_str(&live_heading(while_loaded));
-    writeln!(
-        out,
-        "{connections} connections opened and subscribed in {open_secs:.1} s ({} per job over {jobs} jobs); the jobs were then \
-         started one every {} ms and ran end to end in {run_secs:.1} s; {} events were pushed.\n",
-        connections / jobs,
-        JOB_INTERVAL.as_millis(),
-        latencies.len()
-    )?;
-    writeln!(out, "| latency | p50 | p99 | max |\n|---|---:|---:|---:|")?;
-    writeln!(
-        out,
-        "| event created → client (through SNS, SQS, progress, @connections) | {p50:.1} ms | {p99:.1} ms | {:.1} ms |",
-        latencies.last().copied().unwrap_or(f64::NAN)
-    )?;
-    writeln!(
-        out,
-        "| reference: ping → pong through the ws function and @connections | {:.1} ms | {:.1} ms | {:.1} ms |",
-        percentile(&bare, 50.0),
-        percentile(&bare, 99.0),
-        bare.last().copied().unwrap_or(f64::NAN)
-    )?;
-    writeln!(out, "\np99 ratio to the reference: {:.1}x; goal p99 < 1000 ms (stretch < 100 ms).\n", p99 / percentile(&bare, 99.0))?;
-    Ok(())
 }

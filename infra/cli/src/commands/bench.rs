@@ -9,6 +9,7 @@ use prism_cloud::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient, cloud, 
 
 use super::up::{build_workspace_bins, target_dir};
 use crate::bench;
+use crate::bench::live::{LivePush, LiveTarget};
 use crate::tools::{CORPUS_TOOLS, LOCAL_RELEASE, PROCESSOR_TOOLS, REFERENCE_TOOLS};
 
 /// How long the load runs before the live-progress connections measured
@@ -105,9 +106,16 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
             if wanted(BenchKind::Priority) {
                 bench::priority(&api, batch, &mut report).await?;
             }
+            let live_target = cloud.info.websocket_url.as_deref().map(|websocket_url| LiveTarget {
+                api: &api,
+                websocket_url,
+                token: &token,
+                api_concurrency: cloud.concurrency("api").unwrap_or(1),
+                ws_concurrency: cloud.concurrency("ws").unwrap_or(1),
+            });
             if wanted(BenchKind::Live) {
-                let url = cloud.info.websocket_url.clone().context("the template has no WebSocket API")?;
-                report.push_str(&bench::push_latency_section(&api, &url, &token, connections, connections.div_ceil(10), None).await);
+                let target = live_target.context("the template has no WebSocket API")?;
+                report.push_str(&LivePush::section(LivePush::prepare(target, connections).await, None).await);
             }
             if wanted(BenchKind::ColdStart) {
                 let release = target_dir(project).join(LOCAL_RELEASE);
@@ -128,11 +136,15 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 let rates = bench::emulator_bound::measure(&cloud.clients()).await?;
                 // With `live` asked for too, its connections are measured again
                 // while the load runs: the push latency a user sees on a busy cloud.
+                // Its jobs are created first, so they do not wait behind the load's submissions.
+                let live_jobs = match (wanted(BenchKind::Live), live_target) {
+                    (true, Some(target)) => Some(LivePush::prepare(target, connections).await),
+                    _ => None,
+                };
                 let live_under_load = async {
-                    let (true, Some(url)) = (wanted(BenchKind::Live), cloud.info.websocket_url.as_deref()) else { return String::new() };
+                    let Some(prepared) = live_jobs else { return String::new() };
                     tokio::time::sleep(LIVE_AFTER_LOAD_STARTS).await;
-                    let load = format!("{jobs} load jobs");
-                    bench::push_latency_section(&api, url, &token, connections, connections.div_ceil(10), Some(&load)).await
+                    LivePush::section(prepared, Some(&format!("{jobs} load jobs"))).await
                 };
                 let (result, live) = tokio::join!(load::run(&cloud, &load_api, jobs, deadline), live_under_load);
                 let result = result?;
@@ -140,6 +152,14 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 let choice = format!("{emulator:?}").to_lowercase();
                 let command = format!("cargo run --profile local-release -p prism -- bench --only load --jobs {jobs} --emulator {choice}");
                 load::write(&result, &command, &mut report)?;
+                if !live.is_empty() {
+                    // The proxies count every function's calls, the live measurement's included.
+                    report.push_str(&format!(
+                        "These calls per job include the live measurement's, which ran beside the load \
+                         ({connections} connections following their own jobs: `ws`, `progress`, @connections); \
+                         `--only load` alone counts the load's own.\n\n"
+                    ));
+                }
                 bench::emulator_bound::write(rates, &result.calls_per_job, result.jobs_per_second, &mut report)?;
             }
             anyhow::Ok(())
