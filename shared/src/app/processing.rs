@@ -70,7 +70,7 @@ where
     F: AsyncFn(&Run<'_>, &ProcessCommand) -> Result<(), HandlerError>,
 {
     let work = &work;
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), |message: SqsMessage| async move {
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::IN_TURN, |message: SqsMessage| async move {
         let attempt = sqs_batch::receive_count(&message);
         let command = ProcessCommand::decode(message.body.as_deref().unwrap_or_default())?;
         let gate = breakers::admit(deps.breakers.as_ref(), &deps.breaker_policy, uses).await;
