@@ -5,6 +5,7 @@
 //! subscriber sees every event and the end, every job ends once, nothing is
 //! recorded twice.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,25 +19,7 @@ use prism_shared::JobId;
 use prism_shared::app::realtime::ClientMessage;
 use serde_json::Value;
 
-/// Each fault test runs on both emulator setups, as its own two tests:
-/// `name::on_localstack` (LocalStack with moto's DynamoDB, the default) and
-/// `name::on_the_moto_only_cloud`.
-macro_rules! on_both_setups {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn on_localstack() {
-                super::$name(prism_cloud::EmulatorChoice::Localstack).await;
-            }
-
-            #[tokio::test]
-            async fn on_the_moto_only_cloud() {
-                super::$name(prism_cloud::EmulatorChoice::Moto).await;
-            }
-        }
-    )*};
-}
-
+// Each fault test runs on both emulator setups (see `common::on_both_setups`).
 on_both_setups!(
     a_terminal_event_whose_publish_fails_still_reaches_subscribers,
     a_throttled_connection_still_gets_every_event,

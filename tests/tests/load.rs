@@ -1,8 +1,9 @@
 //! A scaled-down load run (the benchmark runs 10,000): 1,000 small jobs, half
-//! through the API and half dropped into the bucket, on the default local
-//! cloud. Every job ends, none is lost, none is duplicated, no event is
-//! recorded twice, no log has a gap, and a job costs at most 20 AWS calls.
+//! through the API and half dropped into the bucket, on each emulator setup.
+//! Every job ends, none is lost, none is duplicated, no event is recorded
+//! twice, no log has a gap, and a job costs at most 20 AWS calls.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -16,9 +17,13 @@ fn jobs() -> usize {
     std::env::var("PRISM_LOAD_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_jobs_end_once_each_with_nothing_lost_at_twenty_calls_or_fewer_each() {
-    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+on_both_setups!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_thousand_jobs_end_once_each_with_nothing_lost_at_twenty_calls_or_fewer_each
+);
+
+async fn a_thousand_jobs_end_once_each_with_nothing_lost_at_twenty_calls_or_fewer_each(emulator: EmulatorChoice) {
+    let tc = TestCloud::start(emulator).await;
     let jobs = jobs();
     let api = tc.client_for(load::OWNER);
     let report = load::run(&tc.cloud, &api, jobs, Duration::from_secs(900)).await.expect("load run");

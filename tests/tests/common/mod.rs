@@ -14,6 +14,30 @@ use prism_shared::app::auth::TokenKey;
 
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Runs each named test on both emulator setups, as its own two tests:
+/// `name::on_localstack` (LocalStack with moto's DynamoDB, the default) and
+/// `name::on_the_moto_only_cloud`. Each names an `async fn(EmulatorChoice)`;
+/// a leading `#[…]` replaces `#[tokio::test]` on both.
+#[allow(unused_macros)] // not every test binary runs on both
+macro_rules! on_both_setups {
+    (#[$test:meta] $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[$test]
+            async fn on_localstack() {
+                super::$name(prism_cloud::EmulatorChoice::Localstack).await;
+            }
+
+            #[$test]
+            async fn on_the_moto_only_cloud() {
+                super::$name(prism_cloud::EmulatorChoice::Moto).await;
+            }
+        }
+    )*};
+    ($($name:ident),* $(,)?) => {
+        on_both_setups!(#[tokio::test] $($name),*);
+    };
+}
+
 pub fn project_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }
