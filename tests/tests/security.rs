@@ -2,8 +2,7 @@
 //! tampered, unsigned (`alg: none`) and foreign tokens on the REST and
 //! WebSocket APIs; a presigned upload URL reused for another key or another
 //! method; hostile file names; malformed bodies. Each is refused with a
-//! clear problem, never a 500. Each runs on both emulator setups but the
-//! presigned URL's, which only LocalStack's S3 checks.
+//! clear problem, never a 500. Each runs on both emulator setups.
 
 #[macro_use]
 mod common;
@@ -18,6 +17,7 @@ use serde_json::{Value, json};
 
 on_both_setups!(
     forged_expired_and_unsigned_tokens_are_refused_everywhere,
+    a_presigned_upload_url_is_good_for_its_own_key_and_method_only,
     hostile_names_and_malformed_bodies_get_problems_not_500s,
     a_call_outside_the_functions_policy_is_denied_as_aws_would_deny_it,
 );
@@ -65,12 +65,8 @@ async fn forged_expired_and_unsigned_tokens_are_refused_everywhere(emulator: Emu
     tc.finish().await;
 }
 
-/// On LocalStack only: moto's S3 does not check signatures, so on the
-/// moto-only cloud a presigned URL's key and method are not enforced (see
-/// *The local cloud* in the README).
-#[tokio::test]
-async fn a_presigned_upload_url_is_good_for_its_own_key_and_method_only() {
-    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+async fn a_presigned_upload_url_is_good_for_its_own_key_and_method_only(emulator: EmulatorChoice) {
+    let tc = TestCloud::start(emulator).await;
     let (job, upload) = tc.api.create("mine.txt", None).await.expect("create");
     let http = reqwest::Client::new();
     // The same signature on another key, in another owner's folder.

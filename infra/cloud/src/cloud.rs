@@ -184,7 +184,7 @@ impl LocalCloud {
                 ("AWS_REGION".into(), REGION.into()),
                 ("AWS_DEFAULT_REGION".into(), REGION.into()),
                 ("AWS_ACCESS_KEY_ID".into(), "test".into()),
-                ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), crate::proxy::SECRET_ACCESS_KEY.into()),
                 ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
                 ("RUST_BACKTRACE".into(), "1".into()),
             ],

@@ -19,6 +19,7 @@ pub mod live;
 pub mod load;
 pub mod logs;
 pub mod mappings;
+pub mod presigned;
 pub mod process;
 pub mod provision;
 pub mod proxy;

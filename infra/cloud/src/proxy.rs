@@ -32,6 +32,9 @@ use crate::iam::{self, Account, IamMode, Policy};
 /// Bodies read whole: query-protocol forms (SNS names its action in the
 /// body; AWS caps those requests at 256 KB) and bodies a fault rule must look into.
 const MAX_INSPECTED_BODY: usize = 16 * 1024 * 1024;
+/// The secret key every function instance signs with (`AWS_SECRET_ACCESS_KEY`):
+/// what presigned URLs are checked against.
+pub const SECRET_ACCESS_KEY: &str = "test";
 
 /// What a fault does to a matching call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,6 +341,14 @@ async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, reques
     } else {
         (reqwest::Body::wrap_stream(body.into_data_stream()), None)
     };
+    // Checked as S3 checks it (moto's S3 does not); a browser's CORS preflight carries no signature of its own.
+    if call.presigned
+        && parts.method != Method::OPTIONS
+        && let Err(refusal) =
+            crate::presigned::check(&parts.method, &parts.uri, &parts.headers, SECRET_ACCESS_KEY, std::time::SystemTime::now())
+    {
+        return error_response(&call, 403, Some(refusal.code()), &refusal.to_string());
+    }
     // A presigned URL acts with the permissions of the function that signed it.
     if let Err((action, resource)) = proxies.authorize(&caller, &call, whole.as_deref()) {
         let role = format!("arn:aws:sts::{}:assumed-role/{}-role/{}", proxies.account.id, caller.name, caller.name);
