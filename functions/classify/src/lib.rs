@@ -53,7 +53,7 @@ async fn calibrated_estimate(deps: &Deps, modality: Modality, size: u64, guessed
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::ALL_AT_ONCE, |msg| handle_message(deps, msg)).await
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::AtOnce::All, |msg| handle_message(deps, msg)).await
 }
 
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {

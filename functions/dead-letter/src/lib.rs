@@ -21,7 +21,8 @@ pub const SOURCE: &str = "dead-letter";
 pub type Deps = prism_shared::ports::Deps<()>;
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::IN_TURN, |msg| handle_message(deps, msg)).await
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::AtOnce::InTurn, |msg| handle_message(deps, msg))
+        .await
 }
 
 /// The queue a dead letter came from, named after its DLQ (`…-dlq`).

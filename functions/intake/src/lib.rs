@@ -42,7 +42,7 @@ impl Config {
 pub type Deps = prism_shared::ports::Deps<Config>;
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::ALL_AT_ONCE, |msg| handle_message(deps, msg)).await
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::AtOnce::All, |msg| handle_message(deps, msg)).await
 }
 
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {

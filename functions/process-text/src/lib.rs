@@ -29,8 +29,18 @@ impl Config {
 
 pub type Deps = prism_shared::ports::Deps<Config>;
 
+/// Of a batch, the texts that add up to this share of the largest text
+/// accepted are analysed at once: memory is sized for one text at the limit
+/// (64 MiB in 512 MB), and analysis holds a few copies of its input, so an
+/// eighth of the limit in all leaves room; a larger text runs alone.
+const SHARE_OF_THE_LIMIT_AT_ONCE: u64 = 8;
+
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    processing::process_commands(deps, event, SOURCE, "reading", &USES, async |run, command| process(deps, run, command).await).await
+    let bytes_at_once = deps.config.max_bytes / SHARE_OF_THE_LIMIT_AT_ONCE;
+    processing::process_commands_within(deps, event, SOURCE, "reading", &USES, Some(bytes_at_once), async |run, command| {
+        process(deps, run, command).await
+    })
+    .await
 }
 
 async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result<(), HandlerError> {

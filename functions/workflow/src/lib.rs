@@ -64,7 +64,8 @@ enum Message {
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::IN_TURN, |msg| handle_message(deps, msg)).await
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::AtOnce::InTurn, |msg| handle_message(deps, msg))
+        .await
 }
 
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {

@@ -15,7 +15,7 @@ use crate::app::lifecycle::{self, LifecycleError};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
 use crate::app::breakers::{self, Gate};
-use crate::app::sqs_batch::{self, Backoff, HandlerError};
+use crate::app::sqs_batch::{self, AtOnce, Backoff, HandlerError};
 use crate::domain::breakers::Dependency;
 use crate::domain::commands::Command;
 use crate::domain::envelope::{self, Envelope};
@@ -58,6 +58,9 @@ impl ProcessCommand {
 /// queue or on to the DLQ as [`sqs_batch::process_batch`] decides. Work that
 /// needs a dependency in `uses` whose circuit breaker is open is put back
 /// until the breaker lets it through, spending none of its retries.
+///
+/// The batch's commands run one after another: see [`process_commands_within`]
+/// for a processor whose memory follows its inputs' sizes.
 pub async fn process_commands<C, F>(
     deps: &Deps<C>,
     event: SqsEvent,
@@ -69,8 +72,30 @@ pub async fn process_commands<C, F>(
 where
     F: AsyncFn(&Run<'_>, &ProcessCommand) -> Result<(), HandlerError>,
 {
+    process_commands_within(deps, event, source, first_phase, uses, None, work).await
+}
+
+/// [`process_commands`], with as many of the batch's commands at once as
+/// their inputs fit in `bytes_at_once` together (a command whose input is
+/// larger runs alone; `None`: one after another).
+pub async fn process_commands_within<C, F>(
+    deps: &Deps<C>,
+    event: SqsEvent,
+    source: &'static str,
+    first_phase: &str,
+    uses: &[Dependency],
+    bytes_at_once: Option<u64>,
+    work: F,
+) -> SqsBatchResponse
+where
+    F: AsyncFn(&Run<'_>, &ProcessCommand) -> Result<(), HandlerError>,
+{
     let work = &work;
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::IN_TURN, |message: SqsMessage| async move {
+    let at_once = match bytes_at_once {
+        Some(budget) => AtOnce::WithinBytes { budget, size_of: input_size },
+        None => AtOnce::InTurn,
+    };
+    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), at_once, |message: SqsMessage| async move {
         let attempt = sqs_batch::receive_count(&message);
         let command = ProcessCommand::decode(message.body.as_deref().unwrap_or_default())?;
         let gate = breakers::admit(deps.breakers.as_ref(), &deps.breaker_policy, uses).await;
@@ -94,6 +119,12 @@ where
         outcome
     })
     .await
+}
+
+/// The size of the input a `job.process` message names; one that does not
+/// decode counts as too large to share (it fails at once anyway).
+fn input_size(message: &SqsMessage) -> u64 {
+    ProcessCommand::decode(message.body.as_deref().unwrap_or_default()).map_or(u64::MAX, |command| command.input.size)
 }
 
 /// How often a run writes progress at most. A checkpoint sooner than this

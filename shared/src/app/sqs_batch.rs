@@ -110,31 +110,56 @@ pub fn receive_count(msg: &SqsMessage) -> u32 {
     msg.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1)
 }
 
-/// [`process_batch`]'s `at_once` for stages that take a batch whole.
-pub const ALL_AT_ONCE: usize = usize::MAX;
-/// [`process_batch`]'s `at_once` for stages that take one message at a time.
-pub const IN_TURN: usize = 1;
-
-/// Runs `handler` on the batch's messages, up to `at_once` of them at a
-/// time, and reports the ones that failed.
+/// How many of a batch's messages a stage handles at once.
 ///
 /// Messages in a batch are independent (a job each, handled idempotently), so
-/// stages whose work is waiting on AWS (intake, classify) take the whole batch
-/// at once: a batch of ten then costs about one message's round trips instead
-/// of ten in a row, which made classify the pipeline's narrowest stage under
-/// load. Processors take theirs [`IN_TURN`]: their work holds a file in
-/// memory, and the function's `MemorySize` is sized for one; so do the
-/// workflow (a run's step results, joined on one item, would only conflict)
-/// and dead-letter (rare).
-pub async fn process_batch<F, Fut, E>(event: SqsEvent, queue: &dyn Queue, backoff: Backoff, at_once: usize, handler: F) -> SqsBatchResponse
+/// stages whose work is waiting on AWS (intake, classify) take the batch
+/// [`All`](Self::All): a batch of ten then costs about one message's round
+/// trips instead of ten in a row, which made classify the pipeline's
+/// narrowest stage under load. Processors hold their input in memory, and
+/// their `MemorySize` is sized for one input at its limit: they take theirs
+/// [`InTurn`](Self::InTurn), or, where memory follows the input's size
+/// (text), as many as fit [`WithinBytes`](Self::WithinBytes). The workflow
+/// (a run's step results, joined on one item, would only conflict) and
+/// dead-letter (rare) go in turn.
+#[derive(Debug, Clone, Copy)]
+pub enum AtOnce {
+    InTurn,
+    All,
+    /// Messages whose sizes (`size_of`, from the message) add up to at most
+    /// `budget` bytes; one larger than that runs alone.
+    WithinBytes {
+        budget: u64,
+        size_of: fn(&SqsMessage) -> u64,
+    },
+}
+
+/// Shares of [`AtOnce::WithinBytes`]' budget (a semaphore's permits).
+const BUDGET_SHARES: u32 = 1024;
+
+/// Runs `handler` on the batch's messages, as many at once as `at_once`
+/// says, and reports the ones that failed.
+pub async fn process_batch<F, Fut, E>(event: SqsEvent, queue: &dyn Queue, backoff: Backoff, at_once: AtOnce, handler: F) -> SqsBatchResponse
 where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::error::Error + Retryable,
 {
     let handler = &handler;
+    // Fair: a message that needs the whole budget waits for those before it,
+    // and those after it wait for it.
+    let budget = tokio::sync::Semaphore::new(BUDGET_SHARES as usize);
+    let budget = &budget;
     let outcomes: Vec<_> = futures::stream::iter(event.records)
         .map(|msg| async move {
+            let _share = match at_once {
+                AtOnce::WithinBytes { budget: bytes, size_of } => {
+                    let shares = (u128::from(size_of(&msg)) * u128::from(BUDGET_SHARES)).div_ceil(u128::from(bytes.max(1)));
+                    // Never closed, so the permit always comes.
+                    budget.acquire_many(shares.clamp(1, u128::from(BUDGET_SHARES)) as u32).await.ok()
+                }
+                AtOnce::InTurn | AtOnce::All => None,
+            };
             let message_id = msg.message_id.clone().unwrap_or_default();
             let attempt = receive_count(&msg);
             let span = tracing::info_span!("message", message_id = %message_id, attempt);
@@ -142,7 +167,7 @@ where
             let result = handler(msg).instrument(span.clone()).await;
             (message_id, attempt, arn, receipt, span, result)
         })
-        .buffer_unordered(at_once.max(1))
+        .buffer_unordered(if matches!(at_once, AtOnce::InTurn) { 1 } else { usize::MAX })
         .collect()
         .await;
     let mut response = SqsBatchResponse::default();
@@ -211,7 +236,7 @@ mod tests {
         let mut event = SqsEvent::default();
         event.records = vec![message("a", "ok", 1), message("b", "bad", 3), message("c", "ok", 1)];
         let queue = MemoryQueue::default();
-        let resp = process_batch(event, &queue, Backoff::default(), 3, |m| async move {
+        let resp = process_batch(event, &queue, Backoff::default(), AtOnce::All, |m| async move {
             if m.body.as_deref() == Some("bad") { Err(Boom { retryable: true }) } else { Ok(()) }
         })
         .await;
@@ -228,7 +253,7 @@ mod tests {
         let mut event = SqsEvent::default();
         event.records = vec![message("passing", "unavailable", 1), message("poison", "garbage", 1)];
         let queue = MemoryQueue::default();
-        let resp = process_batch(event, &queue, Backoff::default(), 1, |m| async move {
+        let resp = process_batch(event, &queue, Backoff::default(), AtOnce::InTurn, |m| async move {
             Err::<(), _>(Boom { retryable: m.body.as_deref() == Some("unavailable") })
         })
         .await;
@@ -239,23 +264,42 @@ mod tests {
         assert_eq!(retries["rh-poison"], Duration::ZERO, "a permanent one does not");
     }
 
+    /// The most bytes (the messages' bodies, read as numbers) in flight at
+    /// once while `at_once` runs five messages of `sizes`.
+    async fn most_in_flight(at_once: AtOnce, sizes: &[u64]) -> (usize, u64) {
+        use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+        let mut event = SqsEvent::default();
+        event.records = sizes.iter().enumerate().map(|(i, size)| message(&i.to_string(), &size.to_string(), 1)).collect();
+        let (messages, bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
+        let (most_messages, most_bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
+        let (messages, bytes, most_messages, most_bytes) = (&messages, &bytes, &most_messages, &most_bytes);
+        let resp = process_batch(event, &MemoryQueue::default(), Backoff::default(), at_once, |m| async move {
+            let size: u64 = m.body.as_deref().unwrap_or_default().parse().unwrap_or_default();
+            most_messages.fetch_max(messages.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            most_bytes.fetch_max(bytes.fetch_add(size, Ordering::SeqCst) + size, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            messages.fetch_sub(1, Ordering::SeqCst);
+            bytes.fetch_sub(size, Ordering::SeqCst);
+            Ok::<(), Boom>(())
+        })
+        .await;
+        assert!(resp.batch_item_failures.is_empty());
+        (most_messages.load(Ordering::SeqCst), most_bytes.load(Ordering::SeqCst))
+    }
+
+    fn body_size(m: &SqsMessage) -> u64 {
+        m.body.as_deref().unwrap_or_default().parse().unwrap_or(u64::MAX)
+    }
+
     #[tokio::test]
-    async fn handles_up_to_the_asked_number_of_messages_at_once() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        for at_once in [1, 2, 5] {
-            let mut event = SqsEvent::default();
-            event.records = (0..5).map(|i| message(&i.to_string(), "ok", 1)).collect();
-            let (in_flight, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
-            let resp = process_batch(event, &MemoryQueue::default(), Backoff::default(), at_once, |_| async {
-                most.fetch_max(in_flight.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-                Ok::<(), Boom>(())
-            })
-            .await;
-            assert!(resp.batch_item_failures.is_empty());
-            assert_eq!(most.load(Ordering::SeqCst), at_once, "messages in flight at most, asked for {at_once}");
-        }
+    async fn takes_messages_in_turn_all_at_once_or_as_many_as_fit_the_byte_budget() {
+        let small = [100; 5];
+        assert_eq!(most_in_flight(AtOnce::InTurn, &small).await.0, 1);
+        assert_eq!(most_in_flight(AtOnce::All, &small).await.0, 5);
+        let within = AtOnce::WithinBytes { budget: 1000, size_of: body_size };
+        assert_eq!(most_in_flight(within, &small).await, (5, 500), "small ones all fit");
+        assert_eq!(most_in_flight(within, &[400; 5]).await, (2, 800), "two of 400 fit in 1000, three do not");
+        assert_eq!(most_in_flight(within, &[100, 5000, 100]).await.0, 1, "one past the budget runs alone");
     }
 
     #[test]
