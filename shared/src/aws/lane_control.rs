@@ -1,6 +1,9 @@
 //! [`LaneControl`] on Lambda's event-source mappings and SQS's queue attributes.
 
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
+use aws_config::SdkConfig;
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -11,13 +14,20 @@ use crate::ports::error::ControlError;
 
 #[derive(Debug, Clone)]
 pub struct LambdaLaneControl {
-    lambda: aws_sdk_lambda::Client,
+    /// Built on the first lane change: only `ops` changes lanes, and building
+    /// an SDK client costs every function's start about 0.2 ms.
+    lambda: Arc<OnceLock<aws_sdk_lambda::Client>>,
+    sdk: SdkConfig,
     sqs: aws_sdk_sqs::Client,
 }
 
 impl LambdaLaneControl {
-    pub fn new(lambda: aws_sdk_lambda::Client, sqs: aws_sdk_sqs::Client) -> Self {
-        Self { lambda, sqs }
+    pub fn new(sdk: &SdkConfig, sqs: aws_sdk_sqs::Client) -> Self {
+        Self { lambda: Arc::default(), sdk: sdk.clone(), sqs }
+    }
+
+    fn lambda(&self) -> &aws_sdk_lambda::Client {
+        self.lambda.get_or_init(|| super::lambda_client(&self.sdk))
     }
 }
 
@@ -43,13 +53,13 @@ where
 #[async_trait]
 impl LaneControl for LambdaLaneControl {
     async fn state(&self, mapping_id: &str) -> Result<MappingState, ControlError> {
-        let out = self.lambda.get_event_source_mapping().uuid(mapping_id).send().await.map_err(|e| control_error(mapping_id, e))?;
+        let out = self.lambda().get_event_source_mapping().uuid(mapping_id).send().await.map_err(|e| control_error(mapping_id, e))?;
         Ok(MappingState::from_lambda(out.state().unwrap_or_default()))
     }
 
     async fn set_enabled(&self, mapping_id: &str, enabled: bool) -> Result<MappingState, ControlError> {
         let out = self
-            .lambda
+            .lambda()
             .update_event_source_mapping()
             .uuid(mapping_id)
             .enabled(enabled)

@@ -55,6 +55,11 @@ macro_rules! client {
     };
 }
 
+/// A Lambda client counting its calls (built when first needed: see [`LambdaLaneControl`]).
+fn lambda_client(sdk: &SdkConfig) -> aws_sdk_lambda::Client {
+    client!(aws_sdk_lambda, sdk)
+}
+
 /// A DynamoDB item.
 pub(crate) type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
 
@@ -133,8 +138,7 @@ impl AwsPorts {
             )),
             blobs: std::sync::Arc::new(S3BlobStore::new(s3_client(sdk))),
             queue: std::sync::Arc::new(SqsQueue::new(sqs.clone())),
-            // A client is only configuration until its first call: free for the functions that never make one.
-            lanes: std::sync::Arc::new(LambdaLaneControl::new(client!(aws_sdk_lambda, sdk), sqs)),
+            lanes: std::sync::Arc::new(LambdaLaneControl::new(sdk, sqs)),
         })
     }
 
@@ -232,7 +236,7 @@ impl OpsPorts {
         let table = crate::runtime::config::required("TABLE_NAME")?;
         let (dynamodb, sqs) = (client!(aws_sdk_dynamodb, &sdk), client!(aws_sdk_sqs, &sdk));
         Ok(Self {
-            lanes: std::sync::Arc::new(LambdaLaneControl::new(client!(aws_sdk_lambda, &sdk), sqs.clone())),
+            lanes: std::sync::Arc::new(LambdaLaneControl::new(&sdk, sqs.clone())),
             dead_letters: std::sync::Arc::new(DynamoDeadLetterStore::new(dynamodb.clone(), table.clone())),
             jobs: std::sync::Arc::new(DynamoJobStore::new(dynamodb.clone(), table.clone())),
             quotas: std::sync::Arc::new(DynamoQuotaStore::new(dynamodb.clone(), table.clone())),
