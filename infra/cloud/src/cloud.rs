@@ -332,11 +332,7 @@ impl LocalCloud {
     /// given, is started in the function's place: a reference build measured
     /// under the same conditions.
     pub async fn cold_start(&self, function: &str, binary: Option<&Path>) -> anyhow::Result<std::time::Duration> {
-        let (spec, env) = self
-            .launches
-            .iter()
-            .find(|(spec, _)| spec.name == function || spec.binary == function)
-            .with_context(|| format!("no function {function}"))?;
+        let (spec, env) = self.launch(function).with_context(|| format!("no function {function}"))?;
         let own = env.bin_dir.join(&spec.binary);
         runtime::cold_start(binary.unwrap_or(&own), spec, env).await
     }
@@ -344,7 +340,12 @@ impl LocalCloud {
     /// How many instances of `function` (its name or cargo binary) run at
     /// once: past that, its synchronous callers are throttled.
     pub fn concurrency(&self, function: &str) -> Option<usize> {
-        self.launches.iter().find(|(spec, _)| spec.name == function || spec.binary == function).map(|(spec, _)| spec.concurrency)
+        self.launch(function).map(|(spec, _)| spec.concurrency)
+    }
+
+    /// How `function` (its name or cargo binary) is started.
+    fn launch(&self, function: &str) -> Option<&(provision::FunctionSpec, RuntimeEnv)> {
+        self.launches.iter().find(|(spec, _)| spec.name == function || spec.binary == function)
     }
 
     /// The functions' cargo binaries, in the template's order.

@@ -29,6 +29,13 @@ const PING_EVERY: Duration = Duration::from_secs(5 * 60);
 /// refused past 1.5 s).
 const CONNECT_ATTEMPTS: usize = 10;
 
+/// The waits before trying again what the gateway refused or answered
+/// itself (a throttled `ws`): jittered, so clients refused together do not
+/// come back together.
+fn refused_retry_delays() -> impl Iterator<Item = Duration> {
+    crate::backoff::jittered_delays(Duration::from_millis(100), Duration::from_secs(2)).take(CONNECT_ATTEMPTS - 1)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
     #[error("the WebSocket API refused the connection (HTTP {0})")]
@@ -65,7 +72,7 @@ impl LiveConnection {
         };
         // `$connect` throttled past the ws function's concurrency reaches the
         // client as API Gateway's 500: connect again after a backoff.
-        let mut delays = crate::backoff::jittered_delays(Duration::from_millis(100), Duration::from_secs(2)).take(CONNECT_ATTEMPTS - 1);
+        let mut delays = refused_retry_delays();
         loop {
             let refused = match tokio_tungstenite::connect_async(url.as_str()).await {
                 Ok((socket, _)) => return Ok(Self { socket, last_sent: Instant::now() }),
@@ -85,7 +92,7 @@ impl LiveConnection {
     /// error"), sends it again after a backoff; other messages are skipped.
     pub async fn subscribe(&mut self, job_id: &JobId, after_seq: u64, within: Duration) -> Result<Value, LiveError> {
         let subscribe = ClientMessage::Subscribe { job_id: job_id.clone(), after_seq, logs: false };
-        let mut delays = crate::backoff::jittered_delays(Duration::from_millis(100), Duration::from_secs(2)).take(CONNECT_ATTEMPTS - 1);
+        let mut delays = refused_retry_delays();
         let deadline = Instant::now() + within;
         self.send(&subscribe).await?;
         loop {
