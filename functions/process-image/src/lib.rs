@@ -12,6 +12,7 @@ pub mod webp;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use prism_shared::app::budget::Budget;
 use prism_shared::app::processing::{self, ProcessCommand, Run, WorkError};
 use prism_shared::app::sqs_batch::HandlerError;
 use prism_shared::bytes::Bytes;
@@ -50,22 +51,36 @@ impl Config {
 
 pub type Deps = prism_shared::ports::Deps<Config>;
 
+/// A batch's images are processed together, most of their time being waits
+/// on S3 and the table. The function's `MemorySize` is sized for one image
+/// at the limits, so the inputs held at once stay within one input's limit
+/// and the pictures being decoded within one picture's pixels: many small
+/// images go together, one at the limits goes alone.
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    processing::process_commands(deps, event, SOURCE, "reading", &USES, async |run, command| process(deps, run, command).await).await
+    let decoding = Budget::new(deps.config.limits.max_pixels);
+    let inputs_at_once = Some(deps.config.max_bytes);
+    processing::process_commands_within(deps, event, SOURCE, "reading", &USES, inputs_at_once, async |run, command| {
+        process(deps, &decoding, run, command).await
+    })
+    .await
 }
 
-async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result<(), HandlerError> {
+async fn process(deps: &Deps, decoding: &Budget, run: &Run<'_>, command: &ProcessCommand) -> Result<(), HandlerError> {
     let input = &command.input;
     let Some(bytes) = run.read_input(input, deps.config.max_bytes, "image").await? else { return Ok(()) };
-    if let Err(e) = check_header(&bytes, &deps.config.limits) {
-        return run.fail(JobFailure::new(e.code(), e.to_string())).await;
-    }
+    let (width, height) = match check_header(&bytes, &deps.config.limits) {
+        Ok((_, width, height)) => (width, height),
+        Err(e) => return run.fail(JobFailure::new(e.code(), e.to_string())).await,
+    };
     if !run.checkpoint("decoding", 20, None).await? {
         return Ok(());
     }
     let (limits, parts) = (deps.config.limits, Parts::for_action(command.action));
     let work = move |progress: &_| analyse(&bytes, &limits, &THUMBNAIL_SIZES, parts, progress);
-    let Some(analysed) = run.blocking("decoding", (20, 80), Duration::from_secs(1), work).await? else { return Ok(()) };
+    let pixels = decoding.take(u64::from(width) * u64::from(height)).await;
+    let analysed = run.blocking("decoding", (20, 80), Duration::from_secs(1), work).await?;
+    drop(pixels);
+    let Some(analysed) = analysed else { return Ok(()) };
     let result = &analysed.result;
     run.log(
         LogLevel::Info,

@@ -232,6 +232,43 @@ async fn the_handler_writes_thumbnails_and_a_typed_result() {
     assert_eq!((job.status, job.error.map(|e| e.code)), (JobStatus::Failed, Some("too_many_pixels".into())));
 }
 
+/// A batch of images is taken together: each small one completes, and one
+/// with too many pixels fails alone without holding up the others.
+#[tokio::test]
+async fn a_batch_of_images_completes_each_and_fails_only_the_one_with_too_many_pixels() {
+    let template: SqsEvent = sample_event("sqs-process-image-command.json");
+    let sample_id = "0196f0a0-0000-7000-8000-00000000a11a";
+    let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
+    let mut event = SqsEvent::default();
+    let mut ids = Vec::new();
+    for i in 0..5u32 {
+        let id: JobId = format!("0196f0a0-0000-7000-8000-0000000000{i:02}").parse().expect("id");
+        let name = if i == 2 { "huge.png" } else { "photo.jpg" };
+        let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{id}/{name}").parse().expect("uri");
+        let job = Job::new(id.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
+        jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
+        let bytes = if i == 2 { huge_png_header() } else { encoded(&DynamicImage::ImageRgb8(picture(300 + i, 200)), ImageFormat::Jpeg) };
+        blobs.insert(&upload, bytes);
+        let mut record = template.records[0].clone();
+        record.message_id = Some(format!("message-{i}"));
+        record.body = record.body.map(|b| b.replace(sample_id, id.as_str()).replace("photo.jpg", name));
+        event.records.push(record);
+        ids.push(id);
+    }
+    let deps = memory_deps(jobs.clone(), blobs.clone(), Config { max_bytes: 50 * 1024 * 1024, limits: ImageLimits::default() });
+    assert!(handle(&deps, event).await.batch_item_failures.is_empty());
+    for (i, id) in ids.iter().enumerate() {
+        let job = jobs.get(id).await.expect("get").expect("job");
+        if i == 2 {
+            assert_eq!((job.status, job.error.map(|e| e.code)), (JobStatus::Failed, Some("too_many_pixels".into())));
+        } else {
+            assert_eq!(job.status, JobStatus::Completed, "image {i}: {:?}", job.error);
+            let Some(JobResult::Image(result)) = &job.result else { panic!("not an image result: {:?}", job.result) };
+            assert_eq!(result.width, 300 + i as u32, "each job has its own image");
+        }
+    }
+}
+
 #[test]
 fn large_jpegs_shrink_on_load_but_report_and_size_from_the_full_image() {
     let jpeg = encoded(&DynamicImage::ImageRgb8(picture(4100, 2050)), ImageFormat::Jpeg);

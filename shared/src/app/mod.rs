@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod breakers;
+pub mod budget;
 pub mod estimates;
 pub mod lifecycle;
 pub mod problem;

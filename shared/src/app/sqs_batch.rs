@@ -16,6 +16,7 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMe
 use futures::StreamExt as _;
 use tracing::Instrument;
 
+use crate::app::budget::Budget;
 use crate::ports::Queue;
 use crate::ports::error::Retryable;
 
@@ -118,8 +119,9 @@ pub fn receive_count(msg: &SqsMessage) -> u32 {
 /// trips instead of ten in a row, which made classify the pipeline's
 /// narrowest stage under load. Processors hold their input in memory, and
 /// their `MemorySize` is sized for one input at its limit: they take theirs
-/// [`InTurn`](Self::InTurn), or, where memory follows the input's size
-/// (text), as many as fit [`WithinBytes`](Self::WithinBytes). The workflow
+/// [`InTurn`](Self::InTurn), or as many as fit [`WithinBytes`](Self::WithinBytes)
+/// where memory follows the input's size (text) or is bounded again inside
+/// (images: their decodes share a budget of pixels). The workflow
 /// (a run's step results, joined on one item, would only conflict) and
 /// dead-letter (rare) go in turn.
 #[derive(Debug, Clone, Copy)]
@@ -134,9 +136,6 @@ pub enum AtOnce {
     },
 }
 
-/// Shares of [`AtOnce::WithinBytes`]' budget (a semaphore's permits).
-const BUDGET_SHARES: u32 = 1024;
-
 /// Runs `handler` on the batch's messages, as many at once as `at_once`
 /// says, and reports the ones that failed.
 pub async fn process_batch<F, Fut, E>(event: SqsEvent, queue: &dyn Queue, backoff: Backoff, at_once: AtOnce, handler: F) -> SqsBatchResponse
@@ -146,19 +145,16 @@ where
     E: std::error::Error + Retryable,
 {
     let handler = &handler;
-    // Fair: a message that needs the whole budget waits for those before it,
-    // and those after it wait for it.
-    let budget = tokio::sync::Semaphore::new(BUDGET_SHARES as usize);
-    let budget = &budget;
+    let budget = match at_once {
+        AtOnce::WithinBytes { budget, size_of } => Some((Budget::new(budget), size_of)),
+        AtOnce::InTurn | AtOnce::All => None,
+    };
+    let budget = budget.as_ref();
     let outcomes: Vec<_> = futures::stream::iter(event.records)
         .map(|msg| async move {
-            let _share = match at_once {
-                AtOnce::WithinBytes { budget: bytes, size_of } => {
-                    let shares = (u128::from(size_of(&msg)) * u128::from(BUDGET_SHARES)).div_ceil(u128::from(bytes.max(1)));
-                    // Never closed, so the permit always comes.
-                    budget.acquire_many(shares.clamp(1, u128::from(BUDGET_SHARES)) as u32).await.ok()
-                }
-                AtOnce::InTurn | AtOnce::All => None,
+            let _share = match budget {
+                Some((budget, size_of)) => Some(budget.take(size_of(&msg)).await),
+                None => None,
             };
             let message_id = msg.message_id.clone().unwrap_or_default();
             let attempt = receive_count(&msg);
