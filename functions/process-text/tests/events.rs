@@ -21,28 +21,44 @@ async fn run(content: &[u8], max_bytes: u64, cancel: bool) -> Job {
 
 /// [`run`], with the store the completed job's time was added to.
 async fn run_calibrating(content: &[u8], max_bytes: u64, cancel: bool) -> (Job, Arc<MemoryEstimates>) {
-    let event: SqsEvent = sample_event("sqs-process-text-command.json");
+    let (mut jobs, estimates) = run_batch(&[content], max_bytes, cancel).await;
+    (jobs.remove(0), estimates)
+}
+
+/// One batch of texts, each a job of its own (the first is [`JOB`], the
+/// sample command's), run through the handler.
+async fn run_batch(contents: &[&[u8]], max_bytes: u64, cancel: bool) -> (Vec<Job>, Arc<MemoryEstimates>) {
+    let sample: SqsEvent = sample_event("sqs-process-text-command.json");
     let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
-    let id: JobId = JOB.parse().expect("id");
-    let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt").parse().expect("uri");
-    let job = Job::new(id.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
-    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
-    let input = InputObject { uri: upload.clone(), size: content.len() as u64, etag: "e".into() };
-    for ev in [
-        JobEvent::Uploaded { input },
-        JobEvent::Classified(Classification {
-            modality: Modality::Text,
-            mime: "text/plain".into(),
-            confidence: 1.0,
-            estimated_seconds: 0.1,
-        }),
-    ] {
-        lifecycle::record(jobs.as_ref(), &id, "test", ev).await.expect("record");
+    let mut event = SqsEvent::default();
+    let mut ids = Vec::new();
+    for (i, content) in contents.iter().enumerate() {
+        let id: JobId = format!("0196f0a0-0000-7000-8000-00000000c1{:02x}", 0xa5 + i).parse().expect("id");
+        let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{id}/notes.txt").parse().expect("uri");
+        let job = Job::new(id.clone(), "default".into(), Priority::Normal, upload.clone(), "t".into(), Utc::now());
+        jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
+        let input = InputObject { uri: upload.clone(), size: content.len() as u64, etag: "e".into() };
+        for ev in [
+            JobEvent::Uploaded { input },
+            JobEvent::Classified(Classification {
+                modality: Modality::Text,
+                mime: "text/plain".into(),
+                confidence: 1.0,
+                estimated_seconds: 0.1,
+            }),
+        ] {
+            lifecycle::record(jobs.as_ref(), &id, "test", ev).await.expect("record");
+        }
+        if cancel {
+            lifecycle::record(jobs.as_ref(), &id, "test", JobEvent::CancelRequested).await.expect("cancel");
+        }
+        blobs.insert(&upload, content.to_vec());
+        let mut record = sample.records[0].clone();
+        record.message_id = Some(format!("message-{i}"));
+        record.body = record.body.map(|b| b.replace(JOB, id.as_str()));
+        event.records.push(record);
+        ids.push(id);
     }
-    if cancel {
-        lifecycle::record(jobs.as_ref(), &id, "test", JobEvent::CancelRequested).await.expect("cancel");
-    }
-    blobs.insert(&upload, content.to_vec());
     let estimates = Arc::new(MemoryEstimates::default());
     let deps = Deps {
         jobs: jobs.clone(),
@@ -59,7 +75,11 @@ async fn run_calibrating(content: &[u8], max_bytes: u64, cancel: bool) -> (Job, 
     };
     let response = handle(&deps, event).await;
     assert!(response.batch_item_failures.is_empty());
-    (jobs.get(&id).await.expect("store").expect("job"), estimates)
+    let mut done = Vec::new();
+    for id in &ids {
+        done.push(jobs.get(id).await.expect("store").expect("job"));
+    }
+    (done, estimates)
 }
 
 #[tokio::test]
@@ -102,4 +122,17 @@ async fn a_completed_job_adds_its_time_against_its_sizes_plain_guess_to_the_cali
         0,
         "only completed jobs count"
     );
+}
+
+#[tokio::test]
+async fn a_batchs_completed_jobs_reach_the_calibration_in_one_write() {
+    use prism_shared::ports::EstimateStore;
+    let texts: [&[u8]; 3] = [b"one\n", b"two words\n", b"three more words\n"];
+    let (jobs, estimates) = run_batch(&texts, 1 << 20, false).await;
+    assert!(jobs.iter().all(|job| job.status == JobStatus::Completed), "{jobs:?}");
+    let totals = estimates.calibration(Utc::now().date_naive()).await.expect("calibration").totals(Modality::Text);
+    assert_eq!(totals.jobs, 3, "every job's time is there");
+    let plain: f64 = texts.iter().map(|t| prism_shared::content::sniff::estimate_seconds(Modality::Text, t.len() as u64)).sum();
+    assert!((totals.estimated_s - plain).abs() < 1e-9, "{} against {plain}", totals.estimated_s);
+    assert_eq!(estimates.adds(), 1, "added in one write, not one per job");
 }

@@ -3,12 +3,13 @@
 //! (each one also a cancellation check), and finish with a result or a
 //! reason. A processor only supplies the work in between.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use tokio::sync::watch;
 
 use crate::app::lifecycle::{self, LifecycleError};
@@ -19,7 +20,8 @@ use crate::app::sqs_batch::{self, AtOnce, Backoff, HandlerError};
 use crate::domain::breakers::Dependency;
 use crate::domain::commands::Command;
 use crate::domain::envelope::{self, Envelope};
-use crate::domain::job::{InputObject, Job, JobEvent, JobFailure, JobId, Output};
+use crate::domain::estimates::EstimateTotals;
+use crate::domain::job::{InputObject, Job, JobEvent, JobFailure, JobId, Modality, Output};
 use crate::domain::joblog::{LogBuffer, LogLevel, LogLine};
 use crate::domain::lanes;
 use crate::domain::phases::Counts;
@@ -91,15 +93,16 @@ where
     F: AsyncFn(&Run<'_>, &ProcessCommand) -> Result<(), HandlerError>,
 {
     let work = &work;
+    let calibration = &CalibrationSamples::default();
     let at_once = match bytes_at_once {
         Some(budget) => AtOnce::WithinBytes { budget, size_of: input_size },
         None => AtOnce::InTurn,
     };
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), at_once, |message: SqsMessage| async move {
+    let response = sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), at_once, |message: SqsMessage| async move {
         let attempt = sqs_batch::receive_count(&message);
         let command = ProcessCommand::decode(message.body.as_deref().unwrap_or_default())?;
         let gate = breakers::admit(deps.breakers.as_ref(), &deps.breaker_policy, uses).await;
-        let Some(run) = Run::for_command(deps, source, &command, first_phase).await? else { return Ok(()) };
+        let Some(run) = Run::for_command(deps, source, &command, first_phase, calibration).await? else { return Ok(()) };
         let probes = match gate {
             Gate::Wait { dependency, until } => return run.wait_for(deps.queue.as_ref(), &message, dependency, until).await,
             Gate::Go { probes } => probes,
@@ -118,7 +121,35 @@ where
         }
         outcome
     })
-    .await
+    .await;
+    calibration.write(deps.estimates.as_ref()).await;
+    response
+}
+
+/// Completed jobs' times, gathered over a batch and added to the estimate
+/// calibration when the batch is done: one write per modality and day
+/// instead of one per job. A sample is only statistics, so an invocation
+/// that dies before the write costs the calibration those samples and the
+/// jobs nothing, as a failed write always did.
+#[derive(Debug, Default)]
+pub struct CalibrationSamples {
+    totals: Mutex<HashMap<(Modality, NaiveDate), EstimateTotals>>,
+}
+
+impl CalibrationSamples {
+    fn add(&self, modality: Modality, day: NaiveDate, sample: EstimateTotals) {
+        self.totals.lock().unwrap_or_else(PoisonError::into_inner).entry((modality, day)).or_default().add(&sample);
+    }
+
+    /// Adds what was gathered to `store`, and forgets it.
+    pub async fn write(&self, store: &dyn EstimateStore) {
+        let totals = std::mem::take(&mut *self.totals.lock().unwrap_or_else(PoisonError::into_inner));
+        for ((modality, day), totals) in totals {
+            if let Err(e) = store.add(modality, day, totals).await {
+                tracing::warn!(error = %e, %modality, jobs = totals.jobs, "the jobs' times were not added to the estimate calibration");
+            }
+        }
+    }
 }
 
 /// The size of the input a `job.process` message names; one that does not
@@ -161,21 +192,23 @@ pub struct Run<'a> {
     /// How often it writes progress at most: [`WRITE_EVERY`] unless set.
     write_every: Duration,
     /// Where a completed job's time goes to calibrate the classifier's estimates.
-    estimates: Option<&'a dyn EstimateStore>,
+    calibration: Option<&'a CalibrationSamples>,
 }
 
 impl<'a> Run<'a> {
     /// Starts the job `command` names, with `deps`' ports; see [`Run::start`].
+    /// Its time, if it completes, goes to `calibration`.
     pub async fn for_command<C>(
         deps: &'a Deps<C>,
         source: &'static str,
         command: &ProcessCommand,
         phase: &str,
+        calibration: &'a CalibrationSamples,
     ) -> Result<Option<Self>, HandlerError> {
         let input = &command.input;
         tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, source, "processing");
         let run = Self::start(deps.jobs.as_ref(), deps.blobs.as_ref(), source, command.job_id.clone(), phase).await?;
-        Ok(run.map(|run| Self { estimates: Some(deps.estimates.as_ref()), ..run }))
+        Ok(run.map(|run| Self { calibration: Some(calibration), ..run }))
     }
 
     /// Starts the job in `phase`. `None` means there is nothing to do: the job
@@ -198,7 +231,7 @@ impl<'a> Run<'a> {
             held: Mutex::new(Vec::new()),
             last_write: Mutex::new(Instant::now()),
             write_every: WRITE_EVERY,
-            estimates: None,
+            calibration: None,
         };
         let job = run.job().await?;
         *run.log.lock().unwrap_or_else(PoisonError::into_inner) = LogBuffer::for_job(job.log_lines);
@@ -537,7 +570,7 @@ impl<'a> Run<'a> {
             }
             Ok(true) => {
                 self.emit_ended(&[]);
-                self.calibrate().await;
+                self.calibrate();
                 Ok(())
             }
             other => other.map(drop),
@@ -545,11 +578,10 @@ impl<'a> Run<'a> {
     }
 
     /// Adds the completed job's time, against what the uncalibrated guess
-    /// for its size said, to its modality's totals. The job is done whatever
-    /// happens here: a failed write costs the calibration one sample (and
-    /// says so), never the job.
-    async fn calibrate(&self) {
-        let Some(store) = self.estimates else { return };
+    /// for its size said, to its modality's totals (written when the batch
+    /// is done).
+    fn calibrate(&self) {
+        let Some(calibration) = self.calibration else { return };
         let Some(job) = self.last_known.lock().unwrap_or_else(PoisonError::into_inner).clone() else { return };
         let (Some(modality), Some(input), Some(estimated), Some(error)) =
             (job.modality, job.input.as_ref(), job.estimated_s, job.estimate_error_s)
@@ -557,10 +589,7 @@ impl<'a> Run<'a> {
             return;
         };
         let guessed = crate::content::sniff::estimate_seconds(modality, input.size);
-        let sample = crate::domain::estimates::EstimateTotals::one(guessed, (estimated + error).max(0.0));
-        if let Err(e) = store.add(modality, Utc::now().date_naive(), sample).await {
-            tracing::warn!(error = %e, %modality, "the job's time was not added to the estimate calibration");
-        }
+        calibration.add(modality, Utc::now().date_naive(), EstimateTotals::one(guessed, (estimated + error).max(0.0)));
     }
 
     /// Writes one output under `outputs/{job_id}/{file}` beside the input.
@@ -679,8 +708,6 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
-
-    use chrono::Utc;
 
     use super::*;
     use crate::domain::job::{JobStatus, Priority};

@@ -42,7 +42,7 @@ impl EstimateTotals {
         Self { estimated_s, actual_s, jobs: 1 }
     }
 
-    fn add(&mut self, other: &Self) {
+    pub fn add(&mut self, other: &Self) {
         self.estimated_s += other.estimated_s;
         self.actual_s += other.actual_s;
         self.jobs += other.jobs;

@@ -223,6 +223,14 @@ impl Queue for MemoryQueue {
 #[derive(Debug, Default)]
 pub struct MemoryEstimates {
     days: Mutex<BTreeMap<(String, chrono::NaiveDate), crate::domain::estimates::EstimateTotals>>,
+    adds: Mutex<usize>,
+}
+
+impl MemoryEstimates {
+    /// How many times totals were added (each a write on DynamoDB).
+    pub fn adds(&self) -> usize {
+        *lock(&self.adds)
+    }
 }
 
 #[async_trait]
@@ -233,6 +241,7 @@ impl crate::ports::EstimateStore for MemoryEstimates {
         day: chrono::NaiveDate,
         job: crate::domain::estimates::EstimateTotals,
     ) -> Result<(), StoreError> {
+        *lock(&self.adds) += 1;
         let mut days = lock(&self.days);
         let totals = days.entry((modality.to_string(), day)).or_default();
         totals.estimated_s += job.estimated_s;
