@@ -133,7 +133,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 PrismClient::new(&cloud.info.http_url, Some(operator))?
                     .quota(load::OWNER, Some(&serde_json::json!({ "max_active_jobs": 0 })))
                     .await?;
-                let rates = bench::emulator_bound::measure(&cloud.clients()).await?;
+                let bound = bench::emulator_bound::measure(&cloud.clients()).await?;
                 // With `live` asked for too, its connections are measured again
                 // while the load runs: the push latency a user sees on a busy cloud.
                 // Its jobs are created first, so they do not wait behind the load's submissions.
@@ -160,7 +160,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                          `--only load` alone counts the load's own.\n\n"
                     ));
                 }
-                bench::emulator_bound::write(rates, &result.calls_per_job, result.jobs_per_second, &mut report)?;
+                bench::emulator_bound::write(bound, &result.calls_per_job, result.jobs_per_second, &mut report)?;
             }
             anyhow::Ok(())
         }
