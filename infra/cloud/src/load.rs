@@ -49,8 +49,8 @@ pub struct LoadReport {
     pub calls_per_job: BTreeMap<String, f64>,
     /// Calls per job by function.
     pub calls_per_job_by_function: BTreeMap<String, f64>,
-    /// Most memory any invocation of each function used (MB), from its REPORT lines.
-    pub peak_memory_mb: BTreeMap<String, u64>,
+    /// Each function's invocations during the run, from its REPORT lines.
+    pub invocations: BTreeMap<String, Invocations>,
     pub elapsed: Duration,
 }
 
@@ -86,6 +86,8 @@ pub async fn run(cloud: &LocalCloud, api: &PrismClient, jobs: usize, deadline: D
     let store = prism_shared::aws::DynamoJobStore::new(clients.dynamodb.clone(), cloud.info.table.clone());
     let bucket = cloud.info.bucket.clone();
     let calls_before = cloud.proxies.calls();
+    let logs = std::path::Path::new(&cloud.info.logs_dir);
+    let logs_before = log_lengths(logs);
     let started = Instant::now();
 
     // Every other job through the API, the rest dropped into the bucket.
@@ -171,7 +173,7 @@ pub async fn run(cloud: &LocalCloud, api: &PrismClient, jobs: usize, deadline: D
         *report.calls_per_job.entry(format!("{service}:{operation}")).or_default() += per_job;
         *report.calls_per_job_by_function.entry(function.clone()).or_default() += per_job;
     }
-    report.peak_memory_mb = peak_memory(std::path::Path::new(&cloud.info.logs_dir));
+    report.invocations = invocations(logs, &logs_before);
     Ok(report)
 }
 
@@ -222,24 +224,76 @@ async fn count_jobs(store: &dyn JobStore) -> anyhow::Result<usize> {
     }
 }
 
-/// The largest "Max Memory Used" of each function's REPORT lines.
-fn peak_memory(logs: &std::path::Path) -> BTreeMap<String, u64> {
-    let mut peaks = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(logs) else { return peaks };
+/// A function's invocations during a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Invocations {
+    pub count: usize,
+    /// Their durations added up.
+    pub busy: Duration,
+    /// Their median duration.
+    pub p50: Duration,
+    /// The most memory one used (MB).
+    pub peak_memory_mb: u64,
+}
+
+impl Invocations {
+    /// How many were running at once on average over `elapsed`: against the
+    /// function's concurrency, how near it was to being the narrowest stage.
+    pub fn in_flight(&self, elapsed: Duration) -> f64 {
+        self.busy.as_secs_f64() / elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// From a function's REPORT lines (`Duration: 12.34 ms ... Max Memory Used: 17 MB`).
+    fn of_report_lines(text: &str) -> Option<Self> {
+        let field = |line: &str, name: &str| line.split(name).nth(1)?.split_whitespace().next()?.parse::<f64>().ok();
+        let reports: Vec<(f64, f64)> = text
+            .lines()
+            .filter(|line| line.contains("REPORT RequestId:"))
+            .filter_map(|line| Some((field(line, "\tDuration: ")?, field(line, "Max Memory Used: ").unwrap_or(0.0))))
+            .collect();
+        if reports.is_empty() {
+            return None;
+        }
+        let mut durations: Vec<f64> = reports.iter().map(|(ms, _)| *ms).collect();
+        durations.sort_by(f64::total_cmp);
+        let ms = |ms: f64| Duration::from_secs_f64(ms / 1000.0);
+        Some(Self {
+            count: reports.len(),
+            busy: ms(durations.iter().sum()),
+            p50: ms(durations[durations.len() / 2]),
+            peak_memory_mb: reports.iter().map(|(_, mb)| *mb as u64).max().unwrap_or(0),
+        })
+    }
+}
+
+/// How long each log in `logs` is: where a run's lines start.
+fn log_lengths(logs: &std::path::Path) -> BTreeMap<std::path::PathBuf, u64> {
+    let Ok(entries) = std::fs::read_dir(logs) else { return BTreeMap::new() };
+    entries.flatten().filter_map(|entry| Some((entry.path(), entry.metadata().ok()?.len()))).collect()
+}
+
+/// Each function's invocations since `before`, from its log's REPORT lines.
+fn invocations(logs: &std::path::Path, before: &BTreeMap<std::path::PathBuf, u64>) -> BTreeMap<String, Invocations> {
+    use std::io::{Read as _, Seek as _};
+    let mut found = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(logs) else { return found };
     for entry in entries.flatten() {
         let path = entry.path();
         let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        let peak = text
-            .lines()
-            .filter_map(|l| l.split("Max Memory Used: ").nth(1))
-            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .max();
-        if let Some(mb) = peak {
-            peaks.insert(name, mb);
+        let mut text = String::new();
+        let read = std::fs::File::open(&path).and_then(|mut file| {
+            file.seek(std::io::SeekFrom::Start(before.get(&path).copied().unwrap_or(0)))?;
+            file.read_to_string(&mut text)
+        });
+        if let Err(e) = read {
+            tracing::warn!(log = %path.display(), error = %e, "could not read a function's log; its invocations are left out");
+            continue;
+        }
+        if let Some(invocations) = Invocations::of_report_lines(&text) {
+            found.insert(name, invocations);
         }
     }
-    peaks
+    found
 }
 
 /// The report's markdown section.
@@ -266,12 +320,47 @@ pub fn write(report: &LoadReport, command: &str, out: &mut String) -> std::fmt::
         writeln!(out, "| {op} | {n:.2} |")?;
     }
     writeln!(out, "| **total** | **{:.1}** |\n", report.calls_per_job.values().sum::<f64>())?;
-    writeln!(out, "| function | calls per job | peak memory |\n|---|---:|---:|")?;
+    writeln!(
+        out,
+        "Each function, with its invocations during the run (from their REPORT lines); \
+         how many were in flight on average, against how many its lane lets run at once, \
+         shows which stage is the narrowest.\n"
+    )?;
+    writeln!(out, "| function | calls per job | invocations | median duration | in flight on average | peak memory |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
     for (function, n) in &report.calls_per_job_by_function {
         // `prism-{stage}-{binary}`.
         let binary = function.strip_prefix("prism-").and_then(|f| f.split_once('-')).map_or(function.as_str(), |(_, b)| b);
-        let peak = report.peak_memory_mb.get(binary).map(|mb| format!("{mb} MB"));
-        writeln!(out, "| {binary} | {n:.2} | {} |", peak.unwrap_or_else(|| "-".into()))?;
+        match report.invocations.get(binary) {
+            Some(i) => writeln!(
+                out,
+                "| {binary} | {n:.2} | {} | {:.0} ms | {:.2} | {} MB |",
+                i.count,
+                i.p50.as_secs_f64() * 1000.0,
+                i.in_flight(report.elapsed),
+                i.peak_memory_mb
+            )?,
+            None => writeln!(out, "| {binary} | {n:.2} | 0 | - | - | - |")?,
+        }
     }
     writeln!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_lines_give_the_count_time_busy_median_and_peak_memory() {
+        let log = "classify#0 | REPORT RequestId: a\tDuration: 100.00 ms\tMemory Size: 256 MB\tMax Memory Used: 16 MB\tInit Duration: 90.91 ms\n\
+                   classify#1 | 2026-11-29T00:00:00Z INFO processing\n\
+                   classify#1 | REPORT RequestId: b\tDuration: 300.50 ms\tMemory Size: 256 MB\tMax Memory Used: 18 MB\n\
+                   classify#0 | REPORT RequestId: c\tDuration: 200.00 ms\tMemory Size: 256 MB\tMax Memory Used: 17 MB\n";
+        let found = Invocations::of_report_lines(log).expect("three reports");
+        assert_eq!((found.count, found.peak_memory_mb), (3, 18));
+        assert_eq!(found.busy, Duration::from_micros(600_500), "the durations, not the init duration");
+        assert_eq!(found.p50, Duration::from_millis(200));
+        assert!((found.in_flight(Duration::from_secs(2)) - 0.30025).abs() < 1e-9);
+        assert_eq!(Invocations::of_report_lines("no reports here\n"), None);
+    }
 }

@@ -85,14 +85,14 @@ pub async fn measure(clients: &Clients) -> anyhow::Result<EmulatorBound> {
     clients.s3.create_bucket().bucket(SCRATCH).send().await?;
     let queue = clients.sqs.create_queue().queue_name(SCRATCH).send().await?.queue_url.unwrap_or_default();
     let topic = clients.sns.create_topic().name(SCRATCH).send().await?.topic_arn.unwrap_or_default();
-    let alone = EmulatorRates { dynamodb: dynamodb_rate(clients).await?, others: others_rate(clients, &queue, &topic).await? };
-    let (dynamodb, others) = tokio::try_join!(dynamodb_rate(clients), others_rate(clients, &queue, &topic))?;
+    let alone = EmulatorRates { dynamodb: dynamodb_rate(clients, "alone").await?, others: others_rate(clients, &queue, &topic).await? };
+    let (dynamodb, others) = tokio::try_join!(dynamodb_rate(clients, "together"), others_rate(clients, &queue, &topic))?;
     clients.dynamodb.delete_table().table_name(SCRATCH).send().await?;
     Ok(EmulatorBound { alone, together: EmulatorRates { dynamodb, others } })
 }
 
-/// moto's requests per second on the scratch table.
-async fn dynamodb_rate(clients: &Clients) -> anyhow::Result<f64> {
+/// moto's requests per second on the scratch table, in items of `round`'s own.
+async fn dynamodb_rate(clients: &Clients, round: &'static str) -> anyhow::Result<f64> {
     let dynamodb = clients.dynamodb.clone();
     // The pipeline's mix per job: about 4.5 changes (each a transaction of
     // an event and the job item, conditional), 3 reads and one counter
@@ -100,7 +100,7 @@ async fn dynamodb_rate(clients: &Clients) -> anyhow::Result<f64> {
     rate(move |client, i| {
         let dynamodb = dynamodb.clone();
         async move {
-            let pk = AttributeValue::S(format!("client-{client}"));
+            let pk = AttributeValue::S(format!("{round}-client-{client}"));
             let item = |sk: String| -> HashMap<String, AttributeValue> {
                 HashMap::from([
                     ("pk".to_owned(), pk.clone()),
