@@ -6,7 +6,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::app::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::content::sniff::{self, SNIFF_BYTES};
-use prism_shared::domain::commands::Command;
+use prism_shared::domain::commands::{Command, StoredJob};
 use prism_shared::domain::envelope::{self};
 use prism_shared::domain::job::{InputObject, JobFailure};
 use prism_shared::domain::lanes;
@@ -135,7 +135,7 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result
             let Some(url) = deps.config.routes.get(modality, lane) else {
                 return fail(deps, job, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
             };
-            (url, Command::Process { input, modality, mime, action: None })
+            (url, Command::Process { input, modality, mime, action: None, stored: StoredJob::of(job) })
         }
     };
     let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, body);

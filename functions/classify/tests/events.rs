@@ -72,7 +72,10 @@ async fn text_is_classified_and_routed_to_the_text_queue() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].queue_url, "http://sqs/text-normal", "normal priority takes the normal lane");
     let command: Envelope<Command> = envelope::decode(&sent[0].body).expect("envelope");
-    assert!(matches!(command.body, Command::Process { modality: Modality::Text, .. }));
+    let Command::Process { modality: Modality::Text, stored: Some(stored), .. } = command.body else {
+        panic!("not a text job.process carrying its job: {:?}", command.body)
+    };
+    assert_eq!(stored.into_job(), job, "the job as classify stored it, so the processor need not read it");
 }
 
 #[tokio::test]

@@ -40,14 +40,17 @@ pub struct ProcessCommand {
     pub mime: String,
     /// The workflow step's action, when the command names one.
     pub action: Option<Action>,
+    /// The job as the sender stored it, when the command carries it.
+    pub stored: Option<Job>,
 }
 
 impl ProcessCommand {
     pub fn decode(body: &str) -> Result<Self, HandlerError> {
         let env: Envelope<Command> = envelope::decode(body)?;
         match (env.job_id, env.body) {
-            (Some(job_id), Command::Process { input, mime, action, .. }) => {
-                Ok(Self { job_id, trace_id: env.trace_id, input, mime, action })
+            (Some(job_id), Command::Process { input, mime, action, stored, .. }) => {
+                let stored = stored.map(|stored| stored.into_job()).filter(|job| job.id == job_id);
+                Ok(Self { job_id, trace_id: env.trace_id, input, mime, action, stored })
             }
             _ => Err(HandlerError::Malformed("expected a job.process command with a job_id".into())),
         }
@@ -207,7 +210,8 @@ impl<'a> Run<'a> {
     ) -> Result<Option<Self>, HandlerError> {
         let input = &command.input;
         tracing::info!(job_id = %command.job_id, trace_id = %command.trace_id, uri = %input.uri, source, "processing");
-        let run = Self::start(deps.jobs.as_ref(), deps.blobs.as_ref(), source, command.job_id.clone(), phase).await?;
+        let (jobs, blobs, job_id) = (deps.jobs.as_ref(), deps.blobs.as_ref(), command.job_id.clone());
+        let run = Self::start_from(jobs, blobs, source, job_id, phase, command.stored.clone()).await?;
         Ok(run.map(|run| Self { calibration: Some(calibration), ..run }))
     }
 
@@ -221,6 +225,21 @@ impl<'a> Run<'a> {
         job_id: JobId,
         phase: &str,
     ) -> Result<Option<Self>, HandlerError> {
+        Self::start_from(jobs, blobs, source, job_id, phase, None).await
+    }
+
+    /// [`Run::start`] from `stored`, the job as its sender stored it, when
+    /// given: the start is then committed on it with no read, and read only
+    /// if the job moved since (a cancel request, a duplicate command of a
+    /// job that went on), which decides as a read would have.
+    pub async fn start_from(
+        jobs: &'a dyn JobStore,
+        blobs: &'a dyn BlobStore,
+        source: &'static str,
+        job_id: JobId,
+        phase: &str,
+        stored: Option<Job>,
+    ) -> Result<Option<Self>, HandlerError> {
         let run = Self {
             jobs,
             blobs,
@@ -233,8 +252,13 @@ impl<'a> Run<'a> {
             write_every: WRITE_EVERY,
             calibration: None,
         };
-        let job = run.job().await?;
-        *run.log.lock().unwrap_or_else(PoisonError::into_inner) = LogBuffer::for_job(job.log_lines);
+        let job = match stored {
+            Some(job) => {
+                run.remember(Some(job.clone()));
+                job
+            }
+            None => run.job().await?,
+        };
         if job.status.is_terminal() {
             tracing::info!(status = %job.status, "job already finished; duplicate ignored");
             return Ok(None);
@@ -243,7 +267,13 @@ impl<'a> Run<'a> {
             run.record(JobEvent::Cancelled).await?;
             return Ok(None);
         }
-        Ok(run.record(JobEvent::Started { phase: phase.to_owned() }).await?.then_some(run))
+        if !run.record(JobEvent::Started { phase: phase.to_owned() }).await? {
+            return Ok(None);
+        }
+        // The job as stored now (a copy that moved was read again): its log's length.
+        let log_lines = run.last_known.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map_or(job.log_lines, |job| job.log_lines);
+        *run.log.lock().unwrap_or_else(PoisonError::into_inner) = LogBuffer::for_job(log_lines);
+        Ok(Some(run))
     }
 
     /// This run writing progress at most every `every` instead of [`WRITE_EVERY`]
@@ -739,6 +769,41 @@ mod tests {
         let job = Job::new(id.clone(), "o".into(), Priority::Normal, upload, "t".into(), Utc::now());
         jobs.create(&job, &[crate::JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
         id
+    }
+
+    #[tokio::test]
+    async fn a_start_from_the_stored_job_reads_nothing_and_a_stale_copy_decides_as_a_read_would() {
+        let (jobs, blobs) = (MemoryJobStore::default(), MemoryBlobStore::default());
+        async fn stored(jobs: &MemoryJobStore, id: &JobId) -> Job {
+            jobs.get(id).await.expect("get").expect("job")
+        }
+
+        // As stored: started with no read.
+        let id = queued_job(&jobs).await;
+        let copy = stored(&jobs, &id).await;
+        let reads = jobs.reads();
+        let run = Run::start_from(&jobs, &blobs, "test", id.clone(), "working", Some(copy)).await.expect("start");
+        assert!(run.is_some());
+        assert_eq!(jobs.reads(), reads, "the start was committed on the copy");
+        assert_eq!(stored(&jobs, &id).await.status, JobStatus::Processing);
+
+        // Cancel requested after the copy: the start conflicts, reads, and records the cancel.
+        let id = queued_job(&jobs).await;
+        let copy = stored(&jobs, &id).await;
+        lifecycle::record(&jobs, &id, "api", JobEvent::CancelRequested).await.expect("cancel");
+        let run = Run::start_from(&jobs, &blobs, "test", id.clone(), "working", Some(copy)).await.expect("start");
+        assert!(run.is_none());
+        assert_eq!(stored(&jobs, &id).await.status, JobStatus::Cancelled);
+
+        // Finished after the copy (a duplicate command): nothing is recorded.
+        let id = queued_job(&jobs).await;
+        let copy = stored(&jobs, &id).await;
+        let first = Run::start(&jobs, &blobs, "test", id.clone(), "working").await.expect("start").expect("started");
+        first.fail(JobFailure::new("test", "ended elsewhere")).await.expect("fail");
+        let ended = stored(&jobs, &id).await;
+        let run = Run::start_from(&jobs, &blobs, "test", id.clone(), "working", Some(copy)).await.expect("start");
+        assert!(run.is_none());
+        assert_eq!(stored(&jobs, &id).await, ended, "the ended job is left as it was");
     }
 
     #[tokio::test]

@@ -4,7 +4,34 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::job::{InputObject, Modality};
+use crate::domain::job::{InputObject, Job, Modality};
+
+/// A job as its sender last stored it, with the store's `watched` mark
+/// (which the job's JSON leaves out, and a write is conditional on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredJob {
+    pub job: Job,
+    #[serde(default)]
+    pub watched: bool,
+}
+
+impl StoredJob {
+    /// The largest job a command carries, as JSON: well inside SQS's 256 KB
+    /// message, and a small job's is about a kilobyte.
+    pub const MAX_BYTES: usize = 16 * 1024;
+
+    /// `job` to carry in a command, unless its JSON is over [`Self::MAX_BYTES`]
+    /// (the receiver then reads it).
+    pub fn of(job: &Job) -> Option<Box<Self>> {
+        let size = serde_json::to_vec(job).map_or(usize::MAX, |json| json.len());
+        (size <= Self::MAX_BYTES).then(|| Box::new(Self { job: job.clone(), watched: job.watched }))
+    }
+
+    /// The job, with its `watched` mark.
+    pub fn into_job(self) -> Job {
+        Job { watched: self.watched, ..self.job }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event_type", content = "payload")]
@@ -22,6 +49,12 @@ pub enum Command {
         /// processor's work (`image-thumbnails`); absent, all of it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         action: Option<crate::domain::workflow::Action>,
+        /// The job as the sender stored it, so that the processor's first
+        /// write (its start) is committed on it without reading the job
+        /// first; if the job moved since, that write conflicts and the job is
+        /// read after all. Absent from older senders and for large jobs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stored: Option<Box<StoredJob>>,
     },
     /// classify → workflow: run the named workflow on the classified job
     /// (its input and type are on the job).

@@ -39,9 +39,15 @@ type JobWithLog = (Job, BTreeMap<u64, JobEventEnvelope>);
 #[derive(Debug, Default)]
 pub struct MemoryJobStore {
     jobs: Mutex<HashMap<JobId, JobWithLog>>,
+    reads: Mutex<usize>,
 }
 
 impl MemoryJobStore {
+    /// How many times a job was read (each a `GetItem` on DynamoDB).
+    pub fn reads(&self) -> usize {
+        *lock(&self.reads)
+    }
+
     /// Moves a job past its retention, as if it were older than [`crate::domain::job::RETENTION`].
     pub fn expire(&self, id: &JobId) {
         if let Some((job, _)) = lock(&self.jobs).get_mut(id) {
@@ -64,6 +70,7 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        *lock(&self.reads) += 1;
         Ok(lock(&self.jobs).get(id).map(|(job, _)| job.clone()))
     }
 
