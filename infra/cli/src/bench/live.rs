@@ -38,18 +38,37 @@ pub struct LiveTarget<'a> {
     pub ws_concurrency: usize,
 }
 
-/// The jobs the connections follow, created but not started: created before
-/// a load starts, they do not compete with its submissions for `api`.
+/// The jobs the connections follow, created but not started, and the
+/// connections, open and subscribed: made before a load starts, they do not
+/// compete with its submissions for `api` and `ws`, and the jobs run while
+/// the load does.
 #[derive(Debug)]
 pub struct LivePush<'a> {
     target: LiveTarget<'a>,
-    connections: usize,
     /// Each job's id and presigned upload URL.
     jobs: Vec<(JobId, String)>,
+    /// Each connection, with the job it follows and the seq its snapshot showed.
+    opened: Vec<(LiveConnection, JobId, u64)>,
+    /// How long opening and subscribing them took.
+    open_secs: f64,
+}
+
+/// The load a measurement runs beside: its name, and whether it is still running.
+#[derive(Clone, Copy)]
+pub struct Beside<'l> {
+    pub load: &'l str,
+    pub running: &'l dyn Fn() -> bool,
+}
+
+impl std::fmt::Debug for Beside<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Beside").field("load", &self.load).finish_non_exhaustive()
+    }
 }
 
 impl<'a> LivePush<'a> {
-    /// Creates one job for every [`CONNECTIONS_PER_JOB`] of `connections`.
+    /// Creates one job for every [`CONNECTIONS_PER_JOB`] of `connections`,
+    /// then opens the connections and subscribes each to its job.
     pub async fn prepare(target: LiveTarget<'a>, connections: usize) -> anyhow::Result<Self> {
         let connections = connections.max(1);
         let created: Vec<anyhow::Result<(JobId, String)>> = futures::stream::iter(0..connections.div_ceil(CONNECTIONS_PER_JOB))
@@ -60,29 +79,7 @@ impl<'a> LivePush<'a> {
             .buffer_unordered(target.api_concurrency.max(1))
             .collect()
             .await;
-        Ok(Self { target, connections, jobs: created.into_iter().collect::<anyhow::Result<_>>()? })
-    }
-
-    /// Opens and subscribes the connections, runs the jobs and writes the
-    /// section of the report, or its failure under the same heading so the
-    /// benchmarks around it still run and report. `while_loaded` names the
-    /// load running beside it, if any.
-    pub async fn section(prepared: anyhow::Result<Self>, while_loaded: Option<&str>) -> String {
-        let heading = match while_loaded {
-            None => "## Live progress over WebSockets\n\n".to_owned(),
-            Some(load) => format!("## Live progress over WebSockets while {load} run\n\n"),
-        };
-        match prepared {
-            Ok(live) => match live.measure().await {
-                Ok(measured) => heading + &measured,
-                Err(e) => format!("{heading}Failed: {e:#}\n\n"),
-            },
-            Err(e) => format!("{heading}Failed creating the jobs: {e:#}\n\n"),
-        }
-    }
-
-    async fn measure(self) -> anyhow::Result<String> {
-        let Self { target, connections, jobs } = self;
+        let jobs: Vec<(JobId, String)> = created.into_iter().collect::<anyhow::Result<_>>()?;
         let opening = Instant::now();
         let opened: Vec<anyhow::Result<(LiveConnection, JobId, u64)>> = futures::stream::iter(0..connections)
             .map(|i| subscribed(target, jobs[i % jobs.len()].0.clone()))
@@ -91,8 +88,36 @@ impl<'a> LivePush<'a> {
             .buffer_unordered(target.ws_concurrency.max(1))
             .collect()
             .await;
-        let opened: Vec<_> = opened.into_iter().collect::<anyhow::Result<_>>()?;
-        let open_secs = opening.elapsed().as_secs_f64();
+        let opened = opened.into_iter().collect::<anyhow::Result<_>>()?;
+        Ok(Self { target, jobs, opened, open_secs: opening.elapsed().as_secs_f64() })
+    }
+
+    /// Runs the jobs and writes the section of the report, or its failure
+    /// under the same heading so the benchmarks around it still run and
+    /// report. `beside` is the load running beside it, if any: a run whose
+    /// jobs outlast that load says so, since it was not measured under it.
+    pub async fn section(prepared: anyhow::Result<Self>, beside: Option<Beside<'_>>) -> String {
+        let heading = match beside {
+            None => "## Live progress over WebSockets\n\n".to_owned(),
+            Some(beside) => format!("## Live progress over WebSockets while {} run\n\n", beside.load),
+        };
+        match prepared {
+            Ok(live) => match live.measure().await {
+                Ok(measured) => match beside {
+                    Some(beside) if !(beside.running)() => {
+                        format!("{heading}{measured}**Not a measurement under load:** the load had ended before these jobs did.\n\n")
+                    }
+                    _ => heading + &measured,
+                },
+                Err(e) => format!("{heading}Failed: {e:#}\n\n"),
+            },
+            Err(e) => format!("{heading}Failed opening the connections: {e:#}\n\n"),
+        }
+    }
+
+    async fn measure(self) -> anyhow::Result<String> {
+        let Self { target, jobs, opened, open_secs } = self;
+        let connections = opened.len();
         let bare = ping_round_trips(target).await?;
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
@@ -145,9 +170,9 @@ impl<'a> LivePush<'a> {
         let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
         writeln!(
             out,
-            "{connections} connections opened and subscribed in {open_secs:.1} s, {} at a time (the `ws` function's \
-             concurrency), {} per job over {} jobs; the jobs were then started one every {} ms and ran end to end in \
-             {run_secs:.1} s; {} events were pushed.\n",
+            "{connections} connections opened and subscribed in {open_secs:.1} s (before any load), {} at a time (the `ws` \
+             function's concurrency), {} per job over {} jobs; the jobs were then started one every {} ms and ran end to \
+             end in {run_secs:.1} s; {} events were pushed.\n",
             target.ws_concurrency,
             connections.div_ceil(jobs.len()),
             jobs.len(),

@@ -9,7 +9,7 @@ use prism_cloud::{CloudOptions, EmulatorChoice, LocalCloud, PrismClient, cloud, 
 
 use super::up::{build_workspace_bins, target_dir};
 use crate::bench;
-use crate::bench::live::{LivePush, LiveTarget};
+use crate::bench::live::{Beside, LivePush, LiveTarget};
 use crate::tools::{CORPUS_TOOLS, LOCAL_RELEASE, PROCESSOR_TOOLS, REFERENCE_TOOLS};
 
 /// How long the load runs before the live-progress connections measured
@@ -136,17 +136,26 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 let bound = bench::emulator_bound::measure(&cloud.clients()).await?;
                 // With `live` asked for too, its connections are measured again
                 // while the load runs: the push latency a user sees on a busy cloud.
-                // Its jobs are created first, so they do not wait behind the load's submissions.
+                // Its jobs are created and its connections opened first, so they do
+                // not wait behind the load's submissions and its jobs run while the
+                // load does (the report says if the load ended first).
                 let live_jobs = match (wanted(BenchKind::Live), live_target) {
                     (true, Some(target)) => Some(LivePush::prepare(target, connections).await),
                     _ => None,
                 };
+                let load_ended = std::sync::atomic::AtomicBool::new(false);
+                let loading = async {
+                    let result = load::run(&cloud, &load_api, jobs, deadline).await;
+                    load_ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                    result
+                };
                 let live_under_load = async {
                     let Some(prepared) = live_jobs else { return String::new() };
                     tokio::time::sleep(LIVE_AFTER_LOAD_STARTS).await;
-                    LivePush::section(prepared, Some(&format!("{jobs} load jobs"))).await
+                    let running = || !load_ended.load(std::sync::atomic::Ordering::SeqCst);
+                    LivePush::section(prepared, Some(Beside { load: &format!("{jobs} load jobs"), running: &running })).await
                 };
-                let (result, live) = tokio::join!(load::run(&cloud, &load_api, jobs, deadline), live_under_load);
+                let (result, live) = tokio::join!(loading, live_under_load);
                 let result = result?;
                 report.push_str(&live);
                 let choice = format!("{emulator:?}").to_lowercase();
