@@ -188,16 +188,14 @@ impl Delivery<'_> {
     /// advances the cursor, unless a push failed (the caller retries).
     pub async fn fan_out(&self, job_id: &JobId, events: &[JobEventEnvelope]) -> Result<FanOut, DeliveryError> {
         let Some(up_to) = events.iter().filter_map(|e| e.seq).max() else { return Ok(FanOut::default()) };
-        // Most jobs have nobody watching: one read, and nothing to send or
-        // mark. Whoever subscribes later is answered from the log by the `ws`
+        // The job's subscriptions and its cursor, read at once: only events
+        // of watched jobs reach here, so there is nearly always someone to
+        // push to, and under load each read is a round trip worth saving.
+        // Whoever subscribes later is answered from the log by the `ws`
         // function (written subscription first, then the replay), so an event
         // that found no subscription here is in that replay.
-        let subscriptions = self.connections.subscribers(job_id).await?;
-        if subscriptions.is_empty() {
-            return Ok(FanOut::default());
-        }
-        let previous = self.connections.fan_out_cursor(job_id).await?;
-        if previous >= up_to {
+        let (subscriptions, previous) = futures::try_join!(self.connections.subscribers(job_id), self.connections.fan_out_cursor(job_id))?;
+        if subscriptions.is_empty() || previous >= up_to {
             return Ok(FanOut::default());
         }
         let range = self.range(job_id, previous, up_to, events).await?;
