@@ -39,7 +39,10 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     let delivery = Delivery { jobs: deps.jobs.as_ref(), connections: deps.connections.as_ref(), notifier: deps.notifier.as_ref() };
     let outcomes: Vec<_> = futures::stream::iter(by_job)
         .map(|(job_id, messages)| async move {
-            let span = tracing::info_span!("job", job_id = %job_id, messages = messages.len());
+            // How old the job's oldest event was when this batch brought it:
+            // the delivery path's lag before the fan-out's own time.
+            let received_age_ms = messages.iter().map(|(_, env)| (chrono::Utc::now() - env.timestamp).num_milliseconds()).max();
+            let span = tracing::info_span!("job", job_id = %job_id, messages = messages.len(), received_age_ms);
             let mut events: Vec<JobEventEnvelope> = messages.iter().map(|(_, env)| env.clone()).collect();
             events.sort_by_key(|e| e.seq);
             events.dedup_by_key(|e| e.seq);

@@ -127,7 +127,9 @@ async fn publish(deps: &Deps, pending: &mut Vec<(usize, Publication)>) -> Result
         let envelopes: Vec<Publication> = pending.iter().map(|(_, e)| e.clone()).collect();
         match deps.bus.publish(&envelopes).await {
             Ok(()) => {
-                tracing::info!(published = envelopes.len(), "published");
+                // How far behind its writes the stream's publishing runs.
+                let oldest_age_ms = envelopes.iter().map(|p| (chrono::Utc::now() - p.event.timestamp).num_milliseconds()).max();
+                tracing::info!(published = envelopes.len(), oldest_age_ms, "published");
                 pending.clear();
             }
             Err(e @ PublishError::Unavailable { .. }) => {
