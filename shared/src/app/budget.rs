@@ -19,7 +19,7 @@ pub struct Budget {
 /// A part of a [`Budget`], given back when dropped.
 #[derive(Debug)]
 pub struct Share<'a> {
-    _permit: SemaphorePermit<'a>,
+    _permit: Option<SemaphorePermit<'a>>,
 }
 
 impl Budget {
@@ -32,12 +32,8 @@ impl Budget {
     /// takes the smallest share.
     pub async fn take(&self, amount: u64) -> Share<'_> {
         let shares = (u128::from(amount) * u128::from(SHARES)).div_ceil(u128::from(self.total)).clamp(1, u128::from(SHARES));
-        loop {
-            // The semaphore is never closed, so this only loops in theory.
-            if let Ok(permit) = self.shares.acquire_many(shares as u32).await {
-                return Share { _permit: permit };
-            }
-        }
+        // The semaphore is never closed, so the permit always comes.
+        Share { _permit: self.shares.acquire_many(shares as u32).await.ok() }
     }
 }
 
