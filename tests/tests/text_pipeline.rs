@@ -71,13 +71,20 @@ async fn text_slice(emulator: EmulatorChoice) {
     assert_eq!(types, expected, "the processor's log line is flushed at its next checkpoint");
     let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
     assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
-    // The processor wrote the job's end as a CloudWatch embedded metric.
+    // The processor wrote the job's end as a CloudWatch embedded metric. The
+    // line reaches the log through the instance's output pipe, which may be
+    // a moment behind the job's state: it is waited for, up to 10 s.
+    let ended_metric = |log: &str| -> Option<serde_json::Value> {
+        log.lines()
+            .filter(|l| l.contains(r#""_aws""#) && l.contains("JobsEnded"))
+            .find_map(|l| serde_json::from_str(&l[l.find('{')?..]).ok())
+    };
+    let started = Instant::now();
+    while ended_metric(&tc.log("process-text")).is_none() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let log = tc.log("process-text");
-    let metric: serde_json::Value = log
-        .lines()
-        .filter(|l| l.contains(r#""_aws""#) && l.contains("JobsEnded"))
-        .find_map(|l| serde_json::from_str(&l[l.find('{')?..]).ok())
-        .unwrap_or_else(|| panic!("no JobsEnded metric in process-text's log:\n{log}"));
+    let metric = ended_metric(&log).unwrap_or_else(|| panic!("no JobsEnded metric in process-text's log:\n{log}"));
     assert_eq!(
         (metric["Modality"].as_str(), metric["Status"].as_str(), metric["Lane"].as_str(), metric["JobsEnded"].as_f64()),
         (Some("text"), Some("completed"), Some("text-normal"), Some(1.0))
