@@ -105,7 +105,8 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    /// How many of the leading events were published before the failure.
+    /// Where publishing failed: every event before this index was published
+    /// (some after it may have been too; publishing is at least once).
     pub fn published(&self) -> usize {
         match self {
             Self::Unavailable { published, .. } | Self::Refused { published, .. } => *published,
