@@ -1,7 +1,7 @@
 //! DynamoDB Streams event-source mappings, as Lambda runs them: one poller
 //! per shard reads records in order (`GetRecords`), drops those the mapping's
 //! filters do not match, and invokes the function with batches of up to
-//! `BatchSize`. A batch is done when the function succeeds; with
+//! `BatchSize`, reading the next records while a batch runs. A batch is done when the function succeeds; with
 //! `ReportBatchItemFailures` the reported sequence number is the checkpoint
 //! (everything before it is done, the rest is retried); a failed invocation
 //! is retried with backoff and, with `BisectBatchOnFunctionError`, split in
@@ -18,16 +18,21 @@ use aws_lambda_events::streams::DynamoDbEventResponse;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::provision::{StartingPosition, StreamSource};
 use crate::runtime::FunctionHandle;
 
-/// How often an idle shard is read again. Lambda reads each shard four times
-/// a second; ten keeps the emulated table's slower round trips from adding a
-/// quarter second to every event's way to its subscribers, for ten requests a
-/// second that cost moto little (an empty `GetRecords`).
-const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How often a shard is read when its reads come back short. Lambda reads
+/// each shard four times a second; ten keeps the emulated table's slower
+/// round trips from adding a quarter second to every event's way to its
+/// subscribers, for ten requests a second that cost moto little (an empty
+/// `GetRecords`). A read that fills a page is followed by the next at once.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Pages read ahead of delivery, as Lambda's pollers read while the function
+/// runs: the next `GetRecords` overlaps the batch before it.
+const READ_AHEAD_PAGES: usize = 2;
 /// Records asked for per `GetRecords`.
 const READ_LIMIT: i32 = 1000;
 /// The longest wait between retries of a failing batch.
@@ -65,64 +70,87 @@ struct ShardPoller {
 }
 
 impl ShardPoller {
+    /// Reads the shard and delivers what it read at the same time. Read then
+    /// deliver, one after the other, fell behind a table written at 25 jobs/s:
+    /// each event waited out a `GetRecords` and an invocation per cycle.
     async fn run(self) {
-        // The last sequence number handed on (done or skipped): where a new iterator resumes.
-        let mut checkpoint: Option<String> = None;
+        let (pages, received) = mpsc::channel(READ_AHEAD_PAGES);
+        tokio::join!(self.read(pages), self.deliver_in_order(received));
+    }
+
+    /// Reads the shard in order into `pages`, up to `READ_AHEAD_PAGES` ahead.
+    /// Records the filters drop are dropped here, counted as processed as on
+    /// Lambda, so a batch carries up to `BatchSize` records the function wants.
+    async fn read(&self, pages: mpsc::Sender<Vec<EventRecord>>) {
+        // The last sequence number read: where a new iterator resumes. Every
+        // record up to it was handed on, so nothing is read twice or skipped.
+        let mut read_through: Option<String> = None;
         let mut iterator: Option<String> = None;
-        let mut pending: VecDeque<EventRecord> = VecDeque::new();
-        let mut read_failures = 0u32;
-        let mut window_opened: Option<Instant> = None;
+        let mut failures = 0u32;
         loop {
-            if iterator.is_none() {
-                // Whatever was read past the checkpoint is read again.
-                pending.clear();
-                match self.iterator(checkpoint.as_deref()).await {
+            let Some(current) = iterator.take() else {
+                match self.iterator(read_through.as_deref()).await {
                     Ok(it) => iterator = Some(it),
                     Err(e) => {
-                        read_failures += 1;
+                        failures += 1;
                         tracing::warn!(stream = %self.source.stream_arn, error = %e, "GetShardIterator failed");
-                        tokio::time::sleep(backoff(read_failures)).await;
-                        continue;
+                        tokio::time::sleep(backoff(failures)).await;
                     }
                 }
-            }
-            match self.client.get_records().set_shard_iterator(iterator.take()).limit(READ_LIMIT).send().await {
-                Ok(out) => {
-                    read_failures = 0;
-                    iterator = out.next_shard_iterator;
-                    pending.extend(out.records.unwrap_or_default().iter().map(|r| lambda_record(r, &self.source.stream_arn)));
-                }
-                Err(e) => {
-                    // An expired or unknown iterator: take a new one after the checkpoint.
-                    read_failures += 1;
-                    tracing::warn!(stream = %self.source.stream_arn, error = %e, "GetRecords failed");
-                    tokio::time::sleep(backoff(read_failures)).await;
-                    continue;
-                }
-            }
-            if pending.is_empty() {
-                tokio::time::sleep(IDLE_POLL).await;
                 continue;
-            }
-            if pending.len() < self.source.batch_size && !self.source.batching_window.is_zero() {
-                let opened = *window_opened.get_or_insert_with(Instant::now);
-                let left = self.source.batching_window.saturating_sub(opened.elapsed());
-                if !left.is_zero() {
-                    tokio::time::sleep(left.min(IDLE_POLL)).await;
+            };
+            let started = Instant::now();
+            let out = match self.client.get_records().shard_iterator(current).limit(READ_LIMIT).send().await {
+                Ok(out) => out,
+                Err(e) => {
+                    // An expired or unknown iterator: take a new one after what was read.
+                    failures += 1;
+                    tracing::warn!(stream = %self.source.stream_arn, error = %e, "GetRecords failed");
+                    tokio::time::sleep(backoff(failures)).await;
                     continue;
                 }
+            };
+            failures = 0;
+            iterator = out.next_shard_iterator;
+            let records = out.records.unwrap_or_default();
+            if let Some(last) = records.last().and_then(|r| r.dynamodb.as_ref()).and_then(|d| d.sequence_number.clone()) {
+                read_through = Some(last);
             }
-            window_opened = None;
-            while !pending.is_empty() {
-                let take = pending.len().min(self.source.batch_size);
-                let read: Vec<EventRecord> = pending.drain(..take).collect();
-                checkpoint = read.last().and_then(|r| r.change.sequence_number.clone()).or(checkpoint);
-                // Records the filters drop count as processed, as on Lambda.
-                let batch: Vec<EventRecord> = read.into_iter().filter(|r| self.wanted(r)).collect();
-                if !batch.is_empty() {
-                    self.deliver(batch).await;
+            let page_was_full = records.len() >= READ_LIMIT as usize;
+            let page: Vec<EventRecord> =
+                records.iter().map(|r| lambda_record(r, &self.source.stream_arn)).filter(|r| self.wanted(r)).collect();
+            if !page.is_empty() && pages.send(page).await.is_err() {
+                return;
+            }
+            if !page_was_full {
+                tokio::time::sleep_until((started + POLL_INTERVAL).into()).await;
+            }
+        }
+    }
+
+    /// Hands the records read to the function in order, in batches of up to
+    /// `BatchSize` gathered for up to the batching window; a batch is done
+    /// (or given up) before the next goes.
+    async fn deliver_in_order(&self, mut pages: mpsc::Receiver<Vec<EventRecord>>) {
+        let mut pending: VecDeque<EventRecord> = VecDeque::new();
+        loop {
+            if pending.is_empty() {
+                let Some(page) = pages.recv().await else { return };
+                pending.extend(page);
+            }
+            let window_closes = tokio::time::Instant::now() + self.source.batching_window;
+            while pending.len() < self.source.batch_size {
+                match pages.try_recv() {
+                    Ok(page) => pending.extend(page),
+                    Err(_) if self.source.batching_window.is_zero() => break,
+                    Err(_) => match tokio::time::timeout_at(window_closes, pages.recv()).await {
+                        Ok(Some(page)) => pending.extend(page),
+                        Ok(None) | Err(_) => break,
+                    },
                 }
             }
+            let take = pending.len().min(self.source.batch_size);
+            self.deliver(pending.drain(..take).collect()).await;
         }
     }
 
