@@ -4,10 +4,10 @@ use prism_shared::aws::AwsPorts;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::runtime::telemetry::init();
+    let runtime = prism_shared::runtime::start();
     let config = api::Config::from_env()?;
     let deps = AwsPorts::from_env().await?.with_config(config);
     let handler =
         |event: LambdaEvent<ApiGatewayV2httpRequest>| async { Ok::<_, std::convert::Infallible>(api::handle(&deps, event.payload).await) };
-    prism_shared::runtime::run(service_fn(handler)).await
+    runtime.run(service_fn(handler)).await
 }

@@ -4,9 +4,9 @@ use prism_shared::aws::AwsPorts;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::runtime::telemetry::init();
+    let runtime = prism_shared::runtime::start();
     let deps = AwsPorts::from_env().await?.with_config(());
     let handler =
         |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(dead_letter::handle(&deps, event.payload).await) };
-    prism_shared::runtime::run(service_fn(handler)).await
+    runtime.run(service_fn(handler)).await
 }

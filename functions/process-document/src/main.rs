@@ -4,7 +4,7 @@ use prism_shared::aws::AwsPorts;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::runtime::telemetry::init();
+    let runtime = prism_shared::runtime::start();
     let config = process_document::Config::from_env()?;
     if let Some(dir) = &config.fallback_fonts_dir {
         process_document::fonts::install(dir)?;
@@ -12,5 +12,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = AwsPorts::from_env().await?.with_config(config);
     let handler =
         |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(process_document::handle(&deps, event.payload).await) };
-    prism_shared::runtime::run(service_fn(handler)).await
+    runtime.run(service_fn(handler)).await
 }

@@ -4,8 +4,8 @@ use prism_shared::aws::RealtimePorts;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::runtime::telemetry::init();
+    let runtime = prism_shared::runtime::start();
     let deps = RealtimePorts::from_env().await?.with_config(());
     let handler = |event: LambdaEvent<SqsEvent>| async { Ok::<_, std::convert::Infallible>(progress::handle(&deps, event.payload).await) };
-    prism_shared::runtime::run(service_fn(handler)).await
+    runtime.run(service_fn(handler)).await
 }

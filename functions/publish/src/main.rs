@@ -4,9 +4,9 @@ use prism_shared::aws::PublishPorts;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::runtime::telemetry::init();
+    let runtime = prism_shared::runtime::start();
     let config = publish::Config::from_env()?;
     let deps = PublishPorts::from_env().await?.with_config(config);
     let handler = |event: LambdaEvent<Event>| async { Ok::<_, std::convert::Infallible>(publish::handle(&deps, event.payload).await) };
-    prism_shared::runtime::run(service_fn(handler)).await
+    runtime.run(service_fn(handler)).await
 }

@@ -3,9 +3,9 @@ use prism_shared::aws::AwsPorts;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::runtime::telemetry::init();
+    let runtime = prism_shared::runtime::start();
     let config = schedules::Config::from_env()?;
     let deps = AwsPorts::from_env().await?.with_config(config);
     let handler = |_: LambdaEvent<serde_json::Value>| async { schedules::handle(&deps).await.map_err(lambda_runtime::Error::from) };
-    prism_shared::runtime::run(service_fn(handler)).await
+    runtime.run(service_fn(handler)).await
 }

@@ -6,12 +6,12 @@ use prism_shared::aws::AwsPorts;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::runtime::telemetry::init();
+    let runtime = prism_shared::runtime::start();
     let config = stream::Config::from_env()?;
     let deps = Arc::new(AwsPorts::from_env().await?.with_config(config));
     let handler = |event: LambdaEvent<LambdaFunctionUrlRequest>| {
         let deps = Arc::clone(&deps);
         async move { Ok::<_, std::convert::Infallible>(stream::handle(deps, event.payload, event.context.deadline()).await) }
     };
-    prism_shared::runtime::run(service_fn(handler)).await
+    runtime.run(service_fn(handler)).await
 }

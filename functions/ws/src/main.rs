@@ -4,11 +4,11 @@ use prism_shared::aws::RealtimePorts;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    prism_shared::runtime::telemetry::init();
+    let runtime = prism_shared::runtime::start();
     let config = ws::Config::from_env()?;
     let deps = RealtimePorts::from_env().await?.with_config(config);
     let handler = |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async {
         ws::handle(&deps, event.payload).await.map_err(lambda_runtime::Error::from)
     };
-    prism_shared::runtime::run(service_fn(handler)).await
+    runtime.run(service_fn(handler)).await
 }

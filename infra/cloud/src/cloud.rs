@@ -331,7 +331,7 @@ impl LocalCloud {
     /// (Lambda's `Init Duration`, see [`runtime::cold_start`]). `binary`, when
     /// given, is started in the function's place: a reference build measured
     /// under the same conditions.
-    pub async fn cold_start(&self, function: &str, binary: Option<&Path>) -> anyhow::Result<std::time::Duration> {
+    pub async fn cold_start(&self, function: &str, binary: Option<&Path>) -> anyhow::Result<runtime::ColdStart> {
         let (spec, env) = self.launch(function).with_context(|| format!("no function {function}"))?;
         let own = env.bin_dir.join(&spec.binary);
         runtime::cold_start(binary.unwrap_or(&own), spec, env).await

@@ -605,13 +605,24 @@ fn instance_command(
     cmd
 }
 
+/// One fresh process's start, from [`cold_start`].
+#[derive(Debug, Clone, Copy)]
+pub struct ColdStart {
+    /// From its start to its first `GET …/invocation/next`: Lambda's `Init Duration`.
+    pub ready: Duration,
+    /// From its start to its extension's registration, if it registered one:
+    /// where in the init the runtime's own set-up began.
+    pub extension_registered: Option<Duration>,
+}
+
 /// How long one fresh process of `binary`, started as an instance of `spec`
-/// would be, takes from its start to its first `GET …/invocation/next`: its
-/// cold start, Lambda's `Init Duration`. The process is killed then, having done
-/// no work. Logs go to `env.logs`.
-pub async fn cold_start(binary: &std::path::Path, spec: &FunctionSpec, env: &RuntimeEnv) -> anyhow::Result<Duration> {
+/// would be, takes to ask for work: its cold start. The process is killed
+/// then, having done no work. Logs go to `env.logs`.
+pub async fn cold_start(binary: &std::path::Path, spec: &FunctionSpec, env: &RuntimeEnv) -> anyhow::Result<ColdStart> {
     let (ready_tx, ready_rx) = oneshot::channel::<Instant>();
     let ready_tx = Arc::new(Mutex::new(Some(ready_tx)));
+    let registered_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let registration = Arc::clone(&registered_at);
     let function = spec.name.clone();
     let app = Router::new()
         .route(
@@ -629,6 +640,7 @@ pub async fn cold_start(binary: &std::path::Path, spec: &FunctionSpec, env: &Run
             EXTENSION_REGISTER,
             post(move |headers: HeaderMap, body: Bytes| {
                 let function = function.clone();
+                lock(&registration).get_or_insert_with(Instant::now);
                 async move { extension_registered(&function, &headers, &body) }
             }),
         )
@@ -644,7 +656,9 @@ pub async fn cold_start(binary: &std::path::Path, spec: &FunctionSpec, env: &Run
     forward(child.stdout.take(), &env.logs, &spec.binary, &label);
     forward(child.stderr.take(), &env.logs, &spec.binary, &label);
     let outcome = tokio::select! {
-        ready = ready_rx => ready.map(|at| at - started).map_err(|_| anyhow::anyhow!("the runtime API stopped")),
+        ready = ready_rx => ready
+            .map(|at| ColdStart { ready: at - started, extension_registered: lock(&registered_at).map(|r| r - started) })
+            .map_err(|_| anyhow::anyhow!("the runtime API stopped")),
         status = child.wait() => Err(anyhow::anyhow!("{} exited before asking for work ({})", spec.binary, status.map_or_else(|e| e.to_string(), |s| s.to_string()))),
         () = tokio::time::sleep(COLD_START_LIMIT) => Err(anyhow::anyhow!("{} did not ask for work within {COLD_START_LIMIT:?}", spec.binary)),
     };

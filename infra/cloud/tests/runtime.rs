@@ -65,6 +65,11 @@ exit 1
 
 /// A runtime that dies before it asks for work, saying nothing.
 const DYING_AT_START: &str = "#!/usr/bin/env bash\nexit 7\n";
+/// A runtime that registers an extension, as Prism's do, then asks for work.
+const REGISTERING: &str = r#"#!/usr/bin/env bash
+curl -sS -X POST -H 'Lambda-Extension-Name: helper' -d '{"events":[]}' "http://$AWS_LAMBDA_RUNTIME_API/2020-01-01/extension/register" >/dev/null
+curl -sS "http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/invocation/next"
+"#;
 
 /// `script` written as an executable named `name` in a fresh folder.
 fn runtime_dir(name: &str, script: &str) -> std::path::PathBuf {
@@ -203,7 +208,13 @@ async fn a_cold_start_is_timed_to_the_first_request_for_work_and_a_runtime_dying
     let dir = runtime_dir("cold-echo", SHELL_RUNTIME);
     let env = env_for(&dir, &shutdown);
     let took = cold_start(&dir.join("cold-echo"), &spec("cold-echo"), &env).await.expect("timed");
-    assert!(took > Duration::ZERO && took < Duration::from_secs(10), "{took:?}");
+    assert!(took.ready > Duration::ZERO && took.ready < Duration::from_secs(10), "{took:?}");
+    assert_eq!(took.extension_registered, None, "this runtime registers no extension");
+
+    let registering = runtime_dir("cold-registering", REGISTERING);
+    let took = cold_start(&registering.join("cold-registering"), &spec("cold-registering"), &env).await.expect("timed");
+    let registered = took.extension_registered.expect("the registration was seen");
+    assert!(registered > Duration::ZERO && registered < took.ready, "{took:?}");
 
     let dying = runtime_dir("cold-dying", DYING_AT_START);
     let error = cold_start(&dying.join("cold-dying"), &spec("cold-dying"), &env).await.expect_err("it never asked for work");
@@ -211,6 +222,7 @@ async fn a_cold_start_is_timed_to_the_first_request_for_work_and_a_runtime_dying
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(dying);
+    let _ = std::fs::remove_dir_all(registering);
 }
 
 /// Seconds from a `times` line: "0m1.990s 0m0.010s" (user, system).

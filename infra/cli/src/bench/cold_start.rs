@@ -28,14 +28,18 @@ pub async fn cold_starts(cloud: &LocalCloud, examples: &Path, zips: &Path, round
         REFERENCES.iter().map(|name| (format!("{name} (reference)"), Some(examples.join(name)))).collect();
     subjects.extend(cloud.binaries().map(|binary| (binary.to_owned(), None)));
     let mut samples = vec![Vec::with_capacity(rounds); subjects.len()];
+    // When each process registered its extension: the end of its own set-up
+    // (configuration, clients), the start of the runtime's.
+    let mut registrations = vec![Vec::with_capacity(rounds); subjects.len()];
     for _ in 0..rounds {
-        for ((name, binary), times) in subjects.iter().zip(&mut samples) {
+        for (((name, binary), times), registered) in subjects.iter().zip(&mut samples).zip(&mut registrations) {
             let function = if binary.is_some() { host.as_str() } else { name.as_str() };
-            let took: Duration = cloud.cold_start(function, binary.as_deref()).await?;
-            times.push(took.as_secs_f64() * 1e3);
+            let took = cloud.cold_start(function, binary.as_deref()).await?;
+            times.push(millis(took.ready));
+            registered.extend(took.extension_registered.map(millis));
         }
     }
-    for times in &mut samples {
+    for times in samples.iter_mut().chain(&mut registrations) {
         times.sort_by(f64::total_cmp);
     }
     let hello = percentile(&samples[0], 50.0);
@@ -45,16 +49,21 @@ pub async fn cold_starts(cloud: &LocalCloud, examples: &Path, zips: &Path, round
         "Process start to the first Runtime API `next` (Lambda's Init Duration), {rounds} starts each, one process at a time, \
          with the environment the local cloud gives each function; `local-release` builds.\n"
     )?;
-    writeln!(out, "| binary | p50 | p90 | p50 vs hello-world | bootstrap.zip |\n|---|---:|---:|---:|---:|")?;
+    writeln!(
+        out,
+        "| binary | p50 | p90 | p50 vs hello-world | extension registered at (p50) | bootstrap.zip |\n|---|---:|---:|---:|---:|---:|"
+    )?;
     let mut missed = Vec::new();
-    for ((name, _), times) in subjects.iter().zip(&samples) {
+    for (((name, binary), times), registered) in subjects.iter().zip(&samples).zip(&registrations) {
         let (p50, p90) = (percentile(times, 50.0), percentile(times, 90.0));
         let ratio = p50 / hello;
+        let registered = if registered.is_empty() { "–".to_owned() } else { format!("{:.1} ms", percentile(registered, 50.0)) };
         let zip = std::fs::metadata(zips.join(name).join("bootstrap.zip"))
             .map(|m| format!("{:.1} MB", m.len() as f64 / 1e6))
             .unwrap_or_else(|_| "–".into());
-        writeln!(out, "| {name} | {p50:.1} ms | {p90:.1} ms | {ratio:.2}x | {zip} |")?;
-        if ratio > GOAL {
+        writeln!(out, "| {name} | {p50:.1} ms | {p90:.1} ms | {ratio:.2}x | {registered} | {zip} |")?;
+        // The references are what the goal is measured against, not subjects of it.
+        if ratio > GOAL && binary.is_none() {
             missed.push(name.as_str());
         }
     }
@@ -64,4 +73,8 @@ pub async fn cold_starts(cloud: &LocalCloud, examples: &Path, zips: &Path, round
         "\nGoal: p50 <= {GOAL}x the hello-world's: {verdict}. (`bootstrap.zip`: the zips found under target/lambda/, release ones from `prism package` or the test command's unoptimised arm64 check, whichever was built last.)\n"
     )?;
     Ok(())
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
