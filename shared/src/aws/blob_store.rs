@@ -15,12 +15,16 @@ use crate::ports::{BlobStore, ObjectHead, ObjectMeta};
 
 #[derive(Debug, Clone)]
 pub struct S3BlobStore {
-    client: Client,
+    client: super::LazyClient<Client>,
 }
 
 impl S3BlobStore {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: super::LazyClient<Client>) -> Self {
         Self { client }
+    }
+
+    fn client(&self) -> &Client {
+        self.client.get()
     }
 }
 
@@ -46,7 +50,7 @@ fn total_from_content_range(range: &str) -> Option<u64> {
 impl BlobStore for S3BlobStore {
     async fn read_head(&self, uri: &S3Uri, len: usize) -> Result<ObjectHead, BlobError> {
         let last = len.saturating_sub(1);
-        let result = self.client.get_object().bucket(&uri.bucket).key(&uri.key).range(format!("bytes=0-{last}")).send().await;
+        let result = self.client().get_object().bucket(&uri.bucket).key(&uri.key).range(format!("bytes=0-{last}")).send().await;
         let out = match result {
             Ok(out) => out,
             // S3 answers 416 to any range of an empty object.
@@ -66,7 +70,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn read_all(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, BlobError> {
-        let out = self.client.get_object().bucket(&uri.bucket).key(&uri.key).send().await.map_err(|e| get_error(uri, e))?;
+        let out = self.client().get_object().bucket(&uri.bucket).key(&uri.key).send().await.map_err(|e| get_error(uri, e))?;
         let size = out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
         if size > limit {
             return Err(BlobError::TooLarge { uri: uri.clone(), size, limit });
@@ -77,7 +81,7 @@ impl BlobStore for S3BlobStore {
 
     async fn download(&self, uri: &S3Uri, path: &std::path::Path, limit: u64) -> Result<u64, BlobError> {
         use tokio::io::AsyncWriteExt;
-        let mut out = self.client.get_object().bucket(&uri.bucket).key(&uri.key).send().await.map_err(|e| get_error(uri, e))?;
+        let mut out = self.client().get_object().bucket(&uri.bucket).key(&uri.key).send().await.map_err(|e| get_error(uri, e))?;
         let size = out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
         if size > limit {
             return Err(BlobError::TooLarge { uri: uri.clone(), size, limit });
@@ -99,7 +103,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError> {
-        self.client
+        self.client()
             .put_object()
             .bucket(&uri.bucket)
             .key(&uri.key)
@@ -112,7 +116,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn stat(&self, uri: &S3Uri) -> Result<ObjectMeta, BlobError> {
-        let out = self.client.head_object().bucket(&uri.bucket).key(&uri.key).send().await.map_err(|e| {
+        let out = self.client().head_object().bucket(&uri.bucket).key(&uri.key).send().await.map_err(|e| {
             if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) {
                 BlobError::NotFound(uri.clone())
             } else {
@@ -128,7 +132,7 @@ impl BlobStore for S3BlobStore {
     async fn presign_put(&self, uri: &S3Uri, expires_in: Duration, content_length: Option<u64>) -> Result<String, BlobError> {
         let presigning = PresigningConfig::expires_in(expires_in).map_err(|e| BlobError::Unavailable(boxed(e)))?;
         let request = self
-            .client
+            .client()
             .put_object()
             .bucket(&uri.bucket)
             .key(&uri.key)
@@ -142,7 +146,7 @@ impl BlobStore for S3BlobStore {
     async fn presign_get(&self, uri: &S3Uri, expires_in: Duration) -> Result<String, BlobError> {
         let presigning = PresigningConfig::expires_in(expires_in).map_err(|e| BlobError::Unavailable(boxed(e)))?;
         let request = self
-            .client
+            .client()
             .get_object()
             .bucket(&uri.bucket)
             .key(&uri.key)

@@ -1,33 +1,29 @@
 //! [`LaneControl`] on Lambda's event-source mappings and SQS's queue attributes.
 
-use std::sync::{Arc, OnceLock};
-
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::boxed;
+use super::{LazyClient, boxed};
 use crate::domain::lanes::{MappingState, QueueDepth};
 use crate::ports::LaneControl;
 use crate::ports::error::ControlError;
 
 #[derive(Debug, Clone)]
 pub struct LambdaLaneControl {
-    /// Built on the first lane change: only `ops` changes lanes, and building
-    /// an SDK client costs every function's start about 0.2 ms.
-    lambda: Arc<OnceLock<aws_sdk_lambda::Client>>,
-    sdk: SdkConfig,
-    sqs: aws_sdk_sqs::Client,
+    /// Built on the first lane change: only `ops` changes lanes.
+    lambda: LazyClient<aws_sdk_lambda::Client>,
+    sqs: LazyClient<aws_sdk_sqs::Client>,
 }
 
 impl LambdaLaneControl {
-    pub fn new(sdk: &SdkConfig, sqs: aws_sdk_sqs::Client) -> Self {
-        Self { lambda: Arc::default(), sdk: sdk.clone(), sqs }
+    pub fn new(sdk: &SdkConfig, sqs: LazyClient<aws_sdk_sqs::Client>) -> Self {
+        Self { lambda: LazyClient::new(sdk, super::lambda_client), sqs }
     }
 
     fn lambda(&self) -> &aws_sdk_lambda::Client {
-        self.lambda.get_or_init(|| super::lambda_client(&self.sdk))
+        self.lambda.get()
     }
 }
 
@@ -72,6 +68,7 @@ impl LaneControl for LambdaLaneControl {
     async fn depth(&self, queue_url: &str) -> Result<QueueDepth, ControlError> {
         let out = self
             .sqs
+            .get()
             .get_queue_attributes()
             .queue_url(queue_url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)

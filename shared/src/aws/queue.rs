@@ -11,15 +11,19 @@ use crate::ports::error::QueueError;
 
 #[derive(Debug)]
 pub struct SqsQueue {
-    client: Client,
+    client: super::LazyClient<Client>,
     /// Queue URLs by ARN: event records name their queue by ARN, but
     /// `ChangeMessageVisibility` wants the URL. Looked up once per queue.
     urls: Mutex<HashMap<String, String>>,
 }
 
 impl SqsQueue {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: super::LazyClient<Client>) -> Self {
         Self { client, urls: Mutex::default() }
+    }
+
+    fn client(&self) -> &Client {
+        self.client.get()
     }
 
     async fn url_of(&self, arn: &str) -> Result<String, QueueError> {
@@ -32,7 +36,7 @@ impl SqsQueue {
             return Err(QueueError::BadArn(arn.to_owned()));
         };
         let out = self
-            .client
+            .client()
             .get_queue_url()
             .queue_name(name)
             .queue_owner_aws_account_id(account)
@@ -48,7 +52,7 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send_after(&self, queue_url: &str, body: String, delay: Duration) -> Result<(), QueueError> {
-        let mut request = self.client.send_message().queue_url(queue_url).message_body(body);
+        let mut request = self.client().send_message().queue_url(queue_url).message_body(body);
         if !delay.is_zero() {
             // SQS takes whole seconds up to 900; a part second rounds up so the wait is never shorter.
             request = request.delay_seconds(delay.as_secs_f64().ceil().min(900.0) as i32);
@@ -64,7 +68,7 @@ impl Queue for SqsQueue {
 
     async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
         let url = self.url_of(queue_arn).await?;
-        self.client
+        self.client()
             .change_message_visibility()
             .queue_url(url)
             .receipt_handle(receipt_handle)
