@@ -5,10 +5,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prism_cloud::logs::LogSink;
 use prism_cloud::provision::FunctionSpec;
 use prism_cloud::runtime::{InvokeError, RuntimeEnv, cold_start, start_function};
 use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{env_for, runtime_dir, spec};
 
 /// A Lambda runtime client in bash and curl: echoes its event, or does what the event says.
 const SHELL_RUNTIME: &str = r#"#!/usr/bin/env bash
@@ -70,48 +72,6 @@ const REGISTERING: &str = r#"#!/usr/bin/env bash
 curl -sS -X POST -H 'Lambda-Extension-Name: helper' -d '{"events":[]}' "http://$AWS_LAMBDA_RUNTIME_API/2020-01-01/extension/register" >/dev/null
 curl -sS "http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/invocation/next"
 "#;
-
-/// `script` written as an executable named `name` in a fresh folder.
-fn runtime_dir(name: &str, script: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("runtime-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join(name);
-    std::fs::write(&path, script).expect("script");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    dir
-}
-
-fn spec(binary: &str) -> FunctionSpec {
-    FunctionSpec {
-        url: None,
-        policy: prism_cloud::iam::Policy::default(),
-        logical_id: "Echo".into(),
-        name: binary.into(),
-        binary: binary.into(),
-        environment: Vec::new(),
-        timeout: Duration::from_secs(1),
-        memory_mb: 128,
-        concurrency: 1,
-        sqs_sources: Vec::new(),
-        stream_sources: Vec::new(),
-        schedules: Vec::new(),
-    }
-}
-
-fn env_for(dir: &std::path::Path, shutdown: &CancellationToken) -> RuntimeEnv {
-    RuntimeEnv {
-        bin_dir: dir.to_owned(),
-        base_env: Vec::new(),
-        overrides: Vec::new(),
-        account_id: "000000000000".into(),
-        region: "us-east-1".into(),
-        logs: LogSink::new(&dir.join("logs"), false).expect("logs"),
-        shutdown: shutdown.clone(),
-        tasks: tokio_util::task::TaskTracker::new(),
-        cpu: None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_init_failure_fails_the_waiting_invocations_instead_of_leaving_them_waiting() {

@@ -1,0 +1,176 @@
+//! The DynamoDB Streams event source against a fake stream (under the SDK)
+//! and a function whose runtime is a script: records reach the function in
+//! order, once, filtered, and the shard is read while a batch runs.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodbstreams::config::{BehaviorVersion, Credentials, Region};
+use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::shared::IntoShared;
+use aws_smithy_types::body::SdkBody;
+use prism_cloud::provision::{StartingPosition, StreamSource};
+use prism_cloud::runtime::start_function;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{env_for, runtime_dir, spec};
+
+const STREAM_ARN: &str = "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/1";
+/// Pages of four records the stream holds: sequence numbers 1 to 16,
+/// inserts at the odd ones, modifications at the even ones.
+const PAGES: u64 = 4;
+/// How long each `GetRecords` takes.
+const READ_TAKES: Duration = Duration::from_millis(100);
+
+/// A function that takes 300 ms a batch and writes, per invocation, its
+/// start and end (epoch milliseconds) and the sequence numbers it got.
+const RECORDING_RUNTIME: &str = r#"#!/usr/bin/env bash
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+log="$(dirname "$0")/invocations"
+while true; do
+  headers=$(mktemp)
+  body=$(curl -sS -D "$headers" "$api/invocation/next")
+  id=$(grep -i '^lambda-runtime-aws-request-id:' "$headers" | cut -d' ' -f2 | tr -d '\r')
+  rm -f "$headers"
+  start=$(date +%s%3N)
+  sleep 0.3
+  seqs=$(echo "$body" | grep -o '"SequenceNumber":"[0-9]*"' | grep -o '[0-9]*' | tr '\n' ' ')
+  echo "$start $(date +%s%3N) $seqs" >> "$log"
+  curl -sS -X POST -d 'null' "$api/invocation/$id/response" >/dev/null
+done
+"#;
+
+fn epoch_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+fn record(seq: u64) -> Value {
+    json!({
+        "eventID": format!("e{seq}"),
+        "eventName": if seq % 2 == 1 { "INSERT" } else { "MODIFY" },
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {
+            "Keys": {"pk": {"S": format!("k{seq}")}},
+            "NewImage": {"pk": {"S": format!("k{seq}")}},
+            "SequenceNumber": seq.to_string(),
+            "SizeBytes": 10,
+            "StreamViewType": "NEW_IMAGE"
+        }
+    })
+}
+
+/// One shard of `PAGES` pages; remembers when each `GetRecords` began.
+#[derive(Debug, Clone, Default)]
+struct FakeStream {
+    reads_began: Arc<Mutex<Vec<u128>>>,
+}
+
+impl HttpConnector for FakeStream {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let operation = request.headers().get("x-amz-target").and_then(|t| t.rsplit('.').next()).unwrap_or_default().to_owned();
+        let body: Value = serde_json::from_slice(request.body().bytes().unwrap_or_default()).unwrap_or_default();
+        let reads_began = Arc::clone(&self.reads_began);
+        HttpConnectorFuture::new(async move {
+            let answer = match operation.as_str() {
+                "DescribeStream" => json!({"StreamDescription": {
+                    "StreamArn": STREAM_ARN, "StreamStatus": "ENABLED", "Shards": [{"ShardId": "shard-1"}]
+                }}),
+                "GetShardIterator" => json!({"ShardIterator": "page-0"}),
+                "GetRecords" => {
+                    let page: u64 =
+                        body["ShardIterator"].as_str().and_then(|s| s.strip_prefix("page-")).and_then(|n| n.parse().ok()).unwrap_or(0);
+                    reads_began.lock().expect("lock").push(epoch_ms());
+                    tokio::time::sleep(READ_TAKES).await;
+                    let records: Vec<Value> = if page < PAGES { (page * 4 + 1..=page * 4 + 4).map(record).collect() } else { Vec::new() };
+                    json!({"Records": records, "NextShardIterator": format!("page-{}", (page + 1).min(PAGES))})
+                }
+                other => json!({"__type": "UnknownOperationException", "message": other}),
+            };
+            Ok(HttpResponse::new(200.try_into().expect("status"), SdkBody::from(answer.to_string())))
+        })
+    }
+}
+
+impl HttpClient for FakeStream {
+    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+        self.clone().into_shared()
+    }
+}
+
+/// One invocation as the function recorded it.
+struct Invocation {
+    began: u128,
+    ended: u128,
+    sequence_numbers: Vec<u64>,
+}
+
+fn invocations(log: &std::path::Path) -> Vec<Invocation> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let began = fields.next()?.parse().ok()?;
+            let ended = fields.next()?.parse().ok()?;
+            Some(Invocation { began, ended, sequence_numbers: fields.filter_map(|s| s.parse().ok()).collect() })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_is_read_while_a_batch_runs_and_its_wanted_records_arrive_in_order_once() {
+    let shutdown = CancellationToken::new();
+    let dir = runtime_dir("stream-recorder", RECORDING_RUNTIME);
+    let function = start_function(spec("stream-recorder"), &env_for(&dir, &shutdown)).await.expect("start");
+    let stream = FakeStream::default();
+    let config = aws_sdk_dynamodbstreams::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .http_client(stream.clone())
+        .build();
+    let source = StreamSource {
+        stream_arn: STREAM_ARN.into(),
+        starting_position: StartingPosition::TrimHorizon,
+        batch_size: 4,
+        batching_window: Duration::ZERO,
+        filters: vec![json!({"eventName": ["INSERT"]})],
+        report_batch_item_failures: false,
+        bisect_on_error: false,
+        max_retry_attempts: None,
+    };
+    prism_cloud::streams::start(source, function, aws_sdk_dynamodbstreams::Client::from_conf(config), shutdown.clone())
+        .await
+        .expect("poller started");
+
+    let inserts: Vec<u64> = (1..=PAGES * 4).filter(|seq| seq % 2 == 1).collect();
+    let log = dir.join("invocations");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let delivered = loop {
+        let delivered: Vec<u64> = invocations(&log).into_iter().flat_map(|i| i.sequence_numbers).collect();
+        if delivered.len() >= inserts.len() || tokio::time::Instant::now() > deadline {
+            break delivered;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A moment for anything delivered twice to show.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let runs = invocations(&log);
+    shutdown.cancel();
+
+    assert_eq!(delivered, inserts, "the inserts, in order; the modifications filtered out");
+    let all: Vec<u64> = runs.iter().flat_map(|i| i.sequence_numbers.clone()).collect();
+    assert_eq!(all, inserts, "nothing delivered twice");
+    let reads = stream.reads_began.lock().expect("lock").clone();
+    assert!(
+        reads.iter().any(|read| runs.iter().any(|run| run.began < *read && *read < run.ended)),
+        "a read began while a batch ran: reads at {reads:?}, runs {:?}",
+        runs.iter().map(|r| (r.began, r.ended)).collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
