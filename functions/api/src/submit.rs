@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use prism_shared::app::lifecycle::{self, LifecycleError};
-use prism_shared::domain::commands::Command;
+use prism_shared::domain::commands::{Command, StoredJob};
 use prism_shared::domain::envelope::new_trace_id;
 use prism_shared::domain::job::{InputObject, JobFailure};
 use prism_shared::domain::quotas::{self, Quotas};
@@ -323,7 +323,7 @@ fn awaiting_classification(job: &Job) -> bool {
 
 async fn send_to_classify(deps: &Deps, job: &Job) -> Result<(), ApiError> {
     let Some(input) = job.input.clone() else { return Ok(()) };
-    let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input });
+    let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input, stored: StoredJob::of(job) });
     deps.queue.send(&deps.config.classify_queue_url, command.to_json()).await?;
     Ok(())
 }

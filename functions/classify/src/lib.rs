@@ -58,16 +58,22 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 
 async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
     let env: Envelope<Command> = envelope::decode(msg.body.as_deref().unwrap_or_default())?;
-    let (Some(job_id), Command::Classify { input }) = (env.job_id, env.body) else {
+    let (Some(job_id), Command::Classify { input, stored }) = (env.job_id, env.body) else {
         return Err(HandlerError::Malformed("expected a job.classify command with a job_id".into()));
     };
     tracing::info!(job_id = %job_id, trace_id = %env.trace_id, uri = %input.uri, "classifying");
-    classify_job(deps, &job_id, input).await
+    classify_job(deps, &job_id, input, stored.map(|s| s.into_job())).await
 }
 
-async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject) -> Result<(), HandlerError> {
-    let Some(job) = deps.jobs.get(job_id).await? else {
-        return Err(LifecycleError::NotFound(job_id.clone()).into());
+/// Classifies the job `stored` is a copy of (as its sender stored it), or
+/// reads it when the command carries none. Decisions on a stale copy are
+/// safe: the classification is recorded on the copy, which conflicts if the
+/// job moved (cancelled, classified by a duplicate), and is then decided
+/// again on the job as read.
+async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject, stored: Option<Job>) -> Result<(), HandlerError> {
+    let job = match stored {
+        Some(job) if &job.id == job_id => job,
+        _ => deps.jobs.get(job_id).await?.ok_or_else(|| LifecycleError::NotFound(job_id.clone()))?,
     };
     if job.status != JobStatus::Queued {
         tracing::info!(status = %job.status, "job is past classification; duplicate ignored");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use classify::{Config, Deps, handle};
-use prism_shared::domain::commands::Command;
+use prism_shared::domain::commands::{Command, StoredJob};
 use prism_shared::domain::job::Lane;
 use prism_shared::domain::limits::SizeLimits;
 use prism_shared::ports::JobStore;
@@ -33,35 +33,67 @@ async fn run_with(
     priority: Priority,
     estimates: Arc<MemoryEstimates>,
 ) -> (Job, Vec<prism_shared::testing::memory::SentMessage>) {
-    let event: SqsEvent = sample_event("sqs-classify-command.json");
-    let (jobs, blobs, queue) =
-        (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()), Arc::new(MemoryQueue::default()));
-    let id: JobId = JOB.parse().expect("id");
-    let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt").parse().expect("uri");
-    let mut job = Job::new(id.clone(), "default".into(), priority, upload.clone(), "t".into(), Utc::now());
-    job.declared_size = declared_size;
-    jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
-    blobs.insert(&upload, content.to_vec());
-    let deps = Deps {
-        jobs: jobs.clone(),
-        blobs,
-        queue: queue.clone(),
-        schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::new(jobs.clone())),
-        lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
-        dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
-        quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
-        breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
-        breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
-        estimates,
-        config: Config {
-            routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
-            workflow_queue_url: Some("http://sqs/workflow".into()),
-            limits: SizeLimits { text: 1000, ..SizeLimits::default() },
-        },
-    };
-    let response = handle(&deps, event).await;
-    assert!(response.batch_item_failures.is_empty());
-    (jobs.get(&id).await.expect("store").expect("job"), queue.sent())
+    let setup = Setup::new(content, declared_size, priority, estimates).await;
+    setup.handle(sample_event("sqs-classify-command.json")).await;
+    (setup.job().await, setup.queue.sent())
+}
+
+/// A stored job with its upload, and classify's dependencies on fakes.
+struct Setup {
+    deps: Deps,
+    jobs: Arc<MemoryJobStore>,
+    queue: Arc<MemoryQueue>,
+    id: JobId,
+}
+
+impl Setup {
+    async fn new(content: &[u8], declared_size: Option<u64>, priority: Priority, estimates: Arc<MemoryEstimates>) -> Self {
+        let (jobs, blobs, queue) =
+            (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()), Arc::new(MemoryQueue::default()));
+        let id: JobId = JOB.parse().expect("id");
+        let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{JOB}/notes.txt").parse().expect("uri");
+        let mut job = Job::new(id.clone(), "default".into(), priority, upload.clone(), "t".into(), Utc::now());
+        job.declared_size = declared_size;
+        jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
+        blobs.insert(&upload, content.to_vec());
+        let deps = Deps {
+            jobs: jobs.clone(),
+            blobs,
+            queue: queue.clone(),
+            schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::new(jobs.clone())),
+            lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
+            dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
+            quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
+            breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
+            breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
+            estimates,
+            config: Config {
+                routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
+                workflow_queue_url: Some("http://sqs/workflow".into()),
+                limits: SizeLimits { text: 1000, ..SizeLimits::default() },
+            },
+        };
+        Self { deps, jobs, queue, id }
+    }
+
+    async fn job(&self) -> Job {
+        self.jobs.get(&self.id).await.expect("store").expect("job")
+    }
+
+    async fn handle(&self, event: SqsEvent) {
+        let response = handle(&self.deps, event).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+
+    /// The sample command, carrying `stored` as the sender's copy of the job.
+    async fn handle_carrying(&self, stored: &Job) {
+        let mut event: SqsEvent = sample_event("sqs-classify-command.json");
+        let mut command: Envelope<Command> = envelope::decode(event.records[0].body.as_deref().unwrap_or_default()).expect("sample");
+        let Command::Classify { stored: carried, .. } = &mut command.body else { panic!("the sample is a job.classify") };
+        *carried = StoredJob::of(stored);
+        event.records[0].body = Some(command.to_json());
+        self.handle(event).await;
+    }
 }
 
 #[tokio::test]
@@ -148,4 +180,28 @@ async fn a_job_is_estimated_from_what_its_modalitys_finished_jobs_took_against_t
     let (calibrated, _) = run_with(content, None, Priority::Normal, estimates).await;
     let estimated = calibrated.estimated_s.expect("estimated");
     assert!((estimated - 4.0 * guess).abs() < 1e-9, "{estimated} against 4 x {guess}");
+}
+
+#[tokio::test]
+async fn a_command_carrying_its_job_is_classified_and_routed_without_reading_the_job() {
+    let setup = Setup::new(b"hello world, this is text\n", None, Priority::Normal, Arc::default()).await;
+    let stored = setup.job().await;
+    let reads = setup.jobs.reads();
+    setup.handle_carrying(&stored).await;
+    assert_eq!(setup.jobs.reads(), reads, "classified on the sender's copy");
+    assert_eq!(setup.job().await.modality, Some(Modality::Text));
+    assert_eq!(setup.queue.sent().len(), 1, "routed");
+}
+
+#[tokio::test]
+async fn a_copy_of_a_job_cancelled_since_is_read_again_and_the_job_is_neither_classified_nor_routed() {
+    let setup = Setup::new(b"hello world, this is text\n", None, Priority::Normal, Arc::default()).await;
+    let stale = setup.job().await;
+    prism_shared::app::lifecycle::request_cancel(setup.jobs.as_ref(), &stale, "test").await.expect("cancelled");
+    let reads = setup.jobs.reads();
+    setup.handle_carrying(&stale).await;
+    assert!(setup.jobs.reads() > reads, "the copy conflicted and the job was read");
+    let job = setup.job().await;
+    assert_eq!((job.status, job.modality), (JobStatus::Cancelled, None));
+    assert!(setup.queue.sent().is_empty(), "nothing routed");
 }

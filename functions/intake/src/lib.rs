@@ -10,7 +10,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::app::lifecycle::{self, LifecycleError, Recorded};
 use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
 use prism_shared::app::uploads;
-use prism_shared::domain::commands::Command;
+use prism_shared::domain::commands::{Command, StoredJob};
 use prism_shared::domain::job::Lane;
 use prism_shared::{ConfigError, Envelope, JobEvent, Priority, runtime::config};
 
@@ -84,7 +84,7 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Handle
         return Ok(());
     }
     let job = recorded.job();
-    let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input });
+    let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input, stored: StoredJob::of(job) });
     deps.queue.send(deps.config.classify_queue(job.priority), command.to_json()).await?;
     Ok(())
 }

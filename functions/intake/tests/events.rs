@@ -52,7 +52,7 @@ async fn an_upload_becomes_one_job_even_when_delivered_twice() {
     assert_eq!(sent[0].queue_url, "http://sqs/classify");
     let command: Envelope<Command> = envelope::decode(&sent[0].body).expect("envelope");
     assert_eq!(command.job_id, Some(id.clone()));
-    assert!(matches!(command.body, Command::Classify { ref input } if input.uri == uri));
+    assert!(matches!(command.body, Command::Classify { ref input, .. } if input.uri == uri));
 
     // Redelivered: same job, no new events.
     let events_before = jobs.events(&id, 0, 100).await.expect("events").len();

@@ -18,7 +18,7 @@
 
 use chrono::{DateTime, Utc};
 use prism_shared::app::lifecycle::{self, LifecycleError};
-use prism_shared::domain::commands::Command;
+use prism_shared::domain::commands::{Command, StoredJob};
 use prism_shared::domain::envelope::new_trace_id;
 use prism_shared::domain::job::{InputObject, JobFailure};
 use prism_shared::domain::schedule::Schedule;
@@ -143,7 +143,8 @@ async fn start_job(deps: &Deps, schedule: &Schedule, slot: DateTime<Utc>, now: D
     };
     if let (JobStatus::Queued, Some(input)) = (job.status, &job.input) {
         // Sent again by a retried firing: classify ignores a job already past it.
-        let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input: input.clone() });
+        let classify = Command::Classify { input: input.clone(), stored: StoredJob::of(&job) };
+        let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, classify);
         deps.queue.send(&deps.config.classify_queue_url, command.to_json()).await?;
     }
     Ok(Some(job))

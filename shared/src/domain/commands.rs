@@ -38,7 +38,15 @@ impl StoredJob {
 pub enum Command {
     /// intake → classify: the job's input is uploaded; decide what it is.
     #[serde(rename = "job.classify")]
-    Classify { input: InputObject },
+    Classify {
+        input: InputObject,
+        /// The job as the sender stored it, so that classify records its
+        /// classification on it without reading it first; a copy that moved
+        /// since conflicts and is read again. Absent from older senders and
+        /// for a job over [`StoredJob::MAX_BYTES`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stored: Option<Box<StoredJob>>,
+    },
     /// classify → a processor queue: do the work.
     #[serde(rename = "job.process")]
     Process {
