@@ -56,23 +56,12 @@ impl Setup {
         job.declared_size = declared_size;
         jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
         blobs.insert(&upload, content.to_vec());
-        let deps = Deps {
-            jobs: jobs.clone(),
-            blobs,
-            queue: queue.clone(),
-            schedules: Arc::new(prism_shared::testing::memory::MemoryScheduleStore::new(jobs.clone())),
-            lanes: std::sync::Arc::new(prism_shared::testing::memory::MemoryLaneControl::default()),
-            dead_letters: std::sync::Arc::new(prism_shared::testing::memory::MemoryDeadLetters::default()),
-            quotas: std::sync::Arc::new(prism_shared::testing::memory::MemoryQuotas::default()),
-            breakers: std::sync::Arc::new(prism_shared::testing::memory::MemoryBreakers::default()),
-            breaker_policy: prism_shared::domain::breakers::BreakerPolicy::default(),
-            estimates,
-            config: Config {
-                routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
-                workflow_queue_url: Some("http://sqs/workflow".into()),
-                limits: SizeLimits { text: 1000, ..SizeLimits::default() },
-            },
+        let config = Config {
+            routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
+            workflow_queue_url: Some("http://sqs/workflow".into()),
+            limits: SizeLimits { text: 1000, ..SizeLimits::default() },
         };
+        let deps = Deps { queue: queue.clone(), estimates, ..prism_shared::testing::memory_deps(jobs.clone(), blobs, config) };
         Self { deps, jobs, queue, id }
     }
 
