@@ -41,7 +41,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
         .map(|(job_id, messages)| async move {
             // How old the job's oldest event was when this batch brought it:
             // the delivery path's lag before the fan-out's own time.
-            let received_age_ms = messages.iter().map(|(_, env)| env.timestamp).min().map(|t| (chrono::Utc::now() - t).num_milliseconds());
+            let received_age_ms = envelope::oldest_age_ms(messages.iter().map(|(_, env)| env.timestamp));
             let span = tracing::info_span!("job", job_id = %job_id, messages = messages.len(), received_age_ms);
             let mut events: Vec<JobEventEnvelope> = messages.iter().map(|(_, env)| env.clone()).collect();
             events.sort_by_key(|e| e.seq);

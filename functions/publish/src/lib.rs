@@ -128,7 +128,7 @@ async fn publish(deps: &Deps, pending: &mut Vec<(usize, Publication)>) -> Result
         match deps.bus.publish(&envelopes).await {
             Ok(()) => {
                 // How far behind its writes the stream's publishing runs.
-                let oldest_age_ms = envelopes.iter().map(|p| p.event.timestamp).min().map(|t| (chrono::Utc::now() - t).num_milliseconds());
+                let oldest_age_ms = prism_shared::domain::envelope::oldest_age_ms(envelopes.iter().map(|p| p.event.timestamp));
                 tracing::info!(published = envelopes.len(), oldest_age_ms, "published");
                 pending.clear();
             }

@@ -1,11 +1,12 @@
 //! DynamoDB Streams event-source mappings, as Lambda runs them: one poller
 //! per shard reads records in order (`GetRecords`), drops those the mapping's
 //! filters do not match, and invokes the function with batches of up to
-//! `BatchSize`, reading the next records while a batch runs. A batch is done when the function succeeds; with
-//! `ReportBatchItemFailures` the reported sequence number is the checkpoint
-//! (everything before it is done, the rest is retried); a failed invocation
-//! is retried with backoff and, with `BisectBatchOnFunctionError`, split in
-//! halves until the record that fails stands alone. Past
+//! `BatchSize`, reading the next records while a batch runs. A batch is done
+//! when the function succeeds; with `ReportBatchItemFailures` the reported
+//! sequence number is the checkpoint (everything before it is done, the rest
+//! is retried); a failed invocation is retried with backoff and, with
+//! `BisectBatchOnFunctionError`, split in halves until the record that fails
+//! stands alone. Past
 //! `MaximumRetryAttempts` the batch is skipped with an error in the log; with
 //! `-1` it is retried for as long as it takes, as on AWS until the record
 //! leaves the stream. moto stores the stream; nothing in it invokes anything.
