@@ -60,6 +60,8 @@ pub struct LocalInfo {
     pub emulator: String,
     pub bucket: String,
     pub table: String,
+    /// The HTTP API's invoke URL: `http://…/{stage}`, as the template's
+    /// `ApiUrl` output gives it on AWS.
     pub http_url: String,
     /// The WebSocket API (`ws://…/{stage}`), when the template has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,14 +257,15 @@ impl LocalCloud {
         }
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let http_url = format!("http://{}", listener.local_addr()?);
-        let app = http_api::router(http_api::Gateway {
+        let gateway = http_api::Gateway {
             routes,
-            stage: opts.stage.clone(),
+            stage: stack.http_stage.clone(),
             account_id: ACCOUNT_ID.into(),
             throttle: stack.http_throttle.map(|(rate, burst)| http_api::TokenBucket::new(rate, burst)),
             cors: stack.http_cors.clone(),
-        })?;
+        };
+        let http_url = gateway.invoke_url(&format!("http://{}", listener.local_addr()?));
+        let app = http_api::router(gateway)?;
         let stop = closed.clone();
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });

@@ -76,7 +76,7 @@ async fn handle(State(url): State<Arc<FunctionUrl>>, req: Request) -> Response {
 }
 
 async fn to_event(url: &FunctionUrl, req: Request) -> Result<LambdaFunctionUrlRequest, StatusCode> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let body = to_bytes(body, MAX_REQUEST_BYTES).await.map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
     let raw_query = parts.uri.query().unwrap_or_default().to_owned();
     let now = chrono::Utc::now();
@@ -114,13 +114,10 @@ async fn to_event(url: &FunctionUrl, req: Request) -> Result<LambdaFunctionUrlRe
             .or_insert_with(|| v.into_owned());
     }
     event.query_string_parameters = query;
-    let cookies: Vec<String> =
-        parts.headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split("; ")).map(str::to_owned).collect();
-    event.cookies = (!cookies.is_empty()).then_some(cookies);
+    event.cookies = crate::http_api::take_cookies(&mut parts.headers);
+    (event.body, event.is_base64_encoded) = crate::http_api::event_body(&body, parts.headers.get("content-type"));
     event.headers = parts.headers;
-    event.headers.remove("cookie");
     event.request_context = ctx;
-    (event.body, event.is_base64_encoded) = crate::http_api::event_body(&body);
     Ok(event)
 }
 

@@ -5,14 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_lambda_events::apigw::{
-    ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext, ApiGatewayV2httpRequestContextHttpDescription, ApiGatewayV2httpResponse,
-};
-use aws_lambda_events::encodings::Body;
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext, ApiGatewayV2httpRequestContextHttpDescription};
 use axum::Router;
 use axum::body::to_bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -23,15 +20,43 @@ use crate::runtime::{FunctionHandle, InvokeError};
 
 /// API Gateway's payload limit.
 const MAX_BODY: usize = 10 * 1024 * 1024;
+/// An HTTP API's longest (and default) integration timeout.
+pub const MAX_INTEGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug)]
 pub struct Gateway {
     pub routes: Vec<(HttpRoute, FunctionHandle)>,
+    /// The API's `StageName`: the first segment of every path it serves,
+    /// unless it is [`DEFAULT_STAGE`], which is served at the root.
     pub stage: String,
     pub account_id: String,
     pub throttle: Option<TokenBucket>,
     /// The API's `CorsConfiguration`, when it has one.
     pub cors: Option<Cors>,
+}
+
+/// The stage an HTTP API without a `StageName` gets, served at the root.
+pub const DEFAULT_STAGE: &str = "$default";
+
+impl Gateway {
+    /// The path the routes match: what follows `/{stage}`, or the whole
+    /// path for the default stage; `None` outside the stage.
+    fn route_path<'a>(&self, path: &'a str) -> Option<&'a str> {
+        if self.stage == DEFAULT_STAGE {
+            return Some(path);
+        }
+        match path.strip_prefix('/')?.strip_prefix(self.stage.as_str())? {
+            "" => Some("/"),
+            rest if rest.starts_with('/') => Some(rest),
+            _ => None,
+        }
+    }
+
+    /// The API's invoke URL on `origin` (`http://host:port`), as the
+    /// template's outputs give it on AWS: with the stage unless it is the default.
+    pub fn invoke_url(&self, origin: &str) -> String {
+        if self.stage == DEFAULT_STAGE { origin.to_owned() } else { format!("{origin}/{}", self.stage) }
+    }
 }
 
 /// An HTTP API's CORS settings, answered as API Gateway answers them: it
@@ -198,35 +223,45 @@ async fn handle(State(routed): State<Arc<Routed>>, req: Request) -> Response {
 async fn handle_route(routed: &Routed, req: Request) -> Response {
     let gw = &routed.gateway;
     if gw.throttle.as_ref().is_some_and(|t| !t.try_take()) {
-        return (StatusCode::TOO_MANY_REQUESTS, [("content-type", "application/json")], r#"{"message":"Too Many Requests"}"#)
-            .into_response();
+        return answer(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
     }
     let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
-    let Some(((route, function), params)) = routed.table.find(&method, &path).map(|(i, params)| (&gw.routes[i], params)) else {
-        return (StatusCode::NOT_FOUND, [("content-type", "application/json")], r#"{"message":"Not Found"}"#).into_response();
+    let found = gw.route_path(req.uri().path()).and_then(|path| routed.table.find(&method, path));
+    let Some(((route, function), params)) = found.map(|(i, params)| (&gw.routes[i], params)) else {
+        return answer(StatusCode::NOT_FOUND, "Not Found");
     };
-    let event = match to_event(gw, route, params, req).await {
-        Ok(e) => e,
-        Err(status) => return status.into_response(),
+    let Ok(event) = to_event(gw, route, params, req).await else {
+        return answer(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
     };
-    let payload = match serde_json::to_vec(&event) {
-        Ok(p) => Bytes::from(p),
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    };
-    match function.invoke_unqueued(payload).await {
-        Ok(body) => from_lambda(&body),
-        Err(InvokeError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, r#"{"message":"Endpoint request timed out"}"#).into_response(),
-        // The event (body, headers and all) is over Lambda's 6 MB, though under API Gateway's 10 MB.
-        Err(InvokeError::RequestTooLarge { .. }) => {
-            (StatusCode::PAYLOAD_TOO_LARGE, r#"{"message":"Request Entity Too Large"}"#).into_response()
+    let Ok(payload) = serde_json::to_vec(&event) else { return internal_error() };
+    // Past the integration's timeout the client is answered while the
+    // function runs on (its instance stays busy until it is done), as on AWS.
+    let invoked = tokio::time::timeout(route.timeout, function.invoke_unqueued(Bytes::from(payload))).await;
+    match invoked {
+        Ok(Ok(body)) => from_lambda(&body),
+        Err(_) => {
+            tracing::warn!(function = %function.name, timeout = ?route.timeout, "integration timed out");
+            answer(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
         }
-        // Lambda's throttle too: API Gateway answers it with a 500, as any failed integration.
-        Err(e) => {
+        // The event (body, headers and all) is over Lambda's 6 MB, though under API Gateway's 10 MB.
+        Ok(Err(InvokeError::RequestTooLarge { .. })) => answer(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+        // A function error, its own timeout, a crash and Lambda's throttle
+        // alike: an HTTP API answers any failed integration with a 500.
+        Ok(Err(e)) => {
             tracing::warn!(function = %function.name, error = %e, "integration failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, r#"{"message":"Internal Server Error"}"#).into_response()
+            internal_error()
         }
     }
+}
+
+/// API Gateway's own answers: a JSON body with a `message`.
+fn answer(status: StatusCode, message: &'static str) -> Response {
+    let body = serde_json::json!({ "message": message }).to_string();
+    (status, [("content-type", "application/json")], body).into_response()
+}
+
+fn internal_error() -> Response {
+    answer(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
 }
 
 async fn to_event(
@@ -234,13 +269,15 @@ async fn to_event(
     route: &HttpRoute,
     params: HashMap<String, String>,
     req: Request,
-) -> Result<ApiGatewayV2httpRequest, StatusCode> {
-    let (parts, body) = req.into_parts();
-    let body = to_bytes(body, MAX_BODY).await.map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
+) -> Result<ApiGatewayV2httpRequest, axum::Error> {
+    let (mut parts, body) = req.into_parts();
+    // Over API Gateway's own limit.
+    let body = to_bytes(body, MAX_BODY).await?;
     let raw_query = parts.uri.query().unwrap_or_default().to_owned();
     let route_key = format!("{} {}", route.method, route.path);
     let now = chrono::Utc::now();
 
+    // Both paths keep the stage: `/dev/v1/jobs` for the route `/v1/jobs`.
     let mut http = ApiGatewayV2httpRequestContextHttpDescription::default();
     http.method = parts.method.clone();
     http.path = Some(parts.uri.path().to_owned());
@@ -266,36 +303,95 @@ async fn to_event(
     event.raw_query_string = Some(raw_query.clone());
     event.query_string_parameters = raw_query.parse().unwrap_or_default();
     event.path_parameters = params;
+    event.cookies = take_cookies(&mut parts.headers);
+    (event.body, event.is_base64_encoded) = event_body(&body, parts.headers.get("content-type"));
     event.headers = parts.headers;
     event.request_context = ctx;
-    (event.body, event.is_base64_encoded) = event_body(&body);
     Ok(event)
 }
 
-/// A request body as a Lambda HTTP event carries it: text as is, anything
-/// else base64-encoded (`isBase64Encoded`), nothing for an empty body.
-pub(crate) fn event_body(body: &[u8]) -> (Option<String>, bool) {
+/// A payload 2.0 event's `cookies`: every pair of the request's `cookie`
+/// headers, which leave the headers.
+pub(crate) fn take_cookies(headers: &mut HeaderMap) -> Option<Vec<String>> {
+    let cookies: Vec<String> = headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(str::to_owned)
+        .collect();
+    headers.remove("cookie");
+    (!cookies.is_empty()).then_some(cookies)
+}
+
+/// A request body as a Lambda HTTP event carries it: as text when its
+/// content type is text (`text/*`, JSON, XML, JavaScript), base64-encoded
+/// (`isBase64Encoded`) otherwise, forms and unlabelled bodies included,
+/// whatever their bytes; nothing for an empty body. Text that is not UTF-8
+/// goes as base64 too, since a JSON event cannot carry it.
+pub(crate) fn event_body(body: &[u8], content_type: Option<&HeaderValue>) -> (Option<String>, bool) {
+    let text = content_type.and_then(|v| v.to_str().ok()).is_some_and(is_text_type);
     match std::str::from_utf8(body) {
         _ if body.is_empty() => (None, false),
-        Ok(text) => (Some(text.to_owned()), false),
-        Err(_) => (Some(BASE64.encode(body)), true),
+        Ok(text_body) if text => (Some(text_body.to_owned()), false),
+        _ => (Some(BASE64.encode(body)), true),
     }
 }
 
+fn is_text_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else { return false };
+    kind == "text"
+        || (kind == "application"
+            && (matches!(subtype, "json" | "xml" | "javascript") || subtype.ends_with("+json") || subtype.ends_with("+xml")))
+}
+
+/// A payload 2.0 response; only `statusCode` is required (the SDK's type
+/// wants `cookies` too, which API Gateway does not).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxyResponse {
+    status_code: u16,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+    #[serde(default)]
+    cookies: Vec<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    is_base64_encoded: bool,
+}
+
+/// The function's answer as an HTTP API gives it to the client. With
+/// payload 2.0 an answer without a `statusCode` is a 200 whose JSON body is
+/// the answer (a string's text, anything else as returned); an answer API
+/// Gateway cannot read is a 500.
 fn from_lambda(body: &[u8]) -> Response {
-    let Ok(resp) = serde_json::from_slice::<ApiGatewayV2httpResponse>(body) else {
-        return (StatusCode::BAD_GATEWAY, r#"{"message":"Malformed Lambda proxy response"}"#).into_response();
-    };
-    let status = u16::try_from(resp.status_code).ok().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else { return internal_error() };
+    if value.get("statusCode").is_none() {
+        let body = match value {
+            serde_json::Value::String(text) => text.into_bytes(),
+            _ => body.to_vec(),
+        };
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    }
+    let Ok(resp) = serde_json::from_value::<ProxyResponse>(value) else { return internal_error() };
+    let Ok(status) = StatusCode::from_u16(resp.status_code) else { return internal_error() };
     let bytes = match resp.body {
-        Some(Body::Text(t)) if resp.is_base64_encoded => BASE64.decode(t).unwrap_or_default(),
-        Some(Body::Text(t)) => t.into_bytes(),
-        Some(Body::Binary(b)) => b,
-        _ => Vec::new(),
+        Some(text) if resp.is_base64_encoded => match BASE64.decode(text) {
+            Ok(bytes) => bytes,
+            Err(_) => return internal_error(),
+        },
+        Some(text) => text.into_bytes(),
+        None => Vec::new(),
     };
     let mut out = (status, bytes).into_response();
-    for (name, value) in resp.headers.iter() {
-        out.headers_mut().insert(name.clone(), value.clone());
+    for (name, value) in &resp.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+            out.headers_mut().insert(name, value);
+        }
     }
     for cookie in resp.cookies {
         if let Ok(v) = HeaderValue::from_str(&cookie) {

@@ -80,6 +80,9 @@ pub struct HttpRoute {
     pub method: String,
     pub path: String,
     pub function: String,
+    /// The integration's `TimeoutInMillis`: how long API Gateway waits for
+    /// the function before it answers 503 (30 s at most, the default).
+    pub timeout: std::time::Duration,
 }
 
 /// The WebSocket API (`AWS::ApiGatewayV2::Api` with `ProtocolType: WEBSOCKET`) and its routes.
@@ -135,6 +138,8 @@ pub struct Stack {
     pub http_throttle: Option<(f64, f64)>,
     /// The HTTP API's CORS settings, for pages served from another origin (the dashboard).
     pub http_cors: Option<crate::http_api::Cors>,
+    /// The HTTP API's `StageName` (`$default` when it has none).
+    pub http_stage: String,
     pub websocket: Option<WebSocketSpec>,
     /// Function properties the local cloud does not model, with the
     /// functions that set them: said once at start, never silently ignored.
@@ -186,6 +191,7 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
         tables: Vec::new(),
         http_throttle: None,
         http_cors: None,
+        http_stage: crate::http_api::DEFAULT_STAGE.into(),
         websocket: None,
         unmodelled: BTreeMap::new(),
         not_emulated: Vec::new(),
@@ -239,6 +245,7 @@ pub async fn provision(template: &Template, clients: &Clients, values: &[(&str, 
                     stack.http_throttle = Some((rate, burst));
                 }
                 stack.http_cors = props.get("CorsConfiguration").map(crate::http_api::Cors::from_template);
+                stack.http_stage = str_prop(&props, "StageName").unwrap_or(crate::http_api::DEFAULT_STAGE).to_owned();
             }
             "AWS::SNS::Topic" => create_topic(clients, &mut ctx, r, &props).await?,
             "AWS::SNS::Subscription" => subscribe(clients, &mut ctx, r, &props).await?,
@@ -647,6 +654,12 @@ fn function_spec(template: &Template, ctx: &Context, r: &Resource) -> anyhow::Re
                 method: str_prop(&p, "Method").unwrap_or("ANY").to_uppercase(),
                 path: str_prop(&p, "Path").unwrap_or("/").to_owned(),
                 function: name.clone(),
+                timeout: p
+                    .get("TimeoutInMillis")
+                    .map(string_of)
+                    .and_then(|ms| ms.parse().ok())
+                    .map_or(crate::http_api::MAX_INTEGRATION_TIMEOUT, std::time::Duration::from_millis)
+                    .min(crate::http_api::MAX_INTEGRATION_TIMEOUT),
             }),
             other => bail!("event type {other:?} is not supported by the local cloud yet"),
         }
