@@ -280,9 +280,8 @@ async fn inline_text(deps: &Deps, job: &mut Job, text: &str) -> Result<Vec<JobEv
     let bytes = bytes::Bytes::from(text.as_bytes().to_vec());
     let size = bytes.len() as u64;
     let uri = S3Uri::new(&deps.config.bucket, format!("inline/{}/{}.txt", job.owner, job.id));
-    deps.blobs.write(&uri, bytes.clone(), "text/plain; charset=utf-8").await?;
-    let stat = deps.blobs.stat(&uri).await?;
-    let mut events = vec![JobEvent::Uploaded { input: InputObject { uri, size, etag: stat.etag } }];
+    let stored = deps.blobs.write(&uri, bytes.clone(), "text/plain; charset=utf-8").await?;
+    let mut events = vec![JobEvent::Uploaded { input: InputObject { uri, size, etag: stored.etag } }];
     match sniff::classify(&bytes[..bytes.len().min(sniff::SNIFF_BYTES)], size) {
         Ok(classification) => {
             let mut result = text::analyse(&bytes);

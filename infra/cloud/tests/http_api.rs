@@ -63,8 +63,8 @@ async fn gateway(shutdown: &CancellationToken) -> String {
         };
         routes.push((route, function));
     }
-    let app = router(Gateway { routes, stage: "dev".into(), account_id: "000000000000".into(), throttle: None, cors: None })
-        .expect("router");
+    let app =
+        router(Gateway { routes, stage: "dev".into(), account_id: "000000000000".into(), throttle: None, cors: None }).expect("router");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = shutdown.clone();

@@ -102,8 +102,10 @@ impl BlobStore for S3BlobStore {
         Ok(written)
     }
 
-    async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError> {
-        self.client()
+    async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<ObjectMeta, BlobError> {
+        let size = body.len() as u64;
+        let out = self
+            .client()
             .put_object()
             .bucket(&uri.bucket)
             .key(&uri.key)
@@ -112,7 +114,11 @@ impl BlobStore for S3BlobStore {
             .send()
             .await
             .map_err(|e| BlobError::Unavailable(boxed(e)))?;
-        Ok(())
+        match out.e_tag() {
+            Some(etag) => Ok(ObjectMeta { size, etag: etag.trim_matches('"').to_owned() }),
+            // S3 always answers with one; a store that does not is asked.
+            None => self.stat(uri).await,
+        }
     }
 
     async fn stat(&self, uri: &S3Uri) -> Result<ObjectMeta, BlobError> {

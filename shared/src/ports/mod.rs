@@ -126,7 +126,7 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, owner: &str, query: &ListQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Page, StoreError>;
 }
 
-/// What a HEAD of an object tells.
+/// What a HEAD of an object tells (the ETag without its quotes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub size: u64,
@@ -157,7 +157,9 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         Ok(body.len() as u64)
     }
 
-    async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError>;
+    /// Stores the object; returns what a HEAD of it would now tell (the
+    /// write's answer carries the ETag, so no HEAD is needed).
+    async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<ObjectMeta, BlobError>;
 
     async fn stat(&self, uri: &S3Uri) -> Result<ObjectMeta, BlobError>;
 

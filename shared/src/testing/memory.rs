@@ -139,6 +139,11 @@ pub struct MemoryBlobStore {
 }
 
 impl MemoryBlobStore {
+    /// A stored body's size and (made-up, content-derived) ETag.
+    fn meta(body: &Bytes) -> ObjectMeta {
+        ObjectMeta { size: body.len() as u64, etag: format!("{:x}", body.len()) }
+    }
+
     pub fn insert(&self, uri: &S3Uri, body: impl Into<Bytes>) {
         lock(&self.objects).insert(uri.clone(), (body.into(), "application/octet-stream".into()));
     }
@@ -163,14 +168,15 @@ impl BlobStore for MemoryBlobStore {
         Ok(body)
     }
 
-    async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<(), BlobError> {
+    async fn write(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<ObjectMeta, BlobError> {
+        let meta = Self::meta(&body);
         lock(&self.objects).insert(uri.clone(), (body, content_type.to_owned()));
-        Ok(())
+        Ok(meta)
     }
 
     async fn stat(&self, uri: &S3Uri) -> Result<ObjectMeta, BlobError> {
         let (body, _) = self.object(uri).ok_or_else(|| BlobError::NotFound(uri.clone()))?;
-        Ok(ObjectMeta { size: body.len() as u64, etag: format!("{:x}", body.len()) })
+        Ok(Self::meta(&body))
     }
 
     async fn presign_put(&self, uri: &S3Uri, expires_in: Duration, _content_length: Option<u64>) -> Result<String, BlobError> {
