@@ -102,14 +102,26 @@ async fn poll(source: &SqsSource, function: &FunctionHandle, pollers: Pollers, s
     }
 }
 
-/// Up to `batch_size` messages, waiting at most the batching window for more.
+/// Up to `batch_size` messages. The first receive long-polls for any; the
+/// batching window opens when the first arrive, as Lambda's does, and the
+/// batch goes when it is full or the window has run its length. SQS waits in
+/// whole seconds, so the window's last fraction of a second is slept, then
+/// looked into once more.
 async fn receive_batch(source: &SqsSource, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Message>, aws_sdk_sqs::Error> {
     let mut batch: Vec<Message> = Vec::new();
-    let window_ends = Instant::now() + source.batching_window;
+    let mut window_closes: Option<Instant> = None;
     loop {
+        let wait = match window_closes {
+            None => WAIT_SECONDS,
+            Some(closes) => {
+                let left = closes.saturating_duration_since(Instant::now());
+                if left < Duration::from_secs(1) {
+                    tokio::time::sleep(left).await;
+                }
+                i32::try_from(left.as_secs()).unwrap_or(WAIT_SECONDS).min(WAIT_SECONDS)
+            }
+        };
         let want = (source.batch_size - batch.len()).min(10) as i32;
-        let wait =
-            if batch.is_empty() { WAIT_SECONDS } else { window_ends.saturating_duration_since(Instant::now()).as_secs().min(1) as i32 };
         let out = sqs
             .receive_message()
             .queue_url(&source.queue_url)
@@ -119,10 +131,12 @@ async fn receive_batch(source: &SqsSource, sqs: &aws_sdk_sqs::Client) -> Result<
             .message_attribute_names("All")
             .send()
             .await?;
-        let got = out.messages.unwrap_or_default();
-        let got_none = got.is_empty();
-        batch.extend(got);
-        if batch.len() >= source.batch_size || batch.is_empty() || Instant::now() >= window_ends || (got_none && wait == 0) {
+        batch.extend(out.messages.unwrap_or_default());
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let closes = *window_closes.get_or_insert_with(|| Instant::now() + source.batching_window);
+        if batch.len() >= source.batch_size || Instant::now() >= closes {
             return Ok(batch);
         }
     }

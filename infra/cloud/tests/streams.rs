@@ -3,7 +3,7 @@
 //! order, once, filtered, and the shard is read while a batch runs.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector};
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{env_for, runtime_dir, spec};
+use common::{RECORDING_RUNTIME, env_for, epoch_ms, invocations, runtime_dir, spec};
 
 const STREAM_ARN: &str = "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/1";
 /// Pages of four records the stream holds: sequence numbers 1 to 16,
@@ -25,28 +25,6 @@ const STREAM_ARN: &str = "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream
 const PAGES: u64 = 4;
 /// How long each `GetRecords` takes.
 const READ_TAKES: Duration = Duration::from_millis(100);
-
-/// A function that takes 300 ms a batch and writes, per invocation, its
-/// start and end (epoch milliseconds) and the sequence numbers it got.
-const RECORDING_RUNTIME: &str = r#"#!/usr/bin/env bash
-api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
-log="$(dirname "$0")/invocations"
-while true; do
-  headers=$(mktemp)
-  body=$(curl -sS -D "$headers" "$api/invocation/next")
-  id=$(grep -i '^lambda-runtime-aws-request-id:' "$headers" | cut -d' ' -f2 | tr -d '\r')
-  rm -f "$headers"
-  start=$(date +%s%3N)
-  sleep 0.3
-  seqs=$(echo "$body" | grep -o '"SequenceNumber":"[0-9]*"' | grep -o '[0-9]*' | tr '\n' ' ')
-  echo "$start $(date +%s%3N) $seqs" >> "$log"
-  curl -sS -X POST -d 'null' "$api/invocation/$id/response" >/dev/null
-done
-"#;
-
-fn epoch_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
-}
 
 fn record(seq: u64) -> Value {
     json!({
@@ -102,26 +80,6 @@ impl HttpClient for FakeStream {
     }
 }
 
-/// One invocation as the function recorded it.
-struct Invocation {
-    began: u128,
-    ended: u128,
-    sequence_numbers: Vec<u64>,
-}
-
-fn invocations(log: &std::path::Path) -> Vec<Invocation> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let began = fields.next()?.parse().ok()?;
-            let ended = fields.next()?.parse().ok()?;
-            Some(Invocation { began, ended, sequence_numbers: fields.filter_map(|s| s.parse().ok()).collect() })
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_is_read_while_a_batch_runs_and_its_wanted_records_arrive_in_order_once() {
     let shutdown = CancellationToken::new();
@@ -152,7 +110,7 @@ async fn a_shard_is_read_while_a_batch_runs_and_its_wanted_records_arrive_in_ord
     let log = dir.join("invocations");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let delivered = loop {
-        let delivered: Vec<u64> = invocations(&log).into_iter().flat_map(|i| i.sequence_numbers).collect();
+        let delivered: Vec<u64> = invocations(&log).into_iter().flat_map(|i| i.numbers()).collect();
         if delivered.len() >= inserts.len() || tokio::time::Instant::now() > deadline {
             break delivered;
         }
@@ -164,7 +122,7 @@ async fn a_shard_is_read_while_a_batch_runs_and_its_wanted_records_arrive_in_ord
     shutdown.cancel();
 
     assert_eq!(delivered, inserts, "the inserts, in order; the modifications filtered out");
-    let all: Vec<u64> = runs.iter().flat_map(|i| i.sequence_numbers.clone()).collect();
+    let all: Vec<u64> = runs.iter().flat_map(|i| i.numbers()).collect();
     assert_eq!(all, inserts, "nothing delivered twice");
     let reads = stream.reads_began.lock().expect("lock").clone();
     assert!(

@@ -1,6 +1,7 @@
 //! What the local cloud's tests share: functions whose runtime is a script.
+#![allow(dead_code, reason = "each test binary uses a part of these")]
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prism_cloud::logs::LogSink;
 use prism_cloud::provision::FunctionSpec;
@@ -47,4 +48,56 @@ pub fn env_for(dir: &std::path::Path, shutdown: &CancellationToken) -> RuntimeEn
         tasks: tokio_util::task::TaskTracker::new(),
         cpu: None,
     }
+}
+
+/// A function that takes 300 ms a batch and writes, per invocation, its
+/// start and end (epoch milliseconds) and what identifies its records: a
+/// stream record's sequence number, an SQS message's body.
+pub const RECORDING_RUNTIME: &str = r#"#!/usr/bin/env bash
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+log="$(dirname "$0")/invocations"
+while true; do
+  headers=$(mktemp)
+  body=$(curl -sS -D "$headers" "$api/invocation/next")
+  id=$(grep -i '^lambda-runtime-aws-request-id:' "$headers" | cut -d' ' -f2 | tr -d '\r')
+  rm -f "$headers"
+  start=$(date +%s%3N)
+  sleep 0.3
+  records=$(echo "$body" | grep -oE '"(SequenceNumber|body)":"[^"]*"' | cut -d'"' -f4 | tr '\n' ' ')
+  echo "$start $(date +%s%3N) $records" >> "$log"
+  curl -sS -X POST -d 'null' "$api/invocation/$id/response" >/dev/null
+done
+"#;
+
+pub fn epoch_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+/// One invocation as [`RECORDING_RUNTIME`] recorded it.
+#[derive(Debug)]
+pub struct Invocation {
+    pub began: u128,
+    pub ended: u128,
+    pub records: Vec<String>,
+}
+
+impl Invocation {
+    /// The records as numbers (a stream's sequence numbers).
+    pub fn numbers(&self) -> Vec<u64> {
+        self.records.iter().filter_map(|r| r.parse().ok()).collect()
+    }
+}
+
+/// What [`RECORDING_RUNTIME`] wrote to `log`, in order.
+pub fn invocations(log: &std::path::Path) -> Vec<Invocation> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let began = fields.next()?.parse().ok()?;
+            let ended = fields.next()?.parse().ok()?;
+            Some(Invocation { began, ended, records: fields.map(str::to_owned).collect() })
+        })
+        .collect()
 }
