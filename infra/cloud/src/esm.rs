@@ -21,6 +21,10 @@ use crate::runtime::{FunctionHandle, InvokeError};
 /// request every 20 s. (Stopping does not wait for it: the poll is dropped.)
 pub const WAIT_SECONDS: i32 = 20;
 
+/// How often a batch whose window closes within the second looks for more
+/// (a long poll would wait a whole second).
+const LAST_SECOND_LOOK: Duration = Duration::from_millis(100);
+
 /// How an event source hands batches to its function.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Delivery {
@@ -104,23 +108,17 @@ async fn poll(source: &SqsSource, function: &FunctionHandle, pollers: Pollers, s
 
 /// Up to `batch_size` messages. The first receive long-polls for any; the
 /// batching window opens when the first arrive, as Lambda's does, and the
-/// batch goes when it is full or the window has run its length. SQS waits in
-/// whole seconds, so the window's last fraction of a second is slept, then
-/// looked into once more.
+/// batch goes when it is full or the window has run its length, receiving
+/// all the while. SQS waits in whole seconds, so in the window's last second
+/// the queue is looked into every [`LAST_SECOND_LOOK`] and once more as it closes.
 async fn receive_batch(source: &SqsSource, sqs: &aws_sdk_sqs::Client) -> Result<Vec<Message>, aws_sdk_sqs::Error> {
     let mut batch: Vec<Message> = Vec::new();
     let mut window_closes: Option<Instant> = None;
     loop {
-        let wait = match window_closes {
-            None => WAIT_SECONDS,
-            Some(closes) => {
-                let left = closes.saturating_duration_since(Instant::now());
-                if left < Duration::from_secs(1) {
-                    tokio::time::sleep(left).await;
-                }
-                i32::try_from(left.as_secs()).unwrap_or(WAIT_SECONDS).min(WAIT_SECONDS)
-            }
-        };
+        let wait = window_closes.map_or(WAIT_SECONDS, |closes| {
+            let left = closes.saturating_duration_since(Instant::now()).as_secs();
+            i32::try_from(left).unwrap_or(WAIT_SECONDS).min(WAIT_SECONDS)
+        });
         let want = (source.batch_size - batch.len()).min(10) as i32;
         let out = sqs
             .receive_message()
@@ -131,13 +129,19 @@ async fn receive_batch(source: &SqsSource, sqs: &aws_sdk_sqs::Client) -> Result<
             .message_attribute_names("All")
             .send()
             .await?;
-        batch.extend(out.messages.unwrap_or_default());
+        let got = out.messages.unwrap_or_default();
+        let got_none = got.is_empty();
+        batch.extend(got);
         if batch.is_empty() {
             return Ok(batch);
         }
         let closes = *window_closes.get_or_insert_with(|| Instant::now() + source.batching_window);
-        if batch.len() >= source.batch_size || Instant::now() >= closes {
+        let now = Instant::now();
+        if batch.len() >= source.batch_size || now >= closes {
             return Ok(batch);
+        }
+        if got_none && wait == 0 {
+            tokio::time::sleep(LAST_SECOND_LOOK.min(closes - now)).await;
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::provision::{StartingPosition, StreamSource};
-use crate::runtime::FunctionHandle;
+use crate::runtime::{FunctionHandle, MAX_SYNC_PAYLOAD};
 
 /// How often a shard is read when its reads come back short. Lambda reads
 /// each shard four times a second; ten keeps the emulated table's slower
@@ -150,9 +150,26 @@ impl ShardPoller {
                     },
                 }
             }
-            let take = pending.len().min(self.source.batch_size);
+            let take = self.batch_len(&pending);
             self.deliver(pending.drain(..take).collect()).await;
         }
+    }
+
+    /// How many of the first pending records make the next batch: up to
+    /// `BatchSize`, and no more than fit Lambda's 6 MB synchronous payload
+    /// (one at least), as Lambda cuts a stream's batches.
+    fn batch_len(&self, pending: &VecDeque<EventRecord>) -> usize {
+        // `{"Records":[` and `]}`; a comma between records.
+        let mut bytes = 14;
+        let mut fits = 0;
+        for record in pending.iter().take(self.source.batch_size) {
+            bytes += serde_json::to_vec(record).map_or(0, |json| json.len()) + usize::from(fits > 0);
+            if fits > 0 && bytes > MAX_SYNC_PAYLOAD {
+                break;
+            }
+            fits += 1;
+        }
+        fits
     }
 
     async fn iterator(&self, after: Option<&str>) -> Result<String, aws_sdk_dynamodbstreams::Error> {

@@ -20,13 +20,14 @@ mod common;
 use common::{RECORDING_RUNTIME, env_for, epoch_ms, invocations, runtime_dir, spec};
 
 const STREAM_ARN: &str = "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/1";
-/// Pages of four records the stream holds: sequence numbers 1 to 16,
-/// inserts at the odd ones, modifications at the even ones.
+/// Pages of four records the stream holds by default: sequence numbers 1
+/// to 16, inserts at the odd ones, modifications at the even ones.
 const PAGES: u64 = 4;
 /// How long each `GetRecords` takes.
 const READ_TAKES: Duration = Duration::from_millis(100);
 
-fn record(seq: u64) -> Value {
+/// A stream record; `padding` bytes of text in its new image.
+fn record(seq: u64, padding: usize) -> Value {
     json!({
         "eventID": format!("e{seq}"),
         "eventName": if seq % 2 == 1 { "INSERT" } else { "MODIFY" },
@@ -34,7 +35,7 @@ fn record(seq: u64) -> Value {
         "awsRegion": "us-east-1",
         "dynamodb": {
             "Keys": {"pk": {"S": format!("k{seq}")}},
-            "NewImage": {"pk": {"S": format!("k{seq}")}},
+            "NewImage": {"pk": {"S": format!("k{seq}")}, "pad": {"S": "x".repeat(padding)}},
             "SequenceNumber": seq.to_string(),
             "SizeBytes": 10,
             "StreamViewType": "NEW_IMAGE"
@@ -42,17 +43,37 @@ fn record(seq: u64) -> Value {
     })
 }
 
-/// One shard of `PAGES` pages; remembers when each `GetRecords` began.
-#[derive(Debug, Clone, Default)]
+/// One shard of `pages` pages of four records, each padded by `padding`
+/// bytes; remembers when each `GetRecords` began.
+#[derive(Debug, Clone)]
 struct FakeStream {
+    pages: u64,
+    padding: usize,
     reads_began: Arc<Mutex<Vec<u128>>>,
+}
+
+impl FakeStream {
+    fn new(pages: u64, padding: usize) -> Self {
+        Self { pages, padding, reads_began: Arc::default() }
+    }
+
+    /// The SDK's client, talking to this stream.
+    fn client(&self) -> aws_sdk_dynamodbstreams::Client {
+        let config = aws_sdk_dynamodbstreams::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .http_client(self.clone())
+            .build();
+        aws_sdk_dynamodbstreams::Client::from_conf(config)
+    }
 }
 
 impl HttpConnector for FakeStream {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let operation = request.headers().get("x-amz-target").and_then(|t| t.rsplit('.').next()).unwrap_or_default().to_owned();
         let body: Value = serde_json::from_slice(request.body().bytes().unwrap_or_default()).unwrap_or_default();
-        let reads_began = Arc::clone(&self.reads_began);
+        let (reads_began, pages, padding) = (Arc::clone(&self.reads_began), self.pages, self.padding);
         HttpConnectorFuture::new(async move {
             let answer = match operation.as_str() {
                 "DescribeStream" => json!({"StreamDescription": {
@@ -64,8 +85,9 @@ impl HttpConnector for FakeStream {
                         body["ShardIterator"].as_str().and_then(|s| s.strip_prefix("page-")).and_then(|n| n.parse().ok()).unwrap_or(0);
                     reads_began.lock().expect("lock").push(epoch_ms());
                     tokio::time::sleep(READ_TAKES).await;
-                    let records: Vec<Value> = if page < PAGES { (page * 4 + 1..=page * 4 + 4).map(record).collect() } else { Vec::new() };
-                    json!({"Records": records, "NextShardIterator": format!("page-{}", (page + 1).min(PAGES))})
+                    let records: Vec<Value> =
+                        if page < pages { (page * 4 + 1..=page * 4 + 4).map(|seq| record(seq, padding)).collect() } else { Vec::new() };
+                    json!({"Records": records, "NextShardIterator": format!("page-{}", (page + 1).min(pages))})
                 }
                 other => json!({"__type": "UnknownOperationException", "message": other}),
             };
@@ -85,13 +107,7 @@ async fn a_shard_is_read_while_a_batch_runs_and_its_wanted_records_arrive_in_ord
     let shutdown = CancellationToken::new();
     let dir = runtime_dir("stream-recorder", RECORDING_RUNTIME);
     let function = start_function(spec("stream-recorder"), &env_for(&dir, &shutdown)).await.expect("start");
-    let stream = FakeStream::default();
-    let config = aws_sdk_dynamodbstreams::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .http_client(stream.clone())
-        .build();
+    let stream = FakeStream::new(PAGES, 0);
     let source = StreamSource {
         stream_arn: STREAM_ARN.into(),
         starting_position: StartingPosition::TrimHorizon,
@@ -102,33 +118,56 @@ async fn a_shard_is_read_while_a_batch_runs_and_its_wanted_records_arrive_in_ord
         bisect_on_error: false,
         max_retry_attempts: None,
     };
-    prism_cloud::streams::start(source, function, aws_sdk_dynamodbstreams::Client::from_conf(config), shutdown.clone())
-        .await
-        .expect("poller started");
+    prism_cloud::streams::start(source, function, stream.client(), shutdown.clone()).await.expect("poller started");
 
     let inserts: Vec<u64> = (1..=PAGES * 4).filter(|seq| seq % 2 == 1).collect();
-    let log = dir.join("invocations");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let delivered = loop {
-        let delivered: Vec<u64> = invocations(&log).into_iter().flat_map(|i| i.numbers()).collect();
-        if delivered.len() >= inserts.len() || tokio::time::Instant::now() > deadline {
-            break delivered;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    // A moment for anything delivered twice to show.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let runs = invocations(&log);
+    let runs = delivered(&dir.join("invocations"), inserts.len()).await;
     shutdown.cancel();
 
-    assert_eq!(delivered, inserts, "the inserts, in order; the modifications filtered out");
-    let all: Vec<u64> = runs.iter().flat_map(|i| i.numbers()).collect();
-    assert_eq!(all, inserts, "nothing delivered twice");
+    let all: Vec<u64> = runs.iter().flat_map(common::Invocation::numbers).collect();
+    assert_eq!(all, inserts, "the inserts, in order, each once; the modifications filtered out");
     let reads = stream.reads_began.lock().expect("lock").clone();
     assert!(
         reads.iter().any(|read| runs.iter().any(|run| run.began < *read && *read < run.ended)),
         "a read began while a batch ran: reads at {reads:?}, runs {:?}",
         runs.iter().map(|r| (r.began, r.ended)).collect::<Vec<_>>()
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The records `log` shows delivered once there are `count` (or 20 s have
+/// passed), and a moment later, for anything delivered twice to show.
+async fn delivered(log: &std::path::Path, count: usize) -> Vec<common::Invocation> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while invocations(log).iter().map(|i| i.records.len()).sum::<usize>() < count && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    invocations(log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_cut_where_it_would_pass_lambdas_six_mb_payload() {
+    let shutdown = CancellationToken::new();
+    let dir = runtime_dir("stream-big-records", RECORDING_RUNTIME);
+    let function = start_function(spec("stream-big-records"), &env_for(&dir, &shutdown)).await.expect("start");
+    // Eight records of 1.6 MB: three fit in 6 MB, four do not.
+    let stream = FakeStream::new(2, 1_600_000);
+    let source = StreamSource {
+        stream_arn: STREAM_ARN.into(),
+        starting_position: StartingPosition::TrimHorizon,
+        batch_size: 4,
+        batching_window: Duration::ZERO,
+        filters: Vec::new(),
+        report_batch_item_failures: false,
+        bisect_on_error: false,
+        max_retry_attempts: None,
+    };
+    prism_cloud::streams::start(source, function, stream.client(), shutdown.clone()).await.expect("poller started");
+    let runs = delivered(&dir.join("invocations"), 8).await;
+    shutdown.cancel();
+
+    let batches: Vec<Vec<u64>> = runs.iter().map(common::Invocation::numbers).collect();
+    assert_eq!(batches, [vec![1, 2, 3], vec![4, 5, 6], vec![7, 8]], "batches cut at 6 MB, each delivered once, in order");
     let _ = std::fs::remove_dir_all(dir);
 }
