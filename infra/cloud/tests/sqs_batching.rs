@@ -9,20 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector};
-use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_runtime_api::shared::IntoShared;
-use aws_smithy_types::body::SdkBody;
 use prism_cloud::esm::{Delivery, Pollers};
 use prism_cloud::provision::SqsSource;
-use prism_cloud::runtime::start_function;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{RECORDING_RUNTIME, env_for, epoch_ms, invocations, runtime_dir, spec};
+use common::{FakeJsonService, epoch_ms, invocations, recording_function};
 
 const WINDOW: Duration = Duration::from_secs(1);
 
@@ -60,46 +54,34 @@ impl FakeQueue {
     }
 }
 
-impl HttpConnector for FakeQueue {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let operation = request.headers().get("x-amz-target").and_then(|t| t.rsplit('.').next()).unwrap_or_default().to_owned();
-        let body: Value = serde_json::from_slice(request.body().bytes().unwrap_or_default()).unwrap_or_default();
-        let queue = self.clone();
-        HttpConnectorFuture::new(async move {
-            let answer = match operation.as_str() {
-                "ReceiveMessage" => {
-                    let most = body["MaxNumberOfMessages"].as_u64().unwrap_or(1) as usize;
-                    let wait = Duration::from_secs(body["WaitTimeSeconds"].as_u64().unwrap_or(0));
-                    let messages: Vec<Value> = queue
-                        .receive(most, wait)
-                        .await
-                        .into_iter()
-                        .map(|b| json!({"MessageId": b, "ReceiptHandle": b, "Body": b, "Attributes": {"ApproximateReceiveCount": "1"}}))
-                        .collect();
-                    json!({ "Messages": messages })
-                }
-                "DeleteMessageBatch" => {
-                    let ids: Vec<Value> = body["Entries"].as_array().into_iter().flatten().map(|e| json!({"Id": e["Id"]})).collect();
-                    json!({ "Successful": ids, "Failed": [] })
-                }
-                other => json!({"__type": "UnsupportedOperation", "message": other}),
-            };
-            Ok(HttpResponse::new(200.try_into().expect("status"), SdkBody::from(answer.to_string())))
-        })
-    }
-}
-
-impl HttpClient for FakeQueue {
-    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
-        self.clone().into_shared()
+impl FakeQueue {
+    /// What the queue answers `operation` with.
+    async fn answer(self, operation: String, body: Value) -> Value {
+        match operation.as_str() {
+            "ReceiveMessage" => {
+                let most = body["MaxNumberOfMessages"].as_u64().unwrap_or(1) as usize;
+                let wait = Duration::from_secs(body["WaitTimeSeconds"].as_u64().unwrap_or(0));
+                let messages: Vec<Value> = self
+                    .receive(most, wait)
+                    .await
+                    .into_iter()
+                    .map(|b| json!({"MessageId": b, "ReceiptHandle": b, "Body": b, "Attributes": {"ApproximateReceiveCount": "1"}}))
+                    .collect();
+                json!({ "Messages": messages })
+            }
+            "DeleteMessageBatch" => {
+                let ids: Vec<Value> = body["Entries"].as_array().into_iter().flatten().map(|e| json!({"Id": e["Id"]})).collect();
+                json!({ "Successful": ids, "Failed": [] })
+            }
+            other => json!({"__type": "UnsupportedOperation", "message": other}),
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_batching_window_opens_at_a_batchs_first_message_and_runs_its_length() {
     let shutdown = CancellationToken::new();
-    let dir = runtime_dir("sqs-recorder", RECORDING_RUNTIME);
-    let function = start_function(spec("sqs-recorder"), &env_for(&dir, &shutdown)).await.expect("start");
+    let (dir, function) = recording_function("sqs-recorder", &shutdown).await;
     // `a` comes 1.5 s into an idle long poll and `b` 300 ms later: one batch
     // when the window closes, 1 s after `a`. `c` comes after that batch and
     // waits out a window of its own.
@@ -113,7 +95,7 @@ async fn the_batching_window_opens_at_a_batchs_first_message_and_runs_its_length
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .http_client(queue.clone())
+        .http_client(FakeJsonService::new(move |operation, body| queue.clone().answer(operation, body)))
         .build();
     let source = SqsSource {
         mapping_id: "mapping".into(),

@@ -6,18 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::config::{BehaviorVersion, Credentials, Region};
-use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector};
-use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_runtime_api::shared::IntoShared;
-use aws_smithy_types::body::SdkBody;
 use prism_cloud::provision::{StartingPosition, StreamSource};
-use prism_cloud::runtime::start_function;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{RECORDING_RUNTIME, env_for, epoch_ms, invocations, runtime_dir, spec};
+use common::{FakeJsonService, epoch_ms, invocations, recording_function};
 
 const STREAM_ARN: &str = "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/1";
 /// Pages of four records the stream holds by default: sequence numbers 1
@@ -63,50 +57,44 @@ impl FakeStream {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .http_client(self.clone())
+            .http_client(FakeJsonService::new({
+                let stream = self.clone();
+                move |operation, body| stream.clone().answer(operation, body)
+            }))
             .build();
         aws_sdk_dynamodbstreams::Client::from_conf(config)
     }
 }
 
-impl HttpConnector for FakeStream {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let operation = request.headers().get("x-amz-target").and_then(|t| t.rsplit('.').next()).unwrap_or_default().to_owned();
-        let body: Value = serde_json::from_slice(request.body().bytes().unwrap_or_default()).unwrap_or_default();
-        let (reads_began, pages, padding) = (Arc::clone(&self.reads_began), self.pages, self.padding);
-        HttpConnectorFuture::new(async move {
-            let answer = match operation.as_str() {
-                "DescribeStream" => json!({"StreamDescription": {
-                    "StreamArn": STREAM_ARN, "StreamStatus": "ENABLED", "Shards": [{"ShardId": "shard-1"}]
-                }}),
-                "GetShardIterator" => json!({"ShardIterator": "page-0"}),
-                "GetRecords" => {
-                    let page: u64 =
-                        body["ShardIterator"].as_str().and_then(|s| s.strip_prefix("page-")).and_then(|n| n.parse().ok()).unwrap_or(0);
-                    reads_began.lock().expect("lock").push(epoch_ms());
-                    tokio::time::sleep(READ_TAKES).await;
-                    let records: Vec<Value> =
-                        if page < pages { (page * 4 + 1..=page * 4 + 4).map(|seq| record(seq, padding)).collect() } else { Vec::new() };
-                    json!({"Records": records, "NextShardIterator": format!("page-{}", (page + 1).min(pages))})
-                }
-                other => json!({"__type": "UnknownOperationException", "message": other}),
-            };
-            Ok(HttpResponse::new(200.try_into().expect("status"), SdkBody::from(answer.to_string())))
-        })
-    }
-}
-
-impl HttpClient for FakeStream {
-    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
-        self.clone().into_shared()
+impl FakeStream {
+    /// What the stream answers `operation` with.
+    async fn answer(self, operation: String, body: Value) -> Value {
+        match operation.as_str() {
+            "DescribeStream" => json!({"StreamDescription": {
+                "StreamArn": STREAM_ARN, "StreamStatus": "ENABLED", "Shards": [{"ShardId": "shard-1"}]
+            }}),
+            "GetShardIterator" => json!({"ShardIterator": "page-0"}),
+            "GetRecords" => {
+                let page: u64 =
+                    body["ShardIterator"].as_str().and_then(|s| s.strip_prefix("page-")).and_then(|n| n.parse().ok()).unwrap_or(0);
+                self.reads_began.lock().expect("lock").push(epoch_ms());
+                tokio::time::sleep(READ_TAKES).await;
+                let records: Vec<Value> = if page < self.pages {
+                    (page * 4 + 1..=page * 4 + 4).map(|seq| record(seq, self.padding)).collect()
+                } else {
+                    Vec::new()
+                };
+                json!({"Records": records, "NextShardIterator": format!("page-{}", (page + 1).min(self.pages))})
+            }
+            other => json!({"__type": "UnknownOperationException", "message": other}),
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_is_read_while_a_batch_runs_and_its_wanted_records_arrive_in_order_once() {
     let shutdown = CancellationToken::new();
-    let dir = runtime_dir("stream-recorder", RECORDING_RUNTIME);
-    let function = start_function(spec("stream-recorder"), &env_for(&dir, &shutdown)).await.expect("start");
+    let (dir, function) = recording_function("stream-recorder", &shutdown).await;
     let stream = FakeStream::new(PAGES, 0);
     let source = StreamSource {
         stream_arn: STREAM_ARN.into(),
@@ -149,8 +137,7 @@ async fn delivered(log: &std::path::Path, count: usize) -> Vec<common::Invocatio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_cut_where_it_would_pass_lambdas_six_mb_payload() {
     let shutdown = CancellationToken::new();
-    let dir = runtime_dir("stream-big-records", RECORDING_RUNTIME);
-    let function = start_function(spec("stream-big-records"), &env_for(&dir, &shutdown)).await.expect("start");
+    let (dir, function) = recording_function("stream-big-records", &shutdown).await;
     // Eight records of 1.6 MB: three fit in 6 MB, four do not.
     let stream = FakeStream::new(2, 1_600_000);
     let source = StreamSource {

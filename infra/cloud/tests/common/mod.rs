@@ -1,7 +1,16 @@
 //! What the local cloud's tests share: functions whose runtime is a script.
 #![allow(dead_code, reason = "each test binary uses a part of these")]
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::shared::IntoShared;
+use aws_smithy_types::body::SdkBody;
+use futures::future::BoxFuture;
+use serde_json::Value;
 
 use prism_cloud::logs::LogSink;
 use prism_cloud::provision::FunctionSpec;
@@ -69,6 +78,14 @@ while true; do
 done
 "#;
 
+/// A function named `name` running [`RECORDING_RUNTIME`], and the folder
+/// whose `invocations` file it writes.
+pub async fn recording_function(name: &str, shutdown: &CancellationToken) -> (std::path::PathBuf, prism_cloud::runtime::FunctionHandle) {
+    let dir = runtime_dir(name, RECORDING_RUNTIME);
+    let function = prism_cloud::runtime::start_function(spec(name), &env_for(&dir, shutdown)).await.expect("start");
+    (dir, function)
+}
+
 pub fn epoch_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
@@ -100,4 +117,44 @@ pub fn invocations(log: &std::path::Path) -> Vec<Invocation> {
             Some(Invocation { began, ended, records: fields.map(str::to_owned).collect() })
         })
         .collect()
+}
+
+/// A fake AWS service that speaks the JSON protocol (DynamoDB Streams, SQS),
+/// put under the SDK as its HTTP client: each request's operation (from
+/// `x-amz-target`) and body go to the answering function, whose JSON is the
+/// 200 response.
+#[derive(Clone)]
+pub struct FakeJsonService(Arc<dyn Fn(String, Value) -> BoxFuture<'static, Value> + Send + Sync>);
+
+impl FakeJsonService {
+    pub fn new<Answer, Answered>(answer: Answer) -> Self
+    where
+        Answer: Fn(String, Value) -> Answered + Send + Sync + 'static,
+        Answered: Future<Output = Value> + Send + 'static,
+    {
+        Self(Arc::new(move |operation, body| Box::pin(answer(operation, body))))
+    }
+}
+
+impl std::fmt::Debug for FakeJsonService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FakeJsonService")
+    }
+}
+
+impl HttpConnector for FakeJsonService {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let operation = request.headers().get("x-amz-target").and_then(|t| t.rsplit('.').next()).unwrap_or_default().to_owned();
+        let body: Value = serde_json::from_slice(request.body().bytes().unwrap_or_default()).unwrap_or_default();
+        let answered = (self.0)(operation, body);
+        HttpConnectorFuture::new(async move {
+            Ok(HttpResponse::new(200.try_into().expect("status"), SdkBody::from(answered.await.to_string())))
+        })
+    }
+}
+
+impl HttpClient for FakeJsonService {
+    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+        self.clone().into_shared()
+    }
 }
