@@ -9,8 +9,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use aws_lambda_events::encodings::Base64Data;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -157,6 +160,7 @@ fn to_event(source: &SqsSource, region: &str, batch: &[Message]) -> SqsEvent {
             r.md5_of_body = m.md5_of_body.clone();
             r.md5_of_message_attributes = m.md5_of_message_attributes.clone();
             r.attributes = m.attributes.iter().flatten().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect::<HashMap<_, _>>();
+            r.message_attributes = m.message_attributes.iter().flatten().map(|(k, v)| (k.clone(), lambda_attribute(v))).collect();
             r.event_source = Some("aws:sqs".into());
             r.event_source_arn = Some(source.queue_arn.clone());
             r.aws_region = Some(region.to_owned());
@@ -166,6 +170,25 @@ fn to_event(source: &SqsSource, region: &str, batch: &[Message]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = records;
     event
+}
+
+/// A message attribute as Lambda's SQS event carries it (`stringValue`,
+/// `binaryValue` in base64, the lists, `dataType`).
+fn lambda_attribute(value: &MessageAttributeValue) -> SqsMessageAttribute {
+    let mut attribute = SqsMessageAttribute::default();
+    attribute.string_value = value.string_value().map(str::to_owned);
+    attribute.binary_value = value.binary_value().map(|b| base64_data(b.as_ref()));
+    attribute.string_list_values = value.string_list_values().to_vec();
+    attribute.binary_list_values = value.binary_list_values().iter().map(|b| base64_data(b.as_ref())).collect();
+    attribute.data_type = Some(value.data_type().to_owned());
+    attribute
+}
+
+/// The event type's bytes (built from its default: the type is `non_exhaustive`).
+fn base64_data(bytes: &[u8]) -> Base64Data {
+    let mut data = Base64Data::default();
+    data.extend_from_slice(bytes);
+    data
 }
 
 async fn deliver(source: &SqsSource, function: &FunctionHandle, sqs: &aws_sdk_sqs::Client, region: &str, batch: Vec<Message>) {
@@ -257,6 +280,36 @@ mod tests {
 
     fn msg(id: &str) -> Message {
         Message::builder().message_id(id).receipt_handle(format!("rh-{id}")).body("{}").build()
+    }
+
+    #[test]
+    fn message_attributes_reach_the_function_in_lambdas_shape() {
+        let text = MessageAttributeValue::builder().data_type("String").string_value("watched").build().expect("attribute");
+        let bytes = MessageAttributeValue::builder()
+            .data_type("Binary")
+            .binary_value(aws_sdk_sqs::primitives::Blob::new(vec![1, 2]))
+            .build()
+            .expect("attribute");
+        let message =
+            Message::builder().message_id("a").body("{}").message_attributes("kind", text).message_attributes("raw", bytes).build();
+        let source = SqsSource {
+            mapping_id: "m".into(),
+            enabled: true,
+            queue_url: "http://q".into(),
+            queue_arn: "arn:aws:sqs:us-east-1:000000000000:q".into(),
+            batch_size: 10,
+            batching_window: Duration::ZERO,
+            report_batch_item_failures: true,
+            max_concurrency: None,
+        };
+        let event = serde_json::to_value(to_event(&source, "us-east-1", &[message])).expect("JSON");
+        let attributes = &event["Records"][0]["messageAttributes"];
+        assert_eq!(
+            (&attributes["kind"]["stringValue"], &attributes["kind"]["dataType"]),
+            (&"watched".into(), &"String".into()),
+            "{attributes}"
+        );
+        assert_eq!((&attributes["raw"]["binaryValue"], &attributes["raw"]["dataType"]), (&"AQI=".into(), &"Binary".into()), "{attributes}");
     }
 
     #[test]
