@@ -1,6 +1,10 @@
-//! The HTTP API gateway: matches requests against the template's `HttpApi`
-//! routes and invokes the function with an API Gateway v2 (payload format
-//! 2.0) event, then turns its response back into HTTP.
+//! The HTTP API gateway: matches requests under the API's stage against the
+//! template's `HttpApi` routes and invokes the function with an API Gateway
+//! v2 (payload format 2.0) event, then turns its response back into HTTP.
+//! Where AWS's HTTP APIs differ from REST APIs (cookies in their own field,
+//! bodies base64 unless their content type is text, 500 for any failed
+//! integration, 503 past the integration timeout, an answer without a status
+//! taken as a 200), it behaves as the HTTP API does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
