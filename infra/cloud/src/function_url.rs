@@ -116,7 +116,7 @@ async fn to_event(url: &FunctionUrl, req: Request) -> Result<LambdaFunctionUrlRe
     event.query_string_parameters = query;
     event.cookies = crate::http_api::take_cookies(&mut parts.headers);
     (event.body, event.is_base64_encoded) = crate::http_api::event_body(&body, parts.headers.get("content-type"));
-    event.headers = parts.headers;
+    event.headers = crate::http_api::joined_headers(&parts.headers);
     event.request_context = ctx;
     Ok(event)
 }

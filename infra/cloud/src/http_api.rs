@@ -2,7 +2,8 @@
 //! template's `HttpApi` routes and invokes the function with an API Gateway
 //! v2 (payload format 2.0) event, then turns its response back into HTTP.
 //! Where AWS's HTTP APIs differ from REST APIs (cookies in their own field,
-//! bodies base64 unless their content type is text, 500 for any failed
+//! a repeated header's values joined with commas, bodies base64 unless
+//! their content type is text, 500 for any failed
 //! integration, 503 past the integration timeout, an answer without a status
 //! taken as a 200), it behaves as the HTTP API does.
 
@@ -309,7 +310,7 @@ async fn to_event(
     event.path_parameters = params;
     event.cookies = take_cookies(&mut parts.headers);
     (event.body, event.is_base64_encoded) = event_body(&body, parts.headers.get("content-type"));
-    event.headers = parts.headers;
+    event.headers = joined_headers(&parts.headers);
     event.request_context = ctx;
     Ok(event)
 }
@@ -328,6 +329,20 @@ pub(crate) fn take_cookies(headers: &mut HeaderMap) -> Option<Vec<String>> {
         .collect();
     headers.remove("cookie");
     (!cookies.is_empty()).then_some(cookies)
+}
+
+/// The headers as a payload 2.0 event carries them: one value each, a
+/// repeated header's values joined with commas. (The event type would
+/// serialise only the first.)
+pub(crate) fn joined_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut joined = HeaderMap::with_capacity(headers.keys_len());
+    for name in headers.keys() {
+        let values: Vec<&[u8]> = headers.get_all(name).iter().map(HeaderValue::as_bytes).collect();
+        if let Ok(value) = HeaderValue::from_bytes(&values.join(&b","[..])) {
+            joined.insert(name.clone(), value);
+        }
+    }
+    joined
 }
 
 /// A request body as a Lambda HTTP event carries it: as text when its

@@ -93,6 +93,8 @@ async fn the_api_is_served_under_its_stage_and_the_event_names_path_cookies_and_
     let event = echoed(
         http.post(format!("{base}/dev/v1/echo/a%20b?x=1&x=2"))
             .header("cookie", "session=s1; theme=dark")
+            .header("x-tag", "a")
+            .header("x-tag", "b")
             .header("content-type", "application/json")
             .body(r#"{"k":1}"#),
     )
@@ -106,6 +108,7 @@ async fn the_api_is_served_under_its_stage_and_the_event_names_path_cookies_and_
     assert_eq!(event["queryStringParameters"], json!({"x": "1,2"}), "repeated parameters joined with commas");
     assert_eq!(event["cookies"], json!(["session=s1", "theme=dark"]), "cookies get a field of their own");
     assert!(event["headers"].get("cookie").is_none(), "and leave the headers: {}", event["headers"]);
+    assert_eq!(event["headers"]["x-tag"], "a,b", "a repeated header's values joined with commas");
     assert_eq!((&event["body"], &event["isBase64Encoded"]), (&json!(r#"{"k":1}"#), &json!(false)), "JSON passes as text");
 
     // Bodies are passed as text or base64 by their content type, not by
