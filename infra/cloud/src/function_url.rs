@@ -16,8 +16,6 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
@@ -164,32 +162,31 @@ async fn streamed(mut chunks: mpsc::Receiver<Bytes>) -> Response {
 
 /// A buffered answer: the HTTP API's response shape, or any other JSON as
 /// the body of a 200, as function URLs take it.
+/// A buffered answer, read as the HTTP API reads one (the same payload 2.0
+/// format); one it cannot read is a 502, as a function URL gives it.
 fn buffered(body: &[u8]) -> Response {
-    let value: serde_json::Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(_) => return (StatusCode::BAD_GATEWAY, r#"{"Message":null}"#).into_response(),
-    };
-    let Some(status) = value.get("statusCode").and_then(serde_json::Value::as_u64) else {
-        return (StatusCode::OK, [("content-type", "application/json")], value.to_string()).into_response();
-    };
-    let bytes = match (value.get("body").and_then(serde_json::Value::as_str), value.get("isBase64Encoded") == Some(&true.into())) {
-        (Some(text), true) => BASE64.decode(text).unwrap_or_default(),
-        (Some(text), false) => text.as_bytes().to_vec(),
-        (None, _) => Vec::new(),
-    };
-    let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = (status, bytes).into_response();
-    for (name, value) in value.get("headers").and_then(serde_json::Value::as_object).into_iter().flatten() {
-        if let (Ok(name), Some(Ok(value))) = (name.parse::<HeaderName>(), value.as_str().map(HeaderValue::from_str)) {
-            response.headers_mut().insert(name, value);
-        }
-    }
-    response
+    crate::http_api::proxy_response(body).unwrap_or_else(|| (StatusCode::BAD_GATEWAY, r#"{"Message":null}"#).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn read(response: Response) -> (u16, Vec<String>, Bytes) {
+        let status = response.status().as_u16();
+        let cookies = response.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect();
+        (status, cookies, axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body"))
+    }
+
+    #[tokio::test]
+    async fn a_buffered_answer_is_read_as_payload_two_point_zero() {
+        let full = buffered(br#"{"statusCode":201,"cookies":["a=b","c=d"],"body":"made"}"#);
+        assert_eq!(read(full).await, (201, vec!["a=b".to_owned(), "c=d".to_owned()], Bytes::from_static(b"made")));
+        let bare = buffered(br#""Hello from Lambda!""#);
+        assert_eq!(read(bare).await, (200, Vec::new(), Bytes::from_static(b"Hello from Lambda!")), "an answer without a status");
+        let unreadable = buffered(br#"{"statusCode":"soon"}"#);
+        assert_eq!(read(unreadable).await.0, 502);
+    }
 
     #[tokio::test]
     async fn a_streamed_answer_gives_its_prelude_as_the_head_and_the_rest_as_the_body_even_split_across_chunks() {

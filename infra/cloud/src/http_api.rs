@@ -383,26 +383,30 @@ struct ProxyResponse {
     is_base64_encoded: bool,
 }
 
-/// The function's answer as an HTTP API gives it to the client. With
-/// payload 2.0 an answer without a `statusCode` is a 200 whose JSON body is
-/// the answer (a string's text, anything else as returned); an answer API
-/// Gateway cannot read is a 500.
+/// The function's answer as an HTTP API gives it to the client; an answer
+/// API Gateway cannot read is a 500.
 fn from_lambda(body: &[u8]) -> Response {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else { return internal_error() };
+    proxy_response(body).unwrap_or_else(internal_error)
+}
+
+/// A payload 2.0 answer as HTTP: its status, headers, cookies (each a
+/// `set-cookie`) and body. An answer without a `statusCode` is a 200 whose
+/// JSON body is the answer (a string's text, anything else as returned).
+/// `None` for an answer that cannot be read: each caller says how its
+/// service fails it.
+pub(crate) fn proxy_response(body: &[u8]) -> Option<Response> {
+    let value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
     if value.get("statusCode").is_none() {
         let body = match value {
             serde_json::Value::String(text) => text.into_bytes(),
             _ => body.to_vec(),
         };
-        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+        return Some((StatusCode::OK, [("content-type", "application/json")], body).into_response());
     }
-    let Ok(resp) = serde_json::from_value::<ProxyResponse>(value) else { return internal_error() };
-    let Ok(status) = StatusCode::from_u16(resp.status_code) else { return internal_error() };
+    let resp = serde_json::from_value::<ProxyResponse>(value).ok()?;
+    let status = StatusCode::from_u16(resp.status_code).ok()?;
     let bytes = match resp.body {
-        Some(text) if resp.is_base64_encoded => match BASE64.decode(text) {
-            Ok(bytes) => bytes,
-            Err(_) => return internal_error(),
-        },
+        Some(text) if resp.is_base64_encoded => BASE64.decode(text).ok()?,
         Some(text) => text.into_bytes(),
         None => Vec::new(),
     };
@@ -417,7 +421,7 @@ fn from_lambda(body: &[u8]) -> Response {
             out.headers_mut().append(HeaderName::from_static("set-cookie"), v);
         }
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]
