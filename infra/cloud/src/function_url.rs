@@ -160,8 +160,6 @@ async fn streamed(mut chunks: mpsc::Receiver<Bytes>) -> Response {
     response
 }
 
-/// A buffered answer: the HTTP API's response shape, or any other JSON as
-/// the body of a 200, as function URLs take it.
 /// A buffered answer, read as the HTTP API reads one (the same payload 2.0
 /// format); one it cannot read is a 502, as a function URL gives it.
 fn buffered(body: &[u8]) -> Response {

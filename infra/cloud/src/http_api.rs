@@ -3,9 +3,9 @@
 //! v2 (payload format 2.0) event, then turns its response back into HTTP.
 //! Where AWS's HTTP APIs differ from REST APIs (cookies in their own field,
 //! a repeated header's values joined with commas, bodies base64 unless
-//! their content type is text, 500 for any failed
-//! integration, 503 past the integration timeout, an answer without a status
-//! taken as a 200), it behaves as the HTTP API does.
+//! their content type is text, 500 for any failed integration, 503 past the
+//! integration timeout, an answer without a status taken as a 200), it
+//! behaves as the HTTP API does.
 
 use std::collections::HashMap;
 use std::sync::Arc;

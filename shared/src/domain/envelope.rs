@@ -53,13 +53,13 @@ impl<B: Serialize> Envelope<B> {
     }
 }
 
-/// A new trace id (32 hex digits, as W3C trace context and X-Ray use).
 /// How old the oldest of some envelopes' `timestamp`s is now, in
 /// milliseconds: how far a stage runs behind the writes it handles.
 pub fn oldest_age_ms(timestamps: impl IntoIterator<Item = DateTime<Utc>>) -> Option<i64> {
     timestamps.into_iter().min().map(|t| (Utc::now() - t).num_milliseconds())
 }
 
+/// A new trace id (32 hex digits, as W3C trace context and X-Ray use).
 pub fn new_trace_id() -> String {
     Uuid::new_v4().simple().to_string()
 }

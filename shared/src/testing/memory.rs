@@ -139,7 +139,7 @@ pub struct MemoryBlobStore {
 }
 
 impl MemoryBlobStore {
-    /// A stored body's size and (made-up, content-derived) ETag.
+    /// A stored body's size and a made-up ETag (derived from its length).
     fn meta(body: &Bytes) -> ObjectMeta {
         ObjectMeta { size: body.len() as u64, etag: format!("{:x}", body.len()) }
     }
