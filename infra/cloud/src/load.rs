@@ -47,6 +47,9 @@ pub struct LoadReport {
     pub end_to_end_ms: Percentiles,
     /// Calls per job by `service:Operation`, every function together.
     pub calls_per_job: BTreeMap<String, f64>,
+    /// How long those calls took at their service (the emulator's queue and
+    /// work), by `service:Operation`, in milliseconds.
+    pub call_ms: BTreeMap<String, Percentiles>,
     /// Calls per job by function.
     pub calls_per_job_by_function: BTreeMap<String, f64>,
     /// Each function's invocations during the run, from its REPORT lines.
@@ -85,7 +88,7 @@ pub async fn run(cloud: &LocalCloud, api: &PrismClient, jobs: usize, deadline: D
     let clients = cloud.clients();
     let store = prism_shared::aws::DynamoJobStore::new(clients.dynamodb.clone(), cloud.info.table.clone());
     let bucket = cloud.info.bucket.clone();
-    let calls_before = cloud.proxies.calls();
+    let (calls_before, latencies_before) = (cloud.proxies.calls(), cloud.proxies.latencies());
     let logs = std::path::Path::new(&cloud.info.logs_dir);
     let logs_before = log_lengths(logs);
     let started = Instant::now();
@@ -172,6 +175,16 @@ pub async fn run(cloud: &LocalCloud, api: &PrismClient, jobs: usize, deadline: D
         let per_job = (n - before) as f64 / jobs.max(1) as f64;
         *report.calls_per_job.entry(format!("{service}:{operation}")).or_default() += per_job;
         *report.calls_per_job_by_function.entry(function.clone()).or_default() += per_job;
+    }
+    for ((service, operation), mut histogram) in cloud.proxies.latencies() {
+        // What the run added: the cloud may have served calls before it.
+        if let Some(before) = latencies_before.get(&(service.clone(), operation.clone())) {
+            histogram.subtract(before).context("latencies only grow")?;
+        }
+        if !histogram.is_empty() {
+            let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+            report.call_ms.insert(format!("{service}:{operation}"), Percentiles { p50: ms(0.5), p99: ms(0.99) });
+        }
     }
     report.invocations = invocations(logs, &logs_before);
     Ok(report)
@@ -314,12 +327,19 @@ pub fn write(report: &LoadReport, command: &str, out: &mut String) -> std::fmt::
     writeln!(out, "| submit latency (API create) p50 / p99 | {:.0} / {:.0} ms |", report.submit_ms.p50, report.submit_ms.p99)?;
     writeln!(out, "| end to end (created → terminal) p50 / p99 | {:.0} / {:.0} ms |", report.end_to_end_ms.p50, report.end_to_end_ms.p99)?;
     writeln!(out, "| wall time | {:.0} s |\n", report.elapsed.as_secs_f64())?;
-    writeln!(out, "AWS calls per job by operation (every function, progress fan-out and publishing included):\n")?;
-    writeln!(out, "| operation | calls per job |\n|---|---:|")?;
+    writeln!(
+        out,
+        "AWS calls per job by operation (every function, progress fan-out and publishing included), and how long they took at \
+         the emulators (from the function's endpoint forwarding a call to the answer's headers):\n"
+    )?;
+    writeln!(out, "| operation | calls per job | at the emulator p50 / p99 |\n|---|---:|---:|")?;
     for (op, n) in &report.calls_per_job {
-        writeln!(out, "| {op} | {n:.2} |")?;
+        match report.call_ms.get(op) {
+            Some(ms) => writeln!(out, "| {op} | {n:.2} | {:.1} / {:.1} ms |", ms.p50, ms.p99)?,
+            None => writeln!(out, "| {op} | {n:.2} | – |")?,
+        }
     }
-    writeln!(out, "| **total** | **{:.1}** |\n", report.calls_per_job.values().sum::<f64>())?;
+    writeln!(out, "| **total** | **{:.1}** | |\n", report.calls_per_job.values().sum::<f64>())?;
     writeln!(
         out,
         "Each function, with its invocations during the run (from their REPORT lines); \

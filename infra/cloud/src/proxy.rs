@@ -156,6 +156,15 @@ pub struct Call {
 /// Calls counted per function, service and operation.
 pub type CallCounts = BTreeMap<(String, String, String), u64>;
 
+/// How long calls took at their service, per service and operation: from
+/// the proxy's forwarding to the answer's headers (the emulator's queue and
+/// work, not the function's own). Microseconds; fixed memory however long
+/// the cloud runs.
+pub type CallLatencies = BTreeMap<(String, String), hdrhistogram::Histogram<u64>>;
+
+/// The longest call a latency histogram tells apart (µs): past the SDK's own timeouts.
+const LONGEST_CALL_US: u64 = 10 * 60 * 1_000_000;
+
 /// A call a function's policy did not allow: function, action, resource.
 pub type Denial = (String, String, String);
 
@@ -163,6 +172,7 @@ pub type Denial = (String, String, String);
 #[derive(Debug)]
 pub struct Proxies {
     counts: Mutex<CallCounts>,
+    latencies: Mutex<CallLatencies>,
     denials: Mutex<Vec<Denial>>,
     revoked: Vec<Revocation>,
     iam: IamMode,
@@ -215,6 +225,7 @@ impl Proxies {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
         Ok(Arc::new(Self {
             counts: Mutex::new(BTreeMap::new()),
+            latencies: Mutex::new(BTreeMap::new()),
             denials: Mutex::new(Vec::new()),
             iam,
             account,
@@ -250,6 +261,25 @@ impl Proxies {
     /// The calls counted so far.
     pub fn calls(&self) -> CallCounts {
         self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// How long the calls counted so far took at their services.
+    pub fn latencies(&self) -> CallLatencies {
+        self.latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Adds one call's time at its service.
+    fn record_latency(&self, call: &Call, took: Duration) {
+        let mut latencies = self.latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (call.service.clone(), call.operation.clone());
+        let histogram = match latencies.entry(key) {
+            std::collections::btree_map::Entry::Occupied(found) => found.into_mut(),
+            std::collections::btree_map::Entry::Vacant(new) => match hdrhistogram::Histogram::new_with_max(LONGEST_CALL_US, 2) {
+                Ok(histogram) => new.insert(histogram),
+                Err(e) => return tracing::warn!(error = %e, "no latency histogram"),
+            },
+        };
+        histogram.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
 
     /// The calls functions' policies did not allow, in order.
@@ -410,10 +440,14 @@ async fn forward(State((proxies, caller)): State<(Arc<Proxies>, Caller)>, reques
     for hop in ["connection", "transfer-encoding"] {
         headers.remove(hop);
     }
+    let sent = std::time::Instant::now();
     let answer = match proxies.http.request(parts.method, &url).headers(headers).body(body).send().await {
         Ok(answer) => answer,
         Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream {upstream}: {e}")).into_response(),
     };
+    if !call.presigned {
+        proxies.record_latency(&call, sent.elapsed());
+    }
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
         if name != "transfer-encoding" && name != "connection" {
@@ -643,6 +677,35 @@ mod tests {
 
     fn account() -> Account {
         Account { region: "us-east-1".into(), id: "000000000000".into(), websocket_api: None }
+    }
+
+    #[tokio::test]
+    async fn each_calls_time_at_its_service_is_kept_by_operation() {
+        // A service that takes 50 ms over every answer.
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let upstream_url = format!("http://{}", upstream.local_addr().expect("addr"));
+        let slow = Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            "{}"
+        });
+        tokio::spawn(async move { axum::serve(upstream, slow).await });
+        let upstreams = Upstreams { main: upstream_url.clone(), dynamodb: upstream_url, connections: None, lambda: None };
+        let proxies = Proxies::new(upstreams, &FaultPlan::default(), IamMode::Off, account()).expect("proxies");
+        let shutdown = CancellationToken::new();
+        let endpoint = proxies.listen("prism-test-api", "api", Policy::default(), shutdown.clone()).await.expect("listen");
+        let http = reqwest::Client::new();
+        for _ in 0..2 {
+            let get_item = http.post(&endpoint).headers(signed("dynamodb", &[("x-amz-target", "DynamoDB_20120810.GetItem")])).body("{}");
+            assert!(get_item.send().await.expect("forwarded").status().is_success());
+        }
+
+        let latencies = proxies.latencies();
+        let keys: Vec<_> = latencies.keys().cloned().collect();
+        assert_eq!(keys, [("dynamodb".to_owned(), "GetItem".to_owned())], "kept by service and operation");
+        let get_item = &latencies[&("dynamodb".to_owned(), "GetItem".to_owned())];
+        assert_eq!(get_item.len(), 2);
+        assert!(get_item.min() >= 49_000, "the service's 50 ms are in it: {} µs", get_item.min());
+        shutdown.cancel();
     }
 
     #[test]
