@@ -11,7 +11,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{JOB_TIMEOUT, TestCloud, images};
+use common::{JOB_TIMEOUT, TestCloud, images, text_read_by_its_processor};
 use prism_cloud::EmulatorChoice;
 use prism_cloud::live::{LiveConnection, is_terminal};
 use prism_cloud::proxy::{FaultAction, FaultPlan, FaultRule};
@@ -137,7 +137,8 @@ async fn a_message_that_always_fails_ends_its_job_through_the_dlq_while_the_rest
     let tc = TestCloud::with_faults(emulator, FaultPlan { faults: vec![rule], ..FaultPlan::default() }).await;
     let mut ids = Vec::new();
     for name in ["a.txt", "poison.txt", "b.txt", "c.txt"] {
-        ids.push((name, tc.api.submit(name, TEXT.to_vec(), None).await.expect("submit").id));
+        let text = if name == "poison.txt" { text_read_by_its_processor("Its every read fails.") } else { TEXT.to_vec() };
+        ids.push((name, tc.api.submit(name, text, None).await.expect("submit").id));
     }
     for (name, id) in &ids {
         let job = tc.api.wait(id, JOB_TIMEOUT).await.expect("ended in time");

@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::openapi::OpenApi;
-use common::{JOB_TIMEOUT, TestCloud};
+use common::{JOB_TIMEOUT, TestCloud, text_read_by_its_processor};
 use prism_cloud::proxy::{FaultAction, FaultPlan, FaultRule};
 use prism_cloud::{EmulatorChoice, PrismClient};
 use prism_shared::{JobStatus, Modality};
@@ -120,7 +120,7 @@ async fn a_dead_lettered_job_is_listed_with_its_reason_redriven_after_the_fix_an
     };
     let tc = TestCloud::with_faults(EmulatorChoice::Localstack, FaultPlan { faults: vec![broken_reads], ..FaultPlan::default() }).await;
     let operator = tc.operator();
-    let poison = tc.api.submit("poison.txt", b"fine text, unreadable for now".to_vec(), None).await.expect("submit");
+    let poison = tc.api.submit("poison.txt", text_read_by_its_processor("fine text, unreadable for now"), None).await.expect("submit");
     let failed = tc.api.wait(&poison.id, JOB_TIMEOUT).await.expect("ends through the DLQ");
     assert_eq!(failed.error.as_ref().map(|e| e.code.as_str()), Some("retries_exhausted"), "{:?}", failed.error);
 
@@ -211,7 +211,7 @@ async fn a_breaker_opened_by_a_failing_dependency_makes_work_wait_then_recovers_
     };
     assert_eq!(s3_breaker().await["state"], "closed");
 
-    let first = tc.api.submit("first.txt", b"read while S3 is down".to_vec(), None).await.expect("submit");
+    let first = tc.api.submit("first.txt", text_read_by_its_processor("read while S3 is down"), None).await.expect("submit");
     let started = Instant::now();
     let open = loop {
         let breaker = s3_breaker().await;
@@ -222,7 +222,7 @@ async fn a_breaker_opened_by_a_failing_dependency_makes_work_wait_then_recovers_
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(open["last_error"].as_str().is_some_and(|e| e.contains("ServiceUnavailable")), "{open}");
-    let second = tc.api.submit("second.txt", b"arrives while the breaker is open".to_vec(), None).await.expect("submit");
+    let second = tc.api.submit("second.txt", text_read_by_its_processor("arrives while the breaker is open"), None).await.expect("submit");
 
     for job in [&first, &second] {
         let done = tc.api.wait(&job.id, JOB_TIMEOUT).await.expect("ends once S3 is back");

@@ -250,6 +250,7 @@ async fn failing_messages_end_in_the_dlq_and_fail_their_job() {
             mime: "text/plain".into(),
             action: None,
             stored: None,
+            content: None,
         },
     );
     sqs.send_message().queue_url(&text_url).message_body(command.to_json()).send().await.expect("send");

@@ -141,7 +141,9 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject, stored: O
             let Some(url) = deps.config.routes.get(modality, lane) else {
                 return fail(deps, job, JobFailure::new("no_processor", format!("no processor handles {modality} content yet"))).await;
             };
-            (url, Command::Process { input, modality, mime, action: None, stored: StoredJob::of(job) })
+            // A small input was read whole to sniff it: it travels with the command.
+            let content = (head.size <= Command::MAX_CARRIED_CONTENT as u64 && head.bytes.len() as u64 == head.size).then_some(head.bytes);
+            (url, Command::Process { input, modality, mime, action: None, stored: StoredJob::of(job), content })
         }
     };
     let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, body);

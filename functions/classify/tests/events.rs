@@ -100,6 +100,24 @@ async fn text_is_classified_and_routed_to_the_text_queue() {
 }
 
 #[tokio::test]
+async fn a_small_input_travels_whole_with_its_command_and_a_larger_one_is_left_to_be_read() {
+    let text = b"hello world, this is text\n";
+    let (_, sent) = run(text).await;
+    let command: Envelope<Command> = envelope::decode(&sent[0].body).expect("envelope");
+    let Command::Process { content, .. } = command.body else { panic!("not a job.process: {:?}", command.body) };
+    assert_eq!(content.as_deref(), Some(&text[..]), "read whole to sniff it, so sent whole");
+
+    let larger = vec![b'a'; Command::MAX_CARRIED_CONTENT + 1];
+    let mut setup = Setup::new(&larger, None, Priority::Normal, Arc::default()).await;
+    setup.deps.config.limits.text = 1 << 20;
+    setup.handle(sample_event("sqs-classify-command.json")).await;
+    let sent = setup.queue.sent();
+    let command: Envelope<Command> = envelope::decode(&sent[0].body).expect("envelope");
+    let Command::Process { content, .. } = command.body else { panic!("not a job.process: {:?}", command.body) };
+    assert_eq!(content, None, "only the sniffed head was read: the processor reads the object");
+}
+
+#[tokio::test]
 async fn content_without_a_processor_or_with_no_bytes_fails_the_job() {
     let (png, sent) = run(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").await;
     assert_eq!(png.status, JobStatus::Failed);

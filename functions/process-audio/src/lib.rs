@@ -50,7 +50,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result<(), HandlerError> {
     let input = &command.input;
     let deadline = Instant::now() + deps.config.deadline;
-    let Some(bytes) = run.read_input(input, deps.config.max_bytes, "audio").await? else { return Ok(()) };
+    let Some(bytes) = run.read_input(command, deps.config.max_bytes, "audio").await? else { return Ok(()) };
     let mime = command.mime.clone();
     let work = move |progress: &_| analyse(bytes, &mime, deadline, progress);
     let Some(analysed) = run.blocking("decoding", (10, 90), Duration::from_secs(1), work).await? else { return Ok(()) };

@@ -56,7 +56,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result<(), HandlerError> {
     let input = &command.input;
     let deadline = Instant::now() + deps.config.deadline;
-    let Some(bytes) = run.read_input(input, deps.config.max_bytes, "document").await? else { return Ok(()) };
+    let Some(bytes) = run.read_input(command, deps.config.max_bytes, "document").await? else { return Ok(()) };
     let limits = deps.config.limits;
     let work = move |progress: &_| analyse(bytes.to_vec(), &limits, true, deadline, progress);
     let Some(analysed) = run.blocking("extracting text", (10, 85), Duration::from_secs(1), work).await? else { return Ok(()) };

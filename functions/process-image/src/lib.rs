@@ -67,7 +67,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 
 async fn process(deps: &Deps, decoding: &Budget, run: &Run<'_>, command: &ProcessCommand) -> Result<(), HandlerError> {
     let input = &command.input;
-    let Some(bytes) = run.read_input(input, deps.config.max_bytes, "image").await? else { return Ok(()) };
+    let Some(bytes) = run.read_input(command, deps.config.max_bytes, "image").await? else { return Ok(()) };
     let (width, height) = match check_header(&bytes, &deps.config.limits) {
         Ok((_, width, height)) => (width, height),
         Err(e) => return run.fail(JobFailure::new(e.code(), e.to_string())).await,

@@ -45,7 +45,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
 
 async fn process(deps: &Deps, run: &Run<'_>, command: &ProcessCommand) -> Result<(), HandlerError> {
     let (input, mime) = (&command.input, &command.mime);
-    let Some(bytes) = run.read_input(input, deps.config.max_bytes, "text").await? else { return Ok(()) };
+    let Some(bytes) = run.read_input(command, deps.config.max_bytes, "text").await? else { return Ok(()) };
     if !run.checkpoint("analysing", 40, None).await? {
         return Ok(());
     }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use prism_shared::app::lifecycle;
+use prism_shared::domain::commands::Command;
+use prism_shared::domain::envelope;
 use prism_shared::domain::job::{Classification, InputObject};
 use prism_shared::domain::results::{JobResult, TextEncoding};
 use prism_shared::ports::JobStore;
 use prism_shared::testing::memory::{MemoryBlobStore, MemoryEstimates, MemoryJobStore, MemoryQueue};
 use prism_shared::testing::sample_event;
-use prism_shared::{Job, JobEvent, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri};
+use prism_shared::{Envelope, Job, JobEvent, JobEventEnvelope, JobId, JobStatus, Modality, Priority, S3Uri};
 use process_text::{Config, Deps, handle};
 
 const JOB: &str = "0196f0a0-0000-7000-8000-00000000c1a5";
@@ -28,6 +30,17 @@ async fn run_calibrating(content: &[u8], max_bytes: u64, cancel: bool) -> (Job, 
 /// One batch of texts, each a job of its own (the first is [`JOB`], the
 /// sample command's), run through the handler.
 async fn run_batch(contents: &[&[u8]], max_bytes: u64, cancel: bool) -> (Vec<Job>, Arc<MemoryEstimates>) {
+    run_batch_with(contents, max_bytes, cancel, Input::Stored).await
+}
+
+/// Where a command's input is: in the bucket, or only in the command.
+#[derive(Clone, Copy, PartialEq)]
+enum Input {
+    Stored,
+    CarriedOnly,
+}
+
+async fn run_batch_with(contents: &[&[u8]], max_bytes: u64, cancel: bool, input_at: Input) -> (Vec<Job>, Arc<MemoryEstimates>) {
     let sample: SqsEvent = sample_event("sqs-process-text-command.json");
     let (jobs, blobs) = (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()));
     let mut event = SqsEvent::default();
@@ -52,10 +65,19 @@ async fn run_batch(contents: &[&[u8]], max_bytes: u64, cancel: bool) -> (Vec<Job
         if cancel {
             lifecycle::record(jobs.as_ref(), &id, "test", JobEvent::CancelRequested).await.expect("cancel");
         }
-        blobs.insert(&upload, content.to_vec());
         let mut record = sample.records[0].clone();
         record.message_id = Some(format!("message-{i}"));
         record.body = record.body.map(|b| b.replace(JOB, id.as_str()));
+        match input_at {
+            Input::Stored => blobs.insert(&upload, content.to_vec()),
+            Input::CarriedOnly => {
+                let mut command: Envelope<Command> = envelope::decode(record.body.as_deref().unwrap_or_default()).expect("sample");
+                let Command::Process { input, content: carried, .. } = &mut command.body else { panic!("the sample is a job.process") };
+                input.size = content.len() as u64;
+                *carried = Some(content.to_vec().into());
+                record.body = Some(command.to_json());
+            }
+        }
         event.records.push(record);
         ids.push(id);
     }
@@ -91,6 +113,15 @@ async fn counts_words_lines_and_bytes() {
     assert_eq!(r.encoding, TextEncoding::Utf8);
     assert_eq!(job.outputs.len(), 1);
     assert_eq!(job.outputs[0].uri.key, format!("outputs/{JOB}/text.txt"));
+}
+
+#[tokio::test]
+async fn a_command_carrying_its_input_is_processed_without_reading_the_object() {
+    // The bucket holds nothing: a read would fail the job as `input_missing`.
+    let (jobs, _) = run_batch_with(&["one two three\n".as_bytes()], 1 << 20, false, Input::CarriedOnly).await;
+    assert_eq!(jobs[0].status, JobStatus::Completed, "{:?}", jobs[0].error);
+    let Some(JobResult::Text(r)) = &jobs[0].result else { panic!("no text result") };
+    assert_eq!((r.words, r.lines, r.bytes), (3, 1, 14));
 }
 
 #[tokio::test]

@@ -305,7 +305,7 @@ async fn ensure_step(deps: &Deps, def: &WorkflowDef, root: &Job, state: &StepSta
         &root.trace_id,
         Some(job_id.clone()),
         None,
-        Command::Process { input, modality, mime, action: Some(step.action), stored: None },
+        Command::Process { input, modality, mime, action: Some(step.action), stored: None, content: None },
     );
     deps.queue.send_after(url, command.to_json(), delay).await?;
     tracing::info!(step = %step.name, attempt = state.attempt, %job_id, delay_s = delay.as_secs_f64(), "step started");

@@ -42,15 +42,19 @@ pub struct ProcessCommand {
     pub action: Option<Action>,
     /// The job as the sender stored it, when the command carries it.
     pub stored: Option<Job>,
+    /// The whole input, when the command carries it (small inputs).
+    pub content: Option<Bytes>,
 }
 
 impl ProcessCommand {
     pub fn decode(body: &str) -> Result<Self, HandlerError> {
         let env: Envelope<Command> = envelope::decode(body)?;
         match (env.job_id, env.body) {
-            (Some(job_id), Command::Process { input, mime, action, stored, .. }) => {
+            (Some(job_id), Command::Process { input, mime, action, stored, content, .. }) => {
                 let stored = stored.map(|stored| stored.into_job()).filter(|job| job.id == job_id);
-                Ok(Self { job_id, trace_id: env.trace_id, input, mime, action, stored })
+                // Only content that is the whole input: its size is the object's.
+                let content = content.filter(|bytes| bytes.len() as u64 == input.size);
+                Ok(Self { job_id, trace_id: env.trace_id, input, mime, action, stored, content })
             }
             _ => Err(HandlerError::Malformed("expected a job.process command with a job_id".into())),
         }
@@ -439,10 +443,16 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// The whole input, or `None` once the job has been failed because it is
+    /// The whole input (the command's own copy when it carries one, else
+    /// the object), or `None` once the job has been failed because it is
     /// over `limit` bytes or gone.
-    pub async fn read_input(&self, input: &InputObject, limit: u64, what: &str) -> Result<Option<Bytes>, HandlerError> {
-        match self.blobs.read_all(&input.uri, limit).await {
+    pub async fn read_input(&self, command: &ProcessCommand, limit: u64, what: &str) -> Result<Option<Bytes>, HandlerError> {
+        if let Some(content) = &command.content
+            && content.len() as u64 <= limit
+        {
+            return Ok(Some(content.clone()));
+        }
+        match self.blobs.read_all(&command.input.uri, limit).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) => self.fail_for_input(e, what).await.map(|()| None),
         }

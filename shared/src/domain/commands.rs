@@ -63,6 +63,13 @@ pub enum Command {
         /// read after all. Absent from older senders and for large jobs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stored: Option<Box<StoredJob>>,
+        /// The whole input, when classify's sniffing read already held all
+        /// of it (an input of at most [`Command::MAX_CARRIED_CONTENT`]
+        /// bytes): the processor uses it instead of reading the object
+        /// again. Base64 in the JSON; absent from older senders and for
+        /// larger inputs.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "base64_content")]
+        content: Option<bytes::Bytes>,
     },
     /// classify → workflow: run the named workflow on the classified job
     /// (its input and type are on the job).
@@ -72,4 +79,31 @@ pub enum Command {
     /// `due_at` (its `timeout_s`); if it is still running then, it fails.
     #[serde(rename = "run.step_deadline")]
     StepDeadline { step: String, attempt: u32, due_at: DateTime<Utc> },
+}
+
+impl Command {
+    /// The largest input a `job.process` command carries whole: what
+    /// classify's sniffing read of [`crate::content::sniff::SNIFF_BYTES`]
+    /// holds, a third more as base64 in a message of SQS's 256 KB.
+    pub const MAX_CARRIED_CONTENT: usize = crate::content::sniff::SNIFF_BYTES;
+}
+
+/// `Option<Bytes>` as a base64 string.
+mod base64_content {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(content: &Option<bytes::Bytes>, serializer: S) -> Result<S::Ok, S::Error> {
+        match content {
+            Some(bytes) => serializer.serialize_str(&STANDARD.encode(bytes)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bytes::Bytes>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| STANDARD.decode(text).map(bytes::Bytes::from).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }

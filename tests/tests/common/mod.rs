@@ -14,6 +14,13 @@ use prism_shared::app::auth::TokenKey;
 
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// A text too large to travel with its `job.process` command, so its
+/// processor must read it from S3: for tests whose faults break that read.
+pub fn text_read_by_its_processor(line: &str) -> Vec<u8> {
+    let carried = prism_shared::domain::commands::Command::MAX_CARRIED_CONTENT;
+    format!("{line}\n").repeat(carried / (line.len() + 1) + 1).into_bytes()
+}
+
 /// Runs each named test on both emulator setups, as its own two tests:
 /// `name::on_localstack` (LocalStack with moto's DynamoDB, the default) and
 /// `name::on_the_moto_only_cloud`. Each names an `async fn(EmulatorChoice)`;
