@@ -26,7 +26,7 @@ async fn a_thousand_jobs_end_once_each_with_nothing_lost_at_twenty_calls_or_fewe
     let tc = TestCloud::start(emulator).await;
     let jobs = jobs();
     let api = tc.client_for(load::OWNER);
-    let report = load::run(&tc.cloud, &api, jobs, Duration::from_secs(900)).await.expect("load run");
+    let report = load::run(&tc.cloud, &api, jobs, load::Pace::FlatOut, Duration::from_secs(900)).await.expect("load run");
     let mut table = String::new();
     load::write(&report, "cargo nextest run -p prism-e2e --test load", &mut table).expect("report");
     eprintln!("{table}");

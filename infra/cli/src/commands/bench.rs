@@ -30,6 +30,11 @@ pub struct BenchArgs {
     /// Jobs in the load benchmark.
     #[arg(long, default_value_t = 10_000)]
     jobs: usize,
+    /// Submit the load's jobs at this many a second instead of flat out: an
+    /// offered load below the pipeline's capacity, whose latencies are those
+    /// of a cloud that keeps up rather than of its queues.
+    #[arg(long, value_name = "JOBS_PER_SECOND", value_parser = positive_rate)]
+    rate: Option<f64>,
     /// Run only these benchmarks (default: all).
     #[arg(long, value_enum)]
     only: Vec<BenchKind>,
@@ -58,7 +63,8 @@ pub enum BenchKind {
 }
 
 pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
-    let BenchArgs { batch, connections, starts, jobs, only, out, emulator } = args;
+    let BenchArgs { batch, connections, starts, jobs, rate, only, out, emulator } = args;
+    let pace = rate.map_or(load::Pace::FlatOut, load::Pace::PerSecond);
     let wanted = |kind| only.is_empty() || only.contains(&kind);
     let scratch = project.join("target/prism-bench");
     let exe = std::env::current_exe()?;
@@ -125,7 +131,8 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
             if wanted(BenchKind::Load) {
                 let owner_token = key.issue(load::OWNER, chrono::Duration::hours(4), chrono::Utc::now())?;
                 let load_api = PrismClient::new(&cloud.info.http_url, Some(owner_token))?;
-                let deadline = Duration::from_secs(600 + jobs as u64);
+                let submitting = rate.map_or(0.0, |rate| jobs as f64 / rate);
+                let deadline = Duration::from_secs_f64(600.0 + jobs as f64 + submitting);
                 // The load's owner may have every job in flight at once: past the
                 // stack's active-jobs quota (1,000) its submissions would be held
                 // back with 429s, and the run would measure the quota, not the pipeline.
@@ -145,7 +152,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 };
                 let load_ended = std::sync::atomic::AtomicBool::new(false);
                 let loading = async {
-                    let result = load::run(&cloud, &load_api, jobs, deadline).await;
+                    let result = load::run(&cloud, &load_api, jobs, pace, deadline).await;
                     load_ended.store(true, std::sync::atomic::Ordering::SeqCst);
                     result
                 };
@@ -159,7 +166,9 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 let result = result?;
                 report.push_str(&live);
                 let choice = format!("{emulator:?}").to_lowercase();
-                let command = format!("cargo run --profile local-release -p prism -- bench --only load --jobs {jobs} --emulator {choice}");
+                let paced = rate.map(|rate| format!(" --rate {rate}")).unwrap_or_default();
+                let command =
+                    format!("cargo run --profile local-release -p prism -- bench --only load --jobs {jobs}{paced} --emulator {choice}");
                 load::write(&result, &command, &mut report)?;
                 if !live.is_empty() {
                     // The proxies count every function's calls, the live measurement's included.
@@ -169,7 +178,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                          `--only load` alone counts the load's own.\n\n"
                     ));
                 }
-                bench::emulator_bound::write(bound, &result.calls_per_job, result.jobs_per_second, &mut report)?;
+                bench::emulator_bound::write(bound, &result.calls_per_job, result.jobs_per_second, pace, &mut report)?;
             }
             anyhow::Ok(())
         }
@@ -193,6 +202,13 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
         std::fs::write(&path, &report)?;
     }
     Ok(())
+}
+
+fn positive_rate(text: &str) -> anyhow::Result<f64> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => anyhow::bail!("{text:?} is not a positive number of jobs a second"),
+    }
 }
 
 /// A fresh local cloud of `local-release` builds for a benchmark, and the key its tokens are signed with.
