@@ -1,6 +1,7 @@
 //! What one small text job costs in AWS calls, counted at the functions'
 //! endpoints: every function's calls from submission to the last fan-out,
-//! through the API, dropped into the bucket and inline, with nobody watching.
+//! through the API, dropped into the bucket and inline, with nobody watching;
+//! and what its live fan-out costs when somebody does.
 //!
 //! The job runs alone, so nothing is shared with another job's batches, and
 //! it may meet instances that have not yet read what they cache for a while
@@ -17,8 +18,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use common::{JOB_TIMEOUT, TestCloud};
 use prism_cloud::EmulatorChoice;
-use prism_shared::aws::DynamoJobStore;
-use prism_shared::ports::JobStore;
+use prism_cloud::live::{LiveConnection, Watch};
+use prism_shared::aws::{DynamoConnectionStore, DynamoJobStore};
+use prism_shared::ports::{ConnectionStore, JobStore};
 use prism_shared::{JobId, JobStatus, S3Uri};
 
 /// The calls a small text job may make alone, every function together:
@@ -142,5 +144,41 @@ async fn a_small_text_job_alone_stays_within_its_call_budget_either_way_it_arriv
     }
     let s3_by_api: Vec<_> = inline.iter().filter(|((function, service, _), _)| function.ends_with("-api") && service == "s3").collect();
     assert_eq!(s3_by_api.len(), 1, "the inline text's object is written and not read back: {s3_by_api:?}");
+    tc.finish().await;
+}
+
+/// A watched job's events reach `progress`, and each fan-out reads what it
+/// needs (the job's subscriptions and how far they have been sent) in one
+/// Query, pushes, and advances the cursor with one write: no `GetItem`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_jobs_fan_out_reads_its_subscriptions_and_cursor_in_one_query_and_advances_the_cursor_to_the_end() {
+    let tc = TestCloud::start(EmulatorChoice::Localstack).await;
+    let store = DynamoJobStore::new(tc.cloud.clients().dynamodb, &tc.cloud.info.table);
+    let url = tc.cloud.info.websocket_url.clone().expect("the template has a WebSocket API");
+    let (job, upload_url) = tc.api.create("watched.txt", None).await.expect("create");
+    let mut connection = LiveConnection::connect(&url, Some(&tc.token("tester"))).await.expect("connect");
+    let mut watch = Watch::new([(job.id.clone(), 0)]);
+    watch.run(&mut connection, Some(1), &mut |_, _| {}).await.expect("the snapshot and the replay");
+
+    let before = tc.cloud.proxies.calls();
+    tc.api.upload(&upload_url, b"Watched live. A few words to count.\n".to_vec()).await.expect("upload");
+    tokio::time::timeout(JOB_TIMEOUT, watch.run(&mut connection, None, &mut |_, _| {})).await.expect("in time").expect("followed");
+    let calls = settled_calls_since(&tc, &before).await;
+    let report = table("watched", &calls);
+    eprintln!("{report}");
+
+    let progress = |operation: &str| {
+        calls.iter().filter(|((function, _, op), _)| function.ends_with("-progress") && op == operation).map(|(_, n)| n).sum::<u64>()
+    };
+    assert!(progress("UpdateItem") >= 1, "the fan-out advanced its cursor:{report}");
+    assert!(progress("Query") >= 1, "the fan-out read the job's subscriptions:{report}");
+    assert_eq!(progress("GetItem"), 0, "the cursor is read with the subscriptions, not on its own:{report}");
+
+    // Written and read at one key on the emulated table: the cursor is at the
+    // job's last event, beside the subscription that is still open.
+    let last_seq = store.get(&job.id).await.expect("get").expect("job").seq;
+    let state = DynamoConnectionStore::new(tc.cloud.clients().dynamodb, &tc.cloud.info.table).fan_out_state(&job.id).await.expect("state");
+    assert_eq!((state.sent_seq, state.subscriptions.len()), (last_seq, 1), "{state:?}");
+    connection.close().await;
     tc.finish().await;
 }

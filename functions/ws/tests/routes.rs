@@ -105,7 +105,7 @@ async fn subscribing_sends_the_snapshot_and_the_events_after_after_seq() {
         got[1..].iter().map(|m| (m["event_type"].as_str().expect("type"), m["seq"].as_u64().expect("seq"))).collect();
     assert_eq!(events, vec![("job.started", 2), ("job.progress", 3)]);
     assert!(got[1..].iter().all(|m| m["type"] == "event" && m["schema_version"] == 1 && m["job_id"] == JOB));
-    let subs = w.connections.subscribers(&JOB.parse().expect("id")).await.expect("subs");
+    let subs = w.connections.fan_out_state(&JOB.parse().expect("id")).await.expect("subs").subscriptions;
     assert_eq!(subs.len(), 1, "live events follow");
     let job = w.jobs.get(&JOB.parse().expect("id")).await.expect("get").expect("job");
     assert!(job.watched, "the job is marked watched, so its later events reach the fan-out");
@@ -120,7 +120,7 @@ async fn another_owners_job_is_not_found_and_sends_nothing() {
     let got = w.received();
     assert_eq!(got.len(), 1);
     assert_eq!((got[0]["type"].as_str(), got[0]["code"].as_str()), (Some("error"), Some("job_not_found")));
-    assert!(w.connections.subscribers(&JOB.parse().expect("id")).await.expect("subs").is_empty());
+    assert!(w.connections.fan_out_state(&JOB.parse().expect("id")).await.expect("subs").subscriptions.is_empty());
     w.send("cancel", json!({"action": "cancel", "job_id": JOB})).await;
     assert_eq!(w.received()[1]["code"], "job_not_found");
     assert_eq!(w.jobs.get(&JOB.parse().expect("id")).await.expect("get").expect("job").status, JobStatus::Queued);
@@ -161,5 +161,5 @@ async fn disconnecting_forgets_the_connection_and_its_subscriptions() {
     event.request_context.route_key = Some("$disconnect".into());
     handle(&w.deps, event).await.expect("disconnect");
     assert_eq!(w.connections.connection(CONNECTION).await.expect("read"), None);
-    assert!(w.connections.subscribers(&JOB.parse().expect("id")).await.expect("subs").is_empty());
+    assert!(w.connections.fan_out_state(&JOB.parse().expect("id")).await.expect("subs").subscriptions.is_empty());
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::envelope::JobEventEnvelope;
 use crate::domain::job::{Job, JobEvent, JobId, JobStatus};
 use crate::ports::error::{NotifyError, Retryable, StoreError};
-use crate::ports::{ConnectionStore, JobStore, Notifier};
+use crate::ports::{ConnectionStore, FanOutState, JobStore, Notifier};
 
 /// API Gateway's WebSocket message limit.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
@@ -188,13 +188,13 @@ impl Delivery<'_> {
     /// advances the cursor, unless a push failed (the caller retries).
     pub async fn fan_out(&self, job_id: &JobId, events: &[JobEventEnvelope]) -> Result<FanOut, DeliveryError> {
         let Some(up_to) = events.iter().filter_map(|e| e.seq).max() else { return Ok(FanOut::default()) };
-        // The job's subscriptions and its cursor, read at once: only events
-        // of watched jobs reach here, so there is nearly always someone to
-        // push to, and under load each read is a round trip worth saving.
+        // The job's subscriptions and its cursor, one read: only events of
+        // watched jobs reach here, so there is nearly always someone to push
+        // to, and under load each round trip is worth saving.
         // Whoever subscribes later is answered from the log by the `ws`
         // function (written subscription first, then the replay), so an event
         // that found no subscription here is in that replay.
-        let (subscriptions, previous) = futures::try_join!(self.connections.subscribers(job_id), self.connections.fan_out_cursor(job_id))?;
+        let FanOutState { subscriptions, sent_seq: previous } = self.connections.fan_out_state(job_id).await?;
         if subscriptions.is_empty() || previous >= up_to {
             return Ok(FanOut::default());
         }
@@ -415,7 +415,7 @@ mod tests {
         let w = World::new().await;
         let started = w.record(JobEvent::Started { phase: "p".into() }).await;
         assert_eq!(w.delivery().fan_out(&w.job.id, &[started]).await.expect("fan out"), FanOut::default());
-        assert_eq!(w.connections.fan_out_cursor(&w.job.id).await.expect("cursor"), 0, "nothing marked: nothing was sent");
+        assert_eq!(w.connections.fan_out_state(&w.job.id).await.expect("cursor").sent_seq, 0, "nothing marked: nothing was sent");
         // A subscriber arrives (its replay covers 1..=2), then the job ends.
         w.subscribe("late").await;
         let done = w.record(JobEvent::Cancelled).await;
@@ -443,7 +443,7 @@ mod tests {
         w.notifier.throttle_next("c2", 1);
         let err = w.delivery().fan_out(&w.job.id, &[started.clone(), done.clone()]).await.expect_err("c2 throttled");
         assert!(err.is_retryable(), "the message goes back to the queue: {err}");
-        assert_eq!(w.connections.fan_out_cursor(&w.job.id).await.expect("cursor"), 0, "nothing is marked sent");
+        assert_eq!(w.connections.fan_out_state(&w.job.id).await.expect("cursor").sent_seq, 0, "nothing is marked sent");
         // The redelivered message pushes the whole range again: c2 gets what it
         // missed, c1 gets duplicates it drops by seq.
         w.delivery().fan_out(&w.job.id, &[started, done]).await.expect("redelivery");
@@ -453,7 +453,7 @@ mod tests {
         c1.sort_unstable();
         c1.dedup();
         assert_eq!(c1, vec![1, 2, 3], "what c1 keeps once it drops repeats by seq");
-        assert_eq!(w.connections.fan_out_cursor(&w.job.id).await.expect("cursor"), 3);
+        assert_eq!(w.connections.fan_out_state(&w.job.id).await.expect("cursor").sent_seq, 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -492,7 +492,7 @@ mod tests {
         let out = w.delivery().fan_out(&w.job.id, &[event]).await.expect("fan out");
         assert_eq!(out, FanOut { messages: 2, gone: 1 });
         assert_eq!(w.connections.connection("c1").await.expect("read"), None);
-        let subscribers = w.connections.subscribers(&w.job.id).await.expect("subs");
+        let subscribers = w.connections.fan_out_state(&w.job.id).await.expect("subs").subscriptions;
         assert_eq!(subscribers.iter().map(|s| s.connection_id.as_str()).collect::<Vec<_>>(), vec!["c2"]);
     }
 

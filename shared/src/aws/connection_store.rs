@@ -3,12 +3,16 @@
 //! | item         | pk            | sk               | attributes |
 //! |--------------|---------------|------------------|------------|
 //! | connection   | `CONN#{id}`   | `META`           | owner, connected_at, expires_at, `jobs` (string set of subscribed jobs) |
+//! | fan-out cursor | `JOB#{job}` | `SUB`            | sent_seq (events pushed to every subscription so far), expires_at |
 //! | subscription | `JOB#{job}`   | `SUB#{conn}`     | expires_at |
-//! | fan-out cursor | `JOB#{job}` | `FANOUT`         | sent_seq (events pushed to every subscription so far), expires_at |
 //!
-//! Fan-out reads a job's subscriptions with one Query on its partition
-//! (`begins_with(sk, "SUB#")`), beside the job and its events: no scans, no
-//! index. TTL (`expires_at`) removes what a lost `$disconnect` leaves behind.
+//! Fan-out reads a job's cursor and its subscriptions with one Query on its
+//! partition (`begins_with(sk, "SUB")`: the cursor sorts first, at the head
+//! of the subscriptions it tracks), beside the job and its events: no scans,
+//! no index, one round trip. TTL (`expires_at`) removes what a lost
+//! `$disconnect` leaves behind. (Cursors were once at `FANOUT`, read with a
+//! `GetItem` of their own; one left there is read as 0, so that job's next
+//! fan-out pushes its events again, which clients drop, and TTL removes it.)
 
 use std::collections::HashMap;
 
@@ -21,7 +25,7 @@ use super::job_store::job_pk;
 use super::{Item, boxed, s};
 use crate::domain::job::JobId;
 use crate::ports::error::StoreError;
-use crate::ports::{Connection, ConnectionStore, Subscription};
+use crate::ports::{Connection, ConnectionStore, FanOutState, Subscription};
 
 #[derive(Debug, Clone)]
 pub struct DynamoConnectionStore {
@@ -34,7 +38,7 @@ fn conn_key(connection_id: &str) -> Item {
 }
 
 fn sub_key(job_id: &JobId, connection_id: &str) -> Item {
-    HashMap::from([("pk".to_owned(), s(job_pk(job_id))), ("sk".to_owned(), s(format!("SUB#{connection_id}")))])
+    HashMap::from([("pk".to_owned(), s(job_pk(job_id))), ("sk".to_owned(), s(format!("{SUBSCRIPTION_SK_PREFIX}{connection_id}")))])
 }
 
 fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
@@ -114,42 +118,35 @@ impl ConnectionStore for DynamoConnectionStore {
         self.update_jobs(connection_id, "DELETE", job_id).await
     }
 
-    async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError> {
+    async fn fan_out_state(&self, job_id: &JobId) -> Result<FanOutState, StoreError> {
         let mut items = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :sub)")
+            .key_condition_expression("pk = :pk AND begins_with(sk, :head)")
             .expression_attribute_values(":pk", s(job_pk(job_id)))
-            .expression_attribute_values(":sub", s("SUB#"))
+            .expression_attribute_values(":head", s(FAN_OUT_CURSOR_SK))
             .consistent_read(true)
             .into_paginator()
             .items()
             .send();
-        let mut subscriptions = Vec::new();
+        let mut state = FanOutState::default();
         while let Some(item) = items.next().await {
-            subscriptions.push(from_item("subscription", item.map_err(unavailable)?)?);
+            let item = item.map_err(unavailable)?;
+            match item.get("sk") {
+                Some(AttributeValue::S(sk)) if sk == FAN_OUT_CURSOR_SK => state.sent_seq = sent_seq(job_id, &item)?,
+                Some(AttributeValue::S(sk)) if sk.starts_with(SUBSCRIPTION_SK_PREFIX) => {
+                    state.subscriptions.push(from_item("subscription", item)?);
+                }
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        what: "subscription",
+                        reason: format!("unexpected item in job {job_id}'s fan-out range"),
+                    });
+                }
+            }
         }
-        Ok(subscriptions)
-    }
-
-    async fn fan_out_cursor(&self, job_id: &JobId) -> Result<u64, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(fan_out_key(job_id)))
-            .projection_expression("sent_seq")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let sent = out.item.as_ref().and_then(|i| i.get("sent_seq")).map(|v| v.as_n().map(|n| n.parse::<u64>()));
-        match sent {
-            None => Ok(0),
-            Some(Ok(Ok(seq))) => Ok(seq),
-            Some(_) => Err(StoreError::Corrupt { what: "fan-out cursor", reason: format!("sent_seq of job {job_id} is not a number") }),
-        }
+        Ok(state)
     }
 
     async fn advance_fan_out(&self, job_id: &JobId, sent_seq: u64) -> Result<(), StoreError> {
@@ -174,8 +171,20 @@ impl ConnectionStore for DynamoConnectionStore {
     }
 }
 
+/// The cursor's sort key: a prefix of every subscription's, so it sorts first among them.
+const FAN_OUT_CURSOR_SK: &str = "SUB";
+const SUBSCRIPTION_SK_PREFIX: &str = "SUB#";
+
 fn fan_out_key(job_id: &JobId) -> Item {
-    HashMap::from([("pk".to_owned(), s(job_pk(job_id))), ("sk".to_owned(), s("FANOUT"))])
+    HashMap::from([("pk".to_owned(), s(job_pk(job_id))), ("sk".to_owned(), s(FAN_OUT_CURSOR_SK))])
+}
+
+fn sent_seq(job_id: &JobId, cursor: &Item) -> Result<u64, StoreError> {
+    match cursor.get("sent_seq").map(|v| v.as_n().map(|n| n.parse::<u64>())) {
+        None => Ok(0),
+        Some(Ok(Ok(seq))) => Ok(seq),
+        Some(_) => Err(StoreError::Corrupt { what: "fan-out cursor", reason: format!("sent_seq of job {job_id} is not a number") }),
+    }
 }
 
 impl DynamoConnectionStore {

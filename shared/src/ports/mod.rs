@@ -297,6 +297,15 @@ pub struct Subscription {
     pub logs: bool,
 }
 
+/// Who follows a job, and how far all of them have been sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FanOutState {
+    pub subscriptions: Vec<Subscription>,
+    /// The sequence number up to which the job's events have been pushed to
+    /// every subscription (0 before the first fan-out).
+    pub sent_seq: u64,
+}
+
 /// WebSocket connections and their job subscriptions.
 #[async_trait]
 pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
@@ -311,12 +320,9 @@ pub trait ConnectionStore: Send + Sync + std::fmt::Debug {
 
     async fn unsubscribe(&self, connection_id: &str, job_id: &JobId) -> Result<(), StoreError>;
 
-    /// The job's subscriptions, read by key (never a scan).
-    async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError>;
-
-    /// The sequence number up to which the job's events have been pushed to
-    /// every subscription (0 before the first fan-out).
-    async fn fan_out_cursor(&self, job_id: &JobId) -> Result<u64, StoreError>;
+    /// The job's subscriptions and its fan-out cursor, read together by key
+    /// (never a scan): all a fan-out needs before it pushes.
+    async fn fan_out_state(&self, job_id: &JobId) -> Result<FanOutState, StoreError>;
 
     /// Records that every event up to `sent_seq` has been pushed. The cursor
     /// only moves forward: a slower sender that finishes later leaves it be.

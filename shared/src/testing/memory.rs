@@ -21,8 +21,8 @@ use crate::domain::uri::S3Uri;
 use crate::ports::QuotaStore;
 use crate::ports::error::{BlobError, ControlError, NotifyError, PublishError, QueueError, StoreError};
 use crate::ports::{
-    BlobStore, BreakerStore, Connection, ConnectionStore, Created, DeadLetterStore, EventBus, JobStore, LaneControl, ListQuery, Notifier,
-    ObjectHead, ObjectMeta, Page, Publication, Queue, ScheduleStore, SlotStart, Subscription, owner_sort_key,
+    BlobStore, BreakerStore, Connection, ConnectionStore, Created, DeadLetterStore, EventBus, FanOutState, JobStore, LaneControl,
+    ListQuery, Notifier, ObjectHead, ObjectMeta, Page, Publication, Queue, ScheduleStore, SlotStart, Subscription, owner_sort_key,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -374,12 +374,9 @@ impl ConnectionStore for MemoryConnections {
         Ok(())
     }
 
-    async fn subscribers(&self, job_id: &JobId) -> Result<Vec<Subscription>, StoreError> {
-        Ok(lock(&self.subscriptions).iter().filter(|((j, _), _)| j == job_id).map(|(_, s)| s.clone()).collect())
-    }
-
-    async fn fan_out_cursor(&self, job_id: &JobId) -> Result<u64, StoreError> {
-        Ok(lock(&self.fan_out_cursors).get(job_id).copied().unwrap_or(0))
+    async fn fan_out_state(&self, job_id: &JobId) -> Result<FanOutState, StoreError> {
+        let subscriptions = lock(&self.subscriptions).iter().filter(|((j, _), _)| j == job_id).map(|(_, s)| s.clone()).collect();
+        Ok(FanOutState { subscriptions, sent_seq: lock(&self.fan_out_cursors).get(job_id).copied().unwrap_or(0) })
     }
 
     async fn advance_fan_out(&self, job_id: &JobId, sent_seq: u64) -> Result<(), StoreError> {
