@@ -112,13 +112,11 @@ pub async fn run(cloud: &LocalCloud, api: &PrismClient, jobs: usize, pace: Pace,
     let logs = std::path::Path::new(&cloud.info.logs_dir);
     let logs_before = log_lengths(logs);
     let started = Instant::now();
-    let (start_at, rate) = (
-        tokio::time::Instant::now(),
-        match pace {
-            Pace::FlatOut => None,
-            Pace::PerSecond(rate) => Some(rate.max(f64::MIN_POSITIVE)),
-        },
-    );
+    let start_at = tokio::time::Instant::now();
+    let rate = match pace {
+        Pace::FlatOut => None,
+        Pace::PerSecond(rate) => Some(rate.max(f64::MIN_POSITIVE)),
+    };
 
     // Every other job through the API, the rest dropped into the bucket.
     let submitted: Vec<anyhow::Result<(JobId, Option<f64>)>> = futures::stream::iter(0..jobs)
