@@ -15,6 +15,7 @@ use crate::emulator::{self, ACCOUNT_ID, EmulatorChoice, Emulators};
 use crate::iam::{Account, IamMode};
 use crate::logs::LogSink;
 use crate::mappings::EventSourceMappings;
+use crate::process::CpuTimes;
 use crate::provision::{self, Clients};
 use crate::proxy::{FaultPlan, Proxies, Upstreams};
 use crate::runtime::{self, FunctionHandle, RuntimeEnv};
@@ -327,6 +328,13 @@ impl LocalCloud {
     /// SDK clients pointed at this cloud's emulators.
     pub fn clients(&self) -> Clients {
         clients_for(&self.info.endpoint, &self.info.dynamodb_endpoint)
+    }
+
+    /// CPU time used so far by this process (the local cloud and whatever
+    /// else runs in it, such as a bench's clients), by each emulator and by
+    /// each function's instances: two readings, then [`CpuTimes::since`].
+    pub fn cpu_times(&self) -> CpuTimes {
+        CpuTimes::read(&self.emulators.as_ref().map(Emulators::processes).unwrap_or_default())
     }
 
     /// One cold start of `function`: a fresh process with the environment its

@@ -31,20 +31,26 @@ pub struct Emulators {
     pub endpoint: String,
     pub dynamodb_endpoint: String,
     pub description: String,
-    children: Vec<tokio::process::Child>,
+    /// Each emulator process this cloud started, by name.
+    children: Vec<(&'static str, tokio::process::Child)>,
 }
 
 impl Emulators {
     fn kill_all(&mut self) {
-        self.children.iter_mut().for_each(kill_group);
+        self.children.iter_mut().for_each(|(_, child)| kill_group(child));
     }
 
     /// Stops the emulators and reaps them.
     pub async fn stop(mut self) {
         self.kill_all();
-        for child in &mut self.children {
+        for (_, child) in &mut self.children {
             let _ = child.wait().await;
         }
+    }
+
+    /// The emulators' processes by name (`moto`, `localstack`), those still running.
+    pub fn processes(&self) -> Vec<(&'static str, u32)> {
+        self.children.iter().filter_map(|(name, child)| Some((*name, child.id()?))).collect()
     }
 }
 
@@ -103,9 +109,12 @@ pub async fn start(choice: Option<EmulatorChoice>, project: &Path, state_dir: &P
     };
     let (moto, moto_url) = start_moto(&moto_dir, logs).await?;
     match choice {
-        EmulatorChoice::Moto => {
-            Ok(Emulators { endpoint: moto_url.clone(), dynamodb_endpoint: moto_url, description: "moto".into(), children: vec![moto] })
-        }
+        EmulatorChoice::Moto => Ok(Emulators {
+            endpoint: moto_url.clone(),
+            dynamodb_endpoint: moto_url,
+            description: "moto".into(),
+            children: vec![("moto", moto)],
+        }),
         EmulatorChoice::Localstack => {
             let ls_dir = {
                 let project = project.to_owned();
@@ -116,7 +125,7 @@ pub async fn start(choice: Option<EmulatorChoice>, project: &Path, state_dir: &P
                 endpoint: ls_url,
                 dynamodb_endpoint: moto_url,
                 description: "LocalStack (S3, SQS, SNS) + moto (DynamoDB)".into(),
-                children: vec![moto, ls],
+                children: vec![("moto", moto), ("localstack", ls)],
             })
         }
     }

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use prism_shared::ports::{JobStore, ListQuery};
 use prism_shared::{Job, JobId, JobStatus, S3Uri};
 
+use crate::process::CpuUse;
 use crate::{LocalCloud, PrismClient};
 
 /// The owner of every job of the run (API token and bucket folder alike).
@@ -74,6 +75,11 @@ pub struct LoadReport {
     pub calls_per_job_by_function: BTreeMap<String, f64>,
     /// Each function's invocations during the run, from its REPORT lines.
     pub invocations: BTreeMap<String, Invocations>,
+    /// The CPU time each part of the local cloud used from the first
+    /// submission until the last job ended.
+    pub cpu: CpuUse,
+    /// The machine's cores, against which that time is read.
+    pub cores: usize,
     pub elapsed: Duration,
 }
 
@@ -111,6 +117,7 @@ pub async fn run(cloud: &LocalCloud, api: &PrismClient, jobs: usize, pace: Pace,
     let (calls_before, latencies_before) = (cloud.proxies.calls(), cloud.proxies.latencies());
     let logs = std::path::Path::new(&cloud.info.logs_dir);
     let logs_before = log_lengths(logs);
+    let cpu_before = cloud.cpu_times();
     let started = Instant::now();
     let start_at = tokio::time::Instant::now();
     let rate = match pace {
@@ -166,6 +173,7 @@ pub async fn run(cloud: &LocalCloud, api: &PrismClient, jobs: usize, pace: Pace,
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let elapsed = started.elapsed();
+    let cpu = cloud.cpu_times().since(&cpu_before);
 
     // Every job, checked against its log.
     let checked: Vec<anyhow::Result<Check>> =
@@ -176,6 +184,8 @@ pub async fn run(cloud: &LocalCloud, api: &PrismClient, jobs: usize, pace: Pace,
         dropped: jobs / 2,
         pace,
         submitted_per_second: jobs as f64 / submitting.as_secs_f64().max(f64::EPSILON),
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
         elapsed,
         ..LoadReport::default()
     };
@@ -404,7 +414,35 @@ pub fn write(report: &LoadReport, command: &str, out: &mut String) -> std::fmt::
             None => writeln!(out, "| {binary} | {n:.2} | 0 | - | - | - |")?,
         }
     }
-    writeln!(out)
+    writeln!(out)?;
+    write_cpu(report, out)
+}
+
+/// Where the machine's cores went during the run: which part of the local
+/// cloud the emulators compete with for them.
+fn write_cpu(report: &LoadReport, out: &mut String) -> std::fmt::Result {
+    let wall = report.elapsed.as_secs_f64().max(f64::EPSILON);
+    let capacity = wall * report.cores as f64;
+    writeln!(
+        out,
+        "CPU time during the run ({} cores for {wall:.0} s), by part: this process (the local cloud's gateways, endpoints \
+         and event sources, and the bench's own clients), each emulator with the processes it started, each function's \
+         instances{}:\n",
+        report.cores,
+        match report.cpu.ended {
+            0 => String::new(),
+            n => format!(" ({n} processes ended during the run; their time after its start is not counted)"),
+        }
+    )?;
+    writeln!(out, "| part | CPU time | cores on average | share of the machine |\n|---|---:|---:|---:|")?;
+    let mut parts: Vec<(&String, &Duration)> = report.cpu.by_part.iter().collect();
+    parts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (part, time) in &parts {
+        let secs = time.as_secs_f64();
+        writeln!(out, "| {part} | {secs:.1} s | {:.2} | {:.0}% |", secs / wall, 100.0 * secs / capacity)?;
+    }
+    let used: f64 = parts.iter().map(|(_, t)| t.as_secs_f64()).sum();
+    writeln!(out, "| **all** | **{used:.1} s** | **{:.2}** | **{:.0}%** |\n", used / wall, 100.0 * used / capacity)
 }
 
 #[cfg(test)]
@@ -423,5 +461,30 @@ mod tests {
         assert_eq!(found.p50, Duration::from_millis(200));
         assert!((found.in_flight(Duration::from_secs(2)) - 0.30025).abs() < 1e-9);
         assert_eq!(Invocations::of_report_lines("no reports here\n"), None);
+    }
+
+    #[test]
+    fn the_cpu_table_puts_the_busiest_part_first_and_reads_each_against_the_machines_cores() -> anyhow::Result<()> {
+        let by_part = [("prism", 30), ("moto", 90), ("classify", 6)].map(|(part, s)| (part.to_owned(), Duration::from_secs(s)));
+        let report = LoadReport {
+            cpu: CpuUse { by_part: by_part.into(), ended: 2 },
+            cores: 2,
+            elapsed: Duration::from_secs(100),
+            ..LoadReport::default()
+        };
+        let mut out = String::new();
+        write_cpu(&report, &mut out)?;
+        let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| part")).collect();
+        assert_eq!(
+            rows,
+            [
+                "| moto | 90.0 s | 0.90 | 45% |",
+                "| prism | 30.0 s | 0.30 | 15% |",
+                "| classify | 6.0 s | 0.06 | 3% |",
+                "| **all** | **126.0 s** | **1.26** | **63%** |"
+            ]
+        );
+        assert!(out.contains("2 processes ended during the run"), "{out}");
+        Ok(())
     }
 }
