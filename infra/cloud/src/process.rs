@@ -26,6 +26,33 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_cmd: &mut tokio::process::Command) {}
 
+/// Starts `cmd`'s process at nice `nice`, inherited by every thread and
+/// process it starts. A priority above the default needs root
+/// (`CAP_SYS_NICE`); without it the process runs at the default, which
+/// [`nice_of`] tells after the start.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn with_nice(cmd: &mut tokio::process::Command, nice: i32) {
+    // SAFETY: the closure runs in the forked child before exec and makes one
+    // setpriority(2) call, which is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Refused, the process still runs, at the default priority: not a reason to fail its start.
+            let _ = rustix::process::setpriority_process(None, nice);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn with_nice(_cmd: &mut tokio::process::Command, _nice: i32) {}
+
+/// The nice value a running process has.
+pub fn nice_of(pid: u32) -> std::io::Result<i32> {
+    let pid = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).ok_or(std::io::ErrorKind::InvalidInput)?;
+    Ok(rustix::process::getpriority_process(Some(pid))?)
+}
+
 /// The memory a process and all its descendants hold, in bytes, as Lambda
 /// counts a sandbox's (the ffmpeg a function runs counts against it): the
 /// resident sets of the descendants now, plus the root's peak resident set
@@ -173,6 +200,8 @@ pub struct CpuUse {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use anyhow::Context as _;
+
     use super::*;
 
     fn reading(processes: &[(u32, &str, u64)]) -> CpuTimes {
@@ -189,6 +218,19 @@ mod tests {
         let ms = |part: &str| used.by_part.get(part).map(Duration::as_millis);
         assert_eq!((ms("prism"), ms("moto"), ms("classify"), ms("api"), ms("intake")), (Some(50), Some(800), Some(20), Some(30), None));
         assert_eq!(used.ended, 1);
+    }
+
+    #[tokio::test]
+    async fn a_process_started_with_a_nice_value_runs_at_it_when_allowed() -> anyhow::Result<()> {
+        let mut cmd = tokio::process::Command::new("sleep");
+        cmd.arg("30").kill_on_drop(true);
+        with_nice(&mut cmd, -5);
+        let child = cmd.spawn()?;
+        let nice = nice_of(child.id().context("running")?)?;
+        // Only root may raise a priority; anyone else's child runs at the default.
+        let expected = if rustix::process::geteuid().is_root() { -5 } else { 0 };
+        assert_eq!(nice, expected);
+        Ok(())
     }
 
     /// A named child that burns CPU is charged for it, under its name, and
