@@ -77,10 +77,6 @@ fn tree_bytes(root: u32, root_peak: bool) -> Option<u64> {
     fn process(pid: u32) -> Option<Process> {
         Process::new(i32::try_from(pid).ok()?).ok()
     }
-    fn children(process: &Process) -> Vec<u32> {
-        let Ok(tasks) = process.tasks() else { return Vec::new() };
-        tasks.flatten().filter_map(|task| task.children().ok()).flatten().collect()
-    }
     let root = process(root)?;
     let status = root.status().ok()?;
     let mut total = if root_peak { status.vmhwm? } else { status.vmrss? } * 1024;
@@ -98,6 +94,14 @@ fn tree_bytes(root: u32, root_peak: bool) -> Option<u64> {
         pending.extend(children(&child));
     }
     Some(total)
+}
+
+/// The processes `process` started that are still there: listed by each of
+/// its threads, since the thread that starts a child is its parent.
+#[cfg(target_os = "linux")]
+fn children(process: &procfs::process::Process) -> Vec<u32> {
+    let Ok(tasks) = process.tasks() else { return Vec::new() };
+    tasks.flatten().filter_map(|task| task.children().ok()).flatten().collect()
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -137,10 +141,6 @@ impl CpuTimes {
             let stat = process.stat().ok()?;
             let reaped = if with_reaped { (stat.cutime + stat.cstime).max(0).unsigned_abs() } else { 0 };
             Some(Duration::from_secs_f64((stat.utime + stat.stime + reaped) as f64 / ticks_per_second))
-        };
-        let children = |process: &Process| -> Vec<u32> {
-            let Ok(tasks) = process.tasks() else { return Vec::new() };
-            tasks.flatten().filter_map(|task| task.children().ok()).flatten().collect()
         };
         let mut processes = BTreeMap::new();
         let Ok(own) = Process::myself() else { return Self { processes } };
