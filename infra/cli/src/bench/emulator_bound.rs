@@ -215,6 +215,55 @@ pub fn write(
     )
 }
 
+/// Every request each emulator served during the run, per job: the
+/// functions' calls and also what they do not count, the event sources'
+/// receives and deletes, the submitters' uploads and drops, the stream's
+/// reads and the bench's own, from the emulators' request logs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Served {
+    pub moto: f64,
+    pub localstack: f64,
+}
+
+impl Served {
+    /// From two readings of the request logs (`emulator: operation` counts) around a run of `jobs`.
+    pub fn since(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, jobs: usize) -> Self {
+        let total = |emulator: &str| {
+            let prefix = format!("{emulator}: ");
+            after
+                .iter()
+                .filter(|(op, _)| op.starts_with(&prefix))
+                .map(|(op, n)| n.saturating_sub(before.get(op).copied().unwrap_or(0)))
+                .sum::<u64>() as f64
+                / jobs.max(1) as f64
+        };
+        Self { moto: total("moto"), localstack: total("localstack") }
+    }
+}
+
+/// The bound again, from every request each emulator served: the load an
+/// emulator carries per job is more than the functions' calls. Only on the
+/// default cloud, where each emulator has its own services.
+pub fn write_served(bound: EmulatorBound, served: Served, jobs_per_second: f64, out: &mut String) -> std::fmt::Result {
+    if served.localstack == 0.0 || served.moto == 0.0 {
+        return Ok(());
+    }
+    let allows = |rps: f64, per_job: f64| rps / per_job;
+    let alone = allows(bound.alone.dynamodb, served.moto).min(allows(bound.alone.others, served.localstack));
+    let together = allows(bound.together.dynamodb, served.moto).min(allows(bound.together.others, served.localstack));
+    writeln!(
+        out,
+        "Counting every request each emulator served during the run (from their request logs: the event sources' receives \
+         and deletes, the submitters' uploads and drops, the stream's reads and the bench's own included), a job cost moto \
+         {:.1} and LocalStack {:.1} requests; against those the bound is {alone:.1} jobs/s alone and {together:.1} together, \
+         and the throughput {:.0}% and {:.0}% of it.\n",
+        served.moto,
+        served.localstack,
+        jobs_per_second / alone * 100.0,
+        jobs_per_second / together * 100.0
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +282,28 @@ mod tests {
         assert!(out.contains("| 6.0 | 600 | 100.0 | 300 | 50.0 |"), "{out}");
         assert!(out.contains("42% of the bound each emulator sets alone (62.5 jobs/s; goal >= 50%: missed)"), "{out}");
         assert!(out.contains("69% of the bound they set together (37.5 jobs/s; met)"), "{out}");
+    }
+
+    #[test]
+    fn every_request_an_emulator_served_in_the_run_counts_against_its_bound() {
+        let before = BTreeMap::from([("moto: dynamodb.GetItem".to_owned(), 100), ("localstack: sqs.ReceiveMessage".to_owned(), 50)]);
+        let after = BTreeMap::from([
+            ("moto: dynamodb.GetItem".to_owned(), 700),
+            ("moto: dynamodbstreams.GetRecords".to_owned(), 200),
+            ("localstack: sqs.ReceiveMessage".to_owned(), 450),
+            ("localstack: s3.PutObject".to_owned(), 400),
+        ]);
+        let served = Served::since(&before, &after, 100);
+        assert_eq!(served, Served { moto: 8.0, localstack: 8.0 });
+        let rates = |dynamodb, others| EmulatorRates { dynamodb, others };
+        let bound = EmulatorBound { alone: rates(400.0, 320.0), together: rates(200.0, 240.0) };
+        let mut out = String::new();
+        write_served(bound, served, 20.0, &mut out).expect("write");
+        // LocalStack's 320 requests/s at 8 a job allow 40 jobs/s alone; moto's 200 together allow 25.
+        assert!(out.contains("the bound is 40.0 jobs/s alone and 25.0 together, and the throughput 50% and 80% of it"), "{out}");
+        let mut none = String::new();
+        write_served(bound, Served { moto: 8.0, localstack: 0.0 }, 20.0, &mut none).expect("write");
+        assert!(none.is_empty(), "the moto-only cloud has no second emulator: {none}");
     }
 
     #[test]

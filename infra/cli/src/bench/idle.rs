@@ -40,7 +40,7 @@ pub async fn idle_requests(logs: &Path, out: &mut String) -> anyhow::Result<()> 
 /// Requests logged so far, by emulator and operation: each emulator writes
 /// a line per request naming it (`… request.aws : AWS sqs.ReceiveMessage => 200`;
 /// moto's line is Prism's, see `localstack/moto_server.py`).
-fn requests(logs: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+pub fn requests(logs: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut counts = BTreeMap::new();
     for (emulator, file) in [("localstack", "localstack.log"), ("moto", "moto.log")] {
         let text = match std::fs::read_to_string(logs.join(file)) {

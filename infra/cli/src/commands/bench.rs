@@ -150,6 +150,8 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                     (true, Some(target)) => Some(LivePush::prepare(target, connections).await),
                     _ => None,
                 };
+                let logs = Path::new(&cloud.info.logs_dir);
+                let served_before = bench::idle::requests(logs)?;
                 let load_ended = std::sync::atomic::AtomicBool::new(false);
                 let loading = async {
                     let result = load::run(&cloud, &load_api, jobs, pace, deadline).await;
@@ -164,6 +166,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 };
                 let (result, live) = tokio::join!(loading, live_under_load);
                 let result = result?;
+                let served = bench::emulator_bound::Served::since(&served_before, &bench::idle::requests(logs)?, jobs);
                 report.push_str(&live);
                 let choice = format!("{emulator:?}").to_lowercase();
                 let paced = rate.map(|rate| format!(" --rate {rate}")).unwrap_or_default();
@@ -179,6 +182,7 @@ pub async fn run(project: &Path, args: BenchArgs) -> anyhow::Result<()> {
                     ));
                 }
                 bench::emulator_bound::write(bound, &result.calls_per_job, result.jobs_per_second, pace, &mut report)?;
+                bench::emulator_bound::write_served(bound, served, result.jobs_per_second, &mut report)?;
             }
             anyhow::Ok(())
         }
