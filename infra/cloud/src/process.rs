@@ -73,10 +73,6 @@ pub fn tree_resident_bytes(root: u32) -> Option<u64> {
 
 #[cfg(target_os = "linux")]
 fn tree_bytes(root: u32, root_peak: bool) -> Option<u64> {
-    use procfs::process::Process;
-    fn process(pid: u32) -> Option<Process> {
-        Process::new(i32::try_from(pid).ok()?).ok()
-    }
     let root = process(root)?;
     let status = root.status().ok()?;
     let mut total = if root_peak { status.vmhwm? } else { status.vmrss? } * 1024;
@@ -94,6 +90,12 @@ fn tree_bytes(root: u32, root_peak: bool) -> Option<u64> {
         pending.extend(children(&child));
     }
     Some(total)
+}
+
+/// The process `pid`, if it is still there.
+#[cfg(target_os = "linux")]
+fn process(pid: u32) -> Option<procfs::process::Process> {
+    procfs::process::Process::new(i32::try_from(pid).ok()?).ok()
 }
 
 /// The processes `process` started that are still there: listed by each of
@@ -160,7 +162,7 @@ impl CpuTimes {
                 break;
             }
             // A child that has exited since it was listed has no time left to read.
-            let Some(process) = i32::try_from(pid).ok().and_then(|pid| Process::new(pid).ok()) else { continue };
+            let Some(process) = process(pid) else { continue };
             let part = part.unwrap_or_else(|| part_of(pid, &process));
             if let Some(time) = cpu(&process, true) {
                 pending.extend(children(&process).into_iter().map(|child| (child, Some(part.clone()))));
