@@ -251,6 +251,34 @@ struct Instance {
 }
 
 impl Instance {
+    /// An instance with no process yet.
+    fn new(
+        spec: FunctionSpec,
+        arn: String,
+        queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>>,
+        logs: LogSink,
+        label: String,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            spec,
+            arn,
+            queue,
+            in_flight: Mutex::new(None),
+            pid: AtomicU32::new(0),
+            peak_memory: AtomicU64::new(0),
+            logs,
+            label,
+            ready: std::sync::atomic::AtomicBool::new(false),
+            init_failure: Mutex::new(None),
+            spawned: Mutex::new(None),
+            init_unreported: Mutex::new(None),
+            extension: std::sync::atomic::AtomicBool::new(false),
+            process: Mutex::new(CancellationToken::new()),
+            shutdown,
+        }
+    }
+
     fn take_in_flight(&self, request_id: Option<&str>) -> Option<InFlight> {
         let mut slot = lock(&self.in_flight);
         match (slot.as_ref(), request_id) {
@@ -301,6 +329,25 @@ impl Instance {
         let slot = lock(&self.in_flight);
         slot.as_ref().is_some_and(|f| Instant::now() > f.deadline)
     }
+
+    /// One look by the watchdog: why the instance (process `pid`) must be
+    /// stopped now, if it must.
+    fn stop_due(&self, pid: Option<u32>) -> Option<Stop> {
+        if self.overran() {
+            return Some(Stop::Overran);
+        }
+        // Lambda freezes a sandbox between invocations, so only its init and
+        // its invocations can take memory. Sampling the idle instances too
+        // (most of them, most of the time) made these /proc walks nearly half
+        // of the local cloud's own CPU under load. Growth between invocations
+        // still shows: in the root's high-water mark at the next sample.
+        if !self.initialising_or_invoked() {
+            return None;
+        }
+        let used = pid.and_then(tree_memory_bytes)?;
+        self.peak_memory.fetch_max(used, Ordering::Relaxed);
+        (used > self.spec.memory_mb * 1024 * 1024).then_some(Stop::OutOfMemory { used_mb: used / (1024 * 1024) })
+    }
 }
 
 /// Everything instances of every function share.
@@ -333,23 +380,7 @@ pub async fn start_function(spec: FunctionSpec, env: &RuntimeEnv) -> anyhow::Res
     let mut instances = Vec::with_capacity(spec.concurrency);
     for index in 0..spec.concurrency {
         let label = if spec.concurrency > 1 { format!("{}#{index}", spec.binary) } else { spec.binary.clone() };
-        let instance = Arc::new(Instance {
-            spec: spec.clone(),
-            arn: arn.clone(),
-            queue: queue.clone(),
-            in_flight: Mutex::new(None),
-            pid: AtomicU32::new(0),
-            peak_memory: AtomicU64::new(0),
-            logs: env.logs.clone(),
-            label,
-            ready: std::sync::atomic::AtomicBool::new(false),
-            init_failure: Mutex::new(None),
-            spawned: Mutex::new(None),
-            init_unreported: Mutex::new(None),
-            extension: std::sync::atomic::AtomicBool::new(false),
-            process: Mutex::new(CancellationToken::new()),
-            shutdown: env.shutdown.clone(),
-        });
+        let instance = Arc::new(Instance::new(spec.clone(), arn.clone(), queue.clone(), env.logs.clone(), label, env.shutdown.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = runtime_api(instance.clone());
@@ -812,24 +843,10 @@ enum Stop {
 /// the instance (with what it started) holds more than its memory size
 /// during its init or an invocation.
 async fn watchdog(instance: &Instance, pid: Option<u32>) -> Stop {
-    let limit = instance.spec.memory_mb * 1024 * 1024;
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if instance.overran() {
-            return Stop::Overran;
-        }
-        // Lambda freezes a sandbox between invocations, so only its init and
-        // its invocations can take memory. Sampling the idle instances too
-        // (most of them, most of the time) made these /proc walks nearly half
-        // of the local cloud's own CPU under load. Growth between invocations
-        // still shows: in the root's high-water mark at the next sample.
-        if !instance.initialising_or_invoked() {
-            continue;
-        }
-        let Some(used) = pid.and_then(tree_memory_bytes) else { continue };
-        instance.peak_memory.fetch_max(used, Ordering::Relaxed);
-        if used > limit {
-            return Stop::OutOfMemory { used_mb: used / (1024 * 1024) };
+        if let Some(stop) = instance.stop_due(pid) {
+            return stop;
         }
     }
 }
@@ -850,4 +867,58 @@ fn forward<R: AsyncRead + Unpin + Send + 'static>(
             logs.line(&function, &label, &line);
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance_of_one_megabyte(logs: &std::path::Path) -> Instance {
+        let spec = FunctionSpec {
+            logical_id: "Tiny".into(),
+            name: "tiny".into(),
+            binary: "tiny".into(),
+            environment: Vec::new(),
+            timeout: Duration::from_secs(3600),
+            memory_mb: 1,
+            concurrency: 1,
+            sqs_sources: Vec::new(),
+            stream_sources: Vec::new(),
+            schedules: Vec::new(),
+            url: None,
+            policy: crate::iam::Policy::default(),
+        };
+        let (_, queue) = mpsc::unbounded_channel();
+        let logs = LogSink::new(logs, false).expect("log sink");
+        Instance::new(spec, "arn".into(), Arc::new(tokio::sync::Mutex::new(queue)), logs, "tiny".into(), CancellationToken::new())
+    }
+
+    /// The watched process is this test's own: far over the instance's
+    /// 1 MB whenever it is read.
+    #[test]
+    fn an_idle_instance_is_not_sampled_and_one_invoked_is_stopped_at_its_memory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let instance = instance_of_one_megabyte(dir.path());
+        let pid = Some(std::process::id());
+
+        // Its init: read, and over the limit.
+        assert!(matches!(instance.stop_due(pid), Some(Stop::OutOfMemory { used_mb }) if used_mb >= 1));
+        instance.peak_memory.store(0, Ordering::Relaxed);
+
+        // Asked for work, nothing in flight: frozen, as Lambda leaves it.
+        instance.ready.store(true, Ordering::Relaxed);
+        assert!(instance.stop_due(pid).is_none(), "the watchdog stopped an idle instance");
+        assert_eq!(instance.peak_memory.load(Ordering::Relaxed), 0, "an idle instance's memory was read");
+
+        // Invoked: read again, and stopped.
+        *lock(&instance.in_flight) = Some(InFlight {
+            request_id: "r".into(),
+            started: Instant::now(),
+            deadline: Instant::now() + Duration::from_secs(3600),
+            reply: None,
+            _busy: Busy(Arc::new(AtomicUsize::new(1))),
+        });
+        assert!(matches!(instance.stop_due(pid), Some(Stop::OutOfMemory { used_mb }) if used_mb >= 1));
+        assert!(instance.peak_memory.load(Ordering::Relaxed) > 1024 * 1024);
+    }
 }
