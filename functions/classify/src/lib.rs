@@ -4,7 +4,7 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::app::lifecycle::{self, LifecycleError, Recorded};
-use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
+use prism_shared::app::sqs_batch::{self, Backoff, HandlerError, Outbox};
 use prism_shared::content::sniff::{self, SNIFF_BYTES};
 use prism_shared::domain::commands::{Command, StoredJob};
 use prism_shared::domain::envelope::{self};
@@ -53,16 +53,19 @@ async fn calibrated_estimate(deps: &Deps, modality: Modality, size: u64, guessed
 }
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::AtOnce::All, |msg| handle_message(deps, msg)).await
+    // A batch's commands go together: one request per destination queue instead of ten.
+    let outbox = Outbox::new(deps.queue.as_ref());
+    sqs_batch::process_batch_sending(event, &outbox, Backoff::default(), sqs_batch::AtOnce::All, |msg| handle_message(deps, &outbox, msg))
+        .await
 }
 
-async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
+async fn handle_message(deps: &Deps, outbox: &Outbox<'_>, msg: SqsMessage) -> Result<(), HandlerError> {
     let env: Envelope<Command> = envelope::decode(msg.body.as_deref().unwrap_or_default())?;
     let (Some(job_id), Command::Classify { input, stored }) = (env.job_id, env.body) else {
         return Err(HandlerError::Malformed("expected a job.classify command with a job_id".into()));
     };
     tracing::info!(job_id = %job_id, trace_id = %env.trace_id, uri = %input.uri, "classifying");
-    classify_job(deps, &job_id, input, stored.map(|s| s.into_job())).await
+    classify_job(deps, outbox, &job_id, input, stored.map(|s| s.into_job())).await
 }
 
 /// Classifies the job `stored` is a copy of (as its sender stored it), or
@@ -70,7 +73,13 @@ async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError
 /// safe: the classification is recorded on the copy, which conflicts if the
 /// job moved (cancelled, classified by a duplicate), and is then decided
 /// again on the job as read.
-async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject, stored: Option<Job>) -> Result<(), HandlerError> {
+async fn classify_job(
+    deps: &Deps,
+    outbox: &Outbox<'_>,
+    job_id: &JobId,
+    input: InputObject,
+    stored: Option<Job>,
+) -> Result<(), HandlerError> {
     let job = match stored {
         Some(job) if &job.id == job_id => job,
         _ => deps.jobs.get(job_id).await?.ok_or_else(|| LifecycleError::NotFound(job_id.clone()))?,
@@ -147,7 +156,7 @@ async fn classify_job(deps: &Deps, job_id: &JobId, input: InputObject, stored: O
         }
     };
     let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, body);
-    deps.queue.send(queue_url, command.to_json()).await?;
+    outbox.send(queue_url, command.to_json()).await?;
     tracing::info!(%modality, workflow = ?job.workflow, "routed");
     if job.workflow.is_none() {
         // Jobs into each lane; the processors count them out (`JobsEnded` by `Lane`).

@@ -212,3 +212,39 @@ async fn a_copy_of_a_job_cancelled_since_is_read_again_and_the_job_is_neither_cl
     assert_eq!((job.status, job.modality), (JobStatus::Cancelled, None));
     assert!(setup.queue.sent().is_empty(), "nothing routed");
 }
+
+#[tokio::test]
+async fn a_batch_routes_its_jobs_in_one_request_per_destination_queue() {
+    // Five normal jobs and two urgent ones in one batch: two queues, two requests.
+    let (jobs, blobs, queue) =
+        (Arc::new(MemoryJobStore::default()), Arc::new(MemoryBlobStore::default()), Arc::new(MemoryQueue::default()));
+    let priorities =
+        [Priority::Normal, Priority::Urgent, Priority::Normal, Priority::Normal, Priority::Urgent, Priority::Normal, Priority::Normal];
+    let mut event = SqsEvent::default();
+    for (i, priority) in priorities.iter().enumerate() {
+        let id = JobId::new_random();
+        let upload: S3Uri = format!("s3://prism-dev-000000000000-uploads/uploads/default/{id}/notes.txt").parse().expect("uri");
+        let job = Job::new(id.clone(), "default".into(), *priority, upload.clone(), "t".into(), Utc::now());
+        jobs.create(&job, &[JobEventEnvelope::for_job("test", &job, job.created_event())]).await.expect("create");
+        blobs.insert(&upload, format!("note number {i}\n").into_bytes());
+        let input = prism_shared::domain::job::InputObject { uri: upload, size: 15, etag: "e".into() };
+        let command = Envelope::new("test", "t", Some(id), None, Command::Classify { input, stored: None });
+        let mut msg = aws_lambda_events::sqs::SqsMessage::default();
+        msg.message_id = Some(format!("m{i}"));
+        msg.body = Some(command.to_json());
+        event.records.push(msg);
+    }
+    let config = Config {
+        routes: Lane::ALL.iter().map(|l| ((Modality::Text, *l), format!("http://sqs/text-{l}"))).collect(),
+        workflow_queue_url: None,
+        limits: SizeLimits::default(),
+    };
+    let deps = Deps { queue: queue.clone(), ..prism_shared::testing::memory_deps(jobs, blobs, config) };
+    let response = handle(&deps, event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let mut sizes = queue.batch_sizes();
+    sizes.sort();
+    assert_eq!(sizes, [2, 5], "one request per lane's queue");
+    let to = |url: &str| queue.sent().iter().filter(|sent| sent.queue_url == url).count();
+    assert_eq!((to("http://sqs/text-normal"), to("http://sqs/text-fast")), (5, 2));
+}

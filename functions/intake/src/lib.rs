@@ -8,7 +8,7 @@
 use aws_lambda_events::s3::S3EventRecord;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use prism_shared::app::lifecycle::{self, LifecycleError, Recorded};
-use prism_shared::app::sqs_batch::{self, Backoff, HandlerError};
+use prism_shared::app::sqs_batch::{self, Backoff, HandlerError, Outbox};
 use prism_shared::app::uploads;
 use prism_shared::domain::commands::{Command, StoredJob};
 use prism_shared::domain::job::Lane;
@@ -42,21 +42,24 @@ impl Config {
 pub type Deps = prism_shared::ports::Deps<Config>;
 
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
-    sqs_batch::process_batch(event, deps.queue.as_ref(), Backoff::default(), sqs_batch::AtOnce::All, |msg| handle_message(deps, msg)).await
+    // A batch's classify commands go together: one request instead of ten.
+    let outbox = Outbox::new(deps.queue.as_ref());
+    sqs_batch::process_batch_sending(event, &outbox, Backoff::default(), sqs_batch::AtOnce::All, |msg| handle_message(deps, &outbox, msg))
+        .await
 }
 
-async fn handle_message(deps: &Deps, msg: SqsMessage) -> Result<(), HandlerError> {
+async fn handle_message(deps: &Deps, outbox: &Outbox<'_>, msg: SqsMessage) -> Result<(), HandlerError> {
     let Some(event) = uploads::notification(msg.body.as_deref().unwrap_or_default())? else {
         tracing::info!("acknowledged s3:TestEvent");
         return Ok(());
     };
     for record in &event.records {
-        handle_record(deps, record).await?;
+        handle_record(deps, outbox, record).await?;
     }
     Ok(())
 }
 
-async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), HandlerError> {
+async fn handle_record(deps: &Deps, outbox: &Outbox<'_>, record: &S3EventRecord) -> Result<(), HandlerError> {
     let Some(upload) = uploads::upload_of(record) else {
         tracing::info!(event = ?record.event_name, key = ?record.s3.object.key, "not an upload; ignored");
         return Ok(());
@@ -85,6 +88,6 @@ async fn handle_record(deps: &Deps, record: &S3EventRecord) -> Result<(), Handle
     }
     let job = recorded.job();
     let command = Envelope::new(SOURCE, &job.trace_id, Some(job.id.clone()), None, Command::Classify { input, stored: StoredJob::of(job) });
-    deps.queue.send(deps.config.classify_queue(job.priority), command.to_json()).await?;
+    outbox.send(deps.config.classify_queue(job.priority), command.to_json()).await?;
     Ok(())
 }

@@ -71,3 +71,32 @@ async fn a_malformed_body_is_reported_as_a_failed_item_and_backed_off() {
     assert_eq!(failed, ["7b1d3f0e-3c2a-4d8e-9b5e-0a1f2c3d4e5f"]);
     assert_eq!(queue.retries().len(), 1);
 }
+
+#[tokio::test]
+async fn a_batch_of_ten_uploads_sends_its_ten_classify_commands_in_one_request() {
+    let sample: SqsEvent = sample_event("s3-object-created-via-sqs.json");
+    let mut event = SqsEvent::default();
+    event.records = (0..10)
+        .map(|i| {
+            let mut msg = sample.records[0].clone();
+            msg.message_id = Some(format!("m{i}"));
+            msg.body = msg.body.map(|body| body.replace("meeting+notes.txt", &format!("note-{i}.txt")));
+            msg
+        })
+        .collect();
+    let (deps, _, queue) = deps();
+    let response = handle(&deps, event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(queue.batch_sizes(), [10], "one request carried the batch's commands");
+    let mut keys: Vec<String> = queue
+        .sent()
+        .iter()
+        .map(|sent| match envelope::decode::<Command>(&sent.body).expect("envelope").body {
+            Command::Classify { input, .. } => input.uri.key,
+            other => panic!("not a classify command: {other:?}"),
+        })
+        .collect();
+    keys.sort();
+    let expected: Vec<String> = (0..10).map(|i| format!("uploads/alice/note-{i}.txt")).collect();
+    assert_eq!(keys, expected);
+}

@@ -5,6 +5,7 @@ pub mod breakers;
 pub mod budget;
 pub mod estimates;
 pub mod lifecycle;
+pub mod outbox;
 pub mod problem;
 pub mod processing;
 pub mod quota_cache;

@@ -17,6 +17,7 @@ use futures::StreamExt as _;
 use tracing::Instrument;
 
 use crate::app::budget::Budget;
+pub use crate::app::outbox::Outbox;
 use crate::ports::Queue;
 use crate::ports::error::Retryable;
 
@@ -144,7 +145,35 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::error::Error + Retryable,
 {
+    process_batch_sending(event, &Outbox::new(queue), backoff, at_once, handler).await
+}
+
+/// [`process_batch`] for handlers that end by sending a message: what they
+/// send through `outbox` (made for this batch) goes in as few
+/// `SendMessageBatch`es as the batch allows (see [`crate::app::outbox`]).
+pub async fn process_batch_sending<F, Fut, E>(
+    event: SqsEvent,
+    outbox: &Outbox<'_>,
+    backoff: Backoff,
+    at_once: AtOnce,
+    handler: F,
+) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error + Retryable,
+{
     let handler = &handler;
+    let queue = outbox.queue();
+    // Every message of a batch taken all at once runs from the start, so all
+    // are counted now: the first handler to reach its send waits for the
+    // others even when it gets there before they are first polled. Otherwise
+    // a message counts once it starts (one waiting for its budget share
+    // cannot send, and must not be waited for).
+    let counted_up_front = matches!(at_once, AtOnce::All);
+    if counted_up_front {
+        outbox.started(event.records.len());
+    }
     let budget = match at_once {
         AtOnce::WithinBytes { budget, size_of } => Some((Budget::new(budget), size_of)),
         AtOnce::InTurn | AtOnce::All => None,
@@ -160,7 +189,11 @@ where
             let attempt = receive_count(&msg);
             let span = tracing::info_span!("message", message_id = %message_id, attempt);
             let (arn, receipt) = (msg.event_source_arn.clone(), msg.receipt_handle.clone());
+            if !counted_up_front {
+                outbox.started(1);
+            }
             let result = handler(msg).instrument(span.clone()).await;
+            outbox.finished().instrument(span.clone()).await;
             (message_id, attempt, arn, receipt, span, result)
         })
         .buffer_unordered(if matches!(at_once, AtOnce::InTurn) { 1 } else { usize::MAX })

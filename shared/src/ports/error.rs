@@ -54,11 +54,20 @@ pub enum QueueError {
     BadArn(String),
     #[error("queue unavailable: {0}")]
     Unavailable(#[source] BoxError),
+    /// One message of a batch the queue would not take: permanent when the
+    /// message itself is at fault (too large, bad characters), passing when
+    /// the queue is.
+    #[error("message refused ({code}): {message}")]
+    Refused { code: String, message: String, sender_fault: bool },
 }
 
 impl Retryable for QueueError {
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        match self {
+            Self::BadArn(_) => false,
+            Self::Unavailable(_) => true,
+            Self::Refused { sender_fault, .. } => !sender_fault,
+        }
     }
 }
 

@@ -247,6 +247,17 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// SQS's limit): a workflow step's retry waiting out its backoff.
     async fn send_after(&self, queue_url: &str, body: String, delay: Duration) -> Result<(), QueueError>;
 
+    /// Sends `bodies` to `queue_url` in as few requests as the queue takes
+    /// (SQS: ten messages, 256 KiB a request); one answer per body, in
+    /// order, so one refused message fails only its own sender.
+    async fn send_batch(&self, queue_url: &str, bodies: Vec<String>) -> Vec<Result<(), QueueError>> {
+        let mut answers = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            answers.push(self.send(queue_url, body).await);
+        }
+        answers
+    }
+
     /// Makes a received message visible again after `delay`: the backoff of a failed attempt.
     async fn retry_later(&self, queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError>;
 

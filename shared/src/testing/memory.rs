@@ -200,12 +200,18 @@ pub struct SentMessage {
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     sent: Mutex<Vec<SentMessage>>,
+    batches: Mutex<Vec<usize>>,
     retries: Mutex<Vec<(String, Duration)>>,
 }
 
 impl MemoryQueue {
     pub fn sent(&self) -> Vec<SentMessage> {
         lock(&self.sent).clone()
+    }
+
+    /// How many messages each `send_batch` carried, in order.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        lock(&self.batches).clone()
     }
 
     /// `(receipt_handle, delay)` of every message put back for a later retry.
@@ -219,6 +225,18 @@ impl Queue for MemoryQueue {
     async fn send_after(&self, queue_url: &str, body: String, delay: Duration) -> Result<(), QueueError> {
         lock(&self.sent).push(SentMessage { queue_url: queue_url.to_owned(), body, delay });
         Ok(())
+    }
+
+    async fn send_batch(&self, queue_url: &str, bodies: Vec<String>) -> Vec<Result<(), QueueError>> {
+        lock(&self.batches).push(bodies.len());
+        let mut sent = lock(&self.sent);
+        bodies
+            .into_iter()
+            .map(|body| {
+                sent.push(SentMessage { queue_url: queue_url.to_owned(), body, delay: Duration::ZERO });
+                Ok(())
+            })
+            .collect()
     }
 
     async fn retry_later(&self, _queue_arn: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
