@@ -164,7 +164,7 @@ mod tests {
             self.sending.fetch_sub(1, Ordering::SeqCst);
             let results =
                 bodies.iter().map(|body| if body == "refused" { Err(QueueError::BadArn(body.clone())) } else { Ok(()) }).collect();
-            self.batches.lock().unwrap().push((queue_url.to_owned(), bodies));
+            self.batches.lock().unwrap_or_else(PoisonError::into_inner).push((queue_url.to_owned(), bodies));
             results
         }
         async fn retry_later(&self, _: &str, _: &str, _: Duration) -> Result<(), QueueError> {
@@ -199,7 +199,7 @@ mod tests {
         let queue = RecordingQueue::default();
         let answers = run(&queue, &[("a", "1", 0), ("b", "2", 10), ("a", "3", 30), ("a", "4", 20)]).await;
         assert!(answers.iter().all(Result::is_ok), "{answers:?}");
-        let mut batches = queue.batches.into_inner().unwrap();
+        let mut batches = queue.batches.into_inner().unwrap_or_else(PoisonError::into_inner);
         batches.sort();
         assert_eq!(batches, [("a".to_owned(), vec!["1".to_owned(), "4".into(), "3".into()]), ("b".to_owned(), vec!["2".to_owned()])]);
     }
@@ -210,7 +210,7 @@ mod tests {
         let answers = run(&queue, &[("a", "1", 0), ("a", "refused", 5), ("a", "3", 10)]).await;
         assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
         assert!(matches!(answers[1], Err(QueueError::BadArn(_))), "{answers:?}");
-        assert_eq!(queue.batches.into_inner().unwrap().len(), 1);
+        assert_eq!(queue.batches.into_inner().unwrap_or_else(PoisonError::into_inner).len(), 1);
     }
 
     #[tokio::test]
@@ -220,7 +220,7 @@ mod tests {
             .await
             .expect("the send went once the other handler finished");
         assert!(answers.iter().all(Result::is_ok));
-        assert_eq!(queue.batches.into_inner().unwrap(), [("a".to_owned(), vec!["1".to_owned()])]);
+        assert_eq!(queue.batches.into_inner().unwrap_or_else(PoisonError::into_inner), [("a".to_owned(), vec!["1".to_owned()])]);
     }
 
     #[tokio::test]
@@ -243,7 +243,7 @@ mod tests {
         };
         tokio::join!(twice, once);
         assert_eq!(queue.most_sending.load(Ordering::SeqCst), 2, "the second fast batch went while the slow one was in flight");
-        let batches = queue.batches.into_inner().unwrap();
+        let batches = queue.batches.into_inner().unwrap_or_else(PoisonError::into_inner);
         let sent: Vec<&str> = batches.iter().map(|(_, bodies)| bodies[0].as_str()).collect();
         assert_eq!(sent, ["1", "2", "3"], "both fast batches were answered before the slow one");
     }
